@@ -1,0 +1,66 @@
+/// Why the gate refused a call or an argument.
+///
+/// Inspect ``code`` to tell the cases apart; rejections also name the ``limit`` that bit and,
+/// where it can be known, how long until trying again would succeed (``retryAfter``).
+/// The gate's state is unchanged by any call that throws.
+public struct PolicyError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The kind of failure. New codes may be added; match with `==` rather than exhaustively.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private let name: String
+        private init(_ name: String) { self.name = name }
+
+        /// The call does not fit now (a non-waiting attempt, or a wait that could not end
+        /// before its maximum wait).
+        public static let rateLimited = Code("rateLimited")
+        /// The call waited up to its maximum wait and was not admitted; it recorded nothing.
+        public static let timedOut = Code("timedOut")
+        /// The estimate is larger than a token cap, so the call can never be admitted.
+        public static let oversized = Code("oversized")
+        /// A token count is negative, zero where a count is required, or too large to add up.
+        public static let invalidTokenCount = Code("invalidTokenCount")
+        /// A configured cap is not usable (zero, negative or too large).
+        public static let invalidLimits = Code("invalidLimits")
+        /// An argument does not fit the gate, such as a deadline of another clock.
+        public static let invalidArgument = Code("invalidArgument")
+
+        /// The code's name.
+        public var description: String { name }
+    }
+
+    /// The kind of failure.
+    public let code: Code
+    /// The cap that refused the call, when one did.
+    public let limit: PolicyLimitKind?
+    /// How long until the same call would be admitted if nothing else arrives meanwhile;
+    /// `nil` when that cannot be known (a full concurrency cap frees when a permit is released).
+    public let retryAfter: Duration?
+    /// The key the call was for, when there was one.
+    public let key: PolicyKey?
+    /// A sentence saying what happened.
+    public let message: String
+
+    /// Creates an error; the gate throws these, and tests or adapters may build them too.
+    public init(
+        _ code: Code, limit: PolicyLimitKind? = nil, retryAfter: Duration? = nil,
+        key: PolicyKey? = nil, message: String
+    ) {
+        self.code = code
+        self.limit = limit
+        self.retryAfter = retryAfter
+        self.key = key
+        self.message = message
+    }
+
+    /// The code, the key and the message.
+    public var description: String {
+        var text = "PolicyError.\(code)"
+        if let key { text += " [\(key)]" }
+        text += ": \(message)"
+        if let retryAfter { text += " (retry after \(retryAfter))" }
+        return text
+    }
+
+    func with(key: PolicyKey) -> PolicyError {
+        PolicyError(code, limit: limit, retryAfter: retryAfter, key: key, message: message)
+    }
+}

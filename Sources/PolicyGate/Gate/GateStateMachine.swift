@@ -1,0 +1,360 @@
+/// What an admitted call carries so that its commit finds the buckets it was recorded in.
+struct Admission: Sendable, Hashable {
+    /// When it was admitted, in nanoseconds since the service's epoch.
+    let time: Int64
+    /// Its place among the key's admissions (1, 2, …).
+    let sequence: UInt64
+}
+
+/// Why a call cannot be admitted now, and when it could be if nothing else arrives.
+struct Rejection: Error, Hashable {
+    let kind: PolicyLimitKind
+    /// When the call would fit; `nil` when that depends on a release (concurrency).
+    let retryAt: Int64?
+}
+
+/// The rules of one key, as a pure value: windows, concurrency slots and the FIFO queue.
+///
+/// It never locks, suspends, reads a clock or calls out. Every method takes `now` and returns
+/// what its caller must do (resume waiters, arm a timer at `wake`), so it can be driven
+/// synchronously by tests, by the simulator, and by ``KeyStorage`` under its lock.
+///
+/// Waiters queue in arrival order. The ones at the front hold concurrency slots (always a prefix
+/// of the queue, `slotted` long): a waiter first waits for a slot, then, holding it, for window
+/// capacity. Only the head is ever admitted, so a large call is never starved by smaller ones.
+struct GateStateMachine<Payload> {
+    struct Waiter {
+        let id: UInt64
+        let tokens: Int64
+        let deadline: Int64
+        let payload: Payload
+    }
+
+    struct Resume {
+        let payload: Payload
+        let result: Result<Admission, PolicyError>
+    }
+
+    /// What the caller must carry out after the machine changed.
+    struct Effects {
+        /// Waiters to resume, in order.
+        var resumes: [Resume] = []
+        /// When the machine must be ticked again (a window frees room for the head, or a
+        /// waiter's deadline passes); `nil` when only a release or commit can change anything.
+        var wake: Int64?
+
+        init() {}
+
+        mutating func merge(_ other: Effects) {
+            resumes += other.resumes
+            if let w = other.wake { wake = min(wake ?? .max, w) }
+        }
+    }
+
+    enum EnqueueResult {
+        case admitted(Admission, Effects)
+        case rejected(PolicyError, Effects)
+        case enqueued(Effects)
+    }
+
+    private(set) var limits: CompiledLimits
+    private var windows: InlineArray<3, SlidingWindow?>
+    /// Permits holding a slot.
+    private(set) var inFlight = 0
+    private var queue = WaiterQueue<Waiter>()
+    /// How many waiters at the front of the queue hold a slot.
+    private(set) var slotted = 0
+    private var deadlineCount = 0
+    /// Admissions so far.
+    private var sequence: UInt64 = 0
+
+    init(limits: CompiledLimits, now: Int64) {
+        self.limits = limits
+        windows = [nil, nil, nil]
+        for w in 0..<3 where limits.tracks(w) {
+            windows[w] = SlidingWindow(length: PolicyWindow(rawValue: w)!.nanoseconds, now: now, firstSequence: 1)
+        }
+    }
+
+    var queued: Int { queue.count }
+    var hasWaiters: Bool { !queue.isEmpty }
+
+    // MARK: Admission
+
+    /// Admits a call at once if nobody is queued and it fits; otherwise says why not.
+    /// Runs due work first (waiters whose time has come), returned in the effects.
+    @inline(__always)
+    mutating func tryAdmit(tokens: Int64, now: Int64) -> (Result<Admission, Rejection>, Effects) {
+        var effects = Effects()
+        if !queue.isEmpty {
+            effects = pump(now: now)
+            if let head = queue.first {
+                return (.failure(rejection(forQueued: head, at: 0, now: now)), effects)
+            }
+        }
+        if inFlight >= limits.maxConcurrent {
+            return (.failure(Rejection(kind: .concurrency, retryAt: nil)), effects)
+        }
+        advanceWindows(to: now)
+        if windowsFit(tokens) { return (.success(admit(tokens: tokens, now: now)), effects) }
+        return (.failure(windowRejection(tokens: tokens, now: now)!), effects)
+    }
+
+    /// Queues a call that could not be admitted at once, or admits/rejects it if the state
+    /// changed meanwhile or its deadline can never be met.
+    mutating func enqueue(id: UInt64, tokens: Int64, deadline: Int64, payload: Payload, now: Int64) -> EnqueueResult {
+        var effects = queue.isEmpty ? Effects() : pump(now: now)
+        advanceWindows(to: now)
+        if queue.isEmpty && inFlight < limits.maxConcurrent && windowsFit(tokens) {
+            return .admitted(admit(tokens: tokens, now: now), effects)
+        }
+        if deadline != .max {
+            // The earliest this call could start, ignoring everyone ahead: a lower bound.
+            let windowBlock = windowRejection(tokens: tokens, now: now)
+            if deadline <= now || (windowBlock?.retryAt ?? now) > deadline {
+                let rejection: Rejection
+                if let first = queue.first, windowBlock == nil {
+                    rejection = self.rejection(forQueued: first, at: 0, now: now)
+                } else {
+                    rejection = windowBlock ?? Rejection(kind: .concurrency, retryAt: nil)
+                }
+                return .rejected(Self.error(.rateLimited, rejection, now: now,
+                    "cannot be admitted within its maximum wait"), effects)
+            }
+            deadlineCount += 1
+        }
+        queue.append(Waiter(id: id, tokens: tokens, deadline: deadline, payload: payload))
+        effects.merge(pump(now: now))
+        return .enqueued(effects)
+    }
+
+    /// Removes a waiter that gave up (cancelled). Returns its payload if it was still queued.
+    mutating func cancel(id: UInt64, now: Int64) -> (Payload?, Effects) {
+        guard let index = queue.firstIndex(where: { $0.id == id }) else { return (nil, Effects()) }
+        let waiter = remove(at: index)
+        return (waiter.payload, pump(now: now))
+    }
+
+    /// Runs what time made due: expired deadlines, admissions that now fit.
+    mutating func tick(now: Int64) -> Effects {
+        queue.isEmpty ? Effects() : pump(now: now)
+    }
+
+    // MARK: Permits
+
+    /// A permit gave back its slot. Returns whether waiters may now proceed (then `tick`).
+    @inline(__always)
+    mutating func release() -> Bool {
+        inFlight -= 1
+        return !queue.isEmpty
+    }
+
+    /// Replaces a call's tokens `old` by `new` in every window still holding it.
+    /// Returns whether waiters may now proceed (then `tick`).
+    /// - Throws: `invalidTokenCount` if a sum would overflow; nothing is changed then.
+    mutating func commit(_ admission: Admission, from old: Int64, to new: Int64) throws(PolicyError) -> Bool {
+        let delta = new - old  // both are non-negative: cannot overflow
+        if delta == 0 { return false }
+        for w in 0..<3 {
+            if let window = windows[w], !window.canAdjust(admittedAt: admission.time, sequence: admission.sequence, by: delta) {
+                throw PolicyError(.invalidTokenCount, message: "committing \(new) tokens would overflow the window's total")
+            }
+        }
+        for w in 0..<3 where windows[w] != nil {
+            windows[w]!.adjust(admittedAt: admission.time, sequence: admission.sequence, by: delta)
+        }
+        return delta < 0 && !queue.isEmpty
+    }
+
+    // MARK: Administration
+
+    /// Adopts newer limits, keeping the usage of every window that stays tracked.
+    mutating func setLimits(_ new: CompiledLimits, now: Int64) -> Effects {
+        guard new.generation > limits.generation else { return Effects() }
+        for w in 0..<3 {
+            if !new.tracks(w) {
+                windows[w] = nil
+            } else if windows[w] == nil {
+                windows[w] = SlidingWindow(length: PolicyWindow(rawValue: w)!.nanoseconds, now: now, firstSequence: sequence + 1)
+            }
+        }
+        limits = new
+        return queue.isEmpty ? Effects() : pump(now: now)
+    }
+
+    /// Forgets all recorded usage (permits and waiters stay).
+    mutating func reset(now: Int64) -> Effects {
+        for w in 0..<3 where windows[w] != nil {
+            windows[w]!.clear(firstSequence: sequence + 1)
+        }
+        return queue.isEmpty ? Effects() : pump(now: now)
+    }
+
+    /// Whether nothing is held, queued or counted any more: the key can be forgotten.
+    mutating func isIdle(now: Int64) -> Bool {
+        guard inFlight == 0, queue.isEmpty else { return false }
+        advanceWindows(to: now)
+        for w in 0..<3 { if let window = windows[w], !window.isEmpty { return false } }
+        return true
+    }
+
+    // MARK: Readouts
+
+    struct WindowUsage: Sendable {
+        let window: PolicyWindow
+        let requests: Int64
+        let tokens: Int64
+    }
+
+    /// Usage per tracked window at `now` (advancing the windows).
+    mutating func usage(now: Int64) -> [WindowUsage] {
+        advanceWindows(to: now)
+        var result: [WindowUsage] = []
+        for w in 0..<3 {
+            if let window = windows[w] {
+                result.append(WindowUsage(window: PolicyWindow(rawValue: w)!, requests: window.requestTotal, tokens: window.tokenTotal))
+            }
+        }
+        return result
+    }
+
+    /// When some recorded usage next leaves a window, or `nil` if none is recorded.
+    func nextExpiry() -> Int64? {
+        var earliest: Int64?
+        for w in 0..<3 {
+            if let t = windows[w]?.nextExpiry() { earliest = min(earliest ?? .max, t) }
+        }
+        return earliest
+    }
+
+    /// Why a call of `tokens` could not be admitted now (nil if it could), for readouts.
+    mutating func blocker(tokens: Int64, now: Int64) -> Rejection? {
+        if let head = queue.first { return rejection(forQueued: head, at: 0, now: now) }
+        if inFlight >= limits.maxConcurrent { return Rejection(kind: .concurrency, retryAt: nil) }
+        advanceWindows(to: now)
+        return windowRejection(tokens: tokens, now: now)
+    }
+
+    // MARK: Internals
+
+    @inline(__always)
+    private mutating func advanceWindows(to now: Int64) {
+        for w in 0..<3 where windows[w] != nil { windows[w]!.advance(to: now) }
+    }
+
+    @inline(__always)
+    private func windowsFit(_ tokens: Int64) -> Bool {
+        for w in 0..<3 {
+            if let window = windows[w],
+                !window.fits(tokens: tokens, requestCap: limits.requestCaps[w], tokenCap: limits.tokenCaps[w])
+            {
+                return false
+            }
+        }
+        return true
+    }
+
+    @inline(__always)
+    private mutating func admit(tokens: Int64, now: Int64) -> Admission {
+        sequence += 1
+        for w in 0..<3 where windows[w] != nil { windows[w]!.record(tokens: tokens) }
+        inFlight += 1
+        return Admission(time: now, sequence: sequence)
+    }
+
+    /// The binding window cap for a call of `tokens` and when it frees (the latest of all
+    /// windows' earliest fits, so that retrying then succeeds); nil if it fits now.
+    /// Windows must be advanced to `now`.
+    private func windowRejection(tokens: Int64, now: Int64) -> Rejection? {
+        var worst: Rejection?
+        for w in 0..<3 {
+            guard let window = windows[w] else { continue }
+            let requestCap = limits.requestCaps[w]
+            let tokenCap = limits.tokenCaps[w]
+            if let at = window.earliestFit(requests: 1, tokens: 0, requestCap: requestCap, tokenCap: .max, now: now),
+                at > now, at > (worst?.retryAt ?? now)
+            {
+                worst = Rejection(kind: .requests(PolicyWindow(rawValue: w)!), retryAt: at)
+            }
+            if let at = window.earliestFit(requests: 0, tokens: tokens, requestCap: .max, tokenCap: tokenCap, now: now),
+                at > now, at > (worst?.retryAt ?? now)
+            {
+                worst = Rejection(kind: .tokens(PolicyWindow(rawValue: w)!), retryAt: at)
+            }
+        }
+        return worst
+    }
+
+    private func rejection(forQueued waiter: Waiter, at index: Int, now: Int64) -> Rejection {
+        guard index < slotted else { return Rejection(kind: .concurrency, retryAt: nil) }
+        // A slotted waiter is blocked by windows; if it fits it is about to be admitted.
+        return windowRejection(tokens: waiter.tokens, now: now) ?? Rejection(kind: .concurrency, retryAt: nil)
+    }
+
+    private mutating func remove(at index: Int) -> Waiter {
+        let waiter = queue.remove(at: index)
+        if index < slotted { slotted -= 1 }
+        if waiter.deadline != .max { deadlineCount -= 1 }
+        return waiter
+    }
+
+    static func error(_ code: PolicyError.Code, _ rejection: Rejection, now: Int64, _ what: String) -> PolicyError {
+        let retryAfter = rejection.retryAt.map { Duration.nanoseconds(max(0, $0 - now)) }
+        return PolicyError(code, limit: rejection.kind, retryAfter: retryAfter, message: "\(what): \(rejection.kind) is exhausted")
+    }
+
+    /// Expires deadlines, hands free slots to the front of the queue and admits the head while
+    /// it fits; reports when to look again.
+    private mutating func pump(now: Int64) -> Effects {
+        var effects = Effects()
+        if deadlineCount > 0 {
+            var i = 0
+            while i < queue.count {
+                let waiter = queue[i]
+                if waiter.deadline <= now {
+                    advanceWindows(to: now)
+                    let why = rejection(forQueued: waiter, at: i, now: now)
+                    _ = remove(at: i)
+                    effects.resumes.append(Resume(payload: waiter.payload, result: .failure(
+                        Self.error(.timedOut, why, now: now, "not admitted within its maximum wait"))))
+                } else {
+                    i += 1
+                }
+            }
+        }
+        var advanced = false
+        while true {
+            while slotted < queue.count && inFlight + slotted < limits.maxConcurrent { slotted += 1 }
+            guard slotted > 0, let head = queue.first else { break }
+            if let kind = limits.oversizedKind(head.tokens) {
+                // Limits lowered below this estimate while it waited: it can never fit.
+                _ = remove(at: 0)
+                effects.resumes.append(Resume(payload: head.payload, result: .failure(PolicyError(
+                    .oversized, limit: kind, message: "estimate of \(head.tokens) tokens exceeds \(kind)"))))
+                continue
+            }
+            if !advanced {
+                advanceWindows(to: now)
+                advanced = true
+            }
+            if windowsFit(head.tokens) {
+                _ = remove(at: 0)  // gives back the waiter's slot, which `admit` takes as in-flight
+                effects.resumes.append(Resume(payload: head.payload, result: .success(admit(tokens: head.tokens, now: now))))
+                continue
+            }
+            effects.wake = windowRejection(tokens: head.tokens, now: now)?.retryAt
+            break
+        }
+        if deadlineCount > 0 {
+            var i = 0
+            while i < queue.count {
+                effects.wake = min(effects.wake ?? .max, queue[i].deadline)
+                i += 1
+            }
+        }
+        return effects
+    }
+}
+
+extension GateStateMachine.Resume: Sendable where Payload: Sendable {}
+extension GateStateMachine.Effects: Sendable where Payload: Sendable {}

@@ -1,0 +1,228 @@
+import Synchronization
+
+/// What a waiter is resumed with: the storage that admitted it and its admission.
+struct Grant: Sendable {
+    let storage: KeyStorage
+    let admission: Admission
+}
+
+/// Time and telemetry, shared by everything a service creates. Holds no reference back to the
+/// service, so permits may outlive it.
+final class GateEnvironment: Sendable {
+    let time: any TimeSource
+    let telemetry: (any PolicyTelemetry)?
+
+    init(time: any TimeSource, telemetry: (any PolicyTelemetry)?) {
+        self.time = time
+        self.telemetry = telemetry
+    }
+}
+
+/// The shell around one key's ``GateStateMachine``: it owns the continuations of the key's
+/// waiters and its timer, and carries out what the machine decides. It decides nothing itself.
+///
+/// Its mutable state is guarded by its shard's lock (one lock per shard rather than per key, so
+/// that an admission takes a single lock for the lookup and the decision).
+final class KeyStorage: @unchecked Sendable {  // mutable state only touched under `shard.table`'s lock
+    typealias Machine = GateStateMachine<UnsafeContinuation<Grant, any Error>>
+
+    let key: PolicyKey
+    let shard: Shard
+    let environment: GateEnvironment
+
+    // Guarded by `shard.table`'s lock.
+    var machine: Machine
+    var position: Int
+    private var timerAt: Int64 = .max
+    private var timer: Task<Void, Never>?
+
+    init(key: PolicyKey, limits: CompiledLimits, now: Int64, shard: Shard, environment: GateEnvironment, position: Int) {
+        self.key = key
+        self.shard = shard
+        self.environment = environment
+        self.machine = Machine(limits: limits, now: now)
+        self.position = position
+    }
+
+    /// Carries out resumptions outside the lock.
+    func perform(_ effects: Machine.Effects) {
+        for resume in effects.resumes {
+            switch resume.result {
+            case .success(let admission):
+                resume.payload.resume(returning: Grant(storage: self, admission: admission))
+            case .failure(let error):
+                resume.payload.resume(throwing: error.with(key: key))
+            }
+        }
+    }
+
+    /// Arms or disarms the timer after the machine changed, and queues the resumptions for
+    /// after the lock. Call under the lock.
+    func settle(_ effects: Machine.Effects, into aftermath: inout Aftermath) {
+        if !effects.resumes.isEmpty { aftermath.work.append((self, effects)) }
+        if !machine.hasWaiters {
+            if let timer { aftermath.cancelled.append(timer) }
+            timer = nil
+            timerAt = .max
+            return
+        }
+        guard let wake = effects.wake, wake < timerAt else { return }
+        if let timer { aftermath.cancelled.append(timer) }
+        timerAt = wake
+        let time = environment.time
+        timer = Task { [self] in
+            do { try await time.sleep(until: wake) } catch { return }
+            fire(at: wake)
+        }
+    }
+
+    private func fire(at wake: Int64) {
+        let now = environment.time.now()
+        let aftermath = shard.table.withLock { _ in
+            if timerAt == wake {
+                timerAt = .max
+                timer = nil
+            }
+            var aftermath = Aftermath()
+            settle(machine.tick(now: now), into: &aftermath)
+            return aftermath
+        }
+        aftermath.run()
+    }
+
+    // MARK: Permit paths
+
+    func commit(_ admission: Admission, from old: Int64, to new: Int64) throws(PolicyError) {
+        let result: Result<Aftermath, PolicyError> = shard.table.withLock { _ in
+            var aftermath = Aftermath()
+            do throws(PolicyError) {
+                if try machine.commit(admission, from: old, to: new) {
+                    settle(machine.tick(now: environment.time.now()), into: &aftermath)
+                }
+                return .success(aftermath)
+            } catch {
+                return .failure(error)
+            }
+        }
+        switch result {
+        case .success(let aftermath): aftermath.run()
+        case .failure(let error): throw error.with(key: key)
+        }
+    }
+
+    @inline(__always)
+    func release() {
+        let aftermath: Aftermath? = shard.table.withLock { _ in
+            guard machine.release() else { return nil }
+            var aftermath = Aftermath()
+            settle(machine.tick(now: environment.time.now()), into: &aftermath)
+            return aftermath
+        }
+        aftermath?.run()
+    }
+}
+
+/// What must happen once a lock is released: timers to cancel (their clocks' cancellation
+/// handlers are not ours to run under our lock) and waiters to resume.
+struct Aftermath: Sendable {
+    var work: [(KeyStorage, KeyStorage.Machine.Effects)] = []
+    var cancelled: [Task<Void, Never>] = []
+
+    var isEmpty: Bool { work.isEmpty && cancelled.isEmpty }
+
+    func run() {
+        for task in cancelled { task.cancel() }
+        for (storage, effects) in work { storage.perform(effects) }
+    }
+}
+
+/// One slice of the key registry with its lock. Keys are spread over shards by hash, so that
+/// callers on different keys rarely contend.
+final class Shard: Sendable {
+    let table = Mutex(ShardTable())
+}
+
+/// The keys of one shard, guarded by the shard's lock.
+struct ShardTable: ~Copyable {
+    private var index: [PolicyKey: Int] = [:]
+    private(set) var storages: [KeyStorage] = []
+    private var cursor = 0
+
+    func lookup(_ key: PolicyKey) -> KeyStorage? {
+        index[key].map { storages[$0] }
+    }
+
+    /// The key's storage, created if absent (with a sweep step, to bound memory), on limits at
+    /// least as new as `limits`.
+    @inline(__always)
+    mutating func storage(
+        for key: PolicyKey, limits: CompiledLimits, now: Int64, shard: Shard, environment: GateEnvironment,
+        aftermath: inout Aftermath
+    ) -> KeyStorage {
+        if let position = index[key] {
+            let storage = storages[position]
+            if storage.machine.limits.generation < limits.generation {
+                // A reload is under way and this caller saw it first.
+                storage.settle(storage.machine.setLimits(limits, now: now), into: &aftermath)
+            }
+            sweep(count: 1, now: now, aftermath: &aftermath)
+            return storage
+        }
+        sweep(count: 2, now: now, aftermath: &aftermath)
+        let storage = KeyStorage(
+            key: key, limits: limits, now: now, shard: shard, environment: environment, position: storages.count)
+        index[key] = storages.count
+        storages.append(storage)
+        return storage
+    }
+
+    /// Drops up to `count` idle keys at the cursor: keys with nothing in flight, nobody waiting
+    /// and no usage left in any window. A busy key is passed over until the cursor comes back.
+    mutating func sweep(count: Int, now: Int64, aftermath: inout Aftermath) {
+        for _ in 0..<count {
+            guard !storages.isEmpty else { return }
+            if cursor >= storages.count { cursor = 0 }
+            if storages[cursor].machine.isIdle(now: now) {
+                storages[cursor].settle(.init(), into: &aftermath)  // disarms a stale timer
+                remove(at: cursor)
+            } else {
+                cursor += 1
+            }
+        }
+    }
+
+    /// Sweeps every key.
+    mutating func sweepAll(now: Int64, aftermath: inout Aftermath) {
+        var position = 0
+        while position < storages.count {
+            if storages[position].machine.isIdle(now: now) {
+                storages[position].settle(.init(), into: &aftermath)
+                remove(at: position)
+            } else {
+                position += 1
+            }
+        }
+        cursor = 0
+    }
+
+    private mutating func remove(at position: Int) {
+        let storage = storages[position]
+        index[storage.key] = nil
+        let last = storages.removeLast()
+        if position < storages.count {
+            storages[position] = last
+            last.position = position
+            index[last.key] = position
+        }
+    }
+
+    var count: Int { storages.count }
+
+    mutating func removeAll() -> [KeyStorage] {
+        let all = storages
+        storages = []
+        index = [:]
+        cursor = 0
+        return all
+    }
+}

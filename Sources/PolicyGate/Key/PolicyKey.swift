@@ -1,0 +1,89 @@
+/// What a counter belongs to inside one provider: the whole provider, a user, an organisation,
+/// a project, or any other kind of owner (a tenant, a workflow…).
+///
+/// Every distinct `(provider, scope)` pair gets its own independent windows, concurrency slots
+/// and queue, all governed by the provider's ``PolicyLimits``.
+public enum PolicyScope: Hashable, Sendable, CustomStringConvertible {
+    /// One shared set of counters for the whole provider.
+    case global
+    /// Counters per user id.
+    case user(String)
+    /// Counters per organisation id.
+    case org(String)
+    /// Counters per project id.
+    case project(String)
+    /// Counters for an owner of your own kind, such as `custom(kind: "tenant", id: "acme")`.
+    case custom(kind: String, id: String)
+
+    /// A readable form such as `user:u-42` or `global`.
+    public var description: String {
+        switch self {
+        case .global: "global"
+        case .user(let id): "user:\(id)"
+        case .org(let id): "org:\(id)"
+        case .project(let id): "project:\(id)"
+        case .custom(let kind, let id): "\(kind):\(id)"
+        }
+    }
+
+    /// The kind of scope without its id (`global`, `user`, `org`, `project`, or the custom kind):
+    /// a low-cardinality label for metrics.
+    public var kind: String {
+        switch self {
+        case .global: "global"
+        case .user: "user"
+        case .org: "org"
+        case .project: "project"
+        case .custom(let kind, _): kind
+        }
+    }
+}
+
+/// The identity of one gated counter set: a provider name and a ``PolicyScope``.
+///
+/// Limits are configured per provider; each key under that provider is counted on its own.
+/// A key hashes its strings once, when it is created, so reusing a key value across calls makes
+/// every lookup in the gate cheap.
+public struct PolicyKey: Hashable, Sendable, CustomStringConvertible {
+    /// The provider whose limits apply, such as `"openai"`.
+    public let provider: String
+    /// Whose counters these are under the provider.
+    public let scope: PolicyScope
+
+    // Computed once: the gate looks a key up on every call, and hashing two strings each time
+    // costs more than the rest of an uncontended admission.
+    @usableFromInline let providerHash: Int
+    @usableFromInline let keyHash: Int
+
+    /// Creates a key for `provider` and `scope`.
+    /// - Parameters:
+    ///   - provider: The provider name the limits are configured under.
+    ///   - scope: Whose counters these are; `.global` when omitted.
+    public init(provider: String, scope: PolicyScope = .global) {
+        self.provider = provider
+        self.scope = scope
+        var hasher = Hasher()
+        hasher.combine(provider)
+        let providerHash = hasher.finalize()
+        self.providerHash = providerHash
+        var keyHasher = Hasher()
+        keyHasher.combine(providerHash)
+        keyHasher.combine(scope)
+        self.keyHash = keyHasher.finalize()
+    }
+
+    /// Two keys are equal when their providers and scopes are equal.
+    @inlinable
+    public static func == (lhs: PolicyKey, rhs: PolicyKey) -> Bool {
+        lhs.keyHash == rhs.keyHash && lhs.provider == rhs.provider && lhs.scope == rhs.scope
+    }
+
+    /// Feeds the hash computed at creation.
+    @inlinable
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(keyHash)
+    }
+
+    /// A readable form such as `openai/user:u-42`.
+    public var description: String { "\(provider)/\(scope)" }
+}

@@ -1,0 +1,41 @@
+/// ``PolicyLimits`` in the form the state machine checks on every call: missing caps become
+/// `Int64.max`, so the hot path compares numbers instead of unwrapping optionals.
+struct CompiledLimits: Sendable {
+    /// Request caps per window (minute, hour, day); `.max` when not set.
+    var requestCaps: InlineArray<3, Int64>
+    /// Token caps per window; `.max` when not set.
+    var tokenCaps: InlineArray<3, Int64>
+    /// `Int.max` when not set.
+    var maxConcurrent: Int
+    /// Bumped on every change of the provider's limits, so keys adopt new limits exactly once
+    /// and never go back to older ones.
+    var generation: UInt64
+
+    init(_ limits: PolicyLimits, generation: UInt64) {
+        func cap(_ value: Int?) -> Int64 { value.map { Int64($0) } ?? .max }
+        requestCaps = [cap(limits.requestsPerMinute), cap(limits.requestsPerHour), cap(limits.requestsPerDay)]
+        tokenCaps = [cap(limits.tokensPerMinute), cap(limits.tokensPerHour), cap(limits.tokensPerDay)]
+        maxConcurrent = limits.maxConcurrent ?? .max
+        self.generation = generation
+    }
+
+    /// Whether a window's usage is kept: any cap over it is set. Usage is recorded for requests
+    /// and tokens alike, so adding the other cap of the same window at runtime keeps history.
+    @inline(__always)
+    func tracks(_ window: Int) -> Bool {
+        requestCaps[window] != .max || tokenCaps[window] != .max
+    }
+
+    var hasTokenCaps: Bool {
+        tokenCaps[0] != .max || tokenCaps[1] != .max || tokenCaps[2] != .max
+    }
+
+    /// The token cap an estimate of `tokens` exceeds, so that it can never be admitted.
+    @inline(__always)
+    func oversizedKind(_ tokens: Int64) -> PolicyLimitKind? {
+        for window in 0..<3 where tokens > tokenCaps[window] {
+            return .tokens(PolicyWindow(rawValue: window)!)
+        }
+        return nil
+    }
+}

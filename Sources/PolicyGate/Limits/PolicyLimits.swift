@@ -1,0 +1,195 @@
+/// The caps configured for one provider. Every cap is optional; a provider whose caps are all
+/// `nil` is not gated at all (acquiring is a no-op).
+///
+/// Request and token caps apply over *sliding* windows of one minute, one hour and one day that
+/// end at the moment of the call. `maxConcurrent` caps how many permits may be held at once.
+/// Caps apply to each ``PolicyKey`` of the provider separately.
+public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
+    /// The most requests admitted in any 60 s.
+    public var requestsPerMinute: Int?
+    /// The most requests admitted in any hour.
+    public var requestsPerHour: Int?
+    /// The most requests admitted in any 24 h.
+    public var requestsPerDay: Int?
+    /// The most tokens (estimates, replaced by committed counts) in any 60 s.
+    public var tokensPerMinute: Int?
+    /// The most tokens in any hour.
+    public var tokensPerHour: Int?
+    /// The most tokens in any 24 h.
+    public var tokensPerDay: Int?
+    /// The most permits held at once.
+    public var maxConcurrent: Int?
+
+    /// The largest request cap accepted: request counts are kept in 32-bit buckets so that a
+    /// key's windows stay small.
+    public static let maximumRequestCap = Int(UInt32.max)
+
+    /// The largest token count a call may estimate or commit (2^48, far beyond any model's
+    /// context): bounding it keeps every sum of counts free of overflow.
+    public static let maximumTokenCount = 1 << 48
+
+    /// Creates limits; omitted caps are unlimited.
+    public init(
+        requestsPerMinute: Int? = nil,
+        requestsPerHour: Int? = nil,
+        requestsPerDay: Int? = nil,
+        tokensPerMinute: Int? = nil,
+        tokensPerHour: Int? = nil,
+        tokensPerDay: Int? = nil,
+        maxConcurrent: Int? = nil
+    ) {
+        self.requestsPerMinute = requestsPerMinute
+        self.requestsPerHour = requestsPerHour
+        self.requestsPerDay = requestsPerDay
+        self.tokensPerMinute = tokensPerMinute
+        self.tokensPerHour = tokensPerHour
+        self.tokensPerDay = tokensPerDay
+        self.maxConcurrent = maxConcurrent
+    }
+
+    /// No caps at all: the gate lets every call through at the cost of a lookup.
+    public static var unlimited: PolicyLimits { PolicyLimits() }
+
+    /// Whether no cap is set.
+    public var isUnlimited: Bool {
+        PolicyLimitKind.allCases.allSatisfy { self[$0] == nil }
+    }
+
+    /// The cap for one kind of limit, or `nil` when it is not set.
+    public subscript(kind: PolicyLimitKind) -> Int? {
+        get {
+            switch kind {
+            case .requestsPerMinute: requestsPerMinute
+            case .requestsPerHour: requestsPerHour
+            case .requestsPerDay: requestsPerDay
+            case .tokensPerMinute: tokensPerMinute
+            case .tokensPerHour: tokensPerHour
+            case .tokensPerDay: tokensPerDay
+            case .concurrency: maxConcurrent
+            }
+        }
+        set {
+            switch kind {
+            case .requestsPerMinute: requestsPerMinute = newValue
+            case .requestsPerHour: requestsPerHour = newValue
+            case .requestsPerDay: requestsPerDay = newValue
+            case .tokensPerMinute: tokensPerMinute = newValue
+            case .tokensPerHour: tokensPerHour = newValue
+            case .tokensPerDay: tokensPerDay = newValue
+            case .concurrency: maxConcurrent = newValue
+            }
+        }
+    }
+
+    /// Checks that every set cap is positive (and request caps at most ``maximumRequestCap``).
+    /// - Parameter provider: Named in the error, if any.
+    /// - Throws: ``PolicyError`` with code ``PolicyError/Code/invalidLimits`` naming the first bad cap.
+    public func validate(provider: String = "") throws(PolicyError) {
+        for kind in PolicyLimitKind.allCases {
+            guard let cap = self[kind] else { continue }
+            if cap <= 0 {
+                throw PolicyError(
+                    .invalidLimits, limit: kind,
+                    message: "\(kind) for provider '\(provider)' must be positive, got \(cap)")
+            }
+            if kind.isRequestCap, cap > Self.maximumRequestCap {
+                throw PolicyError(
+                    .invalidLimits, limit: kind,
+                    message: "\(kind) for provider '\(provider)' is \(cap); the largest supported is \(Self.maximumRequestCap)")
+            }
+        }
+    }
+
+    /// The caps that are set, as `name=value` pairs.
+    public var description: String {
+        let set = PolicyLimitKind.allCases.compactMap { kind in self[kind].map { "\(kind)=\($0)" } }
+        return set.isEmpty ? "unlimited" : set.joined(separator: " ")
+    }
+}
+
+/// Which cap a rejection, a wait or a readout is about.
+public enum PolicyLimitKind: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    /// ``PolicyLimits/requestsPerMinute``.
+    case requestsPerMinute
+    /// ``PolicyLimits/requestsPerHour``.
+    case requestsPerHour
+    /// ``PolicyLimits/requestsPerDay``.
+    case requestsPerDay
+    /// ``PolicyLimits/tokensPerMinute``.
+    case tokensPerMinute
+    /// ``PolicyLimits/tokensPerHour``.
+    case tokensPerHour
+    /// ``PolicyLimits/tokensPerDay``.
+    case tokensPerDay
+    /// ``PolicyLimits/maxConcurrent``.
+    case concurrency
+
+    /// The kind's name, such as `tokensPerMinute`.
+    public var description: String { rawValue }
+
+    /// The window a request or token cap is measured over; `nil` for ``concurrency``.
+    public var window: PolicyWindow? {
+        switch self {
+        case .requestsPerMinute, .tokensPerMinute: .minute
+        case .requestsPerHour, .tokensPerHour: .hour
+        case .requestsPerDay, .tokensPerDay: .day
+        case .concurrency: nil
+        }
+    }
+
+    /// Whether this caps a number of requests.
+    public var isRequestCap: Bool {
+        self == .requestsPerMinute || self == .requestsPerHour || self == .requestsPerDay
+    }
+
+    /// Whether this caps a number of tokens.
+    public var isTokenCap: Bool {
+        self == .tokensPerMinute || self == .tokensPerHour || self == .tokensPerDay
+    }
+
+    static func requests(_ window: PolicyWindow) -> PolicyLimitKind {
+        switch window {
+        case .minute: .requestsPerMinute
+        case .hour: .requestsPerHour
+        case .day: .requestsPerDay
+        }
+    }
+
+    static func tokens(_ window: PolicyWindow) -> PolicyLimitKind {
+        switch window {
+        case .minute: .tokensPerMinute
+        case .hour: .tokensPerHour
+        case .day: .tokensPerDay
+        }
+    }
+}
+
+/// The length of a sliding window.
+public enum PolicyWindow: Int, Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    /// The 60 s ending now.
+    case minute = 0
+    /// The hour ending now.
+    case hour = 1
+    /// The 24 h ending now.
+    case day = 2
+
+    /// The window's length.
+    public var duration: Duration {
+        switch self {
+        case .minute: .seconds(60)
+        case .hour: .seconds(3_600)
+        case .day: .seconds(86_400)
+        }
+    }
+
+    /// `minute`, `hour` or `day`.
+    public var description: String {
+        switch self {
+        case .minute: "minute"
+        case .hour: "hour"
+        case .day: "day"
+        }
+    }
+
+    var nanoseconds: Int64 { Int64(duration.components.seconds) * 1_000_000_000 }
+}

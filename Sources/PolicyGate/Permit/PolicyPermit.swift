@@ -1,0 +1,79 @@
+/// The right to make one provider call, handed out by ``PolicyService/acquire(_:estimatedTokens:maxWait:)``.
+///
+/// A permit holds a concurrency slot of its key from admission until it is released, which
+/// happens exactly once: when the permit goes out of scope (its `deinit`) or when ``release()``
+/// consumes it. Releasing wakes the next waiter synchronously, on the releasing thread.
+///
+/// Its call was recorded in every window with its estimated tokens. Once the provider has
+/// answered, ``commitTokens(_:)`` replaces the estimate with the actual count in every window
+/// still holding the call; if the actual count is higher, later callers wait for the overrun.
+///
+/// ```swift
+/// var permit = try await gate.acquire(key, estimatedTokens: 1_200)
+/// let reply = try await client.chat(request)
+/// try permit.commitTokens(reply.usage.totalTokens)
+/// // leaving scope releases the slot
+/// ```
+///
+/// A permit is `~Copyable`: it cannot be duplicated, so it cannot be released twice. Move it
+/// into a `Task` explicitly (`Task { [permit = consume permit] in … }`) if the call runs there.
+/// Permits of providers without caps are *inert*: they track nothing and cost nothing.
+public struct PolicyPermit: ~Copyable, Sendable {
+    let storage: KeyStorage?
+    let admission: Admission
+    /// The tokens estimated when acquiring.
+    public let estimatedTokens: Int
+    /// The tokens this call counts for now: the estimate until a commit replaces it.
+    public private(set) var committedTokens: Int
+
+    init(storage: KeyStorage?, admission: Admission, estimatedTokens: Int) {
+        self.storage = storage
+        self.admission = admission
+        self.estimatedTokens = estimatedTokens
+        self.committedTokens = estimatedTokens
+    }
+
+    /// The key this permit was acquired for, or `nil` for an inert permit.
+    public var key: PolicyKey? { storage?.key }
+
+    /// Whether this permit tracks nothing (its provider has no caps).
+    public var isInert: Bool { storage == nil }
+
+    /// Replaces the token count of this call with `actual` in every window still holding it.
+    ///
+    /// Call it once the provider reported usage; call it again to replace the count again.
+    /// A call whose provider request failed may commit 0.
+    /// - Parameter actual: The tokens the call really used, `0...PolicyLimits.maximumTokenCount`.
+    /// - Throws: ``PolicyError`` with code ``PolicyError/Code/invalidTokenCount`` if `actual` is
+    ///   negative or too large; the permit and the windows are then unchanged.
+    public mutating func commitTokens(_ actual: Int) throws(PolicyError) {
+        guard actual >= 0, actual <= PolicyLimits.maximumTokenCount else {
+            let error = PolicyError(
+                .invalidTokenCount, key: key,
+                message: "committed tokens must be in 0...\(PolicyLimits.maximumTokenCount), got \(actual)")
+            if let storage { storage.environment.telemetry?.didReject(PolicyRejectEvent(key: storage.key, estimatedTokens: estimatedTokens, error: error)) }
+            throw error
+        }
+        guard let storage else {
+            committedTokens = actual
+            return
+        }
+        let previous = committedTokens
+        try storage.commit(admission, from: Int64(previous), to: Int64(actual))
+        committedTokens = actual
+        storage.environment.telemetry?.didCommit(
+            PolicyCommitEvent(key: storage.key, estimatedTokens: estimatedTokens, previousTokens: previous, actualTokens: actual))
+    }
+
+    /// Releases the concurrency slot now instead of at the end of the scope.
+    public consuming func release() {}
+
+    deinit {
+        guard let storage else { return }
+        storage.release()
+        if let telemetry = storage.environment.telemetry {
+            let held = storage.environment.time.now() - admission.time
+            telemetry.didRelease(PolicyReleaseEvent(key: storage.key, held: .nanoseconds(held), tokens: committedTokens))
+        }
+    }
+}

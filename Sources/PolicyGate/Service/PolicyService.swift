@@ -1,0 +1,286 @@
+import Synchronization
+
+/// The gate: per-provider request, token and concurrency caps, counted per ``PolicyKey``.
+///
+/// ```swift
+/// let gate = try PolicyService(limits: [
+///     "openai": PolicyLimits(requestsPerMinute: 500, tokensPerMinute: 200_000, maxConcurrent: 16),
+/// ])
+/// var permit = try await gate.acquire(PolicyKey(provider: "openai", scope: .user("u-42")),
+///                                     estimatedTokens: 1_200)
+/// ```
+///
+/// ## Guarantees
+/// - **Never over-admits.** A call is admitted only if, in every capped sliding window (the
+///   60 s, hour and 24 h ending now), the requests and tokens already there plus its own fit
+///   under the cap. Windows are counted in 60 buckets each, conservatively: a call may be
+///   admitted later than an exact sliding log would admit it, by at most 1/60 of the window.
+/// - **FIFO per key.** Waiters are served in arrival order: first a concurrency slot, then,
+///   holding it, window capacity. ``tryAcquire(_:estimatedTokens:)`` does not jump the queue.
+/// - **Cancellation-safe.** A waiter that is cancelled or times out has recorded nothing and
+///   holds no slot.
+/// - **Bounded memory.** A key's memory is fixed (≈ 0.7 KB per capped window length), and keys
+///   with nothing left in any window, in flight or waiting are dropped as the gate is used.
+///
+/// The actor owns configuration changes; acquiring, committing and releasing run synchronously
+/// on the caller's executor under short per-shard locks and never hop onto the actor.
+public actor PolicyService {
+    nonisolated let core: GateCore
+    private var generation: UInt64 = 1
+
+    /// Creates a gate on the continuous clock.
+    /// - Parameters:
+    ///   - limits: Caps per provider name. Providers not listed, or listed with no caps, are
+    ///     not gated: acquiring for them returns an inert permit at once.
+    ///   - telemetry: Receives every acquire, commit, reject and release, if given.
+    /// - Throws: ``PolicyError`` (``PolicyError/Code/invalidLimits``) if a cap is not positive.
+    public init(limits: [String: PolicyLimits] = [:], telemetry: (any PolicyTelemetry)? = nil) throws(PolicyError) {
+        try self.init(limits: limits, clock: ContinuousClock(), telemetry: telemetry)
+    }
+
+    /// Creates a gate whose windows and waits run on `clock`, such as a manual clock in tests
+    /// or a virtual one in a simulation.
+    /// - Parameters:
+    ///   - limits: Caps per provider name.
+    ///   - clock: The clock every window and wait is measured on.
+    ///   - telemetry: Receives every acquire, commit, reject and release, if given.
+    /// - Throws: ``PolicyError`` (``PolicyError/Code/invalidLimits``) if a cap is not positive.
+    public init<C: Clock>(limits: [String: PolicyLimits] = [:], clock: C, telemetry: (any PolicyTelemetry)? = nil)
+        throws(PolicyError) where C.Duration == Duration
+    {
+        for (provider, value) in limits { try value.validate(provider: provider) }
+        core = GateCore(limits: limits, time: ClockTimeSource(clock: clock), telemetry: telemetry)
+    }
+
+    deinit {
+        core.shutdown()
+    }
+
+    // MARK: Acquiring
+
+    /// Waits until `key` may make one call with `estimatedTokens`, and returns its permit.
+    ///
+    /// The caller queues behind earlier waiters of the same key: first for a concurrency slot,
+    /// then, holding it, for room in every window. Cancelling the task removes it from the
+    /// queue at once, having recorded nothing.
+    ///
+    /// - Parameters:
+    ///   - key: The provider and scope to count the call under.
+    ///   - estimatedTokens: The pre-flight token estimate, replaced later by
+    ///     ``PolicyPermit/commitTokens(_:)``. Required (positive) when the provider has token
+    ///     caps; may be 0 otherwise.
+    ///   - maxWait: The longest to wait; `nil` waits as long as it takes. If the call could
+    ///     not be admitted within it even with nobody ahead, it fails at once.
+    /// - Returns: A permit that holds the call's slot until released.
+    /// - Throws: ``PolicyError`` — ``PolicyError/Code/rateLimited`` when it cannot be admitted
+    ///   within `maxWait`, ``PolicyError/Code/timedOut`` when the wait ran out,
+    ///   ``PolicyError/Code/oversized`` when the estimate exceeds a token cap,
+    ///   ``PolicyError/Code/invalidTokenCount``; or `CancellationError`.
+    nonisolated(nonsending) public func acquire(
+        _ key: PolicyKey, estimatedTokens: Int = 0, maxWait: Duration? = nil
+    ) async throws -> PolicyPermit {
+        try await acquire(key, estimatedTokens: estimatedTokens, wait: maxWait.map(Wait.duration) ?? .forever)
+    }
+
+    /// Waits until `key` may make one call, or until `deadline` on the service's clock.
+    ///
+    /// Like ``acquire(_:estimatedTokens:maxWait:)`` with the maximum wait given as an instant.
+    /// - Throws: As ``acquire(_:estimatedTokens:maxWait:)``, and ``PolicyError/Code/invalidArgument``
+    ///   if `deadline` is an instant of another clock than the service's.
+    nonisolated(nonsending) public func acquire<I: InstantProtocol>(
+        _ key: PolicyKey, estimatedTokens: Int = 0, deadline: I
+    ) async throws -> PolicyPermit where I.Duration == Duration {
+        try await acquire(key, estimatedTokens: estimatedTokens, wait: .deadline(deadline))
+    }
+
+    /// Admits one call for `key` now or throws at once; never waits and never jumps the queue.
+    ///
+    /// - Throws: ``PolicyError/Code/rateLimited`` naming the cap that refused the call and,
+    ///   unless it was the concurrency cap, the ``PolicyError/retryAfter`` after which the same
+    ///   call succeeds if nothing else arrives. While other callers of the key are queued it is
+    ///   refused with the limit the head of the queue waits for (its `retryAfter` is then a
+    ///   lower bound). Also ``PolicyError/Code/oversized`` and ``PolicyError/Code/invalidTokenCount``.
+    public nonisolated func tryAcquire(_ key: PolicyKey, estimatedTokens: Int = 0) throws(PolicyError) -> PolicyPermit {
+        guard let limits = core.compiledLimits(for: key) else {
+            return try Self.inertPermit(estimatedTokens)
+        }
+        let tokens = try core.validate(estimate: estimatedTokens, limits: limits, key: key)
+        let now = core.environment.time.now()
+        let (storage, result) = core.admitNow(key, tokens: tokens, limits: limits, now: now)
+        switch result {
+        case .success(let admission):
+            core.environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimatedTokens: estimatedTokens, waited: .zero))
+            return PolicyPermit(storage: storage, admission: admission, estimatedTokens: estimatedTokens)
+        case .failure(let rejection):
+            throw core.reject(key, estimatedTokens, GateStateMachine<Void>.error(.rateLimited, rejection, now: now, "not admitted now").with(key: key))
+        }
+    }
+
+    enum Wait {
+        case forever
+        case duration(Duration)
+        case deadline(any InstantProtocol)
+    }
+
+    nonisolated(nonsending) func acquire(_ key: PolicyKey, estimatedTokens: Int, wait: Wait) async throws -> PolicyPermit {
+        guard let limits = core.compiledLimits(for: key) else {
+            return try Self.inertPermit(estimatedTokens)
+        }
+        let tokens = try core.validate(estimate: estimatedTokens, limits: limits, key: key)
+        let now = core.environment.time.now()
+        let (storage, result) = core.admitNow(key, tokens: tokens, limits: limits, now: now)
+        if case .success(let admission) = result {
+            core.environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimatedTokens: estimatedTokens, waited: .zero))
+            return PolicyPermit(storage: storage, admission: admission, estimatedTokens: estimatedTokens)
+        }
+        let deadline: Int64
+        switch wait {
+        case .forever: deadline = .max
+        case .duration(let duration): deadline = now.clampedAdding(max(0, duration.nanosecondsSaturating))
+        case .deadline(let instant):
+            guard let offset = core.environment.time.offset(of: instant) else {
+                throw core.reject(key, estimatedTokens, PolicyError(
+                    .invalidArgument, key: key, message: "the deadline is an instant of another clock than the service's"))
+            }
+            deadline = offset == .max ? .max - 1 : offset
+        }
+        do {
+            let grant = try await core.wait(key, tokens: tokens, limits: limits, deadline: deadline)
+            if let telemetry = core.environment.telemetry {
+                telemetry.didAcquire(PolicyAcquireEvent(
+                    key: key, estimatedTokens: estimatedTokens, waited: .nanoseconds(grant.admission.time - now)))
+            }
+            return PolicyPermit(storage: grant.storage, admission: grant.admission, estimatedTokens: estimatedTokens)
+        } catch let error as PolicyError {
+            core.environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimatedTokens, error: error))
+            throw error
+        }
+    }
+
+    private static func inertPermit(_ estimatedTokens: Int) throws(PolicyError) -> PolicyPermit {
+        guard estimatedTokens >= 0, estimatedTokens <= PolicyLimits.maximumTokenCount else {
+            throw PolicyError(
+                .invalidTokenCount,
+                message: "estimated tokens must be in 0...\(PolicyLimits.maximumTokenCount), got \(estimatedTokens)")
+        }
+        return PolicyPermit(storage: nil, admission: Admission(time: 0, sequence: 0), estimatedTokens: estimatedTokens)
+    }
+
+    // MARK: Configuration
+
+    /// The limits configured for `provider`, or `nil` if it is not gated.
+    public nonisolated func limits(for provider: String) -> PolicyLimits? {
+        core.entry(for: provider)?.limits
+    }
+
+    /// Replaces the limits of `provider` at runtime, keeping the usage already recorded.
+    ///
+    /// Windows whose length stays capped keep their counts, so lowering a cap below what was
+    /// used makes the next calls wait. A window length capped for the first time starts
+    /// counting now. Waiters that fit the new limits are admitted at once; waiters whose
+    /// estimate exceeds a new token cap fail with ``PolicyError/Code/oversized``.
+    /// - Parameters:
+    ///   - limits: The new caps; `nil` or ``PolicyLimits/unlimited`` stops gating the provider
+    ///     (everyone waiting is admitted; held permits still release normally).
+    ///   - provider: The provider name.
+    /// - Throws: ``PolicyError/Code/invalidLimits``; nothing changes then.
+    public func setLimits(_ limits: PolicyLimits?, for provider: String) throws(PolicyError) {
+        let limits = limits ?? .unlimited
+        try limits.validate(provider: provider)
+        generation += 1
+        let compiled = CompiledLimits(limits, generation: generation)
+        let name = ProviderName(provider)
+        core.providers.withLock { table in
+            table[name] = limits.isUnlimited ? nil : ProviderEntry(limits: limits, compiled: compiled)
+        }
+        let now = core.environment.time.now()
+        core.forEachStorage(of: provider) { storage, aftermath in
+            storage.settle(storage.machine.setLimits(compiled, now: now), into: &aftermath)
+        }
+    }
+
+    /// Forgets the usage recorded for `key` in every window. Permits in flight keep their
+    /// slots; waiters that now fit are admitted.
+    public func reset(_ key: PolicyKey) {
+        let now = core.environment.time.now()
+        let shard = core.shard(for: key)
+        let aftermath = shard.table.withLock { table in
+            var aftermath = Aftermath()
+            if let storage = table.lookup(key) {
+                storage.settle(storage.machine.reset(now: now), into: &aftermath)
+            }
+            return aftermath
+        }
+        aftermath.run()
+    }
+
+    // MARK: Readouts
+
+    /// A snapshot of `key`: usage per capped window, permits in flight, callers queued.
+    public nonisolated func currentState(for key: PolicyKey) -> PolicyState {
+        let entry = core.entry(for: key.provider)
+        let limits = entry?.limits ?? .unlimited
+        let now = core.environment.time.now()
+        struct Raw {
+            var usage: [GateStateMachine<Void>.WindowUsage] = []
+            var inFlight = 0, queued = 0, slotted = 0
+            var blockedBy: PolicyLimitKind?
+            var nextExpiry: Int64?
+        }
+        let raw: Raw? = core.shard(for: key).table.withLock { table in
+            guard let storage = table.lookup(key) else { return nil }
+            let usage = storage.machine.usage(now: now).map {
+                GateStateMachine<Void>.WindowUsage(window: $0.window, requests: $0.requests, tokens: $0.tokens)
+            }
+            return Raw(
+                usage: usage, inFlight: storage.machine.inFlight, queued: storage.machine.queued,
+                slotted: storage.machine.slotted, blockedBy: storage.machine.blocker(tokens: 0, now: now)?.kind,
+                nextExpiry: storage.machine.nextExpiry())
+        }
+        var windows: [PolicyState.Window] = []
+        for window in PolicyWindow.allCases {
+            let requestCap = limits[.requests(window)]
+            let tokenCap = limits[.tokens(window)]
+            guard requestCap != nil || tokenCap != nil else { continue }
+            let used = raw?.usage.first { $0.window == window }
+            windows.append(PolicyState.Window(
+                window: window,
+                requests: .init(used: Int(used?.requests ?? 0), cap: requestCap),
+                tokens: .init(used: Int(used?.tokens ?? 0), cap: tokenCap)))
+        }
+        return PolicyState(
+            key: key, limits: limits, windows: windows, inFlight: raw?.inFlight ?? 0, queued: raw?.queued ?? 0,
+            waitingForCapacity: raw?.slotted ?? 0, blockedBy: raw?.blockedBy,
+            nextCapacityIn: raw?.nextExpiry.map { .nanoseconds(max(0, $0 - now)) })
+    }
+
+    /// The keys the gate holds state for: anything in flight, queued or counted in a window.
+    /// Idle keys are dropped on the way.
+    public nonisolated func activeKeys() -> [PolicyKey] {
+        let now = core.environment.time.now()
+        var keys: [PolicyKey] = []
+        for shard in core.shards {
+            let (found, aftermath) = shard.table.withLock { table in
+                var aftermath = Aftermath()
+                table.sweepAll(now: now, aftermath: &aftermath)
+                return (table.storages.map(\.key), aftermath)
+            }
+            aftermath.run()
+            keys += found
+        }
+        return keys
+    }
+
+    /// How many keys the gate holds in memory now, idle ones not yet dropped included.
+    public nonisolated var storedKeyCount: Int {
+        core.shards.reduce(0) { sum, shard in sum + shard.table.withLock { $0.count } }
+    }
+
+    /// Drops every idle key now. The gate also does this gradually as it is used; call this
+    /// from a maintenance task if traffic can stop entirely after a burst of many keys.
+    /// - Returns: How many keys remain.
+    @discardableResult
+    public nonisolated func purgeIdleKeys() -> Int {
+        activeKeys().count
+    }
+}

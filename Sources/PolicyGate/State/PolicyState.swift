@@ -1,0 +1,59 @@
+/// A snapshot of one key: usage per window against its caps, permits in flight, callers queued.
+///
+/// Window usage is read from the gate's buckets, so it counts a call until its bucket leaves
+/// the window: up to 1/60 of the window longer than an exact sliding log would. That is the
+/// same count admission uses, never less than the exact one.
+public struct PolicyState: Sendable, CustomStringConvertible {
+    /// Usage of one quantity (requests or tokens) in one window.
+    public struct Usage: Sendable, Hashable {
+        /// Counted in the window now.
+        public let used: Int
+        /// The cap, or `nil` when this quantity is not capped for this window.
+        public let cap: Int?
+        /// What is left under the cap (never negative), or `nil` when uncapped.
+        public var remaining: Int? { cap.map { Swift.max(0, $0 - used) } }
+    }
+
+    /// Usage in one sliding window.
+    public struct Window: Sendable, Hashable {
+        /// Which window.
+        public let window: PolicyWindow
+        /// Requests admitted in it.
+        public let requests: Usage
+        /// Tokens counted in it (estimates, replaced by commits).
+        public let tokens: Usage
+    }
+
+    /// The key described.
+    public let key: PolicyKey
+    /// The provider's limits now (``PolicyLimits/unlimited`` when it has none).
+    public let limits: PolicyLimits
+    /// One entry per window with a cap, shortest first.
+    public let windows: [Window]
+    /// Permits holding a concurrency slot.
+    public let inFlight: Int
+    /// Callers waiting, for a slot or for capacity.
+    public let queued: Int
+    /// Of the queued callers, those already holding a slot and waiting for window capacity.
+    public let waitingForCapacity: Int
+    /// Why a new call of one request and no tokens would have to wait now, if it would.
+    public let blockedBy: PolicyLimitKind?
+    /// Time until some recorded usage next leaves a window (freeing capacity), or `nil` when
+    /// nothing is recorded.
+    public let nextCapacityIn: Duration?
+
+    /// The window entry for `window`, if it is capped.
+    public subscript(window: PolicyWindow) -> Window? {
+        windows.first { $0.window == window }
+    }
+
+    /// A one-line summary.
+    public var description: String {
+        var parts = ["\(key)", "inFlight=\(inFlight)", "queued=\(queued)"]
+        for w in windows {
+            parts.append("\(w.window): requests \(w.requests.used)/\(w.requests.cap.map(String.init) ?? "-") tokens \(w.tokens.used)/\(w.tokens.cap.map(String.init) ?? "-")")
+        }
+        if let blockedBy { parts.append("blockedBy=\(blockedBy)") }
+        return parts.joined(separator: " ")
+    }
+}

@@ -1,0 +1,74 @@
+/// Receives what the gate does, for logs, metrics and tests.
+///
+/// The gate calls these methods after it has released its locks, on the thread of the call that
+/// caused the event (a permit's release, for instance, reports from its `deinit`). They may call
+/// back into the gate (read its state, even acquire) without deadlocking, but should return
+/// quickly: they run inline on the caller's path. Every method has an empty default, so an
+/// implementation overrides only what it needs. When no telemetry is installed, nothing is
+/// built or called.
+///
+/// Providers without caps (no-op providers) report nothing: nothing is tracked for them.
+public protocol PolicyTelemetry: Sendable {
+    /// A call was admitted (at once or after waiting).
+    func didAcquire(_ event: PolicyAcquireEvent)
+    /// A permit's token count was replaced by a committed one.
+    func didCommit(_ event: PolicyCommitEvent)
+    /// A call was refused: rejected at once, timed out, oversized, or given a bad token count.
+    /// Cancellation is not a rejection and is not reported.
+    func didReject(_ event: PolicyRejectEvent)
+    /// A permit gave back its slot.
+    func didRelease(_ event: PolicyReleaseEvent)
+}
+
+extension PolicyTelemetry {
+    /// Does nothing.
+    public func didAcquire(_ event: PolicyAcquireEvent) {}
+    /// Does nothing.
+    public func didCommit(_ event: PolicyCommitEvent) {}
+    /// Does nothing.
+    public func didReject(_ event: PolicyRejectEvent) {}
+    /// Does nothing.
+    public func didRelease(_ event: PolicyReleaseEvent) {}
+}
+
+/// A call was admitted.
+public struct PolicyAcquireEvent: Sendable, Hashable {
+    /// The key it was admitted under.
+    public let key: PolicyKey
+    /// Its pre-flight estimate.
+    public let estimatedTokens: Int
+    /// How long it waited for a slot and for capacity (zero when admitted at once).
+    public let waited: Duration
+}
+
+/// A permit committed its actual token count.
+public struct PolicyCommitEvent: Sendable, Hashable {
+    /// The permit's key.
+    public let key: PolicyKey
+    /// The estimate it was admitted with.
+    public let estimatedTokens: Int
+    /// The count it replaced (the estimate, or an earlier commit).
+    public let previousTokens: Int
+    /// The count committed now.
+    public let actualTokens: Int
+}
+
+/// A call was refused.
+public struct PolicyRejectEvent: Sendable, Hashable {
+    /// The key the call was for.
+    public let key: PolicyKey
+    /// Its estimate.
+    public let estimatedTokens: Int
+    /// Why: its ``PolicyError/code``, ``PolicyError/limit`` and ``PolicyError/retryAfter``.
+    public let error: PolicyError
+}
+
+/// A permit was released.
+public struct PolicyReleaseEvent: Sendable, Hashable {
+    /// The permit's key.
+    public let key: PolicyKey
+    /// How long the permit was held, from admission to release.
+    public let held: Duration
+    /// The tokens it ended with (the estimate unless committed).
+    public let tokens: Int
+}

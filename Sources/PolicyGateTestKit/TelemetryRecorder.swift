@@ -1,0 +1,64 @@
+import PolicyGate
+import Synchronization
+
+/// A ``PolicyTelemetry`` that keeps every event in memory, in order, for tests.
+///
+/// ```swift
+/// let recorder = TelemetryRecorder()
+/// let gate = try PolicyService(limits: limits, clock: clock, telemetry: recorder)
+/// // …
+/// #expect(recorder.rejects.map(\.error.limit) == [.requestsPerMinute])
+/// ```
+public final class TelemetryRecorder: PolicyTelemetry {
+    /// One recorded event.
+    public enum Event: Sendable, Hashable {
+        /// A call was admitted.
+        case acquire(PolicyAcquireEvent)
+        /// A permit committed tokens.
+        case commit(PolicyCommitEvent)
+        /// A call was refused.
+        case reject(PolicyRejectEvent)
+        /// A permit was released.
+        case release(PolicyReleaseEvent)
+    }
+
+    private let recorded = Mutex<[Event]>([])
+
+    /// An empty recorder.
+    public init() {}
+
+    /// Every event so far, oldest first.
+    public var events: [Event] { recorded.withLock { $0 } }
+
+    /// The acquire events so far.
+    public var acquires: [PolicyAcquireEvent] {
+        events.compactMap { if case .acquire(let e) = $0 { e } else { nil } }
+    }
+
+    /// The commit events so far.
+    public var commits: [PolicyCommitEvent] {
+        events.compactMap { if case .commit(let e) = $0 { e } else { nil } }
+    }
+
+    /// The reject events so far.
+    public var rejects: [PolicyRejectEvent] {
+        events.compactMap { if case .reject(let e) = $0 { e } else { nil } }
+    }
+
+    /// The release events so far.
+    public var releases: [PolicyReleaseEvent] {
+        events.compactMap { if case .release(let e) = $0 { e } else { nil } }
+    }
+
+    /// Forgets every event.
+    public func removeAll() { recorded.withLock { $0.removeAll() } }
+
+    /// Records an acquire.
+    public func didAcquire(_ event: PolicyAcquireEvent) { recorded.withLock { $0.append(.acquire(event)) } }
+    /// Records a commit.
+    public func didCommit(_ event: PolicyCommitEvent) { recorded.withLock { $0.append(.commit(event)) } }
+    /// Records a reject.
+    public func didReject(_ event: PolicyRejectEvent) { recorded.withLock { $0.append(.reject(event)) } }
+    /// Records a release.
+    public func didRelease(_ event: PolicyReleaseEvent) { recorded.withLock { $0.append(.release(event)) } }
+}
