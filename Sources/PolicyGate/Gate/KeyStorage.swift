@@ -159,16 +159,17 @@ struct ShardTable: ~Copyable {
         for key: PolicyKey, limits: CompiledLimits, now: Int64, shard: Shard, environment: GateEnvironment,
         aftermath: inout Aftermath
     ) -> KeyStorage {
+        // Sweep first: the sweep may drop this very key if it is idle, and the storage returned
+        // must be the one registered.
+        sweep(count: index[key] == nil ? 2 : 1, now: now, aftermath: &aftermath)
         if let position = index[key] {
             let storage = storages[position]
             if storage.machine.limits.generation < limits.generation {
                 // A reload is under way and this caller saw it first.
                 storage.settle(storage.machine.setLimits(limits, now: now), into: &aftermath)
             }
-            sweep(count: 1, now: now, aftermath: &aftermath)
             return storage
         }
-        sweep(count: 2, now: now, aftermath: &aftermath)
         let storage = KeyStorage(
             key: key, limits: limits, now: now, shard: shard, environment: environment, position: storages.count)
         index[key] = storages.count

@@ -163,7 +163,7 @@ struct SlidingWindow {
                 && tokenTotal + tokens <= tokenCap
         }
         if fits() { return now }
-        var index = s.head - Self.span
+        var index = max(0, s.head - Self.span)  // no bucket before the epoch
         while index <= s.head {
             let slot = Self.slot(index)
             requestTotal -= Int64(s.requests[slot])
@@ -179,7 +179,7 @@ struct SlidingWindow {
     func nextExpiry() -> Int64? {
         let s = storage
         if s.requestTotal == 0 && s.tokenTotal == 0 { return nil }
-        var index = s.head - Self.span
+        var index = max(0, s.head - Self.span)  // no bucket before the epoch
         while index <= s.head {
             let slot = Self.slot(index)
             if s.requests[slot] != 0 || s.tokens[slot] != 0 { return (index + Self.span + 1) * s.width }

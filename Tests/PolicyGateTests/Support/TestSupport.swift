@@ -1,0 +1,97 @@
+import PolicyGate
+import PolicyGateTestKit
+import Synchronization
+import Testing
+
+/// A place to keep a permit that a task hands back ([PolicyPermit] and Task<PolicyPermit, _>
+/// cannot exist; a Mutex of an optional permit can).
+final class PermitBox: Sendable {
+    private let slot = Mutex<PolicyPermit?>(nil)
+    private let failure = Mutex<(any Error)?>(nil)
+
+    func store(_ permit: consuming PolicyPermit) {
+        var incoming: PolicyPermit? = consume permit
+        slot.withLock { $0 = incoming.take() }
+    }
+
+    func fail(_ error: any Error) { failure.withLock { $0 = error } }
+
+    var hasPermit: Bool { slot.withLock { $0 != nil } }
+    var error: (any Error)? { failure.withLock { $0 } }
+    var isDone: Bool { hasPermit || error != nil }
+
+    /// Releases the stored permit (its deinit runs here).
+    func release() { slot.withLock { $0 = nil } }
+
+    func commit(_ tokens: Int) throws {
+        try slot.withLock { (permit: inout PolicyPermit?) throws in
+            guard var p = permit.take() else { return }
+            do {
+                try p.commitTokens(tokens)
+            } catch {
+                permit = consume p
+                throw error
+            }
+            permit = consume p
+        }
+    }
+}
+
+/// Starts a task that waits in `acquire` and leaves its permit (or error) in the returned box.
+func startWaiter(
+    _ gate: PolicyService, _ key: PolicyKey, tokens: Int, maxWait: Duration? = nil
+) -> (PermitBox, Task<Void, Never>) {
+    let box = PermitBox()
+    let task = Task {
+        do {
+            let permit = try await gate.acquire(key, estimatedTokens: tokens, maxWait: maxWait)
+            box.store(permit)
+        } catch {
+            box.fail(error)
+        }
+    }
+    return (box, task)
+}
+
+/// Yields until `condition` holds; fails the test if it never does. Nothing here depends on
+/// timing: the tasks being waited for only need to be scheduled.
+func eventually(
+    _ what: String, sourceLocation: SourceLocation = #_sourceLocation, _ condition: () -> Bool
+) async {
+    for _ in 0..<200_000 {
+        if condition() { return }
+        await Task.yield()
+    }
+    Issue.record("never happened: \(what)", sourceLocation: sourceLocation)
+}
+
+/// A small seeded generator (SplitMix64), so failures replay exactly.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (s, a) = components
+        return s * 1_000_000_000 + a / 1_000_000_000
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+func getenvString(_ name: String) -> String? {
+    guard let value = getenv(name) else { return nil }
+    return String(cString: value)
+}
