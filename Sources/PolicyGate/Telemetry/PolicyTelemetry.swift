@@ -39,6 +39,13 @@ public struct PolicyAcquireEvent: Sendable, Hashable {
     public let estimatedTokens: Int
     /// How long it waited for a slot and for capacity (zero when admitted at once).
     public let waited: Duration
+
+    /// Creates the event (the gate does; adapters' tests and fakes may too).
+    public init(key: PolicyKey, estimatedTokens: Int, waited: Duration) {
+        self.key = key
+        self.estimatedTokens = estimatedTokens
+        self.waited = waited
+    }
 }
 
 /// A permit committed its actual token count.
@@ -51,6 +58,14 @@ public struct PolicyCommitEvent: Sendable, Hashable {
     public let previousTokens: Int
     /// The count committed now.
     public let actualTokens: Int
+
+    /// Creates the event (the gate does; adapters' tests and fakes may too).
+    public init(key: PolicyKey, estimatedTokens: Int, previousTokens: Int, actualTokens: Int) {
+        self.key = key
+        self.estimatedTokens = estimatedTokens
+        self.previousTokens = previousTokens
+        self.actualTokens = actualTokens
+    }
 }
 
 /// A call was refused.
@@ -61,6 +76,13 @@ public struct PolicyRejectEvent: Sendable, Hashable {
     public let estimatedTokens: Int
     /// Why: its ``PolicyError/code``, ``PolicyError/limit`` and ``PolicyError/retryAfter``.
     public let error: PolicyError
+
+    /// Creates the event (the gate does; adapters' tests and fakes may too).
+    public init(key: PolicyKey, estimatedTokens: Int, error: PolicyError) {
+        self.key = key
+        self.estimatedTokens = estimatedTokens
+        self.error = error
+    }
 }
 
 /// A permit was released.
@@ -71,4 +93,11 @@ public struct PolicyReleaseEvent: Sendable, Hashable {
     public let held: Duration
     /// The tokens it ended with (the estimate unless committed).
     public let tokens: Int
+
+    /// Creates the event (the gate does; adapters' tests and fakes may too).
+    public init(key: PolicyKey, held: Duration, tokens: Int) {
+        self.key = key
+        self.held = held
+        self.tokens = tokens
+    }
 }

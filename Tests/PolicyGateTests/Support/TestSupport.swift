@@ -8,17 +8,23 @@ import Testing
 final class PermitBox: Sendable {
     private let slot = Mutex<PolicyPermit?>(nil)
     private let failure = Mutex<(any Error)?>(nil)
+    private let resolved = Mutex(false)
 
     func store(_ permit: consuming PolicyPermit) {
         var incoming: PolicyPermit? = consume permit
         slot.withLock { $0 = incoming.take() }
+        resolved.withLock { $0 = true }
     }
 
-    func fail(_ error: any Error) { failure.withLock { $0 = error } }
+    func fail(_ error: any Error) {
+        failure.withLock { $0 = error }
+        resolved.withLock { $0 = true }
+    }
 
     var hasPermit: Bool { slot.withLock { $0 != nil } }
     var error: (any Error)? { failure.withLock { $0 } }
-    var isDone: Bool { hasPermit || error != nil }
+    /// Whether the acquire finished (with a permit, since released or not, or an error).
+    var isDone: Bool { resolved.withLock { $0 } }
 
     /// Releases the stored permit (its deinit runs here).
     func release() { slot.withLock { $0 = nil } }
