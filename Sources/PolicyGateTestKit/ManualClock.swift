@@ -1,4 +1,4 @@
-import Synchronization
+import PolicyGate
 
 /// A clock that moves only when told to, so tests and simulations drive time by hand.
 ///
@@ -40,11 +40,11 @@ public final class ManualClock: Clock, Sendable {
         var nextID: UInt64 = 0
     }
 
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     /// A clock reading `now` (zero unless given).
     public init(now: Instant = Instant(offset: .zero)) {
-        state = Mutex(State(now: now))
+        state = Locked(State(now: now))
     }
 
     /// The current reading.

@@ -1,5 +1,4 @@
 import PolicyGate
-import Synchronization
 
 /// A ``PolicyTelemetry`` that keeps every event in memory, in order, for tests.
 ///
@@ -22,7 +21,7 @@ public final class TelemetryRecorder: PolicyTelemetry {
         case release(PolicyReleaseEvent)
     }
 
-    private let recorded = Mutex<[Event]>([])
+    private let recorded = Locked<[Event]>([])
 
     /// An empty recorder.
     public init() {}

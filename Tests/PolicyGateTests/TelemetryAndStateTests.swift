@@ -35,9 +35,9 @@ struct TelemetryAndStateTests {
 
     /// A hook that calls back into the gate from inside every event.
     final class ReentrantTelemetry: PolicyTelemetry {
-        let gate = Mutex<PolicyService?>(nil)
-        let seen = Mutex<[Int]>([])
-        let nested = Mutex(0)
+        let gate = Locked<PolicyService?>(nil)
+        let seen = Locked<[Int]>([])
+        let nested = Locked(0)
         func didRelease(_ event: PolicyReleaseEvent) {
             guard let gate = gate.withLock({ $0 }) else { return }
             let state = gate.currentState(for: event.key)

@@ -139,7 +139,7 @@ struct Aftermath: Sendable {
 /// One slice of the key registry with its lock. Keys are spread over shards by hash, so that
 /// callers on different keys rarely contend.
 final class Shard: Sendable {
-    let table = Mutex(ShardTable())
+    let table = Locked(ShardTable())
 }
 
 /// The keys of one shard, guarded by the shard's lock.

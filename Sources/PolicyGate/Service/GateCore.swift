@@ -36,7 +36,7 @@ final class GateCore: Sendable {
     let environment: GateEnvironment
     let shards: [Shard]
     /// Providers whose limits have at least one cap. Absent providers are not gated.
-    let providers: Mutex<[ProviderName: ProviderEntry]>
+    let providers: Locked<[ProviderName: ProviderEntry]>
     private let waiterIDs = Atomic<UInt64>(0)
 
     init(limits: [String: PolicyLimits], time: any TimeSource, telemetry: (any PolicyTelemetry)?) {
@@ -46,7 +46,7 @@ final class GateCore: Sendable {
         for (name, value) in limits where !value.isUnlimited {
             table[ProviderName(name)] = ProviderEntry(limits: value, compiled: CompiledLimits(value, generation: 1))
         }
-        providers = Mutex(table)
+        providers = Locked(table)
     }
 
     @inline(__always)

@@ -6,9 +6,9 @@ import Testing
 /// A place to keep a permit that a task hands back ([PolicyPermit] and Task<PolicyPermit, _>
 /// cannot exist; a Mutex of an optional permit can).
 final class PermitBox: Sendable {
-    private let slot = Mutex<PolicyPermit?>(nil)
-    private let failure = Mutex<(any Error)?>(nil)
-    private let resolved = Mutex(false)
+    private let slot = Locked<PolicyPermit?>(nil)
+    private let failure = Locked<(any Error)?>(nil)
+    private let resolved = Locked(false)
 
     func store(_ permit: consuming PolicyPermit) {
         var incoming: PolicyPermit? = consume permit
