@@ -11,10 +11,14 @@ struct Grant: Sendable {
 final class GateEnvironment: Sendable {
     let time: any TimeSource
     let telemetry: (any PolicyTelemetry)?
+    /// Checked before touching `telemetry`: loading the existential costs a retain and a
+    /// release on every call, which is most of what "no telemetry" should cost.
+    let hasTelemetry: Bool
 
     init(time: any TimeSource, telemetry: (any PolicyTelemetry)?) {
         self.time = time
         self.telemetry = telemetry
+        self.hasTelemetry = telemetry != nil
     }
 }
 
@@ -30,11 +34,11 @@ final class KeyStorage: @unchecked Sendable {  // mutable state only touched und
     let shard: Shard
     let environment: GateEnvironment
 
-    // Guarded by `shard.table`'s lock.
-    var machine: Machine
-    var position: Int
-    private var timerAt: Int64 = .max
-    private var timer: Task<Void, Never>?
+    // Guarded by `shard.table`'s lock, so the runtime's exclusivity checks add nothing but cost.
+    @exclusivity(unchecked) var machine: Machine
+    @exclusivity(unchecked) var position: Int
+    @exclusivity(unchecked) private var timerAt: Int64 = .max
+    @exclusivity(unchecked) private var timer: Task<Void, Never>?
 
     init(key: PolicyKey, limits: CompiledLimits, now: Int64, shard: Shard, environment: GateEnvironment, position: Int) {
         self.key = key
@@ -92,22 +96,20 @@ final class KeyStorage: @unchecked Sendable {  // mutable state only touched und
 
     // MARK: Permit paths
 
+    @inline(__always)
     func commit(_ admission: Admission, from old: Int64, to new: Int64) throws(PolicyError) {
-        let result: Result<Aftermath, PolicyError> = shard.table.withLock { _ in
-            var aftermath = Aftermath()
-            do throws(PolicyError) {
-                if try machine.commit(admission, from: old, to: new) {
-                    settle(machine.tick(now: environment.time.now()), into: &aftermath)
-                }
-                return .success(aftermath)
-            } catch {
-                return .failure(error)
+        let aftermath: Aftermath?
+        do {
+            aftermath = try shard.table.withLock { (_) throws(PolicyError) -> Aftermath? in
+                guard try machine.commit(admission, from: old, to: new) else { return nil }
+                var aftermath = Aftermath()
+                settle(machine.tick(now: environment.time.now()), into: &aftermath)
+                return aftermath
             }
+        } catch {
+            throw error.with(key: key)
         }
-        switch result {
-        case .success(let aftermath): aftermath.run()
-        case .failure(let error): throw error.with(key: key)
-        }
+        aftermath?.run()
     }
 
     @inline(__always)
@@ -144,12 +146,12 @@ final class Shard: Sendable {
 
 /// The keys of one shard, guarded by the shard's lock.
 struct ShardTable: ~Copyable {
-    private var index: [PolicyKey: Int] = [:]
+    private var index: [HashedKey: Int] = [:]
     private(set) var storages: [KeyStorage] = []
     private var cursor = 0
 
     func lookup(_ key: PolicyKey) -> KeyStorage? {
-        index[key].map { storages[$0] }
+        index[HashedKey(key)].map { storages[$0] }
     }
 
     /// The key's storage, created if absent (with a sweep step, to bound memory), on limits at
@@ -159,31 +161,31 @@ struct ShardTable: ~Copyable {
         for key: PolicyKey, limits: CompiledLimits, now: Int64, shard: Shard, environment: GateEnvironment,
         aftermath: inout Aftermath
     ) -> KeyStorage {
-        // Sweep first: the sweep may drop this very key if it is idle, and the storage returned
-        // must be the one registered.
-        sweep(count: index[key] == nil ? 2 : 1, now: now, aftermath: &aftermath)
-        if let position = index[key] {
+        if let position = index[HashedKey(key)] {
             let storage = storages[position]
+            sweep(count: 1, now: now, sparing: storage, aftermath: &aftermath)
             if storage.machine.limits.generation < limits.generation {
                 // A reload is under way and this caller saw it first.
                 storage.settle(storage.machine.setLimits(limits, now: now), into: &aftermath)
             }
             return storage
         }
+        sweep(count: 2, now: now, sparing: nil, aftermath: &aftermath)
         let storage = KeyStorage(
             key: key, limits: limits, now: now, shard: shard, environment: environment, position: storages.count)
-        index[key] = storages.count
+        index[HashedKey(key)] = storages.count
         storages.append(storage)
         return storage
     }
 
     /// Drops up to `count` idle keys at the cursor: keys with nothing in flight, nobody waiting
-    /// and no usage left in any window. A busy key is passed over until the cursor comes back.
-    mutating func sweep(count: Int, now: Int64, aftermath: inout Aftermath) {
+    /// and no usage left in any window. A busy key is passed over until the cursor comes back,
+    /// and so is `spared` (the key being acquired, which must stay registered).
+    mutating func sweep(count: Int, now: Int64, sparing spared: KeyStorage?, aftermath: inout Aftermath) {
         for _ in 0..<count {
             guard !storages.isEmpty else { return }
             if cursor >= storages.count { cursor = 0 }
-            if storages[cursor].machine.isIdle(now: now) {
+            if storages[cursor] !== spared && storages[cursor].machine.isIdle(now: now) {
                 storages[cursor].settle(.init(), into: &aftermath)  // disarms a stale timer
                 remove(at: cursor)
             } else {
@@ -208,12 +210,12 @@ struct ShardTable: ~Copyable {
 
     private mutating func remove(at position: Int) {
         let storage = storages[position]
-        index[storage.key] = nil
+        index[HashedKey(storage.key)] = nil
         let last = storages.removeLast()
         if position < storages.count {
             storages[position] = last
             last.position = position
-            index[last.key] = position
+            index[HashedKey(last.key)] = position
         }
     }
 

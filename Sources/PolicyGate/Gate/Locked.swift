@@ -22,7 +22,7 @@ package final class Locked<Value: ~Copyable>: @unchecked Sendable {  // `value` 
     #else
     private let mutex = Mutex(())
     #endif
-    private var value: Value
+    @exclusivity(unchecked) private var value: Value
 
     package init(_ value: consuming sending Value) {
         self.value = value

@@ -87,3 +87,15 @@ public struct PolicyKey: Hashable, Sendable, CustomStringConvertible {
     /// A readable form such as `openai/user:u-42`.
     public var description: String { "\(provider)/\(scope)" }
 }
+
+/// A key in the gate's hash tables: it hands the hash computed once at the key's creation (a
+/// seeded SipHash) straight to the table, so a lookup hashes nothing.
+struct HashedKey: Hashable {
+    let key: PolicyKey
+
+    @inline(__always) init(_ key: PolicyKey) { self.key = key }
+
+    static func == (lhs: HashedKey, rhs: HashedKey) -> Bool { lhs.key == rhs.key }
+    func hash(into hasher: inout Hasher) { hasher.combine(key.keyHash) }
+    func _rawHashValue(seed: Int) -> Int { key.keyHash ^ seed }
+}

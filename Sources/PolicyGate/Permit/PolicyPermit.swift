@@ -51,7 +51,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
             let error = PolicyError(
                 .invalidTokenCount, key: key,
                 message: "committed tokens must be in 0...\(PolicyLimits.maximumTokenCount), got \(actual)")
-            if let storage { storage.environment.telemetry?.didReject(PolicyRejectEvent(key: storage.key, estimatedTokens: estimatedTokens, error: error)) }
+            if let storage, storage.environment.hasTelemetry { storage.environment.telemetry?.didReject(PolicyRejectEvent(key: storage.key, estimatedTokens: estimatedTokens, error: error)) }
             throw error
         }
         guard let storage else {
@@ -61,8 +61,10 @@ public struct PolicyPermit: ~Copyable, Sendable {
         let previous = committedTokens
         try storage.commit(admission, from: Int64(previous), to: Int64(actual))
         committedTokens = actual
-        storage.environment.telemetry?.didCommit(
-            PolicyCommitEvent(key: storage.key, estimatedTokens: estimatedTokens, previousTokens: previous, actualTokens: actual))
+        if storage.environment.hasTelemetry {
+            storage.environment.telemetry?.didCommit(
+                PolicyCommitEvent(key: storage.key, estimatedTokens: estimatedTokens, previousTokens: previous, actualTokens: actual))
+        }
     }
 
     /// Releases the concurrency slot now instead of at the end of the scope.
@@ -71,7 +73,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
     deinit {
         guard let storage else { return }
         storage.release()
-        if let telemetry = storage.environment.telemetry {
+        if storage.environment.hasTelemetry, let telemetry = storage.environment.telemetry {
             let held = storage.environment.time.now() - admission.time
             telemetry.didRelease(PolicyReleaseEvent(key: storage.key, held: .nanoseconds(held), tokens: committedTokens))
         }

@@ -14,6 +14,8 @@ struct ProviderName: Hashable, Sendable {
 
     static func == (lhs: ProviderName, rhs: ProviderName) -> Bool { lhs.hash == rhs.hash && lhs.name == rhs.name }
     func hash(into hasher: inout Hasher) { hasher.combine(hash) }
+    // The hash is already a seeded SipHash: hand it to the table as it is (see `HashedKey`).
+    func _rawHashValue(seed: Int) -> Int { hash ^ seed }
 
     init(_ name: String) {
         self.name = name
@@ -89,7 +91,9 @@ final class GateCore: Sendable {
 
     /// Reports a refusal to telemetry and returns it, for `throw reject(…)`.
     func reject(_ key: PolicyKey, _ estimate: Int, _ error: PolicyError) -> PolicyError {
-        environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimate, error: error))
+        if environment.hasTelemetry {
+            environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimate, error: error))
+        }
         return error
     }
 

@@ -49,7 +49,7 @@ public actor PolicyService {
         throws(PolicyError) where C.Duration == Duration
     {
         for (provider, value) in limits { try value.validate(provider: provider) }
-        core = GateCore(limits: limits, time: ClockTimeSource(clock: clock), telemetry: telemetry)
+        core = GateCore(limits: limits, time: makeTimeSource(clock), telemetry: telemetry)
     }
 
     deinit {
@@ -109,7 +109,9 @@ public actor PolicyService {
         let (storage, result) = core.admitNow(key, tokens: tokens, limits: limits, now: now)
         switch result {
         case .success(let admission):
-            core.environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimatedTokens: estimatedTokens, waited: .zero))
+            if core.environment.hasTelemetry {
+                core.environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimatedTokens: estimatedTokens, waited: .zero))
+            }
             return PolicyPermit(storage: storage, admission: admission, estimatedTokens: estimatedTokens)
         case .failure(let rejection):
             throw core.reject(key, estimatedTokens, GateStateMachine<Void>.error(.rateLimited, rejection, now: now, "not admitted now").with(key: key))
@@ -130,7 +132,9 @@ public actor PolicyService {
         let now = core.environment.time.now()
         let (storage, result) = core.admitNow(key, tokens: tokens, limits: limits, now: now)
         if case .success(let admission) = result {
-            core.environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimatedTokens: estimatedTokens, waited: .zero))
+            if core.environment.hasTelemetry {
+                core.environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimatedTokens: estimatedTokens, waited: .zero))
+            }
             return PolicyPermit(storage: storage, admission: admission, estimatedTokens: estimatedTokens)
         }
         let deadline: Int64

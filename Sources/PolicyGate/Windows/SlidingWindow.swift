@@ -16,14 +16,16 @@ struct SlidingWindow {
     private final class Storage {
         let width: Int64
         /// The bucket index of `now` as last seen; buckets `head - 60 ... head` are live.
-        var head: Int64
-        var requestTotal: Int64 = 0
-        var tokenTotal: Int64 = 0
+        // Only touched under the key's lock (and copied on write), so the runtime's exclusivity
+        // checks would add cost and no safety.
+        @exclusivity(unchecked) var head: Int64
+        @exclusivity(unchecked) var requestTotal: Int64 = 0
+        @exclusivity(unchecked) var tokenTotal: Int64 = 0
         /// Sequence number of the first admission this window has recorded (after creation or a
         /// reset): commits for earlier admissions must not touch it.
-        var firstSequence: UInt64
-        var requests = InlineArray<61, UInt32>(repeating: 0)
-        var tokens = InlineArray<61, Int64>(repeating: 0)
+        @exclusivity(unchecked) var firstSequence: UInt64
+        @exclusivity(unchecked) var requests = InlineArray<61, UInt32>(repeating: 0)
+        @exclusivity(unchecked) var tokens = InlineArray<61, Int64>(repeating: 0)
 
         init(width: Int64, head: Int64, firstSequence: UInt64) {
             self.width = width
