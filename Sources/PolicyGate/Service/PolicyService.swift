@@ -79,7 +79,11 @@ public actor PolicyService {
     nonisolated(nonsending) public func acquire(
         _ key: PolicyKey, estimatedTokens: Int = 0, maxWait: Duration? = nil
     ) async throws -> PolicyPermit {
-        try await acquire(key, estimatedTokens: estimatedTokens, wait: maxWait.map(Wait.duration) ?? .forever)
+        var pending: Pending?
+        if let permit = try admitAtOnce(key, estimatedTokens: estimatedTokens, pending: &pending) { return permit }
+        let waiting = pending!
+        let deadline = maxWait.map { waiting.now.clampedAdding(max(0, $0.nanosecondsSaturating)) } ?? .max
+        return try await acquireSlowly(key, estimatedTokens: estimatedTokens, pending: waiting, deadline: deadline)
     }
 
     /// Waits until `key` may make one call, or until `deadline` on the service's clock.
@@ -90,7 +94,14 @@ public actor PolicyService {
     nonisolated(nonsending) public func acquire<I: InstantProtocol>(
         _ key: PolicyKey, estimatedTokens: Int = 0, deadline: I
     ) async throws -> PolicyPermit where I.Duration == Duration {
-        try await acquire(key, estimatedTokens: estimatedTokens, wait: .deadline(deadline))
+        var pending: Pending?
+        if let permit = try admitAtOnce(key, estimatedTokens: estimatedTokens, pending: &pending) { return permit }
+        guard let offset = core.environment.time.offset(of: deadline) else {
+            throw core.reject(key, estimatedTokens, PolicyError(
+                .invalidArgument, key: key, message: "the deadline is an instant of another clock than the service's"))
+        }
+        return try await acquireSlowly(
+            key, estimatedTokens: estimatedTokens, pending: pending!, deadline: offset == .max ? .max - 1 : offset)
     }
 
     /// Admits one call for `key` now or throws at once; never waits and never jumps the queue.
@@ -101,6 +112,27 @@ public actor PolicyService {
     ///   refused with the limit the head of the queue waits for (its `retryAfter` is then a
     ///   lower bound). Also ``PolicyError/Code/oversized`` and ``PolicyError/Code/invalidTokenCount``.
     public nonisolated func tryAcquire(_ key: PolicyKey, estimatedTokens: Int = 0) throws(PolicyError) -> PolicyPermit {
+        var pending: Pending?
+        if let permit = try admitAtOnce(key, estimatedTokens: estimatedTokens, pending: &pending) { return permit }
+        let waiting = pending!
+        throw core.reject(key, estimatedTokens, GateStateMachine<Void>.error(
+            .rateLimited, waiting.rejection, now: waiting.now, "not admitted now").with(key: key))
+    }
+
+    /// What a call that could not be admitted at once carries into its wait.
+    struct Pending {
+        let limits: CompiledLimits
+        let tokens: Int64
+        let now: Int64
+        let rejection: Rejection
+    }
+
+    /// The synchronous fast path shared by every way of acquiring: an inert permit for a
+    /// provider without caps, a permit if the call fits now, or `nil` with `pending` set.
+    @inline(__always)
+    nonisolated func admitAtOnce(
+        _ key: PolicyKey, estimatedTokens: Int, pending: inout Pending?
+    ) throws(PolicyError) -> PolicyPermit? {
         guard let limits = core.compiledLimits(for: key) else {
             return try Self.inertPermit(estimatedTokens)
         }
@@ -114,49 +146,25 @@ public actor PolicyService {
             }
             return PolicyPermit(storage: storage, admission: admission, estimatedTokens: estimatedTokens)
         case .failure(let rejection):
-            throw core.reject(key, estimatedTokens, GateStateMachine<Void>.error(.rateLimited, rejection, now: now, "not admitted now").with(key: key))
+            pending = Pending(limits: limits, tokens: tokens, now: now, rejection: rejection)
+            return nil
         }
     }
 
-    enum Wait {
-        case forever
-        case duration(Duration)
-        case deadline(any InstantProtocol)
-    }
-
-    nonisolated(nonsending) func acquire(_ key: PolicyKey, estimatedTokens: Int, wait: Wait) async throws -> PolicyPermit {
-        guard let limits = core.compiledLimits(for: key) else {
-            return try Self.inertPermit(estimatedTokens)
-        }
-        let tokens = try core.validate(estimate: estimatedTokens, limits: limits, key: key)
-        let now = core.environment.time.now()
-        let (storage, result) = core.admitNow(key, tokens: tokens, limits: limits, now: now)
-        if case .success(let admission) = result {
-            if core.environment.hasTelemetry {
-                core.environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimatedTokens: estimatedTokens, waited: .zero))
-            }
-            return PolicyPermit(storage: storage, admission: admission, estimatedTokens: estimatedTokens)
-        }
-        let deadline: Int64
-        switch wait {
-        case .forever: deadline = .max
-        case .duration(let duration): deadline = now.clampedAdding(max(0, duration.nanosecondsSaturating))
-        case .deadline(let instant):
-            guard let offset = core.environment.time.offset(of: instant) else {
-                throw core.reject(key, estimatedTokens, PolicyError(
-                    .invalidArgument, key: key, message: "the deadline is an instant of another clock than the service's"))
-            }
-            deadline = offset == .max ? .max - 1 : offset
-        }
+    nonisolated(nonsending) func acquireSlowly(
+        _ key: PolicyKey, estimatedTokens: Int, pending: Pending, deadline: Int64
+    ) async throws -> PolicyPermit {
         do {
-            let grant = try await core.wait(key, tokens: tokens, limits: limits, deadline: deadline)
-            if let telemetry = core.environment.telemetry {
+            let grant = try await core.wait(key, tokens: pending.tokens, limits: pending.limits, deadline: deadline)
+            if core.environment.hasTelemetry, let telemetry = core.environment.telemetry {
                 telemetry.didAcquire(PolicyAcquireEvent(
-                    key: key, estimatedTokens: estimatedTokens, waited: .nanoseconds(grant.admission.time - now)))
+                    key: key, estimatedTokens: estimatedTokens, waited: .nanoseconds(grant.admission.time - pending.now)))
             }
             return PolicyPermit(storage: grant.storage, admission: grant.admission, estimatedTokens: estimatedTokens)
         } catch let error as PolicyError {
-            core.environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimatedTokens, error: error))
+            if core.environment.hasTelemetry {
+                core.environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimatedTokens, error: error))
+            }
             throw error
         }
     }
