@@ -37,16 +37,21 @@ struct GateStateMachine<Payload> {
 
     /// What the caller must carry out after the machine changed.
     struct Effects {
-        /// Waiters to resume, in order.
-        var resumes: [Resume] = []
+        /// Waiters to resume, in order; `nil` when there are none (the common case builds no array).
+        var resumes: [Resume]?
         /// When the machine must be ticked again (a window frees room for the head, or a
         /// waiter's deadline passes); `nil` when only a release or commit can change anything.
         var wake: Int64?
 
         init() {}
 
+        mutating func resume(_ payload: Payload, _ result: Result<Admission, PolicyError>) {
+            let resume = Resume(payload: payload, result: result)
+            if resumes == nil { resumes = [resume] } else { resumes!.append(resume) }
+        }
+
         mutating func merge(_ other: Effects) {
-            resumes += other.resumes
+            if let more = other.resumes { resumes = (resumes ?? []) + more }
             if let w = other.wake { wake = min(wake ?? .max, w) }
         }
     }
@@ -58,7 +63,7 @@ struct GateStateMachine<Payload> {
     }
 
     private(set) var limits: CompiledLimits
-    private var windows: InlineArray<3, SlidingWindow?>
+    private var windows = WindowSlots()
     /// Permits holding a slot.
     private(set) var inFlight = 0
     private var queue = WaiterQueue<Waiter>()
@@ -70,7 +75,6 @@ struct GateStateMachine<Payload> {
 
     init(limits: CompiledLimits, now: Int64) {
         self.limits = limits
-        windows = [nil, nil, nil]
         for w in 0..<3 where limits.tracks(w) {
             windows[w] = SlidingWindow(length: PolicyWindow(rawValue: w)!.nanoseconds, now: now, firstSequence: 1)
         }
@@ -155,14 +159,16 @@ struct GateStateMachine<Payload> {
     mutating func commit(_ admission: Admission, from old: Int64, to new: Int64) throws(PolicyError) -> Bool {
         let delta = new - old  // both are non-negative: cannot overflow
         if delta == 0 { return false }
-        for w in 0..<3 {
-            if let window = windows[w], !window.canAdjust(admittedAt: admission.time, sequence: admission.sequence, by: delta) {
-                throw PolicyError(.invalidTokenCount, message: "committing \(new) tokens would overflow the window's total")
-            }
+        let (time, sequence) = (admission.time, admission.sequence)
+        if windows.minute?.canAdjust(admittedAt: time, sequence: sequence, by: delta) == false
+            || windows.hour?.canAdjust(admittedAt: time, sequence: sequence, by: delta) == false
+            || windows.day?.canAdjust(admittedAt: time, sequence: sequence, by: delta) == false
+        {
+            throw PolicyError(.invalidTokenCount, message: "committing \(new) tokens would overflow the window's total")
         }
-        for w in 0..<3 where windows[w] != nil {
-            windows[w]!.adjust(admittedAt: admission.time, sequence: admission.sequence, by: delta)
-        }
+        windows.minute?.adjust(admittedAt: time, sequence: sequence, by: delta)
+        windows.hour?.adjust(admittedAt: time, sequence: sequence, by: delta)
+        windows.day?.adjust(admittedAt: time, sequence: sequence, by: delta)
         return delta < 0 && !queue.isEmpty
     }
 
@@ -194,8 +200,7 @@ struct GateStateMachine<Payload> {
     mutating func isIdle(now: Int64) -> Bool {
         guard inFlight == 0, queue.isEmpty else { return false }
         advanceWindows(to: now)
-        for w in 0..<3 { if let window = windows[w], !window.isEmpty { return false } }
-        return true
+        return windows.minute?.isEmpty != false && windows.hour?.isEmpty != false && windows.day?.isEmpty != false
     }
 
     // MARK: Readouts
@@ -239,25 +244,24 @@ struct GateStateMachine<Payload> {
 
     @inline(__always)
     private mutating func advanceWindows(to now: Int64) {
-        for w in 0..<3 where windows[w] != nil { windows[w]!.advance(to: now) }
+        windows.minute?.advance(to: now)
+        windows.hour?.advance(to: now)
+        windows.day?.advance(to: now)
     }
 
     @inline(__always)
     private func windowsFit(_ tokens: Int64) -> Bool {
-        for w in 0..<3 {
-            if let window = windows[w],
-                !window.fits(tokens: tokens, requestCap: limits.requestCaps[w], tokenCap: limits.tokenCaps[w])
-            {
-                return false
-            }
-        }
-        return true
+        windows.minute?.fits(tokens: tokens, requestCap: limits.requestCaps[0], tokenCap: limits.tokenCaps[0]) != false
+            && windows.hour?.fits(tokens: tokens, requestCap: limits.requestCaps[1], tokenCap: limits.tokenCaps[1]) != false
+            && windows.day?.fits(tokens: tokens, requestCap: limits.requestCaps[2], tokenCap: limits.tokenCaps[2]) != false
     }
 
     @inline(__always)
     private mutating func admit(tokens: Int64, now: Int64) -> Admission {
         sequence += 1
-        for w in 0..<3 where windows[w] != nil { windows[w]!.record(tokens: tokens) }
+        windows.minute?.record(tokens: tokens)
+        windows.hour?.record(tokens: tokens)
+        windows.day?.record(tokens: tokens)
         inFlight += 1
         return Admission(time: now, sequence: sequence)
     }
@@ -315,8 +319,8 @@ struct GateStateMachine<Payload> {
                     advanceWindows(to: now)
                     let why = rejection(forQueued: waiter, at: i, now: now)
                     _ = remove(at: i)
-                    effects.resumes.append(Resume(payload: waiter.payload, result: .failure(
-                        Self.error(.timedOut, why, now: now, "not admitted within its maximum wait"))))
+                    effects.resume(waiter.payload, .failure(
+                        Self.error(.timedOut, why, now: now, "not admitted within its maximum wait")))
                 } else {
                     i += 1
                 }
@@ -329,8 +333,8 @@ struct GateStateMachine<Payload> {
             if let kind = limits.oversizedKind(head.tokens) {
                 // Limits lowered below this estimate while it waited: it can never fit.
                 _ = remove(at: 0)
-                effects.resumes.append(Resume(payload: head.payload, result: .failure(PolicyError(
-                    .oversized, limit: kind, message: "estimate of \(head.tokens) tokens exceeds \(kind)"))))
+                effects.resume(head.payload, .failure(PolicyError(
+                    .oversized, limit: kind, message: "estimate of \(head.tokens) tokens exceeds \(kind)")))
                 continue
             }
             if !advanced {
@@ -339,7 +343,7 @@ struct GateStateMachine<Payload> {
             }
             if windowsFit(head.tokens) {
                 _ = remove(at: 0)  // gives back the waiter's slot, which `admit` takes as in-flight
-                effects.resumes.append(Resume(payload: head.payload, result: .success(admit(tokens: head.tokens, now: now))))
+                effects.resume(head.payload, .success(admit(tokens: head.tokens, now: now)))
                 continue
             }
             effects.wake = windowRejection(tokens: head.tokens, now: now)?.retryAt
@@ -358,3 +362,31 @@ struct GateStateMachine<Payload> {
 
 extension GateStateMachine.Resume: Sendable where Payload: Sendable {}
 extension GateStateMachine.Effects: Sendable where Payload: Sendable {}
+
+/// The minute, hour and day windows of a key, each present only while some cap over it is set.
+///
+/// Three stored properties rather than an `InlineArray` of optionals: an `InlineArray` of a
+/// non-trivial element is copied and checked through generic value witnesses, which cost more
+/// than all the window arithmetic on the hot path.
+struct WindowSlots {
+    var minute: SlidingWindow?
+    var hour: SlidingWindow?
+    var day: SlidingWindow?
+
+    subscript(window: Int) -> SlidingWindow? {
+        @inline(__always) _read {
+            switch window {
+            case 0: yield minute
+            case 1: yield hour
+            default: yield day
+            }
+        }
+        @inline(__always) _modify {
+            switch window {
+            case 0: yield &minute
+            case 1: yield &hour
+            default: yield &day
+            }
+        }
+    }
+}

@@ -50,7 +50,7 @@ final class KeyStorage: @unchecked Sendable {  // mutable state only touched und
 
     /// Carries out resumptions outside the lock.
     func perform(_ effects: Machine.Effects) {
-        for resume in effects.resumes {
+        for resume in effects.resumes ?? [] {
             switch resume.result {
             case .success(let admission):
                 resume.payload.resume(returning: Grant(storage: self, admission: admission))
@@ -63,7 +63,7 @@ final class KeyStorage: @unchecked Sendable {  // mutable state only touched und
     /// Arms or disarms the timer after the machine changed, and queues the resumptions for
     /// after the lock. Call under the lock.
     func settle(_ effects: Machine.Effects, into aftermath: inout Aftermath) {
-        if !effects.resumes.isEmpty { aftermath.work.append((self, effects)) }
+        if effects.resumes != nil { aftermath.work.append((self, effects)) }
         if !machine.hasWaiters {
             if let timer { aftermath.cancelled.append(timer) }
             timer = nil
@@ -96,47 +96,65 @@ final class KeyStorage: @unchecked Sendable {  // mutable state only touched und
 
     // MARK: Permit paths
 
+    // Commit and release return a plain flag from the lock on their fast path (nobody waiting);
+    // building and destroying an aftermath there would cost more than the rule itself.
+
     @inline(__always)
     func commit(_ admission: Admission, from old: Int64, to new: Int64) throws(PolicyError) {
-        let aftermath: Aftermath?
+        let waiters: Bool
         do {
-            aftermath = try shard.table.withLock { (_) throws(PolicyError) -> Aftermath? in
-                guard try machine.commit(admission, from: old, to: new) else { return nil }
-                var aftermath = Aftermath()
-                settle(machine.tick(now: environment.time.now()), into: &aftermath)
-                return aftermath
+            waiters = try shard.table.withLock { (_) throws(PolicyError) -> Bool in
+                try machine.commit(admission, from: old, to: new)
             }
         } catch {
             throw error.with(key: key)
         }
-        aftermath?.run()
+        if waiters { tickNow() }
     }
 
     @inline(__always)
     func release() {
-        let aftermath: Aftermath? = shard.table.withLock { _ in
-            guard machine.release() else { return nil }
+        if shard.table.withLock({ _ in machine.release() }) { tickNow() }
+    }
+
+    /// Lets waiters through after a commit or release freed something.
+    private func tickNow() {
+        let now = environment.time.now()
+        let aftermath = shard.table.withLock { _ in
             var aftermath = Aftermath()
-            settle(machine.tick(now: environment.time.now()), into: &aftermath)
+            settle(machine.tick(now: now), into: &aftermath)
             return aftermath
         }
-        aftermath?.run()
+        aftermath.run()
     }
 }
 
 /// What must happen once a lock is released: timers to cancel (their clocks' cancellation
 /// handlers are not ours to run under our lock) and waiters to resume.
 struct Aftermath: Sendable {
-    var work: [(KeyStorage, KeyStorage.Machine.Effects)] = []
-    var cancelled: [Task<Void, Never>] = []
+    var work = Few<(KeyStorage, KeyStorage.Machine.Effects)>()
+    var cancelled = Few<Task<Void, Never>>()
 
-    var isEmpty: Bool { work.isEmpty && cancelled.isEmpty }
+    var isEmpty: Bool { work.items == nil && cancelled.items == nil }
 
     func run() {
-        for task in cancelled { task.cancel() }
-        for (storage, effects) in work { storage.perform(effects) }
+        for task in cancelled.items ?? [] { task.cancel() }
+        for (storage, effects) in work.items ?? [] { storage.perform(effects) }
     }
 }
+
+/// A list that is usually empty: `nil` until the first append, so the common case builds and
+/// destroys nothing.
+struct Few<Element> {
+    var items: [Element]?
+
+    @inline(__always)
+    mutating func append(_ element: Element) {
+        if items == nil { items = [element] } else { items!.append(element) }
+    }
+}
+
+extension Few: Sendable where Element: Sendable {}
 
 /// One slice of the key registry with its lock. Keys are spread over shards by hash, so that
 /// callers on different keys rarely contend.

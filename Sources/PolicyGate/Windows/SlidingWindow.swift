@@ -52,8 +52,13 @@ struct SlidingWindow {
     }
 
     private mutating func unique() -> Storage {
-        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+        ensureUnique()
         return storage
+    }
+
+    @inline(__always)
+    private mutating func ensureUnique() {
+        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
     }
 
     var width: Int64 { storage.width }
@@ -97,26 +102,25 @@ struct SlidingWindow {
     /// Whether one more request with `tokens` fits under the caps (already advanced to now).
     @inline(__always)
     func fits(tokens: Int64, requestCap: Int64, tokenCap: Int64) -> Bool {
-        let s = storage
-        if s.requestTotal >= requestCap { return false }
-        let (sum, overflow) = s.tokenTotal.addingReportingOverflow(tokens)
+        if storage.requestTotal >= requestCap { return false }
+        let (sum, overflow) = storage.tokenTotal.addingReportingOverflow(tokens)
         return !overflow && sum <= tokenCap
     }
 
     /// Records one admitted request with `tokens` in the current bucket.
     @inline(__always)
     mutating func record(tokens: Int64) {
-        let s = unique()
-        let slot = Self.slot(s.head)
-        let (count, overflow) = s.requests[slot].addingReportingOverflow(1)
+        ensureUnique()
+        let slot = Self.slot(storage.head)
+        let (count, overflow) = storage.requests[slot].addingReportingOverflow(1)
         if !overflow {  // saturates: only reachable on an uncapped request count
-            s.requests[slot] = count
-            s.requestTotal += 1
+            storage.requests[slot] = count
+            storage.requestTotal += 1
         }
         // Cannot overflow under a token cap (admission checked the sum); saturates otherwise,
         // where the total only feeds readouts.
-        s.tokens[slot] = s.tokens[slot].clampedAdding(tokens)
-        s.tokenTotal = s.tokenTotal.clampedAdding(tokens)
+        storage.tokens[slot] = storage.tokens[slot].clampedAdding(tokens)
+        storage.tokenTotal = storage.tokenTotal.clampedAdding(tokens)
     }
 
     /// Whether a call admitted at `time` with sequence `sequence` is still counted here.
@@ -128,18 +132,17 @@ struct SlidingWindow {
     /// Whether replacing `delta` more tokens in the bucket of `time` would overflow.
     func canAdjust(admittedAt time: Int64, sequence: UInt64, by delta: Int64) -> Bool {
         guard holds(admittedAt: time, sequence: sequence) else { return true }
-        let s = storage
-        return !s.tokens[Self.slot(time / s.width)].addingReportingOverflow(delta).overflow
-            && !s.tokenTotal.addingReportingOverflow(delta).overflow
+        return !storage.tokens[Self.slot(time / storage.width)].addingReportingOverflow(delta).overflow
+            && !storage.tokenTotal.addingReportingOverflow(delta).overflow
     }
 
     /// Replaces part of a call's tokens: adds `delta` to the bucket it was recorded in, if that
     /// bucket is still in the window.
     mutating func adjust(admittedAt time: Int64, sequence: UInt64, by delta: Int64) {
         guard delta != 0, holds(admittedAt: time, sequence: sequence) else { return }
-        let s = unique()
-        s.tokens[Self.slot(time / s.width)] &+= delta
-        s.tokenTotal &+= delta
+        ensureUnique()
+        storage.tokens[Self.slot(time / storage.width)] &+= delta
+        storage.tokenTotal &+= delta
     }
 
     /// Forgets all usage; admissions before `sequence` are no longer held.
