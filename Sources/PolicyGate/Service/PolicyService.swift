@@ -19,7 +19,7 @@ import Synchronization
 ///   holding it, window capacity. ``tryAcquire(_:estimatedTokens:)`` does not jump the queue.
 /// - **Cancellation-safe.** A waiter that is cancelled or times out has recorded nothing and
 ///   holds no slot.
-/// - **Bounded memory.** A key's memory is fixed (≈ 0.7 KB per capped window length), and keys
+/// - **Bounded memory.** A key's memory is fixed (≈ 0.8 KB per capped window length), and keys
 ///   with nothing left in any window, in flight or waiting are dropped as the gate is used.
 ///
 /// The actor owns configuration changes; acquiring, committing and releasing run synchronously

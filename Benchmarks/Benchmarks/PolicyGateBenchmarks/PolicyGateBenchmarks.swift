@@ -1,0 +1,222 @@
+// The PolicyGateFloors cases under ordo-one/benchmark:
+//
+//   cd Benchmarks && swift package benchmark
+//
+// Each sample runs 1 000 000 iterations (scalingFactor .mega) and results are shown per
+// iteration: a gate sample lasts ≈ 0.2–1.5 s, a floor sample 3–100 ms. ordo-one does not compute ratios across benchmarks: for the floor ratios and
+// the bytes-per-key check in one table, run PolicyGateFloors.
+
+import Benchmark
+import PolicyGate
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+actor HopTarget {
+    private var calls = 0
+
+    // Empty but for one increment of the actor's own state. A truly empty method needs no
+    // executor, so the optimiser deletes the hop altogether (even with @inline(never)), and the
+    // loop then times a plain call (≈ 12 ns). Touching isolated state keeps the hop (≈ 1 ns more).
+    func noop() {
+        calls &+= 1
+    }
+}
+
+/// Caller-side work between awaits (and in the gate loops, to compare like with like).
+final class Counter: Sendable {
+    let value = Atomic<Int>(0)
+
+    @inline(__always)
+    func bump() {
+        value.wrappingAdd(1, ordering: .relaxed)
+    }
+}
+
+final class LockedCounter: Sendable {
+    let value = Mutex<Int>(0)
+}
+
+/// Caps far above anything a run reaches, so nothing ever waits.
+func typicalLimits(maxConcurrent: Int) -> PolicyLimits {
+    PolicyLimits(requestsPerMinute: 4_000_000_000, tokensPerMinute: 1 << 46, tokensPerDay: 1 << 47, maxConcurrent: maxConcurrent)
+}
+
+@concurrent
+func actorHopLoop(_ target: HopTarget, _ counter: Counter, _ n: Int) async {
+    for _ in 0..<n {
+        await target.noop()
+        counter.bump()
+    }
+}
+
+/// acquire + commitTokens + release + one relaxed atomic add, cycling over `keys`.
+@concurrent
+func gateLoop(_ gate: PolicyService, _ keys: [PolicyKey], _ counter: Counter, _ n: Int) async throws {
+    var index = 0
+    for _ in 0..<n {
+        var permit = try await gate.acquire(keys[index], estimatedTokens: 100)
+        try permit.commitTokens(90)
+        permit.release()
+        counter.bump()
+        index += 1
+        if index == keys.count { index = 0 }
+    }
+}
+
+@concurrent
+func contendedLoop(_ gate: PolicyService, _ keys: [PolicyKey], tasks: Int, callsPerTask: Int) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for task in 0..<tasks {
+            let key = keys[task % keys.count]
+            group.addTask {
+                for _ in 0..<callsPerTask {
+                    var permit = try await gate.acquire(key, estimatedTokens: 100)
+                    try permit.commitTokens(90)
+                    permit.release()
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+}
+
+func residentBytes() -> Int? {
+    #if os(Linux)
+    let fd = open("/proc/self/statm", O_RDONLY)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var buffer = [UInt8](repeating: 0, count: 256)
+    let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count - 1) }
+    guard count > 0 else { return nil }
+    let fields = String(decoding: buffer[0..<count], as: UTF8.self).split(separator: " ")
+    guard fields.count > 1, let pages = Int(fields[1]) else { return nil }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    #else
+    return nil
+    #endif
+}
+
+let keyCount = 100_000
+
+/// A gate holding `keyCount` active keys (each acquired and committed once), and those keys.
+struct ManyKeys: Sendable {
+    let gate: PolicyService
+    let keys: [PolicyKey]
+}
+
+func makeKeys() -> [PolicyKey] {
+    (0..<keyCount).map { PolicyKey(provider: "openai", scope: .user("u-\($0)")) }
+}
+
+@concurrent
+func makeManyKeys(_ keys: [PolicyKey]) async throws -> ManyKeys {
+    let gate = try PolicyService(limits: ["openai": typicalLimits(maxConcurrent: 16)])
+    for key in keys {
+        var permit = try await gate.acquire(key, estimatedTokens: 100)
+        try permit.commitTokens(90)
+        permit.release()
+    }
+    return ManyKeys(gate: gate, keys: keys)
+}
+
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.wallClock, .throughput],
+        timeUnits: .nanoseconds,
+        warmupIterations: 1,
+        scalingFactor: .mega,
+        maxDuration: .seconds(2),
+        maxIterations: 10
+    )
+
+    // MARK: Floors
+
+    Benchmark("Floor: atomic add (relaxed) alone") { benchmark in
+        let counter = Counter()
+        for _ in benchmark.scaledIterations {
+            counter.bump()
+        }
+        blackHole(counter.value.load(ordering: .relaxed))
+    }
+
+    Benchmark("Floor: actor hop + atomic add") { benchmark async in
+        let target = HopTarget()
+        let counter = Counter()
+        await actorHopLoop(target, counter, benchmark.scaledIterations.count)
+        blackHole(counter.value.load(ordering: .relaxed))
+    }
+
+    Benchmark("Floor: Mutex withLock") { benchmark in
+        let locked = LockedCounter()
+        for _ in benchmark.scaledIterations {
+            locked.value.withLock { $0 &+= 1 }
+        }
+        blackHole(locked.value.withLock { $0 })
+    }
+
+    // MARK: Gate, uncontended
+
+    // A gate sample lasts up to ≈ 1.5 s: give them room for 5 samples.
+    let gateConfiguration = Benchmark.Configuration(maxDuration: .seconds(8), maxIterations: 5)
+
+    let gate = try! PolicyService(limits: ["openai": typicalLimits(maxConcurrent: 16), "local": PolicyLimits()])
+
+    Benchmark("Gate: capped acquire+commit+release + atomic add", configuration: gateConfiguration) { benchmark async throws in
+        let keys = [PolicyKey(provider: "openai", scope: .user("u-42"))]
+        let counter = Counter()
+        try await gateLoop(gate, keys, counter, benchmark.scaledIterations.count)
+        blackHole(counter.value.load(ordering: .relaxed))
+    }
+
+    Benchmark("Gate: no-op acquire+commit+release + atomic add", configuration: gateConfiguration) { benchmark async throws in
+        let keys = [PolicyKey(provider: "local", scope: .user("u-42"))]
+        let counter = Counter()
+        try await gateLoop(gate, keys, counter, benchmark.scaledIterations.count)
+        blackHole(counter.value.load(ordering: .relaxed))
+    }
+
+    // MARK: Gate, contended
+
+    Benchmark("Gate: contended, 64 tasks, 8 keys, maxConcurrent 4 (per call)", configuration: gateConfiguration) { benchmark async throws in
+        let contended = try PolicyService(limits: ["openai": typicalLimits(maxConcurrent: 4)])
+        let keys = (0..<8).map { PolicyKey(provider: "openai", scope: .user("u-\($0)")) }
+        try await contendedLoop(contended, keys, tasks: 64, callsPerTask: benchmark.scaledIterations.count / 64)
+    }
+
+    // MARK: Gate, 100 000 active keys
+
+    Benchmark(
+        "Gate: 100000 keys acquire+commit+release + atomic add",
+        configuration: gateConfiguration,
+        closure: { benchmark, many async throws in
+            let counter = Counter()
+            try await gateLoop(many.gate, many.keys, counter, benchmark.scaledIterations.count)
+            blackHole(counter.value.load(ordering: .relaxed))
+        },
+        setup: { try await makeManyKeys(makeKeys()) }
+    )
+
+    Benchmark(
+        "Gate: 100000 keys resident bytes per key",
+        configuration: .init(
+            metrics: [.custom("residentBytesPerKey", useScalingFactor: false)],
+            warmupIterations: 0,
+            scalingFactor: .one,
+            maxIterations: 1
+        )
+    ) { benchmark async throws in
+        let keys = makeKeys()  // the caller's keys are not the gate's memory
+        let before = residentBytes() ?? 0
+        let many = try await makeManyKeys(keys)
+        let after = residentBytes() ?? 0
+        benchmark.measurement(.custom("residentBytesPerKey", useScalingFactor: false), (after - before) / keyCount)
+        blackHole(many.gate.storedKeyCount)
+    }
+}
