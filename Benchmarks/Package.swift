@@ -21,11 +21,19 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
+        // The floors' targets, the gate's limits and RSS readings, shared by both executables.
+        .target(
+            name: "BenchmarkFixtures",
+            dependencies: [.product(name: "PolicyGate", package: "PolicyGate")],
+            path: "Sources/BenchmarkFixtures",
+            swiftSettings: settings
+        ),
         // Plain timing program: floors (actor hop, Mutex) and gate operations measured in one run,
         // printed as one table with the ratios to the floors.
         .executableTarget(
             name: "PolicyGateFloors",
             dependencies: [
+                "BenchmarkFixtures",
                 .product(name: "PolicyGate", package: "PolicyGate"),
             ],
             path: "Sources/PolicyGateFloors",
@@ -35,6 +43,7 @@ let package = Package(
         .executableTarget(
             name: "PolicyGateBenchmarks",
             dependencies: [
+                "BenchmarkFixtures",
                 .product(name: "PolicyGate", package: "PolicyGate"),
                 .product(name: "Benchmark", package: "benchmark"),
             ],

@@ -7,6 +7,7 @@
 // the bytes-per-key check in one table, run PolicyGateFloors.
 
 import Benchmark
+import BenchmarkFixtures
 import PolicyGate
 import Synchronization
 
@@ -17,36 +18,6 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-
-actor HopTarget {
-    private var calls = 0
-
-    // Empty but for one increment of the actor's own state. A truly empty method needs no
-    // executor, so the optimiser deletes the hop altogether (even with @inline(never)), and the
-    // loop then times a plain call (≈ 12 ns). Touching isolated state keeps the hop (≈ 1 ns more).
-    func noop() {
-        calls &+= 1
-    }
-}
-
-/// Caller-side work between awaits (and in the gate loops, to compare like with like).
-final class Counter: Sendable {
-    let value = Atomic<Int>(0)
-
-    @inline(__always)
-    func bump() {
-        value.wrappingAdd(1, ordering: .relaxed)
-    }
-}
-
-final class LockedCounter: Sendable {
-    let value = Mutex<Int>(0)
-}
-
-/// Caps far above anything a run reaches, so nothing ever waits.
-func typicalLimits(maxConcurrent: Int) -> PolicyLimits {
-    PolicyLimits(requestsPerMinute: 4_000_000_000, tokensPerMinute: 1 << 46, tokensPerDay: 1 << 47, maxConcurrent: maxConcurrent)
-}
 
 @concurrent
 func actorHopLoop(_ target: HopTarget, _ counter: Counter, _ n: Int) async {
@@ -85,22 +56,6 @@ func contendedLoop(_ gate: PolicyService, _ keys: [PolicyKey], tasks: Int, calls
         }
         try await group.waitForAll()
     }
-}
-
-func residentBytes() -> Int? {
-    #if os(Linux)
-    let fd = open("/proc/self/statm", O_RDONLY)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var buffer = [UInt8](repeating: 0, count: 256)
-    let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count - 1) }
-    guard count > 0 else { return nil }
-    let fields = String(decoding: buffer[0..<count], as: UTF8.self).split(separator: " ")
-    guard fields.count > 1, let pages = Int(fields[1]) else { return nil }
-    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
-    #else
-    return nil
-    #endif
 }
 
 let keyCount = 100_000

@@ -7,6 +7,7 @@
 // `--repetitions` times (default 7) and reports the median, the min and the max per operation.
 // All loops run off the main actor (`@concurrent`), on the global concurrent executor.
 
+import BenchmarkFixtures
 import PolicyGate
 import Synchronization
 
@@ -19,34 +20,6 @@ import Darwin
 #endif
 
 // MARK: - Floors
-
-/// The target of the actor-hop floor: an empty method on an actor the caller is not on.
-actor HopTarget {
-    private var calls = 0
-
-    // Empty but for one increment of the actor's own state. A truly empty method needs no
-    // executor, so the optimiser deletes the hop altogether (even with @inline(never)), and the
-    // loop then times a plain call (≈ 12 ns). Touching isolated state keeps the hop (≈ 1 ns more).
-    func noop() {
-        calls &+= 1
-    }
-}
-
-/// Caller-side work between awaits, so the optimiser cannot merge consecutive hops. Owned by
-/// the caller; one relaxed add per iteration is also added to the gate loops, so they compare
-/// like with like against the hop.
-final class Counter: Sendable {
-    let value = Atomic<Int>(0)
-
-    @inline(__always)
-    func bump() {
-        value.wrappingAdd(1, ordering: .relaxed)
-    }
-}
-
-final class LockedCounter: Sendable {
-    let value = Mutex<Int>(0)
-}
 
 @concurrent
 func atomicLoop(_ counter: Counter, _ n: Int) async -> Duration {
@@ -80,17 +53,6 @@ func mutexLoop(_ locked: LockedCounter, _ n: Int) async -> Duration {
 }
 
 // MARK: - Gate
-
-/// Caps far above anything a run reaches, so nothing ever waits: only the bookkeeping is timed.
-/// Request caps stay ≤ `PolicyLimits.maximumRequestCap` (UInt32.max).
-func typicalLimits(maxConcurrent: Int) -> PolicyLimits {
-    PolicyLimits(
-        requestsPerMinute: 4_000_000_000,
-        tokensPerMinute: 1 << 46,
-        tokensPerDay: 1 << 47,
-        maxConcurrent: maxConcurrent
-    )
-}
 
 /// acquire + commitTokens + release, plus one relaxed atomic add, cycling over `keys`.
 @concurrent
@@ -128,23 +90,6 @@ func contendedLoop(_ gate: PolicyService, _ keys: [PolicyKey], tasks: Int, calls
         try await group.waitForAll()
     }
     return clock.now - start
-}
-
-/// Resident set size of this process, from /proc/self/statm; `nil` where there is no /proc.
-func residentBytes() -> Int? {
-    #if os(Linux)
-    let fd = open("/proc/self/statm", O_RDONLY)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var buffer = [UInt8](repeating: 0, count: 256)
-    let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count - 1) }
-    guard count > 0 else { return nil }
-    let fields = String(decoding: buffer[0..<count], as: UTF8.self).split(separator: " ")
-    guard fields.count > 1, let pages = Int(fields[1]) else { return nil }
-    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
-    #else
-    return nil
-    #endif
 }
 
 // MARK: - Harness
