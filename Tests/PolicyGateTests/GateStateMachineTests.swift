@@ -106,7 +106,7 @@ struct GateStateMachineTests {
 
     @Test("the window ring: usage leaves 60 to 61 buckets after it was recorded")
     func ring() {
-        var w = SlidingWindow(length: 60 * second, now: 0, firstSequence: 1)
+        let w = SlidingWindow(length: 60 * second, now: 0, firstSequence: 1)
         w.record(tokens: 5)                    // bucket 0
         w.advance(to: 30 * second)
         w.record(tokens: 7)                    // bucket 30

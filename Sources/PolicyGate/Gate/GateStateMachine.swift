@@ -191,7 +191,7 @@ struct GateStateMachine<Payload> {
     /// Forgets all recorded usage (permits and waiters stay).
     mutating func reset(now: Int64) -> Effects {
         for w in 0..<3 where windows[w] != nil {
-            windows[w]!.clear(firstSequence: sequence + 1)
+            windows[w]?.clear(firstSequence: sequence + 1)
         }
         return queue.isEmpty ? Effects() : pump(now: now)
     }
