@@ -13,7 +13,8 @@ struct Rejection: Error, Hashable {
     let retryAt: Int64?
 }
 
-/// The rules of one key, as a pure value: windows, concurrency slots and the FIFO queue.
+/// The rules of one key: windows, concurrency slots and the FIFO queue. Used in place (its
+/// windows are reference storage, so a copy would share them), under the key's lock.
 ///
 /// It never locks, suspends, reads a clock or calls out. Every method takes `now` and returns
 /// what its caller must do (resume waiters, arm a timer at `wake`), so it can be driven
