@@ -12,7 +12,7 @@ struct GateStateMachineTests {
     }
 
     func admitted(_ effects: Machine.Effects) -> [Int] {
-        (effects.resumes ?? []).compactMap { if case .success = $0.result { $0.payload } else { nil } }
+        (effects.resumes.items ?? []).compactMap { if case .success = $0.result { $0.payload } else { nil } }
     }
 
     @Test("waiters take slots in order, then window capacity; the timer is asked for when capacity frees")
@@ -27,7 +27,7 @@ struct GateStateMachineTests {
                 Issue.record("should queue")
                 return
             }
-            #expect(effects.resumes == nil && effects.wake == nil)  // only a release can help
+            #expect(effects.resumes.items == nil && effects.wake == nil)  // only a release can help
         }
         #expect(m.slotted == 0 && m.queued == 3)
         let waiting = m.release()
@@ -68,7 +68,7 @@ struct GateStateMachineTests {
         }
         #expect(queued.wake == 5 * second)
         let expired = c.tick(now: 5 * second)
-        guard case .failure(let timeout) = expired.resumes?.first?.result else {
+        guard case .failure(let timeout) = expired.resumes.items?.first?.result else {
             Issue.record("expected a timeout")
             return
         }

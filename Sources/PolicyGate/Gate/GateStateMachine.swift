@@ -38,8 +38,8 @@ struct GateStateMachine<Payload> {
 
     /// What the caller must carry out after the machine changed.
     struct Effects {
-        /// Waiters to resume, in order; `nil` when there are none (the common case builds no array).
-        var resumes: [Resume]?
+        /// Waiters to resume, in order (the common case, none, builds no array).
+        var resumes = Few<Resume>()
         /// When the machine must be ticked again (a window frees room for the head, or a
         /// waiter's deadline passes); `nil` when only a release or commit can change anything.
         var wake: Int64?
@@ -47,12 +47,11 @@ struct GateStateMachine<Payload> {
         init() {}
 
         mutating func resume(_ payload: Payload, _ result: Result<Admission, PolicyError>) {
-            let resume = Resume(payload: payload, result: result)
-            if resumes == nil { resumes = [resume] } else { resumes!.append(resume) }
+            resumes.append(Resume(payload: payload, result: result))
         }
 
         mutating func merge(_ other: Effects) {
-            if let more = other.resumes { resumes = (resumes ?? []) + more }
+            resumes.append(contentsOf: other.resumes)
             if let w = other.wake { wake = min(wake ?? .max, w) }
         }
     }

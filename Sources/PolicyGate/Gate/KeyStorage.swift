@@ -50,7 +50,7 @@ final class KeyStorage: @unchecked Sendable {  // mutable state only touched und
 
     /// Carries out resumptions outside the lock.
     func perform(_ effects: Machine.Effects) {
-        for resume in effects.resumes ?? [] {
+        for resume in effects.resumes.items ?? [] {
             switch resume.result {
             case .success(let admission):
                 resume.payload.resume(returning: Grant(storage: self, admission: admission))
@@ -63,7 +63,7 @@ final class KeyStorage: @unchecked Sendable {  // mutable state only touched und
     /// Arms or disarms the timer after the machine changed, and queues the resumptions for
     /// after the lock. Call under the lock.
     func settle(_ effects: Machine.Effects, into aftermath: inout Aftermath) {
-        if effects.resumes != nil { aftermath.work.append((self, effects)) }
+        if effects.resumes.items != nil { aftermath.work.append((self, effects)) }
         if !machine.hasWaiters {
             if let timer { aftermath.cancelled.append(timer) }
             timer = nil
@@ -143,19 +143,6 @@ struct Aftermath: Sendable {
     }
 }
 
-/// A list that is usually empty: `nil` until the first append, so the common case builds and
-/// destroys nothing.
-struct Few<Element> {
-    var items: [Element]?
-
-    @inline(__always)
-    mutating func append(_ element: Element) {
-        if items == nil { items = [element] } else { items!.append(element) }
-    }
-}
-
-extension Few: Sendable where Element: Sendable {}
-
 /// One slice of the key registry with its lock. Keys are spread over shards by hash, so that
 /// callers on different keys rarely contend.
 final class Shard: Sendable {
@@ -203,10 +190,7 @@ struct ShardTable: ~Copyable {
         for _ in 0..<count {
             guard !storages.isEmpty else { return }
             if cursor >= storages.count { cursor = 0 }
-            if storages[cursor] !== spared && storages[cursor].machine.isIdle(now: now) {
-                storages[cursor].settle(.init(), into: &aftermath)  // disarms a stale timer
-                remove(at: cursor)
-            } else {
+            if storages[cursor] === spared || !dropIfIdle(at: cursor, now: now, aftermath: &aftermath) {
                 cursor += 1
             }
         }
@@ -216,14 +200,17 @@ struct ShardTable: ~Copyable {
     mutating func sweepAll(now: Int64, aftermath: inout Aftermath) {
         var position = 0
         while position < storages.count {
-            if storages[position].machine.isIdle(now: now) {
-                storages[position].settle(.init(), into: &aftermath)
-                remove(at: position)
-            } else {
-                position += 1
-            }
+            if !dropIfIdle(at: position, now: now, aftermath: &aftermath) { position += 1 }
         }
         cursor = 0
+    }
+
+    /// Forgets the key at `position` if it is idle (disarming a stale timer); says whether it did.
+    private mutating func dropIfIdle(at position: Int, now: Int64, aftermath: inout Aftermath) -> Bool {
+        guard storages[position].machine.isIdle(now: now) else { return false }
+        storages[position].settle(.init(), into: &aftermath)
+        remove(at: position)
+        return true
     }
 
     private mutating func remove(at position: Int) {

@@ -109,7 +109,7 @@ final class GateCore: Sendable {
             let storage = table.storage(
                 for: key, limits: limits, now: now, shard: shard, environment: environment, aftermath: &aftermath)
             let (result, effects) = storage.machine.tryAdmit(tokens: tokens, now: now)
-            if effects.resumes != nil || effects.wake != nil { storage.settle(effects, into: &aftermath) }
+            if effects.resumes.items != nil || effects.wake != nil { storage.settle(effects, into: &aftermath) }
             return (storage, result, aftermath)
         }
         if !aftermath.isEmpty { aftermath.run() }
