@@ -2,7 +2,8 @@
 import PackageDescription
 
 // The default build has no package dependencies: PolicyGate is a library people add to their
-// servers, and it must pull nothing in. Optional integrations arrive later behind package traits.
+// servers, and it must pull nothing in. Optional integrations sit behind package traits, each
+// off by default; SwiftPM does not fetch a dependency whose trait is off.
 let strictSettings: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
     .enableUpcomingFeature("ExistentialAny"),
@@ -14,20 +15,113 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "PolicyGate", targets: ["PolicyGate"]),
+        .library(name: "PolicyGateTOML", targets: ["PolicyGateTOML"]),
         .library(name: "PolicyGateTestKit", targets: ["PolicyGateTestKit"]),
+        // Observability adapters; each is empty unless its trait (below) is enabled.
+        .library(name: "PolicyGateLogging", targets: ["PolicyGateLogging"]),
+        .library(name: "PolicyGateMetrics", targets: ["PolicyGateMetrics"]),
+        .library(name: "PolicyGateTracing", targets: ["PolicyGateTracing"]),
         .executable(name: "policy-gate-demo", targets: ["PolicyGateDemo"]),
+        .executable(name: "toml-test-decoder", targets: ["toml-test-decoder"]),
+    ],
+    // Each trait turns on one adapter module and the one dependency it needs; all are off by
+    // default, and SwiftPM fetches nothing for a trait that is off.
+    traits: [
+        .trait(name: "Logging", description: "PolicyGateLogging: gate events as structured swift-log lines."),
+        .trait(name: "Metrics", description: "PolicyGateMetrics: counters, timers and gauges through swift-metrics."),
+        .trait(name: "Tracing", description: "PolicyGateTracing: waits as spans through swift-distributed-tracing."),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
     ],
     targets: [
-        .target(name: "PolicyGate", swiftSettings: strictSettings),
+        // The gate. Reads TOML configuration through PolicyGateTOML without re-exporting it.
+        .target(name: "PolicyGate", dependencies: ["PolicyGateTOML"], swiftSettings: strictSettings),
+        // A TOML 1.0.0 decoder (value tree and Decodable), with no dependencies.
+        .target(name: "PolicyGateTOML", swiftSettings: strictSettings),
         .target(name: "PolicyGateTestKit", dependencies: ["PolicyGate"], swiftSettings: strictSettings),
+        // The adapters. Their sources are wrapped in `#if <Trait>`, so with the trait off each is
+        // an empty module that depends on nothing outside this package.
+        .target(
+            name: "PolicyGateLogging",
+            dependencies: [
+                "PolicyGate",
+                .target(name: "PolicyGateTelemetrySupport", condition: .when(traits: ["Logging"])),
+                .product(name: "Logging", package: "swift-log", condition: .when(traits: ["Logging"])),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "PolicyGateMetrics",
+            dependencies: [
+                "PolicyGate",
+                .target(name: "PolicyGateTelemetrySupport", condition: .when(traits: ["Metrics"])),
+                .product(name: "CoreMetrics", package: "swift-metrics", condition: .when(traits: ["Metrics"])),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "PolicyGateTracing",
+            dependencies: [
+                "PolicyGate",
+                .target(name: "PolicyGateTelemetrySupport", condition: .when(traits: ["Tracing"])),
+                .product(name: "Tracing", package: "swift-distributed-tracing", condition: .when(traits: ["Tracing"])),
+                .product(name: "Instrumentation", package: "swift-distributed-tracing", condition: .when(traits: ["Tracing"])),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Label and attribute spellings shared by the adapters (package access only).
+        .target(name: "PolicyGateTelemetrySupport", dependencies: ["PolicyGate"], swiftSettings: strictSettings),
         .executableTarget(
             name: "PolicyGateDemo",
             dependencies: ["PolicyGate", "PolicyGateTestKit"],
             swiftSettings: strictSettings
         ),
+        // The toml-test corpus's decoder interface: TOML on stdin, tagged JSON on stdout.
+        .executableTarget(
+            name: "toml-test-decoder",
+            dependencies: ["PolicyGateTOML"],
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "PolicyGateTests",
             dependencies: ["PolicyGate", "PolicyGateTestKit"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "PolicyGateTOMLTests",
+            dependencies: ["PolicyGateTOML"],
+            swiftSettings: strictSettings
+        ),
+        // Checked against each library's own test backend; empty unless the trait is enabled.
+        .testTarget(
+            name: "PolicyGateLoggingTests",
+            dependencies: [
+                "PolicyGateLogging", "PolicyGate", "PolicyGateTestKit",
+                .product(name: "Logging", package: "swift-log", condition: .when(traits: ["Logging"])),
+                .product(name: "InMemoryLogging", package: "swift-log", condition: .when(traits: ["Logging"])),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "PolicyGateMetricsTests",
+            dependencies: [
+                "PolicyGateMetrics", "PolicyGate", "PolicyGateTestKit",
+                .product(name: "CoreMetrics", package: "swift-metrics", condition: .when(traits: ["Metrics"])),
+                .product(name: "MetricsTestKit", package: "swift-metrics", condition: .when(traits: ["Metrics"])),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "PolicyGateTracingTests",
+            dependencies: [
+                "PolicyGateTracing", "PolicyGate", "PolicyGateTestKit",
+                .product(name: "Tracing", package: "swift-distributed-tracing", condition: .when(traits: ["Tracing"])),
+                .product(name: "Instrumentation", package: "swift-distributed-tracing", condition: .when(traits: ["Tracing"])),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing", condition: .when(traits: ["Tracing"])),
+            ],
             swiftSettings: strictSettings
         ),
     ]

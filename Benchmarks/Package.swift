@@ -5,6 +5,7 @@ import PackageDescription
 //
 //   swift run -c release --package-path Benchmarks PolicyGateFloors   # floors + gate, one ratio table
 //   cd Benchmarks && swift package benchmark                           # the same cases under ordo-one/benchmark
+//   swift run -c release --package-path Benchmarks TOMLDecodeBenchmark # parse/decode a ~1 MB TOML document
 //
 // ordo-one/benchmark enables the "MallocInterposer" and "RuntimeInterposer" traits by default;
 // naming only "MallocInterposer" turns the Linux Swift 6.3 ARC runtime interposer off, so
@@ -37,6 +38,14 @@ let package = Package(
                 .product(name: "PolicyGate", package: "PolicyGate"),
             ],
             path: "Sources/PolicyGateFloors",
+            swiftSettings: settings
+        ),
+        // Parsing and decoding a generated ~1 MB TOML document (PolicyGateTOML alone):
+        //   swift run -c release --package-path Benchmarks --scratch-path Benchmarks/.build-toml TOMLDecodeBenchmark
+        .executableTarget(
+            name: "TOMLDecodeBenchmark",
+            dependencies: [.product(name: "PolicyGateTOML", package: "PolicyGate")],
+            path: "Sources/TOMLDecodeBenchmark",
             swiftSettings: settings
         ),
         // The same cases for `swift package benchmark` (sources must live under Benchmarks/).
