@@ -19,6 +19,8 @@ public final class TelemetryRecorder: PolicyTelemetry {
         case reject(PolicyRejectEvent)
         /// A permit was released.
         case release(PolicyReleaseEvent)
+        /// A provider's limits changed.
+        case limitsChange(PolicyLimitsChangeEvent)
     }
 
     private let recorded = Locked<[Event]>([])
@@ -49,6 +51,11 @@ public final class TelemetryRecorder: PolicyTelemetry {
         events.compactMap { if case .release(let e) = $0 { e } else { nil } }
     }
 
+    /// The limit changes so far.
+    public var limitChanges: [PolicyLimitsChangeEvent] {
+        events.compactMap { if case .limitsChange(let e) = $0 { e } else { nil } }
+    }
+
     /// Forgets every event.
     public func removeAll() { recorded.withLock { $0.removeAll() } }
 
@@ -56,6 +63,8 @@ public final class TelemetryRecorder: PolicyTelemetry {
     public func didAcquire(_ event: PolicyAcquireEvent) { recorded.withLock { $0.append(.acquire(event)) } }
     /// Records a commit.
     public func didCommit(_ event: PolicyCommitEvent) { recorded.withLock { $0.append(.commit(event)) } }
+    /// Records a limits change.
+    public func didChangeLimits(_ event: PolicyLimitsChangeEvent) { recorded.withLock { $0.append(.limitsChange(event)) } }
     /// Records a reject.
     public func didReject(_ event: PolicyRejectEvent) { recorded.withLock { $0.append(.reject(event)) } }
     /// Records a release.

@@ -6,6 +6,21 @@ import Testing
 struct WaitingTests {
     let clock = ManualClock()
 
+    @Test("a wait whose maximum ends exactly when the call fits is admitted, not timed out")
+    func admittedAtItsDeadline() async throws {
+        let key = PolicyKey(provider: "p")
+        let gate = try PolicyService(limits: ["p": PolicyLimits(requestsPerMinute: 1)], clock: clock)
+        _ = try gate.tryAcquire(key)
+        let refusal = try #require(throws: PolicyError.self) { _ = try gate.tryAcquire(key) }
+        let retryAfter = try #require(refusal.retryAfter)
+        let (box, task) = startWaiter(gate, key, tokens: 0, maxWait: retryAfter)
+        await eventually("queued") { gate.currentState(for: key).queued == 1 }
+        clock.advance(by: retryAfter)
+        await task.value
+        let admitted = box.hasPermit, failure = box.error.map { "\($0)" } ?? "none"
+        #expect(admitted, "\(failure)")
+    }
+
     @Test("releasing a permit admits the next waiter synchronously")
     func releaseWakesSynchronously() async throws {
         let gate = try PolicyService(limits: ["p": PolicyLimits(maxConcurrent: 2)], clock: clock)

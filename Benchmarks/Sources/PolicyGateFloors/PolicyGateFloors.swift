@@ -231,6 +231,17 @@ func runAll(_ options: Options) async throws {
     let noop = try await measure("no-op key (provider without caps)", options) { n in
         (try await gateLoop(cappedGate, noopKey, noopCounter, n), n)
     }
+    // The same caps plus a 20-entry calendar schedule (Europe/Berlin); the plain capped case is
+    // measured again right after, so the ratio compares neighbours in time.
+    let scheduledGate = try PolicyService(configuration: PolicyConfiguration(
+        limits: ["openai": typicalLimits(maxConcurrent: 16)], schedules: ["openai": try twentyEntrySchedule()]))
+    let scheduledCounter = Counter()
+    let scheduled = try await measure("capped key + 20-entry schedule", options) { n in
+        (try await gateLoop(scheduledGate, cappedKey, scheduledCounter, n), n)
+    }
+    let cappedAgain = try await measure("capped key (again, beside the scheduled one)", options) { n in
+        (try await gateLoop(cappedGate, cappedKey, cappedCounter, n), n)
+    }
 
     print("")
     print("Gate (contended: 64 tasks, 8 keys, maxConcurrent 4 per key; wall time / calls)")
@@ -283,10 +294,13 @@ func runAll(_ options: Options) async throws {
         Row(name: "Mutex withLock", value: mutex.median, unit: "ns", target: "≈ 10", pass: nil),
         Row(name: "capped acquire+commit+release (+ atomic)", value: capped.median, unit: "ns", target: "", pass: nil),
         Row(name: "no-op acquire+commit+release (+ atomic)", value: noop.median, unit: "ns", target: "", pass: nil),
+        Row(name: "capped + schedule, acquire+commit+release", value: scheduled.median, unit: "ns", target: "", pass: nil),
         Row(name: "contended, per call (64 tasks, 8 keys)", value: contended.median, unit: "ns", target: "", pass: nil),
         Row(name: "100 000 keys, per call (+ atomic)", value: many.median, unit: "ns", target: "", pass: nil),
         Row(name: "capped / actor hop (both + atomic)", value: capped.median / hop.median, unit: "×", target: "≤ 2.5",
             pass: capped.median / hop.median <= 2.5),
+        Row(name: "scheduled / capped (20-entry schedule)", value: scheduled.median / cappedAgain.median, unit: "×",
+            target: "≤ 1.2", pass: scheduled.median / cappedAgain.median <= 1.2),
         Row(name: "no-op / actor hop (both + atomic)", value: noop.median / hop.median, unit: "×", target: "≤ 1.0",
             pass: noop.median / hop.median <= 1.0),
         Row(name: "contended per call / actor hop (net)", value: contended.median / hopNet, unit: "×", target: "≤ 3",
@@ -304,6 +318,7 @@ func runAll(_ options: Options) async throws {
         "Mutex withLock": "\(format(mutex.min)) … \(format(mutex.max))",
         "capped acquire+commit+release (+ atomic)": "\(format(capped.min)) … \(format(capped.max))",
         "no-op acquire+commit+release (+ atomic)": "\(format(noop.min)) … \(format(noop.max))",
+        "capped + schedule, acquire+commit+release": "\(format(scheduled.min)) … \(format(scheduled.max))",
         "contended, per call (64 tasks, 8 keys)": "\(format(contended.min)) … \(format(contended.max))",
         "100 000 keys, per call (+ atomic)": "\(format(many.min)) … \(format(many.max))",
     ]
@@ -325,6 +340,7 @@ func runAll(_ options: Options) async throws {
     let checksum = atomicCounter.value.load(ordering: .relaxed) &+ hopCounter.value.load(ordering: .relaxed)
         &+ locked.value.withLock { $0 } &+ cappedCounter.value.load(ordering: .relaxed)
         &+ noopCounter.value.load(ordering: .relaxed) &+ manyCounter.value.load(ordering: .relaxed)
+        &+ scheduledCounter.value.load(ordering: .relaxed)
     if checksum == 42 { print("") }
 }
 

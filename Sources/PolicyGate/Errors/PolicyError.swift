@@ -36,18 +36,22 @@ public struct PolicyError: Error, Hashable, Sendable, CustomStringConvertible {
     public let retryAfter: Duration?
     /// The key the call was for, when there was one.
     public let key: PolicyKey?
+    /// The schedule entry that closes the gate, when the call was refused because of it
+    /// (``limit`` is `nil` then, and ``retryAfter`` is the time until the gate opens).
+    public let closedBy: String?
     /// A sentence saying what happened.
     public let message: String
 
     /// Creates an error; the gate throws these, and tests or adapters may build them too.
     public init(
         _ code: Code, limit: PolicyLimitKind? = nil, retryAfter: Duration? = nil,
-        key: PolicyKey? = nil, message: String
+        key: PolicyKey? = nil, closedBy: String? = nil, message: String
     ) {
         self.code = code
         self.limit = limit
         self.retryAfter = retryAfter
         self.key = key
+        self.closedBy = closedBy
         self.message = message
     }
 
@@ -61,6 +65,21 @@ public struct PolicyError: Error, Hashable, Sendable, CustomStringConvertible {
     }
 
     func with(key: PolicyKey) -> PolicyError {
-        PolicyError(code, limit: limit, retryAfter: retryAfter, key: key, message: message)
+        PolicyError(code, limit: limit, retryAfter: retryAfter, key: key, closedBy: closedBy, message: message)
+    }
+
+    /// Names the schedule entry in an error the state machine made (it knows only that the
+    /// gate is closed, not by which entry).
+    func naming(closedBy entry: String) -> PolicyError {
+        PolicyError(
+            code, limit: limit, retryAfter: retryAfter, key: key, closedBy: entry,
+            message: message.replacingClosedBySchedule(with: entry))
+    }
+}
+
+extension String {
+    fileprivate func replacingClosedBySchedule(with entry: String) -> String {
+        guard hasSuffix("closed by schedule") else { return self }
+        return self + " '\(entry)'"
     }
 }

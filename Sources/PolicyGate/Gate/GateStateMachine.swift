@@ -8,7 +8,8 @@ struct Admission: Sendable, Hashable {
 
 /// Why a call cannot be admitted now, and when it could be if nothing else arrives.
 struct Rejection: Error, Hashable {
-    let kind: PolicyLimitKind
+    /// The cap; `nil` when a schedule entry closes the gate.
+    let kind: PolicyLimitKind?
     /// When the call would fit; `nil` when that depends on a release (concurrency).
     let retryAt: Int64?
 }
@@ -100,7 +101,7 @@ struct GateStateMachine<Payload> {
             return (.failure(Rejection(kind: .concurrency, retryAt: nil)), effects)
         }
         advanceWindows(to: now)
-        if windowsFit(tokens) { return (.success(admit(tokens: tokens, now: now)), effects) }
+        if windowsFit(tokens, now: now) { return (.success(admit(tokens: tokens, now: now)), effects) }
         return (.failure(windowRejection(tokens: tokens, now: now)!), effects)
     }
 
@@ -109,7 +110,7 @@ struct GateStateMachine<Payload> {
     mutating func enqueue(id: UInt64, tokens: Int64, deadline: Int64, payload: Payload, now: Int64) -> EnqueueResult {
         var effects = queue.isEmpty ? Effects() : pump(now: now)
         advanceWindows(to: now)
-        if queue.isEmpty && inFlight < limits.maxConcurrent && windowsFit(tokens) {
+        if queue.isEmpty && inFlight < limits.maxConcurrent && windowsFit(tokens, now: now) {
             return .admitted(admit(tokens: tokens, now: now), effects)
         }
         if deadline != .max {
@@ -250,8 +251,9 @@ struct GateStateMachine<Payload> {
     }
 
     @inline(__always)
-    private func windowsFit(_ tokens: Int64) -> Bool {
-        windows.minute?.fits(tokens: tokens, requestCap: limits.requestCaps[0], tokenCap: limits.tokenCaps[0]) != false
+    private func windowsFit(_ tokens: Int64, now: Int64) -> Bool {
+        now >= limits.closedUntil
+            && windows.minute?.fits(tokens: tokens, requestCap: limits.requestCaps[0], tokenCap: limits.tokenCaps[0]) != false
             && windows.hour?.fits(tokens: tokens, requestCap: limits.requestCaps[1], tokenCap: limits.tokenCaps[1]) != false
             && windows.day?.fits(tokens: tokens, requestCap: limits.requestCaps[2], tokenCap: limits.tokenCaps[2]) != false
     }
@@ -270,6 +272,14 @@ struct GateStateMachine<Payload> {
     /// windows' earliest fits, so that retrying then succeeds); nil if it fits now.
     /// Windows must be advanced to `now`.
     private func windowRejection(tokens: Int64, now: Int64) -> Rejection? {
+        let worst = capsRejection(tokens: tokens, now: now)
+        // Closed by a schedule: that is the reason, and the call fits no earlier than the
+        // opening (nor than the windows allow).
+        guard now < limits.closedUntil else { return worst }
+        return Rejection(kind: nil, retryAt: max(limits.closedUntil, worst?.retryAt ?? .min))
+    }
+
+    private func capsRejection(tokens: Int64, now: Int64) -> Rejection? {
         var worst: Rejection?
         for w in 0..<3 {
             guard let window = windows[w] else { continue }
@@ -303,33 +313,69 @@ struct GateStateMachine<Payload> {
     }
 
     static func error(_ code: PolicyError.Code, _ rejection: Rejection, now: Int64, _ what: String) -> PolicyError {
-        let retryAfter = rejection.retryAt.map { Duration.nanoseconds(max(0, $0 - now)) }
-        return PolicyError(code, limit: rejection.kind, retryAfter: retryAfter, message: "\(what): \(rejection.kind) is exhausted")
+        // `.max`: closed beyond the schedule's horizon, so no honest retry time exists.
+        let retryAfter = rejection.retryAt.flatMap { $0 == .max ? nil : Duration.nanoseconds(max(0, $0 - now)) }
+        guard let kind = rejection.kind else {
+            return PolicyError(code, retryAfter: retryAfter, closedBy: "", message: "\(what): closed by schedule")
+        }
+        return PolicyError(code, limit: kind, retryAfter: retryAfter, message: "\(what): \(kind) is exhausted")
     }
 
     /// Expires deadlines, hands free slots to the front of the queue and admits the head while
     /// it fits; reports when to look again.
     private mutating func pump(now: Int64) -> Effects {
         var effects = Effects()
+        // A waiter may still be admitted at the very instant its deadline falls (enqueue
+        // accepted it because it could fit by then), so only deadlines already past expire
+        // before the admissions, and those falling exactly now after them.
+        if deadlineCount > 0 { expireDeadlines(now: now, including: false, into: &effects) }
+        admitFromHead(now: now, into: &effects)
+        if deadlineCount > 0, expireDeadlines(now: now, including: true, into: &effects) {
+            admitFromHead(now: now, into: &effects)  // the expired may have held slots
+        }
         if deadlineCount > 0 {
             var i = 0
             while i < queue.count {
-                let waiter = queue[i]
-                if waiter.deadline <= now {
-                    advanceWindows(to: now)
-                    let why = rejection(forQueued: waiter, at: i, now: now)
-                    _ = remove(at: i)
-                    effects.resume(waiter.payload, .failure(
-                        Self.error(.timedOut, why, now: now, "not admitted within its maximum wait")))
-                } else {
-                    i += 1
-                }
+                effects.wake = min(effects.wake ?? .max, queue[i].deadline)
+                i += 1
             }
         }
+        return effects
+    }
+
+    /// Fails the waiters whose deadline is before `now` (or at it, when `including`).
+    /// Returns whether any was removed.
+    @discardableResult
+    private mutating func expireDeadlines(now: Int64, including: Bool, into effects: inout Effects) -> Bool {
+        var removed = false
+        var i = 0
+        while i < queue.count {
+            let waiter = queue[i]
+            if waiter.deadline < now || (including && waiter.deadline == now) {
+                advanceWindows(to: now)
+                let why = rejection(forQueued: waiter, at: i, now: now)
+                _ = remove(at: i)
+                removed = true
+                effects.resume(waiter.payload, .failure(
+                    Self.error(.timedOut, why, now: now, "not admitted within its maximum wait")))
+            } else {
+                i += 1
+            }
+        }
+        return removed
+    }
+
+    /// Hands free slots to the front of the queue and admits the head while it fits; sets
+    /// `wake` to when the head could fit.
+    private mutating func admitFromHead(now: Int64, into effects: inout Effects) {
         var advanced = false
+        effects.wake = nil
         while true {
             while slotted < queue.count && inFlight + slotted < limits.maxConcurrent { slotted += 1 }
             guard slotted > 0, let head = queue.first else { break }
+            // The schedule's next limits are due and not here yet: admit nobody on stale
+            // limits. Handing over the new ones (`setLimits`) pumps again.
+            if now >= limits.validUntil { break }
             if let kind = limits.oversizedKind(head.tokens) {
                 // Limits lowered below this estimate while it waited: it can never fit.
                 _ = remove(at: 0)
@@ -341,22 +387,16 @@ struct GateStateMachine<Payload> {
                 advanceWindows(to: now)
                 advanced = true
             }
-            if windowsFit(head.tokens) {
+            if windowsFit(head.tokens, now: now) {
                 _ = remove(at: 0)  // gives back the waiter's slot, which `admit` takes as in-flight
                 effects.resume(head.payload, .success(admit(tokens: head.tokens, now: now)))
                 continue
             }
-            effects.wake = windowRejection(tokens: head.tokens, now: now)?.retryAt
+            // `.max`: closed beyond the schedule's horizon; the schedule's own timer reopens it.
+            let retryAt = windowRejection(tokens: head.tokens, now: now)?.retryAt
+            effects.wake = retryAt == .max ? nil : retryAt
             break
         }
-        if deadlineCount > 0 {
-            var i = 0
-            while i < queue.count {
-                effects.wake = min(effects.wake ?? .max, queue[i].deadline)
-                i += 1
-            }
-        }
-        return effects
     }
 }
 

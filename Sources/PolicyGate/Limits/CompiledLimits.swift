@@ -10,6 +10,13 @@ struct CompiledLimits: Sendable {
     /// Bumped on every change of the provider's limits, so keys adopt new limits exactly once
     /// and never go back to older ones.
     var generation: UInt64
+    /// The instant these limits stop being right (a schedule's next transition, in the
+    /// service's nanoseconds); `.max` for limits without a schedule. Past it the machine
+    /// admits nobody from its queue until the schedule hands it the next limits.
+    var validUntil: Int64 = .max
+    /// While `now < closedUntil`, a schedule entry closes the gate: nothing is admitted.
+    /// `.min` when open; `.max` when closed beyond the schedule's search horizon.
+    var closedUntil: Int64 = .min
 
     init(_ limits: PolicyLimits, generation: UInt64) {
         func cap(_ value: Int?) -> Int64 { value.map { Int64($0) } ?? .max }

@@ -1,9 +1,40 @@
+import Foundation
 import Synchronization
 
 /// A provider's configured limits, in both forms: as given (for readouts) and compiled.
 struct ProviderEntry: Sendable {
+    /// The base limits, as configured.
     let limits: PolicyLimits
-    let compiled: CompiledLimits
+    /// What the gate enforces now: the base limits, or a schedule entry's over them. Their
+    /// `validUntil` is the next schedule transition (`.max` without a schedule).
+    var compiled: CompiledLimits
+    /// The provider's schedule and what it resolved to last, if it has one.
+    var schedule: ScheduleTrack?
+}
+
+/// A provider's schedule with its latest resolution.
+struct ScheduleTrack: Sendable {
+    let schedule: PolicySchedule
+    var resolution: PolicySchedule.Resolution
+}
+
+/// Maps the service's nanoseconds to wall-clock dates, for schedules: the date at nanosecond 0
+/// is fixed when the service starts (or given, in tests and simulations).
+struct WallClock: Sendable {
+    let start: Date
+
+    func date(at nanos: Int64) -> Date {
+        start.addingTimeInterval(Double(nanos) / 1e9)
+    }
+
+    /// The service instant of `date`, rounded up so that an instant mapped back is never
+    /// before `date`; saturating at the ends of `Int64`.
+    func nanos(at date: Date) -> Int64 {
+        let seconds = date.timeIntervalSince(start)
+        let nanos = (seconds * 1e9).rounded(.up)
+        if nanos >= 9.2e18 { return .max }
+        return nanos <= -9.2e18 ? .min : Int64(nanos)
+    }
 }
 
 /// Provider names keyed by the hash a ``PolicyKey`` computed once, so the per-call provider
@@ -37,18 +68,54 @@ final class GateCore: Sendable {
 
     let environment: GateEnvironment
     let shards: [Shard]
-    /// Providers whose limits have at least one cap. Absent providers are not gated.
+    /// Providers with at least one cap or a schedule. Absent providers are not gated.
     let providers: Locked<[ProviderName: ProviderEntry]>
     private let waiterIDs = Atomic<UInt64>(0)
+    /// The last generation handed out; taken under the `providers` lock, so that the table's
+    /// order of changes is the generations' order.
+    private let generations = Atomic<UInt64>(1)
+    let wallClock: WallClock
+    /// Sleeps until the next schedule transition and applies it (one task per service).
+    private let scheduleTimer = Locked<Task<Void, Never>?>(nil)
 
-    init(limits: [String: PolicyLimits], time: any TimeSource, telemetry: (any PolicyTelemetry)?) {
+    init(
+        limits: [String: PolicyLimits], schedules: [String: PolicySchedule], time: any TimeSource,
+        startDate: Date, telemetry: (any PolicyTelemetry)?
+    ) {
         environment = GateEnvironment(time: time, telemetry: telemetry)
         shards = (0..<Self.shardCount).map { _ in Shard() }
+        wallClock = WallClock(start: startDate)
+        let now = time.now()
         var table: [ProviderName: ProviderEntry] = [:]
-        for (name, value) in limits where !value.isUnlimited {
-            table[ProviderName(name)] = ProviderEntry(limits: value, compiled: CompiledLimits(value, generation: 1))
+        for name in Set(limits.keys).union(schedules.keys) {
+            let base = limits[name] ?? .unlimited
+            guard !base.isUnlimited || schedules[name] != nil else { continue }
+            table[ProviderName(name)] = Self.entry(base, schedules[name], generation: 1, now: now, wallClock: wallClock)
         }
         providers = Locked(table)
+        armScheduleTimer()
+    }
+
+    func nextGeneration() -> UInt64 {
+        generations.wrappingAdd(1, ordering: .relaxed).newValue
+    }
+
+    /// Compiles a provider's limits as they stand at `now`, resolving its schedule.
+    static func entry(
+        _ base: PolicyLimits, _ schedule: PolicySchedule?, generation: UInt64, now: Int64, wallClock: WallClock
+    ) -> ProviderEntry {
+        guard let schedule else {
+            return ProviderEntry(limits: base, compiled: CompiledLimits(base, generation: generation))
+        }
+        let date = wallClock.date(at: now)
+        let resolution = schedule.resolve(base: base, at: date)
+        var compiled = CompiledLimits(resolution.limits, generation: generation)
+        // Never `now` itself: limits valid until now would be stale at once.
+        compiled.validUntil = resolution.validUntil.map { max(now + 1, wallClock.nanos(at: $0)) } ?? .max
+        if resolution.isClosed {
+            compiled.closedUntil = schedule.nextOpening(from: date).map { max(now + 1, wallClock.nanos(at: $0)) } ?? .max
+        }
+        return ProviderEntry(limits: base, compiled: compiled, schedule: ScheduleTrack(schedule: schedule, resolution: resolution))
     }
 
     @inline(__always)
@@ -56,10 +123,87 @@ final class GateCore: Sendable {
         shards[key.keyHash & (Self.shardCount - 1)]
     }
 
+    /// The limits in force for `key` at `now`, or `nil` if its provider is not gated. The first
+    /// call past a schedule transition applies it (the timer may not have run yet).
     @inline(__always)
-    func compiledLimits(for key: PolicyKey) -> CompiledLimits? {
+    func compiledLimits(for key: PolicyKey, now: Int64) -> CompiledLimits? {
         let name = ProviderName(of: key)
+        let compiled = providers.withLock { $0[name]?.compiled }
+        guard let compiled, compiled.validUntil <= now else { return compiled }
+        advanceSchedules(now: now)
         return providers.withLock { $0[name]?.compiled }
+    }
+
+    // MARK: Schedules
+
+    /// Names the schedule entry in an error the state machine made for a closed gate.
+    func naming(_ error: PolicyError) -> PolicyError {
+        guard error.closedBy != nil, let provider = error.key?.provider,
+            let entry = entry(for: provider)?.schedule?.resolution.entry
+        else { return error }
+        return error.naming(closedBy: entry)
+    }
+
+    /// Re-resolves every schedule whose limits expired by `now`, hands changed limits to the
+    /// provider's keys (waking waiters that now fit), and reports the changes.
+    func advanceSchedules(now: Int64) {
+        struct Change {
+            let provider: String
+            let previous: ProviderEntry
+            let current: ProviderEntry
+            /// Whether the caps or the closed state changed (and not only `validUntil`).
+            let isReported: Bool
+        }
+        var changes: [Change] = []
+        providers.withLock { table in
+            for (name, entry) in table {
+                guard let track = entry.schedule, entry.compiled.validUntil <= now else { continue }
+                let next = Self.entry(entry.limits, track.schedule, generation: nextGeneration(), now: now, wallClock: wallClock)
+                table[name] = next
+                // Same caps, only a later `validUntil` (the search horizon): nothing to report,
+                // but keys still need the new limits, since past their `validUntil` their queues
+                // admit nobody.
+                let sameEffect = next.schedule!.resolution.hasSameEffect(as: track.resolution)
+                    && next.compiled.closedUntil == entry.compiled.closedUntil
+                changes.append(Change(provider: name.name, previous: entry, current: next, isReported: !sameEffect))
+            }
+        }
+        guard !changes.isEmpty else { return }
+        let byProvider = Dictionary(changes.map { ($0.provider, $0.current.compiled) }, uniquingKeysWith: { $1 })
+        forEachStorage(of: nil) { storage, aftermath in
+            guard let compiled = byProvider[storage.key.provider] else { return }
+            storage.settle(storage.machine.setLimits(compiled, now: now), into: &aftermath)
+        }
+        if let telemetry = environment.telemetry {
+            for change in changes where change.isReported {
+                telemetry.didChangeLimits(PolicyLimitsChangeEvent(
+                    provider: change.provider, previous: change.previous.effectiveLimits,
+                    current: change.current.effectiveLimits, cause: .schedule,
+                    scheduleEntry: change.current.schedule?.resolution.entry,
+                    isClosed: change.current.schedule?.resolution.isClosed ?? false,
+                    nextTransition: change.current.schedule?.resolution.validUntil))
+            }
+        }
+    }
+
+    /// (Re)starts the task that applies schedule transitions on time, so that waiters are
+    /// woken at the transition rather than by the next unrelated event.
+    func armScheduleTimer() {
+        let previous = scheduleTimer.withLock { $0.take() }
+        previous?.cancel()
+        let hasSchedules = providers.withLock { table in table.values.contains { $0.schedule != nil } }
+        guard hasSchedules else { return }
+        let task = Task { [self] in
+            while !Task.isCancelled {
+                let next = providers.withLock { table in
+                    table.values.lazy.filter { $0.schedule != nil }.map(\.compiled.validUntil).min()
+                }
+                guard let next, next != .max else { return }
+                do { try await environment.time.sleep(until: next) } catch { return }
+                advanceSchedules(now: environment.time.now())
+            }
+        }
+        scheduleTimer.withLock { $0 = task }
     }
 
     func entry(for provider: String) -> ProviderEntry? {
@@ -188,6 +332,7 @@ final class GateCore: Sendable {
     /// Drops every key and cancels every timer: the service is going away. Permits still held
     /// keep their key's storage alive and release into it harmlessly.
     func shutdown() {
+        scheduleTimer.withLock { $0.take() }?.cancel()
         for shard in shards {
             let aftermath = shard.table.withLock { table in
                 var aftermath = Aftermath()
@@ -197,4 +342,9 @@ final class GateCore: Sendable {
             aftermath.run()
         }
     }
+}
+
+extension ProviderEntry {
+    /// The limits enforced now: the schedule's resolution, or the base limits.
+    var effectiveLimits: PolicyLimits { schedule?.resolution.limits ?? limits }
 }

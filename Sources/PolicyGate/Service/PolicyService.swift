@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 
 /// The gate: per-provider request, token and concurrency caps, counted per ``PolicyKey``.
@@ -26,7 +27,6 @@ import Synchronization
 /// on the caller's executor under short per-shard locks and never hop onto the actor.
 public actor PolicyService {
     nonisolated let core: GateCore
-    private var generation: UInt64 = 1
 
     /// Creates a gate on the continuous clock.
     /// - Parameters:
@@ -48,8 +48,32 @@ public actor PolicyService {
     public init<C: Clock>(limits: [String: PolicyLimits] = [:], clock: C, telemetry: (any PolicyTelemetry)? = nil)
         throws(PolicyError) where C.Duration == Duration
     {
-        for (provider, value) in limits { try value.validate(provider: provider) }
-        core = GateCore(limits: limits, time: makeTimeSource(clock), telemetry: telemetry)
+        try self.init(limits: limits, schedules: [:], clock: clock, startDate: Date(), telemetry: telemetry)
+    }
+
+    /// The designated initialiser: limits and schedules per provider, the clock, and the
+    /// wall-clock date at the clock's current instant (what schedules are read against).
+    init<C: Clock>(
+        limits: [String: PolicyLimits], schedules: [String: PolicySchedule], clock: C, startDate: Date,
+        telemetry: (any PolicyTelemetry)?
+    ) throws(PolicyError) where C.Duration == Duration {
+        try Self.validate(limits: limits, schedules: schedules)
+        core = GateCore(
+            limits: limits, schedules: schedules, time: makeTimeSource(clock), startDate: startDate, telemetry: telemetry)
+    }
+
+    /// Checks caps and schedules before anything is changed.
+    static func validate(limits: [String: PolicyLimits], schedules: [String: PolicySchedule]) throws(PolicyError) {
+        for provider in limits.keys.sorted() { try limits[provider]!.validate(provider: provider) }
+        for provider in schedules.keys.sorted() {
+            let schedule = schedules[provider]!
+            for entry in schedule.entries { try entry.limits.validate(provider: "\(provider)' schedule entry '\(entry.name)") }
+            do {
+                try schedule.validate()
+            } catch {
+                throw PolicyError(.invalidLimits, message: "schedule of provider '\(provider)': \(error)")
+            }
+        }
     }
 
     deinit {
@@ -115,8 +139,8 @@ public actor PolicyService {
         var pending: Pending?
         if let permit = try admitAtOnce(key, estimatedTokens: estimatedTokens, pending: &pending) { return permit }
         let waiting = pending!
-        throw core.reject(key, estimatedTokens, GateStateMachine<Void>.error(
-            .rateLimited, waiting.rejection, now: waiting.now, "not admitted now").with(key: key))
+        throw core.reject(key, estimatedTokens, core.naming(GateStateMachine<Void>.error(
+            .rateLimited, waiting.rejection, now: waiting.now, "not admitted now").with(key: key)))
     }
 
     /// What a call that could not be admitted at once carries into its wait.
@@ -133,11 +157,11 @@ public actor PolicyService {
     nonisolated func admitAtOnce(
         _ key: PolicyKey, estimatedTokens: Int, pending: inout Pending?
     ) throws(PolicyError) -> PolicyPermit? {
-        guard let limits = core.compiledLimits(for: key) else {
+        let now = core.environment.time.now()
+        guard let limits = core.compiledLimits(for: key, now: now) else {
             return try Self.inertPermit(estimatedTokens)
         }
         let tokens = try core.validate(estimate: estimatedTokens, limits: limits, key: key)
-        let now = core.environment.time.now()
         let (storage, result) = core.admitNow(key, tokens: tokens, limits: limits, now: now)
         switch result {
         case .success(let admission):
@@ -161,7 +185,8 @@ public actor PolicyService {
                     key: key, estimatedTokens: estimatedTokens, waited: .nanoseconds(grant.admission.time - pending.now)))
             }
             return PolicyPermit(storage: grant.storage, admission: grant.admission, estimatedTokens: estimatedTokens)
-        } catch let error as PolicyError {
+        } catch var error as PolicyError {
+            error = core.naming(error)
             if core.environment.hasTelemetry {
                 core.environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimatedTokens, error: error))
             }
@@ -199,15 +224,51 @@ public actor PolicyService {
     public func setLimits(_ limits: PolicyLimits?, for provider: String) throws(PolicyError) {
         let limits = limits ?? .unlimited
         try limits.validate(provider: provider)
-        generation += 1
-        let compiled = CompiledLimits(limits, generation: generation)
-        let name = ProviderName(provider)
-        core.providers.withLock { table in
-            table[name] = limits.isUnlimited ? nil : ProviderEntry(limits: limits, compiled: compiled)
-        }
+        let schedule = core.entry(for: provider)?.schedule?.schedule
+        swap([provider: (limits, schedule)], replacingAll: false)
+    }
+
+    /// Replaces the limits and schedules of the providers in `changes` at once (and, when
+    /// `replacingAll`, stops gating every other provider). Acquirers see either the old table
+    /// or the new one, never a mix. Unchanged providers keep their compiled limits and their
+    /// keys are not touched; changed ones are re-limited key by key (waiters that now fit are
+    /// admitted) and reported to telemetry. Call only with validated limits and schedules.
+    func swap(_ changes: [String: (limits: PolicyLimits, schedule: PolicySchedule?)], replacingAll: Bool) {
         let now = core.environment.time.now()
-        core.forEachStorage(of: provider) { storage, aftermath in
+        var changed: [(provider: String, previous: ProviderEntry?, current: ProviderEntry?)] = []
+        core.providers.withLock { table in
+            var names = Set(changes.keys)
+            if replacingAll { names.formUnion(table.keys.map(\.name)) }
+            for provider in names.sorted() {
+                let name = ProviderName(provider)
+                let previous = table[name]
+                let (limits, schedule) = changes[provider] ?? (.unlimited, nil)
+                guard limits != (previous?.limits ?? .unlimited) || schedule != previous?.schedule?.schedule else { continue }
+                let current = limits.isUnlimited && schedule == nil
+                    ? nil
+                    : GateCore.entry(limits, schedule, generation: core.nextGeneration(), now: now, wallClock: core.wallClock)
+                table[name] = current
+                changed.append((provider, previous, current))
+            }
+        }
+        guard !changed.isEmpty else { return }
+        core.armScheduleTimer()
+        let unlimited = CompiledLimits(.unlimited, generation: core.nextGeneration())
+        let byProvider = Dictionary(uniqueKeysWithValues: changed.map { ($0.provider, $0.current?.compiled ?? unlimited) })
+        core.forEachStorage(of: nil) { storage, aftermath in
+            guard let compiled = byProvider[storage.key.provider] else { return }
             storage.settle(storage.machine.setLimits(compiled, now: now), into: &aftermath)
+        }
+        if let telemetry = core.environment.telemetry {
+            for change in changed {
+                let resolution = change.current?.schedule?.resolution
+                let event = PolicyLimitsChangeEvent(
+                    provider: change.provider, previous: change.previous?.effectiveLimits ?? .unlimited,
+                    current: change.current?.effectiveLimits ?? .unlimited, cause: .configuration,
+                    scheduleEntry: resolution?.entry, isClosed: resolution?.isClosed ?? false,
+                    nextTransition: resolution?.validUntil)
+                telemetry.didChangeLimits(event)
+            }
         }
     }
 
@@ -230,9 +291,11 @@ public actor PolicyService {
 
     /// A snapshot of `key`: usage per capped window, permits in flight, callers queued.
     public nonisolated func currentState(for key: PolicyKey) -> PolicyState {
-        let entry = core.entry(for: key.provider)
-        let limits = entry?.limits ?? .unlimited
         let now = core.environment.time.now()
+        _ = core.compiledLimits(for: key, now: now)  // applies a schedule transition that is due
+        let entry = core.entry(for: key.provider)
+        let limits = entry?.effectiveLimits ?? .unlimited
+        let resolution = entry?.schedule?.resolution
         struct Raw {
             var usage: [GateStateMachine<Void>.WindowUsage] = []
             var inFlight = 0, queued = 0, slotted = 0
@@ -263,6 +326,8 @@ public actor PolicyService {
         return PolicyState(
             key: key, limits: limits, windows: windows, inFlight: raw?.inFlight ?? 0, queued: raw?.queued ?? 0,
             waitingForCapacity: raw?.slotted ?? 0, blockedBy: raw?.blockedBy,
+            scheduleEntry: resolution?.entry, isClosed: resolution?.isClosed ?? false,
+            nextTransition: resolution?.validUntil,
             nextCapacityIn: raw?.nextExpiry.map { .nanoseconds(max(0, $0 - now)) })
     }
 

@@ -1,3 +1,5 @@
+import Foundation
+
 /// A snapshot of one key: usage per window against its caps, permits in flight, callers queued.
 ///
 /// Window usage is read from the gate's buckets, so it counts a call until its bucket leaves
@@ -36,8 +38,15 @@ public struct PolicyState: Sendable, CustomStringConvertible {
     public let queued: Int
     /// Of the queued callers, those already holding a slot and waiting for window capacity.
     public let waitingForCapacity: Int
-    /// Why a new call of one request and no tokens would have to wait now, if it would.
+    /// Why a new call of one request and no tokens would have to wait now, if a cap is why
+    /// (`nil` too while a schedule closes the gate: see ``isClosed``).
     public let blockedBy: PolicyLimitKind?
+    /// The schedule entry that sets the provider's limits now, if any.
+    public let scheduleEntry: String?
+    /// Whether that schedule entry closes the gate now.
+    public let isClosed: Bool
+    /// When the provider's schedule changes its limits next, if it has one that will.
+    public let nextTransition: Date?
     /// Time until some recorded usage next leaves a window (freeing capacity), or `nil` when
     /// nothing is recorded.
     public let nextCapacityIn: Duration?
@@ -54,6 +63,7 @@ public struct PolicyState: Sendable, CustomStringConvertible {
             parts.append("\(w.window): requests \(w.requests.used)/\(w.requests.cap.map(String.init) ?? "-") tokens \(w.tokens.used)/\(w.tokens.cap.map(String.init) ?? "-")")
         }
         if let blockedBy { parts.append("blockedBy=\(blockedBy)") }
+        if let scheduleEntry { parts.append("schedule=\(scheduleEntry)\(isClosed ? " (closed)" : "")") }
         return parts.joined(separator: " ")
     }
 }

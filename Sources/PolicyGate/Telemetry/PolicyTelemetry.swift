@@ -1,3 +1,5 @@
+import Foundation
+
 /// Receives what the gate does, for logs, metrics and tests.
 ///
 /// The gate calls these methods after it has released its locks, on the thread of the call that
@@ -18,6 +20,10 @@ public protocol PolicyTelemetry: Sendable {
     func didReject(_ event: PolicyRejectEvent)
     /// A permit gave back its slot.
     func didRelease(_ event: PolicyReleaseEvent)
+    /// A provider's limits changed: ``PolicyService/setLimits(_:for:)`` or a configuration
+    /// applied with ``PolicyService/apply(_:)``. Reported once per provider whose limits differ,
+    /// after the change took effect.
+    func didChangeLimits(_ event: PolicyLimitsChangeEvent)
 }
 
 extension PolicyTelemetry {
@@ -29,6 +35,8 @@ extension PolicyTelemetry {
     public func didReject(_ event: PolicyRejectEvent) {}
     /// Does nothing.
     public func didRelease(_ event: PolicyReleaseEvent) {}
+    /// Does nothing.
+    public func didChangeLimits(_ event: PolicyLimitsChangeEvent) {}
 }
 
 /// A call was admitted.
@@ -99,5 +107,47 @@ public struct PolicyReleaseEvent: Sendable, Hashable {
         self.key = key
         self.held = held
         self.tokens = tokens
+    }
+}
+
+/// A provider's limits were replaced: by a new configuration, or by its schedule at a
+/// transition.
+public struct PolicyLimitsChangeEvent: Sendable, Hashable {
+    /// What changed the limits.
+    public enum Cause: String, Sendable, Hashable {
+        /// ``PolicyService/setLimits(_:for:)`` or ``PolicyService/apply(_:)``.
+        case configuration
+        /// A schedule transition: another entry (or none) applies from now on.
+        case schedule
+    }
+
+    /// The provider.
+    public let provider: String
+    /// Its limits in force before; ``PolicyLimits/unlimited`` when it was not gated.
+    public let previous: PolicyLimits
+    /// Its limits in force now (with a schedule, the applying entry's over the base ones);
+    /// ``PolicyLimits/unlimited`` when it is no longer gated.
+    public let current: PolicyLimits
+    /// What changed them.
+    public let cause: Cause
+    /// The schedule entry that applies now, if any.
+    public let scheduleEntry: String?
+    /// Whether that entry closes the gate.
+    public let isClosed: Bool
+    /// When the schedule may change the limits next, if the provider has a schedule that will.
+    public let nextTransition: Date?
+
+    /// Creates the event (the gate does; adapters' tests and fakes may too).
+    public init(
+        provider: String, previous: PolicyLimits, current: PolicyLimits, cause: Cause = .configuration,
+        scheduleEntry: String? = nil, isClosed: Bool = false, nextTransition: Date? = nil
+    ) {
+        self.provider = provider
+        self.previous = previous
+        self.current = current
+        self.cause = cause
+        self.scheduleEntry = scheduleEntry
+        self.isClosed = isClosed
+        self.nextTransition = nextTransition
     }
 }

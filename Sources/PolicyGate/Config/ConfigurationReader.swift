@@ -1,0 +1,397 @@
+import Foundation
+internal import PolicyGateTOML
+
+/// Reads a configuration from any `Decoder`, collecting every problem instead of stopping at
+/// the first, so one run of `policy-gate check` (or one failed reload) shows them all.
+///
+/// It walks the keys the document actually has (through a dynamic coding key) rather than the
+/// keys it expects, which is how unknown keys are found with any format.
+struct ConfigurationReader {
+    private(set) var diagnostics: [PolicyConfiguration.Diagnostic] = []
+    var hasErrors: Bool { diagnostics.contains { $0.severity == .error } }
+
+    mutating func readConfiguration(from decoder: any Decoder) -> PolicyConfiguration {
+        var configuration = PolicyConfiguration()
+        guard let root = container(decoder, path: [], what: "the configuration") else { return configuration }
+        for key in root.allKeys {
+            switch key.stringValue {
+            case "limits":
+                readLimitsTable(root, key, into: &configuration)
+            default:
+                unknownKey(key.stringValue, path: [.key(key.stringValue)], known: PolicyConfiguration.topLevelKeys)
+            }
+        }
+        return configuration
+    }
+
+    private mutating func readLimitsTable(
+        _ root: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, into configuration: inout PolicyConfiguration
+    ) {
+        let path: [TOMLPathComponent] = [.key("limits")]
+        guard let table = nested(root, key, path: path, what: "a table of providers, such as [limits.openai]")
+        else { return }
+        for provider in table.allKeys {
+            let name = provider.stringValue
+            let providerPath = path + [.key(name)]
+            guard let caps = nested(table, provider, path: providerPath, what: "a table of caps") else { continue }
+            if name.isEmpty {
+                error(providerPath, "a provider name must not be empty")
+                continue
+            }
+            let (limits, schedule) = readProvider(caps, name: name, path: providerPath)
+            // A provider gated only by its schedule has no base limits, as in the configuration
+            // a gate reports and as built in code: decoding what was encoded gives it back.
+            if !limits.isUnlimited || schedule == nil { configuration.limits[name] = limits }
+            if let schedule { configuration.schedules[name] = schedule }
+        }
+    }
+
+    /// Reads one provider's table: its caps, and its time zone and schedule if any.
+    private mutating func readProvider(
+        _ table: KeyedDecodingContainer<AnyKey>, name: String, path: [TOMLPathComponent]
+    ) -> (PolicyLimits, PolicySchedule?) {
+        var limits = PolicyLimits()
+        var timeZone: TimeZone?
+        var entries: [PolicyScheduleEntry]?
+        var scheduleOK = true
+        for key in table.allKeys {
+            let keyPath = path + [.key(key.stringValue)]
+            switch key.stringValue {
+            case "timezone":
+                guard let name = readString(table, key, path: keyPath, what: "an IANA time zone name such as 'Europe/Berlin'")
+                else { scheduleOK = false; continue }
+                do {
+                    timeZone = try PolicySchedule.timeZone(named: name)
+                } catch {
+                    self.error(keyPath, error.message)
+                    scheduleOK = false
+                }
+            case "schedule":
+                entries = readSchedule(table, key, path: keyPath, ok: &scheduleOK)
+            default:
+                readCap(table, key, path: keyPath, into: &limits, known: Self.providerKeys)
+            }
+        }
+        check(limits, provider: name, path: path, reportEmpty: table.allKeys.isEmpty)
+        guard let entries, !entries.isEmpty else {
+            if timeZone != nil, entries == nil {
+                warning(path + [.key("timezone")], "has no effect without [[\((path + [.key("schedule")]).dottedKey)]] entries")
+            }
+            return (limits, nil)
+        }
+        let schedule = PolicySchedule(timeZone: timeZone ?? .gmt, entries: entries)
+        if scheduleOK {
+            do {
+                try schedule.validate()
+            } catch {
+                var where_ = path + [.key("schedule")]
+                if let index = error.entryIndex { where_.append(.index(index)) }
+                self.error(where_, error.message)
+            }
+        }
+        return (limits, schedule)
+    }
+
+    /// Reads `[[limits.<provider>.schedule]]`: an array of entries, in precedence order.
+    private mutating func readSchedule(
+        _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, path: [TOMLPathComponent], ok: inout Bool
+    ) -> [PolicyScheduleEntry]? {
+        guard var list = try? table.nestedUnkeyedContainer(forKey: key) else {
+            error(path, "must be an array of tables: write each entry as [[\(path.dottedKey)]]")
+            ok = false
+            return nil
+        }
+        var entries: [PolicyScheduleEntry] = []
+        var index = 0
+        while !list.isAtEnd {
+            let entryPath = path + [.index(index)]
+            index += 1
+            guard let entryTable = try? list.nestedContainer(keyedBy: AnyKey.self) else {
+                _ = try? list.decode(Skip.self)  // step over the element all the same
+                error(entryPath, "must be a table with name, cron and/or dates, and caps")
+                ok = false
+                continue
+            }
+            if let entry = readEntry(entryTable, path: entryPath) { entries.append(entry) } else { ok = false }
+        }
+        return entries
+    }
+
+    private mutating func readEntry(_ table: KeyedDecodingContainer<AnyKey>, path: [TOMLPathComponent]) -> PolicyScheduleEntry? {
+        var entry = PolicyScheduleEntry(name: "")
+        var valid = true
+        var hasName = false
+        for key in table.allKeys {
+            let keyPath = path + [.key(key.stringValue)]
+            switch key.stringValue {
+            case "name":
+                hasName = true  // a name of the wrong type is reported once, as that
+                if let name = readString(table, key, path: keyPath, what: "a string") {
+                    entry.name = name
+                } else {
+                    valid = false
+                }
+            case "cron":
+                guard let text = readString(table, key, path: keyPath, what: "a 5-field cron expression such as \"* 9-17 * * mon-fri\"")
+                else { valid = false; continue }
+                do {
+                    entry.cron = try CronExpression(text)
+                } catch {
+                    self.error(keyPath, "invalid cron expression \"\(text)\": \(error)")
+                    valid = false
+                }
+            case "dates":
+                if let dates = readDates(table, key, path: keyPath) { entry.dates = dates } else { valid = false }
+            case "closed":
+                do {
+                    entry.isClosed = try table.decode(Bool.self, forKey: key)
+                } catch {
+                    self.error(keyPath, "must be true or false")
+                    valid = false
+                }
+            default:
+                readCap(table, key, path: keyPath, into: &entry.limits, known: Self.entryKeys)
+            }
+        }
+        if !hasName {
+            error(path, "needs a name (name = \"peak\"), shown in readouts and in \"closed by schedule\" errors")
+            valid = false
+        }
+        check(entry.limits, provider: entry.name, path: path, reportEmpty: false)
+        if !entry.isClosed, entry.limits.isUnlimited, valid {
+            warning(path, "sets no caps and is not closed: while it applies the base limits hold and later entries are skipped")
+        }
+        return valid ? entry : nil
+    }
+
+    /// `dates = ["2026-12-25", …]`, as strings or as TOML local dates (`2026-12-25` unquoted).
+    private mutating func readDates(
+        _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, path: [TOMLPathComponent]
+    ) -> [LocalDate]? {
+        guard var list = try? table.nestedUnkeyedContainer(forKey: key) else {
+            error(path, "must be an array of dates such as [\"2026-12-25\"]")
+            return nil
+        }
+        var dates: [LocalDate] = []
+        var valid = true
+        var index = 0
+        while !list.isAtEnd {
+            let datePath = path + [.index(index)]
+            index += 1
+            if let text = try? list.decode(String.self) {
+                do {
+                    dates.append(try LocalDate(text))
+                } catch {
+                    self.error(datePath, "invalid date \"\(text)\": \(error)")
+                    valid = false
+                }
+            } else if let date = try? list.decode(TOMLLocalDate.self) {
+                do {
+                    dates.append(try LocalDate(year: date.year, month: date.month, day: date.day))
+                } catch {
+                    self.error(datePath, "invalid date \(date): \(error)")
+                    valid = false
+                }
+            } else {
+                _ = try? list.decode(Skip.self)
+                error(datePath, "must be a date such as \"2026-12-25\"")
+                valid = false
+            }
+        }
+        return valid ? dates : nil
+    }
+
+    /// Reads one provider's caps. Used by `PolicyLimits(from:)`.
+    mutating func readLimits(_ caps: KeyedDecodingContainer<AnyKey>, path: [TOMLPathComponent]) -> PolicyLimits {
+        var limits = PolicyLimits()
+        for key in caps.allKeys {
+            readCap(caps, key, path: path + [.key(key.stringValue)], into: &limits, known: PolicyLimits.configurationKeyNames)
+        }
+        check(limits, provider: "", path: path, reportEmpty: false)
+        return limits
+    }
+
+    /// One cap key, or an unknown key reported with the closest of `known`.
+    private mutating func readCap(
+        _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, path: [TOMLPathComponent],
+        into limits: inout PolicyLimits, known: [String]
+    ) {
+        guard let kind = PolicyLimits.configurationKeys[key.stringValue] else {
+            unknownKey(key.stringValue, path: path, known: known)
+            return
+        }
+        do {
+            limits[kind] = try table.decode(Int.self, forKey: key)
+        } catch let decoding as DecodingError {
+            error(path, "must be a positive whole number (\(Self.reason(decoding)))")
+        } catch {
+            self.error(path, "must be a positive whole number (\(error))")
+        }
+    }
+
+    private mutating func readString(
+        _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, path: [TOMLPathComponent], what: String
+    ) -> String? {
+        do {
+            return try table.decode(String.self, forKey: key)
+        } catch {
+            self.error(path, "must be \(what)")
+            return nil
+        }
+    }
+
+    static let providerKeys = PolicyLimits.configurationKeyNames + ["timezone", "schedule"]
+    static let entryKeys = ["name", "cron", "dates", "closed"] + PolicyLimits.configurationKeyNames
+
+    /// Ranges and contradictions of one provider's caps.
+    mutating func check(_ limits: PolicyLimits, provider: String, path: [TOMLPathComponent], reportEmpty: Bool) {
+        for kind in PolicyLimitKind.allCases {
+            guard let cap = limits[kind] else { continue }
+            let capPath = path + [.key(kind.configurationKey)]
+            if cap <= 0 {
+                error(capPath, "must be positive, got \(cap); leave the key out for no cap")
+            } else if kind.isRequestCap, cap > PolicyLimits.maximumRequestCap {
+                error(capPath, "is \(cap); the largest request cap supported is \(PolicyLimits.maximumRequestCap)")
+            }
+        }
+        if reportEmpty, limits.isUnlimited {
+            warning(path, "has no caps, so '\(provider)' is not gated")
+        }
+        // A shorter window's cap above a longer one's can never be reached: the longer cap
+        // binds first. Legal, but almost always a typo or a unit mix-up.
+        for resource in [\PolicyLimitKind.isRequestCap, \PolicyLimitKind.isTokenCap] {
+            let kinds = PolicyLimitKind.allCases.filter { $0[keyPath: resource] }  // minute, hour, day
+            for (index, shorter) in kinds.enumerated() {
+                for longer in kinds[(index + 1)...] {
+                    guard let small = limits[shorter], let large = limits[longer], small > 0, large > 0,
+                        small > large
+                    else { continue }
+                    warning(
+                        path + [.key(shorter.configurationKey)],
+                        "\(shorter.configurationKey) = \(small) can never be reached: \(longer.configurationKey) = \(large) is lower")
+                }
+            }
+        }
+    }
+
+    // MARK: Containers
+
+    private mutating func container(
+        _ decoder: any Decoder, path: [TOMLPathComponent], what: String
+    ) -> KeyedDecodingContainer<AnyKey>? {
+        do {
+            return try decoder.container(keyedBy: AnyKey.self)
+        } catch {
+            self.error(path, "must be \(what)")
+            return nil
+        }
+    }
+
+    private mutating func nested(
+        _ parent: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, path: [TOMLPathComponent], what: String
+    ) -> KeyedDecodingContainer<AnyKey>? {
+        do {
+            return try parent.nestedContainer(keyedBy: AnyKey.self, forKey: key)
+        } catch {
+            self.error(path, "must be \(what)")
+            return nil
+        }
+    }
+
+    // MARK: Reporting
+
+    private mutating func error(_ path: [TOMLPathComponent], _ message: String) {
+        diagnostics.append(.init(.error, path: path, message: message))
+    }
+
+    private mutating func warning(_ path: [TOMLPathComponent], _ message: String) {
+        diagnostics.append(.init(.warning, path: path, message: message))
+    }
+
+    private mutating func unknownKey(_ key: String, path: [TOMLPathComponent], known: [String]) {
+        diagnostics.append(.init(
+            .error, path: path, message: "unknown key", suggestion: Self.suggestion(for: key, among: known)))
+    }
+
+    /// What a decoding error says, without the coding path the diagnostic already shows.
+    private static func reason(_ error: DecodingError) -> String {
+        switch error {
+        case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context),
+            .keyNotFound(_, let context):
+            context.debugDescription
+        @unknown default:
+            "\(error)"
+        }
+    }
+
+    /// The known key a user most likely meant: the same words in another case or separator
+    /// style, a common abbreviation, or the closest spelling within a few edits.
+    static func suggestion(for key: String, among known: [String]) -> String? {
+        let normalized = key.lowercased().filter { $0.isLetter || $0.isNumber }
+        if let match = known.first(where: { $0.lowercased().filter { $0.isLetter || $0.isNumber } == normalized }) {
+            return match
+        }
+        if let alias = aliases[normalized], known.contains(alias) { return alias }
+        let scored = known.map { ($0, editDistance(key.lowercased(), $0)) }.min { $0.1 < $1.1 }
+        guard let (best, distance) = scored, distance <= max(2, best.count / 3) else { return nil }
+        return best
+    }
+
+    private static let aliases: [String: String] = [
+        "rpm": "requests_per_minute", "rph": "requests_per_hour", "rpd": "requests_per_day",
+        "tpm": "tokens_per_minute", "tph": "tokens_per_hour", "tpd": "tokens_per_day",
+        "concurrency": "max_concurrent", "maxconcurrency": "max_concurrent", "concurrent": "max_concurrent",
+        "limit": "limits",
+    ]
+
+    /// Levenshtein distance over Unicode scalars.
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let a = Array(a.unicodeScalars), b = Array(b.unicodeScalars)
+        guard !a.isEmpty else { return b.count }
+        guard !b.isEmpty else { return a.count }
+        var previous = Array(0...b.count)
+        var current = [Int](repeating: 0, count: b.count + 1)
+        for i in 1...a.count {
+            current[0] = i
+            for j in 1...b.count {
+                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+            }
+            swap(&previous, &current)
+        }
+        return previous[b.count]
+    }
+}
+
+/// Any string key: lets the reader see every key a document has.
+struct AnyKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
+/// Decodes anything and keeps nothing: steps an unkeyed container over a bad element.
+private struct Skip: Decodable {
+    init(from decoder: any Decoder) throws {}
+}
+
+extension ConfigurationReader {
+    /// Checks a provider built in code, as decoding would have: caps, schedule entries' caps,
+    /// and the schedule's own rules.
+    mutating func check(_ limits: PolicyLimits, schedule: PolicySchedule?, provider: String) {
+        let path: [TOMLPathComponent] = [.key("limits"), .key(provider)]
+        if provider.isEmpty { diagnostics.append(.init(.error, path: path, message: "a provider name must not be empty")) }
+        check(limits, provider: provider, path: path, reportEmpty: schedule == nil)
+        guard let schedule else { return }
+        for (index, entry) in schedule.entries.enumerated() {
+            check(entry.limits, provider: entry.name, path: path + [.key("schedule"), .index(index)], reportEmpty: false)
+        }
+        do {
+            try schedule.validate()
+        } catch {
+            var where_ = path + [.key("schedule")]
+            if let index = error.entryIndex { where_.append(.index(index)) }
+            diagnostics.append(.init(.error, path: where_, message: error.message))
+        }
+    }
+}

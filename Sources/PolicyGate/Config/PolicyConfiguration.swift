@@ -1,0 +1,125 @@
+import Foundation
+
+/// The gate's configuration: limits per provider, as read from a TOML (or JSON) file.
+///
+/// ```toml
+/// [limits.openai]
+/// requests_per_minute = 500
+/// tokens_per_minute   = 200_000
+/// max_concurrent      = 16
+///
+/// [limits."azure-openai"]
+/// max_concurrent = 4
+/// ```
+///
+/// ```swift
+/// let configuration = try PolicyConfiguration(contentsOfFile: "policy.toml")
+/// let gate = try PolicyService(configuration: configuration)
+/// // later, on SIGHUP or a file change:
+/// try await gate.apply(PolicyConfiguration(contentsOfFile: "policy.toml"))
+/// ```
+///
+/// Decoding checks everything and reports **all** problems at once as a
+/// ``PolicyConfigurationError``; a configuration that decoded is complete and valid. Problems
+/// that cannot break the gate but are surely mistakes (a per-minute cap above the per-hour cap
+/// of the same kind, a provider with no caps) are kept in ``warnings``.
+///
+/// The type is `Codable` with the same keys in every format, so JSON works through
+/// `JSONDecoder` as is (without line and column in its diagnostics).
+public struct PolicyConfiguration: Sendable, Hashable, Codable {
+    /// The caps per provider name. A provider that is absent, or whose caps are all `nil`, is
+    /// not gated.
+    public var limits: [String: PolicyLimits]
+
+    /// Calendar schedules per provider name: caps that change with the time of day, the
+    /// weekday or the date, over the provider's ``limits`` (its base caps). A provider with a
+    /// schedule is gated even if its base caps are all `nil`.
+    public var schedules: [String: PolicySchedule]
+
+    /// Problems that do not stop the configuration from being used, found when it was
+    /// decoded. Not part of equality or of the encoded form.
+    public var warnings: [Diagnostic] = []
+
+    /// Creates a configuration from limits and schedules per provider (unchecked until
+    /// applied; ``validate()`` checks it).
+    public init(limits: [String: PolicyLimits] = [:], schedules: [String: PolicySchedule] = [:]) {
+        self.limits = limits
+        self.schedules = schedules
+    }
+
+    /// The keys a configuration file may hold at its top level.
+    static let topLevelKeys = ["limits"]
+
+    enum CodingKeys: String, CodingKey {
+        case limits
+    }
+
+    /// Decodes and validates a configuration from any decoder, collecting every problem.
+    /// - Throws: ``PolicyConfigurationError`` listing every error (and the warnings) found.
+    public init(from decoder: any Decoder) throws {
+        var reader = ConfigurationReader()
+        self = reader.readConfiguration(from: decoder)
+        if reader.hasErrors { throw PolicyConfigurationError(diagnostics: reader.diagnostics) }
+        warnings = reader.diagnostics
+    }
+
+    /// Encodes the same form it decodes: `limits.<provider>` tables with the caps that are
+    /// set, and `timezone` and `schedule` entries where the provider has a schedule.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        var providers = container.nestedContainer(keyedBy: AnyKey.self, forKey: .limits)
+        for provider in Set(limits.keys).union(schedules.keys).sorted() {
+            let table = ProviderTable(limits: limits[provider] ?? .unlimited, schedule: schedules[provider])
+            try providers.encode(table, forKey: AnyKey(stringValue: provider))
+        }
+    }
+
+    /// Equal when the limits and schedules are equal; warnings are not compared.
+    public static func == (lhs: PolicyConfiguration, rhs: PolicyConfiguration) -> Bool {
+        lhs.limits == rhs.limits && lhs.schedules == rhs.schedules
+    }
+
+    /// Hashes the limits and schedules.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(limits)
+        hasher.combine(schedules)
+    }
+
+    /// Checks the configuration as decoding would: every cap positive and in range, provider
+    /// names not empty; contradictions and providers without caps as warnings.
+    /// - Returns: Every problem found, errors first; empty when all is well.
+    public func validate() -> [Diagnostic] {
+        var reader = ConfigurationReader()
+        for provider in Set(limits.keys).union(schedules.keys).sorted() {
+            reader.check(
+                limits[provider] ?? .unlimited, schedule: schedules[provider], provider: provider)
+        }
+        return reader.diagnostics.sorted { $0.severity == .error && $1.severity == .warning }
+    }
+}
+
+/// One provider's table as encoded: caps, then its schedule.
+private struct ProviderTable: Encodable {
+    let limits: PolicyLimits
+    let schedule: PolicySchedule?
+
+    func encode(to encoder: any Encoder) throws {
+        try limits.encode(to: encoder)
+        guard let schedule else { return }
+        var container = encoder.container(keyedBy: AnyKey.self)
+        try container.encode(schedule.timeZone.identifier, forKey: AnyKey(stringValue: "timezone"))
+        var entries = container.nestedUnkeyedContainer(forKey: AnyKey(stringValue: "schedule"))
+        for entry in schedule.entries {
+            var table = entries.nestedContainer(keyedBy: AnyKey.self)
+            try table.encode(entry.name, forKey: AnyKey(stringValue: "name"))
+            if let cron = entry.cron { try table.encode(cron.description, forKey: AnyKey(stringValue: "cron")) }
+            if let dates = entry.dates {
+                try table.encode(dates.map(\.description), forKey: AnyKey(stringValue: "dates"))
+            }
+            if entry.isClosed { try table.encode(true, forKey: AnyKey(stringValue: "closed")) }
+            for kind in PolicyLimitKind.allCases {
+                if let cap = entry.limits[kind] { try table.encode(cap, forKey: AnyKey(stringValue: kind.configurationKey)) }
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+
+extension PolicyService {
+    /// Creates a gate on the continuous clock from a configuration.
+    /// - Parameters:
+    ///   - configuration: Limits and schedules per provider, typically read with
+    ///     ``PolicyConfiguration/init(contentsOfFile:)``.
+    ///   - telemetry: Receives every acquire, commit, reject, release and limits change.
+    /// - Throws: ``PolicyError`` (``PolicyError/Code/invalidLimits``) for a configuration built
+    ///   in code with a bad cap or schedule (one that was decoded is already valid).
+    public init(configuration: PolicyConfiguration, telemetry: (any PolicyTelemetry)? = nil) throws(PolicyError) {
+        try self.init(
+            limits: configuration.limits, schedules: configuration.schedules, clock: ContinuousClock(),
+            startDate: Date(), telemetry: telemetry)
+    }
+
+    /// Creates a gate from a configuration, with windows and waits on `clock`.
+    /// - Parameters:
+    ///   - configuration: Limits and schedules per provider.
+    ///   - clock: The clock every window, wait and schedule transition is measured on.
+    ///   - startDate: The wall-clock date at `clock`'s current instant: schedules read dates
+    ///     and times of day from it, advancing with `clock`. Pass a fixed date with a manual
+    ///     clock to drive schedules in tests and simulations; the default is the system's now.
+    ///   - telemetry: Receives every acquire, commit, reject, release and limits change.
+    public init<C: Clock>(
+        configuration: PolicyConfiguration, clock: C, startDate: Date = Date(), telemetry: (any PolicyTelemetry)? = nil
+    ) throws(PolicyError) where C.Duration == Duration {
+        try self.init(
+            limits: configuration.limits, schedules: configuration.schedules, clock: clock, startDate: startDate,
+            telemetry: telemetry)
+    }
+
+    /// Applies a new configuration to the running gate (a live reload).
+    ///
+    /// All providers switch at once: a call sees either the old limits or the new ones, never
+    /// a mix. Usage already recorded is kept (lowering a cap below it makes the next calls
+    /// wait), waiters that fit the new limits are admitted at once, and waiters whose estimate
+    /// exceeds a new token cap fail as ``PolicyError/Code/oversized``. Providers missing from
+    /// `configuration` stop being gated. Telemetry receives one
+    /// ``PolicyTelemetry/didChangeLimits(_:)`` per provider whose limits or schedule changed;
+    /// providers left as they were are not touched.
+    /// - Throws: ``PolicyError`` (``PolicyError/Code/invalidLimits``) if any cap or schedule is
+    ///   invalid; nothing changes then.
+    public func apply(_ configuration: PolicyConfiguration) throws(PolicyError) {
+        try Self.validate(limits: configuration.limits, schedules: configuration.schedules)
+        var changes: [String: (limits: PolicyLimits, schedule: PolicySchedule?)] = [:]
+        for provider in Set(configuration.limits.keys).union(configuration.schedules.keys) {
+            changes[provider] = (configuration.limits[provider] ?? .unlimited, configuration.schedules[provider])
+        }
+        swap(changes, replacingAll: true)
+    }
+
+    /// The configuration in force now: the base limits and schedule of every gated provider.
+    public nonisolated var configuration: PolicyConfiguration {
+        core.providers.withLock { table in
+            var configuration = PolicyConfiguration()
+            for (name, entry) in table {
+                if !entry.limits.isUnlimited || entry.schedule == nil { configuration.limits[name.name] = entry.limits }
+                if let schedule = entry.schedule?.schedule { configuration.schedules[name.name] = schedule }
+            }
+            return configuration
+        }
+    }
+
+    /// What applies to `provider` at `date`: its effective caps, the schedule entry that sets
+    /// them and whether it closes the gate, and until when that holds. A provider without a
+    /// schedule has its base limits for ever (`validUntil` is `nil`); one that is not gated has
+    /// ``PolicyLimits/unlimited``.
+    public nonisolated func effectiveLimits(for provider: String, at date: Date) -> PolicySchedule.Resolution {
+        configuration.effectiveLimits(for: provider, at: date)
+    }
+
+    /// Every change of `provider`'s effective limits in `[start, end)`, in order.
+    public nonisolated func transitions(for provider: String, from start: Date, to end: Date) -> [PolicySchedule.Transition] {
+        configuration.transitions(for: provider, from: start, to: end)
+    }
+
+    /// The wall-clock date the gate's schedules see now.
+    public nonisolated var currentDate: Date {
+        core.wallClock.date(at: core.environment.time.now())
+    }
+}
+
+extension PolicyConfiguration {
+    /// What applies to `provider` at `date` under this configuration (see
+    /// ``PolicyService/effectiveLimits(for:at:)``).
+    public func effectiveLimits(for provider: String, at date: Date) -> PolicySchedule.Resolution {
+        let base = limits[provider] ?? .unlimited
+        guard let schedule = schedules[provider] else {
+            return PolicySchedule.Resolution(limits: base, entry: nil, isClosed: false, validUntil: nil)
+        }
+        return schedule.resolve(base: base, at: date)
+    }
+
+    /// Every change of `provider`'s effective limits in `[start, end)` under this
+    /// configuration; empty for a provider without a schedule.
+    public func transitions(for provider: String, from start: Date, to end: Date) -> [PolicySchedule.Transition] {
+        guard let schedule = schedules[provider] else { return [] }
+        return schedule.transitions(base: limits[provider] ?? .unlimited, from: start, to: end)
+    }
+}
