@@ -69,7 +69,7 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
         var container = encoder.container(keyedBy: CodingKeys.self)
         var providers = container.nestedContainer(keyedBy: AnyKey.self, forKey: .limits)
         for provider in Set(limits.keys).union(schedules.keys).sorted() {
-            let table = ProviderTable(limits: limits[provider] ?? .unlimited, schedule: schedules[provider])
+            let table = EncodedProviderTable(limits: limits[provider] ?? .unlimited, schedule: schedules[provider])
             try providers.encode(table, forKey: AnyKey(stringValue: provider))
         }
     }
@@ -99,7 +99,7 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
 }
 
 /// One provider's table as encoded: caps, then its schedule.
-private struct ProviderTable: Encodable {
+private struct EncodedProviderTable: Encodable {
     let limits: PolicyLimits
     let schedule: PolicySchedule?
 

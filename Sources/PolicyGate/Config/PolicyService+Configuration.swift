@@ -54,7 +54,7 @@ extension PolicyService {
     public nonisolated var configuration: PolicyConfiguration {
         core.providers.withLock { table in
             var configuration = PolicyConfiguration()
-            for (name, entry) in table {
+            for (name, entry) in table.entries {
                 if !entry.limits.isUnlimited || entry.schedule == nil { configuration.limits[name.name] = entry.limits }
                 if let schedule = entry.schedule?.schedule { configuration.schedules[name.name] = schedule }
             }

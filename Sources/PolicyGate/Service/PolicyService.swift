@@ -238,7 +238,7 @@ public actor PolicyService {
         var changed: [(provider: String, previous: ProviderEntry?, current: ProviderEntry?)] = []
         core.providers.withLock { table in
             var names = Set(changes.keys)
-            if replacingAll { names.formUnion(table.keys.map(\.name)) }
+            if replacingAll { names.formUnion(table.names.map(\.name)) }
             for provider in names.sorted() {
                 let name = ProviderName(provider)
                 let previous = table[name]
