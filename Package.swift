@@ -23,6 +23,7 @@ let package = Package(
         .library(name: "PolicyGateTracing", targets: ["PolicyGateTracing"]),
         .executable(name: "policy-gate-demo", targets: ["PolicyGateDemo"]),
         .executable(name: "toml-test-decoder", targets: ["toml-test-decoder"]),
+        .executable(name: "policy-gate", targets: ["policy-gate"]),
     ],
     // Each trait turns on one adapter module and the one dependency it needs; all are off by
     // default, and SwiftPM fetches nothing for a trait that is off.
@@ -79,6 +80,17 @@ let package = Package(
             dependencies: ["PolicyGate", "PolicyGateTestKit"],
             swiftSettings: strictSettings
         ),
+        // The `policy-gate` command's logic (check, simulate), a library so tests run it in-process.
+        .target(
+            name: "PolicyGateCLI",
+            dependencies: ["PolicyGate", "PolicyGateTestKit"],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "policy-gate",
+            dependencies: ["PolicyGateCLI"],
+            swiftSettings: strictSettings
+        ),
         // The toml-test corpus's decoder interface: TOML on stdin, tagged JSON on stdout.
         .executableTarget(
             name: "toml-test-decoder",
@@ -88,6 +100,11 @@ let package = Package(
         .testTarget(
             name: "PolicyGateTests",
             dependencies: ["PolicyGate", "PolicyGateTestKit"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "PolicyGateCLITests",
+            dependencies: ["PolicyGateCLI", "PolicyGate", "PolicyGateTestKit"],
             swiftSettings: strictSettings
         ),
         .testTarget(

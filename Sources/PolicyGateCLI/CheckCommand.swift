@@ -1,0 +1,283 @@
+import Foundation
+import PolicyGate
+
+/// `policy-gate check <file>`: validates a configuration and shows what it means over time.
+package enum CheckCommand {
+    /// The command's arguments and options.
+    package static let spec = CommandSpec(
+        name: "check",
+        summary: "Validate a policy file; show each provider's limits and the schedule's transitions.",
+        arguments: [("file", "The configuration: TOML, or JSON when the name ends in .json.")],
+        discussion: [
+            "Reports every problem of the file, each with its line and column, and exits with status 1 "
+                + "if there is an error (warnings alone do not fail). A valid file is shown as a table of "
+                + "each provider's limits in force at --from, then, for providers with a schedule, every "
+                + "change of their limits in the --days that follow, in the provider's time zone.",
+        ],
+        options: [
+            OptionSpec(
+                "--from", value: "date",
+                "The instant to show limits at and to list transitions from: ISO 8601 with an offset "
+                    + "(2026-12-24T09:00:00Z, 2026-12-24T10:00+01:00) or 'now' (the default)."),
+            OptionSpec("--days", value: "n", "How many days of transitions to list, 1 to 366 (default 7)."),
+            OptionSpec(
+                "--json",
+                "Print the result as JSON on standard output (also for an invalid file: 'valid' is false "
+                    + "and 'errors' lists the problems)."),
+        ])
+
+    static func run(_ parsed: CommandSpec.Parsed, _ context: PolicyGateTool.Context) -> Int32 {
+        let from: Date
+        let days: Int
+        do throws(UsageError) {
+            from = try instantOption(parsed.value("--from"), name: "--from", command: spec)
+            days = try integerOption(parsed.value("--days"), name: "--days", in: 1...366, default: 7, command: spec)
+        } catch {
+            context.stderr.line(error.description)
+            return PolicyGateTool.ExitStatus.usage
+        }
+        let path = parsed.arguments[0]
+        // A file that cannot be read is not a configuration with errors: say so plainly.
+        if let reason = unreadable(path) {
+            context.error("cannot read '\(path)': \(reason)")
+            return PolicyGateTool.ExitStatus.failure
+        }
+        let report: CheckReport
+        do {
+            let configuration = try PolicyConfiguration(contentsOfFile: path)
+            report = CheckReport(file: path, configuration: configuration, from: from, days: days)
+        } catch {
+            report = CheckReport(file: path, error: error, from: from, days: days)
+        }
+
+        if !report.diagnostics.isEmpty {
+            context.stderr.line(PolicyConfigurationError(diagnostics: report.diagnostics, file: path).description)
+        }
+        if parsed.flag("--json") {
+            context.stdout.write(report.json())
+        } else if report.valid {
+            context.stdout.write(report.text())
+        }
+        if !report.valid {
+            let errors = report.diagnostics.filter { $0.severity == .error }.count
+            context.error("\(path) is not a valid configuration (\(plural(errors, "error")))")
+            return PolicyGateTool.ExitStatus.failure
+        }
+        return PolicyGateTool.ExitStatus.success
+    }
+}
+
+/// What `check` found: the problems, and for a valid file each provider's limits and transitions.
+struct CheckReport {
+    struct Provider {
+        var name: String
+        var base: PolicyLimits
+        var schedule: PolicySchedule?
+        var now: PolicySchedule.Resolution
+        var transitions: [PolicySchedule.Transition]
+    }
+
+    var file: String
+    var valid: Bool
+    /// Errors (for an invalid file) or warnings, in document order.
+    var diagnostics: [PolicyConfiguration.Diagnostic]
+    var from: Date
+    var days: Int
+    var providers: [Provider] = []
+
+    var to: Date { from.addingTimeInterval(Double(days) * 86_400) }
+
+    init(file: String, configuration: PolicyConfiguration, from: Date, days: Int) {
+        self.file = file
+        self.valid = true
+        self.diagnostics = configuration.warnings
+        self.from = from
+        self.days = days
+        let to = from.addingTimeInterval(Double(days) * 86_400)
+        providers = Set(configuration.limits.keys).union(configuration.schedules.keys).sorted().map { name in
+            Provider(
+                name: name, base: configuration.limits[name] ?? .unlimited, schedule: configuration.schedules[name],
+                now: configuration.effectiveLimits(for: name, at: from),
+                transitions: configuration.transitions(for: name, from: from, to: to))
+        }
+    }
+
+    init(file: String, error: PolicyConfigurationError, from: Date, days: Int) {
+        self.file = file
+        self.valid = false
+        self.diagnostics = error.diagnostics
+        self.from = from
+        self.days = days
+    }
+
+    var warnings: [PolicyConfiguration.Diagnostic] { diagnostics.filter { $0.severity == .warning } }
+
+    // MARK: Text
+
+    /// The cap columns shown: only kinds some provider (or schedule entry) sets, so that a file
+    /// with request caps only is not padded with empty token columns.
+    private var shownKinds: [PolicyLimitKind] {
+        PolicyLimitKind.allCases.filter { kind in
+            providers.contains { provider in
+                provider.base[kind] != nil || provider.schedule?.entries.contains { $0.limits[kind] != nil } == true
+            }
+        }
+    }
+
+    func text() -> String {
+        var lines: [String] = []
+        let scheduled = providers.filter { $0.schedule != nil }
+        var headline = "\(file): valid, \(plural(providers.count, "provider"))"
+        if !scheduled.isEmpty { headline += " (\(scheduled.count) with a schedule)" }
+        headline += warnings.isEmpty ? ", no warnings" : ", \(plural(warnings.count, "warning")) (on standard error)"
+        lines.append(headline)
+        if providers.isEmpty {
+            lines.append("")
+            lines.append("No provider is gated: every call is let through.")
+            return lines.joined(separator: "\n") + "\n"
+        }
+        let kinds = shownKinds
+        lines.append("")
+        lines.append("Limits in force at \(Values.readable(from)):")
+        lines.append("")
+        var table = TextTable([("provider", .left)] + kinds.map { (Self.title($0), .right) } + [("in force", .left)])
+        for provider in providers {
+            table.append([provider.name] + Self.caps(provider.now, kinds) + [Self.describe(provider.now)])
+        }
+        lines += table.render(indent: 2)
+        if table.rows.joined().contains("-") { lines.append("  (- no cap)") }
+        guard !scheduled.isEmpty else { return lines.joined(separator: "\n") + "\n" }
+
+        lines.append("")
+        lines.append("Transitions from \(Values.readable(from)) for \(plural(days, "day")):")
+        for provider in scheduled {
+            let zone = provider.schedule?.timeZone ?? .gmt
+            let zoneName = zone.identifier == "GMT" ? "UTC" : zone.identifier
+            lines.append("")
+            if provider.transitions.isEmpty {
+                lines.append("  \(provider.name) (\(zoneName)): no change, \(Self.describe(provider.now)) throughout")
+                continue
+            }
+            lines.append("  \(provider.name) (\(zoneName)), \(plural(provider.transitions.count, "change")):")
+            var changes = TextTable([("from", .left), ("entry", .left)] + kinds.map { (Self.title($0), .right) })
+            for transition in provider.transitions {
+                let resolution = transition.resolution
+                let when = Values.readable(transition.date, in: zone)
+                changes.append([when, Self.describe(resolution)] + Self.caps(resolution, kinds))
+            }
+            lines += changes.render(indent: 4)
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Short column titles: the configuration keys are too wide for a table.
+    private static func title(_ kind: PolicyLimitKind) -> String {
+        switch kind {
+        case .requestsPerMinute: "req/min"
+        case .requestsPerHour: "req/hour"
+        case .requestsPerDay: "req/day"
+        case .tokensPerMinute: "tok/min"
+        case .tokensPerHour: "tok/hour"
+        case .tokensPerDay: "tok/day"
+        case .concurrency: "concurrent"
+        }
+    }
+
+    private static func caps(_ resolution: PolicySchedule.Resolution, _ kinds: [PolicyLimitKind]) -> [String] {
+        // A closed gate admits nothing whatever its caps say; showing them would mislead.
+        if resolution.isClosed { return kinds.map { _ in "" } }
+        return kinds.map { resolution.limits[$0].map(Values.count) ?? "-" }
+    }
+
+    /// `base`, `peak` (an entry) or `closed (holidays)`.
+    private static func describe(_ resolution: PolicySchedule.Resolution) -> String {
+        guard let entry = resolution.entry else { return "base" }
+        return resolution.isClosed ? "closed (\(entry))" : entry
+    }
+
+    // MARK: JSON
+
+    private struct JSONReport: Encodable {
+        var file: String
+        var valid: Bool
+        var from: String
+        var to: String
+        var days: Int
+        var errors: [JSONDiagnostic]
+        var warnings: [JSONDiagnostic]
+        var providers: [JSONProvider]
+    }
+
+    private struct JSONDiagnostic: Encodable {
+        var line: Int?
+        var column: Int?
+        var key: String
+        var message: String
+        var suggestion: String?
+    }
+
+    private struct JSONProvider: Encodable {
+        var name: String
+        var timezone: String?
+        var base: [String: Int]
+        var effective: JSONState
+        var transitions: [JSONState]
+    }
+
+    /// A state: at `--from` (`effective`, with `until`: the next transition in the interval, if
+    /// any) or from a transition's `time` on.
+    private struct JSONState: Encodable {
+        var time: String?
+        var entry: String?
+        var closed: Bool
+        var limits: [String: Int]
+        var until: String?
+
+        enum CodingKeys: CodingKey { case time, entry, closed, limits, until }
+
+        // `entry` is written as null for the base limits (rather than left out), so scripts can
+        // read it unconditionally; `time` and `until` only where they apply.
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encodeIfPresent(time, forKey: .time)
+            try container.encode(entry, forKey: .entry)
+            try container.encode(closed, forKey: .closed)
+            try container.encode(limits, forKey: .limits)
+            try container.encodeIfPresent(until, forKey: .until)
+        }
+    }
+
+    private static func keyed(_ limits: PolicyLimits) -> [String: Int] {
+        var caps: [String: Int] = [:]
+        for kind in PolicyLimitKind.allCases { caps[kind.configurationKey] = limits[kind] }
+        return caps
+    }
+
+    func json() -> String {
+        func diagnostics(_ severity: PolicyConfiguration.Diagnostic.Severity) -> [JSONDiagnostic] {
+            self.diagnostics.filter { $0.severity == severity }.map {
+                JSONDiagnostic(
+                    line: $0.line, column: $0.column, key: $0.keyPath, message: $0.message, suggestion: $0.suggestion)
+            }
+        }
+        func provider(_ provider: Provider) -> JSONProvider {
+            let zone = provider.schedule?.timeZone ?? .gmt
+            let now = provider.now
+            return JSONProvider(
+                name: provider.name, timezone: provider.schedule?.timeZone.identifier, base: Self.keyed(provider.base),
+                effective: JSONState(
+                    entry: now.entry, closed: now.isClosed, limits: Self.keyed(now.limits),
+                    // A change exactly at --from is listed as a transition, but is what holds now.
+                    until: provider.transitions.first { $0.date > from }.map { Values.iso8601($0.date, in: zone) }),
+                transitions: provider.transitions.map { transition in
+                    JSONState(
+                        time: Values.iso8601(transition.date, in: zone), entry: transition.resolution.entry,
+                        closed: transition.resolution.isClosed, limits: Self.keyed(transition.resolution.limits))
+                })
+        }
+        return encodeJSON(
+            JSONReport(
+                file: file, valid: valid, from: Values.iso8601(from), to: Values.iso8601(to), days: days,
+                errors: diagnostics(.error), warnings: diagnostics(.warning), providers: providers.map(provider)))
+    }
+}

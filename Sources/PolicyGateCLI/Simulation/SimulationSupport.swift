@@ -1,0 +1,154 @@
+import PolicyGate
+
+/// The simulator's pending events, soonest first: a binary min-heap of two-word entries.
+///
+/// An event is its time and a tag: the kind's rank in the top byte (completions, then
+/// arrivals, then retries, then deadlines, at one instant) and a call's or key's index below, so
+/// events of one instant and kind run in index order, that is in arrival order.
+struct SimulationEvents {
+    struct Event {
+        var time: Int64
+        var tag: UInt64
+
+        @inline(__always) var index: Int { Int(truncatingIfNeeded: tag & 0x00FF_FFFF_FFFF_FFFF) }
+        @inline(__always) var kind: UInt64 { tag >> 56 }
+
+        @inline(__always)
+        static func precedes(_ a: Event, _ b: Event) -> Bool {
+            a.time < b.time || (a.time == b.time && a.tag < b.tag)
+        }
+    }
+
+    /// Ranks of the kinds at one instant: what frees capacity first, then new calls, then the
+    /// queue's retries, then deadlines (a waiter may still be admitted at its deadline).
+    static let completion: UInt64 = 0
+    static let arrival: UInt64 = 1
+    static let retry: UInt64 = 2
+    static let deadline: UInt64 = 3
+
+    private var heap: [Event] = []
+
+    var first: Event? { heap.first }
+
+    @inline(__always)
+    mutating func push(time: Int64, kind: UInt64, index: Int) {
+        let event = Event(time: time, tag: kind << 56 | UInt64(index))
+        heap.append(event)
+        heap.withUnsafeMutableBufferPointer { heap in
+            var position = heap.count - 1
+            while position > 0 {
+                let parent = (position - 1) / 2
+                guard Event.precedes(event, heap[parent]) else { break }
+                heap[position] = heap[parent]
+                position = parent
+            }
+            heap[position] = event
+        }
+    }
+
+    @inline(__always)
+    mutating func pop() -> Event {
+        let top = heap[0]
+        let last = heap.removeLast()
+        guard !heap.isEmpty else { return top }
+        heap.withUnsafeMutableBufferPointer { heap in
+            let count = heap.count
+            var position = 0
+            while true {
+                let left = 2 * position + 1
+                guard left < count else { break }
+                let right = left + 1
+                let child = right < count && Event.precedes(heap[right], heap[left]) ? right : left
+                guard Event.precedes(heap[child], last) else { break }
+                heap[position] = heap[child]
+                position = child
+            }
+            heap[position] = last
+        }
+        return top
+    }
+}
+
+/// The permits of the calls in flight, in numbered slots: permits cannot be copied, so they
+/// cannot live in an array; here they sit in raw memory, moved in on admission and out on
+/// completion, and slots are reused.
+struct PermitSlots: ~Copyable {
+    private var base: UnsafeMutablePointer<PolicyPermit?>
+    private var capacity: Int
+    private var free: [Int32] = []
+    /// Slots ever used (the rest of `capacity` is spare).
+    private var used = 0
+
+    init(capacity: Int = 64) {
+        self.capacity = capacity
+        base = .allocate(capacity: capacity)
+        for i in 0..<capacity { (base + i).initialize(to: nil) }
+    }
+
+    deinit {
+        base.deinitialize(count: capacity)
+        base.deallocate()
+    }
+
+    /// Moves `permit` into a free slot and returns its number.
+    @inline(__always)
+    mutating func store(_ permit: consuming PolicyPermit) -> Int32 {
+        let slot: Int
+        if let reused = free.popLast() {
+            slot = Int(reused)
+        } else {
+            if used == capacity { grow() }
+            slot = used
+            used += 1
+        }
+        base[slot] = consume permit
+        return Int32(slot)
+    }
+
+    /// Moves the permit out of `slot`, freeing it.
+    @inline(__always)
+    mutating func take(_ slot: Int32) -> PolicyPermit {
+        free.append(slot)
+        return base[Int(slot)].take()!
+    }
+
+    private mutating func grow() {
+        let larger = UnsafeMutablePointer<PolicyPermit?>.allocate(capacity: capacity * 2)
+        larger.moveInitialize(from: base, count: capacity)
+        for i in capacity..<capacity * 2 { (larger + i).initialize(to: nil) }
+        base.deallocate()
+        base = larger
+        capacity *= 2
+    }
+}
+
+/// The limits a simulation reports on, as indices into small fixed tables: the six window
+/// caps in ``PolicyLimitKind`` order, concurrency, and a schedule's closing.
+enum SimulationLimit {
+    static let count = 8
+    static let concurrency = 6
+    static let closed = 7
+
+    /// `requests_per_minute` … `max_concurrent`, `closed`.
+    static let names: [String] = PolicyLimitKind.allCases.map(\.configurationKey) + ["closed"]
+
+    @inline(__always)
+    static func index(of kind: PolicyLimitKind?) -> Int {
+        switch kind {
+        case .requestsPerMinute?: 0
+        case .requestsPerHour?: 1
+        case .requestsPerDay?: 2
+        case .tokensPerMinute?: 3
+        case .tokensPerHour?: 4
+        case .tokensPerDay?: 5
+        case .concurrency?: 6
+        case nil: 7
+        }
+    }
+
+    /// The kind at a window index (0…5).
+    static func kind(_ index: Int) -> PolicyLimitKind { PolicyLimitKind.allCases[index] }
+}
+
+/// Eight counters, one per ``SimulationLimit``.
+typealias LimitCounts = InlineArray<8, Int>

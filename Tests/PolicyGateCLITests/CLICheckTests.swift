@@ -1,0 +1,249 @@
+import Foundation
+import Testing
+
+/// `policy-gate check`: validation, the limits table, transitions, JSON.
+@Suite("CLI check")
+struct CLICheckTests {
+    /// An office-hours schedule in Berlin; worked by hand around the 2026 spring change
+    /// (Sunday 29 March, 02:00 CET becomes 03:00 CEST, i.e. at 01:00 UTC): 09:00 and 18:00 local
+    /// are 08:00Z and 17:00Z on Saturday the 28th (+01:00), 07:00Z and 16:00Z on Sunday (+02:00).
+    static let berlin = """
+        [limits.api]
+        requests_per_minute = 100
+        timezone = "Europe/Berlin"
+
+        [[limits.api.schedule]]
+        name = "office"
+        cron = "* 9-17 * * *"
+        requests_per_minute = 10
+        """
+
+    @Test("a valid file: exit 0, every provider's caps in an aligned table")
+    func validFileTable() throws {
+        let directory = try TemporaryDirectory()
+        let path = try directory.write(
+            "small.toml",
+            """
+            [limits.openai]
+            requests_per_minute = 500
+            tokens_per_minute = 200_000
+            max_concurrent = 16
+
+            [limits.anthropic]
+            requests_per_minute = 50
+            """)
+        let run = runTool(["check", path, "--from", "2026-12-24T09:00:00Z"])
+        #expect(run.status == 0)
+        #expect(run.stderr == "")
+        #expect(
+            run.stdout == """
+                \(path): valid, 2 providers, no warnings
+
+                Limits in force at Thu 2026-12-24 09:00 UTC:
+
+                  provider   req/min  tok/min  concurrent  in force
+                  anthropic       50        -           -  base
+                  openai         500  200,000          16  base
+                  (- no cap)
+
+                """)
+    }
+
+    @Test("transitions are listed in the provider's zone, with the offset changing at DST")
+    func transitionsText() throws {
+        let directory = try TemporaryDirectory()
+        let path = try directory.write("berlin.toml", Self.berlin)
+        let run = runTool(["check", path, "--from", "2026-03-28T00:00:00Z", "--days", "2"])
+        #expect(run.status == 0)
+        let expected = """
+              provider  req/min  in force
+              api           100  base
+
+            Transitions from Sat 2026-03-28 00:00 UTC for 2 days:
+
+              api (Europe/Berlin), 4 changes:
+                from                         entry   req/min
+                Sat 2026-03-28 09:00 +01:00  office       10
+                Sat 2026-03-28 18:00 +01:00  base        100
+                Sun 2026-03-29 09:00 +02:00  office       10
+                Sun 2026-03-29 18:00 +02:00  base        100
+
+            """
+        #expect(run.stdout.hasSuffix(expected), "\(run.stdout)")
+    }
+
+    @Test("--json: effective caps at --from and every transition with time, entry and caps")
+    func transitionsJSON() throws {
+        let directory = try TemporaryDirectory()
+        let path = try directory.write("berlin.toml", Self.berlin)
+        let run = runTool(["check", path, "--from", "2026-03-28T10:00:00+01:00", "--days", "2", "--json"])
+        #expect(run.status == 0)
+        let json = try #require(parseJSON(run.stdout), "not JSON: \(run.stdout)")
+        #expect(json["valid"] as? Bool == true)
+        #expect(json["from"] as? String == "2026-03-28T09:00:00Z")
+        #expect(json["to"] as? String == "2026-03-30T09:00:00Z")
+        let providers = try #require(json["providers"] as? [[String: Any]])
+        #expect(providers.count == 1)
+        let api = providers[0]
+        #expect(api["name"] as? String == "api")
+        #expect(api["timezone"] as? String == "Europe/Berlin")
+        #expect(api["base"] as? [String: Int] == ["requests_per_minute": 100])
+        // 10:00 Berlin on Saturday is office hours, until 18:00.
+        let effective = try #require(api["effective"] as? [String: Any])
+        #expect(effective["entry"] as? String == "office")
+        #expect(effective["closed"] as? Bool == false)
+        #expect(effective["limits"] as? [String: Int] == ["requests_per_minute": 10])
+        #expect(effective["until"] as? String == "2026-03-28T18:00:00+01:00")
+
+        let transitions = try #require(api["transitions"] as? [[String: Any]])
+        let summary = transitions.map { transition in
+            [
+                transition["time"] as? String ?? "?",
+                transition["entry"] is NSNull ? "base" : transition["entry"] as? String ?? "?",
+                "\((transition["limits"] as? [String: Int])?["requests_per_minute"] ?? 0)",
+            ]
+        }
+        // The window ends at Monday 09:00Z = 11:00 CEST, so Monday's office hours start inside it.
+        #expect(
+            summary == [
+                ["2026-03-28T18:00:00+01:00", "base", "100"],
+                ["2026-03-29T09:00:00+02:00", "office", "10"],
+                ["2026-03-29T18:00:00+02:00", "base", "100"],
+                ["2026-03-30T09:00:00+02:00", "office", "10"],
+            ])
+        // The times are instants a script can parse: Sunday 09:00 CEST is 07:00 UTC.
+        let formatter = ISO8601DateFormatter()
+        #expect(formatter.date(from: summary[1][0]) == formatter.date(from: "2026-03-29T07:00:00Z"))
+        #expect(transitions.allSatisfy { $0["closed"] as? Bool == false })
+    }
+
+    @Test("a change exactly at --from is listed, and 'until' is the next one")
+    func transitionAtFrom() throws {
+        let directory = try TemporaryDirectory()
+        let path = try directory.write("berlin.toml", Self.berlin)
+        // Saturday 09:00 Berlin (+01:00) is 08:00Z: office hours begin at that very instant.
+        let run = runTool(["check", path, "--from", "2026-03-28T08:00:00Z", "--days", "1", "--json"])
+        let api = try #require((parseJSON(run.stdout)?["providers"] as? [[String: Any]])?.first)
+        let effective = try #require(api["effective"] as? [String: Any])
+        #expect(effective["entry"] as? String == "office")
+        #expect(effective["until"] as? String == "2026-03-28T18:00:00+01:00")
+        // The day ends at Sunday 08:00Z, which is after Sunday 09:00 CEST (07:00Z).
+        let times = (api["transitions"] as? [[String: Any]])?.map { $0["time"] as? String }
+        #expect(times == ["2026-03-28T09:00:00+01:00", "2026-03-28T18:00:00+01:00", "2026-03-29T09:00:00+02:00"])
+    }
+
+    @Test("a closed entry shows as closed, its caps left blank")
+    func closedEntry() throws {
+        let directory = try TemporaryDirectory()
+        let path = try directory.write(
+            "closed.toml",
+            """
+            [limits.api]
+            max_concurrent = 2
+
+            [[limits.api.schedule]]
+            name = "christmas"
+            dates = ["2026-12-25"]
+            closed = true
+            """)
+        let run = runTool(["check", path, "--from", "2026-12-24T12:00:00Z", "--days", "3"])
+        #expect(run.status == 0)
+        #expect(run.stdout.contains("  api (UTC), 2 changes:\n"), "\(run.stdout)")
+        #expect(run.stdout.contains("    Fri 2026-12-25 00:00 UTC  closed (christmas)\n"), "\(run.stdout)")
+        #expect(run.stdout.contains("    Sat 2026-12-26 00:00 UTC  base                         2\n"), "\(run.stdout)")
+        let json = try #require(parseJSON(runTool(["check", path, "--from", "2026-12-24T12:00:00Z", "--json"]).stdout))
+        let transitions = try #require((json["providers"] as? [[String: Any]])?.first?["transitions"] as? [[String: Any]])
+        #expect(transitions.first?["closed"] as? Bool == true)
+        #expect(transitions.first?["entry"] as? String == "christmas")
+    }
+
+    @Test("an invalid file: every error with line:column on stderr, exit 1, nothing on stdout")
+    func invalidFile() throws {
+        let directory = try TemporaryDirectory()
+        let path = try directory.write(
+            "bad.toml",
+            """
+            [limits.openai]
+            requests_per_minute = 0
+            tokens_pre_minute = 5
+
+            [limits.b]
+            max_concurrent = "x"
+            """)
+        let run = runTool(["check", path])
+        #expect(run.status == 1)
+        #expect(run.stdout == "")
+        let lines = run.stderr.split(separator: "\n").map(String.init)
+        #expect(lines.count == 4, "\(run.stderr)")
+        #expect(lines[0].hasPrefix("\(path):2:1: error: limits.openai.requests_per_minute: must be positive"))
+        #expect(
+            lines[1] == "\(path):3:1: error: limits.openai.tokens_pre_minute: unknown key; did you mean 'tokens_per_minute'?")
+        #expect(lines[2].hasPrefix("\(path):6:1: error: limits.b.max_concurrent: "))
+        #expect(lines[3] == "error: \(path) is not a valid configuration (3 errors)")
+
+        // The same as JSON, for scripts.
+        let json = runTool(["check", path, "--json"])
+        #expect(json.status == 1)
+        let object = try #require(parseJSON(json.stdout))
+        #expect(object["valid"] as? Bool == false)
+        let errors = try #require(object["errors"] as? [[String: Any]])
+        #expect(errors.map { $0["line"] as? Int } == [2, 3, 6])
+        #expect(errors.map { $0["column"] as? Int } == [1, 1, 1])
+        #expect(errors[1]["suggestion"] as? String == "tokens_per_minute")
+    }
+
+    @Test("a syntax error is reported with its position")
+    func syntaxError() throws {
+        let directory = try TemporaryDirectory()
+        let path = try directory.write("syntax.toml", "[limits.openai\nx = 1\n")
+        let run = runTool(["check", path])
+        #expect(run.status == 1)
+        #expect(run.stderr.hasPrefix("\(path):1:15: error: "), "\(run.stderr)")
+    }
+
+    @Test("warnings are printed on stderr, and the file still passes")
+    func warnings() throws {
+        let directory = try TemporaryDirectory()
+        let path = try directory.write(
+            "warn.toml",
+            """
+            [limits.openai]
+            requests_per_minute = 100
+            requests_per_hour = 50
+            """)
+        let run = runTool(["check", path, "--from", "2026-01-01T00:00:00Z"])
+        #expect(run.status == 0)
+        #expect(run.stdout.hasPrefix("\(path): valid, 1 provider, 1 warning (on standard error)\n"))
+        #expect(run.stderr.hasPrefix("\(path):2:1: warning: limits.openai.requests_per_minute: "), "\(run.stderr)")
+        let json = try #require(parseJSON(runTool(["check", path, "--json"]).stdout))
+        #expect((json["warnings"] as? [[String: Any]])?.first?["line"] as? Int == 2)
+    }
+
+    @Test("a file that is not there: a one-line message and exit 1")
+    func missingFile() throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.path("absent.toml")
+        let run = runTool(["check", path])
+        #expect(run.status == 1)
+        #expect(run.stderr == "error: cannot read '\(path)': No such file or directory\n")
+    }
+
+    @Test("a JSON configuration is read by its extension")
+    func jsonConfiguration() throws {
+        let directory = try TemporaryDirectory()
+        let path = try directory.write("policy.json", #"{"limits": {"openai": {"requests_per_minute": 5}}}"#)
+        let run = runTool(["check", path, "--from", "2026-01-01T00:00:00Z"])
+        #expect(run.status == 0)
+        #expect(run.stdout.contains("  openai          5  base\n"), "\(run.stdout)")
+    }
+
+    @Test("the example configuration in Examples/ is valid")
+    func exampleConfiguration() throws {
+        let example = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Examples/policy.toml").path
+        let run = runTool(["check", example, "--from", "2026-12-23T10:00:00Z", "--days", "3"])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stderr == "")
+        #expect(run.stdout.contains("Fri 2026-12-25 00:00 +01:00  closed (holidays)"), "\(run.stdout)")
+    }
+}
