@@ -83,7 +83,7 @@ let package = Package(
         // The `policy-gate` command's logic (check, simulate), a library so tests run it in-process.
         .target(
             name: "PolicyGateCLI",
-            dependencies: ["PolicyGate", "PolicyGateTestKit"],
+            dependencies: ["PolicyGate", "PolicyGateTOML", "PolicyGateTestKit"],
             swiftSettings: strictSettings
         ),
         .executableTarget(

@@ -1,4 +1,5 @@
 import Foundation
+import PolicyGateTOML
 
 /// Parsing and printing of the values the command reads and shows: instants, durations, counts.
 ///
@@ -47,10 +48,10 @@ package enum Values {
         } else {
             return nil
         }
-        guard scanner.atEnd, (1...12).contains(month), (1...daysIn(month: month, year: year)).contains(day),
+        guard scanner.atEnd, (1...12).contains(month), (1...CivilCalendar.daysInMonth(month, year: year)).contains(day),
             hour <= 23, minute <= 59, second <= 59
         else { return nil }
-        let days = daysFromCivil(year: year, month: month, day: day)
+        let days = CivilCalendar.dayNumber(year: year, month: month, day: day)
         let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset
         return Date(timeIntervalSince1970: Double(seconds) + fraction)
     }
@@ -89,7 +90,7 @@ package enum Values {
             offset = zone.secondsFromGMT(for: instant)
             let seconds = Int(instant.timeIntervalSince1970.rounded(.down)) + offset
             let day = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
-            let civil = Values.civilFromDays(day)
+            let civil = CivilCalendar.date(dayNumber: day)
             let year = String(civil.year)
             let paddedYear = String(repeating: "0", count: max(0, 4 - year.count)) + year
             date = "\(paddedYear)-\(twoDigits(civil.month))-\(twoDigits(civil.day))"
@@ -169,36 +170,6 @@ package enum Values {
 
     static func twoDigits(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
 
-    static func daysIn(month: Int, year: Int) -> Int {
-        switch month {
-        case 2: (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 ? 29 : 28
-        case 4, 6, 9, 11: 30
-        default: 31
-        }
-    }
-
-    /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-    static func daysFromCivil(year: Int, month: Int, day: Int) -> Int {
-        let y = month <= 2 ? year - 1 : year
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yearOfEra = y - era * 400
-        let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
-        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
-        return era * 146_097 + dayOfEra - 719_468
-    }
-
-    /// The proleptic Gregorian date of a day number (inverse of `daysFromCivil`).
-    static func civilFromDays(_ days: Int) -> (year: Int, month: Int, day: Int) {
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let dayOfEra = z - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1_460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let mp = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * mp + 2) / 5 + 1
-        let month = mp < 10 ? mp + 3 : mp - 9
-        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
-    }
 }
 
 /// Pretty JSON with sorted keys and a final newline; the types encoded here cannot fail.

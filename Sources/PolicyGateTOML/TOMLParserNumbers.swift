@@ -201,7 +201,7 @@ extension TOMLParser {
         guard (1...12).contains(month) else {
             throw error("invalid date \(text(start..<start + 10)): there is no month \(month)", at: start)
         }
-        let days = TOMLParser.daysInMonth(month, year: year)
+        let days = CivilCalendar.daysInMonth(month, year: year)
         guard (1...days).contains(day) else {
             throw error("invalid date \(text(start..<start + 10)): that month has \(days) days", at: start)
         }
@@ -279,12 +279,4 @@ extension TOMLParser {
         return TOMLLocalTime(hour: hour, minute: minute, second: second, nanosecond: nanosecond)
     }
 
-    /// The number of days of `month` in `year` (proleptic Gregorian).
-    static func daysInMonth(_ month: Int, year: Int) -> Int {
-        switch month {
-        case 2: (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 ? 29 : 28
-        case 4, 6, 9, 11: 30
-        default: 31
-        }
-    }
 }

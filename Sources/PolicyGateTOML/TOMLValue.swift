@@ -155,7 +155,7 @@ public struct TOMLOffsetDateTime: Sendable, Hashable, Codable, CustomStringConve
     /// for the fraction). Leap seconds count as the next second's start.
     public var secondsSince1970: Int64 {
         let date = local.date, time = local.time
-        let days = daysFromCivil(year: date.year, month: date.month, day: date.day)
+        let days = CivilCalendar.dayNumber(year: date.year, month: date.month, day: date.day)
         let seconds = Int64(days) * 86_400 + Int64(time.hour * 3600 + time.minute * 60 + time.second)
         return seconds - Int64(offsetMinutes) * 60
     }
@@ -169,15 +169,6 @@ public struct TOMLOffsetDateTime: Sendable, Hashable, Codable, CustomStringConve
     }
 }
 
-/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-func daysFromCivil(year: Int, month: Int, day: Int) -> Int {
-    let y = month <= 2 ? year - 1 : year
-    let era = (y >= 0 ? y : y - 399) / 400
-    let yearOfEra = y - era * 400
-    let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
-    let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
-    return era * 146_097 + dayOfEra - 719_468
-}
 
 /// `value` in decimal, left-padded with zeros to `width` digits.
 func pad(_ value: Int, _ width: Int) -> String {

@@ -1,5 +1,6 @@
 import Foundation
 import PolicyGate
+import PolicyGateTestKit
 import Testing
 
 /// An instant written in ISO 8601 with `Z`.

@@ -1,4 +1,5 @@
 import Foundation
+internal import PolicyGateTOML
 
 /// A calendar day on the wall calendar of a schedule's time zone, such as `2026-12-25`.
 ///
@@ -113,17 +114,9 @@ struct CivilDay: Sendable {
 
     /// The fields of a day number (days since 1970-01-01).
     ///
-    /// Howard Hinnant's `civil_from_days`: a handful of integer divisions, no `Calendar`.
+    /// A handful of integer divisions, no `Calendar`.
     init(_ dayNumber: Int) {
-        let z = dayNumber + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let dayOfEra = z - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1_460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let shiftedMonth = (5 * dayOfYear + 2) / 153
-        day = dayOfYear - (153 * shiftedMonth + 2) / 5 + 1
-        month = shiftedMonth < 10 ? shiftedMonth + 3 : shiftedMonth - 9
-        year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        (year, month, day) = CivilCalendar.date(dayNumber: dayNumber)
         // 1970-01-01 was a Thursday (4).
         weekday = positiveModulo(dayNumber + 4, 7)
     }
@@ -134,23 +127,14 @@ struct CivilDay: Sendable {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+/// Days since 1970-01-01 of a proleptic Gregorian date.
 func daysFromCivil(year: Int, month: Int, day: Int) -> Int {
-    let y = month <= 2 ? year - 1 : year
-    let era = (y >= 0 ? y : y - 399) / 400
-    let yearOfEra = y - era * 400
-    let dayOfYear = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
-    let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
-    return era * 146_097 + dayOfEra - 719_468
+    CivilCalendar.dayNumber(year: year, month: month, day: day)
 }
 
 /// The number of days in a month of the proleptic Gregorian calendar.
 func daysInMonth(year: Int, month: Int) -> Int {
-    switch month {
-    case 2: (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 ? 29 : 28
-    case 4, 6, 9, 11: 30
-    default: 31
-    }
+    CivilCalendar.daysInMonth(month, year: year)
 }
 
 /// `a / b` rounded towards minus infinity (`b > 0`).

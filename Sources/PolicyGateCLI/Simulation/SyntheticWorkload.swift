@@ -1,5 +1,6 @@
 import Foundation
 import PolicyGate
+import PolicyGateTestKit
 
 /// The example a newcomer sees with `policy-gate simulate` and no arguments: a configuration of
 /// three providers and a reproducible day of traffic that strains it.
@@ -129,20 +130,14 @@ package enum SyntheticWorkload {
     }
 }
 
-/// SplitMix64: small, fast and reproducible on every platform (the standard library's generator
-/// is neither seedable nor specified).
+/// The seeded bits (`SeededRandomNumberGenerator`, SplitMix64) with the distributions the
+/// synthetic workload draws from.
 struct SimulationRandom: RandomNumberGenerator {
-    private var state: UInt64
+    private var bits: SeededRandomNumberGenerator
 
-    init(seed: UInt64) { state = seed }
+    init(seed: UInt64) { bits = SeededRandomNumberGenerator(seed: seed) }
 
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    mutating func next() -> UInt64 { bits.next() }
 
     /// Uniform in [0, 1).
     mutating func uniform() -> Double { Double(next() >> 11) * 0x1p-53 }
