@@ -80,16 +80,19 @@ struct ConfigurationReader {
             return (limits, nil)
         }
         let schedule = PolicySchedule(timeZone: timeZone ?? .gmt, entries: entries)
-        if scheduleOK {
-            do {
-                try schedule.validate()
-            } catch {
-                var where_ = path + [.key("schedule")]
-                if let index = error.entryIndex { where_.append(.index(index)) }
-                self.error(where_, error.message)
-            }
-        }
+        if scheduleOK { checkRules(of: schedule, path: path) }
         return (limits, schedule)
+    }
+
+    /// The schedule's own rules (names, cron or dates present, …), reported at the entry.
+    private mutating func checkRules(of schedule: PolicySchedule, path: [TOMLPathComponent]) {
+        do {
+            try schedule.validate()
+        } catch {
+            var where_ = path + [.key("schedule")]
+            if let index = error.entryIndex { where_.append(.index(index)) }
+            self.error(where_, error.message)
+        }
     }
 
     /// Reads `[[limits.<provider>.schedule]]`: an array of entries, in precedence order.
@@ -386,12 +389,6 @@ extension ConfigurationReader {
         for (index, entry) in schedule.entries.enumerated() {
             check(entry.limits, provider: entry.name, path: path + [.key("schedule"), .index(index)], reportEmpty: false)
         }
-        do {
-            try schedule.validate()
-        } catch {
-            var where_ = path + [.key("schedule")]
-            if let index = error.entryIndex { where_.append(.index(index)) }
-            diagnostics.append(.init(.error, path: where_, message: error.message))
-        }
+        checkRules(of: schedule, path: path)
     }
 }

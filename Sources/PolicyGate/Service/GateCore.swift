@@ -181,14 +181,7 @@ final class GateCore: Sendable {
     /// Re-resolves every schedule whose limits expired by `now`, hands changed limits to the
     /// provider's keys (waking waiters that now fit), and reports the changes.
     func advanceSchedules(now: Int64) {
-        struct Change {
-            let provider: String
-            let previous: ProviderEntry
-            let current: ProviderEntry
-            /// Whether the caps or the closed state changed (and not only `validUntil`).
-            let isReported: Bool
-        }
-        var changes: [Change] = []
+        var changes: [LimitsChange] = []
         providers.withLock { table in
             for (name, entry) in table.entries {
                 guard let track = entry.schedule, entry.compiled.validUntil <= now else { continue }
@@ -199,24 +192,43 @@ final class GateCore: Sendable {
                 // admit nobody.
                 let sameEffect = next.schedule!.resolution.hasSameEffect(as: track.resolution)
                     && next.compiled.closedUntil == entry.compiled.closedUntil
-                changes.append(Change(provider: name.name, previous: entry, current: next, isReported: !sameEffect))
+                changes.append(LimitsChange(provider: name.name, previous: entry, current: next, isReported: !sameEffect))
             }
         }
+        handOver(changes, cause: .schedule, now: now)
+    }
+
+    /// One provider's limits replaced in the table: what keys and telemetry must hear of.
+    struct LimitsChange {
+        let provider: String
+        let previous: ProviderEntry?
+        /// `nil`: the provider is no longer gated.
+        let current: ProviderEntry?
+        /// Whether telemetry hears of it (not when only a schedule's horizon moved).
+        var isReported = true
+    }
+
+    /// Hands limits already swapped into the table to the providers' keys (waking waiters that
+    /// now fit) and reports them. Runs outside the table's lock; a key that saw the new table
+    /// first has adopted them already, and generations keep it from going back.
+    func handOver(_ changes: [LimitsChange], cause: PolicyLimitsChangeEvent.Cause, now: Int64) {
         guard !changes.isEmpty else { return }
-        let byProvider = Dictionary(changes.map { ($0.provider, $0.current.compiled) }, uniquingKeysWith: { $1 })
+        let ungated = changes.contains { $0.current == nil }
+            ? CompiledLimits(.unlimited, generation: nextGeneration()) : nil
+        let byProvider = Dictionary(
+            changes.map { ($0.provider, $0.current?.compiled ?? ungated!) }, uniquingKeysWith: { $1 })
         forEachStorage(of: nil) { storage, aftermath in
             guard let compiled = byProvider[storage.key.provider] else { return }
             storage.settle(storage.machine.setLimits(compiled, now: now), into: &aftermath)
         }
-        if let telemetry = environment.telemetry {
-            for change in changes where change.isReported {
-                telemetry.didChangeLimits(PolicyLimitsChangeEvent(
-                    provider: change.provider, previous: change.previous.effectiveLimits,
-                    current: change.current.effectiveLimits, cause: .schedule,
-                    scheduleEntry: change.current.schedule?.resolution.entry,
-                    isClosed: change.current.schedule?.resolution.isClosed ?? false,
-                    nextTransition: change.current.schedule?.resolution.validUntil))
-            }
+        guard let telemetry = environment.telemetry else { return }
+        for change in changes where change.isReported {
+            let resolution = change.current?.schedule?.resolution
+            telemetry.didChangeLimits(PolicyLimitsChangeEvent(
+                provider: change.provider, previous: change.previous?.effectiveLimits ?? .unlimited,
+                current: change.current?.effectiveLimits ?? .unlimited, cause: cause,
+                scheduleEntry: resolution?.entry, isClosed: resolution?.isClosed ?? false,
+                nextTransition: resolution?.validUntil))
         }
     }
 

@@ -235,7 +235,7 @@ public actor PolicyService {
     /// admitted) and reported to telemetry. Call only with validated limits and schedules.
     func swap(_ changes: [String: (limits: PolicyLimits, schedule: PolicySchedule?)], replacingAll: Bool) {
         let now = core.environment.time.now()
-        var changed: [(provider: String, previous: ProviderEntry?, current: ProviderEntry?)] = []
+        var changed: [GateCore.LimitsChange] = []
         core.providers.withLock { table in
             var names = Set(changes.keys)
             if replacingAll { names.formUnion(table.names.map(\.name)) }
@@ -248,28 +248,12 @@ public actor PolicyService {
                     ? nil
                     : GateCore.entry(limits, schedule, generation: core.nextGeneration(), now: now, wallClock: core.wallClock)
                 table[name] = current
-                changed.append((provider, previous, current))
+                changed.append(GateCore.LimitsChange(provider: provider, previous: previous, current: current))
             }
         }
         guard !changed.isEmpty else { return }
         core.armScheduleTimer()
-        let unlimited = CompiledLimits(.unlimited, generation: core.nextGeneration())
-        let byProvider = Dictionary(uniqueKeysWithValues: changed.map { ($0.provider, $0.current?.compiled ?? unlimited) })
-        core.forEachStorage(of: nil) { storage, aftermath in
-            guard let compiled = byProvider[storage.key.provider] else { return }
-            storage.settle(storage.machine.setLimits(compiled, now: now), into: &aftermath)
-        }
-        if let telemetry = core.environment.telemetry {
-            for change in changed {
-                let resolution = change.current?.schedule?.resolution
-                let event = PolicyLimitsChangeEvent(
-                    provider: change.provider, previous: change.previous?.effectiveLimits ?? .unlimited,
-                    current: change.current?.effectiveLimits ?? .unlimited, cause: .configuration,
-                    scheduleEntry: resolution?.entry, isClosed: resolution?.isClosed ?? false,
-                    nextTransition: resolution?.validUntil)
-                telemetry.didChangeLimits(event)
-            }
-        }
+        core.handOver(changed, cause: .configuration, now: now)
     }
 
     /// Forgets the usage recorded for `key` in every window. Permits in flight keep their
