@@ -246,12 +246,8 @@ struct TOMLParser {
         while true {
             skipWhitespace()
             guard index < bytes.count else { break }
+            if try consumeNewline() { continue }
             switch bytes[index] {
-            case TOMLByte.lf:
-                index += 1
-                startLine()
-            case TOMLByte.cr:
-                try consumeCarriageReturn()
             case TOMLByte.hash:
                 try skipComment()
             case TOMLByte.leftBracket:
@@ -271,6 +267,23 @@ struct TOMLParser {
     @inline(__always) mutating func skipWhitespace() {
         while index < bytes.count, bytes[index] == TOMLByte.space || bytes[index] == TOMLByte.tab {
             index += 1
+        }
+    }
+
+    /// At a newline (LF, or CR LF), steps over it and returns true; elsewhere returns false.
+    /// `index` must be in range.
+    @inline(__always)
+    mutating func consumeNewline() throws(TOMLError) -> Bool {
+        switch bytes[index] {
+        case TOMLByte.lf:
+            index += 1
+            startLine()
+            return true
+        case TOMLByte.cr:
+            try consumeCarriageReturn()
+            return true
+        default:
+            return false
         }
     }
 
@@ -304,32 +317,26 @@ struct TOMLParser {
             try skipComment()
             guard index < bytes.count else { return }
         }
-        switch bytes[index] {
-        case TOMLByte.lf:
-            index += 1
-            startLine()
-        case TOMLByte.cr:
-            try consumeCarriageReturn()
-        default:
+        guard try consumeNewline() else {
             throw error("expected end of line after \(what) but found \(describe(index))", at: index)
         }
     }
 
     /// Skips whitespace, newlines and comments (inside arrays).
     mutating func skipWhitespaceCommentsAndNewlines() throws(TOMLError) {
+        try skipWhitespaceAndNewlines(skippingComments: true)
+    }
+
+    /// Skips whitespace and newlines, and comments too when `skippingComments`.
+    mutating func skipWhitespaceAndNewlines(skippingComments: Bool) throws(TOMLError) {
         while index < bytes.count {
             switch bytes[index] {
             case TOMLByte.space, TOMLByte.tab:
                 index += 1
-            case TOMLByte.lf:
-                index += 1
-                startLine()
-            case TOMLByte.cr:
-                try consumeCarriageReturn()
-            case TOMLByte.hash:
+            case TOMLByte.hash where skippingComments:
                 try skipComment()
             default:
-                return
+                guard try consumeNewline() else { return }
             }
         }
     }

@@ -201,19 +201,7 @@ extension TOMLParser {
             return false
         }
         index = i
-        while index < bytes.count {
-            switch bytes[index] {
-            case TOMLByte.space, TOMLByte.tab:
-                index += 1
-            case TOMLByte.lf:
-                index += 1
-                startLine()
-            case TOMLByte.cr:
-                try consumeCarriageReturn()
-            default:
-                return true
-            }
-        }
+        try skipWhitespaceAndNewlines(skippingComments: false)
         return true
     }
 }
