@@ -157,15 +157,22 @@ final class GateCore: Sendable {
         shards[key.keyHash & (Self.shardCount - 1)]
     }
 
-    /// The limits in force for `key` at `now`, or `nil` if its provider is not gated. The first
-    /// call past a schedule transition applies it (the timer may not have run yet).
+    /// The limits of `key`'s provider as the table holds them, or `nil` if it is not gated.
+    /// Their `validUntil` may have passed: see ``limits(for:at:)``.
     @inline(__always)
-    func compiledLimits(for key: PolicyKey, now: Int64) -> CompiledLimits? {
+    func compiledLimits(for key: PolicyKey) -> CompiledLimits? {
         let name = ProviderName(of: key)
-        let compiled = providers.withLock { $0.compiled(name) }
-        guard let compiled, compiled.validUntil <= now else { return compiled }
-        advanceSchedules(now: now)
         return providers.withLock { $0.compiled(name) }
+    }
+
+    /// `limits` if still valid at `now`; otherwise the provider's limits once the schedule
+    /// transitions due by `now` are applied (the timer may not have run yet), or `nil` if the
+    /// provider stopped being gated meanwhile.
+    @inline(__always)
+    func limits(_ limits: CompiledLimits, for key: PolicyKey, at now: Int64) -> CompiledLimits? {
+        guard limits.validUntil <= now else { return limits }
+        advanceSchedules(now: now)
+        return compiledLimits(for: key)
     }
 
     // MARK: Schedules

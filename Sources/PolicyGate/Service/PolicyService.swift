@@ -157,10 +157,10 @@ public actor PolicyService {
     nonisolated func admitAtOnce(
         _ key: PolicyKey, estimatedTokens: Int, pending: inout Pending?
     ) throws(PolicyError) -> PolicyPermit? {
+        // A provider without caps costs a lookup, not a clock read.
+        guard let stored = core.compiledLimits(for: key) else { return try Self.inertPermit(estimatedTokens) }
         let now = core.environment.time.now()
-        guard let limits = core.compiledLimits(for: key, now: now) else {
-            return try Self.inertPermit(estimatedTokens)
-        }
+        guard let limits = core.limits(stored, for: key, at: now) else { return try Self.inertPermit(estimatedTokens) }
         let tokens = try core.validate(estimate: estimatedTokens, limits: limits, key: key)
         let (storage, result) = core.admitNow(key, tokens: tokens, limits: limits, now: now)
         switch result {
@@ -276,7 +276,7 @@ public actor PolicyService {
     /// A snapshot of `key`: usage per capped window, permits in flight, callers queued.
     public nonisolated func currentState(for key: PolicyKey) -> PolicyState {
         let now = core.environment.time.now()
-        _ = core.compiledLimits(for: key, now: now)  // applies a schedule transition that is due
+        if let stored = core.compiledLimits(for: key) { _ = core.limits(stored, for: key, at: now) }  // applies a due transition
         let entry = core.entry(for: key.provider)
         let limits = entry?.effectiveLimits ?? .unlimited
         let resolution = entry?.schedule?.resolution
