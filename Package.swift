@@ -21,6 +21,8 @@ let package = Package(
         .library(name: "PolicyGateLogging", targets: ["PolicyGateLogging"]),
         .library(name: "PolicyGateMetrics", targets: ["PolicyGateMetrics"]),
         .library(name: "PolicyGateTracing", targets: ["PolicyGateTracing"]),
+        // A shared quota on PostgreSQL; empty unless the `Postgres` trait is enabled.
+        .library(name: "PolicyGatePostgres", targets: ["PolicyGatePostgres"]),
         .executable(name: "policy-gate-demo", targets: ["PolicyGateDemo"]),
         .executable(name: "toml-test-decoder", targets: ["toml-test-decoder"]),
         .executable(name: "policy-gate", targets: ["policy-gate"]),
@@ -31,11 +33,13 @@ let package = Package(
         .trait(name: "Logging", description: "PolicyGateLogging: gate events as structured swift-log lines."),
         .trait(name: "Metrics", description: "PolicyGateMetrics: counters, timers and gauges through swift-metrics."),
         .trait(name: "Tracing", description: "PolicyGateTracing: waits as spans through swift-distributed-tracing."),
+        .trait(name: "Postgres", description: "PolicyGatePostgres: counters shared by many processes in PostgreSQL (postgres-nio)."),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // The gate. Reads TOML configuration through PolicyGateTOML without re-exporting it.
@@ -71,6 +75,24 @@ let package = Package(
                 .product(name: "Tracing", package: "swift-distributed-tracing", condition: .when(traits: ["Tracing"])),
                 .product(name: "Instrumentation", package: "swift-distributed-tracing", condition: .when(traits: ["Tracing"])),
             ],
+            swiftSettings: strictSettings
+        ),
+        // The PostgreSQL store: the gate's counters in a database many processes share. The
+        // migrations are plain SQL files, read by `migrate()` and by a DBA.
+        .target(
+            name: "PolicyGatePostgres",
+            dependencies: [
+                "PolicyGate",
+                .product(name: "PostgresNIO", package: "postgres-nio", condition: .when(traits: ["Postgres"])),
+                .product(name: "Logging", package: "swift-log", condition: .when(traits: ["Postgres"])),
+            ],
+            resources: [.copy("Migrations")],
+            swiftSettings: strictSettings
+        ),
+        // A worker process for the many-processes tests and benchmark: it hammers one shared key.
+        .executableTarget(
+            name: "policy-gate-store-worker",
+            dependencies: ["PolicyGatePostgres", "PolicyGate"],
             swiftSettings: strictSettings
         ),
         // Label and attribute spellings shared by the adapters (package access only).
@@ -110,6 +132,16 @@ let package = Package(
         .testTarget(
             name: "PolicyGateTOMLTests",
             dependencies: ["PolicyGateTOML"],
+            swiftSettings: strictSettings
+        ),
+        // Against a real PostgreSQL server (skipped, saying why, when none is reachable).
+        .testTarget(
+            name: "PolicyGatePostgresTests",
+            dependencies: [
+                "PolicyGatePostgres", "PolicyGate", "PolicyGateTestKit",
+                .product(name: "PostgresNIO", package: "postgres-nio", condition: .when(traits: ["Postgres"])),
+                .product(name: "Logging", package: "swift-log", condition: .when(traits: ["Postgres"])),
+            ],
             swiftSettings: strictSettings
         ),
         // Checked against each library's own test backend; empty unless the trait is enabled.

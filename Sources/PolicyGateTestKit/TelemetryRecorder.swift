@@ -21,6 +21,8 @@ public final class TelemetryRecorder: PolicyTelemetry {
         case release(PolicyReleaseEvent)
         /// A provider's limits changed.
         case limitsChange(PolicyLimitsChangeEvent)
+        /// A shared store failed a call.
+        case storeFailure(PolicyStoreFailureEvent)
     }
 
     private let recorded = Locked<[Event]>([])
@@ -65,6 +67,14 @@ public final class TelemetryRecorder: PolicyTelemetry {
     public func didCommit(_ event: PolicyCommitEvent) { recorded.withLock { $0.append(.commit(event)) } }
     /// Records a limits change.
     public func didChangeLimits(_ event: PolicyLimitsChangeEvent) { recorded.withLock { $0.append(.limitsChange(event)) } }
+
+    /// Records the event.
+    public func didFailStore(_ event: PolicyStoreFailureEvent) { recorded.withLock { $0.append(.storeFailure(event)) } }
+
+    /// The store failures so far.
+    public var storeFailures: [PolicyStoreFailureEvent] {
+        events.compactMap { if case .storeFailure(let event) = $0 { event } else { nil } }
+    }
     /// Records a reject.
     public func didReject(_ event: PolicyRejectEvent) { recorded.withLock { $0.append(.reject(event)) } }
     /// Records a release.

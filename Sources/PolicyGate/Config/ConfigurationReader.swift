@@ -17,11 +17,116 @@ struct ConfigurationReader {
             switch key.stringValue {
             case "limits":
                 readLimitsTable(root, key, into: &configuration)
+            case "store":
+                readStoreTable(root, key, into: &configuration)
             default:
                 unknownKey(key.stringValue, path: [.key(key.stringValue)], known: PolicyConfiguration.topLevelKeys)
             }
         }
+        // A provider's own store or failure policy over the defaults of [store].
+        for (provider, choice) in storageChoices {
+            configuration.storage[provider] = PolicyStorage(
+                store: choice.store ?? configuration.defaultStorage.store,
+                failurePolicy: choice.failurePolicy ?? configuration.defaultStorage.failurePolicy)
+        }
         return configuration
+    }
+
+    /// `store` and `on_store_failure` as written in provider tables, resolved once `[store]`
+    /// (which may come later in the document) has been read.
+    private var storageChoices: [String: (store: PolicyStorage.Store?, failurePolicy: PolicyStorage.FailurePolicy?)] = [:]
+
+    static let storeKeys = ["default", "on_failure", "postgres"]
+    static let postgresKeys = [
+        "url", "host", "port", "user", "database", "password_env", "lease_seconds", "timeout_ms", "retry_seconds",
+        "max_connections",
+    ]
+
+    /// Reads `[store]`: the default store and failure policy, and `[store.postgres]`.
+    private mutating func readStoreTable(
+        _ root: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, into configuration: inout PolicyConfiguration
+    ) {
+        let path: [TOMLPathComponent] = [.key("store")]
+        guard let table = nested(root, key, path: path, what: "a table, such as [store] with default = \"postgres\"")
+        else { return }
+        for key in table.allKeys {
+            let keyPath = path + [.key(key.stringValue)]
+            switch key.stringValue {
+            case "default":
+                if let store = readStoreName(table, key, path: keyPath) { configuration.defaultStorage.store = store }
+            case "on_failure":
+                if let policy = readFailurePolicy(table, key, path: keyPath) { configuration.defaultStorage.failurePolicy = policy }
+            case "postgres":
+                guard let settings = nested(table, key, path: keyPath, what: "a table of connection settings") else { continue }
+                configuration.postgres = readPostgres(settings, path: keyPath)
+            default:
+                unknownKey(key.stringValue, path: keyPath, known: Self.storeKeys)
+            }
+        }
+    }
+
+    private mutating func readStoreName(
+        _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, path: [TOMLPathComponent]
+    ) -> PolicyStorage.Store? {
+        guard let name = readString(table, key, path: path, what: "\"memory\" or \"postgres\"") else { return nil }
+        guard name == PolicyStorage.Store.memory.name || name == PolicyStorage.Store.postgres.name else {
+            error(path, "must be \"memory\" or \"postgres\", got \"\(name)\"")
+            return nil
+        }
+        return PolicyStorage.Store(name)
+    }
+
+    private mutating func readFailurePolicy(
+        _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, path: [TOMLPathComponent]
+    ) -> PolicyStorage.FailurePolicy? {
+        guard let name = readString(table, key, path: path, what: "\"fail_open\" or \"fail_closed\"") else { return nil }
+        guard let policy = PolicyStorage.FailurePolicy(rawValue: name) else {
+            error(path, "must be \"fail_open\" or \"fail_closed\", got \"\(name)\"")
+            return nil
+        }
+        return policy
+    }
+
+    /// Reads `[store.postgres]`. A password never belongs in the file: it is read from the
+    /// environment variable that `password_env` names.
+    private mutating func readPostgres(_ table: KeyedDecodingContainer<AnyKey>, path: [TOMLPathComponent]) -> PolicyPostgresSettings {
+        var settings = PolicyPostgresSettings()
+        for key in table.allKeys {
+            let keyPath = path + [.key(key.stringValue)]
+            func positive(_ what: String) -> Int? {
+                do {
+                    let value = try table.decode(Int.self, forKey: key)
+                    if value > 0 { return value }
+                    error(keyPath, "must be a positive \(what), got \(value)")
+                } catch {
+                    self.error(keyPath, "must be a positive \(what)")
+                }
+                return nil
+            }
+            switch key.stringValue {
+            case "url":
+                settings.url = readString(table, key, path: keyPath, what: "a URL such as \"postgres://gate@db:5432/app\"")
+                if let url = settings.url, PolicyPostgresSettings.urlHasPassword(url) {
+                    error(keyPath, "must not contain a password: name an environment variable that holds it with password_env")
+                    settings.url = nil
+                }
+            case "host": settings.host = readString(table, key, path: keyPath, what: "a host name")
+            case "port": settings.port = positive("port number")
+            case "user": settings.user = readString(table, key, path: keyPath, what: "a user name")
+            case "database": settings.database = readString(table, key, path: keyPath, what: "a database name")
+            case "password_env":
+                settings.passwordEnvironmentVariable = readString(table, key, path: keyPath, what: "an environment variable's name")
+            case "lease_seconds": settings.leaseSeconds = positive("number of seconds")
+            case "timeout_ms": settings.timeoutMilliseconds = positive("number of milliseconds")
+            case "retry_seconds": settings.retrySeconds = positive("number of seconds")
+            case "max_connections": settings.maxConnections = positive("number")
+            case "password":
+                error(keyPath, "a password must not be written in the configuration: put it in an environment variable and name it with password_env")
+            default:
+                unknownKey(key.stringValue, path: keyPath, known: Self.postgresKeys)
+            }
+        }
+        return settings
     }
 
     private mutating func readLimitsTable(
@@ -68,6 +173,12 @@ struct ConfigurationReader {
                 }
             case "schedule":
                 entries = readSchedule(table, key, path: keyPath, ok: &scheduleOK)
+            case "store":
+                if let store = readStoreName(table, key, path: keyPath) { storageChoices[name, default: (nil, nil)].store = store }
+            case "on_store_failure":
+                if let policy = readFailurePolicy(table, key, path: keyPath) {
+                    storageChoices[name, default: (nil, nil)].failurePolicy = policy
+                }
             default:
                 readCap(table, key, path: keyPath, into: &limits, known: Self.providerKeys)
             }
@@ -243,7 +354,7 @@ struct ConfigurationReader {
         }
     }
 
-    static let providerKeys = PolicyLimits.configurationKeyNames + ["timezone", "schedule"]
+    static let providerKeys = PolicyLimits.configurationKeyNames + ["timezone", "schedule", "store", "on_store_failure"]
     static let entryKeys = ["name", "cron", "dates", "closed"] + PolicyLimits.configurationKeyNames
 
     /// Ranges and contradictions of one provider's caps.

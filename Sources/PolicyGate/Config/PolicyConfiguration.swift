@@ -36,6 +36,23 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
     /// schedule is gated even if its base caps are all `nil`.
     public var schedules: [String: PolicySchedule]
 
+    /// Where a provider's counters are kept, for providers whose table says `store` or
+    /// `on_store_failure`; the others use ``defaultStorage``. See ``storage(for:)``.
+    public var storage: [String: PolicyStorage] = [:]
+
+    /// The store and failure policy of providers that do not name their own (`[store]`'s
+    /// `default` and `on_failure`): in this process unless the file says otherwise.
+    public var defaultStorage: PolicyStorage = .memory
+
+    /// How to reach PostgreSQL (`[store.postgres]`), when some provider is kept there. Fields
+    /// left out are read from the environment by the store.
+    public var postgres: PolicyPostgresSettings?
+
+    /// Where `provider`'s counters are kept and what happens when that store fails.
+    public func storage(for provider: String) -> PolicyStorage {
+        storage[provider] ?? defaultStorage
+    }
+
     /// Problems that do not stop the configuration from being used, found when it was
     /// decoded. Not part of equality or of the encoded form.
     public var warnings: [Diagnostic] = []
@@ -48,10 +65,11 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
     }
 
     /// The keys a configuration file may hold at its top level.
-    static let topLevelKeys = ["limits"]
+    static let topLevelKeys = ["limits", "store"]
 
     enum CodingKeys: String, CodingKey {
         case limits
+        case store
     }
 
     /// Decodes and validates a configuration from any decoder, collecting every problem.
@@ -69,20 +87,33 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
         var container = encoder.container(keyedBy: CodingKeys.self)
         var providers = container.nestedContainer(keyedBy: AnyKey.self, forKey: .limits)
         for provider in Set(limits.keys).union(schedules.keys).sorted() {
-            let table = EncodedProviderTable(limits: limits[provider] ?? .unlimited, schedule: schedules[provider])
+            let table = EncodedProviderTable(
+                limits: limits[provider] ?? .unlimited, schedule: schedules[provider], storage: storage[provider])
             try providers.encode(table, forKey: AnyKey(stringValue: provider))
+        }
+        if defaultStorage != .memory || postgres != nil {
+            var store = container.nestedContainer(keyedBy: AnyKey.self, forKey: .store)
+            if defaultStorage.store != .memory { try store.encode(defaultStorage.store.name, forKey: AnyKey(stringValue: "default")) }
+            if defaultStorage.failurePolicy != .failClosed {
+                try store.encode(defaultStorage.failurePolicy.rawValue, forKey: AnyKey(stringValue: "on_failure"))
+            }
+            if let postgres { try store.encode(postgres, forKey: AnyKey(stringValue: "postgres")) }
         }
     }
 
     /// Equal when the limits and schedules are equal; warnings are not compared.
     public static func == (lhs: PolicyConfiguration, rhs: PolicyConfiguration) -> Bool {
-        lhs.limits == rhs.limits && lhs.schedules == rhs.schedules
+        lhs.limits == rhs.limits && lhs.schedules == rhs.schedules && lhs.storage == rhs.storage
+            && lhs.defaultStorage == rhs.defaultStorage && lhs.postgres == rhs.postgres
     }
 
     /// Hashes the limits and schedules.
     public func hash(into hasher: inout Hasher) {
         hasher.combine(limits)
         hasher.combine(schedules)
+        hasher.combine(storage)
+        hasher.combine(defaultStorage)
+        hasher.combine(postgres)
     }
 
     /// Checks the configuration as decoding would: every cap positive and in range, provider
@@ -102,11 +133,16 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
 private struct EncodedProviderTable: Encodable {
     let limits: PolicyLimits
     let schedule: PolicySchedule?
+    let storage: PolicyStorage?
 
     func encode(to encoder: any Encoder) throws {
         try limits.encode(to: encoder)
-        guard let schedule else { return }
         var container = encoder.container(keyedBy: AnyKey.self)
+        if let storage {
+            try container.encode(storage.store.name, forKey: AnyKey(stringValue: "store"))
+            try container.encode(storage.failurePolicy.rawValue, forKey: AnyKey(stringValue: "on_store_failure"))
+        }
+        guard let schedule else { return }
         try container.encode(schedule.timeZone.identifier, forKey: AnyKey(stringValue: "timezone"))
         var entries = container.nestedUnkeyedContainer(forKey: AnyKey(stringValue: "schedule"))
         for entry in schedule.entries {

@@ -9,9 +9,7 @@ extension PolicyService {
     /// - Throws: ``PolicyError`` (``PolicyError/Code/invalidLimits``) for a configuration built
     ///   in code with a bad cap or schedule (one that was decoded is already valid).
     public init(configuration: PolicyConfiguration, telemetry: (any PolicyTelemetry)? = nil) throws(PolicyError) {
-        try self.init(
-            limits: configuration.limits, schedules: configuration.schedules, clock: ContinuousClock(),
-            startDate: Date(), telemetry: telemetry)
+        try self.init(configuration: configuration, store: nil, clock: ContinuousClock(), startDate: Date(), telemetry: telemetry)
     }
 
     /// Creates a gate from a configuration, with windows and waits on `clock`.
@@ -25,9 +23,41 @@ extension PolicyService {
     public init<C: Clock>(
         configuration: PolicyConfiguration, clock: C, startDate: Date = Date(), telemetry: (any PolicyTelemetry)? = nil
     ) throws(PolicyError) where C.Duration == Duration {
+        try self.init(configuration: configuration, store: nil, clock: clock, startDate: startDate, telemetry: telemetry)
+    }
+
+    /// Creates a gate whose shared providers (``PolicyConfiguration/storage``) keep their
+    /// counters in `store`, so that every process using the same store shares their caps.
+    /// - Parameters:
+    ///   - configuration: Limits, schedules and storage per provider.
+    ///   - store: Where shared providers' counters live, such as `PostgresPolicyStore`
+    ///     (`PolicyGatePostgres`, trait `Postgres`); `nil` when no provider is shared.
+    ///   - clock: The clock waits and schedule transitions are measured on (windows of shared
+    ///     providers are measured on the store's clock).
+    ///   - startDate: The wall-clock date at `clock`'s current instant.
+    ///   - telemetry: Receives every acquire, commit, reject, release, limits change and store
+    ///     failure.
+    /// - Throws: ``PolicyError/Code/invalidLimits`` for a bad cap or schedule;
+    ///   ``PolicyError/Code/invalidArgument`` if a provider is shared but `store` is `nil`.
+    public init<C: Clock>(
+        configuration: PolicyConfiguration, store: (any PolicyQuotaStore)?, clock: C, startDate: Date = Date(),
+        telemetry: (any PolicyTelemetry)? = nil
+    ) throws(PolicyError) where C.Duration == Duration {
+        var storage: [String: PolicyStorage] = [:]
+        for provider in Set(configuration.limits.keys).union(configuration.schedules.keys) {
+            storage[provider] = configuration.storage(for: provider)
+        }
         try self.init(
-            limits: configuration.limits, schedules: configuration.schedules, clock: clock, startDate: startDate,
-            telemetry: telemetry)
+            limits: configuration.limits, schedules: configuration.schedules, storage: storage, store: store,
+            clock: clock, startDate: startDate, telemetry: telemetry)
+    }
+
+    /// Creates a gate on the continuous clock whose shared providers keep their counters in
+    /// `store` (see ``init(configuration:store:clock:startDate:telemetry:)``).
+    public init(
+        configuration: PolicyConfiguration, store: (any PolicyQuotaStore)?, telemetry: (any PolicyTelemetry)? = nil
+    ) throws(PolicyError) {
+        try self.init(configuration: configuration, store: store, clock: ContinuousClock(), telemetry: telemetry)
     }
 
     /// Applies a new configuration to the running gate (a live reload).
@@ -43,9 +73,13 @@ extension PolicyService {
     ///   invalid; nothing changes then.
     public func apply(_ configuration: PolicyConfiguration) throws(PolicyError) {
         try Self.validate(limits: configuration.limits, schedules: configuration.schedules)
-        var changes: [String: (limits: PolicyLimits, schedule: PolicySchedule?)] = [:]
+        try Self.validate(storage: configuration.storage, store: core.shared?.store)
+        var changes: [String: (limits: PolicyLimits, schedule: PolicySchedule?, storage: PolicyStorage)] = [:]
         for provider in Set(configuration.limits.keys).union(configuration.schedules.keys) {
-            changes[provider] = (configuration.limits[provider] ?? .unlimited, configuration.schedules[provider])
+            changes[provider] = (
+                configuration.limits[provider] ?? .unlimited, configuration.schedules[provider],
+                configuration.storage(for: provider)
+            )
         }
         swap(changes, replacingAll: true)
     }

@@ -22,6 +22,9 @@ public struct PolicyError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let invalidLimits = Code("invalidLimits")
         /// An argument does not fit the gate, such as a deadline of another clock.
         public static let invalidArgument = Code("invalidArgument")
+        /// The provider's shared store failed (an error, or no answer in time) and the provider
+        /// fails closed. Nothing was recorded.
+        public static let storeUnavailable = Code("storeUnavailable")
 
         /// The code's name.
         public var description: String { name }

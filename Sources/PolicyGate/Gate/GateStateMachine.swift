@@ -280,6 +280,13 @@ struct GateStateMachine<Payload> {
     }
 
     private func capsRejection(tokens: Int64, now: Int64) -> Rejection? {
+        Self.capsRejection(in: windows, limits: limits, tokens: tokens, now: now)
+    }
+
+    /// The binding window cap for a call of `tokens` over `windows` (advanced to `now`) and
+    /// when it frees; nil if it fits. Shared by this machine and the shared-store path, which
+    /// rebuilds the windows from a store's buckets.
+    static func capsRejection(in windows: WindowSlots, limits: CompiledLimits, tokens: Int64, now: Int64) -> Rejection? {
         var worst: Rejection?
         for w in 0..<3 {
             guard let window = windows[w] else { continue }

@@ -10,7 +10,10 @@ struct WaiterQueue<Element> {
     var count: Int { storage.count - head }
     var first: Element? { isEmpty ? nil : storage[head] }
 
-    subscript(position: Int) -> Element { storage[head + position] }
+    subscript(position: Int) -> Element {
+        get { storage[head + position] }
+        set { storage[head + position] = newValue }
+    }
 
     mutating func append(_ element: Element) { storage.append(element) }
 

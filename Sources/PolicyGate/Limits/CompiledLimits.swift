@@ -17,6 +17,11 @@ struct CompiledLimits: Sendable {
     /// While `now < closedUntil`, a schedule entry closes the gate: nothing is admitted.
     /// `.min` when open; `.max` when closed beyond the schedule's search horizon.
     var closedUntil: Int64 = .min
+    /// Whether the provider's counters live in the service's shared store (its calls take the
+    /// store's path rather than the in-process machine's).
+    var isShared = false
+    /// For a shared provider: whether a failing store admits calls uncounted.
+    var failsOpen = false
 
     init(_ limits: PolicyLimits, generation: UInt64) {
         func cap(_ value: Int?) -> Int64 { value.map { Int64($0) } ?? .max }
@@ -24,6 +29,12 @@ struct CompiledLimits: Sendable {
         tokenCaps = [cap(limits.tokensPerMinute), cap(limits.tokensPerHour), cap(limits.tokensPerDay)]
         maxConcurrent = limits.maxConcurrent ?? .max
         self.generation = generation
+    }
+
+    /// Marks the limits as kept in a shared store, with its failure policy.
+    mutating func share(_ storage: PolicyStorage) {
+        isShared = storage.store != .memory
+        failsOpen = isShared && storage.failurePolicy == .failOpen
     }
 
     /// Whether a window's usage is kept: any cap over it is set. Usage is recorded for requests

@@ -20,6 +20,8 @@
 /// Permits of providers without caps are *inert*: they track nothing and cost nothing.
 public struct PolicyPermit: ~Copyable, Sendable {
     let storage: KeyStorage?
+    /// For a provider kept in a shared store: where commits and the release go.
+    let shared: SharedLease?
     let admission: Admission
     /// The tokens estimated when acquiring.
     public let estimatedTokens: Int
@@ -28,16 +30,26 @@ public struct PolicyPermit: ~Copyable, Sendable {
 
     init(storage: KeyStorage?, admission: Admission, estimatedTokens: Int) {
         self.storage = storage
+        self.shared = nil
+        self.admission = admission
+        self.estimatedTokens = estimatedTokens
+        self.committedTokens = estimatedTokens
+    }
+
+    init(shared: SharedLease, admission: Admission, estimatedTokens: Int) {
+        self.storage = nil
+        self.shared = shared
         self.admission = admission
         self.estimatedTokens = estimatedTokens
         self.committedTokens = estimatedTokens
     }
 
     /// The key this permit was acquired for, or `nil` for an inert permit.
-    public var key: PolicyKey? { storage?.key }
+    public var key: PolicyKey? { storage?.key ?? shared?.key }
 
-    /// Whether this permit tracks nothing (its provider has no caps).
-    public var isInert: Bool { storage == nil }
+    /// Whether this permit tracks nothing: its provider has no caps, or its shared store
+    /// failed and the provider fails open.
+    public var isInert: Bool { storage == nil && shared == nil }
 
     /// Replaces the token count of this call with `actual` in every window still holding it.
     ///
@@ -51,10 +63,21 @@ public struct PolicyPermit: ~Copyable, Sendable {
             let error = PolicyError(
                 .invalidTokenCount, key: key,
                 message: "committed tokens must be in 0...\(PolicyLimits.maximumTokenCount), got \(actual)")
-            if let storage, storage.environment.hasTelemetry { storage.environment.telemetry?.didReject(PolicyRejectEvent(key: storage.key, estimatedTokens: estimatedTokens, error: error)) }
+            if let environment = storage?.environment ?? shared?.gate.environment, environment.hasTelemetry, let key {
+                environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimatedTokens, error: error))
+            }
             throw error
         }
         guard let storage else {
+            if let shared {
+                // Written in the background, retried, in order with the release.
+                shared.commit(tokens: actual)
+                let environment = shared.gate.environment
+                if environment.hasTelemetry {
+                    environment.telemetry?.didCommit(PolicyCommitEvent(
+                        key: shared.key, estimatedTokens: estimatedTokens, previousTokens: committedTokens, actualTokens: actual))
+                }
+            }
             committedTokens = actual
             return
         }
@@ -71,7 +94,16 @@ public struct PolicyPermit: ~Copyable, Sendable {
     public consuming func release() {}
 
     deinit {
-        guard let storage else { return }
+        guard let storage else {
+            guard let shared else { return }
+            shared.release()
+            let environment = shared.gate.environment
+            if environment.hasTelemetry, let telemetry = environment.telemetry {
+                let held = environment.time.now() - admission.time
+                telemetry.didRelease(PolicyReleaseEvent(key: shared.key, held: .nanoseconds(held), tokens: committedTokens))
+            }
+            return
+        }
         storage.release()
         if storage.environment.hasTelemetry, let telemetry = storage.environment.telemetry {
             let held = storage.environment.time.now() - admission.time

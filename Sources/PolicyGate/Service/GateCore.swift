@@ -10,6 +10,8 @@ struct ProviderEntry: Sendable {
     var compiled: CompiledLimits
     /// The provider's schedule and what it resolved to last, if it has one.
     var schedule: ScheduleTrack?
+    /// Where its counters are kept.
+    var storage: PolicyStorage = .memory
 }
 
 /// A provider's schedule with its latest resolution.
@@ -25,6 +27,7 @@ struct ProviderTable: Sendable {
     private struct Stored: Sendable {
         let limits: PolicyLimits
         let compiled: CompiledLimits
+        let storage: PolicyStorage
     }
 
     private var stored: [ProviderName: Stored] = [:]
@@ -35,9 +38,13 @@ struct ProviderTable: Sendable {
     func compiled(_ name: ProviderName) -> CompiledLimits? { stored[name]?.compiled }
 
     subscript(name: ProviderName) -> ProviderEntry? {
-        get { stored[name].map { ProviderEntry(limits: $0.limits, compiled: $0.compiled, schedule: tracks[name]) } }
+        get {
+            stored[name].map {
+                ProviderEntry(limits: $0.limits, compiled: $0.compiled, schedule: tracks[name], storage: $0.storage)
+            }
+        }
         set {
-            stored[name] = newValue.map { Stored(limits: $0.limits, compiled: $0.compiled) }
+            stored[name] = newValue.map { Stored(limits: $0.limits, compiled: $0.compiled, storage: $0.storage) }
             tracks[name] = newValue?.schedule
         }
     }
@@ -111,12 +118,16 @@ final class GateCore: Sendable {
     let wallClock: WallClock
     /// Sleeps until the next schedule transition and applies it (one task per service).
     private let scheduleTimer = Locked<Task<Void, Never>?>(nil)
+    /// Drives shared providers' calls through the service's store, if it has one.
+    let shared: SharedGate?
 
     init(
-        limits: [String: PolicyLimits], schedules: [String: PolicySchedule], time: any TimeSource,
-        startDate: Date, telemetry: (any PolicyTelemetry)?
+        limits: [String: PolicyLimits], schedules: [String: PolicySchedule], storage: [String: PolicyStorage],
+        store: (any PolicyQuotaStore)?, time: any TimeSource, startDate: Date, telemetry: (any PolicyTelemetry)?
     ) {
-        environment = GateEnvironment(time: time, telemetry: telemetry)
+        let environment = GateEnvironment(time: time, telemetry: telemetry)
+        self.environment = environment
+        shared = store.map { SharedGate(store: $0, environment: environment) }
         shards = (0..<Self.shardCount).map { _ in Shard() }
         wallClock = WallClock(start: startDate)
         let now = time.now()
@@ -124,7 +135,8 @@ final class GateCore: Sendable {
         for name in Set(limits.keys).union(schedules.keys) {
             let base = limits[name] ?? .unlimited
             guard !base.isUnlimited || schedules[name] != nil else { continue }
-            table[ProviderName(name)] = Self.entry(base, schedules[name], generation: 1, now: now, wallClock: wallClock)
+            table[ProviderName(name)] = Self.entry(
+                base, schedules[name], storage: storage[name] ?? .memory, generation: 1, now: now, wallClock: wallClock)
         }
         providers = Locked(table)
         armScheduleTimer()
@@ -136,10 +148,13 @@ final class GateCore: Sendable {
 
     /// Compiles a provider's limits as they stand at `now`, resolving its schedule.
     static func entry(
-        _ base: PolicyLimits, _ schedule: PolicySchedule?, generation: UInt64, now: Int64, wallClock: WallClock
+        _ base: PolicyLimits, _ schedule: PolicySchedule?, storage: PolicyStorage, generation: UInt64, now: Int64,
+        wallClock: WallClock
     ) -> ProviderEntry {
         guard let schedule else {
-            return ProviderEntry(limits: base, compiled: CompiledLimits(base, generation: generation))
+            var compiled = CompiledLimits(base, generation: generation)
+            compiled.share(storage)
+            return ProviderEntry(limits: base, compiled: compiled, storage: storage)
         }
         let date = wallClock.date(at: now)
         let resolution = schedule.resolve(base: base, at: date)
@@ -149,7 +164,10 @@ final class GateCore: Sendable {
         if resolution.isClosed {
             compiled.closedUntil = schedule.nextOpening(from: date).map { max(now + 1, wallClock.nanos(at: $0)) } ?? .max
         }
-        return ProviderEntry(limits: base, compiled: compiled, schedule: ScheduleTrack(schedule: schedule, resolution: resolution))
+        compiled.share(storage)
+        return ProviderEntry(
+            limits: base, compiled: compiled, schedule: ScheduleTrack(schedule: schedule, resolution: resolution),
+            storage: storage)
     }
 
     @inline(__always)
@@ -192,7 +210,9 @@ final class GateCore: Sendable {
         providers.withLock { table in
             for (name, entry) in table.entries {
                 guard let track = entry.schedule, entry.compiled.validUntil <= now else { continue }
-                let next = Self.entry(entry.limits, track.schedule, generation: nextGeneration(), now: now, wallClock: wallClock)
+                let next = Self.entry(
+                    entry.limits, track.schedule, storage: entry.storage, generation: nextGeneration(), now: now,
+                    wallClock: wallClock)
                 table[name] = next
                 // Same caps, only a later `validUntil` (the search horizon): nothing to report,
                 // but keys still need the new limits, since past their `validUntil` their queues
@@ -228,6 +248,8 @@ final class GateCore: Sendable {
             guard let compiled = byProvider[storage.key.provider] else { return }
             storage.settle(storage.machine.setLimits(compiled, now: now), into: &aftermath)
         }
+        // Shared keys read the limits afresh on every attempt: wake their waiting heads.
+        shared?.announce(nil)
         guard let telemetry = environment.telemetry else { return }
         for change in changes where change.isReported {
             let resolution = change.current?.schedule?.resolution

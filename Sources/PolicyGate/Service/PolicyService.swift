@@ -54,12 +54,26 @@ public actor PolicyService {
     /// The designated initialiser: limits and schedules per provider, the clock, and the
     /// wall-clock date at the clock's current instant (what schedules are read against).
     init<C: Clock>(
-        limits: [String: PolicyLimits], schedules: [String: PolicySchedule], clock: C, startDate: Date,
-        telemetry: (any PolicyTelemetry)?
+        limits: [String: PolicyLimits], schedules: [String: PolicySchedule], storage: [String: PolicyStorage] = [:],
+        store: (any PolicyQuotaStore)? = nil, clock: C, startDate: Date, telemetry: (any PolicyTelemetry)?
     ) throws(PolicyError) where C.Duration == Duration {
         try Self.validate(limits: limits, schedules: schedules)
+        try Self.validate(storage: storage, store: store)
         core = GateCore(
-            limits: limits, schedules: schedules, time: makeTimeSource(clock), startDate: startDate, telemetry: telemetry)
+            limits: limits, schedules: schedules, storage: storage, store: store, time: makeTimeSource(clock),
+            startDate: startDate, telemetry: telemetry)
+    }
+
+    /// Checks that every provider kept in a shared store has one to be kept in.
+    static func validate(storage: [String: PolicyStorage], store: (any PolicyQuotaStore)?) throws(PolicyError) {
+        guard store == nil else { return }
+        let shared = storage.filter { $0.value.store != .memory }.keys.sorted()
+        guard shared.isEmpty else {
+            throw PolicyError(
+                .invalidArgument,
+                message: "provider(s) \(shared.map { "'\($0)'" }.joined(separator: ", ")) keep their counters in a shared store, "
+                    + "but the gate was created without one (PolicyGatePostgres: PolicyService.connecting(configuration:))")
+        }
     }
 
     /// Checks caps and schedules before anything is changed.
@@ -139,6 +153,11 @@ public actor PolicyService {
         var pending: Pending?
         if let permit = try admitAtOnce(key, estimatedTokens: estimatedTokens, pending: &pending) { return permit }
         let waiting = pending!
+        if waiting.isShared {
+            throw core.reject(key, estimatedTokens, PolicyError(
+                .invalidArgument, key: key,
+                message: "tryAcquire cannot ask a shared store without waiting; use acquire(_:estimatedTokens:maxWait: .zero)"))
+        }
         throw core.reject(key, estimatedTokens, core.naming(GateStateMachine<Void>.error(
             .rateLimited, waiting.rejection, now: waiting.now, "not admitted now").with(key: key)))
     }
@@ -149,6 +168,8 @@ public actor PolicyService {
         let tokens: Int64
         let now: Int64
         let rejection: Rejection
+        /// The provider's counters are in the shared store: nothing was asked yet.
+        var isShared = false
     }
 
     /// The synchronous fast path shared by every way of acquiring: an inert permit for a
@@ -162,6 +183,11 @@ public actor PolicyService {
         let now = core.environment.time.now()
         guard let limits = core.limits(stored, for: key, at: now) else { return try Self.inertPermit(estimatedTokens) }
         let tokens = try core.validate(estimate: estimatedTokens, limits: limits, key: key)
+        if limits.isShared {
+            // The store is asked on the asynchronous path, in the key's turn.
+            pending = Pending(limits: limits, tokens: tokens, now: now, rejection: Rejection(kind: nil, retryAt: nil), isShared: true)
+            return nil
+        }
         let (storage, result) = core.admitNow(key, tokens: tokens, limits: limits, now: now)
         switch result {
         case .success(let admission):
@@ -178,6 +204,9 @@ public actor PolicyService {
     nonisolated(nonsending) func acquireSlowly(
         _ key: PolicyKey, estimatedTokens: Int, pending: Pending, deadline: Int64
     ) async throws -> PolicyPermit {
+        if pending.isShared {
+            return try await acquireShared(key, estimatedTokens: estimatedTokens, pending: pending, deadline: deadline)
+        }
         do {
             let grant = try await core.wait(key, tokens: pending.tokens, limits: pending.limits, deadline: deadline)
             if core.environment.hasTelemetry, let telemetry = core.environment.telemetry {
@@ -192,6 +221,50 @@ public actor PolicyService {
             }
             throw error
         }
+    }
+
+    /// The shared store's path: the key's turn in this process, then the store.
+    nonisolated(nonsending) func acquireShared(
+        _ key: PolicyKey, estimatedTokens: Int, pending: Pending, deadline: Int64
+    ) async throws -> PolicyPermit {
+        let shared = core.shared!  // a shared provider exists only in a service with a store
+        let environment = core.environment
+        do {
+            switch try await shared.acquire(key, tokens: pending.tokens, deadline: deadline, core: core) {
+            case .admitted(let lease, let since):
+                let now = environment.time.now()
+                if environment.hasTelemetry {
+                    environment.telemetry?.didAcquire(PolicyAcquireEvent(
+                        key: key, estimatedTokens: estimatedTokens, waited: .nanoseconds(now - since)))
+                }
+                return PolicyPermit(
+                    shared: SharedLease(key: key, lease: lease, gate: shared),
+                    admission: Admission(time: now, sequence: 0), estimatedTokens: estimatedTokens)
+            case .uncounted:
+                return try Self.inertPermit(estimatedTokens)
+            case .notShared:
+                // A reload moved the provider into this process meanwhile.
+                var again: Pending?
+                if let permit = try admitAtOnce(key, estimatedTokens: estimatedTokens, pending: &again) { return permit }
+                return try await acquireSlowly(key, estimatedTokens: estimatedTokens, pending: again!, deadline: deadline)
+            }
+        } catch var error as PolicyError {
+            error = core.naming(error.key == nil ? error.with(key: key) : error)
+            if environment.hasTelemetry {
+                environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimatedTokens, error: error))
+            }
+            throw error
+        }
+    }
+
+    /// Waits until every commit and release of shared permits made so far has been written to
+    /// the store (or given up after the store's retry period). Returns at once without a store.
+    ///
+    /// Commits and releases of shared permits are written in the background, so that
+    /// ``PolicyPermit/commitTokens(_:)`` and a permit's release never wait on the network; call
+    /// this before shutting down, or in tests before reading the store.
+    public nonisolated func flushStoreWrites() async {
+        await core.shared?.flush()
     }
 
     private static func inertPermit(_ estimatedTokens: Int) throws(PolicyError) -> PolicyPermit {
@@ -224,8 +297,8 @@ public actor PolicyService {
     public func setLimits(_ limits: PolicyLimits?, for provider: String) throws(PolicyError) {
         let limits = limits ?? .unlimited
         try limits.validate(provider: provider)
-        let schedule = core.entry(for: provider)?.schedule?.schedule
-        swap([provider: (limits, schedule)], replacingAll: false)
+        let entry = core.entry(for: provider)
+        swap([provider: (limits, entry?.schedule?.schedule, entry?.storage ?? .memory)], replacingAll: false)
     }
 
     /// Replaces the limits and schedules of the providers in `changes` at once (and, when
@@ -233,7 +306,9 @@ public actor PolicyService {
     /// or the new one, never a mix. Unchanged providers keep their compiled limits and their
     /// keys are not touched; changed ones are re-limited key by key (waiters that now fit are
     /// admitted) and reported to telemetry. Call only with validated limits and schedules.
-    func swap(_ changes: [String: (limits: PolicyLimits, schedule: PolicySchedule?)], replacingAll: Bool) {
+    func swap(
+        _ changes: [String: (limits: PolicyLimits, schedule: PolicySchedule?, storage: PolicyStorage)], replacingAll: Bool
+    ) {
         let now = core.environment.time.now()
         var changed: [GateCore.LimitsChange] = []
         core.providers.withLock { table in
@@ -242,11 +317,15 @@ public actor PolicyService {
             for provider in names.sorted() {
                 let name = ProviderName(provider)
                 let previous = table[name]
-                let (limits, schedule) = changes[provider] ?? (.unlimited, nil)
-                guard limits != (previous?.limits ?? .unlimited) || schedule != previous?.schedule?.schedule else { continue }
+                let (limits, schedule, storage) = changes[provider] ?? (.unlimited, nil, .memory)
+                guard limits != (previous?.limits ?? .unlimited) || schedule != previous?.schedule?.schedule
+                    || storage != (previous?.storage ?? .memory)
+                else { continue }
                 let current = limits.isUnlimited && schedule == nil
                     ? nil
-                    : GateCore.entry(limits, schedule, generation: core.nextGeneration(), now: now, wallClock: core.wallClock)
+                    : GateCore.entry(
+                        limits, schedule, storage: storage, generation: core.nextGeneration(), now: now,
+                        wallClock: core.wallClock)
                 table[name] = current
                 changed.append(GateCore.LimitsChange(provider: provider, previous: previous, current: current))
             }

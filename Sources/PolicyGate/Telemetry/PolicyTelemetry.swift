@@ -24,6 +24,9 @@ public protocol PolicyTelemetry: Sendable {
     /// applied with ``PolicyService/apply(_:)``. Reported once per provider whose limits differ,
     /// after the change took effect.
     func didChangeLimits(_ event: PolicyLimitsChangeEvent)
+    /// A shared provider's store failed (an error, or no answer in time): what the gate did
+    /// about it. Reported for admissions, commits and releases.
+    func didFailStore(_ event: PolicyStoreFailureEvent)
 }
 
 extension PolicyTelemetry {
@@ -37,6 +40,8 @@ extension PolicyTelemetry {
     public func didRelease(_ event: PolicyReleaseEvent) {}
     /// Does nothing.
     public func didChangeLimits(_ event: PolicyLimitsChangeEvent) {}
+    /// Does nothing.
+    public func didFailStore(_ event: PolicyStoreFailureEvent) {}
 }
 
 /// A call was admitted.
@@ -149,5 +154,49 @@ public struct PolicyLimitsChangeEvent: Sendable, Hashable {
         self.scheduleEntry = scheduleEntry
         self.isClosed = isClosed
         self.nextTransition = nextTransition
+    }
+}
+
+/// A shared store failed a call of the gate's.
+public struct PolicyStoreFailureEvent: Sendable, Hashable {
+    /// What the gate asked the store.
+    public enum Operation: String, Sendable, Hashable {
+        /// An admission (``PolicyService/acquire(_:estimatedTokens:maxWait:)``).
+        case admit
+        /// A permit's ``PolicyPermit/commitTokens(_:)``.
+        case commit
+        /// A permit's release.
+        case release
+    }
+
+    /// What the gate did about it.
+    public enum Outcome: String, Sendable, Hashable {
+        /// The provider fails open: the call was admitted without being counted.
+        case admittedUncounted
+        /// The provider fails closed: the call was refused with
+        /// ``PolicyError/Code/storeUnavailable``.
+        case refused
+        /// The write will be tried again.
+        case willRetry
+        /// The write was retried for the store's whole retry period and dropped: a commit's
+        /// estimate stands, a release is left to the slot's lease.
+        case gaveUp
+    }
+
+    /// The key concerned.
+    public let key: PolicyKey
+    /// What was asked.
+    public let operation: Operation
+    /// What the gate did.
+    public let outcome: Outcome
+    /// The store's error, described (stores keep passwords out of it).
+    public let error: String
+
+    /// Creates the event (the gate does; adapters' tests and fakes may too).
+    public init(key: PolicyKey, operation: Operation, outcome: Outcome, error: String) {
+        self.key = key
+        self.operation = operation
+        self.outcome = outcome
+        self.error = error
     }
 }

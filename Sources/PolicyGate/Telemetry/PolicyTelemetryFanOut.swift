@@ -50,6 +50,11 @@ public struct PolicyTelemetryFanOut: PolicyTelemetry {
     public func didChangeLimits(_ event: PolicyLimitsChangeEvent) {
         for sink in sinks { sink.didChangeLimits(event) }
     }
+
+    /// Passes the event to every sink.
+    public func didFailStore(_ event: PolicyStoreFailureEvent) {
+        for sink in sinks { sink.didFailStore(event) }
+    }
 }
 
 extension PolicyTelemetry where Self == PolicyTelemetryFanOut {

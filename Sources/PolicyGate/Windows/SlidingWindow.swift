@@ -38,6 +38,18 @@ final class SlidingWindow {
 
     var isEmpty: Bool { requestTotal == 0 && tokenTotal == 0 }
 
+    /// Adds a bucket read from a shared store (whose instants are in its own unit, the same
+    /// for `length`, `now` and `index`); buckets outside the ring are ignored.
+    func load(index: Int64, requests count: Int64, tokens amount: Int64) {
+        guard index <= head, index > head - Self.span - 1 else { return }
+        let slot = Self.slot(index)
+        let requestCount = UInt32(clamping: Int64(requests[slot]).clampedAdding(count))
+        requestTotal += Int64(requestCount) - Int64(requests[slot])
+        requests[slot] = requestCount
+        tokens[slot] = tokens[slot].clampedAdding(amount)
+        tokenTotal = tokenTotal.clampedAdding(amount)
+    }
+
     @inline(__always)
     private static func slot(_ index: Int64) -> Int { Int(index % Int64(bucketCount)) }
 

@@ -1,0 +1,190 @@
+/// Where a shared provider's counters live, so that many processes count against one cap.
+///
+/// The gate keeps every rule: which caps apply now (schedules included), the FIFO queue of a
+/// key in this process, maximum waits, cancellation, `retryAfter`, the failure policy. A store
+/// only keeps the counters and answers one question atomically: *record one request of
+/// `tokens` in every capped window and take a concurrency slot, if all of that fits*. Its
+/// windows are counted exactly as the in-process gate counts them: a window of length `W` is
+/// 60 buckets of `W/60` plus the one being filled, a call lands in bucket `⌊t / (W/60)⌋` of the
+/// store's clock, and is counted until that bucket leaves the ring (so nobody over-admits,
+/// whatever the hosts' clocks say).
+///
+/// When a window refuses, the store returns its live buckets and the gate works out, with the
+/// same code as in-process, which cap binds and when the call would fit.
+///
+/// `PolicyGatePostgres` provides one (trait `Postgres`). Implementations must be safe to call
+/// concurrently.
+public protocol PolicyQuotaStore: AnyObject, Sendable {
+    /// One atomic admission attempt, in one round trip where the store allows.
+    func admit(_ request: PolicyStoreRequest) async throws -> PolicyStoreDecision
+
+    /// Replaces the token count of an admitted call by `tokens` in every window still holding
+    /// it. Must be idempotent: the gate retries it after transient errors.
+    func commit(_ lease: PolicyStoreLease, tokens: Int) async throws
+
+    /// Gives back the call's concurrency slot. Idempotent, like ``commit(_:tokens:)``.
+    func release(_ lease: PolicyStoreLease) async throws
+
+    /// Called once by the gate: the store calls `onChange` when a key may have room again
+    /// because some process released a slot or committed fewer tokens. The argument is the
+    /// key's ``PolicyStoreRequest/keyName``, or `nil` when anything may have changed (the
+    /// store reconnected and may have missed news).
+    func observeChanges(_ onChange: @escaping @Sendable (String?) -> Void)
+
+    /// The longest one store call may take before the gate gives up on it and applies the
+    /// provider's failure policy (a caller's maximum wait shortens it further).
+    var callTimeout: Duration { get }
+
+    /// How long the gate keeps retrying a commit or a release that failed. After that, a
+    /// commit is dropped (the estimate stands) and a release is left to the slot's lease.
+    var writeRetryPeriod: Duration { get }
+}
+
+/// One admission attempt against a store: the key, the call and the caps in force now.
+public struct PolicyStoreRequest: Sendable, Hashable {
+    /// The key, for readouts.
+    public let key: PolicyKey
+    /// The key's stable name in the store (one string per key, the same in every process).
+    public let keyName: String
+    /// The call's estimated tokens.
+    public let tokens: Int
+    /// Request caps per window (index ``PolicyWindow/rawValue``); `nil` when not capped.
+    public let requestCaps: [Int?]
+    /// Token caps per window; `nil` when not capped.
+    public let tokenCaps: [Int?]
+    /// The concurrency cap; `nil` when not capped.
+    public let maxConcurrent: Int?
+
+    /// Creates a request (the gate does; store tests may too).
+    public init(key: PolicyKey, tokens: Int, requestCaps: [Int?], tokenCaps: [Int?], maxConcurrent: Int?) {
+        self.key = key
+        self.keyName = key.storeName
+        self.tokens = tokens
+        self.requestCaps = requestCaps
+        self.tokenCaps = tokenCaps
+        self.maxConcurrent = maxConcurrent
+    }
+
+    /// Whether any cap over `window` is set: only then is usage recorded in it.
+    public func tracks(_ window: PolicyWindow) -> Bool {
+        requestCaps[window.rawValue] != nil || tokenCaps[window.rawValue] != nil
+    }
+}
+
+/// What a store answered to ``PolicyQuotaStore/admit(_:)``.
+public enum PolicyStoreDecision: Sendable, Hashable {
+    /// Recorded in every capped window, with a concurrency slot held until released.
+    case admitted(PolicyStoreLease)
+    /// Every concurrency slot is held. `retryAfter` is when the earliest lease expires if its
+    /// holder stops renewing it (a release usually comes first, and is announced).
+    case concurrencyFull(retryAfter: Duration?)
+    /// A window cap would be exceeded; the usage of the capped windows at the store's `now`.
+    case windowsFull(PolicyStoreUsage)
+}
+
+/// A call admitted by a store: what commit and release name.
+public struct PolicyStoreLease: Sendable, Hashable {
+    /// The store's id of the admission.
+    public let id: Int64
+    /// When the store admitted it, in microseconds on the store's clock.
+    public let admittedAt: Int64
+
+    /// Creates a lease (stores do).
+    public init(id: Int64, admittedAt: Int64) {
+        self.id = id
+        self.admittedAt = admittedAt
+    }
+}
+
+/// The live buckets of a key's capped windows, as a store saw them when it refused a call.
+public struct PolicyStoreUsage: Sendable, Hashable {
+    /// The store's clock when it looked, in microseconds.
+    public let now: Int64
+    /// The non-empty live buckets (`index` is `⌊t / (W/60)⌋` with `t` in microseconds).
+    public let buckets: [Bucket]
+
+    /// One bucket of one window.
+    public struct Bucket: Sendable, Hashable {
+        /// Its window.
+        public let window: PolicyWindow
+        /// Its index on the store's clock.
+        public let index: Int64
+        /// The requests recorded in it.
+        public let requests: Int64
+        /// The tokens recorded in it.
+        public let tokens: Int64
+
+        /// Creates a bucket (stores do).
+        public init(window: PolicyWindow, index: Int64, requests: Int64, tokens: Int64) {
+            self.window = window
+            self.index = index
+            self.requests = requests
+            self.tokens = tokens
+        }
+    }
+
+    /// Creates a usage snapshot (stores do).
+    public init(now: Int64, buckets: [Bucket]) {
+        self.now = now
+        self.buckets = buckets
+    }
+}
+
+/// Where a provider's counters are kept, and what the gate does when that store fails.
+public struct PolicyStorage: Sendable, Hashable, CustomStringConvertible {
+    /// The store's name: ``memory`` (in this process) or ``postgres``.
+    public var store: Store
+    /// What happens to calls when the store cannot be reached in time.
+    public var failurePolicy: FailurePolicy
+
+    /// Creates a storage choice.
+    public init(store: Store, failurePolicy: FailurePolicy = .failClosed) {
+        self.store = store
+        self.failurePolicy = failurePolicy
+    }
+
+    /// Counters in this process: the default.
+    public static let memory = PolicyStorage(store: .memory)
+
+    /// A store's name, as written in configuration files.
+    public struct Store: Hashable, Sendable, CustomStringConvertible {
+        /// The name (`memory`, `postgres`).
+        public let name: String
+        /// Creates a store name.
+        public init(_ name: String) { self.name = name }
+        /// In this process.
+        public static let memory = Store("memory")
+        /// Shared through PostgreSQL (`PolicyGatePostgres`, trait `Postgres`).
+        public static let postgres = Store("postgres")
+        /// The name.
+        public var description: String { name }
+    }
+
+    /// What a call gets when its provider's store fails (an error or no answer in time).
+    public enum FailurePolicy: String, Sendable, Hashable, Codable, CaseIterable {
+        /// Admit the call, untracked, and report the store's error to telemetry: availability
+        /// over the cap.
+        case failOpen = "fail_open"
+        /// Throw ``PolicyError/Code/storeUnavailable``: the cap over availability (the default).
+        case failClosed = "fail_closed"
+    }
+
+    /// `postgres (fail_closed)`.
+    public var description: String { "\(store) (\(failurePolicy.rawValue))" }
+}
+
+extension PolicyKey {
+    /// The key's name in a shared store: unambiguous (lengths prefix the free-form parts) and
+    /// the same in every process.
+    public var storeName: String {
+        let scope: String
+        switch self.scope {
+        case .global: scope = "g"
+        case .user(let id): scope = "u:\(id)"
+        case .org(let id): scope = "o:\(id)"
+        case .project(let id): scope = "p:\(id)"
+        case .custom(let kind, let id): scope = "c\(kind.utf8.count):\(kind):\(id)"
+        }
+        return "\(provider.utf8.count):\(provider)/\(scope)"
+    }
+}

@@ -1,0 +1,391 @@
+/// The shell that drives shared providers' calls through a ``PolicyQuotaStore``.
+///
+/// The rules are the in-process gate's: the limits come from ``GateCore`` (schedules
+/// included), token estimates are checked by the same code, and a store's refusal is turned
+/// into a cap and a `retryAfter` by the state machine's own window arithmetic over the buckets
+/// the store returned. What differs is only where the counters are, so this shell adds what
+/// a remote store needs: one caller per key talks to the store at a time (``SharedTurns``),
+/// calls have timeouts, a failing store meets the provider's failure policy, and commits and
+/// releases are written in the background, retried, in order per permit.
+final class SharedGate: Sendable {
+    typealias Parked = UnsafeContinuation<Void, any Error>
+
+    /// The least time one store call gets, whatever the caller's maximum wait (250 ms, or the
+    /// store's own timeout if shorter).
+    static let minimumAttempt: Int64 = 250_000_000
+
+    let store: any PolicyQuotaStore
+    let environment: GateEnvironment
+    private let keys = Locked<[String: SharedTurns<Parked>]>([:])
+    private let ids = Locked<UInt64>(0)
+    /// Commits and releases not yet written, and who waits for them all.
+    private let writes = Locked<(count: Int, waiters: [UnsafeContinuation<Void, Never>])>((0, []))
+
+    init(store: any PolicyQuotaStore, environment: GateEnvironment) {
+        self.store = store
+        self.environment = environment
+        store.observeChanges { [weak self] name in self?.announce(name) }
+    }
+
+    // MARK: Acquiring
+
+    enum Outcome {
+        case admitted(PolicyStoreLease, waitedSince: Int64)
+        /// Admitted without the store (it failed and the provider fails open).
+        case uncounted
+        /// The provider is no longer shared (a reload): take the in-process path.
+        case notShared
+    }
+
+    /// Waits for `key`'s turn in this process, then asks the store until it admits the call,
+    /// the deadline passes, or the store fails.
+    func acquire(_ key: PolicyKey, tokens: Int64, deadline: Int64, core: GateCore) async throws -> Outcome {
+        let id = ids.withLock { $0 &+= 1; return $0 }
+        let name = key.storeName
+        let start = environment.time.now()
+        defer { leave(name, id) }
+        var waited = false
+        if !keys.withLock({ table in table[name, default: SharedTurns()].enter(id) }) {
+            try await waitForTurn(name, id, deadline: deadline, key: key)
+            waited = true
+        }
+        var attempts = 0
+        while true {
+            try Task.checkCancellation()
+            let now = environment.time.now()
+            guard let stored = core.compiledLimits(for: key), let limits = core.limits(stored, for: key, at: now) else {
+                return .uncounted  // no longer gated: nothing to count
+            }
+            guard limits.isShared else { return .notShared }
+            if let kind = limits.oversizedKind(tokens) {
+                throw PolicyError(.oversized, limit: kind, key: key, message: "estimate of \(tokens) tokens exceeds \(kind)")
+            }
+            let rejection: Rejection
+            let seen = keys.withLock { $0[name]?.generation ?? 0 }
+            if now < limits.closedUntil {
+                rejection = Rejection(kind: nil, retryAt: limits.closedUntil)
+            } else {
+                attempts += 1
+                switch try await admit(key, tokens: tokens, limits: limits, now: now, deadline: deadline) {
+                case .decided(.admitted(let lease)):
+                    return .admitted(lease, waitedSince: start)
+                case .decided(.concurrencyFull(let retryAfter)):
+                    let at = environment.time.now()
+                    rejection = Rejection(kind: .concurrency, retryAt: retryAfter.map { at.clampedAdding($0.nanosecondsSaturating) })
+                case .decided(.windowsFull(let usage)):
+                    rejection = Self.rejection(usage, limits: limits, tokens: tokens, localNow: environment.time.now())
+                case .uncounted:
+                    return .uncounted
+                }
+            }
+            // Wait for news or for the time the refusal named; fail now if that is too late.
+            // A window or a closed schedule names a definite time; a full concurrency cap names
+            // only when the oldest lease would expire, and a release usually comes first.
+            let now2 = environment.time.now()
+            let definite = rejection.kind != .concurrency
+            if deadline <= now2 || (definite && (rejection.retryAt ?? now2) > deadline) {
+                let atOnce = attempts <= 1 && !waited
+                throw GateStateMachine<Void>.error(
+                    atOnce ? .rateLimited : .timedOut, rejection, now: now2,
+                    atOnce ? "cannot be admitted within its maximum wait" : "not admitted within its maximum wait"
+                ).with(key: key)
+            }
+            waited = true
+            try await waitForNews(name, since: seen, until: min(rejection.retryAt ?? .max, deadline))
+        }
+    }
+
+    private enum Attempt {
+        case decided(PolicyStoreDecision)
+        case uncounted
+    }
+
+    /// One store call, bounded by the store's timeout and the caller's deadline; a failure
+    /// meets the provider's policy.
+    private func admit(_ key: PolicyKey, tokens: Int64, limits: CompiledLimits, now: Int64, deadline: Int64) async throws -> Attempt {
+        func cap(_ value: Int64) -> Int? { value == .max ? nil : Int(value) }
+        let request = PolicyStoreRequest(
+            key: key, tokens: Int(tokens),
+            requestCaps: [cap(limits.requestCaps[0]), cap(limits.requestCaps[1]), cap(limits.requestCaps[2])],
+            tokenCaps: [cap(limits.tokenCaps[0]), cap(limits.tokenCaps[1]), cap(limits.tokenCaps[2])],
+            maxConcurrent: limits.maxConcurrent == .max ? nil : limits.maxConcurrent)
+        let storeLimit = now.clampedAdding(store.callTimeout.nanosecondsSaturating)
+        // A maximum wait shorter than a round trip (even zero: "do not queue") still gets one
+        // attempt of up to `minimumAttempt`, else no shared call could ever be admitted at once.
+        let callDeadline = min(storeLimit, max(deadline, now.clampedAdding(Self.minimumAttempt)))
+        let store = store
+        do {
+            return .decided(try await withTimeout(until: callDeadline, time: environment.time) { try await store.admit(request) })
+        } catch is CancellationError where Task.isCancelled {
+            throw CancellationError()
+        } catch {
+            if error is TimeoutError, callDeadline < storeLimit {
+                // The caller's own maximum wait ran out, not the store's patience.
+                throw PolicyError(.timedOut, key: key, message: "not admitted within its maximum wait: the store did not answer in time")
+            }
+            let description = error is TimeoutError
+                ? "the store did not answer within \(store.callTimeout)" : String(describing: error)
+            if limits.failsOpen {
+                report(key, .admit, .admittedUncounted, description)
+                return .uncounted
+            }
+            report(key, .admit, .refused, description)
+            throw PolicyError(.storeUnavailable, key: key, message: "the shared store failed: \(description)")
+        }
+    }
+
+    /// The binding cap and when the call fits, from a store's buckets, by the state machine's
+    /// own arithmetic; in the service's nanoseconds.
+    static func rejection(_ usage: PolicyStoreUsage, limits: CompiledLimits, tokens: Int64, localNow: Int64) -> Rejection {
+        var windows = WindowSlots()
+        for window in PolicyWindow.allCases where limits.tracks(window.rawValue) {
+            // In the store's microseconds.
+            let slot = SlidingWindow(length: window.nanoseconds / 1_000, now: usage.now, firstSequence: 1)
+            for bucket in usage.buckets where bucket.window == window {
+                slot.load(index: bucket.index, requests: bucket.requests, tokens: bucket.tokens)
+            }
+            windows[window.rawValue] = slot
+        }
+        guard let found = GateStateMachine<Void>.capsRejection(in: windows, limits: limits, tokens: tokens, now: usage.now),
+            let at = found.retryAt
+        else {
+            // The store refused what its buckets say fits (the caps changed in between):
+            // look again shortly rather than at once.
+            return Rejection(kind: .requests(.minute), retryAt: localNow + 10_000_000)
+        }
+        return Rejection(kind: found.kind, retryAt: localNow.clampedAdding(max(0, at - usage.now).multipliedReportingOverflow(by: 1_000).partialValue))
+    }
+
+    // MARK: Turns and news
+
+    private func waitForTurn(_ name: String, _ id: UInt64, deadline: Int64, key: PolicyKey) async throws {
+        let time = environment.time
+        let reachedTurn: Bool = try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask { try await self.parkUntilHead(name, id); return true }
+            if deadline != .max { group.addTask { try await time.sleep(until: deadline); return false } }
+            let first = try await group.next()!
+            group.cancelAll()
+            return first
+        }
+        if !reachedTurn {
+            throw PolicyError(
+                .timedOut, key: key, message: "not admitted within its maximum wait: queued behind earlier callers of this key")
+        }
+    }
+
+    private func parkUntilHead(_ name: String, _ id: UInt64) async throws {
+        try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { (continuation: Parked) in
+                let parked = keys.withLock { table in
+                    Task.isCancelled ? false : (table[name]?.park(id, continuation) ?? false)
+                }
+                if !parked {
+                    if Task.isCancelled { continuation.resume(throwing: CancellationError()) } else { continuation.resume() }
+                }
+            }
+        } onCancel: {
+            keys.withLock { $0[name]?.unpark(id) }?.resume(throwing: CancellationError())
+        }
+    }
+
+    private func waitForNews(_ name: String, since seen: UInt64, until wake: Int64) async throws {
+        let time = environment.time
+        if wake <= time.now() { return }
+        let id = ids.withLock { $0 &+= 1; return $0 }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try await withTaskCancellationHandler {
+                    try await withUnsafeThrowingContinuation { (continuation: Parked) in
+                        let listening = self.keys.withLock { table in
+                            Task.isCancelled ? false : (table[name]?.listen(id, since: seen, continuation) ?? false)
+                        }
+                        if !listening {
+                            if Task.isCancelled { continuation.resume(throwing: CancellationError()) } else { continuation.resume() }
+                        }
+                    }
+                } onCancel: {
+                    self.keys.withLock { $0[name]?.unlisten(id) }?.resume(throwing: CancellationError())
+                }
+            }
+            if wake != .max { group.addTask { try await time.sleep(until: wake) } }
+            try await group.next()!
+            group.cancelAll()
+        }
+    }
+
+    private func leave(_ name: String, _ id: UInt64) {
+        let next = keys.withLock { table -> Parked? in
+            let next = table[name]?.leave(id)
+            if table[name]?.isIdle == true { table[name] = nil }
+            return next
+        }
+        next?.resume()
+    }
+
+    /// News of `name` (or of every key, for `nil`): a slot or tokens may be free again.
+    func announce(_ name: String?) {
+        let woken = keys.withLock { table -> [Parked] in
+            guard let name else {
+                var all: [Parked] = []
+                for key in table.keys { all += table[key]!.announce() }
+                return all
+            }
+            return table[name]?.announce() ?? []
+        }
+        for continuation in woken { continuation.resume() }
+    }
+
+    // MARK: Writes
+
+    /// Runs `write` after `previous` (the permit's earlier write), retrying it on failure for
+    /// the store's retry period. Returns the task, for the next write to follow.
+    func write(
+        after previous: Task<Void, Never>?, key: PolicyKey, _ operation: PolicyStoreFailureEvent.Operation,
+        _ body: @escaping @Sendable (any PolicyQuotaStore) async throws -> Void
+    ) -> Task<Void, Never> {
+        writes.withLock { $0.count += 1 }
+        return Task { [self] in
+            await previous?.value
+            await retrying(key: key, operation, body)
+            let waiters = writes.withLock { state -> [UnsafeContinuation<Void, Never>] in
+                state.count -= 1
+                guard state.count == 0 else { return [] }
+                defer { state.waiters = [] }
+                return state.waiters
+            }
+            for waiter in waiters { waiter.resume() }
+        }
+    }
+
+    private func retrying(
+        key: PolicyKey, _ operation: PolicyStoreFailureEvent.Operation,
+        _ body: @escaping @Sendable (any PolicyQuotaStore) async throws -> Void
+    ) async {
+        let time = environment.time
+        let giveUpAt = time.now().clampedAdding(store.writeRetryPeriod.nanosecondsSaturating)
+        var backoff: Int64 = 50_000_000
+        let store = store
+        while true {
+            let now = time.now()
+            do {
+                try await withTimeout(until: now.clampedAdding(store.callTimeout.nanosecondsSaturating), time: time) { try await body(store) }
+                if operation == .release || operation == .commit { announce(key.storeName) }
+                return
+            } catch {
+                let description = error is TimeoutError
+                    ? "the store did not answer within \(store.callTimeout)" : String(describing: error)
+                guard time.now() < giveUpAt else {
+                    report(key, operation, .gaveUp, description)
+                    return
+                }
+                report(key, operation, .willRetry, description)
+                // Not cancellable: a write is the permit's last word and must not be lost.
+                try? await time.sleep(until: min(giveUpAt, time.now().clampedAdding(backoff)))
+                backoff = min(backoff * 2, 2_000_000_000)
+            }
+        }
+    }
+
+    /// Waits until every commit and release made so far has been written (or given up).
+    func flush() async {
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            let done = writes.withLock { state -> Bool in
+                if state.count == 0 { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+
+    private func report(
+        _ key: PolicyKey, _ operation: PolicyStoreFailureEvent.Operation, _ outcome: PolicyStoreFailureEvent.Outcome,
+        _ error: String
+    ) {
+        guard environment.hasTelemetry else { return }
+        environment.telemetry?.didFailStore(PolicyStoreFailureEvent(key: key, operation: operation, outcome: outcome, error: error))
+    }
+}
+
+/// A shared permit's link to the store: its writes, in order.
+final class SharedLease: Sendable {
+    let key: PolicyKey
+    let lease: PolicyStoreLease
+    let gate: SharedGate
+    private let last = Locked<Task<Void, Never>?>(nil)
+
+    init(key: PolicyKey, lease: PolicyStoreLease, gate: SharedGate) {
+        self.key = key
+        self.lease = lease
+        self.gate = gate
+    }
+
+    func commit(tokens: Int) {
+        let lease = lease
+        enqueue(.commit) { try await $0.commit(lease, tokens: tokens) }
+    }
+
+    func release() {
+        let lease = lease
+        enqueue(.release) { try await $0.release(lease) }
+    }
+
+    private func enqueue(
+        _ operation: PolicyStoreFailureEvent.Operation, _ body: @escaping @Sendable (any PolicyQuotaStore) async throws -> Void
+    ) {
+        last.withLock { last in
+            last = gate.write(after: last, key: key, operation, body)
+        }
+    }
+}
+
+/// A store call that did not answer in time.
+struct TimeoutError: Error {}
+
+/// Who resumes the caller of ``withTimeout(until:time:_:)``: the call, the timer or a cancellation.
+private struct TimeoutState<T: Sendable> {
+    var continuation: UnsafeContinuation<T, any Error>?
+    var work: Task<Void, Never>?
+    var timer: Task<Void, Never>?
+}
+
+/// Runs `body`, giving up at `deadline` (service nanoseconds) or when the caller is cancelled:
+/// the call is then cancelled and left to finish on its own. A store that never answers can
+/// therefore never hold a caller beyond its deadline.
+/// - Throws: `body`'s error, `TimeoutError`, or `CancellationError`.
+func withTimeout<T: Sendable>(
+    until deadline: Int64, time: any TimeSource, _ body: @escaping @Sendable () async throws -> T
+) async throws -> T {
+    let state = Locked(TimeoutState<T>())
+    /// Resumes the caller once, with whichever outcome came first, and stops the other tasks.
+    @Sendable func finish(_ result: Result<T, any Error>) {
+        let (continuation, work, timer) = state.withLock { state in
+            defer { state.continuation = nil }
+            return (state.continuation, state.work, state.timer)
+        }
+        guard let continuation else { return }
+        work?.cancel()
+        timer?.cancel()
+        continuation.resume(with: result)
+    }
+    return try await withTaskCancellationHandler {
+        try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<T, any Error>) in
+            state.withLock { $0.continuation = continuation }
+            let work = Task {
+                do { finish(.success(try await body())) } catch { finish(.failure(error)) }
+            }
+            let timer: Task<Void, Never>? = deadline == .max ? nil : Task {
+                try? await time.sleep(until: deadline)
+                if !Task.isCancelled { finish(.failure(TimeoutError())) }
+            }
+            state.withLock { state in
+                state.work = work
+                state.timer = timer
+            }
+            // Cancelled before the handler could see the continuation: finish now.
+            if Task.isCancelled { finish(.failure(CancellationError())) }
+        }
+    } onCancel: {
+        finish(.failure(CancellationError()))
+    }
+}

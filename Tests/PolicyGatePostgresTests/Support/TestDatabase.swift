@@ -1,0 +1,187 @@
+#if Postgres
+import Foundation
+import Logging
+import PolicyGate
+import PolicyGatePostgres
+import PostgresNIO
+import Testing
+
+/// The PostgreSQL server the tests use: `POLICYGATE_POSTGRES_URL`, as `.ci/postgres.sh start`
+/// prints it (by default the loopback server that script starts).
+///
+/// Without a reachable server the tests are skipped, saying so; with
+/// `POLICYGATE_REQUIRE_POSTGRES=1` (CI) they run anyway and fail.
+enum TestDatabase {
+    static let url = ProcessInfo.processInfo.environment["POLICYGATE_POSTGRES_URL"]
+        ?? "postgres://policygate@127.0.0.1:55432/postgres"
+    static let isRequired = ProcessInfo.processInfo.environment["POLICYGATE_REQUIRE_POSTGRES"] == "1"
+    static let logger = Logger(label: "policygate.tests")
+
+    static var settings: PolicyPostgresSettings { PolicyPostgresSettings(url: url) }
+
+    /// Whether the tests should run: the server answers, or CI requires it.
+    static func shouldRun() async -> Bool {
+        if isRequired { return true }
+        return await reachable()
+    }
+
+    static func reachable() async -> Bool {
+        guard let endpoint = try? connectionConfiguration() else { return false }
+        do {
+            let connection = try await withTimeout(seconds: 3) {
+                try await PostgresConnection.connect(configuration: endpoint, id: 1, logger: logger)
+            }
+            try? await connection.close()
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    static func connectionConfiguration() throws -> PostgresConnection.Configuration {
+        guard let components = URLComponents(string: url), let host = components.host else {
+            throw TestFailure("POLICYGATE_POSTGRES_URL is not a postgres:// URL: \(url)")
+        }
+        return PostgresConnection.Configuration(
+            host: host, port: components.port ?? 5432, username: components.user ?? "postgres",
+            password: components.password, database: String(components.path.drop { $0 == "/" }), tls: .disable)
+    }
+
+    /// A store on the test server, migrated.
+    static func store(
+        lease: Duration = .seconds(30), timeout: Duration = .seconds(2), holder: String? = nil,
+        settings: PolicyPostgresSettings? = nil
+    ) async throws -> PostgresPolicyStore {
+        var options = PostgresPolicyStore.Options()
+        options.lease = lease
+        options.callTimeout = timeout
+        options.writeRetryPeriod = .seconds(30)
+        let store = try PostgresPolicyStore(settings: settings ?? self.settings, options: options, holder: holder)
+        if settings == nil { try await store.migrate() }
+        return store
+    }
+
+    /// A gate whose provider `provider` is shared through `store`.
+    static func gate(
+        _ provider: String, _ limits: PolicyLimits, store: PostgresPolicyStore,
+        failurePolicy: PolicyStorage.FailurePolicy = .failClosed, telemetry: (any PolicyTelemetry)? = nil
+    ) throws -> PolicyService {
+        var configuration = PolicyConfiguration(limits: [provider: limits])
+        configuration.storage[provider] = PolicyStorage(store: .postgres, failurePolicy: failurePolicy)
+        return try PolicyService(configuration: configuration, store: store, telemetry: telemetry)
+    }
+
+    /// A provider name no other test (or earlier run) uses.
+    static func uniqueProvider(_ prefix: String) -> String {
+        "\(prefix)-\(UUID().uuidString.prefix(8))"
+    }
+
+    /// Runs `body` with a direct connection to the test server (for reading what the store wrote).
+    static func withConnection<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        let connection = try await PostgresConnection.connect(configuration: connectionConfiguration(), id: 2, logger: logger)
+        do {
+            let result = try await body(connection)
+            try? await connection.close()
+            return result
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+    }
+
+    /// One `bigint` from a query.
+    static func scalar(_ query: PostgresQuery) async throws -> Int64? {
+        try await withConnection { connection in
+            var value: Int64?
+            for try await v in try await connection.query(query, logger: logger).decode(Int64?.self) { value = v }
+            return value
+        }
+    }
+
+    /// The path of a built executable of this package, next to the test bundle.
+    static func executable(_ name: String) -> URL? {
+        var starts: [String] = Array(CommandLine.arguments.prefix(1))
+        if let path = Bundle.main.executablePath { starts.append(path) }
+        starts += [Bundle.main.bundlePath] + Bundle.allBundles.map(\.bundlePath)
+        for start in starts {
+            var directory = URL(fileURLWithPath: start).deletingLastPathComponent()
+            for _ in 0..<5 {
+                let candidate = directory.appendingPathComponent(name)
+                if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+                directory.deleteLastPathComponent()
+            }
+        }
+        return nil
+    }
+
+    /// The repository's `.ci/postgres.sh`, which restarts the test server.
+    static var serverScript: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent(".ci/postgres.sh")
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Runs `body`, failing if it takes longer than `seconds`: nothing in these tests may hang.
+func withTimeout<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: .milliseconds(Int(seconds * 1_000)))
+            return nil
+        }
+        guard let first = try await group.next(), let value = first else {
+            group.cancelAll()
+            throw TestFailure("did not finish within \(seconds) s")
+        }
+        group.cancelAll()
+        return value
+    }
+}
+
+/// A child process of the worker executable.
+final class Worker: @unchecked Sendable {
+    let process = Process()
+    private let output = Pipe()
+
+    init(_ arguments: [String]) throws {
+        guard let executable = TestDatabase.executable("policy-gate-store-worker") else {
+            throw TestFailure("policy-gate-store-worker was not found next to the test bundle; 'swift build --traits Postgres' builds it")
+        }
+        process.executableURL = executable
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["POLICYGATE_POSTGRES_URL"] = TestDatabase.url
+        process.environment = environment
+        process.standardOutput = output
+        try process.run()
+    }
+
+    /// Reads the worker's output until it ends (the worker exits).
+    func finish() -> (status: Int32, output: String) {
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    /// Reads one line of the worker's output (blocking).
+    func readLine() -> String {
+        var bytes: [UInt8] = []
+        while true {
+            let byte = output.fileHandleForReading.readData(ofLength: 1)
+            guard let first = byte.first, first != 10 else { break }
+            bytes.append(first)
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    func kill() {
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}
+#endif
