@@ -6,6 +6,8 @@ import PackageDescription
 //   swift run -c release --package-path Benchmarks PolicyGateFloors   # floors + gate, one ratio table
 //   cd Benchmarks && swift package benchmark                           # the same cases under ordo-one/benchmark
 //   swift run -c release --package-path Benchmarks TOMLDecodeBenchmark # parse/decode a ~1 MB TOML document
+//   swift run -c release --package-path Benchmarks --traits Postgres PostgresStoreBenchmark
+//                                        # shared store: admissions/s, p50/p99, statements per acquire
 //
 // ordo-one/benchmark enables the "MallocInterposer" and "RuntimeInterposer" traits by default;
 // naming only "MallocInterposer" turns the Linux Swift 6.3 ARC runtime interposer off, so
@@ -17,8 +19,14 @@ let settings: [SwiftSetting] = [
 let package = Package(
     name: "PolicyGateBenchmarks",
     platforms: [.macOS(.v15)],
+    // Off by default, so that building the benchmarks does not build postgres-nio.
+    traits: [
+        .trait(name: "Postgres", description: "PostgresStoreBenchmark against a local PostgreSQL server."),
+    ],
     dependencies: [
-        .package(name: "PolicyGate", path: ".."),
+        .package(
+            name: "PolicyGate", path: "..",
+            traits: [.trait(name: "Postgres", condition: .when(traits: ["Postgres"]))]),
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
@@ -46,6 +54,17 @@ let package = Package(
             name: "TOMLDecodeBenchmark",
             dependencies: [.product(name: "PolicyGateTOML", package: "PolicyGate")],
             path: "Sources/TOMLDecodeBenchmark",
+            swiftSettings: settings
+        ),
+        // The shared PostgreSQL store, 1 and 4 processes (it runs copies of itself); needs the
+        // `Postgres` trait and a server (`eval "$(bash .ci/postgres.sh start)"`).
+        .executableTarget(
+            name: "PostgresStoreBenchmark",
+            dependencies: [
+                .product(name: "PolicyGate", package: "PolicyGate"),
+                .product(name: "PolicyGatePostgres", package: "PolicyGate"),
+            ],
+            path: "Sources/PostgresStoreBenchmark",
             swiftSettings: settings
         ),
         // The same cases for `swift package benchmark` (sources must live under Benchmarks/).

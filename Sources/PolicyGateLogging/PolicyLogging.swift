@@ -39,6 +39,8 @@ public struct PolicyLogging: PolicyTelemetry {
         public var commit: Logger.Level
         /// Released permits. Default `trace`.
         public var release: Logger.Level
+        /// A shared store that failed (and what the gate did about it). Default `warning`.
+        public var storeFailure: Logger.Level
 
         /// Levels for each kind of event; the defaults keep per-call lines below `info`.
         public init(
@@ -46,13 +48,15 @@ public struct PolicyLogging: PolicyTelemetry {
             limitsChange: Logger.Level = .info,
             acquire: Logger.Level = .debug,
             commit: Logger.Level = .debug,
-            release: Logger.Level = .trace
+            release: Logger.Level = .trace,
+            storeFailure: Logger.Level = .warning
         ) {
             self.reject = reject
             self.limitsChange = limitsChange
             self.acquire = acquire
             self.commit = commit
             self.release = release
+            self.storeFailure = storeFailure
         }
     }
 
@@ -178,6 +182,19 @@ public struct PolicyLogging: PolicyTelemetry {
                 metadata[MetadataKey.estimatedTokens] = .stringConvertible(event.estimatedTokens)
                 metadata[MetadataKey.previousTokens] = .stringConvertible(event.previousTokens)
                 metadata[MetadataKey.actualTokens] = .stringConvertible(event.actualTokens)
+                return metadata
+            }(), source: "PolicyGate")
+    }
+
+    /// Logs a store failure at ``Levels/storeFailure``: the operation, what the gate did, and
+    /// the store's error (which never holds a password).
+    public func didFailStore(_ event: PolicyStoreFailureEvent) {
+        logger.log(
+            level: levels.storeFailure, "PolicyGate store failed: \(event.error)",
+            metadata: {
+                var metadata = keyMetadata(event.key)
+                metadata["policygate.store_operation"] = .string(event.operation.rawValue)
+                metadata["policygate.store_outcome"] = .string(LabelNames.snakeCase(event.outcome.rawValue))
                 return metadata
             }(), source: "PolicyGate")
     }

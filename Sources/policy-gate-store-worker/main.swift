@@ -1,4 +1,4 @@
-// One OS process of the many-processes tests and benchmark: a gate on the shared PostgreSQL
+// One OS process of the many-processes tests: a gate on the shared PostgreSQL
 // store, driven from the command line.
 //
 //   policy-gate-store-worker hammer --provider P --tasks M --seconds S [caps…]
@@ -6,9 +6,6 @@
 //       "admitted N" at the end.
 //   policy-gate-store-worker hold --provider P --count N [caps…]
 //       acquires N permits, prints "held N" and sleeps until killed (the lease test).
-//   policy-gate-store-worker bench --provider P --tasks M --seconds S
-//       uncontended admissions (one key per task, caps never reached); prints
-//       "bench admissions=N seconds=S p50_us=… p99_us=…".
 //
 // caps: --rpm N --tpm N --concurrent N --estimate N --lease-seconds N
 // The database comes from POLICYGATE_POSTGRES_URL (or PGHOST…).
@@ -19,7 +16,7 @@ import PolicyGatePostgres
 
 var arguments = Array(CommandLine.arguments.dropFirst())
 guard let mode = arguments.first else {
-    FileHandle.standardError.write(Data("usage: policy-gate-store-worker hammer|hold|bench [options]\n".utf8))
+    FileHandle.standardError.write(Data("usage: policy-gate-store-worker hammer|hold [options]\n".utf8))
     exit(2)
 }
 arguments.removeFirst()
@@ -92,36 +89,6 @@ do {
             _ = consume permit
         }
         try await hold(int("count", 1), of: int("count", 1))
-    case "bench":
-        let seconds = int("seconds", 5)
-        let tasks = int("tasks", 8)
-        let start = ContinuousClock.now
-        let end = start + .seconds(seconds)
-        let samples = await withTaskGroup(of: [Int64].self) { group in
-            for index in 0..<tasks {
-                group.addTask {
-                    let own = PolicyKey(provider: provider, scope: .custom(kind: "bench", id: "\(ProcessInfo.processInfo.processIdentifier)-\(index)"))
-                    var latencies: [Int64] = []
-                    while ContinuousClock.now < end {
-                        let before = ContinuousClock.now
-                        guard let permit = try? await gate.acquire(own, estimatedTokens: estimate) else { break }
-                        let taken = ContinuousClock.now - before
-                        latencies.append(taken.components.seconds * 1_000_000 + taken.components.attoseconds / 1_000_000_000_000)
-                        _ = consume permit
-                    }
-                    return latencies
-                }
-            }
-            var all: [Int64] = []
-            for await latencies in group { all += latencies }
-            return all.sorted()
-        }
-        let elapsed = ContinuousClock.now - start
-        await gate.flushStoreWrites()
-        let seconds_ = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        let p50 = samples.isEmpty ? 0 : samples[samples.count / 2]
-        let p99 = samples.isEmpty ? 0 : samples[min(samples.count - 1, samples.count * 99 / 100)]
-        print("bench admissions=\(samples.count) seconds=\(String(format: "%.3f", seconds_)) p50_us=\(p50) p99_us=\(p99)")
     default:
         FileHandle.standardError.write(Data("unknown mode \(mode)\n".utf8))
         exit(2)

@@ -84,13 +84,15 @@ extension PolicyService {
         swap(changes, replacingAll: true)
     }
 
-    /// The configuration in force now: the base limits and schedule of every gated provider.
+    /// The configuration in force now: the base limits, schedule and storage of every gated
+    /// provider (storage listed per provider; ``PolicyConfiguration/postgres`` is not kept).
     public nonisolated var configuration: PolicyConfiguration {
         core.providers.withLock { table in
             var configuration = PolicyConfiguration()
             for (name, entry) in table.entries {
                 if !entry.limits.isUnlimited || entry.schedule == nil { configuration.limits[name.name] = entry.limits }
                 if let schedule = entry.schedule?.schedule { configuration.schedules[name.name] = schedule }
+                if entry.storage != .memory { configuration.storage[name.name] = entry.storage }
             }
             return configuration
         }
