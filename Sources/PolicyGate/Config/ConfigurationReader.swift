@@ -107,7 +107,7 @@ struct ConfigurationReader {
             case "url":
                 settings.url = readString(table, key, path: keyPath, what: "a URL such as \"postgres://gate@db:5432/app\"")
                 if let url = settings.url, PolicyPostgresSettings.urlHasPassword(url) {
-                    error(keyPath, "must not contain a password: name an environment variable that holds it with password_env")
+                    error(keyPath, "must be a postgres:// URL without a password: name an environment variable that holds it with password_env")
                     settings.url = nil
                 }
             case "host": settings.host = readString(table, key, path: keyPath, what: "a host name")

@@ -63,10 +63,11 @@ public struct PolicyPostgresSettings: Sendable, Hashable, Codable, CustomStringC
         case maxConnections = "max_connections"
     }
 
-    /// The settings that are set, as `key = value` pairs (there is no password to hide).
+    /// The settings that are set, as `key = value` pairs; a password in a URL built in code is
+    /// shown as `***`.
     public var description: String {
         let fields: [(String, String?)] = [
-            ("url", url), ("host", host), ("port", port.map(String.init)), ("user", user), ("database", database),
+            ("url", url.map(Self.redacted)), ("host", host), ("port", port.map(String.init)), ("user", user), ("database", database),
             ("password_env", passwordEnvironmentVariable), ("lease_seconds", leaseSeconds.map(String.init)),
             ("timeout_ms", timeoutMilliseconds.map(String.init)), ("retry_seconds", retrySeconds.map(String.init)),
             ("max_connections", maxConnections.map(String.init)),
@@ -74,9 +75,24 @@ public struct PolicyPostgresSettings: Sendable, Hashable, Codable, CustomStringC
         return fields.compactMap { key, value in value.map { "\(key) = \($0)" } }.joined(separator: ", ")
     }
 
-    /// Whether a `postgres://user:password@…` URL carries a password.
+    /// Whether a URL may carry a password: a `user:password@` part, a `password=` parameter,
+    /// or a form `URLComponents` cannot read (where one could hide). Such a URL is refused.
     static func urlHasPassword(_ url: String) -> Bool {
-        guard let components = URLComponents(string: url) else { return false }
-        return components.password != nil
+        guard let components = URLComponents(string: url), components.scheme != nil else {
+            return url.contains("@") || url.lowercased().contains("password")
+        }
+        if components.password != nil { return true }
+        return components.queryItems?.contains { $0.name.lowercased() == "password" } ?? false
+    }
+
+    /// `url` with any password replaced by `***`, for descriptions.
+    static func redacted(_ url: String) -> String {
+        guard urlHasPassword(url) else { return url }
+        guard var components = URLComponents(string: url), components.scheme != nil else { return "<unreadable URL, hidden>" }
+        if components.password != nil { components.password = "***" }
+        components.queryItems = components.queryItems?.map {
+            $0.name.lowercased() == "password" ? URLQueryItem(name: $0.name, value: "***") : $0
+        }
+        return components.string ?? "<hidden>"
     }
 }

@@ -73,7 +73,11 @@ extension PolicyService {
     ///   invalid; nothing changes then.
     public func apply(_ configuration: PolicyConfiguration) throws(PolicyError) {
         try Self.validate(limits: configuration.limits, schedules: configuration.schedules)
-        try Self.validate(storage: configuration.storage, store: core.shared?.store)
+        var storage: [String: PolicyStorage] = [:]
+        for provider in Set(configuration.limits.keys).union(configuration.schedules.keys) {
+            storage[provider] = configuration.storage(for: provider)
+        }
+        try Self.validate(storage: storage, store: core.shared?.store)
         var changes: [String: (limits: PolicyLimits, schedule: PolicySchedule?, storage: PolicyStorage)] = [:]
         for provider in Set(configuration.limits.keys).union(configuration.schedules.keys) {
             changes[provider] = (

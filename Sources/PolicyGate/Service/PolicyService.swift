@@ -227,7 +227,11 @@ public actor PolicyService {
     nonisolated(nonsending) func acquireShared(
         _ key: PolicyKey, estimatedTokens: Int, pending: Pending, deadline: Int64
     ) async throws -> PolicyPermit {
-        let shared = core.shared!  // a shared provider exists only in a service with a store
+        guard let shared = core.shared else {
+            // Unreachable: a shared provider is refused (invalidArgument) by a service without a store.
+            throw core.reject(key, estimatedTokens, PolicyError(
+                .storeUnavailable, key: key, message: "the provider is shared but the gate has no store"))
+        }
         let environment = core.environment
         do {
             switch try await shared.acquire(key, tokens: pending.tokens, deadline: deadline, core: core) {
