@@ -62,7 +62,10 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     private let logger: Logger
     private let tasks = Mutex<[Task<Void, Never>]>([])
     private let held = Mutex<Set<Int64>>([])
-    private let observer = Mutex<(@Sendable (String?) -> Void)?>(nil)
+    /// In a class, not stored in the mutex as a closure: a closure read and written back
+    /// through a generic lock is wrapped in two more reabstraction thunks each time, and
+    /// calling it grew with every notification.
+    private let observer = Mutex<ChangeObserver?>(nil)
     private let lost = Atomic<Int>(0)
 
     /// Connects to the database `settings` and the environment describe.
@@ -239,7 +242,7 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     /// Starts the listener that turns `NOTIFY policygate` into `onChange`.
     public func observeChanges(_ onChange: @escaping @Sendable (String?) -> Void) {
         let first = observer.withLock { observer in
-            defer { observer = onChange }
+            defer { observer = ChangeObserver(onChange) }
             return observer == nil
         }
         guard first else { return }
@@ -252,9 +255,9 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
                     try await listener.listen(on: "policygate") { notifications in
                         attempt = 0
                         // News may have been missed while disconnected: everyone looks again.
-                        self?.observer.withLock { $0 }?(nil)
+                        self?.observer.withLock { $0 }?.call(nil)
                         for try await notification in notifications {
-                            self?.observer.withLock { $0 }?(notification.payload)
+                            self?.observer.withLock { $0 }?.call(notification.payload)
                         }
                     }
                 } catch {
@@ -356,6 +359,12 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
         if let error = error as? PostgresStoreError { return error.message }
         return String(describing: error)
     }
+}
+
+/// The gate's callback for news of keys.
+final class ChangeObserver: Sendable {
+    let call: @Sendable (String?) -> Void
+    init(_ call: @escaping @Sendable (String?) -> Void) { self.call = call }
 }
 
 /// What went wrong with the PostgreSQL store.

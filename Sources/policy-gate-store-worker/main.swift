@@ -2,8 +2,9 @@
 // store, driven from the command line.
 //
 //   policy-gate-store-worker hammer --provider P --tasks M --seconds S [caps…]
-//       M tasks acquire, hold a few milliseconds, commit and release, for S seconds; prints
-//       "admitted N" at the end.
+//       M tasks acquire, hold a few milliseconds, commit and release, for S seconds; a task
+//       stops when a cap refuses it for longer than the run has left. Prints
+//       "admitted N refused K" at the end.
 //   policy-gate-store-worker hold --provider P --count N [caps…]
 //       acquires N permits, prints "held N" and sleeps until killed (the lease test).
 //
@@ -49,10 +50,11 @@ do {
     case "hammer":
         let end = ContinuousClock.now + .seconds(int("seconds", 10))
         let tasks = int("tasks", 4)
-        let admitted = await withTaskGroup(of: Int.self) { group in
+        let admitted = await withTaskGroup(of: (Int, Int).self) { group in
             for index in 0..<tasks {
                 group.addTask {
                     var count = 0
+                    var refused = 0
                     var generator = SystemRandomNumberGenerator()
                     while ContinuousClock.now < end {
                         let remaining = end - ContinuousClock.now
@@ -62,21 +64,22 @@ do {
                             try? await Task.sleep(for: .milliseconds(Int.random(in: 1...20, using: &generator)))
                             try permit.commitTokens(Int.random(in: 0...estimate, using: &generator))
                         } catch let error as PolicyError where error.code == .timedOut || error.code == .rateLimited {
+                            refused += 1  // a cap refused it for longer than the run has left
                             break
                         } catch {
                             FileHandle.standardError.write(Data("task \(index): \(error)\n".utf8))
                             break
                         }
                     }
-                    return count
+                    return (count, refused)
                 }
             }
-            var total = 0
-            for await count in group { total += count }
+            var total = (0, 0)
+            for await (count, refused) in group { total = (total.0 + count, total.1 + refused) }
             return total
         }
         await gate.flushStoreWrites()
-        print("admitted \(admitted)")
+        print("admitted \(admitted.0) refused \(admitted.1)")
     case "hold":
         // Permits cannot go in an array (they are ~Copyable): hold each in a frame.
         func hold(_ remaining: Int, of count: Int) async throws {
