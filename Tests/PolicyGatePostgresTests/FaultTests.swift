@@ -87,7 +87,56 @@ extension PostgresStoreTests {
         let lost = try await TestDatabase.scalar(
             "SELECT count(*)::bigint FROM policygate.admissions WHERE key = \(key.storeName) AND lease_lost_us IS NOT NULL")
         #expect(lost == 2)
+        // The killed process never committed: its estimates stand in the windows.
+        let killedTokens = try await TestDatabase.scalar(
+            "SELECT sum(tokens)::bigint FROM policygate.admissions WHERE key = \(key.storeName) AND lease_lost_us IS NOT NULL")
+        #expect(killedTokens == 200)
         await gate.flushStoreWrites()
+    }
+
+    @Test("a slot held longer than its lease is kept: the holder renews it while the call runs")
+    func leaseRenewedWhileHeld() async throws {
+        let provider = TestDatabase.uniqueProvider("renew")
+        let (storeA, storeB) = (try await TestDatabase.store(lease: .seconds(2)), try await TestDatabase.store(lease: .seconds(2)))
+        defer { storeA.close(); storeB.close() }
+        let a = try TestDatabase.gate(provider, PolicyLimits(maxConcurrent: 1), store: storeA)
+        let b = try TestDatabase.gate(provider, PolicyLimits(maxConcurrent: 1), store: storeB)
+        let key = PolicyKey(provider: provider)
+        let held = try await a.acquire(key, maxWait: .zero)
+        try await Task.sleep(for: .seconds(5))  // two and a half leases
+        let refused = await #expect(throws: PolicyError.self) { _ = try await b.acquire(key, maxWait: .zero) }
+        #expect(refused?.limit == .concurrency)
+        #expect(storeA.lostLeases == 0)
+        _ = consume held
+        await a.flushStoreWrites()
+        _ = try await b.acquire(key, maxWait: .seconds(5))
+        await b.flushStoreWrites()
+    }
+
+    @Test("cleanup() deletes usage that left every window and admissions older than two days")
+    func cleanupDeletesOldRows() async throws {
+        let store = try await TestDatabase.store()
+        defer { store.close() }
+        let name = PolicyKey(provider: TestDatabase.uniqueProvider("old")).storeName
+        try await TestDatabase.withConnection { connection in
+            // A minute bucket from an hour ago and a three-day-old admission, released.
+            try await connection.query(
+                """
+                INSERT INTO policygate.usage (key, win, bucket, requests, tokens)
+                VALUES (\(name), 0, (policygate.now_us() - 3600000000) / 1000000, 1, 10)
+                """, logger: TestDatabase.logger)
+            try await connection.query(
+                """
+                INSERT INTO policygate.admissions (key, admitted_us, tokens, windows, holder, released_us)
+                VALUES (\(name), policygate.now_us() - 259200000000, 10, 1, 'test', policygate.now_us() - 259100000000)
+                """, logger: TestDatabase.logger)
+        }
+        let deleted = try await store.cleanup()
+        #expect(deleted >= 2)
+        let usage = try await TestDatabase.scalar("SELECT count(*)::bigint FROM policygate.usage WHERE key = \(name)")
+        let admissions = try await TestDatabase.scalar("SELECT count(*)::bigint FROM policygate.admissions WHERE key = \(name)")
+        #expect(usage == 0)
+        #expect(admissions == 0)
     }
 
     @Test("the database restarted mid-run: callers get their failure policy, nothing hangs, no commit is lost or counted twice")
