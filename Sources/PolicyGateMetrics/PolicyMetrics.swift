@@ -22,6 +22,7 @@ import PolicyGateTelemetrySupport
 /// | `policygate_rejected_total` | counter | calls | `reason`, `limit` | per refusal |
 /// | `policygate_estimated_tokens_total` | counter | tokens | | per admission (its estimate) |
 /// | `policygate_committed_tokens_total` | counter | tokens | | per release (the count the call ended with) |
+/// | `policygate_store_failures_total` | counter | failures | `operation`, `outcome` | per shared-store failure |
 /// | `policygate_queue_wait_seconds` | timer | seconds | | per admission (0 when admitted at once) |
 /// | `policygate_hold_seconds` | timer | seconds | | per release |
 /// | `policygate_in_flight` | gauge (meter) | permits | | per admission and release |
@@ -79,6 +80,8 @@ public final class PolicyMetrics: PolicyTelemetry {
         public let remaining: String
         /// The configured cap (gauge), labelled with `provider` and `limit`.
         public let limit: String
+        /// Shared-store failures (counter), labelled with `operation` and `outcome`.
+        public let storeFailures: String
 
         /// The names under `prefix`: `<prefix>_acquired_total`, … (no separator when empty).
         public init(prefix: String = "policygate") {
@@ -94,6 +97,7 @@ public final class PolicyMetrics: PolicyTelemetry {
             activeKeys = p + "active_keys"
             remaining = p + "remaining"
             limit = p + "limit"
+            storeFailures = p + "store_failures_total"
         }
     }
 
@@ -165,6 +169,16 @@ public final class PolicyMetrics: PolicyTelemetry {
         if event.tokens > 0 { metrics.committedTokens.increment(by: event.tokens) }
         metrics.hold.recordNanoseconds(LabelNames.nanoseconds(event.held))
         metrics.inFlight.decrement()
+    }
+
+    /// Counts a shared store's failure under its operation (`admit`, `commit`, `release`) and
+    /// what the gate did (`admitted_uncounted`, `refused`, `will_retry`, `gave_up`). Rare, so
+    /// the counter is not cached.
+    public func didFailStore(_ event: PolicyStoreFailureEvent) {
+        var labels = self.labels(groupKey(event.key))
+        labels.append(("operation", event.operation.rawValue))
+        labels.append(("outcome", LabelNames.snakeCase(event.outcome.rawValue)))
+        Counter(label: names.storeFailures, dimensions: labels, factory: factory).increment()
     }
 
     /// Updates the provider's `policygate_limit` gauges.

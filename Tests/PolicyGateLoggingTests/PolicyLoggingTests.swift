@@ -19,6 +19,18 @@ struct PolicyLoggingTests {
         return logger
     }
 
+    @Test("a shared store's failure is one warning naming the operation, the outcome and the error")
+    func storeFailure() {
+        PolicyLogging(logger: logger(.info)).didFailStore(
+            PolicyStoreFailureEvent(key: key, operation: .commit, outcome: .willRetry, error: "PostgreSQL connection: refused"))
+        #expect(handler.entries.map(\.level) == [.warning])
+        #expect(handler.entries.first?.message.description == "PolicyGate store failed: PostgreSQL connection: refused")
+        #expect(flat(handler.entries.first?.metadata ?? [:]) == [
+            Key.provider: "openai", Key.scopeKind: "user", Key.scope: "user:u-42",
+            "policygate.store_operation": "commit", "policygate.store_outcome": "will_retry",
+        ])
+    }
+
     @Test("acquire, commit, reject and release are one line each, with their figures as metadata")
     func everyEvent() async throws {
         let gate = try PolicyService(

@@ -16,6 +16,20 @@ struct PolicyMetricsTests {
     let user = [("provider", "openai"), ("scope_kind", "user")]
     let globalLabels = [("provider", "openai"), ("scope_kind", "global")]
 
+    @Test("shared-store failures are counted by operation and outcome")
+    func storeFailures() throws {
+        let telemetry = PolicyMetrics(factory: metrics)
+        telemetry.didFailStore(PolicyStoreFailureEvent(key: u1, operation: .admit, outcome: .admittedUncounted, error: "down"))
+        telemetry.didFailStore(PolicyStoreFailureEvent(key: u1, operation: .admit, outcome: .admittedUncounted, error: "down"))
+        telemetry.didFailStore(PolicyStoreFailureEvent(key: u1, operation: .commit, outcome: .willRetry, error: "down"))
+        #expect(try metrics.expectCounter(
+            "policygate_store_failures_total", user + [("operation", "admit"), ("outcome", "admitted_uncounted")]
+        ).totalValue == 2)
+        #expect(try metrics.expectCounter(
+            "policygate_store_failures_total", user + [("operation", "commit"), ("outcome", "will_retry")]
+        ).totalValue == 1)
+    }
+
     @Test("admissions, refusals, tokens, waits and holds: exact names, labels and values")
     func events() async throws {
         let gate = try PolicyService(

@@ -320,14 +320,30 @@ final class SharedLease: Sendable {
         self.gate = gate
     }
 
-    func commit(tokens: Int) {
+    // Not inlined into the permit: its commit and `deinit` stay small for in-process permits.
+
+    /// Writes `tokens` in the background (retried, in order with the release) and reports it.
+    @inline(never)
+    func commit(tokens: Int, estimated: Int, previous: Int) {
         let lease = lease
         enqueue(.commit) { try await $0.commit(lease, tokens: tokens) }
+        let environment = gate.environment
+        if environment.hasTelemetry {
+            environment.telemetry?.didCommit(PolicyCommitEvent(
+                key: key, estimatedTokens: estimated, previousTokens: previous, actualTokens: tokens))
+        }
     }
 
-    func release() {
+    /// Gives the slot back in the background and reports how long it was held.
+    @inline(never)
+    func release(admittedAt: Int64, tokens: Int) {
         let lease = lease
         enqueue(.release) { try await $0.release(lease) }
+        let environment = gate.environment
+        if environment.hasTelemetry, let telemetry = environment.telemetry {
+            let held = environment.time.now() - admittedAt
+            telemetry.didRelease(PolicyReleaseEvent(key: key, held: .nanoseconds(held), tokens: tokens))
+        }
     }
 
     private func enqueue(
