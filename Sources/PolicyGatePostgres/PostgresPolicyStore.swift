@@ -91,7 +91,7 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
         self.holder = holder ?? "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
         self.logger = logger
         let endpoint = try Endpoint(settings: settings, environment: environment)
-        let milliseconds = options.callTimeout.components.seconds * 1_000 + options.callTimeout.components.attoseconds / 1_000_000_000_000_000
+        let milliseconds = options.callTimeout.nanosecondsSaturating / 1_000_000
         let parameters = [("statement_timeout", "\(milliseconds)"), ("application_name", "policygate")]
 
         var configuration = PostgresClient.Configuration(
@@ -193,7 +193,7 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     /// One statement: `policygate.admit` checks and records the call under the key's row lock.
     public func admit(_ request: PolicyStoreRequest) async throws -> PolicyStoreDecision {
         let (r, t) = (request.requestCaps, request.tokenCaps)
-        let leaseMicroseconds = Self.microseconds(options.lease)
+        let leaseMicroseconds = options.lease.nanosecondsSaturating / 1_000
         let rows = try await describing {
             try await client.query(
                 """
@@ -298,7 +298,7 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
         do {
             var renewed = Set<Int64>()
             let rows = try await client.query(
-                "SELECT policygate.renew(\(ids)::bigint[], \(Self.microseconds(options.lease)))", logger: logger)
+                "SELECT policygate.renew(\(ids)::bigint[], \(options.lease.nanosecondsSaturating / 1_000))", logger: logger)
             for try await id in rows.decode(Int64.self) { renewed.insert(id) }
             // A lease that expired was not renewed: its slot may be someone else's now.
             let expired = held.withLock { held -> Int in
@@ -328,10 +328,6 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     }
 
     // MARK: Helpers
-
-    private static func microseconds(_ duration: Duration) -> Int64 {
-        duration.components.seconds * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000
-    }
 
     /// Runs `body`, replacing its error by one that says what went wrong without the
     /// connection's secrets.

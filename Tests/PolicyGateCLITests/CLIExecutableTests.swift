@@ -1,27 +1,13 @@
 import Foundation
+import PolicyGateTestKit
 import Testing
 
 /// The built `policy-gate` executable, run as a separate process: its exit statuses and streams,
 /// which the in-process tests cannot see (`main.swift`, `exit`, writes to the real descriptors).
 @Suite("CLI executable")
 struct CLIExecutableTests {
-    /// `swift test` builds every product, so the executable sits in the same build directory as
-    /// the test bundle; look for it upwards from the bundle (a few levels, for macOS's nested
-    /// `.xctest` bundles).
-    static func executable() -> URL? {
-        var starts: [String] = Array(CommandLine.arguments.prefix(1))
-        if let path = Bundle.main.executablePath { starts.append(path) }
-        starts += [Bundle.main.bundlePath] + Bundle.allBundles.map(\.bundlePath)
-        for start in starts {
-            var directory = URL(fileURLWithPath: start).deletingLastPathComponent()
-            for _ in 0..<5 {
-                let candidate = directory.appendingPathComponent("policy-gate")
-                if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-                directory.deleteLastPathComponent()
-            }
-        }
-        return nil
-    }
+    /// The built `policy-gate`, next to the test bundle.
+    static func executable() -> URL? { builtExecutable(named: "policy-gate") }
 
     /// Runs the executable, returning its exit status and both streams.
     static func run(_ arguments: [String]) throws -> ToolRun {

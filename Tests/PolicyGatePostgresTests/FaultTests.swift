@@ -97,16 +97,14 @@ extension PostgresStoreTests {
     @Test("a slot held longer than its lease is kept: the holder renews it while the call runs")
     func leaseRenewedWhileHeld() async throws {
         let provider = TestDatabase.uniqueProvider("renew")
-        let (storeA, storeB) = (try await TestDatabase.store(lease: .seconds(2)), try await TestDatabase.store(lease: .seconds(2)))
-        defer { storeA.close(); storeB.close() }
-        let a = try TestDatabase.gate(provider, PolicyLimits(maxConcurrent: 1), store: storeA)
-        let b = try TestDatabase.gate(provider, PolicyLimits(maxConcurrent: 1), store: storeB)
+        let (a, b, stores) = try await TestDatabase.twoGates(provider, PolicyLimits(maxConcurrent: 1), lease: .seconds(2))
+        defer { stores.forEach { $0.close() } }
         let key = PolicyKey(provider: provider)
         let held = try await a.acquire(key, maxWait: .zero)
         try await Task.sleep(for: .seconds(5))  // two and a half leases
         let refused = await #expect(throws: PolicyError.self) { _ = try await b.acquire(key, maxWait: .zero) }
         #expect(refused?.limit == .concurrency)
-        #expect(storeA.lostLeases == 0)
+        #expect(stores[0].lostLeases == 0)
         _ = consume held
         await a.flushStoreWrites()
         _ = try await b.acquire(key, maxWait: .seconds(5))

@@ -29,11 +29,9 @@ struct PostgresStoreTests {
     @Test("a request cap is shared by two gates (two processes' worth) and retryAfter is the window's")
     func requestCapAcrossGates() async throws {
         let provider = TestDatabase.uniqueProvider("rpm")
-        let (storeA, storeB) = (try await TestDatabase.store(), try await TestDatabase.store())
-        defer { storeA.close(); storeB.close() }
         let limits = PolicyLimits(requestsPerMinute: 3)
-        let a = try TestDatabase.gate(provider, limits, store: storeA)
-        let b = try TestDatabase.gate(provider, limits, store: storeB)
+        let (a, b, stores) = try await TestDatabase.twoGates(provider, limits)
+        defer { stores.forEach { $0.close() } }
         let key = PolicyKey(provider: provider, scope: .user("u1"))
         _ = try await a.acquire(key, maxWait: .zero)
         _ = try await b.acquire(key, maxWait: .zero)
@@ -53,11 +51,9 @@ struct PostgresStoreTests {
     @Test("commitTokens replaces the estimate for every process: a lower commit lets another gate in")
     func commitReplacesEstimate() async throws {
         let provider = TestDatabase.uniqueProvider("tpm")
-        let (storeA, storeB) = (try await TestDatabase.store(), try await TestDatabase.store())
-        defer { storeA.close(); storeB.close() }
         let limits = PolicyLimits(tokensPerMinute: 1_000)
-        let a = try TestDatabase.gate(provider, limits, store: storeA)
-        let b = try TestDatabase.gate(provider, limits, store: storeB)
+        let (a, b, stores) = try await TestDatabase.twoGates(provider, limits)
+        defer { stores.forEach { $0.close() } }
         let key = PolicyKey(provider: provider)
         var permit = try await a.acquire(key, estimatedTokens: 800, maxWait: .zero)
         let refused = await #expect(throws: PolicyError.self) { _ = try await b.acquire(key, estimatedTokens: 300, maxWait: .zero) }
@@ -78,11 +74,9 @@ struct PostgresStoreTests {
     @Test("the concurrency cap holds across gates, and a release in one wakes a waiter in the other")
     func concurrencyAcrossGates() async throws {
         let provider = TestDatabase.uniqueProvider("conc")
-        let (storeA, storeB) = (try await TestDatabase.store(), try await TestDatabase.store())
-        defer { storeA.close(); storeB.close() }
         let limits = PolicyLimits(maxConcurrent: 2)
-        let a = try TestDatabase.gate(provider, limits, store: storeA)
-        let b = try TestDatabase.gate(provider, limits, store: storeB)
+        let (a, b, stores) = try await TestDatabase.twoGates(provider, limits)
+        defer { stores.forEach { $0.close() } }
         let key = PolicyKey(provider: provider)
         let first = try await a.acquire(key, maxWait: .zero)
         let second = try await a.acquire(key, maxWait: .zero)

@@ -37,10 +37,7 @@ struct ConfigurationReader {
     private var storageChoices: [String: (store: PolicyStorage.Store?, failurePolicy: PolicyStorage.FailurePolicy?)] = [:]
 
     static let storeKeys = ["default", "on_failure", "postgres"]
-    static let postgresKeys = [
-        "url", "host", "port", "user", "database", "password_env", "lease_seconds", "timeout_ms", "retry_seconds",
-        "max_connections",
-    ]
+    static let postgresKeys = PolicyPostgresSettings.CodingKeys.allCases.map(\.rawValue)
 
     /// Reads `[store]`: the default store and failure policy, and `[store.postgres]`.
     private mutating func readStoreTable(

@@ -53,6 +53,13 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
         storage[provider] ?? defaultStorage
     }
 
+    /// Every configured provider's storage, the defaults resolved: what a gate is built with.
+    var resolvedStorage: [String: PolicyStorage] {
+        var resolved: [String: PolicyStorage] = [:]
+        for provider in Set(limits.keys).union(schedules.keys) { resolved[provider] = storage(for: provider) }
+        return resolved
+    }
+
     /// Problems that do not stop the configuration from being used, found when it was
     /// decoded. Not part of equality or of the encoded form.
     public var warnings: [Diagnostic] = []

@@ -54,7 +54,8 @@ public struct PolicyPostgresSettings: Sendable, Hashable, Codable, CustomStringC
         self.maxConnections = maxConnections
     }
 
-    enum CodingKeys: String, CodingKey {
+    /// The keys of `[store.postgres]`; the configuration reader knows them from here.
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case url, host, port, user, database
         case passwordEnvironmentVariable = "password_env"
         case leaseSeconds = "lease_seconds"

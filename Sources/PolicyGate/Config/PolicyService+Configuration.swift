@@ -43,12 +43,9 @@ extension PolicyService {
         configuration: PolicyConfiguration, store: (any PolicyQuotaStore)?, clock: C, startDate: Date = Date(),
         telemetry: (any PolicyTelemetry)? = nil
     ) throws(PolicyError) where C.Duration == Duration {
-        var storage: [String: PolicyStorage] = [:]
-        for provider in Set(configuration.limits.keys).union(configuration.schedules.keys) {
-            storage[provider] = configuration.storage(for: provider)
-        }
         try self.init(
-            limits: configuration.limits, schedules: configuration.schedules, storage: storage, store: store,
+            limits: configuration.limits, schedules: configuration.schedules, storage: configuration.resolvedStorage,
+            store: store,
             clock: clock, startDate: startDate, telemetry: telemetry)
     }
 
@@ -73,17 +70,11 @@ extension PolicyService {
     ///   invalid; nothing changes then.
     public func apply(_ configuration: PolicyConfiguration) throws(PolicyError) {
         try Self.validate(limits: configuration.limits, schedules: configuration.schedules)
-        var storage: [String: PolicyStorage] = [:]
-        for provider in Set(configuration.limits.keys).union(configuration.schedules.keys) {
-            storage[provider] = configuration.storage(for: provider)
-        }
+        let storage = configuration.resolvedStorage
         try Self.validate(storage: storage, store: core.shared?.store)
         var changes: [String: (limits: PolicyLimits, schedule: PolicySchedule?, storage: PolicyStorage)] = [:]
-        for provider in Set(configuration.limits.keys).union(configuration.schedules.keys) {
-            changes[provider] = (
-                configuration.limits[provider] ?? .unlimited, configuration.schedules[provider],
-                configuration.storage(for: provider)
-            )
+        for (provider, storage) in storage {
+            changes[provider] = (configuration.limits[provider] ?? .unlimited, configuration.schedules[provider], storage)
         }
         swap(changes, replacingAll: true)
     }

@@ -45,7 +45,7 @@ public struct PolicyStoreRequest: Sendable, Hashable {
     /// The key, for readouts.
     public let key: PolicyKey
     /// The key's stable name in the store (one string per key, the same in every process).
-    public let keyName: String
+    public var keyName: String { key.storeName }
     /// The call's estimated tokens.
     public let tokens: Int
     /// Request caps per window (index ``PolicyWindow/rawValue``); `nil` when not capped.
@@ -58,7 +58,6 @@ public struct PolicyStoreRequest: Sendable, Hashable {
     /// Creates a request (the gate does; store tests may too).
     public init(key: PolicyKey, tokens: Int, requestCaps: [Int?], tokenCaps: [Int?], maxConcurrent: Int?) {
         self.key = key
-        self.keyName = key.storeName
         self.tokens = tokens
         self.requestCaps = requestCaps
         self.tokenCaps = tokenCaps

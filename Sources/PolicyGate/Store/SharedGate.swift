@@ -159,57 +159,51 @@ final class SharedGate: Sendable {
     // MARK: Turns and news
 
     private func waitForTurn(_ name: String, _ id: UInt64, deadline: Int64, key: PolicyKey) async throws {
-        let time = environment.time
-        let reachedTurn: Bool = try await withThrowingTaskGroup(of: Bool.self) { group in
-            group.addTask { try await self.parkUntilHead(name, id); return true }
-            if deadline != .max { group.addTask { try await time.sleep(until: deadline); return false } }
-            let first = try await group.next()!
-            group.cancelAll()
-            return first
-        }
+        let reachedTurn = try await park(
+            until: deadline, { table, continuation in table[name]?.park(id, continuation) ?? false },
+            unregister: { table in table[name]?.unpark(id) })
         if !reachedTurn {
             throw PolicyError(
                 .timedOut, key: key, message: "not admitted within its maximum wait: queued behind earlier callers of this key")
         }
     }
 
-    private func parkUntilHead(_ name: String, _ id: UInt64) async throws {
-        try await withTaskCancellationHandler {
-            try await withUnsafeThrowingContinuation { (continuation: Parked) in
-                let parked = keys.withLock { table in
-                    Task.isCancelled ? false : (table[name]?.park(id, continuation) ?? false)
-                }
-                if !parked {
-                    if Task.isCancelled { continuation.resume(throwing: CancellationError()) } else { continuation.resume() }
-                }
-            }
-        } onCancel: {
-            keys.withLock { $0[name]?.unpark(id) }?.resume(throwing: CancellationError())
-        }
+    private func waitForNews(_ name: String, since seen: UInt64, until wake: Int64) async throws {
+        if wake <= environment.time.now() { return }
+        let id = ids.withLock { $0 &+= 1; return $0 }
+        _ = try await park(
+            until: wake, { table, continuation in table[name]?.listen(id, since: seen, continuation) ?? false },
+            unregister: { table in table[name]?.unlisten(id) })
     }
 
-    private func waitForNews(_ name: String, since seen: UInt64, until wake: Int64) async throws {
+    /// Suspends until `register`'s continuation is resumed (`true`), or until `wake` on the
+    /// service's clock (`false`); throws `CancellationError` if the task is cancelled.
+    /// `register` parks the continuation in the table, or returns `false` when there is
+    /// nothing to wait for; `unregister` takes it back when the wait is abandoned.
+    private func park(
+        until wake: Int64,
+        _ register: @escaping @Sendable (inout [String: SharedTurns<Parked>], Parked) -> Bool,
+        unregister: @escaping @Sendable (inout [String: SharedTurns<Parked>]) -> Parked?
+    ) async throws -> Bool {
         let time = environment.time
-        if wake <= time.now() { return }
-        let id = ids.withLock { $0 &+= 1; return $0 }
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        return try await withThrowingTaskGroup(of: Bool.self) { group in
             group.addTask {
                 try await withTaskCancellationHandler {
                     try await withUnsafeThrowingContinuation { (continuation: Parked) in
-                        let listening = self.keys.withLock { table in
-                            Task.isCancelled ? false : (table[name]?.listen(id, since: seen, continuation) ?? false)
-                        }
-                        if !listening {
+                        let parked = self.keys.withLock { table in Task.isCancelled ? false : register(&table, continuation) }
+                        if !parked {
                             if Task.isCancelled { continuation.resume(throwing: CancellationError()) } else { continuation.resume() }
                         }
                     }
                 } onCancel: {
-                    self.keys.withLock { $0[name]?.unlisten(id) }?.resume(throwing: CancellationError())
+                    self.keys.withLock { table in unregister(&table) }?.resume(throwing: CancellationError())
                 }
+                return true
             }
-            if wake != .max { group.addTask { try await time.sleep(until: wake) } }
-            try await group.next()!
+            if wake != .max { group.addTask { try await time.sleep(until: wake); return false } }
+            let first = try await group.next()!
             group.cancelAll()
+            return first
         }
     }
 
@@ -269,7 +263,7 @@ final class SharedGate: Sendable {
             let now = time.now()
             do {
                 try await withTimeout(until: now.clampedAdding(store.callTimeout.nanosecondsSaturating), time: time) { try await body(store) }
-                if operation == .release || operation == .commit { announce(key.storeName) }
+                announce(key.storeName)  // a slot or tokens may be free again
                 return
             } catch {
                 let description = error is TimeoutError

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import PolicyGate
 import PolicyGatePostgres
+import PolicyGateTestKit
 import PostgresNIO
 import Testing
 
@@ -71,6 +72,15 @@ enum TestDatabase {
         return try PolicyService(configuration: configuration, store: store, telemetry: telemetry)
     }
 
+    /// Two gates sharing `provider` through two stores of their own: two processes' worth in
+    /// one test. Close the stores when done.
+    static func twoGates(
+        _ provider: String, _ limits: PolicyLimits, lease: Duration = .seconds(30)
+    ) async throws -> (PolicyService, PolicyService, stores: [PostgresPolicyStore]) {
+        let stores = [try await store(lease: lease), try await store(lease: lease)]
+        return (try gate(provider, limits, store: stores[0]), try gate(provider, limits, store: stores[1]), stores)
+    }
+
     /// A provider name no other test (or earlier run) uses.
     static func uniqueProvider(_ prefix: String) -> String {
         "\(prefix)-\(UUID().uuidString.prefix(8))"
@@ -96,22 +106,6 @@ enum TestDatabase {
             for try await v in try await connection.query(query, logger: logger).decode(Int64?.self) { value = v }
             return value
         }
-    }
-
-    /// The path of a built executable of this package, next to the test bundle.
-    static func executable(_ name: String) -> URL? {
-        var starts: [String] = Array(CommandLine.arguments.prefix(1))
-        if let path = Bundle.main.executablePath { starts.append(path) }
-        starts += [Bundle.main.bundlePath] + Bundle.allBundles.map(\.bundlePath)
-        for start in starts {
-            var directory = URL(fileURLWithPath: start).deletingLastPathComponent()
-            for _ in 0..<5 {
-                let candidate = directory.appendingPathComponent(name)
-                if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-                directory.deleteLastPathComponent()
-            }
-        }
-        return nil
     }
 
     /// The repository's `.ci/postgres.sh`, which restarts the test server.
@@ -149,7 +143,7 @@ final class Worker: @unchecked Sendable {
     private let output = Pipe()
 
     init(_ arguments: [String]) throws {
-        guard let executable = TestDatabase.executable("policy-gate-store-worker") else {
+        guard let executable = builtExecutable(named: "policy-gate-store-worker") else {
             throw TestFailure("policy-gate-store-worker was not found next to the test bundle; 'swift build --traits Postgres' builds it")
         }
         process.executableURL = executable
