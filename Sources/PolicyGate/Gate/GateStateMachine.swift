@@ -6,16 +6,9 @@ struct Admission: Sendable, Hashable {
     let sequence: UInt64
 }
 
-/// Why a call cannot be admitted now, and when it could be if nothing else arrives.
-struct Rejection: Error, Hashable {
-    /// The cap; `nil` when a schedule entry closes the gate.
-    let kind: PolicyLimitKind?
-    /// When the call would fit; `nil` when that depends on a release (concurrency).
-    let retryAt: Int64?
-}
-
-/// The rules of one key: windows, concurrency slots and the FIFO queue. Used in place (its
-/// windows are reference storage, so a copy would share them), under the key's lock.
+/// The rules of one key: windows, concurrency slots and the FIFO queue. `~Copyable`: its
+/// windows are reference storage, so a copy would silently share them; the compiler keeps it
+/// in place (in ``KeyStorage``, under the key's lock, or in a test's variable).
 ///
 /// It never locks, suspends, reads a clock or calls out. Every method takes `now` and returns
 /// what its caller must do (resume waiters, arm a timer at `wake`), so it can be driven
@@ -24,7 +17,14 @@ struct Rejection: Error, Hashable {
 /// Waiters queue in arrival order. The ones at the front hold concurrency slots (always a prefix
 /// of the queue, `slotted` long): a waiter first waits for a slot, then, holding it, for window
 /// capacity. Only the head is ever admitted, so a large call is never starved by smaller ones.
-struct GateStateMachine<Payload> {
+///
+/// When limits change (``setLimits(_:now:)``), permits admitted before run to completion;
+/// from then on nobody is admitted while the permits in flight reach the cap in force, and
+/// waiters holding slots beyond it give them back (the last of them first), keeping their
+/// place in the queue. Time inside the machine never goes backwards: callers read the clock
+/// before taking the lock, in any order, and the machine takes the latest instant it has seen,
+/// so that a call is recorded in and committed to the same buckets.
+struct GateStateMachine<Payload>: ~Copyable {
     struct Waiter {
         let id: UInt64
         let tokens: Int64
@@ -73,12 +73,24 @@ struct GateStateMachine<Payload> {
     private var deadlineCount = 0
     /// Admissions so far.
     private var sequence: UInt64 = 0
+    /// The latest instant seen (see ``monotonic(_:)``).
+    private var latest: Int64
 
     init(limits: CompiledLimits, now: Int64) {
         self.limits = limits
+        latest = now
         for w in 0..<3 where limits.tracks(w) {
-            windows[w] = SlidingWindow(length: PolicyWindow(rawValue: w)!.nanoseconds, now: now, firstSequence: 1)
+            windows[w] = SlidingWindow(length: PolicyWindow.at(w).nanoseconds, now: now, firstSequence: 1)
         }
+    }
+
+    /// `now`, or the latest instant seen if that is later. Two callers may read the clock in one
+    /// order and take the lock in the other; the windows never go back, so the later instant is
+    /// the one whose buckets a call is recorded in, and its admission must name that instant.
+    @inline(__always)
+    private mutating func monotonic(_ now: Int64) -> Int64 {
+        if now > latest { latest = now }
+        return latest
     }
 
     var queued: Int { queue.count }
@@ -90,6 +102,7 @@ struct GateStateMachine<Payload> {
     /// Runs due work first (waiters whose time has come), returned in the effects.
     @inline(__always)
     mutating func tryAdmit(tokens: Int64, now: Int64) -> (Result<Admission, Rejection>, Effects) {
+        let now = monotonic(now)
         var effects = Effects()
         if !queue.isEmpty {
             effects = pump(now: now)
@@ -97,34 +110,31 @@ struct GateStateMachine<Payload> {
                 return (.failure(rejection(forQueued: head, at: 0, now: now)), effects)
             }
         }
-        if inFlight >= limits.maxConcurrent {
-            return (.failure(Rejection(kind: .concurrency, retryAt: nil)), effects)
-        }
+        if inFlight >= limits.maxConcurrent { return (.failure(.concurrency), effects) }
         advanceWindows(to: now)
         if windowsFit(tokens, now: now) { return (.success(admit(tokens: tokens, now: now)), effects) }
-        return (.failure(windowRejection(tokens: tokens, now: now)!), effects)
+        return (.failure(windowRefusal(tokens: tokens, now: now)), effects)
     }
 
     /// Queues a call that could not be admitted at once, or admits/rejects it if the state
     /// changed meanwhile or its deadline can never be met.
     mutating func enqueue(id: UInt64, tokens: Int64, deadline: Int64, payload: Payload, now: Int64) -> EnqueueResult {
+        let now = monotonic(now)
         var effects = queue.isEmpty ? Effects() : pump(now: now)
+        if let oversized = AdmissionRules.oversized(tokens, limits: limits) {
+            // Limits were lowered below the estimate since the caller checked it.
+            return .rejected(AdmissionRules.error(.oversized, oversized, now: now, "estimate of \(tokens) tokens"), effects)
+        }
         advanceWindows(to: now)
         if queue.isEmpty && inFlight < limits.maxConcurrent && windowsFit(tokens, now: now) {
             return .admitted(admit(tokens: tokens, now: now), effects)
         }
         if deadline != .max {
             // The earliest this call could start, ignoring everyone ahead: a lower bound.
-            let windowBlock = windowRejection(tokens: tokens, now: now)
-            if deadline <= now || (windowBlock?.retryAt ?? now) > deadline {
-                let rejection: Rejection
-                if let first = queue.first, windowBlock == nil {
-                    rejection = self.rejection(forQueued: first, at: 0, now: now)
-                } else {
-                    rejection = windowBlock ?? Rejection(kind: .concurrency, retryAt: nil)
-                }
-                return .rejected(Self.error(.rateLimited, rejection, now: now,
-                    "cannot be admitted within its maximum wait"), effects)
+            let windowBlock = windowsFit(tokens, now: now) ? nil : windowRefusal(tokens: tokens, now: now)
+            if AdmissionRules.isHopeless(windowBlock ?? .concurrency, now: now, deadline: deadline) {
+                let rejection = windowBlock ?? queue.first.map { self.rejection(forQueued: $0, at: 0, now: now) } ?? .concurrency
+                return .rejected(AdmissionRules.refusal(rejection, now: now, waited: false), effects)
             }
             deadlineCount += 1
         }
@@ -136,13 +146,14 @@ struct GateStateMachine<Payload> {
     /// Removes a waiter that gave up (cancelled). Returns its payload if it was still queued.
     mutating func cancel(id: UInt64, now: Int64) -> (Payload?, Effects) {
         guard let index = queue.firstIndex(where: { $0.id == id }) else { return (nil, Effects()) }
+        let now = monotonic(now)
         let waiter = remove(at: index)
         return (waiter.payload, pump(now: now))
     }
 
     /// Runs what time made due: expired deadlines, admissions that now fit.
     mutating func tick(now: Int64) -> Effects {
-        queue.isEmpty ? Effects() : pump(now: now)
+        queue.isEmpty ? Effects() : pump(now: monotonic(now))
     }
 
     // MARK: Permits
@@ -176,21 +187,29 @@ struct GateStateMachine<Payload> {
     // MARK: Administration
 
     /// Adopts newer limits, keeping the usage of every window that stays tracked.
+    ///
+    /// Permits in flight keep their slots. Waiters holding slots beyond the new concurrency cap
+    /// give them back, the last first, and stay queued in their place: from now on nobody is
+    /// admitted while the permits in flight reach the new cap.
     mutating func setLimits(_ new: CompiledLimits, now: Int64) -> Effects {
         guard new.generation > limits.generation else { return Effects() }
+        let now = monotonic(now)
+        advanceWindows(to: now)
         for w in 0..<3 {
             if !new.tracks(w) {
                 windows[w] = nil
             } else if windows[w] == nil {
-                windows[w] = SlidingWindow(length: PolicyWindow(rawValue: w)!.nanoseconds, now: now, firstSequence: sequence + 1)
+                windows[w] = SlidingWindow(length: PolicyWindow.at(w).nanoseconds, now: now, firstSequence: sequence + 1)
             }
         }
         limits = new
+        slotted = min(slotted, max(0, new.maxConcurrent - inFlight))
         return queue.isEmpty ? Effects() : pump(now: now)
     }
 
     /// Forgets all recorded usage (permits and waiters stay).
     mutating func reset(now: Int64) -> Effects {
+        let now = monotonic(now)
         for w in 0..<3 where windows[w] != nil {
             windows[w]?.clear(firstSequence: sequence + 1)
         }
@@ -200,7 +219,7 @@ struct GateStateMachine<Payload> {
     /// Whether nothing is held, queued or counted any more: the key can be forgotten.
     mutating func isIdle(now: Int64) -> Bool {
         guard inFlight == 0, queue.isEmpty else { return false }
-        advanceWindows(to: now)
+        advanceWindows(to: monotonic(now))
         return windows.minute?.isEmpty != false && windows.hour?.isEmpty != false && windows.day?.isEmpty != false
     }
 
@@ -214,11 +233,11 @@ struct GateStateMachine<Payload> {
 
     /// Usage per tracked window at `now` (advancing the windows).
     mutating func usage(now: Int64) -> [WindowUsage] {
-        advanceWindows(to: now)
+        advanceWindows(to: monotonic(now))
         var result: [WindowUsage] = []
         for w in 0..<3 {
             if let window = windows[w] {
-                result.append(WindowUsage(window: PolicyWindow(rawValue: w)!, requests: window.requestTotal, tokens: window.tokenTotal))
+                result.append(WindowUsage(window: PolicyWindow.at(w), requests: window.requestTotal, tokens: window.tokenTotal))
             }
         }
         return result
@@ -235,10 +254,11 @@ struct GateStateMachine<Payload> {
 
     /// Why a call of `tokens` could not be admitted now (nil if it could), for readouts.
     mutating func blocker(tokens: Int64, now: Int64) -> Rejection? {
-        if let head = queue.first { return rejection(forQueued: head, at: 0, now: now) }
-        if inFlight >= limits.maxConcurrent { return Rejection(kind: .concurrency, retryAt: nil) }
+        let now = monotonic(now)
         advanceWindows(to: now)
-        return windowRejection(tokens: tokens, now: now)
+        if let head = queue.first { return rejection(forQueued: head, at: 0, now: now) }
+        if inFlight >= limits.maxConcurrent { return .concurrency }
+        return windowsFit(tokens, now: now) ? nil : windowRefusal(tokens: tokens, now: now)
     }
 
     // MARK: Internals
@@ -250,6 +270,8 @@ struct GateStateMachine<Payload> {
         windows.day?.advance(to: now)
     }
 
+    /// Whether a call of `tokens` fits every window now and the gate is open (windows
+    /// advanced). ``windowRefusal(tokens:now:)`` says why not, by the same arithmetic.
     @inline(__always)
     private func windowsFit(_ tokens: Int64, now: Int64) -> Bool {
         now >= limits.closedUntil
@@ -268,48 +290,15 @@ struct GateStateMachine<Payload> {
         return Admission(time: now, sequence: sequence)
     }
 
-    /// The binding window cap for a call of `tokens` and when it frees (the latest of all
-    /// windows' earliest fits, so that retrying then succeeds); nil if it fits now.
-    /// Windows must be advanced to `now`.
-    private func windowRejection(tokens: Int64, now: Int64) -> Rejection? {
-        let worst = capsRejection(tokens: tokens, now: now)
-        // Closed by a schedule: that is the reason, and the call fits no earlier than the
-        // opening (nor than the windows allow).
-        guard now < limits.closedUntil else { return worst }
-        return Rejection(kind: nil, retryAt: max(limits.closedUntil, worst?.retryAt ?? .min))
-    }
-
-    private func capsRejection(tokens: Int64, now: Int64) -> Rejection? {
-        Self.capsRejection(in: windows, limits: limits, tokens: tokens, now: now)
-    }
-
-    /// The binding window cap for a call of `tokens` over `windows` (advanced to `now`) and
-    /// when it frees; nil if it fits. Shared by this machine and the shared-store path, which
-    /// rebuilds the windows from a store's buckets.
-    static func capsRejection(in windows: WindowSlots, limits: CompiledLimits, tokens: Int64, now: Int64) -> Rejection? {
-        var worst: Rejection?
-        for w in 0..<3 {
-            guard let window = windows[w] else { continue }
-            let requestCap = limits.requestCaps[w]
-            let tokenCap = limits.tokenCaps[w]
-            if let at = window.earliestFit(requests: 1, tokens: 0, requestCap: requestCap, tokenCap: .max, now: now),
-                at > now, at > (worst?.retryAt ?? now)
-            {
-                worst = Rejection(kind: .requests(PolicyWindow(rawValue: w)!), retryAt: at)
-            }
-            if let at = window.earliestFit(requests: 0, tokens: tokens, requestCap: .max, tokenCap: tokenCap, now: now),
-                at > now, at > (worst?.retryAt ?? now)
-            {
-                worst = Rejection(kind: .tokens(PolicyWindow(rawValue: w)!), retryAt: at)
-            }
-        }
-        return worst
+    /// Why a call of `tokens` does not fit now (windows advanced): ``AdmissionRules``' rule.
+    private func windowRefusal(tokens: Int64, now: Int64) -> Rejection {
+        AdmissionRules.windowRefusal(in: windows, limits: limits, tokens: tokens, now: now)
     }
 
     private func rejection(forQueued waiter: Waiter, at index: Int, now: Int64) -> Rejection {
-        guard index < slotted else { return Rejection(kind: .concurrency, retryAt: nil) }
+        guard index < slotted else { return .concurrency }
         // A slotted waiter is blocked by windows; if it fits it is about to be admitted.
-        return windowRejection(tokens: waiter.tokens, now: now) ?? Rejection(kind: .concurrency, retryAt: nil)
+        return windowsFit(waiter.tokens, now: now) ? .concurrency : windowRefusal(tokens: waiter.tokens, now: now)
     }
 
     private mutating func remove(at index: Int) -> Waiter {
@@ -317,15 +306,6 @@ struct GateStateMachine<Payload> {
         if index < slotted { slotted -= 1 }
         if waiter.deadline != .max { deadlineCount -= 1 }
         return waiter
-    }
-
-    static func error(_ code: PolicyError.Code, _ rejection: Rejection, now: Int64, _ what: String) -> PolicyError {
-        // `.max`: closed beyond the schedule's horizon, so no honest retry time exists.
-        let retryAfter = rejection.retryAt.flatMap { $0 == .max ? nil : Duration.nanoseconds(max(0, $0 - now)) }
-        guard let kind = rejection.kind else {
-            return PolicyError(code, retryAfter: retryAfter, closedBy: "", message: "\(what): closed by schedule")
-        }
-        return PolicyError(code, limit: kind, retryAfter: retryAfter, message: "\(what): \(kind) is exhausted")
     }
 
     /// Expires deadlines, hands free slots to the front of the queue and admits the head while
@@ -363,8 +343,7 @@ struct GateStateMachine<Payload> {
                 let why = rejection(forQueued: waiter, at: i, now: now)
                 _ = remove(at: i)
                 removed = true
-                effects.resume(waiter.payload, .failure(
-                    Self.error(.timedOut, why, now: now, "not admitted within its maximum wait")))
+                effects.resume(waiter.payload, .failure(AdmissionRules.refusal(why, now: now, waited: true)))
             } else {
                 i += 1
             }
@@ -379,15 +358,18 @@ struct GateStateMachine<Payload> {
         effects.wake = nil
         while true {
             while slotted < queue.count && inFlight + slotted < limits.maxConcurrent { slotted += 1 }
-            guard slotted > 0, let head = queue.first else { break }
+            // `inFlight < maxConcurrent` holds whenever a waiter is slotted (setLimits gives
+            // back slots beyond a lowered cap); checked anyway, as the rule it is.
+            guard slotted > 0, inFlight < limits.maxConcurrent, let head = queue.first else { break }
             // The schedule's next limits are due and not here yet: admit nobody on stale
-            // limits. Handing over the new ones (`setLimits`) pumps again.
+            // limits. Handing over the new ones (`setLimits`) pumps again; the service's
+            // schedule timer, or a caller that sees them first, does that.
             if now >= limits.validUntil { break }
-            if let kind = limits.oversizedKind(head.tokens) {
+            if let oversized = AdmissionRules.oversized(head.tokens, limits: limits) {
                 // Limits lowered below this estimate while it waited: it can never fit.
                 _ = remove(at: 0)
-                effects.resume(head.payload, .failure(PolicyError(
-                    .oversized, limit: kind, message: "estimate of \(head.tokens) tokens exceeds \(kind)")))
+                effects.resume(head.payload, .failure(
+                    AdmissionRules.error(.oversized, oversized, now: now, "estimate of \(head.tokens) tokens")))
                 continue
             }
             if !advanced {
@@ -400,7 +382,7 @@ struct GateStateMachine<Payload> {
                 continue
             }
             // `.max`: closed beyond the schedule's horizon; the schedule's own timer reopens it.
-            let retryAt = windowRejection(tokens: head.tokens, now: now)?.retryAt
+            let retryAt = windowRefusal(tokens: head.tokens, now: now).retryAt
             effects.wake = retryAt == .max ? nil : retryAt
             break
         }

@@ -160,11 +160,10 @@ struct ShardTable: ~Copyable {
     }
 
     /// The key's storage, created if absent (with a sweep step, to bound memory), on limits at
-    /// least as new as `limits`.
+    /// least as new as `limits`; a new key starts on `core`'s latest limits.
     @inline(__always)
     mutating func storage(
-        for key: PolicyKey, limits: CompiledLimits, now: Int64, shard: Shard, environment: GateEnvironment,
-        aftermath: inout Aftermath
+        for key: PolicyKey, limits: CompiledLimits, now: Int64, core: GateCore, shard: Shard, aftermath: inout Aftermath
     ) -> KeyStorage {
         if let position = index[HashedKey(key)] {
             let storage = storages[position]
@@ -177,7 +176,8 @@ struct ShardTable: ~Copyable {
         }
         sweep(count: 2, now: now, sparing: nil, aftermath: &aftermath)
         let storage = KeyStorage(
-            key: key, limits: limits, now: now, shard: shard, environment: environment, position: storages.count)
+            key: key, limits: core.limitsForNewKey(key, given: limits), now: now, shard: shard,
+            environment: core.environment, position: storages.count)
         index[HashedKey(key)] = storages.count
         storages.append(storage)
         return storage

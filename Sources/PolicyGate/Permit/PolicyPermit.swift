@@ -66,10 +66,8 @@ public struct PolicyPermit: ~Copyable, Sendable {
     /// - Throws: ``PolicyError`` with code ``PolicyError/Code/invalidTokenCount`` if `actual` is
     ///   negative or too large; the permit and the windows are then unchanged.
     public mutating func commitTokens(_ actual: Int) throws(PolicyError) {
-        guard actual >= 0, actual <= PolicyLimits.maximumTokenCount else {
-            let error = PolicyError(
-                .invalidTokenCount, key: key,
-                message: "committed tokens must be in 0...\(PolicyLimits.maximumTokenCount), got \(actual)")
+        guard AdmissionRules.isRecordable(actual) else {
+            let error = AdmissionRules.unrecordable(actual, "committed tokens", key: key)
             if let environment = storage?.environment ?? shared?.gate.environment, environment.hasTelemetry, let key {
                 environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimatedTokens, error: error))
             }

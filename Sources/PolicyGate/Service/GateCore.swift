@@ -183,6 +183,17 @@ final class GateCore: Sendable {
         return providers.withLock { $0.compiled(name) }
     }
 
+    /// The limits a key created now starts on: `given` (what its caller read from the table),
+    /// unless the table changed since. A change is handed over to the keys that exist (see
+    /// ``handOver(_:cause:now:)``); a key created just after that pass, on limits read just
+    /// before the change, would otherwise keep them, and past a schedule transition its queue
+    /// would admit nobody, with no timer armed, until an unrelated event. Call under the key's
+    /// shard lock (the table's lock is taken inside it, never the other way round).
+    func limitsForNewKey(_ key: PolicyKey, given: CompiledLimits) -> CompiledLimits {
+        guard generations.load(ordering: .relaxed) > given.generation else { return given }
+        return compiledLimits(for: key) ?? CompiledLimits(.unlimited, generation: nextGeneration())
+    }
+
     /// `limits` if still valid at `now`; otherwise the provider's limits once the schedule
     /// transitions due by `now` are applied (the timer may not have run yet), or `nil` if the
     /// provider stopped being gated meanwhile.
@@ -286,24 +297,15 @@ final class GateCore: Sendable {
 
     // MARK: Acquire
 
-    /// Checks a token estimate against the provider's caps.
+    /// Checks a token estimate against the provider's caps (``AdmissionRules``), reporting a
+    /// refusal to telemetry.
     @inline(__always)
     func validate(estimate: Int, limits: CompiledLimits, key: PolicyKey) throws(PolicyError) -> Int64 {
-        guard estimate > 0, estimate <= PolicyLimits.maximumTokenCount else {
-            if estimate == 0 && !limits.hasTokenCaps { return 0 }
-            throw reject(key, estimate, PolicyError(
-                .invalidTokenCount, key: key,
-                message: estimate == 0
-                    ? "an estimate of 0 tokens would bypass the token caps; pass the expected count"
-                    : "estimated tokens must be in 0...\(PolicyLimits.maximumTokenCount), got \(estimate)"))
+        do {
+            return try AdmissionRules.checkedEstimate(estimate, limits: limits, key: key)
+        } catch {
+            throw reject(key, estimate, error)
         }
-        let tokens = Int64(estimate)
-        if let kind = limits.oversizedKind(tokens) {
-            throw reject(key, estimate, PolicyError(
-                .oversized, limit: kind, key: key,
-                message: "estimate of \(estimate) tokens exceeds \(kind) (\(limits.tokenCaps[kind.window!.rawValue])) and can never be admitted"))
-        }
-        return tokens
     }
 
     /// Reports a refusal to telemetry and returns it, for `throw reject(…)`.
@@ -320,11 +322,9 @@ final class GateCore: Sendable {
         -> (KeyStorage, Result<Admission, Rejection>)
     {
         let shard = shard(for: key)
-        let environment = environment
         let (storage, result, aftermath) = shard.table.withLock { table in
             var aftermath = Aftermath()
-            let storage = table.storage(
-                for: key, limits: limits, now: now, shard: shard, environment: environment, aftermath: &aftermath)
+            let storage = table.storage(for: key, limits: limits, now: now, core: self, shard: shard, aftermath: &aftermath)
             let (result, effects) = storage.machine.tryAdmit(tokens: tokens, now: now)
             if effects.resumes.items != nil || effects.wake != nil { storage.settle(effects, into: &aftermath) }
             return (storage, result, aftermath)
@@ -348,8 +348,7 @@ final class GateCore: Sendable {
                     // nothing to remove, and one that runs after will find this waiter.
                     if Task.isCancelled { return (.cancelled, aftermath) }
                     let storage = table.storage(
-                        for: key, limits: limits, now: now, shard: shard, environment: environment,
-                        aftermath: &aftermath)
+                        for: key, limits: limits, now: now, core: self, shard: shard, aftermath: &aftermath)
                     let outcome: Outcome
                     switch storage.machine.enqueue(id: id, tokens: tokens, deadline: deadline, payload: continuation, now: now) {
                     case .admitted(let admission, let effects):

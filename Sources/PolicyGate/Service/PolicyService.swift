@@ -119,7 +119,7 @@ public actor PolicyService {
     ) async throws -> PolicyPermit {
         var pending: Pending?
         if let permit = try admitAtOnce(key, estimatedTokens: estimatedTokens, pending: &pending) { return permit }
-        let waiting = pending!
+        guard let waiting = pending else { throw Self.unreachable(key) }
         let deadline = maxWait.map { waiting.now.clampedAdding(max(0, $0.nanosecondsSaturating)) } ?? .max
         return try await acquireSlowly(key, estimatedTokens: estimatedTokens, pending: waiting, deadline: deadline)
     }
@@ -134,12 +134,13 @@ public actor PolicyService {
     ) async throws -> PolicyPermit where I.Duration == Duration {
         var pending: Pending?
         if let permit = try admitAtOnce(key, estimatedTokens: estimatedTokens, pending: &pending) { return permit }
+        guard let waiting = pending else { throw Self.unreachable(key) }
         guard let offset = core.environment.time.offset(of: deadline) else {
             throw core.reject(key, estimatedTokens, PolicyError(
                 .invalidArgument, key: key, message: "the deadline is an instant of another clock than the service's"))
         }
         return try await acquireSlowly(
-            key, estimatedTokens: estimatedTokens, pending: pending!, deadline: offset == .max ? .max - 1 : offset)
+            key, estimatedTokens: estimatedTokens, pending: waiting, deadline: offset == .max ? .max - 1 : offset)
     }
 
     /// Admits one call for `key` now or throws at once; never waits and never jumps the queue.
@@ -152,14 +153,15 @@ public actor PolicyService {
     public nonisolated func tryAcquire(_ key: PolicyKey, estimatedTokens: Int = 0) throws(PolicyError) -> PolicyPermit {
         var pending: Pending?
         if let permit = try admitAtOnce(key, estimatedTokens: estimatedTokens, pending: &pending) { return permit }
-        let waiting = pending!
+        guard let waiting = pending else { throw Self.unreachable(key) }
         if waiting.isShared {
             throw core.reject(key, estimatedTokens, PolicyError(
                 .invalidArgument, key: key,
                 message: "tryAcquire cannot ask a shared store without waiting; use acquire(_:estimatedTokens:maxWait: .zero)"))
         }
-        throw core.reject(key, estimatedTokens, core.naming(GateStateMachine<Void>.error(
-            .rateLimited, waiting.rejection, now: waiting.now, "not admitted now").with(key: key)))
+        let what = waiting.rejection.exceededCap != nil ? "estimate of \(estimatedTokens) tokens" : "not admitted now"
+        throw core.reject(key, estimatedTokens, core.naming(AdmissionRules.error(
+            .rateLimited, waiting.rejection, now: waiting.now, what).with(key: key)))
     }
 
     /// What a call that could not be admitted at once carries into its wait.
@@ -233,31 +235,35 @@ public actor PolicyService {
                 .storeUnavailable, key: key, message: "the provider is shared but the gate has no store"))
         }
         let environment = core.environment
+        let outcome: SharedGate.Outcome
         do {
-            switch try await shared.acquire(key, tokens: pending.tokens, deadline: deadline, core: core) {
-            case .admitted(let lease, let since):
-                let now = environment.time.now()
-                if environment.hasTelemetry {
-                    environment.telemetry?.didAcquire(PolicyAcquireEvent(
-                        key: key, estimatedTokens: estimatedTokens, waited: .nanoseconds(now - since)))
-                }
-                return PolicyPermit(
-                    shared: SharedLease(key: key, lease: lease, gate: shared),
-                    admission: Admission(time: now, sequence: 0), estimatedTokens: estimatedTokens)
-            case .uncounted:
-                return try Self.inertPermit(estimatedTokens)
-            case .notShared:
-                // A reload moved the provider into this process meanwhile.
-                var again: Pending?
-                if let permit = try admitAtOnce(key, estimatedTokens: estimatedTokens, pending: &again) { return permit }
-                return try await acquireSlowly(key, estimatedTokens: estimatedTokens, pending: again!, deadline: deadline)
-            }
+            outcome = try await shared.acquire(key, tokens: pending.tokens, deadline: deadline, core: core)
         } catch var error as PolicyError {
             error = core.naming(error.key == nil ? error.with(key: key) : error)
             if environment.hasTelemetry {
                 environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimatedTokens, error: error))
             }
             throw error
+        }
+        switch outcome {
+        case .admitted(let lease, let since):
+            let now = environment.time.now()
+            if environment.hasTelemetry {
+                environment.telemetry?.didAcquire(PolicyAcquireEvent(
+                    key: key, estimatedTokens: estimatedTokens, waited: .nanoseconds(now - since)))
+            }
+            return PolicyPermit(
+                shared: SharedLease(key: key, lease: lease, gate: shared),
+                admission: Admission(time: now, sequence: 0), estimatedTokens: estimatedTokens)
+        case .uncounted:
+            return try Self.inertPermit(estimatedTokens)
+        case .notShared:
+            // A reload moved the provider into this process meanwhile. That path reports its
+            // own refusals: outside the `do` above, so that none is reported twice.
+            var again: Pending?
+            if let permit = try admitAtOnce(key, estimatedTokens: estimatedTokens, pending: &again) { return permit }
+            guard let again else { throw Self.unreachable(key) }
+            return try await acquireSlowly(key, estimatedTokens: estimatedTokens, pending: again, deadline: deadline)
         }
     }
 
@@ -271,11 +277,15 @@ public actor PolicyService {
         await core.shared?.flush()
     }
 
+    /// `admitAtOnce` returns a permit or sets `pending`: an error rather than a trap if a
+    /// change to it ever broke that.
+    private static func unreachable(_ key: PolicyKey) -> PolicyError {
+        PolicyError(.invalidArgument, key: key, message: "internal error: neither admitted nor pending")
+    }
+
     private static func inertPermit(_ estimatedTokens: Int) throws(PolicyError) -> PolicyPermit {
-        guard estimatedTokens >= 0, estimatedTokens <= PolicyLimits.maximumTokenCount else {
-            throw PolicyError(
-                .invalidTokenCount,
-                message: "estimated tokens must be in 0...\(PolicyLimits.maximumTokenCount), got \(estimatedTokens)")
+        guard AdmissionRules.isRecordable(estimatedTokens) else {
+            throw AdmissionRules.unrecordable(estimatedTokens, "estimated tokens", key: nil)
         }
         return PolicyPermit(storage: nil, admission: Admission(time: 0, sequence: 0), estimatedTokens: estimatedTokens)
     }

@@ -57,13 +57,13 @@ final class SharedGate: Sendable {
                 return .uncounted  // no longer gated: nothing to count
             }
             guard limits.isShared else { return .notShared }
-            if let kind = limits.oversizedKind(tokens) {
-                throw PolicyError(.oversized, limit: kind, key: key, message: "estimate of \(tokens) tokens exceeds \(kind)")
+            if let oversized = AdmissionRules.oversized(tokens, limits: limits) {
+                throw AdmissionRules.error(.oversized, oversized, now: now, "estimate of \(tokens) tokens").with(key: key)
             }
             let rejection: Rejection
             let seen = keys.withLock { $0[name]?.generation ?? 0 }
-            if now < limits.closedUntil {
-                rejection = Rejection(kind: nil, retryAt: limits.closedUntil)
+            if let closed = AdmissionRules.closed(limits, now: now) {
+                rejection = closed
             } else {
                 attempts += 1
                 switch try await admit(key, tokens: tokens, limits: limits, now: now, deadline: deadline) {
@@ -78,17 +78,11 @@ final class SharedGate: Sendable {
                     return .uncounted
                 }
             }
-            // Wait for news or for the time the refusal named; fail now if that is too late.
-            // A window or a closed schedule names a definite time; a full concurrency cap names
-            // only when the oldest lease would expire, and a release usually comes first.
+            // Wait for news or for the time the refusal named; fail now if that is too late
+            // (the machine's rule: ``AdmissionRules/isHopeless(_:now:deadline:)``).
             let now2 = environment.time.now()
-            let definite = rejection.kind != .concurrency
-            if deadline <= now2 || (definite && (rejection.retryAt ?? now2) > deadline) {
-                let atOnce = attempts <= 1 && !waited
-                throw GateStateMachine<Void>.error(
-                    atOnce ? .rateLimited : .timedOut, rejection, now: now2,
-                    atOnce ? "cannot be admitted within its maximum wait" : "not admitted within its maximum wait"
-                ).with(key: key)
+            if AdmissionRules.isHopeless(rejection, now: now2, deadline: deadline) {
+                throw AdmissionRules.refusal(rejection, now: now2, waited: attempts > 1 || waited).with(key: key)
             }
             waited = true
             try await waitForNews(name, since: seen, until: min(rejection.retryAt ?? .max, deadline))
@@ -146,7 +140,7 @@ final class SharedGate: Sendable {
             }
             windows[window.rawValue] = slot
         }
-        guard let found = GateStateMachine<Void>.capsRejection(in: windows, limits: limits, tokens: tokens, now: usage.now),
+        guard let found = AdmissionRules.capsRejection(in: windows, limits: limits, tokens: tokens, now: usage.now),
             let at = found.retryAt
         else {
             // The store refused what its buckets say fits (the caps changed in between):

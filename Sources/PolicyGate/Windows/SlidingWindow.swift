@@ -86,6 +86,8 @@ final class SlidingWindow {
     @inline(__always)
     func fits(tokens: Int64, requestCap: Int64, tokenCap: Int64) -> Bool {
         if requestTotal >= requestCap { return false }
+        // No token cap: a total saturated by huge counts must not refuse anyone.
+        if tokenCap == .max { return true }
         let (sum, overflow) = tokenTotal.addingReportingOverflow(tokens)
         return !overflow && sum <= tokenCap
     }
@@ -144,9 +146,11 @@ final class SlidingWindow {
         if needed > requestCap || wanted > tokenCap { return nil }
         var requestSum = requestTotal
         var tokenSum = tokenTotal
+        // The same arithmetic as `fits(tokens:requestCap:tokenCap:)`.
         func fits() -> Bool {
-            requestSum + needed <= requestCap && !tokenSum.addingReportingOverflow(wanted).overflow
-                && tokenSum + wanted <= tokenCap
+            requestSum + needed <= requestCap
+                && (tokenCap == .max
+                    || (!tokenSum.addingReportingOverflow(wanted).overflow && tokenSum + wanted <= tokenCap))
         }
         if fits() { return now }
         var index = max(0, head - Self.span)  // no bucket before the epoch

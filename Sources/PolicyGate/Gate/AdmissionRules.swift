@@ -1,0 +1,161 @@
+/// Why a call cannot be admitted now, and when it could be if nothing else arrives.
+struct Rejection: Error, Hashable {
+    /// The cap; `nil` when a schedule entry closes the gate.
+    let kind: PolicyLimitKind?
+    /// When the call would fit; `nil` when that depends on a release (concurrency), or never
+    /// comes (an oversized estimate).
+    let retryAt: Int64?
+    /// For an estimate above a token cap: that cap. No wait can help such a call.
+    var exceededCap: Int64? = nil
+
+    /// A full concurrency cap: only a release can help.
+    static let concurrency = Rejection(kind: .concurrency, retryAt: nil)
+}
+
+/// The admission rules that the in-process machine (``GateStateMachine``) and the shared
+/// store's shell (``SharedGate``) both apply, each in one place: a fix here is a fix to both.
+///
+/// Pure functions of limits, counts and instants (the service's nanoseconds): they never lock,
+/// read a clock or call out.
+enum AdmissionRules {
+    // MARK: Token counts
+
+    /// Whether `count` is a token count the gate can record (`0...PolicyLimits.maximumTokenCount`).
+    @inline(__always)
+    static func isRecordable(_ count: Int) -> Bool {
+        count >= 0 && count <= PolicyLimits.maximumTokenCount
+    }
+
+    /// The error for a token count outside `0...PolicyLimits.maximumTokenCount`; `what` names it
+    /// ("estimated tokens", "committed tokens").
+    static func unrecordable(_ count: Int, _ what: String, key: PolicyKey?) -> PolicyError {
+        PolicyError(
+            .invalidTokenCount, key: key, message: "\(what) must be in 0...\(PolicyLimits.maximumTokenCount), got \(count)")
+    }
+
+    /// Checks a pre-flight estimate against `limits`: recordable, positive when a token cap is
+    /// set (0 would bypass it), and within every token cap.
+    /// - Returns: The estimate as the machine counts it.
+    @inline(__always)
+    static func checkedEstimate(_ estimate: Int, limits: CompiledLimits, key: PolicyKey) throws(PolicyError) -> Int64 {
+        guard estimate > 0, estimate <= PolicyLimits.maximumTokenCount else {
+            if estimate == 0 && !limits.hasTokenCaps { return 0 }
+            if estimate == 0 {
+                throw PolicyError(
+                    .invalidTokenCount, key: key,
+                    message: "an estimate of 0 tokens would bypass the token caps; pass the expected count")
+            }
+            throw unrecordable(estimate, "estimated tokens", key: key)
+        }
+        let tokens = Int64(estimate)
+        if let oversized = oversized(tokens, limits: limits) {
+            throw error(.oversized, oversized, now: 0, "estimate of \(estimate) tokens").with(key: key)
+        }
+        return tokens
+    }
+
+    // MARK: Caps
+
+    /// The token cap an estimate of `tokens` exceeds, so that no wait can admit it under these
+    /// limits; `nil` if it is within every cap. Checked where admission is decided, against the
+    /// limits in force there: limits may have been lowered since the caller's own check.
+    @inline(__always)
+    static func oversized(_ tokens: Int64, limits: CompiledLimits) -> Rejection? {
+        guard let kind = limits.oversizedKind(tokens), let window = kind.window else { return nil }
+        return Rejection(kind: kind, retryAt: nil, exceededCap: limits.tokenCaps[window.rawValue])
+    }
+
+    /// When a schedule entry closes the gate at `now`: a rejection naming the opening (`.max`
+    /// when beyond the schedule's horizon); `nil` when open.
+    @inline(__always)
+    static func closed(_ limits: CompiledLimits, now: Int64) -> Rejection? {
+        now < limits.closedUntil ? Rejection(kind: nil, retryAt: limits.closedUntil) : nil
+    }
+
+    /// The binding window cap for a call of `tokens` over `windows` (advanced to `now`) and
+    /// when it frees (the latest of all windows' earliest fits, so that retrying then
+    /// succeeds); nil if it fits, or if it can never fit (see ``oversized(_:limits:)``).
+    /// The shared-store path calls it over windows rebuilt from a store's buckets.
+    static func capsRejection(in windows: WindowSlots, limits: CompiledLimits, tokens: Int64, now: Int64) -> Rejection? {
+        var worst: Rejection?
+        for w in 0..<3 {
+            guard let window = windows[w] else { continue }
+            let requestCap = limits.requestCaps[w]
+            let tokenCap = limits.tokenCaps[w]
+            if let at = window.earliestFit(requests: 1, tokens: 0, requestCap: requestCap, tokenCap: .max, now: now),
+                at > now, at > (worst?.retryAt ?? now)
+            {
+                worst = Rejection(kind: .requests(PolicyWindow.at(w)), retryAt: at)
+            }
+            if let at = window.earliestFit(requests: 0, tokens: tokens, requestCap: .max, tokenCap: tokenCap, now: now),
+                at > now, at > (worst?.retryAt ?? now)
+            {
+                worst = Rejection(kind: .tokens(PolicyWindow.at(w)), retryAt: at)
+            }
+        }
+        return worst
+    }
+
+    /// Why a call of `tokens` does not fit `windows` (advanced to `now`) under `limits`: an
+    /// oversized estimate, a closed schedule (reported until the later of its opening and
+    /// the windows' room), or the binding cap.
+    static func windowRefusal(in windows: WindowSlots, limits: CompiledLimits, tokens: Int64, now: Int64) -> Rejection {
+        if let oversized = oversized(tokens, limits: limits) { return oversized }
+        let caps = capsRejection(in: windows, limits: limits, tokens: tokens, now: now)
+        if let closed = closed(limits, now: now) {
+            return Rejection(kind: nil, retryAt: max(closed.retryAt ?? .max, caps?.retryAt ?? .min))
+        }
+        // `nil` only if it fits, which the caller found it does not; the machine's `fits` and
+        // `earliestFit` use the same arithmetic, so this is not reached. Look again at once
+        // rather than trap or promise a time.
+        return caps ?? Rejection(kind: .concurrency, retryAt: nil)
+    }
+
+    // MARK: Waiting
+
+    /// Whether a caller refused with `rejection` at `now` should stop waiting: its deadline has
+    /// come, or the refusal names a definite time (a window, a closed schedule) after it. A
+    /// full concurrency cap names no definite time (a release usually comes first), so such a
+    /// caller waits out its deadline. An oversized estimate never fits.
+    @inline(__always)
+    static func isHopeless(_ rejection: Rejection, now: Int64, deadline: Int64) -> Bool {
+        if rejection.exceededCap != nil || deadline <= now { return true }
+        guard rejection.kind != .concurrency, let at = rejection.retryAt else { return false }
+        return at > deadline
+    }
+
+    /// The error for a refused call: `code` (``PolicyError/Code/rateLimited`` when it fails at
+    /// once, ``PolicyError/Code/timedOut`` after waiting), naming the cap and `retryAfter`;
+    /// ``PolicyError/Code/oversized`` whatever `code` for an estimate above a token cap.
+    static func error(_ code: PolicyError.Code, _ rejection: Rejection, now: Int64, _ what: String) -> PolicyError {
+        if let cap = rejection.exceededCap, let kind = rejection.kind {
+            return PolicyError(.oversized, limit: kind, message: "\(what) exceeds \(kind) (\(cap)) and can never be admitted")
+        }
+        // `.max`: closed beyond the schedule's horizon, so no honest retry time exists.
+        let retryAfter = rejection.retryAt.flatMap { $0 == .max ? nil : Duration.nanoseconds(max(0, $0 - now)) }
+        guard let kind = rejection.kind else {
+            return PolicyError(code, retryAfter: retryAfter, closedBy: "", message: "\(what): closed by schedule")
+        }
+        return PolicyError(code, limit: kind, retryAfter: retryAfter, message: "\(what): \(kind) is exhausted")
+    }
+
+    /// The error for a call refused at once (it never waited) or after waiting.
+    static func refusal(_ rejection: Rejection, now: Int64, waited: Bool) -> PolicyError {
+        waited
+            ? error(.timedOut, rejection, now: now, "not admitted within its maximum wait")
+            : error(.rateLimited, rejection, now: now, "cannot be admitted within its maximum wait")
+    }
+}
+
+extension PolicyWindow {
+    /// The window of index `index` (0 minute, 1 hour, anything else day): total, so that no
+    /// index can trap.
+    @inline(__always)
+    static func at(_ index: Int) -> PolicyWindow {
+        switch index {
+        case 0: .minute
+        case 1: .hour
+        default: .day
+        }
+    }
+}
