@@ -126,13 +126,16 @@ struct GateStateMachine<Payload>: ~Copyable {
             return .rejected(AdmissionRules.error(.oversized, oversized, now: now, "estimate of \(tokens) tokens"), effects)
         }
         advanceWindows(to: now)
-        if queue.isEmpty && inFlight < limits.maxConcurrent && windowsFit(tokens, now: now) {
+        // Past `validUntil` the schedule's next limits are due: neither admit nor refuse on
+        // these, queue (handing over the next limits pumps the queue).
+        let current = now < limits.validUntil
+        if current && queue.isEmpty && inFlight < limits.maxConcurrent && windowsFit(tokens, now: now) {
             return .admitted(admit(tokens: tokens, now: now), effects)
         }
         if deadline != .max {
             // The earliest this call could start, ignoring everyone ahead: a lower bound.
             let windowBlock = windowsFit(tokens, now: now) ? nil : windowRefusal(tokens: tokens, now: now)
-            if AdmissionRules.isHopeless(windowBlock ?? .concurrency, now: now, deadline: deadline) {
+            if current, AdmissionRules.isHopeless(windowBlock ?? .concurrency, now: now, deadline: deadline) {
                 let rejection = windowBlock ?? queue.first.map { self.rejection(forQueued: $0, at: 0, now: now) } ?? .concurrency
                 return .rejected(AdmissionRules.refusal(rejection, now: now, waited: false), effects)
             }
