@@ -1,0 +1,171 @@
+import Foundation
+@testable import PolicyGate
+import PolicyGateTestKit
+import Synchronization
+import Testing
+
+/// The gate on the real clock, under load from several tasks, while another task keeps moving
+/// the concurrency cap and a schedule transition raises the request cap mid-run. Afterwards the
+/// record of every admission (its instant on the gate's clock) and release is checked against
+/// the caps in force at each admission.
+///
+/// 1.5 s by default; `POLICYGATE_SOAK=1 swift test --filter LimitChangeStress` runs it for 60 s.
+@Suite("Limits that change on a real clock")
+struct LimitChangeStressTests {
+    struct Held {
+        let key: Int
+        /// The admission's instant as the gate recorded it: the latest clock reading it had
+        /// seen, so the admission really happened between this and `returned`.
+        let time: Int64
+        let sequence: UInt64
+        /// Read once `acquire` returned.
+        let returned: Int64
+        /// Read just before the permit was released: never after the slot was given back.
+        let releasedBefore: Int64
+    }
+
+    /// A change of the concurrency cap: in force from some instant in `[before, after]`.
+    struct Change {
+        let before: Int64
+        let after: Int64
+        let cap: Int
+    }
+
+    static let offPeakRequests = 400
+    static let peakRequests = 1_500
+
+    @Test("tasks acquiring while max_concurrent flips and a schedule transitions never exceed a cap in force",
+          .timeLimit(.minutes(3)))
+    func stress() async throws {
+        let seconds: Double = Environment.soak ? 60 : 1.5
+        let schedule = PolicySchedule(timeZone: try PolicySchedule.timeZone(named: "UTC"), entries: [
+            PolicyScheduleEntry(
+                name: "peak", cron: try CronExpression("* 9-17 * * *"),
+                limits: PolicyLimits(requestsPerMinute: Self.peakRequests)),
+        ])
+        // The transition to the peak falls half a second into the run.
+        let start = try Date("2026-03-02T08:59:59.500Z", strategy: .iso8601)
+        let telemetry = TelemetryRecorder()
+        let gate = try PolicyService(
+            configuration: PolicyConfiguration(
+                limits: ["p": PolicyLimits(requestsPerMinute: Self.offPeakRequests, maxConcurrent: 4)],
+                schedules: ["p": schedule]),
+            clock: ContinuousClock(), startDate: start, telemetry: telemetry)
+        let time = gate.core.environment.time
+        let peakAt = gate.core.wallClock.nanos(at: try Date("2026-03-02T09:00:00Z", strategy: .iso8601))
+        let keys = [PolicyKey(provider: "p", scope: .user("a")), PolicyKey(provider: "p", scope: .user("b"))]
+        let end = time.now() + Int64(seconds * 1e9)
+        let held = Locked<[Held]>([])
+        let changes = Locked<[Change]>([Change(before: .min, after: .min, cap: 4)])
+
+        await withTaskGroup(of: Void.self) { group in
+            for worker in 0..<8 {
+                group.addTask {
+                    var rng = SeededGenerator(seed: UInt64(worker) + 1)
+                    while time.now() < end {
+                        let k = Int.random(in: 0..<2, using: &rng)
+                        // Most callers wait briefly (and are refused at once when a window is
+                        // full); patient ones queue behind the windows, holding slots while
+                        // the cap moves, until admitted or cancelled. Some give up early: a
+                        // cancelled waiter must take nothing.
+                        let patient = Int.random(in: 0..<4, using: &rng) == 0
+                        let wait: Duration? = patient ? nil : .milliseconds(Int.random(in: 0...40, using: &rng))
+                        let cancelAfter: Duration? = patient
+                            ? .milliseconds(Int.random(in: 50...400, using: &rng))
+                            : Int.random(in: 0..<4, using: &rng) == 0
+                                ? .microseconds(Int.random(in: 50...2_000, using: &rng)) : nil
+                        let box = PermitBox()
+                        let admitted = Locked<(Int64, UInt64, Int64)?>(nil)
+                        let task = Task {
+                            do {
+                                let permit = try await gate.acquire(keys[k], maxWait: wait)
+                                let returned = time.now()
+                                admitted.withLock { $0 = (permit.admission.time, permit.admission.sequence, returned) }
+                                box.store(permit)
+                            } catch {
+                                box.fail(error)
+                            }
+                        }
+                        let canceller = cancelAfter.map { delay in
+                            Task {
+                                try await Task.sleep(for: delay)
+                                task.cancel()
+                            }
+                        }
+                        await task.value
+                        canceller?.cancel()
+                        guard let (at, sequence, returned) = admitted.withLock({ $0 }) else { continue }
+                        if Bool.random(using: &rng) {
+                            try? await Task.sleep(for: .microseconds(Int.random(in: 0...1_500, using: &rng)))
+                        } else {
+                            await Task.yield()
+                        }
+                        let before = time.now()
+                        held.withLock {
+                            $0.append(Held(key: k, time: at, sequence: sequence, returned: returned, releasedBefore: before))
+                        }
+                        box.release()
+                    }
+                }
+            }
+            group.addTask {
+                var rng = SeededGenerator(seed: 99)
+                while time.now() < end {
+                    let cap = Int.random(in: 1...6, using: &rng)
+                    let before = time.now()
+                    try? await gate.setLimits(PolicyLimits(requestsPerMinute: Self.offPeakRequests, maxConcurrent: cap), for: "p")
+                    let after = time.now()
+                    changes.withLock { $0.append(Change(before: before, after: after, cap: cap)) }
+                    try? await Task.sleep(for: .milliseconds(Int.random(in: 5...40, using: &rng)))
+                }
+            }
+        }
+
+        let admissions = held.withLock { $0 }
+        let changeLog = changes.withLock { $0 }
+        /// The highest concurrency cap that may have been in force at some instant of
+        /// `[from, to]`: a change took effect somewhere in its `[before, after]`.
+        func concurrencyCap(from: Int64, to: Int64) -> Int {
+            var cap = 0
+            for (i, change) in changeLog.enumerated() where change.before <= to {
+                let next = i + 1 < changeLog.count ? changeLog[i + 1] : nil
+                if next.map({ $0.after > from }) ?? true { cap = max(cap, change.cap) }
+            }
+            return cap
+        }
+        // Safety, counted so that it can only err towards passing: a call counts as in flight
+        // at another's admission only if it was admitted earlier (the gate's own order) and
+        // released after that admission had surely happened (`releasedBefore >= returned`).
+        var violations: [String] = []
+        for k in 0..<2 {
+            let mine = admissions.filter { $0.key == k }.sorted { $0.sequence < $1.sequence }
+            for (i, call) in mine.enumerated() {
+                let inFlight = mine[..<i].reduce(0) { $0 + ($1.releasedBefore >= call.returned ? 1 : 0) }
+                let cap = concurrencyCap(from: call.time, to: call.returned)
+                if inFlight >= cap {
+                    violations.append("key \(k): admitted at \(call.time) with \(inFlight) in flight under a cap of \(cap)")
+                }
+                // The run is shorter than the minute: every earlier admission is in its window
+                // (the soak run counts the last minute). Peak limits reach a key only at a clock
+                // reading past the transition, which then is its admissions' instant.
+                let requestCap = call.time < peakAt ? Self.offPeakRequests : Self.peakRequests
+                let inWindow = mine[..<i].reduce(0) { $0 + ($1.time > call.time - 60_000_000_000 ? 1 : 0) }
+                if inWindow + 1 > requestCap {
+                    violations.append("key \(k): admission \(inWindow + 1) of the minute at \(call.time) under a cap of \(requestCap)")
+                }
+            }
+        }
+        #expect(violations.isEmpty, "\(violations.count) violations, first: \(violations.prefix(5))")
+
+        // The run did what it was meant to: caps bound, limits changed, the schedule moved.
+        let rejects = telemetry.rejects.map { $0.error.limit }
+        let transitions = telemetry.limitChanges.filter { $0.cause == .schedule }
+        #expect(admissions.count > 200, "only \(admissions.count) admissions")
+        #expect(changeLog.count > 20, "only \(changeLog.count) changes of the concurrency cap")
+        #expect(rejects.contains(.concurrency), "the concurrency cap never refused anyone")
+        #expect(rejects.contains(.requestsPerMinute), "the request cap never refused anyone")
+        #expect(transitions.count == 1, "schedule transitions seen: \(transitions.count)")
+        #expect(admissions.contains { $0.time >= peakAt } && admissions.contains { $0.time < peakAt })
+        print("stress: \(admissions.count) admissions, \(changeLog.count) cap changes, \(rejects.count) refusals in \(seconds) s")
+    }
+}
