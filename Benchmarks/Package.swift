@@ -6,6 +6,7 @@ import PackageDescription
 //   swift run -c release --package-path Benchmarks PolicyGateFloors   # floors + gate, one ratio table
 //   cd Benchmarks && swift package benchmark                           # the same cases under ordo-one/benchmark
 //   swift run -c release --package-path Benchmarks TOMLDecodeBenchmark # parse/decode a ~1 MB TOML document
+//   bash Benchmarks/callgrind-cycles.sh                                # instructions per gate cycle (callgrind)
 //   swift run -c release --package-path Benchmarks --traits Postgres PostgresStoreBenchmark
 //                                        # shared store: admissions/s, p50/p99, statements per acquire
 //
@@ -46,6 +47,16 @@ let package = Package(
                 .product(name: "PolicyGate", package: "PolicyGate"),
             ],
             path: "Sources/PolicyGateFloors",
+            swiftSettings: settings
+        ),
+        // Instructions per tryAcquire + commit + release, for callgrind (Benchmarks/callgrind-cycles.sh).
+        .executableTarget(
+            name: "CycleCount",
+            dependencies: [
+                "BenchmarkFixtures",
+                .product(name: "PolicyGate", package: "PolicyGate"),
+            ],
+            path: "Sources/CycleCount",
             swiftSettings: settings
         ),
         // Parsing and decoding a generated ~1 MB TOML document (PolicyGateTOML alone):

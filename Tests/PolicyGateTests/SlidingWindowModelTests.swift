@@ -14,10 +14,37 @@ struct SlidingWindowModelTests {
             let at: Int64
             var tokens: Int
             var alive: Bool
+            /// Its place in admission order.
+            let number: Int
         }
 
-        let limits: PolicyLimits
+        var limits: PolicyLimits
         var calls: [Int: Call] = [:]
+        /// Per window, the first call number it counts: a window capped anew (by `setLimits`)
+        /// starts empty; `Int.max` while no cap covers it.
+        var trackedSince: [Int] = [0, 0, 0]
+
+        init(limits: PolicyLimits) {
+            self.limits = limits
+            trackedSince = (0..<3).map { Self.tracks(limits, $0) ? 0 : .max }
+        }
+
+        static func tracks(_ limits: PolicyLimits, _ w: Int) -> Bool {
+            limits[[.requestsPerMinute, .requestsPerHour, .requestsPerDay][w]] != nil
+                || limits[[.tokensPerMinute, .tokensPerHour, .tokensPerDay][w]] != nil
+        }
+
+        /// Takes new limits as `setLimits` does: windows capped anew count from the next call.
+        mutating func change(to new: PolicyLimits, nextNumber: Int) {
+            for w in 0..<3 {
+                if !Self.tracks(new, w) {
+                    trackedSince[w] = .max
+                } else if trackedSince[w] == .max {
+                    trackedSince[w] = nextNumber
+                }
+            }
+            limits = new
+        }
 
         static let windows: [(PolicyWindow, Int64)] = [
             (.minute, 60_000_000_000), (.hour, 3_600_000_000_000), (.day, 86_400_000_000_000),
@@ -27,7 +54,9 @@ struct SlidingWindowModelTests {
         func usage(key: Int, now: Int64, length: Int64, slack: Int64 = 0) -> (requests: Int, tokens: Int) {
             var requests = 0
             var tokens = 0
-            for call in calls.values where call.key == key && call.at > now - length - slack && call.at <= now {
+            let first = trackedSince[Self.windows.firstIndex { $0.1 == length } ?? 0]
+            for call in calls.values
+            where call.key == key && call.number >= first && call.at > now - length - slack && call.at <= now {
                 requests += 1
                 tokens += call.tokens
             }
@@ -91,7 +120,11 @@ struct SlidingWindowModelTests {
         var nextID = 0
         var admissions = 0, rejections = 0, waits = 0, cancels = 0, retries = 0
         let steps = Environment.soak ? 6_000 : 1_500
-        let maxTokens = [limits.tokensPerMinute, limits.tokensPerHour, limits.tokensPerDay].compactMap { $0 }.min() ?? 1_000
+        var maxTokens: Int {
+            let caps = model.limits
+            return [caps.tokensPerMinute, caps.tokensPerHour, caps.tokensPerDay].compactMap { $0 }.min() ?? 1_000
+        }
+        var changes = 0
 
         func now() -> Int64 { clock.now.offset.nanoseconds }
 
@@ -100,7 +133,7 @@ struct SlidingWindowModelTests {
             let broken = model.broken(key: k, tokens: tokens, now: now(), relaxed: false)
             #expect(broken.isEmpty, "seed \(seed): admitted \(context) at \(clock.now) although the exact rule forbids it: \(broken)")
             nextID += 1
-            model.calls[nextID] = .init(key: k, at: now(), tokens: tokens, alive: true)
+            model.calls[nextID] = .init(key: k, at: now(), tokens: tokens, alive: true, number: nextID)
             permits.boxes[nextID] = box
             admissions += 1
         }
@@ -117,6 +150,23 @@ struct SlidingWindowModelTests {
         }
 
         for _ in 0..<steps {
+            if Int.random(in: 0..<100, using: &rng) < 3 {
+                // The provider's limits change: one cap up, down, away or in, or all anew.
+                var new = model.limits
+                switch Int.random(in: 0..<6, using: &rng) {
+                case 0: new = Self.randomLimits(&rng)
+                case 1: new.maxConcurrent = Bool.random(using: &rng) ? Int.random(in: 1...4, using: &rng) : nil
+                case 2: new.tokensPerMinute = new.tokensPerMinute.map { max(1, $0 / 2) } ?? Int.random(in: 200...2_000, using: &rng)
+                case 3: new.tokensPerMinute = new.tokensPerMinute.map { $0 * 2 }
+                case 4: new.requestsPerMinute = new.requestsPerMinute.map { max(1, $0 / 2) } ?? Int.random(in: 2...12, using: &rng)
+                default: new.requestsPerHour = new.requestsPerHour == nil ? Int.random(in: 10...80, using: &rng) : nil
+                }
+                if new.isUnlimited { new.requestsPerMinute = 5 }
+                try await gate.setLimits(new, for: "p")
+                model.change(to: new, nextNumber: nextID + 1)
+                changes += 1
+            }
+            let limits = model.limits
             let k = Int.random(in: 0..<2, using: &rng)
             var action = Int.random(in: 0..<100, using: &rng)
             if let cap = limits.maxConcurrent, model.inFlight(key: k) >= cap, Bool.random(using: &rng) {
@@ -139,6 +189,11 @@ struct SlidingWindowModelTests {
                     continue
                 }
                 let error = try #require(maybeError)
+                if error.code == .oversized {
+                    // A token cap was lowered below this estimate.
+                    #expect(tokens > maxTokens, "seed \(seed): \(tokens) tokens refused as oversized under \(limits)")
+                    continue
+                }
                 #expect(error.code == .rateLimited, "seed \(seed): \(error)")
                 let limit = try #require(error.limit)
                 let relaxed = model.broken(key: k, tokens: tokens, now: now(), relaxed: true)
@@ -237,7 +292,7 @@ struct SlidingWindowModelTests {
         // The trace exercised every path.
         #expect(admissions > 50 && rejections > 20, "seed \(seed): \(admissions) admitted, \(rejections) rejected")
         #expect(cancels > 0 && waits + retries > 0, "seed \(seed): \(waits) waited, \(cancels) cancelled, \(retries) retried")
-        print("seed \(seed): \(limits) admitted \(admissions) rejected \(rejections) waited \(waits) cancelled \(cancels) retried \(retries)")
+        print("seed \(seed): \(limits) changes \(changes) admitted \(admissions) rejected \(rejections) waited \(waits) cancelled \(cancels) retried \(retries)")
         for box in permits.boxes.values { box.release() }
     }
 }

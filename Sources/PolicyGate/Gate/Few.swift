@@ -5,12 +5,12 @@ struct Few<Element> {
 
     @inline(__always)
     mutating func append(_ element: Element) {
-        if items == nil { items = [element] } else { items!.append(element) }
+        if items == nil { items = [element] } else { items?.append(element) }
     }
 
     mutating func append(contentsOf other: Few<Element>) {
         guard let more = other.items else { return }
-        if items == nil { items = more } else { items! += more }
+        if items == nil { items = more } else { items?.append(contentsOf: more) }
     }
 }
 

@@ -52,7 +52,7 @@ struct CompiledLimits: Sendable {
     @inline(__always)
     func oversizedKind(_ tokens: Int64) -> PolicyLimitKind? {
         for window in 0..<3 where tokens > tokenCaps[window] {
-            return .tokens(PolicyWindow(rawValue: window)!)
+            return .tokens(PolicyWindow.at(window))
         }
         return nil
     }

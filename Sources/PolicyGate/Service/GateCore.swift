@@ -52,7 +52,7 @@ struct ProviderTable: Sendable {
     /// The providers' names.
     var names: [ProviderName] { Array(stored.keys) }
     /// Every entry, assembled.
-    var entries: [(name: ProviderName, entry: ProviderEntry)] { stored.keys.map { ($0, self[$0]!) } }
+    var entries: [(name: ProviderName, entry: ProviderEntry)] { stored.keys.compactMap { name in self[name].map { (name, $0) } } }
     /// Whether any provider has a schedule.
     var hasSchedules: Bool { !tracks.isEmpty }
     /// The earliest instant a schedule's limits expire, if any provider has one.
@@ -228,7 +228,7 @@ final class GateCore: Sendable {
                 // Same caps, only a later `validUntil` (the search horizon): nothing to report,
                 // but keys still need the new limits, since past their `validUntil` their queues
                 // admit nobody.
-                let sameEffect = next.schedule!.resolution.hasSameEffect(as: track.resolution)
+                let sameEffect = next.schedule.map { $0.resolution.hasSameEffect(as: track.resolution) } ?? false
                     && next.compiled.closedUntil == entry.compiled.closedUntil
                 changes.append(LimitsChange(provider: name.name, previous: entry, current: next, isReported: !sameEffect))
             }
@@ -251,10 +251,17 @@ final class GateCore: Sendable {
     /// first has adopted them already, and generations keep it from going back.
     func handOver(_ changes: [LimitsChange], cause: PolicyLimitsChangeEvent.Cause, now: Int64) {
         guard !changes.isEmpty else { return }
-        let ungated = changes.contains { $0.current == nil }
-            ? CompiledLimits(.unlimited, generation: nextGeneration()) : nil
-        let byProvider = Dictionary(
-            changes.map { ($0.provider, $0.current?.compiled ?? ungated!) }, uniquingKeysWith: { $1 })
+        var byProvider: [String: CompiledLimits] = [:]
+        var ungated: CompiledLimits?  // one generation for every provider no longer gated
+        for change in changes {
+            if let compiled = change.current?.compiled {
+                byProvider[change.provider] = compiled
+            } else {
+                let limits = ungated ?? CompiledLimits(.unlimited, generation: nextGeneration())
+                ungated = limits
+                byProvider[change.provider] = limits
+            }
+        }
         forEachStorage(of: nil) { storage, aftermath in
             guard let compiled = byProvider[storage.key.provider] else { return }
             storage.settle(storage.machine.setLimits(compiled, now: now), into: &aftermath)

@@ -78,9 +78,8 @@ public actor PolicyService {
 
     /// Checks caps and schedules before anything is changed.
     static func validate(limits: [String: PolicyLimits], schedules: [String: PolicySchedule]) throws(PolicyError) {
-        for provider in limits.keys.sorted() { try limits[provider]!.validate(provider: provider) }
-        for provider in schedules.keys.sorted() {
-            let schedule = schedules[provider]!
+        for (provider, caps) in limits.sorted(by: { $0.key < $1.key }) { try caps.validate(provider: provider) }
+        for (provider, schedule) in schedules.sorted(by: { $0.key < $1.key }) {
             for entry in schedule.entries { try entry.limits.validate(provider: "\(provider)' schedule entry '\(entry.name)") }
             do {
                 try schedule.validate()

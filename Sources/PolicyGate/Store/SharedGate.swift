@@ -195,7 +195,7 @@ final class SharedGate: Sendable {
                 return true
             }
             if wake != .max { group.addTask { try await time.sleep(until: wake); return false } }
-            let first = try await group.next()!
+            let first = try await group.next() ?? false
             group.cancelAll()
             return first
         }
@@ -215,7 +215,7 @@ final class SharedGate: Sendable {
         let woken = keys.withLock { table -> [Parked] in
             guard let name else {
                 var all: [Parked] = []
-                for key in table.keys { all += table[key]!.announce() }
+                for key in table.keys { all += table[key]?.announce() ?? [] }
                 return all
             }
             return table[name]?.announce() ?? []

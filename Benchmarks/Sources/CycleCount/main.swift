@@ -1,0 +1,33 @@
+// Instruction counts per gate cycle, for callgrind (repeatable where timings are not):
+//
+//   bash Benchmarks/callgrind-cycles.sh
+//
+// which runs `CycleCount capped N` and `CycleCount noop N` under
+// `valgrind --tool=callgrind` for two values of N and prints the difference per cycle, so that
+// start-up and the first key's creation cancel out. One cycle is `tryAcquire` +
+// `commitTokens` + release on one key: capped (requests per minute, tokens per minute and day,
+// concurrency) or of a provider without caps.
+
+import BenchmarkFixtures
+import PolicyGate
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+let arguments = CommandLine.arguments
+guard arguments.count == 3, let iterations = Int(arguments[2]), ["capped", "noop"].contains(arguments[1]) else {
+    print("usage: CycleCount capped|noop ITERATIONS")
+    exit(2)
+}
+let gate = try PolicyService(limits: ["capped": typicalLimits(maxConcurrent: 8)])
+let key = PolicyKey(provider: arguments[1], scope: .user("u-1"))
+var committed = 0
+for _ in 0..<iterations {
+    var permit = try gate.tryAcquire(key, estimatedTokens: 100)
+    try permit.commitTokens(90)
+    committed &+= permit.committedTokens
+}
+print(committed)
