@@ -69,7 +69,7 @@ enum AdmissionRules {
     /// when beyond the schedule's horizon); `nil` when open.
     @inline(__always)
     static func closed(_ limits: CompiledLimits, now: Int64) -> Rejection? {
-        now < limits.closedUntil ? Rejection(kind: nil, retryAt: limits.closedUntil) : nil
+        limits.isClosed(at: now) ? Rejection(kind: nil, retryAt: limits.closedUntil) : nil
     }
 
     /// The binding window cap for a call of `tokens` over `windows` (advanced to `now`) and

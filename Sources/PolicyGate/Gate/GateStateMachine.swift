@@ -277,7 +277,7 @@ struct GateStateMachine<Payload>: ~Copyable {
     /// advanced). ``windowRefusal(tokens:now:)`` says why not, by the same arithmetic.
     @inline(__always)
     private func windowsFit(_ tokens: Int64, now: Int64) -> Bool {
-        now >= limits.closedUntil
+        !limits.isClosed(at: now)
             && windows.minute?.fits(tokens: tokens, requestCap: limits.requestCaps[0], tokenCap: limits.tokenCaps[0]) != false
             && windows.hour?.fits(tokens: tokens, requestCap: limits.requestCaps[1], tokenCap: limits.tokenCaps[1]) != false
             && windows.day?.fits(tokens: tokens, requestCap: limits.requestCaps[2], tokenCap: limits.tokenCaps[2]) != false

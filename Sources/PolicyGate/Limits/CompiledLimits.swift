@@ -48,6 +48,10 @@ struct CompiledLimits: Sendable {
         tokenCaps[0] != .max || tokenCaps[1] != .max || tokenCaps[2] != .max
     }
 
+    /// Whether a schedule entry closes the gate at `now`.
+    @inline(__always)
+    func isClosed(at now: Int64) -> Bool { now < closedUntil }
+
     /// The token cap an estimate of `tokens` exceeds, so that it can never be admitted.
     @inline(__always)
     func oversizedKind(_ tokens: Int64) -> PolicyLimitKind? {

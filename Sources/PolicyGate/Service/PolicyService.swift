@@ -20,6 +20,9 @@ import Synchronization
 ///   holding it, window capacity. ``tryAcquire(_:estimatedTokens:)`` does not jump the queue.
 /// - **Cancellation-safe.** A waiter that is cancelled or times out has recorded nothing and
 ///   holds no slot.
+/// - **Caps hold while limits change.** An admission fits the caps in force at its instant.
+///   Permits admitted before a change run to completion; after it nobody is admitted while the
+///   permits in flight reach the new concurrency cap, and waiters give back slots beyond it.
 /// - **Bounded memory.** A key's memory is fixed (≈ 0.8 KB per capped window length), and keys
 ///   with nothing left in any window, in flight or waiting are dropped as the gate is used.
 ///
@@ -301,7 +304,10 @@ public actor PolicyService {
     /// Windows whose length stays capped keep their counts, so lowering a cap below what was
     /// used makes the next calls wait. A window length capped for the first time starts
     /// counting now. Waiters that fit the new limits are admitted at once; waiters whose
-    /// estimate exceeds a new token cap fail with ``PolicyError/Code/oversized``.
+    /// estimate exceeds a new token cap fail with ``PolicyError/Code/oversized``. Permits in
+    /// flight keep their slots; under a lower `maxConcurrent` nobody new is admitted until
+    /// the permits in flight drop below it, and waiters holding slots beyond it give them back,
+    /// keeping their place in the queue.
     /// - Parameters:
     ///   - limits: The new caps; `nil` or ``PolicyLimits/unlimited`` stops gating the provider
     ///     (everyone waiting is admitted; held permits still release normally).
