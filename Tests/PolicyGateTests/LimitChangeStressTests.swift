@@ -179,7 +179,10 @@ struct LimitChangeStressTests {
         #expect(rejects.contains(.concurrency), "the concurrency cap never refused anyone")
         #expect(rejects.contains(.requestsPerMinute), "the request cap never refused anyone")
         #expect(!peak.isEmpty, "the schedule's peak never took effect")
-        #expect(admissions.contains { $0.time >= peakAt } && admissions.contains { $0.time < peakAt })
-        print("stress: \(admissions.count) admissions, \(changeLog.count) cap changes, \(rejects.count) refusals")
+        // More than the off-peak cap allows: the peak's cap was in force. (On a machine busy
+        // enough to start the tasks only after the transition, none falls before it.)
+        let beforePeak = admissions.filter { $0.time < peakAt }.count
+        #expect(admissions.count - beforePeak > 2 * Self.offPeakRequests)
+        print("stress: \(admissions.count) admissions (\(beforePeak) before the transition), \(changeLog.count) cap changes, \(rejects.count) refusals")
     }
 }
