@@ -21,6 +21,8 @@ public final class TelemetryRecorder: PolicyTelemetry {
         case release(PolicyReleaseEvent)
         /// A provider's limits changed.
         case limitsChange(PolicyLimitsChangeEvent)
+        /// A provider's feedback was read.
+        case feedback(PolicyFeedbackEvent)
         /// A shared store failed a call.
         case storeFailure(PolicyStoreFailureEvent)
     }
@@ -67,6 +69,14 @@ public final class TelemetryRecorder: PolicyTelemetry {
     public func didCommit(_ event: PolicyCommitEvent) { recorded.withLock { $0.append(.commit(event)) } }
     /// Records a limits change.
     public func didChangeLimits(_ event: PolicyLimitsChangeEvent) { recorded.withLock { $0.append(.limitsChange(event)) } }
+
+    /// Records the event.
+    public func didObserveFeedback(_ event: PolicyFeedbackEvent) { recorded.withLock { $0.append(.feedback(event)) } }
+
+    /// The provider feedback read so far.
+    public var feedback: [PolicyFeedbackEvent] {
+        events.compactMap { if case .feedback(let event) = $0 { event } else { nil } }
+    }
 
     /// Records the event.
     public func didFailStore(_ event: PolicyStoreFailureEvent) { recorded.withLock { $0.append(.storeFailure(event)) } }

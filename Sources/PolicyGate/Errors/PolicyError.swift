@@ -42,19 +42,25 @@ public struct PolicyError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The schedule entry that closes the gate, when the call was refused because of it
     /// (``limit`` is `nil` then, and ``retryAfter`` is the time until the gate opens).
     public let closedBy: String?
+    /// What the provider itself said, when its feedback refused the call: it paused the gate
+    /// (a 429: "paused the gate: 429, retry after 20 s") or reported nothing left until a
+    /// reset ("has no requests left"). ``limit`` is `nil` then, and ``retryAfter`` is the time
+    /// until the pause ends or the quantity resets.
+    public let providerCause: String?
     /// A sentence saying what happened.
     public let message: String
 
     /// Creates an error; the gate throws these, and tests or adapters may build them too.
     public init(
         _ code: Code, limit: PolicyLimitKind? = nil, retryAfter: Duration? = nil,
-        key: PolicyKey? = nil, closedBy: String? = nil, message: String
+        key: PolicyKey? = nil, closedBy: String? = nil, providerCause: String? = nil, message: String
     ) {
         self.code = code
         self.limit = limit
         self.retryAfter = retryAfter
         self.key = key
         self.closedBy = closedBy
+        self.providerCause = providerCause
         self.message = message
     }
 
@@ -68,14 +74,16 @@ public struct PolicyError: Error, Hashable, Sendable, CustomStringConvertible {
     }
 
     func with(key: PolicyKey) -> PolicyError {
-        PolicyError(code, limit: limit, retryAfter: retryAfter, key: key, closedBy: closedBy, message: message)
+        PolicyError(
+            code, limit: limit, retryAfter: retryAfter, key: key, closedBy: closedBy, providerCause: providerCause,
+            message: message)
     }
 
     /// Names the schedule entry in an error the state machine made (it knows only that the
     /// gate is closed, not by which entry).
     func naming(closedBy entry: String) -> PolicyError {
         PolicyError(
-            code, limit: limit, retryAfter: retryAfter, key: key, closedBy: entry,
+            code, limit: limit, retryAfter: retryAfter, key: key, closedBy: entry, providerCause: providerCause,
             message: message.replacingClosedBySchedule(with: entry))
     }
 }

@@ -7,6 +7,9 @@ struct Rejection: Error, Hashable {
     let retryAt: Int64?
     /// For an estimate above a token cap: that cap. No wait can help such a call.
     var exceededCap: Int64? = nil
+    /// When the provider's own feedback refuses the call (``ProviderFeedbackState``): what
+    /// it said, such as "has no requests left"; `kind` is `nil` then.
+    var providerCause: String? = nil
 
     /// A full concurrency cap: only a release can help.
     static let concurrency = Rejection(kind: .concurrency, retryAt: nil)
@@ -133,6 +136,9 @@ enum AdmissionRules {
         }
         // `.max`: closed beyond the schedule's horizon, so no honest retry time exists.
         let retryAfter = rejection.retryAt.flatMap { $0 == .max ? nil : Duration.nanoseconds(max(0, $0 - now)) }
+        if let cause = rejection.providerCause {
+            return PolicyError(code, retryAfter: retryAfter, providerCause: cause, message: "\(what): the provider \(cause)")
+        }
         guard let kind = rejection.kind else {
             return PolicyError(code, retryAfter: retryAfter, closedBy: "", message: "\(what): closed by schedule")
         }

@@ -75,9 +75,13 @@ struct GateStateMachine<Payload>: ~Copyable {
     private var sequence: UInt64 = 0
     /// The latest instant seen (see ``monotonic(_:)``).
     private var latest: Int64
+    /// What the provider said about its own limits, shared by its keys: checked after the
+    /// caps, where an admission is decided.
+    let feedback: ProviderFeedbackState?
 
-    init(limits: CompiledLimits, now: Int64) {
+    init(limits: CompiledLimits, now: Int64, feedback: ProviderFeedbackState? = nil) {
         self.limits = limits
+        self.feedback = feedback
         latest = now
         for w in 0..<3 where limits.tracks(w) {
             windows[w] = SlidingWindow(length: PolicyWindow.at(w).nanoseconds, now: now, firstSequence: 1)
@@ -112,8 +116,9 @@ struct GateStateMachine<Payload>: ~Copyable {
         }
         if inFlight >= limits.maxConcurrent { return (.failure(.concurrency), effects) }
         advanceWindows(to: now)
-        if windowsFit(tokens, now: now) { return (.success(admit(tokens: tokens, now: now)), effects) }
-        return (.failure(windowRefusal(tokens: tokens, now: now)), effects)
+        guard windowsFit(tokens, now: now) else { return (.failure(windowRefusal(tokens: tokens, now: now)), effects) }
+        if let refusal = feedback?.take(tokens: tokens, now: now) { return (.failure(refusal), effects) }
+        return (.success(admit(tokens: tokens, now: now)), effects)
     }
 
     /// Queues a call that could not be admitted at once, or admits/rejects it if the state
@@ -129,12 +134,15 @@ struct GateStateMachine<Payload>: ~Copyable {
         // Past `validUntil` the schedule's next limits are due: neither admit nor refuse on
         // these, queue (handing over the next limits pumps the queue).
         let current = now < limits.validUntil
+        var providerBlock: Rejection?
         if current && queue.isEmpty && inFlight < limits.maxConcurrent && windowsFit(tokens, now: now) {
-            return .admitted(admit(tokens: tokens, now: now), effects)
+            providerBlock = feedback?.take(tokens: tokens, now: now)
+            if providerBlock == nil { return .admitted(admit(tokens: tokens, now: now), effects) }
         }
         if deadline != .max {
             // The earliest this call could start, ignoring everyone ahead: a lower bound.
-            let windowBlock = windowsFit(tokens, now: now) ? nil : windowRefusal(tokens: tokens, now: now)
+            let windowBlock = windowsFit(tokens, now: now)
+                ? providerBlock ?? feedback?.refusal(tokens: tokens, now: now) : windowRefusal(tokens: tokens, now: now)
             if current, AdmissionRules.isHopeless(windowBlock ?? .concurrency, now: now, deadline: deadline) {
                 let rejection = windowBlock ?? queue.first.map { self.rejection(forQueued: $0, at: 0, now: now) } ?? .concurrency
                 return .rejected(AdmissionRules.refusal(rejection, now: now, waited: false), effects)
@@ -300,8 +308,10 @@ struct GateStateMachine<Payload>: ~Copyable {
 
     private func rejection(forQueued waiter: Waiter, at index: Int, now: Int64) -> Rejection {
         guard index < slotted else { return .concurrency }
-        // A slotted waiter is blocked by windows; if it fits it is about to be admitted.
-        return windowsFit(waiter.tokens, now: now) ? .concurrency : windowRefusal(tokens: waiter.tokens, now: now)
+        // A slotted waiter is blocked by windows or by the provider's feedback; if neither, it
+        // is about to be admitted.
+        guard windowsFit(waiter.tokens, now: now) else { return windowRefusal(tokens: waiter.tokens, now: now) }
+        return feedback?.refusal(tokens: waiter.tokens, now: now) ?? .concurrency
     }
 
     private mutating func remove(at index: Int) -> Waiter {
@@ -379,13 +389,20 @@ struct GateStateMachine<Payload>: ~Copyable {
                 advanceWindows(to: now)
                 advanced = true
             }
+            let refusal: Rejection
             if windowsFit(head.tokens, now: now) {
-                _ = remove(at: 0)  // gives back the waiter's slot, which `admit` takes as in-flight
-                effects.resume(head.payload, .success(admit(tokens: head.tokens, now: now)))
-                continue
+                if let providerBlock = feedback?.take(tokens: head.tokens, now: now) {
+                    refusal = providerBlock
+                } else {
+                    _ = remove(at: 0)  // gives back the waiter's slot, which `admit` takes as in-flight
+                    effects.resume(head.payload, .success(admit(tokens: head.tokens, now: now)))
+                    continue
+                }
+            } else {
+                refusal = windowRefusal(tokens: head.tokens, now: now)
             }
             // `.max`: closed beyond the schedule's horizon; the schedule's own timer reopens it.
-            let retryAt = windowRefusal(tokens: head.tokens, now: now).retryAt
+            let retryAt = refusal.retryAt
             effects.wake = retryAt == .max ? nil : retryAt
             break
         }

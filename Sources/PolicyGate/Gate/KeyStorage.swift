@@ -15,11 +15,24 @@ final class GateEnvironment: Sendable {
     /// release on every call, which is most of what "no telemetry" should cost.
     let hasTelemetry: Bool
 
+    /// The core that made this environment, for what permits report back (provider feedback).
+    /// Weak, so that permits may outlive their service.
+    private let owner = Locked(WeakCore())
+
     init(time: any TimeSource, telemetry: (any PolicyTelemetry)?) {
         self.time = time
         self.telemetry = telemetry
         self.hasTelemetry = telemetry != nil
     }
+
+    var core: GateCore? { owner.withLock { $0.core } }
+
+    func attach(_ core: GateCore) { owner.withLock { $0.core = core } }
+}
+
+/// A weak reference to the core, kept under a lock.
+struct WeakCore: Sendable {
+    weak var core: GateCore?
 }
 
 /// The shell around one key's ``GateStateMachine``: it owns the continuations of the key's
@@ -40,11 +53,14 @@ final class KeyStorage: @unchecked Sendable {  // mutable state only touched und
     @exclusivity(unchecked) private var timerAt: Int64 = .max
     @exclusivity(unchecked) private var timer: Task<Void, Never>?
 
-    init(key: PolicyKey, limits: CompiledLimits, now: Int64, shard: Shard, environment: GateEnvironment, position: Int) {
+    init(
+        key: PolicyKey, limits: CompiledLimits, now: Int64, shard: Shard, environment: GateEnvironment, position: Int,
+        feedback: ProviderFeedbackState? = nil
+    ) {
         self.key = key
         self.shard = shard
         self.environment = environment
-        self.machine = Machine(limits: limits, now: now)
+        self.machine = Machine(limits: limits, now: now, feedback: feedback)
         self.position = position
     }
 
@@ -177,7 +193,7 @@ struct ShardTable: ~Copyable {
         sweep(count: 2, now: now, sparing: nil, aftermath: &aftermath)
         let storage = KeyStorage(
             key: key, limits: core.limitsForNewKey(key, given: limits), now: now, shard: shard,
-            environment: core.environment, position: storages.count)
+            environment: core.environment, position: storages.count, feedback: core.feedback(for: key))
         index[HashedKey(key)] = storages.count
         storages.append(storage)
         return storage

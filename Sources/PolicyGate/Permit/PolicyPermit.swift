@@ -87,6 +87,26 @@ public struct PolicyPermit: ~Copyable, Sendable {
         }
     }
 
+    /// Tells the gate what the provider said about its limits in this call's response headers
+    /// (see ``PolicyService/observe(headers:for:)``): it applies to every key of the provider.
+    /// Does nothing for an inert permit.
+    public func observe(headers: [String: String]) {
+        observe(headers: headers.map { ($0.key, $0.value) })
+    }
+
+    /// Tells the gate what the provider said, from headers given as name and value pairs.
+    public func observe<S: Sequence>(headers: S) where S.Element == (String, String) {
+        guard let key, let core = (storage?.environment ?? shared?.gate.environment)?.core else { return }
+        core.observe(headers: headers, for: key, cause: "asked to wait (retry-after)")
+    }
+
+    /// Tells the gate the provider refused this call (an HTTP 429): see
+    /// ``PolicyService/reportThrottled(_:retryAfter:)``. Does nothing for an inert permit.
+    public func reportThrottled(retryAfter: Duration? = nil) {
+        guard let key, let core = (storage?.environment ?? shared?.gate.environment)?.core else { return }
+        core.reportThrottled(key, retryAfter: retryAfter)
+    }
+
     /// Releases the concurrency slot now instead of at the end of the scope.
     public consuming func release() {}
 

@@ -120,6 +120,9 @@ final class GateCore: Sendable {
     private let scheduleTimer = Locked<Task<Void, Never>?>(nil)
     /// Drives shared providers' calls through the service's store, if it has one.
     let shared: SharedGate?
+    /// What each provider said about its own limits (see ``ProviderFeedbackState``), made when
+    /// a key of the provider is first created and kept for the service's life.
+    private let feedbackStates = Locked<[ProviderName: ProviderFeedbackState]>([:])
 
     init(
         limits: [String: PolicyLimits], schedules: [String: PolicySchedule], storage: [String: PolicyStorage],
@@ -139,6 +142,7 @@ final class GateCore: Sendable {
                 base, schedules[name], storage: storage[name] ?? .memory, generation: 1, now: now, wallClock: wallClock)
         }
         providers = Locked(table)
+        environment.attach(self)
         armScheduleTimer()
     }
 
@@ -202,6 +206,75 @@ final class GateCore: Sendable {
         guard limits.validUntil <= now else { return limits }
         advanceSchedules(now: now)
         return compiledLimits(for: key)
+    }
+
+    // MARK: Provider feedback
+
+    /// The feedback state of `key`'s provider, made on first use.
+    func feedback(for key: PolicyKey) -> ProviderFeedbackState {
+        let name = ProviderName(of: key)
+        return feedbackStates.withLock { states in
+            if let state = states[name] { return state }
+            let state = ProviderFeedbackState()
+            states[name] = state
+            return state
+        }
+    }
+
+    /// Reads `headers` received now (on the service's clock and its wall-clock dates) and
+    /// adopts them.
+    func observe<S: Sequence>(headers: S, for key: PolicyKey, cause: String) where S.Element == (String, String) {
+        let now = environment.time.now()
+        let feedback = PolicyProviderFeedback(headers: headers, receivedAt: wallClock.date(at: now))
+        observe(feedback, for: key, at: now, cause: cause)
+    }
+
+    /// Pauses `key`'s provider after a 429.
+    func reportThrottled(_ key: PolicyKey, retryAfter: Duration?) {
+        let wait = max(.zero, retryAfter ?? PolicyService.defaultThrottlePause)
+        var feedback = PolicyProviderFeedback()
+        feedback.retryAfter = wait
+        observe(feedback, for: key, at: environment.time.now(), cause: "paused the gate after a 429 (retry after \(wait))")
+    }
+
+    /// The feedback state of `provider` if one was made.
+    func existingFeedback(for provider: String) -> ProviderFeedbackState? {
+        let name = ProviderName(provider)
+        return feedbackStates.withLock { $0[name] }
+    }
+
+    /// Adopts what `key`'s provider said in a response received at `now` (the service's
+    /// nanoseconds), and lets parked waiters look again if that may admit more. Feedback for a
+    /// provider without caps is not kept: it is not gated.
+    /// - Returns: What was applied, for telemetry.
+    @discardableResult
+    func observe(_ feedback: PolicyProviderFeedback, for key: PolicyKey, at now: Int64, cause: String) -> PolicyFeedbackEvent? {
+        guard compiledLimits(for: key) != nil else { return nil }
+        let state = self.feedback(for: key)
+        func allowance(_ quantity: PolicyProviderFeedback.Quantity) -> ProviderFeedbackState.Allowance? {
+            guard let quota = feedback.quotas[quantity], let remaining = quota.remaining, let resetIn = quota.resetIn,
+                resetIn > .zero
+            else { return nil }
+            return .init(remaining: Int64(remaining), until: now.clampedAdding(resetIn.nanosecondsSaturating))
+        }
+        let requests = allowance(.requests)
+        let tokens = allowance(.tokens)
+        let pauseUntil = feedback.retryAfter.map { now.clampedAdding($0.nanosecondsSaturating) }
+        let applied = state.apply(pauseUntil: pauseUntil, cause: cause, requests: requests, tokens: tokens, now: now)
+        if applied.mayAdmitMore {
+            // Waiters parked on the old state look again. (A pause needs no such pass: a
+            // waiter it blocks learns of it when it next could be admitted.)
+            forEachStorage(of: key.provider) { storage, aftermath in
+                storage.settle(storage.machine.tick(now: now), into: &aftermath)
+            }
+            shared?.announce(nil)
+        }
+        let event = PolicyFeedbackEvent(
+            key: key, feedback: feedback,
+            pausedFor: pauseUntil.map { .nanoseconds($0 - now) }, pauseCause: pauseUntil == nil ? nil : cause,
+            requestsRemaining: requests.map { Int($0.remaining) }, tokensRemaining: tokens.map { Int($0.remaining) })
+        if environment.hasTelemetry { environment.telemetry?.didObserveFeedback(event) }
+        return event
     }
 
     // MARK: Schedules

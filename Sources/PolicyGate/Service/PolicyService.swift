@@ -292,6 +292,44 @@ public actor PolicyService {
         return PolicyPermit(storage: nil, admission: Admission(time: 0, sequence: 0), estimatedTokens: estimatedTokens)
     }
 
+    // MARK: Provider feedback
+
+    /// How long a 429 without a retry hint pauses the provider.
+    public static let defaultThrottlePause: Duration = .seconds(1)
+
+    /// Tells the gate what `key`'s provider said about its limits in a response's headers
+    /// (see ``PolicyProviderFeedback`` for the headers understood).
+    ///
+    /// From then on, for every key of the provider, the gate admits no more requests or
+    /// tokens than the provider said are left until each resets, and nothing while a
+    /// `retry-after` runs. Feedback only ever tightens the configured caps, and expires at its
+    /// reset; a newer report of a quantity replaces the older one. Values that cannot be
+    /// believed are ignored and listed in the telemetry event
+    /// (``PolicyTelemetry/didObserveFeedback(_:)``). A provider without caps is not gated, and
+    /// its feedback is not kept.
+    ///
+    /// A permit's ``PolicyPermit/observe(headers:)`` does the same for its own key.
+    public nonisolated func observe(headers: [String: String], for key: PolicyKey) {
+        observe(headers: headers.map { ($0.key, $0.value) }, for: key)
+    }
+
+    /// Tells the gate what `key`'s provider said, from headers given as name and value pairs.
+    public nonisolated func observe<S: Sequence>(headers: S, for key: PolicyKey) where S.Element == (String, String) {
+        core.observe(headers: headers, for: key, cause: "asked to wait (retry-after)")
+    }
+
+    /// Tells the gate what `key`'s provider said, already read (from a response body, say).
+    public nonisolated func observe(_ feedback: PolicyProviderFeedback, for key: PolicyKey) {
+        core.observe(feedback, for: key, at: core.environment.time.now(), cause: "asked to wait (retry-after)")
+    }
+
+    /// Tells the gate the provider refused a call of `key` (an HTTP 429): every key of the
+    /// provider is paused until `retryAfter` from now (``defaultThrottlePause`` without one);
+    /// waiters are woken at that instant. ``currentState(for:)`` shows the pause and its cause.
+    public nonisolated func reportThrottled(_ key: PolicyKey, retryAfter: Duration? = nil) {
+        core.reportThrottled(key, retryAfter: retryAfter)
+    }
+
     // MARK: Configuration
 
     /// The limits configured for `provider`, or `nil` if it is not gated.
@@ -405,12 +443,14 @@ public actor PolicyService {
                 requests: .init(used: Int(used?.requests ?? 0), cap: requestCap),
                 tokens: .init(used: Int(used?.tokens ?? 0), cap: tokenCap)))
         }
-        return PolicyState(
+        var state = PolicyState(
             key: key, limits: limits, windows: windows, inFlight: raw?.inFlight ?? 0, queued: raw?.queued ?? 0,
             waitingForCapacity: raw?.slotted ?? 0, blockedBy: raw?.blockedBy,
             scheduleEntry: resolution?.entry, isClosed: resolution?.isClosed ?? false,
             nextTransition: resolution?.validUntil,
             nextCapacityIn: raw?.nextExpiry.map { .nanoseconds(max(0, $0 - now)) })
+        state.providerFeedback = core.existingFeedback(for: key.provider)?.readout(at: now)
+        return state
     }
 
     /// The keys the gate holds state for: anything in flight, queued or counted in a window.

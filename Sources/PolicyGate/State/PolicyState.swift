@@ -51,6 +51,27 @@ public struct PolicyState: Sendable, CustomStringConvertible {
     /// nothing is recorded.
     public let nextCapacityIn: Duration?
 
+    /// What the provider itself said about its limits (``PolicyPermit/observe(headers:)``,
+    /// ``PolicyService/reportThrottled(_:retryAfter:)``), while some of it is in force.
+    public struct ProviderFeedback: Sendable, Hashable {
+        /// How long the provider still pauses the gate, if it does.
+        public let pausedFor: Duration?
+        /// Why it pauses it.
+        public let pauseCause: String?
+        /// Requests the gate admits at most until the provider's reset, if it said.
+        public let requestsRemaining: Int?
+        /// Time until that reset.
+        public let requestsResetIn: Duration?
+        /// Tokens the gate admits at most until the provider's reset, if it said.
+        public let tokensRemaining: Int?
+        /// Time until that reset.
+        public let tokensResetIn: Duration?
+    }
+
+    /// What the provider said, while some of it is in force; `nil` otherwise. It applies to
+    /// every key of the provider and only ever tightens the configured caps.
+    public internal(set) var providerFeedback: ProviderFeedback?
+
     /// The window entry for `window`, if it is capped.
     public subscript(window: PolicyWindow) -> Window? {
         windows.first { $0.window == window }
@@ -64,6 +85,7 @@ public struct PolicyState: Sendable, CustomStringConvertible {
         }
         if let blockedBy { parts.append("blockedBy=\(blockedBy)") }
         if let scheduleEntry { parts.append("schedule=\(scheduleEntry)\(isClosed ? " (closed)" : "")") }
+        if let pause = providerFeedback?.pausedFor { parts.append("providerPause=\(pause)") }
         return parts.joined(separator: " ")
     }
 }

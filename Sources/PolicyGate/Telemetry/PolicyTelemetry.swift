@@ -24,6 +24,9 @@ public protocol PolicyTelemetry: Sendable {
     /// applied with ``PolicyService/apply(_:)``. Reported once per provider whose limits differ,
     /// after the change took effect.
     func didChangeLimits(_ event: PolicyLimitsChangeEvent)
+    /// A provider's own feedback (response headers, a 429) was read: what the gate adopted, and
+    /// the values it did not believe.
+    func didObserveFeedback(_ event: PolicyFeedbackEvent)
     /// A shared provider's store failed (an error, or no answer in time): what the gate did
     /// about it. Reported for admissions, commits and releases.
     func didFailStore(_ event: PolicyStoreFailureEvent)
@@ -40,6 +43,8 @@ extension PolicyTelemetry {
     public func didRelease(_ event: PolicyReleaseEvent) {}
     /// Does nothing.
     public func didChangeLimits(_ event: PolicyLimitsChangeEvent) {}
+    /// Does nothing.
+    public func didObserveFeedback(_ event: PolicyFeedbackEvent) {}
     /// Does nothing.
     public func didFailStore(_ event: PolicyStoreFailureEvent) {}
 }

@@ -52,6 +52,11 @@ public struct PolicyTelemetryFanOut: PolicyTelemetry {
     }
 
     /// Passes the event to every sink.
+    public func didObserveFeedback(_ event: PolicyFeedbackEvent) {
+        for sink in sinks { sink.didObserveFeedback(event) }
+    }
+
+    /// Passes the event to every sink.
     public func didFailStore(_ event: PolicyStoreFailureEvent) {
         for sink in sinks { sink.didFailStore(event) }
     }
