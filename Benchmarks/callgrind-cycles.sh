@@ -4,6 +4,8 @@
 # Needs valgrind (Debian: apt-get install valgrind). Run from the repository's root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# SwiftPM does not always see files added to the root package from here: re-plan.
+touch Benchmarks/Package.swift
 swift build -c release --package-path Benchmarks --product CycleCount >&2
 bin=$(swift build -c release --package-path Benchmarks --show-bin-path)/CycleCount
 export SWIFT_DETERMINISTIC_HASHING=1

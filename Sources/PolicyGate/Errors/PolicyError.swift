@@ -43,8 +43,9 @@ public struct PolicyError: Error, Hashable, Sendable, CustomStringConvertible {
     /// (``limit`` is `nil` then, and ``retryAfter`` is the time until the gate opens).
     public let closedBy: String?
     /// What the provider itself said, when its feedback refused the call: it paused the gate
-    /// (a 429: "paused the gate: 429, retry after 20 s") or reported nothing left until a
-    /// reset ("has no requests left"). ``limit`` is `nil` then, and ``retryAfter`` is the time
+    /// (a 429 or a `retry-after`: "paused the gate"; ``PolicyState/providerFeedback`` says
+    /// why) or reported too little left until a reset ("has no requests left", "has 400
+    /// tokens left"). ``limit`` is `nil` then, and ``retryAfter`` is the time
     /// until the pause ends or the quantity resets.
     public let providerCause: String?
     /// A sentence saying what happened.

@@ -65,14 +65,12 @@ final class ProviderFeedbackState: Sendable {
                 return nil
             }
             var refusal: Rejection?
-            func refuse(until: Int64, _ cause: String) {
-                if until > (refusal?.retryAt ?? .min) { refusal = Rejection(kind: nil, retryAt: until, providerCause: cause) }
+            func refuse(until: Int64, _ cause: ProviderRefusal) {
+                if until > (refusal?.retryAt ?? .min) { refusal = Rejection(kind: nil, retryAt: until, provider: cause) }
             }
-            if now < state.pausedUntil { refuse(until: state.pausedUntil, state.pauseCause) }
-            if let a = state.requests, now < a.until, a.remaining < 1 { refuse(until: a.until, "has no requests left") }
-            if let a = state.tokens, now < a.until, a.remaining < tokens {
-                refuse(until: a.until, "has \(max(0, a.remaining)) tokens left")
-            }
+            if now < state.pausedUntil { refuse(until: state.pausedUntil, .paused) }
+            if let a = state.requests, now < a.until, a.remaining < 1 { refuse(until: a.until, .noRequests) }
+            if let a = state.tokens, now < a.until, a.remaining < tokens { refuse(until: a.until, .tokens(left: a.remaining)) }
             if refusal != nil {
                 state.refused = true
                 return refusal

@@ -8,11 +8,31 @@ struct Rejection: Error, Hashable {
     /// For an estimate above a token cap: that cap. No wait can help such a call.
     var exceededCap: Int64? = nil
     /// When the provider's own feedback refuses the call (``ProviderFeedbackState``): what
-    /// it said, such as "has no requests left"; `kind` is `nil` then.
-    var providerCause: String? = nil
+    /// it said; `kind` is `nil` then. (A trivial value, as the whole rejection is: it travels
+    /// in a `Result` on the hot path, where a string would cost reference counting.)
+    var provider: ProviderRefusal? = nil
 
     /// A full concurrency cap: only a release can help.
     static let concurrency = Rejection(kind: .concurrency, retryAt: nil)
+}
+
+/// What the provider said that refuses a call.
+enum ProviderRefusal: Hashable {
+    /// A 429 or a `retry-after` paused the gate.
+    case paused
+    /// No requests left until the reset.
+    case noRequests
+    /// Fewer tokens left than the call's estimate.
+    case tokens(left: Int64)
+
+    /// As in "the provider …".
+    var description: String {
+        switch self {
+        case .paused: "paused the gate"
+        case .noRequests: "has no requests left"
+        case .tokens(let left): "has \(max(0, left)) tokens left"
+        }
+    }
 }
 
 /// The admission rules that the in-process machine (``GateStateMachine``) and the shared
@@ -136,7 +156,7 @@ enum AdmissionRules {
         }
         // `.max`: closed beyond the schedule's horizon, so no honest retry time exists.
         let retryAfter = rejection.retryAt.flatMap { $0 == .max ? nil : Duration.nanoseconds(max(0, $0 - now)) }
-        if let cause = rejection.providerCause {
+        if let cause = rejection.provider?.description {
             return PolicyError(code, retryAfter: retryAfter, providerCause: cause, message: "\(what): the provider \(cause)")
         }
         guard let kind = rejection.kind else {

@@ -76,16 +76,28 @@ struct GateStateMachine<Payload>: ~Copyable {
     /// The latest instant seen (see ``monotonic(_:)``).
     private var latest: Int64
     /// What the provider said about its own limits, shared by its keys: checked after the
-    /// caps, where an admission is decided.
-    let feedback: ProviderFeedbackState?
+    /// caps, where an admission is decided. Unmanaged: whoever holds the machine keeps it
+    /// alive (``KeyStorage`` does), and a counted reference cost a retain and a release per call.
+    private let feedbackReference: Unmanaged<ProviderFeedbackState>?
 
     init(limits: CompiledLimits, now: Int64, feedback: ProviderFeedbackState? = nil) {
         self.limits = limits
-        self.feedback = feedback
+        self.feedbackReference = feedback.map { Unmanaged.passUnretained($0) }
         latest = now
         for w in 0..<3 where limits.tracks(w) {
             windows[w] = SlidingWindow(length: PolicyWindow.at(w).nanoseconds, now: now, firstSequence: 1)
         }
+    }
+
+    /// Takes a call of `tokens` from what the provider said is left, or says why not.
+    @inline(__always)
+    private func providerRefusal(tokens: Int64, now: Int64) -> Rejection? {
+        feedbackReference?._withUnsafeGuaranteedRef { $0.take(tokens: tokens, now: now) }
+    }
+
+    /// Why the provider's feedback would refuse a call of `tokens`, taking nothing.
+    private func providerBlock(tokens: Int64, now: Int64) -> Rejection? {
+        feedbackReference?._withUnsafeGuaranteedRef { $0.refusal(tokens: tokens, now: now) }
     }
 
     /// `now`, or the latest instant seen if that is later. Two callers may read the clock in one
@@ -117,7 +129,7 @@ struct GateStateMachine<Payload>: ~Copyable {
         if inFlight >= limits.maxConcurrent { return (.failure(.concurrency), effects) }
         advanceWindows(to: now)
         guard windowsFit(tokens, now: now) else { return (.failure(windowRefusal(tokens: tokens, now: now)), effects) }
-        if let refusal = feedback?.take(tokens: tokens, now: now) { return (.failure(refusal), effects) }
+        if let refusal = providerRefusal(tokens: tokens, now: now) { return (.failure(refusal), effects) }
         return (.success(admit(tokens: tokens, now: now)), effects)
     }
 
@@ -134,15 +146,15 @@ struct GateStateMachine<Payload>: ~Copyable {
         // Past `validUntil` the schedule's next limits are due: neither admit nor refuse on
         // these, queue (handing over the next limits pumps the queue).
         let current = now < limits.validUntil
-        var providerBlock: Rejection?
+        var refusedByProvider: Rejection?
         if current && queue.isEmpty && inFlight < limits.maxConcurrent && windowsFit(tokens, now: now) {
-            providerBlock = feedback?.take(tokens: tokens, now: now)
-            if providerBlock == nil { return .admitted(admit(tokens: tokens, now: now), effects) }
+            refusedByProvider = providerRefusal(tokens: tokens, now: now)
+            if refusedByProvider == nil { return .admitted(admit(tokens: tokens, now: now), effects) }
         }
         if deadline != .max {
             // The earliest this call could start, ignoring everyone ahead: a lower bound.
             let windowBlock = windowsFit(tokens, now: now)
-                ? providerBlock ?? feedback?.refusal(tokens: tokens, now: now) : windowRefusal(tokens: tokens, now: now)
+                ? refusedByProvider ?? providerBlock(tokens: tokens, now: now) : windowRefusal(tokens: tokens, now: now)
             if current, AdmissionRules.isHopeless(windowBlock ?? .concurrency, now: now, deadline: deadline) {
                 let rejection = windowBlock ?? queue.first.map { self.rejection(forQueued: $0, at: 0, now: now) } ?? .concurrency
                 return .rejected(AdmissionRules.refusal(rejection, now: now, waited: false), effects)
@@ -311,7 +323,7 @@ struct GateStateMachine<Payload>: ~Copyable {
         // A slotted waiter is blocked by windows or by the provider's feedback; if neither, it
         // is about to be admitted.
         guard windowsFit(waiter.tokens, now: now) else { return windowRefusal(tokens: waiter.tokens, now: now) }
-        return feedback?.refusal(tokens: waiter.tokens, now: now) ?? .concurrency
+        return providerBlock(tokens: waiter.tokens, now: now) ?? .concurrency
     }
 
     private mutating func remove(at index: Int) -> Waiter {
@@ -391,7 +403,7 @@ struct GateStateMachine<Payload>: ~Copyable {
             }
             let refusal: Rejection
             if windowsFit(head.tokens, now: now) {
-                if let providerBlock = feedback?.take(tokens: head.tokens, now: now) {
+                if let providerBlock = providerRefusal(tokens: head.tokens, now: now) {
                     refusal = providerBlock
                 } else {
                     _ = remove(at: 0)  // gives back the waiter's slot, which `admit` takes as in-flight
