@@ -32,7 +32,7 @@ struct LimitChangeModelTests {
         // Every path was taken, so that the checks above were not vacuous.
         #expect(total.admitted > 1_000 && total.waited > 500 && total.timedOut > 100 && total.cancelled > 100
                 && total.oversized > 50 && total.changes > 1_000 && total.transitions > 100 && total.lateTransitions > 50 && total.staleArrivals > 100
-                && total.closedRefusals > 20 && total.slotsTakenBack > 50 && total.rejected > 1_000,
+                && total.closedRefusals > 20 && total.feedback > 200 && total.providerRefusals > 50 && total.slotsTakenBack > 50 && total.rejected > 1_000,
                 "not every path was exercised: \(total)")
         print("limit-change model: \(seeds.count) seeds: \(total)")
     }
@@ -67,17 +67,18 @@ private final class Harness {
     struct Counts: CustomStringConvertible {
         var admitted = 0, rejected = 0, waited = 0, timedOut = 0, cancelled = 0, oversized = 0
         var changes = 0, transitions = 0, lateTransitions = 0, closedRefusals = 0, slotsTakenBack = 0, staleArrivals = 0
+        var feedback = 0, providerRefusals = 0
 
         mutating func add(_ o: Counts) {
             admitted += o.admitted; rejected += o.rejected; waited += o.waited; timedOut += o.timedOut
             cancelled += o.cancelled; oversized += o.oversized; changes += o.changes; transitions += o.transitions
-            lateTransitions += o.lateTransitions; staleArrivals += o.staleArrivals; closedRefusals += o.closedRefusals; slotsTakenBack += o.slotsTakenBack
+            lateTransitions += o.lateTransitions; feedback += o.feedback; providerRefusals += o.providerRefusals; staleArrivals += o.staleArrivals; closedRefusals += o.closedRefusals; slotsTakenBack += o.slotsTakenBack
         }
 
         var description: String {
             "admitted \(admitted) rejected \(rejected) waited \(waited) timed out \(timedOut) cancelled \(cancelled) "
                 + "oversized \(oversized) changes \(changes) transitions \(transitions) (late \(lateTransitions), callers meanwhile \(staleArrivals)) "
-                + "closed \(closedRefusals) slots taken back \(slotsTakenBack)"
+                + "closed \(closedRefusals) slots taken back \(slotsTakenBack) feedback \(feedback) (refusals \(providerRefusals))"
         }
     }
 
@@ -100,13 +101,18 @@ private final class Harness {
     var staleVisited = false
     var nextWaiter = 0
     var counts = Counts()
+    /// What the provider said, as the machine sees it, and as the model keeps it.
+    let feedback = ProviderFeedbackState()
+    var pausedUntil: Int64 = .min
+    var requestsLeft: (remaining: Int64, until: Int64)?
+    var tokensLeft: (remaining: Int64, until: Int64)?
 
     init(seed: UInt64) {
         self.seed = seed
         rng = SeededGenerator(seed: seed)
         let limits = SlidingWindowModelTests.randomLimits(&rng)
         compiled = CompiledLimits(limits, generation: 1)
-        machine = Machine(limits: compiled, now: 0)
+        machine = Machine(limits: compiled, now: 0, feedback: feedback)
         for w in 0..<3 where compiled.tracks(w) { trackedSince[w] = 0 }
     }
 
@@ -144,6 +150,11 @@ private final class Harness {
         if inFlight >= compiled.maxConcurrent { result.insert("concurrency") }
         if t < compiled.closedUntil { result.insert("closed") }
         if t >= compiled.validUntil { result.insert("expired") }
+        if t < pausedUntil || (requestsLeft.map { t < $0.until && $0.remaining < 1 } ?? false)
+            || (tokensLeft.map { t < $0.until && $0.remaining < tokens } ?? false)
+        {
+            result.insert("provider")
+        }
         return result
     }
 
@@ -193,6 +204,8 @@ private final class Harness {
         if !broken.isEmpty { fail("admitted \(what) (\(tokens) tokens, \(inFlight) in flight) although \(broken)") }
         calls.append(Call(at: admission.time, tokens: tokens, alive: true, admission: admission))
         counts.admitted += 1
+        if let left = requestsLeft, admission.time < left.until { requestsLeft?.remaining -= 1 }
+        if let left = tokensLeft, admission.time < left.until { tokensLeft?.remaining -= tokens }
     }
 
     // MARK: Invariants after every step
@@ -229,7 +242,8 @@ private final class Harness {
             case 60..<65: cancel()
             case 65..<73: commit()
             case 73..<88: release()
-            case 88..<96: change()
+            case 88..<94: change()
+            case 94..<97: provider()
             default: schedule()
             }
             check()
@@ -310,7 +324,10 @@ private final class Harness {
             } else if queue.isEmpty {
                 let relaxed = broken(tokens: tokens, at: now, relaxed: true)
                 if relaxed.isEmpty { fail("refused \(tokens) (\(String(describing: rejection.kind))) though it fits even relaxed") }
-                if rejection.kind == nil {
+                if rejection.provider != nil {
+                    if !relaxed.contains("provider") { fail("refused by the provider's feedback, which allows it") }
+                    counts.providerRefusals += 1
+                } else if rejection.kind == nil {
                     if !relaxed.contains("closed") { fail("refused as closed while open") }
                     counts.closedRefusals += 1
                 }
@@ -377,6 +394,28 @@ private final class Harness {
         guard let i = alive.randomElement(using: &rng) else { return }
         calls[i].alive = false
         if machine.release() { settle(machine.tick(now: passing(now))) }
+    }
+
+    /// The provider says something: a pause (429), or what is left of requests or tokens
+    /// until a reset. Parked waiters look again when that may admit more, as the service does.
+    func provider() {
+        var pause: Int64?
+        var requests: ProviderFeedbackState.Allowance?
+        var tokens: ProviderFeedbackState.Allowance?
+        switch Int.random(in: 0..<3, using: &rng) {
+        case 0:
+            pause = now + Int64.random(in: 100...30_000, using: &rng) * 1_000_000
+            pausedUntil = max(pausedUntil, pause ?? .min)
+        case 1:
+            requests = .init(remaining: Int64.random(in: 0...6, using: &rng), until: now + Int64.random(in: 1...90, using: &rng) * Self.second)
+            requestsLeft = requests.map { ($0.remaining, $0.until) }
+        default:
+            tokens = .init(remaining: Int64.random(in: 0...3_000, using: &rng), until: now + Int64.random(in: 1...90, using: &rng) * Self.second)
+            tokensLeft = tokens.map { ($0.remaining, $0.until) }
+        }
+        let applied = feedback.apply(pauseUntil: pause, cause: "test", requests: requests, tokens: tokens, now: now)
+        if applied.mayAdmitMore { settle(machine.tick(now: passing(now))) }
+        counts.feedback += 1
     }
 
     /// A reload or `setLimits`: one cap moved up, down, away or in, or all of them anew.
