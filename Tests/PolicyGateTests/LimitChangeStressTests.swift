@@ -33,8 +33,8 @@ struct LimitChangeStressTests {
         let cap: Int
     }
 
-    static let offPeakRequests = 150
-    static let peakRequests = 600
+    static let offPeakRequests = 100
+    static let peakRequests = 400
 
     @Test("tasks acquiring while max_concurrent flips and a schedule transitions never exceed a cap in force",
           .timeLimit(.minutes(3)))
@@ -62,7 +62,7 @@ struct LimitChangeStressTests {
         let changes = Locked<[Change]>([Change(before: .min, after: .min, cap: 4)])
 
         await withTaskGroup(of: Void.self) { group in
-            for worker in 0..<8 {
+            for worker in 0..<6 {
                 group.addTask {
                     var rng = SeededGenerator(seed: UInt64(worker) + 1)
                     while !stop.withLock({ $0 }) {
