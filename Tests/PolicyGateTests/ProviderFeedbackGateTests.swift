@@ -124,6 +124,21 @@ struct ProviderFeedbackGateTests {
         await task.value
     }
 
+    @Test("a newer report that leaves less but resets sooner moves the waiters' wake-up to the sooner reset")
+    func soonerReset() async throws {
+        let gate = try gate()
+        gate.observe(headers: ["x-ratelimit-remaining-tokens": "600", "x-ratelimit-reset-tokens": "70s"], for: a)
+        let (box, task) = startWaiter(gate, b, tokens: 900)
+        await eventually("waiting") { gate.currentState(for: b).queued == 1 }
+        gate.observe(headers: ["x-ratelimit-remaining-tokens": "300", "x-ratelimit-reset-tokens": "10s"], for: a)
+        await eventually("re-armed") { clock.nextDeadline.map { $0.offset <= .seconds(10) } ?? false }
+        clock.advance(by: .seconds(10))
+        await eventually("admitted at the sooner reset") { box.isDone }
+        #expect(box.hasPermit)
+        box.release()
+        await task.value
+    }
+
     @Test("values that cannot be believed change nothing and are reported")
     func unbelievable() throws {
         let telemetry = TelemetryRecorder()

@@ -95,15 +95,20 @@ final class ProviderFeedbackState: Sendable {
     func apply(pauseUntil: Int64?, cause: String, requests: Allowance?, tokens: Allowance?, now: Int64) -> Applied {
         state.withLock { state in
             var applied = Applied()
-            let before = (state.requests?.remaining, state.tokens?.remaining)
+            // A newer report loosens if it leaves more, or resets sooner (smaller but ending
+            // earlier: a waiter parked until the old reset could go at the new one). Where no
+            // report was in force, a new one only restricts.
+            func loosens(_ new: Allowance?, _ old: Allowance?) -> Bool {
+                guard let new, let old, now < old.until else { return false }
+                return new.remaining > old.remaining || new.until < old.until
+            }
+            let loosened = loosens(requests, state.requests) || loosens(tokens, state.tokens)
             if let pauseUntil, pauseUntil > state.pausedUntil {
                 state.pausedUntil = pauseUntil
                 state.pauseCause = cause
             }
             if let requests { state.requests = requests }
             if let tokens { state.tokens = tokens }
-            let loosened = (requests.map { $0.remaining > (before.0 ?? .max) } ?? false)
-                || (tokens.map { $0.remaining > (before.1 ?? .max) } ?? false)
             if state.refused && loosened {
                 applied.mayAdmitMore = true
                 state.refused = false
