@@ -163,3 +163,50 @@ struct ProviderFeedbackGateTests {
         #expect(gate.currentState(for: other).providerFeedback == nil)
     }
 }
+
+/// `feedback_scope`: whose calls share what the provider said.
+@Suite("Provider feedback scope", .timeLimit(.minutes(1)))
+struct ProviderFeedbackScopeTests {
+    let clock = ManualClock()
+    let a = PolicyKey(provider: "byok", scope: .org("a"))
+    let b = PolicyKey(provider: "byok", scope: .org("b"))
+
+    func paused(_ gate: PolicyService, _ key: PolicyKey) -> Bool {
+        (try? gate.tryAcquire(key)) == nil
+    }
+
+    @Test("read from the provider's table, with a suggestion for a near miss, and written back")
+    func configuration() throws {
+        let configuration = try PolicyConfiguration(toml: """
+            [limits.byok]
+            requests_per_minute = 100
+            feedback_scope = "key"
+            """)
+        #expect(configuration.feedbackScope == ["byok": .key])
+        let error = try #require(throws: PolicyConfigurationError.self) {
+            try PolicyConfiguration(toml: "[limits.byok]\nrequests_per_minute = 1\nfeedback_scope = \"keys\"\n")
+        }
+        #expect(error.diagnostics.map(\.keyPath) == ["limits.byok.feedback_scope"])
+        #expect(error.diagnostics.first?.suggestion == "key" && error.diagnostics.first?.line == 3)
+        let again = try PolicyConfiguration(json: try JSONEncoder().encode(configuration))
+        #expect(again == configuration)
+    }
+
+    @Test("per key, a 429 pauses only its own key; switched to provider-wide by a reload, keys share it")
+    func perKeyThenShared() async throws {
+        var configuration = PolicyConfiguration(limits: ["byok": PolicyLimits(requestsPerMinute: 100)])
+        configuration.feedbackScope = ["byok": .key]
+        let gate = try PolicyService(configuration: configuration, clock: clock)
+        _ = try gate.tryAcquire(b)  // b's key exists before the reload
+        gate.reportThrottled(a, retryAfter: .seconds(30))
+        #expect(paused(gate, a) && !paused(gate, b))
+        #expect(gate.configuration.feedbackScope == ["byok": .key])
+
+        configuration.feedbackScope = [:]
+        try await gate.apply(configuration)
+        #expect(gate.configuration.feedbackScope.isEmpty)
+        #expect(!paused(gate, a) && !paused(gate, b))  // the provider-wide state says nothing yet
+        gate.reportThrottled(a, retryAfter: .seconds(30))
+        #expect(paused(gate, a) && paused(gate, b))
+    }
+}

@@ -23,6 +23,7 @@ struct ConfigurationReader {
                 unknownKey(key.stringValue, path: [.key(key.stringValue)], known: PolicyConfiguration.topLevelKeys)
             }
         }
+        configuration.feedbackScope = feedbackScopes
         // A provider's own store or failure policy over the defaults of [store].
         for (provider, choice) in storageChoices {
             configuration.storage[provider] = PolicyStorage(
@@ -35,6 +36,8 @@ struct ConfigurationReader {
     /// `store` and `on_store_failure` as written in provider tables, resolved once `[store]`
     /// (which may come later in the document) has been read.
     private var storageChoices: [String: (store: PolicyStorage.Store?, failurePolicy: PolicyStorage.FailurePolicy?)] = [:]
+    /// `feedback_scope` as written in provider tables.
+    private var feedbackScopes: [String: PolicyFeedbackScope] = [:]
 
     static let storeKeys = ["default", "on_failure", "postgres"]
     static let postgresKeys = PolicyPostgresSettings.CodingKeys.allCases.map(\.rawValue)
@@ -175,6 +178,16 @@ struct ConfigurationReader {
             case "on_store_failure":
                 if let policy = readFailurePolicy(table, key, path: keyPath) {
                     storageChoices[name, default: (nil, nil)].failurePolicy = policy
+                }
+            case "feedback_scope":
+                let choices = PolicyFeedbackScope.allCases.map(\.rawValue)
+                guard let text = readString(table, key, path: keyPath, what: "\"provider\" or \"key\"") else { continue }
+                if let scope = PolicyFeedbackScope(rawValue: text) {
+                    feedbackScopes[name] = scope
+                } else {
+                    diagnostics.append(.init(
+                        .error, path: keyPath, message: "must be \"provider\" or \"key\", got \"\(text)\"",
+                        suggestion: Self.suggestion(for: text, among: choices)))
                 }
             default:
                 readCap(table, key, path: keyPath, into: &limits, known: Self.providerKeys)
@@ -351,7 +364,7 @@ struct ConfigurationReader {
         }
     }
 
-    static let providerKeys = PolicyLimits.configurationKeyNames + ["timezone", "schedule", "store", "on_store_failure"]
+    static let providerKeys = PolicyLimits.configurationKeyNames + ["timezone", "schedule", "store", "on_store_failure", "feedback_scope"]
     static let entryKeys = ["name", "cron", "dates", "closed"] + PolicyLimits.configurationKeyNames
 
     /// Ranges and contradictions of one provider's caps.

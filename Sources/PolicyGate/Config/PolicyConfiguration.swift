@@ -44,6 +44,10 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
     /// `default` and `on_failure`): in this process unless the file says otherwise.
     public var defaultStorage: PolicyStorage = .memory
 
+    /// Which keys a provider's feedback (``PolicyPermit/observe(headers:)``, 429s) applies to,
+    /// for providers whose table says `feedback_scope`; the others share it provider-wide.
+    public var feedbackScope: [String: PolicyFeedbackScope] = [:]
+
     /// How to reach PostgreSQL (`[store.postgres]`), when some provider is kept there. Fields
     /// left out are read from the environment by the store.
     public var postgres: PolicyPostgresSettings?
@@ -95,7 +99,8 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
         var providers = container.nestedContainer(keyedBy: AnyKey.self, forKey: .limits)
         for provider in Set(limits.keys).union(schedules.keys).sorted() {
             let table = EncodedProviderTable(
-                limits: limits[provider] ?? .unlimited, schedule: schedules[provider], storage: storage[provider])
+                limits: limits[provider] ?? .unlimited, schedule: schedules[provider], storage: storage[provider],
+                feedbackScope: feedbackScope[provider])
             try providers.encode(table, forKey: AnyKey(stringValue: provider))
         }
         if defaultStorage != .memory || postgres != nil {
@@ -112,6 +117,7 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
     public static func == (lhs: PolicyConfiguration, rhs: PolicyConfiguration) -> Bool {
         lhs.limits == rhs.limits && lhs.schedules == rhs.schedules && lhs.storage == rhs.storage
             && lhs.defaultStorage == rhs.defaultStorage && lhs.postgres == rhs.postgres
+            && lhs.feedbackScope == rhs.feedbackScope
     }
 
     /// Hashes the limits and schedules.
@@ -121,6 +127,7 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
         hasher.combine(storage)
         hasher.combine(defaultStorage)
         hasher.combine(postgres)
+        hasher.combine(feedbackScope)
     }
 
     /// Checks the configuration as decoding would: every cap positive and in range, provider
@@ -141,10 +148,12 @@ private struct EncodedProviderTable: Encodable {
     let limits: PolicyLimits
     let schedule: PolicySchedule?
     let storage: PolicyStorage?
+    let feedbackScope: PolicyFeedbackScope?
 
     func encode(to encoder: any Encoder) throws {
         try limits.encode(to: encoder)
         var container = encoder.container(keyedBy: AnyKey.self)
+        if let feedbackScope { try container.encode(feedbackScope.rawValue, forKey: AnyKey(stringValue: "feedback_scope")) }
         if let storage {
             try container.encode(storage.store.name, forKey: AnyKey(stringValue: "store"))
             try container.encode(storage.failurePolicy.rawValue, forKey: AnyKey(stringValue: "on_store_failure"))

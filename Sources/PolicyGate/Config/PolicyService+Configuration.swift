@@ -46,7 +46,7 @@ extension PolicyService {
         try self.init(
             limits: configuration.limits, schedules: configuration.schedules, storage: configuration.resolvedStorage,
             store: store,
-            clock: clock, startDate: startDate, telemetry: telemetry)
+            clock: clock, startDate: startDate, telemetry: telemetry, feedbackScopes: configuration.feedbackScope)
     }
 
     /// Creates a gate on the continuous clock whose shared providers keep their counters in
@@ -77,6 +77,7 @@ extension PolicyService {
             changes[provider] = (configuration.limits[provider] ?? .unlimited, configuration.schedules[provider], storage)
         }
         swap(changes, replacingAll: true)
+        core.setFeedbackScopes(configuration.feedbackScope)
     }
 
     /// The configuration in force now: the base limits, schedule and storage of every gated
@@ -89,6 +90,7 @@ extension PolicyService {
                 if let schedule = entry.schedule?.schedule { configuration.schedules[name.name] = schedule }
                 if entry.storage != .memory { configuration.storage[name.name] = entry.storage }
             }
+            configuration.feedbackScope = core.feedbackScopesByProvider.filter { table[ProviderName($0.key)] != nil }
             return configuration
         }
     }

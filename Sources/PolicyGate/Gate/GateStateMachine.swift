@@ -78,7 +78,7 @@ struct GateStateMachine<Payload>: ~Copyable {
     /// What the provider said about its own limits, shared by its keys: checked after the
     /// caps, where an admission is decided. Unmanaged: whoever holds the machine keeps it
     /// alive (``KeyStorage`` does), and a counted reference cost a retain and a release per call.
-    private let feedbackReference: Unmanaged<ProviderFeedbackState>?
+    private var feedbackReference: Unmanaged<ProviderFeedbackState>?
 
     init(limits: CompiledLimits, now: Int64, feedback: ProviderFeedbackState? = nil) {
         self.limits = limits
@@ -87,6 +87,12 @@ struct GateStateMachine<Payload>: ~Copyable {
         for w in 0..<3 where limits.tracks(w) {
             windows[w] = SlidingWindow(length: PolicyWindow.at(w).nanoseconds, now: now, firstSequence: 1)
         }
+    }
+
+    /// Consults `feedback` from now on (the provider's feedback scope changed). The caller
+    /// keeps it alive.
+    mutating func adopt(feedback: ProviderFeedbackState?) {
+        feedbackReference = feedback.map { Unmanaged.passUnretained($0) }
     }
 
     /// Takes a call of `tokens` from what the provider said is left, or says why not.

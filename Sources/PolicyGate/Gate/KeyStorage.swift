@@ -50,7 +50,7 @@ final class KeyStorage: @unchecked Sendable {  // mutable state only touched und
     // Guarded by `shard.table`'s lock, so the runtime's exclusivity checks add nothing but cost.
     @exclusivity(unchecked) var machine: Machine
     /// Keeps alive the provider feedback the machine refers to without counting.
-    private let feedback: ProviderFeedbackState?
+    @exclusivity(unchecked) private var feedback: ProviderFeedbackState?
     @exclusivity(unchecked) var position: Int
     @exclusivity(unchecked) private var timerAt: Int64 = .max
     @exclusivity(unchecked) private var timer: Task<Void, Never>?
@@ -65,6 +65,12 @@ final class KeyStorage: @unchecked Sendable {  // mutable state only touched und
         self.feedback = feedback
         self.machine = Machine(limits: limits, now: now, feedback: feedback)
         self.position = position
+    }
+
+    /// Consults `feedback` from now on. Call under the lock.
+    func adopt(feedback: ProviderFeedbackState) {
+        self.feedback = feedback
+        machine.adopt(feedback: feedback)
     }
 
     /// Carries out resumptions outside the lock.

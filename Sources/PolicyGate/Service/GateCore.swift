@@ -122,12 +122,23 @@ final class GateCore: Sendable {
     let shared: SharedGate?
     /// What each provider said about its own limits (see ``ProviderFeedbackState``), made when
     /// a key of the provider is first created and kept for the service's life.
-    private let feedbackStates = Locked<[ProviderName: ProviderFeedbackState]>([:])
+    private let feedbackStates = Locked<[FeedbackOwner: ProviderFeedbackState]>([:])
+    /// Providers whose feedback applies per key rather than provider-wide.
+    private let feedbackScopes: Locked<[ProviderName: PolicyFeedbackScope]>
+
+    /// Whose feedback state a key uses: its provider's, or its own.
+    enum FeedbackOwner: Hashable {
+        case provider(ProviderName)
+        case key(HashedKey)
+    }
 
     init(
         limits: [String: PolicyLimits], schedules: [String: PolicySchedule], storage: [String: PolicyStorage],
-        store: (any PolicyQuotaStore)?, time: any TimeSource, startDate: Date, telemetry: (any PolicyTelemetry)?
+        store: (any PolicyQuotaStore)?, time: any TimeSource, startDate: Date, telemetry: (any PolicyTelemetry)?,
+        feedbackScopes: [String: PolicyFeedbackScope] = [:]
     ) {
+        self.feedbackScopes = Locked(Dictionary(
+            feedbackScopes.filter { $0.value != .provider }.map { (ProviderName($0.key), $0.value) }, uniquingKeysWith: { $1 }))
         let environment = GateEnvironment(time: time, telemetry: telemetry)
         self.environment = environment
         shared = store.map { SharedGate(store: $0, environment: environment) }
@@ -210,14 +221,48 @@ final class GateCore: Sendable {
 
     // MARK: Provider feedback
 
-    /// The feedback state of `key`'s provider, made on first use.
-    func feedback(for key: PolicyKey) -> ProviderFeedbackState {
+    /// Whose feedback `key` uses, by its provider's scope.
+    private func owner(of key: PolicyKey) -> FeedbackOwner {
         let name = ProviderName(of: key)
+        let scope = feedbackScopes.withLock { $0[name] } ?? .provider
+        return scope == .key ? .key(HashedKey(key)) : .provider(name)
+    }
+
+    /// The feedback state `key` uses (its provider's, or its own under `feedback_scope =
+    /// "key"`), made on first use.
+    func feedback(for key: PolicyKey) -> ProviderFeedbackState {
+        let owner = owner(of: key)
         return feedbackStates.withLock { states in
-            if let state = states[name] { return state }
+            if let state = states[owner] { return state }
             let state = ProviderFeedbackState()
-            states[name] = state
+            states[owner] = state
             return state
+        }
+    }
+
+    /// The feedback state `key` uses, if one was made.
+    func existingFeedback(for key: PolicyKey) -> ProviderFeedbackState? {
+        let owner = owner(of: key)
+        return feedbackStates.withLock { $0[owner] }
+    }
+
+    /// The providers whose feedback applies per key.
+    var feedbackScopesByProvider: [String: PolicyFeedbackScope] {
+        feedbackScopes.withLock { Dictionary($0.map { ($0.key.name, $0.value) }, uniquingKeysWith: { $1 }) }
+    }
+
+    /// Replaces every provider's feedback scope; the keys of a provider whose scope changed
+    /// consult the state of their new owner from now on.
+    func setFeedbackScopes(_ scopes: [String: PolicyFeedbackScope]) {
+        let new = Dictionary(
+            scopes.filter { $0.value != .provider }.map { (ProviderName($0.key), $0.value) }, uniquingKeysWith: { $1 })
+        let old = feedbackScopes.withLock { old in
+            defer { old = new }
+            return old
+        }
+        let changed = Set(old.keys).union(new.keys).filter { old[$0] != new[$0] }
+        for name in changed {
+            forEachStorage(of: name.name) { storage, _ in storage.adopt(feedback: self.feedback(for: storage.key)) }
         }
     }
 
@@ -237,15 +282,10 @@ final class GateCore: Sendable {
         observe(feedback, for: key, at: environment.time.now(), cause: "paused the gate after a 429 (retry after \(wait))")
     }
 
-    /// The feedback state of `provider` if one was made.
-    func existingFeedback(for provider: String) -> ProviderFeedbackState? {
-        let name = ProviderName(provider)
-        return feedbackStates.withLock { $0[name] }
-    }
 
     /// Adopts what `key`'s provider said in a response received at `now` (the service's
-    /// nanoseconds), and lets parked waiters look again if that may admit more. Feedback for a
-    /// provider without caps is not kept: it is not gated.
+    /// nanoseconds) for the keys that share its feedback, and lets parked waiters look again if
+    /// that may admit more. Feedback for a provider without caps is not kept: it is not gated.
     /// - Returns: What was applied, for telemetry.
     @discardableResult
     func observe(_ feedback: PolicyProviderFeedback, for key: PolicyKey, at now: Int64, cause: String) -> PolicyFeedbackEvent? {

@@ -58,13 +58,14 @@ public actor PolicyService {
     /// wall-clock date at the clock's current instant (what schedules are read against).
     init<C: Clock>(
         limits: [String: PolicyLimits], schedules: [String: PolicySchedule], storage: [String: PolicyStorage] = [:],
-        store: (any PolicyQuotaStore)? = nil, clock: C, startDate: Date, telemetry: (any PolicyTelemetry)?
+        store: (any PolicyQuotaStore)? = nil, clock: C, startDate: Date, telemetry: (any PolicyTelemetry)?,
+        feedbackScopes: [String: PolicyFeedbackScope] = [:]
     ) throws(PolicyError) where C.Duration == Duration {
         try Self.validate(limits: limits, schedules: schedules)
         try Self.validate(storage: storage, store: store)
         core = GateCore(
             limits: limits, schedules: schedules, storage: storage, store: store, time: makeTimeSource(clock),
-            startDate: startDate, telemetry: telemetry)
+            startDate: startDate, telemetry: telemetry, feedbackScopes: feedbackScopes)
     }
 
     /// Checks that every provider kept in a shared store has one to be kept in.
@@ -449,7 +450,7 @@ public actor PolicyService {
             scheduleEntry: resolution?.entry, isClosed: resolution?.isClosed ?? false,
             nextTransition: resolution?.validUntil,
             nextCapacityIn: raw?.nextExpiry.map { .nanoseconds(max(0, $0 - now)) })
-        state.providerFeedback = core.existingFeedback(for: key.provider)?.readout(at: now)
+        state.providerFeedback = core.existingFeedback(for: key)?.readout(at: now)
         return state
     }
 

@@ -64,13 +64,13 @@ final class SharedGate: Sendable {
             let seen = keys.withLock { $0[name]?.generation ?? 0 }
             if let closed = AdmissionRules.closed(limits, now: now) {
                 rejection = closed
-            } else if let providerBlock = core.existingFeedback(for: key.provider)?.refusal(tokens: tokens, now: now) {
+            } else if let providerBlock = core.existingFeedback(for: key)?.refusal(tokens: tokens, now: now) {
                 rejection = providerBlock  // what the provider said: this process does not ask the store
             } else {
                 attempts += 1
                 switch try await admit(key, tokens: tokens, limits: limits, now: now, deadline: deadline) {
                 case .decided(.admitted(let lease)):
-                    core.existingFeedback(for: key.provider)?.consume(tokens: tokens, now: environment.time.now())
+                    core.existingFeedback(for: key)?.consume(tokens: tokens, now: environment.time.now())
                     return .admitted(lease, waitedSince: start)
                 case .decided(.concurrencyFull(let retryAfter)):
                     let at = environment.time.now()
