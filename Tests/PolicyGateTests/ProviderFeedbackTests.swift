@@ -1,5 +1,6 @@
 import Foundation
 @testable import PolicyGate
+import PolicyGateTestKit
 import Testing
 
 /// Reading providers' rate-limit headers, from header sets written after the providers'
@@ -135,5 +136,40 @@ struct ProviderFeedbackTests {
                     "Sun, 31 Feb 1994 08:49:37 GMT", "Sun, 6 Nov 1994 08:49:37 GMT"] {
             #expect(HeaderValues.httpDate(bad) == nil, "\(bad)")
         }
+    }
+}
+
+/// Random header values never crash the reader, and whatever it believes is within bounds.
+@Suite("Provider feedback from random headers")
+struct ProviderFeedbackFuzzTests {
+    @Test("random values (20 000; a million with POLICYGATE_SOAK=1): no crash, every believed value in range")
+    func random() {
+        var rng = SeededRandomNumberGenerator(seed: 7)
+        let pieces = ["0", "1", "9", "12", "-", "+", ".", "e", "h", "m", "s", "ms", "us", "µs", "ns", " ", "\t", ":", "T", "Z",
+                      "2026-", "05-28", "20:27:10", "+01:00", "Sun, ", "06 Nov 1994 ", "08:49:37 GMT", "99999999999999999999",
+                      "\u{0}", "é", "∞", "NaN", "0x10", ","]
+        let names = ["x-ratelimit-limit-requests", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-requests",
+                     "x-ratelimit-reset-project-tokens", "anthropic-ratelimit-tokens-reset", "anthropic-ratelimit-input-tokens-remaining",
+                     "retry-after", "retry-after-ms", "x-ms-retry-after-ms", "Retry-After"]
+        let received = Date(timeIntervalSince1970: 1_780_000_000)
+        var believed = 0
+        let count = Environment.soak ? 1_000_000 : 20_000
+        for _ in 0..<count {
+            let value = (0..<Int.random(in: 0...6, using: &rng)).map { _ in pieces.randomElement(using: &rng)! }.joined()
+            let name = names.randomElement(using: &rng)!
+            let feedback = PolicyProviderFeedback(headers: [(name, value)], receivedAt: received)
+            for quota in feedback.quotas.values {
+                for count in [quota.limit, quota.remaining].compactMap({ $0 }) {
+                    #expect(count >= 0 && count <= PolicyLimits.maximumTokenCount, "\(name): \(value)")
+                }
+                if let reset = quota.resetIn { #expect(reset >= .zero && reset <= .seconds(86_400), "\(name): \(value)") }
+                believed += 1
+            }
+            if let wait = feedback.retryAfter {
+                #expect(wait >= .zero && wait <= .seconds(86_400), "\(name): \(value)")
+                believed += 1
+            }
+        }
+        #expect(believed > count / 100, "only \(believed) values believed: the generator is too narrow to test acceptance")
     }
 }
