@@ -129,8 +129,9 @@ final class SharedGate: Sendable {
         } catch is CancellationError where Task.isCancelled {
             throw CancellationError()
         } catch {
-            if error is TimeoutError, callDeadline < storeLimit {
-                // The caller's own maximum wait ran out, not the store's patience.
+            if callDeadline < storeLimit, error is TimeoutError || environment.time.now() >= callDeadline {
+                // The caller's own maximum wait ran out, not the store's patience (the store
+                // may have given up waiting at that time too: it was told to).
                 throw PolicyError(.timedOut, key: key, message: "not admitted within its maximum wait: the store did not answer in time")
             }
             let description = error is TimeoutError
