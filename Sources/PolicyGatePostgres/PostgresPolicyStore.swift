@@ -351,28 +351,37 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
                 try? await Task.sleep(until: wake)
                 guard let self, !Task.isCancelled else { return }
                 await self.renew()
-                self.fence(now: .now)
                 if ContinuousClock.now - lastCleanup >= self.options.cleanupInterval {
                     lastCleanup = .now
                     _ = try? await self.bounded { try await self.cleanup() }
                 }
             }
         }
-        tasks.withLock { $0.append(task) }
+        // Apart from renewal, which may be stuck in a call: wakes when the first lease would
+        // have to be given up.
+        let fencer = Task { [weak self] in
+            while !Task.isCancelled {
+                guard let wake = self?.nextFence() else { return }
+                try? await Task.sleep(until: wake)
+                guard let self, !Task.isCancelled else { return }
+                self.fence(now: .now)
+            }
+        }
+        tasks.withLock { $0 += [task, fencer] }
     }
 
-    /// When to renew next: a third of the lease after the last successful renewal, at once
-    /// (well, within a second) after a failed one, and never later than the first moment a
-    /// lease would have to be given up.
+    /// When to renew next: a third of the lease after the last renewal, or within a second
+    /// after a failed one.
     private func nextMaintenance() -> ContinuousClock.Instant {
-        let now = ContinuousClock.now
-        return leases.withLock { state in
-            var wake = now + (state.failing ? min(.seconds(1), options.lease / 3) : options.lease / 3)
-            if let earliest = state.held.values.map(\.confirmed).min() {
-                wake = min(wake, earliest + options.lease - fencingMargin)
-            }
-            return wake
-        }
+        let failing = leases.withLock { $0.failing }
+        return .now + (failing ? min(.seconds(1), options.lease / 3) : options.lease / 3)
+    }
+
+    /// When the first held lease would have to be given up; with none held, a sixth of the
+    /// lease from now (a new lease's limit is at least half a lease away).
+    private func nextFence() -> ContinuousClock.Instant {
+        let earliest = leases.withLock { $0.held.values.map(\.confirmed).min() }
+        return earliest.map { $0 + options.lease - fencingMargin } ?? .now + options.lease / 6
     }
 
     private func renew() async {
