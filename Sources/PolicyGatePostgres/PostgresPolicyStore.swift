@@ -243,18 +243,24 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
         // Rounded up: the server gives up no sooner than the caller.
         let waitMilliseconds = request.maximumWait.map { Int32(clamping: ($0.nanosecondsSaturating + 999_999) / 1_000_000) }
         let sent = ContinuousClock.now
-        let rows = try await describing {
-            try await client.query(
+        typealias Row = (Bool, Int64?, Int64, String?, Int64?, [Int16]?, [Int64]?, [Int64]?, [Int64]?)
+        // Decoded inside `describing` too: the server's error arrives with the rows.
+        let rows: [Row] = try await describing {
+            var rows: [Row] = []
+            for try await row in try await client.query(
                 """
                 SELECT admitted, admission_id, now_us, refused_by, lease_expiry_us, wins, buckets, requests, tokens
                 FROM policygate.admit(\(request.keyName), \(request.keyLabel), \(request.tokens),
                     ARRAY[\(r[0]), \(r[1]), \(r[2])]::bigint[], ARRAY[\(t[0]), \(t[1]), \(t[2])]::bigint[],
                     \(request.maxConcurrent)::integer, \(leaseMicroseconds), \(holder), \(nonce), \(waitMilliseconds)::integer)
-                """, logger: logger)
+                """, logger: logger
+            ).decode(Row.self) {
+                rows.append(row)
+            }
+            return rows
         }
-        typealias Row = (Bool, Int64?, Int64, String?, Int64?, [Int16]?, [Int64]?, [Int64]?, [Int64]?)
         var decision: PolicyStoreDecision?
-        for try await (admitted, id, now, refusedBy, leaseExpiry, wins, buckets, requests, tokens) in rows.decode(Row.self) {
+        for (admitted, id, now, refusedBy, leaseExpiry, wins, buckets, requests, tokens) in rows {
             if admitted, let id {
                 let lease = PolicyStoreLease(id: id, admittedAt: now, nonce: nonce)
                 leases.withLock { $0.held[id] = HeldLease(lease: lease, key: request.key, confirmed: sent) }

@@ -152,7 +152,11 @@ extension PostgresStoreTests {
                     // Drops the expired lease of the key (and records its loss) while release() pauses.
                     _ = try await TestDatabase.scalar(admit)
                 }
-                try await group.waitForAll()
+                do {
+                    try await group.waitForAll()
+                } catch let error as PSQLError {
+                    throw TestFailure("PostgreSQL: \(error.serverInfo?[.message] ?? "\(error.code)")")
+                }
             }
         }
         let released = try await TestDatabase.scalar(
