@@ -255,3 +255,60 @@ extension PostgresStoreTests {
     }
 }
 #endif
+
+#if Postgres
+extension PostgresStoreTests {
+    @Test("a process partitioned from the server: it reports its lease lost within the lease, the other gets the slot only after")
+    func networkPartition() async throws {
+        var components = try #require(URLComponents(string: TestDatabase.url))
+        let proxy = try TCPProxy(upstreamPort: components.port ?? 5432)
+        defer { proxy.stop() }
+        components.port = proxy.port
+        let lease = Duration.seconds(3)
+        let run = UUID().uuidString.prefix(8)
+        let partitioned = try await TestDatabase.store(
+            lease: lease, timeout: .milliseconds(500), holder: "partitioned-\(run)", settings: PolicyPostgresSettings(url: components.string))
+        let direct = try await TestDatabase.store(lease: lease, timeout: .milliseconds(500), holder: "direct-\(run)")
+        defer { partitioned.close(); direct.close() }
+        let provider = TestDatabase.uniqueProvider("partition")
+        let recorder = TelemetryRecorder()
+        let a = try TestDatabase.gate(provider, PolicyLimits(maxConcurrent: 1), store: partitioned, telemetry: recorder)
+        let b = try TestDatabase.gate(provider, PolicyLimits(maxConcurrent: 1), store: direct)
+        let key = PolicyKey(provider: provider)
+
+        let held = try await a.acquire(key, maxWait: .zero)
+        proxy.set(.stall)
+        let stalled = Date()
+        // The other process waits for the slot: it comes back when the lease expires.
+        let waiter = Task { try await b.acquire(key, maxWait: .seconds(15)).isInert }
+        try await withTimeout(seconds: 10) {
+            while recorder.leaseLosses.isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        let told = Date()
+        #expect(told.timeIntervalSince(stalled) < 3, "reported \(told.timeIntervalSince(stalled)) s after the partition; the lease is 3 s")
+        #expect(recorder.leaseLosses.map(\.reason) == [.unconfirmed])
+        let waiterInert = try await withTimeout(seconds: 15) { try await waiter.value }
+        #expect(!waiterInert)
+        // From the admissions log (both processes on this host, so one wall clock): the
+        // partitioned call counts as in flight until its process was told, and the other was
+        // admitted only after that.
+        let name = key.storeName
+        let admittedAfter = try await TestDatabase.scalar(
+            "SELECT min(admitted_us)::bigint FROM policygate.admissions WHERE key = \(name) AND holder = \(direct.holder)")
+        let toldMicroseconds = Int64(told.timeIntervalSince1970 * 1_000_000)
+        #expect((admittedAfter ?? 0) > toldMicroseconds, "admitted at \(admittedAfter ?? -1) µs, the holder was told at \(toldMicroseconds) µs")
+        let lost = try await TestDatabase.scalar(
+            "SELECT count(*)::bigint FROM policygate.admissions WHERE key = \(name) AND holder = \(partitioned.holder) AND lease_lost_us IS NOT NULL")
+        #expect(lost == 1)
+        // Healed: the partitioned process answers again and its release is written.
+        proxy.set(.pass)
+        _ = consume held
+        try await withTimeout(seconds: 20) {
+            await a.flushStoreWrites()
+            while partitioned.isFenced { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        await b.flushStoreWrites()
+        #expect(try await TestDatabase.scalar("SELECT count(*)::bigint FROM policygate.leases WHERE key = \(name)") == 0)
+    }
+}
+#endif

@@ -64,7 +64,7 @@ public struct PolicyStoreRequest: Sendable, Hashable {
     public let key: PolicyKey
     /// The key's stable name in the store (one string per key, the same in every process):
     /// ``PolicyKey/storeName``, a fixed-size digest whatever the key's length or characters.
-    public var keyName: String { key.storeName }
+    public let keyName: String
     /// The key as people read it, for the store's readouts: ``PolicyKey/storeLabel``.
     public var keyLabel: String { key.storeLabel }
     /// The call's estimated tokens.
@@ -86,6 +86,7 @@ public struct PolicyStoreRequest: Sendable, Hashable {
         maximumWait: Duration? = nil
     ) {
         self.key = key
+        self.keyName = key.storeName
         self.tokens = tokens
         self.requestCaps = requestCaps
         self.tokenCaps = tokenCaps
