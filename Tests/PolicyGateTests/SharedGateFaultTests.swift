@@ -9,67 +9,65 @@ import Testing
 struct SharedGateFaultTests {
     static let provider = "llm"
 
-    static func gate(
-        _ store: FakeQuotaStore, _ clock: ManualClock, _ limits: PolicyLimits,
-        failurePolicy: PolicyStorage.FailurePolicy = .failClosed, telemetry: (any PolicyTelemetry)? = nil
-    ) throws -> PolicyService {
-        var configuration = PolicyConfiguration(limits: [provider: limits])
-        configuration.storage[provider] = PolicyStorage(store: .postgres, failurePolicy: failurePolicy)
-        return try PolicyService(configuration: configuration, store: store, clock: clock, telemetry: telemetry)
+    /// A manual clock, a fake store on it, and a gate sharing ``provider`` through the store.
+    struct Fixture {
+        let clock = ManualClock()
+        let store: FakeQuotaStore
+        let recorder = TelemetryRecorder()
+        let gate: PolicyService
+
+        init(
+            _ limits: PolicyLimits, callTimeout: Duration = .seconds(2), writeRetryPeriod: Duration = .seconds(10),
+            failurePolicy: PolicyStorage.FailurePolicy = .failClosed
+        ) throws {
+            store = FakeQuotaStore(clock: clock, callTimeout: callTimeout, writeRetryPeriod: writeRetryPeriod)
+            var configuration = PolicyConfiguration(limits: [provider: limits])
+            configuration.storage[provider] = PolicyStorage(store: .postgres, failurePolicy: failurePolicy)
+            gate = try PolicyService(configuration: configuration, store: store, clock: clock, telemetry: recorder)
+        }
     }
 
-    @Test("an admission answered after its caller's maximum wait is given back, and the store was told that wait")
-    func lateAdmissionAfterDeadlineIsGivenBack() async throws {
-        let clock = ManualClock()
-        let store = FakeQuotaStore(clock: clock)
-        let gate = try Self.gate(store, clock, PolicyLimits(maxConcurrent: 1))
-        let key = PolicyKey(provider: Self.provider)
-        store.script([.held])
-        let (box, task) = startWaiter(gate, key, tokens: 10, maxWait: .seconds(1))
-        await eventually("admission sent") { store.heldAdmissionCount == 1 }
-        await eventually("timer armed") { clock.nextDeadline != nil }
-        clock.advance(by: .seconds(1))
-        await task.value
-        #expect((box.error as? PolicyError)?.code == .timedOut)
-        // The store may give up (a lock wait, say) when the caller does.
-        #expect(store.requests.map(\.maximumWait) == [.seconds(1)])
+    /// How a caller leaves before the store answers.
+    enum Leaving: String, CaseIterable, Sendable {
+        case deadline, cancellation
+    }
 
-        store.answerHeldAdmissions()  // the statement commits after its caller left
-        await eventually("late admission released") { store.releaseCount == 1 }
-        #expect(store.liveLeases.isEmpty)
-        #expect(store.renewedLeases.isEmpty)
+    @Test("an admission answered after its caller left is given back; the store was told the caller's wait", arguments: Leaving.allCases)
+    func lateAdmissionIsGivenBack(_ leaving: Leaving) async throws {
+        let f = try Fixture(PolicyLimits(maxConcurrent: 1))
+        let key = PolicyKey(provider: Self.provider)
+        f.store.script([.held])
+        let (box, task) = startWaiter(f.gate, key, tokens: 10, maxWait: .seconds(1))
+        await eventually("admission sent") { f.store.heldAdmissionCount == 1 }
+        switch leaving {
+        case .deadline:
+            await eventually("timer armed") { f.clock.nextDeadline != nil }
+            f.clock.advance(by: .seconds(1))
+            await task.value
+            #expect((box.error as? PolicyError)?.code == .timedOut)
+        case .cancellation:
+            task.cancel()
+            await task.value
+            #expect(box.error is CancellationError)
+        }
+        #expect(!box.hasPermit)
+        // The store may give up (a lock wait, say) when the caller does.
+        #expect(f.store.requests.map(\.maximumWait) == [.seconds(1)])
+
+        f.store.answerHeldAdmissions()  // the statement commits after its caller left
+        await eventually("late admission released") { f.store.releaseCount == 1 }
+        #expect(f.store.liveLeases.isEmpty)
+        #expect(f.store.renewedLeases.isEmpty)
         // The slot is free again for a caller that does not wait.
-        let permit = try await gate.acquire(key, maxWait: .zero)
+        let permit = try await f.gate.acquire(key, maxWait: .zero)
         let inert = permit.isInert
         #expect(!inert)
     }
 
-    @Test("an admission answered after its caller was cancelled is given back")
-    func lateAdmissionAfterCancellationIsGivenBack() async throws {
-        let clock = ManualClock()
-        let store = FakeQuotaStore(clock: clock)
-        let gate = try Self.gate(store, clock, PolicyLimits(maxConcurrent: 1))
-        let key = PolicyKey(provider: Self.provider)
-        store.script([.held])
-        let (box, task) = startWaiter(gate, key, tokens: 10, maxWait: .seconds(30))
-        await eventually("admission sent") { store.heldAdmissionCount == 1 }
-        task.cancel()
-        await task.value
-        #expect(box.error is CancellationError)
-        #expect(!box.hasPermit)
-
-        store.answerHeldAdmissions()
-        await eventually("late admission released") { store.releaseCount == 1 }
-        #expect(store.liveLeases.isEmpty)
-        #expect(store.renewedLeases.isEmpty)
-    }
-
     @Test("a store slower than its timeout: fail_open admits uncounted, and the admission that comes later is given back")
     func lateAdmissionAfterStoreTimeoutUnderFailOpen() async throws {
-        let clock = ManualClock()
-        let store = FakeQuotaStore(clock: clock, callTimeout: .milliseconds(500))
-        let recorder = TelemetryRecorder()
-        let gate = try Self.gate(store, clock, PolicyLimits(maxConcurrent: 1), failurePolicy: .failOpen, telemetry: recorder)
+        let f = try Fixture(PolicyLimits(maxConcurrent: 1), callTimeout: .milliseconds(500), failurePolicy: .failOpen)
+        let (clock, store, recorder, gate) = (f.clock, f.store, f.recorder, f.gate)
         let key = PolicyKey(provider: Self.provider)
         store.script([.delayed(.seconds(3))])
         let (box, task) = startWaiter(gate, key, tokens: 10, maxWait: .seconds(30))
@@ -86,10 +84,8 @@ struct SharedGateFaultTests {
 
     @Test("a released permit's lease is no longer renewed, even while its release cannot be written")
     func failedReleaseStopsRenewal() async throws {
-        let clock = ManualClock()
-        let store = FakeQuotaStore(clock: clock, writeRetryPeriod: .seconds(1))
-        let recorder = TelemetryRecorder()
-        let gate = try Self.gate(store, clock, PolicyLimits(maxConcurrent: 1), telemetry: recorder)
+        let f = try Fixture(PolicyLimits(maxConcurrent: 1), writeRetryPeriod: .seconds(1))
+        let (clock, store, recorder, gate) = (f.clock, f.store, f.recorder, f.gate)
         let key = PolicyKey(provider: Self.provider)
         store.scriptWrites(Array(repeating: .fail("down"), count: 100))
         do {
@@ -113,10 +109,8 @@ struct SharedGateFaultTests {
 
     @Test("a lost lease is reported to telemetry with its key and reason")
     func lostLeaseIsReported() async throws {
-        let clock = ManualClock()
-        let store = FakeQuotaStore(clock: clock)
-        let recorder = TelemetryRecorder()
-        let gate = try Self.gate(store, clock, PolicyLimits(maxConcurrent: 2), telemetry: recorder)
+        let f = try Fixture(PolicyLimits(maxConcurrent: 2))
+        let (store, recorder, gate) = (f.store, f.recorder, f.gate)
         let key = PolicyKey(provider: Self.provider, scope: .user("u-1"))
         let permit = try await gate.acquire(key, maxWait: .zero)
         let lease = try #require(store.liveLeases.first)
@@ -146,9 +140,8 @@ struct SharedGateFaultTests {
 
     @Test("flush waits for a release still unanswered, and returns once it is written")
     func flushWaitsForPendingRelease() async throws {
-        let clock = ManualClock()
-        let store = FakeQuotaStore(clock: clock)
-        let gate = try Self.gate(store, clock, PolicyLimits(maxConcurrent: 5))
+        let f = try Fixture(PolicyLimits(maxConcurrent: 5))
+        let (store, gate) = (f.store, f.gate)
         let key = PolicyKey(provider: Self.provider)
         let box = PermitBox()
         box.store(try await gate.acquire(key, maxWait: .zero))
@@ -182,9 +175,8 @@ struct SharedGateFaultTests {
     /// One round: callers of distinct keys, each with a scripted store behaviour, a maximum
     /// wait and maybe a cancellation; the clock driven in random steps.
     static func faultRound(_ random: inout SeededGenerator, round: Int, seed: UInt64) async throws {
-        let clock = ManualClock()
-        let store = FakeQuotaStore(clock: clock, callTimeout: .seconds(2))
-        let gate = try gate(store, clock, PolicyLimits(maxConcurrent: 1))
+        let f = try Fixture(PolicyLimits(maxConcurrent: 1))
+        let (clock, store, gate) = (f.clock, f.store, f.gate)
         let behaviors: [FakeQuotaStore.Behavior] = [.immediate, .delayed(.milliseconds(300)), .delayed(.seconds(3)), .held, .fail("x")]
         let waits: [Duration] = [.zero, .milliseconds(500), .seconds(1), .seconds(10)]
         var callers: [(box: PermitBox, task: Task<Void, Never>, cancel: Bool)] = []
