@@ -124,6 +124,7 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
             host: endpoint.host, port: endpoint.port, username: endpoint.user, password: endpoint.password,
             database: endpoint.database, tls: .disable)
         listener.options.additionalStartupParameters = parameters
+        listener.options.connectTimeout = .nanoseconds(options.callTimeout.nanosecondsSaturating)
         connection = listener
 
         let client = client
