@@ -233,7 +233,8 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     /// One statement: `policygate.admit` checks and records the call under the key's row lock,
     /// waiting for that lock no longer than ``PolicyStoreRequest/maximumWait``.
     /// - Throws: ``PostgresStoreError`` when the database fails or does not answer in time, or
-    ///   while the store is fenced (``isFenced``).
+    ///   while the store is fenced (``isFenced``); `PolicyStoreRequestError` when it refuses the
+    ///   request's values (SQLSTATE classes 22 and 54).
     public func admit(_ request: PolicyStoreRequest) async throws -> PolicyStoreDecision {
         if isFenced {
             throw PostgresStoreError("no lease renewal succeeded in time: admitting nothing until the database answers again")
@@ -496,12 +497,18 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
 
     /// Runs `body`, replacing its error by one that says what went wrong without the
     /// connection's secrets.
+    /// A data exception (SQLSTATE class 22) or a program limit (54) says the request cannot be
+    /// recorded as given, not that the database is unavailable: it becomes
+    /// `PolicyStoreRequestError`, to which the gate applies no failure policy.
     private func describing<T>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
         } catch let error as CancellationError {
             throw error
         } catch {
+            if let state = (error as? PSQLError)?.serverInfo?[.sqlState], state.hasPrefix("22") || state.hasPrefix("54") {
+                throw PolicyStoreRequestError(Self.describe(error))
+            }
             throw PostgresStoreError(Self.describe(error))
         }
     }

@@ -28,6 +28,8 @@ public final class FakeQuotaStore: PolicyQuotaStore {
         case held
         /// Throws ``FakeQuotaStoreError`` with the message.
         case fail(String)
+        /// Throws `PolicyStoreRequestError` with the message: a request the store cannot record.
+        case refuse(String)
     }
 
     private struct State {
@@ -189,6 +191,8 @@ public final class FakeQuotaStore: PolicyQuotaStore {
             await withCheckedContinuation { continuation in state.withLock { hold(&$0, continuation) } }
         case .fail(let message):
             throw FakeQuotaStoreError(message: message)
+        case .refuse(let message):
+            throw PolicyStoreRequestError(message)
         }
     }
 }

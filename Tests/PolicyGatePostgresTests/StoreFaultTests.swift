@@ -217,6 +217,16 @@ extension PostgresStoreTests {
         #expect(try await TestDatabase.scalar("SELECT count(*)::bigint FROM policygate.leases WHERE admission_id = \(lease.id)") == 0)
     }
 
+    @Test("values the database refuses as data are a PolicyStoreRequestError, not an outage")
+    func dataErrorsAreRequestErrors() async throws {
+        let store = try await TestDatabase.store()
+        defer { store.close() }
+        let request = PolicyStoreRequest(
+            key: PolicyKey(provider: TestDatabase.uniqueProvider("data")), tokens: -1, requestCaps: [nil, nil, nil],
+            tokenCaps: [nil, nil, nil], maxConcurrent: nil)
+        await #expect(throws: PolicyStoreRequestError.self) { _ = try await store.admit(request) }
+    }
+
     @Test("renewals that cannot get through: leases reported lost before they expire, admissions refused until the database answers")
     func fencingWhenRenewalsStall() async throws {
         let provider = TestDatabase.uniqueProvider("fence")

@@ -82,6 +82,26 @@ struct SharedGateFaultTests {
         box.release()
     }
 
+    @Test("a request the store cannot record is refused with invalidArgument, even under fail_open", arguments: PolicyStorage.FailurePolicy.allCases)
+    func unrecordableRequestIsNeverUncounted(_ policy: PolicyStorage.FailurePolicy) async throws {
+        let f = try Fixture(PolicyLimits(maxConcurrent: 1), failurePolicy: policy)
+        f.store.script([.refuse("value out of range"), .fail("down")])
+        let key = PolicyKey(provider: Self.provider)
+        let error = await #expect(throws: PolicyError.self) { _ = try await f.gate.acquire(key, maxWait: .zero) }
+        #expect(error?.code == .invalidArgument)
+        #expect(f.recorder.storeFailures.isEmpty)
+        #expect(f.recorder.rejects.map(\.error.code) == [.invalidArgument])
+        // A failure to answer still meets the policy.
+        if policy == .failOpen {
+            let permit = try await f.gate.acquire(key, maxWait: .zero)
+            let inert = permit.isInert
+            #expect(inert)
+        } else {
+            let unavailable = await #expect(throws: PolicyError.self) { _ = try await f.gate.acquire(key, maxWait: .zero) }
+            #expect(unavailable?.code == .storeUnavailable)
+        }
+    }
+
     @Test("a released permit's lease is no longer renewed, even while its release cannot be written")
     func failedReleaseStopsRenewal() async throws {
         let f = try Fixture(PolicyLimits(maxConcurrent: 1), writeRetryPeriod: .seconds(1))

@@ -58,6 +58,21 @@ extension PolicyQuotaStore {
     public func observeLeaseLoss(_ onLoss: @escaping @Sendable (PolicyLeaseLossEvent) -> Void) {}
 }
 
+/// A store's refusal of a request it cannot record as given (a value out of its range, say),
+/// as opposed to a failure to answer. The gate never applies the failure policy to it: the
+/// caller gets ``PolicyError/Code/invalidArgument`` even under `fail_open`, so that a request
+/// the store cannot count is never admitted uncounted.
+public struct PolicyStoreRequestError: Error, Hashable, CustomStringConvertible {
+    /// What the store could not record, without secrets.
+    public let message: String
+
+    /// Creates the error (stores do).
+    public init(_ message: String) { self.message = message }
+
+    /// The message.
+    public var description: String { message }
+}
+
 /// One admission attempt against a store: the key, the call and the caps in force now.
 public struct PolicyStoreRequest: Sendable, Hashable {
     /// The key, for readouts.

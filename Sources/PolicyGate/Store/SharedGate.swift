@@ -128,6 +128,9 @@ final class SharedGate: Sendable {
             return .decided(decision)
         } catch is CancellationError where Task.isCancelled {
             throw CancellationError()
+        } catch let error as PolicyStoreRequestError {
+            // Not a failure to answer: the failure policy does not apply.
+            throw PolicyError(.invalidArgument, key: key, message: "the shared store cannot record this call: \(error.message)")
         } catch {
             if callDeadline < storeLimit, error is TimeoutError || environment.time.now() >= callDeadline {
                 // The caller's own maximum wait ran out, not the store's patience (the store
