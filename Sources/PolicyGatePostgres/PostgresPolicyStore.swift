@@ -242,8 +242,11 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
         let (r, t) = (request.requestCaps, request.tokenCaps)
         let leaseMicroseconds = options.lease.nanosecondsSaturating / 1_000
         let nonce = Int64.random(in: .min ... .max)
-        // Rounded up: the server gives up no sooner than the caller.
-        let waitMilliseconds = request.maximumWait.map { Int32(clamping: ($0.nanosecondsSaturating + 999_999) / 1_000_000) }
+        // Rounded up: the server gives up no sooner than the caller. Not sent when the caller
+        // waits at least as long as the statement_timeout (no lock_timeout to set then).
+        let waitMilliseconds = request.maximumWait.flatMap { wait in
+            wait < options.callTimeout ? Int32(clamping: (wait.nanosecondsSaturating + 999_999) / 1_000_000) : nil
+        }
         let sent = ContinuousClock.now
         typealias Row = (Bool, Int64?, Int64, String?, Int64?, [Int16]?, [Int64]?, [Int64]?, [Int64]?)
         // Decoded inside `describing` too: the server's error arrives with the rows.
