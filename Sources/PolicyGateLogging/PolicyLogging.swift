@@ -41,6 +41,9 @@ public struct PolicyLogging: PolicyTelemetry {
         public var release: Logger.Level
         /// A shared store that failed (and what the gate did about it). Default `warning`.
         public var storeFailure: Logger.Level
+        /// A shared permit's lease that could no longer be vouched for (the key may run over its
+        /// concurrency cap until the permit is released). Default `error`.
+        public var leaseLoss: Logger.Level
 
         /// Levels for each kind of event; the defaults keep per-call lines below `info`.
         public init(
@@ -49,7 +52,8 @@ public struct PolicyLogging: PolicyTelemetry {
             acquire: Logger.Level = .debug,
             commit: Logger.Level = .debug,
             release: Logger.Level = .trace,
-            storeFailure: Logger.Level = .warning
+            storeFailure: Logger.Level = .warning,
+            leaseLoss: Logger.Level = .error
         ) {
             self.reject = reject
             self.limitsChange = limitsChange
@@ -57,6 +61,7 @@ public struct PolicyLogging: PolicyTelemetry {
             self.commit = commit
             self.release = release
             self.storeFailure = storeFailure
+            self.leaseLoss = leaseLoss
         }
     }
 
@@ -195,6 +200,17 @@ public struct PolicyLogging: PolicyTelemetry {
                 var metadata = keyMetadata(event.key)
                 metadata["policygate.store_operation"] = .string(event.operation.rawValue)
                 metadata["policygate.store_outcome"] = .string(LabelNames.snakeCase(event.outcome.rawValue))
+                return metadata
+            }(), source: "PolicyGate")
+    }
+
+    /// Logs a lost lease at ``Levels/leaseLoss``, with the reason.
+    public func didLoseLease(_ event: PolicyLeaseLossEvent) {
+        logger.log(
+            level: levels.leaseLoss, "PolicyGate lost a shared lease: the slot may be given to another process",
+            metadata: {
+                var metadata = keyMetadata(event.key)
+                metadata["policygate.lease_loss"] = .string(event.reason.rawValue)
                 return metadata
             }(), source: "PolicyGate")
     }

@@ -82,6 +82,8 @@ public final class PolicyMetrics: PolicyTelemetry {
         public let limit: String
         /// Shared-store failures (counter), labelled with `operation` and `outcome`.
         public let storeFailures: String
+        /// Shared permits' leases lost (counter), labelled with `reason`.
+        public let leasesLost: String
 
         /// The names under `prefix`: `<prefix>_acquired_total`, … (no separator when empty).
         public init(prefix: String = "policygate") {
@@ -98,6 +100,7 @@ public final class PolicyMetrics: PolicyTelemetry {
             remaining = p + "remaining"
             limit = p + "limit"
             storeFailures = p + "store_failures_total"
+            leasesLost = p + "leases_lost_total"
         }
     }
 
@@ -179,6 +182,13 @@ public final class PolicyMetrics: PolicyTelemetry {
         labels.append(("operation", event.operation.rawValue))
         labels.append(("outcome", LabelNames.snakeCase(event.outcome.rawValue)))
         Counter(label: names.storeFailures, dimensions: labels, factory: factory).increment()
+    }
+
+    /// Counts a lost lease in `policygate_leases_lost_total`, labelled with its `reason`.
+    public func didLoseLease(_ event: PolicyLeaseLossEvent) {
+        var labels = self.labels(groupKey(event.key))
+        labels.append(("reason", event.reason.rawValue))
+        Counter(label: names.leasesLost, dimensions: labels, factory: factory).increment()
     }
 
     /// Updates the provider's `policygate_limit` gauges.

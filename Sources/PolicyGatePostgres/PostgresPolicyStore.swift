@@ -18,9 +18,19 @@ import Synchronization
 /// cannot over-admit), checks the windows and the concurrency slots, and records the call, in
 /// one round trip. Commits and releases are one statement each, written in the background
 /// and retried. Concurrency slots are leases that this store renews every third of
-/// ``Options/lease`` while the call runs, so a crashed process's slots come back after the
-/// lease. Releases and lowered commits are announced with `NOTIFY`, which wakes the head
-/// waiter of the key in every process; nobody polls.
+/// ``Options/lease`` while their permits hold them, so a crashed process's slots come back
+/// after the lease. Releases and lowered commits are announced with `NOTIFY`, which wakes the
+/// head waiter of the key in every process; nobody polls.
+///
+/// Keys are stored and announced by a fixed-size digest (``PolicyKey/storeName``), with a
+/// readable label in `policygate.admissions.key_label`. Each admission carries a random nonce
+/// that every later statement about it must name. Every statement is bounded on both sides
+/// (the server's `statement_timeout` and a client-side timeout), an admission waits for its
+/// key's lock no longer than its caller waits, and sessions run under READ COMMITTED whatever
+/// the database's default. When no renewal succeeds within the lease minus
+/// ``Options/fencingMargin``, the store counts its leases lost, reports each through
+/// ``PolicyTelemetry/didLoseLease(_:)``, and refuses admissions (fail_closed callers get
+/// ``PolicyError/Code/storeUnavailable``) until the database answers again.
 ///
 /// The schema is in versioned SQL files (`Sources/PolicyGatePostgres/Migrations/`), applied by
 /// ``migrate()``. The store never logs or prints a password.
@@ -39,6 +49,11 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
         public var maxConnections: Int = 10
         /// How often old usage rows, expired leases and old admissions are deleted.
         public var cleanupInterval: Duration = .seconds(60)
+        /// How long before a lease would expire, counted from the last renewal sent that
+        /// succeeded, the store stops vouching for it: it reports the lease lost and admits
+        /// nothing until the database answers again. `nil`: a sixth of ``lease``. At most half
+        /// the lease (renewals come every third).
+        public var fencingMargin: Duration?
 
         /// The defaults.
         public init() {}
@@ -61,11 +76,13 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     private let connection: PostgresConnection.Configuration
     private let logger: Logger
     private let tasks = Mutex<[Task<Void, Never>]>([])
-    private let held = Mutex<Set<Int64>>([])
+    /// The leases this store keeps alive (their permits hold them), and whether it is fenced.
+    private let leases = Mutex(HeldLeases())
     /// In a class, not stored in the mutex as a closure: a closure read and written back
     /// through a generic lock is wrapped in two more reabstraction thunks each time, and
     /// calling it grew with every notification.
-    private let observer = Mutex<ChangeObserver?>(nil)
+    private let observer = Mutex<Observer<String?>?>(nil)
+    private let lossObserver = Mutex<Observer<PolicyLeaseLossEvent>?>(nil)
     private let lost = Atomic<Int>(0)
 
     /// Connects to the database `settings` and the environment describe.
@@ -91,8 +108,7 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
         self.holder = holder ?? "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
         self.logger = logger
         let endpoint = try Endpoint(settings: settings, environment: environment)
-        let milliseconds = options.callTimeout.nanosecondsSaturating / 1_000_000
-        let parameters = [("statement_timeout", "\(milliseconds)"), ("application_name", "policygate")]
+        let parameters = Self.sessionParameters(options)
 
         var configuration = PostgresClient.Configuration(
             host: endpoint.host, port: endpoint.port, username: endpoint.user, password: endpoint.password,
@@ -100,12 +116,15 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
         configuration.options.maximumConnections = options.maxConnections
         configuration.options.additionalStartupParameters = parameters
         configuration.options.connectTimeout = options.callTimeout
+        // Idle pooled connections are checked this often, so a dead one is found before use.
+        configuration.options.keepAliveBehavior = .init(frequency: min(.seconds(30), options.lease / 3))
         client = PostgresClient(configuration: configuration, backgroundLogger: logger)
 
         var listener = PostgresConnection.Configuration(
             host: endpoint.host, port: endpoint.port, username: endpoint.user, password: endpoint.password,
             database: endpoint.database, tls: .disable)
         listener.options.additionalStartupParameters = parameters
+        listener.options.connectTimeout = .nanoseconds(options.callTimeout.nanosecondsSaturating)
         connection = listener
 
         let client = client
@@ -124,9 +143,30 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
         for task in tasks.withLock({ $0 }) { task.cancel() }
     }
 
-    /// How many of this store's leases expired before it could renew them (the process
-    /// stalled longer than the lease): their calls were no longer counted as in flight.
+    /// How many of this store's leases it stopped vouching for: they expired before it could
+    /// renew them, or no renewal succeeded in time (see ``Options/fencingMargin``). Their
+    /// calls may no longer have been counted as in flight.
     public var lostLeases: Int { lost.load(ordering: .relaxed) }
+
+    /// Whether the store is fenced: it lost its leases for want of a renewal and refuses
+    /// admissions until the database answers again.
+    public var isFenced: Bool { leases.withLock { $0.fenced } }
+
+    /// What every session is started with: the server's statement timeout, READ COMMITTED
+    /// (admit() needs a fresh snapshot after the key's lock, whatever the database's default
+    /// isolation), and TCP keepalives so the server drops a vanished client's session (and
+    /// its row locks) well within a lease.
+    static func sessionParameters(_ options: Options) -> [(String, String)] {
+        let seconds = max(1, options.lease.nanosecondsSaturating / 6_000_000_000)
+        return [
+            ("statement_timeout", "\(options.callTimeout.nanosecondsSaturating / 1_000_000)"),
+            ("default_transaction_isolation", "read committed"),
+            ("tcp_keepalives_idle", "\(seconds)"),
+            ("tcp_keepalives_interval", "\(seconds)"),
+            ("tcp_keepalives_count", "3"),
+            ("application_name", "policygate"),
+        ]
+    }
 
     // MARK: Schema
 
@@ -190,24 +230,46 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     /// The store's ``Options/writeRetryPeriod``.
     public var writeRetryPeriod: Duration { options.writeRetryPeriod }
 
-    /// One statement: `policygate.admit` checks and records the call under the key's row lock.
+    /// One statement: `policygate.admit` checks and records the call under the key's row lock,
+    /// waiting for that lock no longer than ``PolicyStoreRequest/maximumWait``.
+    /// - Throws: ``PostgresStoreError`` when the database fails or does not answer in time, or
+    ///   while the store is fenced (``isFenced``); `PolicyStoreRequestError` when it refuses the
+    ///   request's values (SQLSTATE classes 22 and 54).
     public func admit(_ request: PolicyStoreRequest) async throws -> PolicyStoreDecision {
+        if isFenced {
+            throw PostgresStoreError("no lease renewal succeeded in time: admitting nothing until the database answers again")
+        }
         let (r, t) = (request.requestCaps, request.tokenCaps)
         let leaseMicroseconds = options.lease.nanosecondsSaturating / 1_000
-        let rows = try await describing {
-            try await client.query(
+        let nonce = Int64.random(in: .min ... .max)
+        // Rounded up: the server gives up no sooner than the caller. Not sent when the caller
+        // waits at least as long as the statement_timeout (no lock_timeout to set then).
+        let waitMilliseconds = request.maximumWait.flatMap { wait in
+            wait < options.callTimeout ? Int32(clamping: (wait.nanosecondsSaturating + 999_999) / 1_000_000) : nil
+        }
+        let sent = ContinuousClock.now
+        typealias Row = (Bool, Int64?, Int64, String?, Int64?, [Int16]?, [Int64]?, [Int64]?, [Int64]?)
+        // Decoded inside `describing` too: the server's error arrives with the rows.
+        let rows: [Row] = try await describing {
+            var rows: [Row] = []
+            for try await row in try await client.query(
                 """
                 SELECT admitted, admission_id, now_us, refused_by, lease_expiry_us, wins, buckets, requests, tokens
-                FROM policygate.admit(\(request.keyName), \(request.tokens), ARRAY[\(r[0]), \(r[1]), \(r[2])]::bigint[],
-                    ARRAY[\(t[0]), \(t[1]), \(t[2])]::bigint[], \(request.maxConcurrent)::integer, \(leaseMicroseconds), \(holder))
-                """, logger: logger)
+                FROM policygate.admit(\(request.keyName), \(request.keyLabel), \(request.tokens),
+                    ARRAY[\(r[0]), \(r[1]), \(r[2])]::bigint[], ARRAY[\(t[0]), \(t[1]), \(t[2])]::bigint[],
+                    \(request.maxConcurrent)::integer, \(leaseMicroseconds), \(holder), \(nonce), \(waitMilliseconds)::integer)
+                """, logger: logger
+            ).decode(Row.self) {
+                rows.append(row)
+            }
+            return rows
         }
-        typealias Row = (Bool, Int64?, Int64, String?, Int64?, [Int16]?, [Int64]?, [Int64]?, [Int64]?)
         var decision: PolicyStoreDecision?
-        for try await (admitted, id, now, refusedBy, leaseExpiry, wins, buckets, requests, tokens) in rows.decode(Row.self) {
+        for (admitted, id, now, refusedBy, leaseExpiry, wins, buckets, requests, tokens) in rows {
             if admitted, let id {
-                held.withLock { _ = $0.insert(id) }
-                decision = .admitted(PolicyStoreLease(id: id, admittedAt: now))
+                let lease = PolicyStoreLease(id: id, admittedAt: now, nonce: nonce)
+                leases.withLock { $0.held[id] = HeldLease(lease: lease, key: request.key, confirmed: sent) }
+                decision = .admitted(lease)
             } else if refusedBy == "concurrency" {
                 decision = .concurrencyFull(retryAfter: leaseExpiry.map { .microseconds(max(0, $0 - now)) })
             } else {
@@ -227,22 +289,35 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     /// One statement: `policygate.commit` sets the call's tokens (idempotent).
     public func commit(_ lease: PolicyStoreLease, tokens: Int) async throws {
         try await describing {
-            _ = try await client.query("SELECT policygate.commit(\(lease.id), \(tokens))", logger: logger).collect()
+            _ = try await client.query("SELECT policygate.commit(\(lease.id), \(lease.nonce), \(tokens))", logger: logger).collect()
         }
     }
 
-    /// One statement: `policygate.release` deletes the lease and announces it.
+    /// One statement: `policygate.release` deletes the lease and announces it. The lease is
+    /// no longer renewed from the start, whether or not the statement succeeds.
     public func release(_ lease: PolicyStoreLease) async throws {
+        endRenewal(of: lease)
         try await describing {
-            _ = try await client.query("SELECT policygate.release(\(lease.id))", logger: logger).collect()
+            _ = try await client.query("SELECT policygate.release(\(lease.id), \(lease.nonce))", logger: logger).collect()
         }
-        held.withLock { _ = $0.remove(lease.id) }
+    }
+
+    /// Stops renewing `lease`: its permit released it, or nobody took it.
+    public func endRenewal(of lease: PolicyStoreLease) {
+        leases.withLock { held in
+            if held.held[lease.id]?.lease == lease { held.held[lease.id] = nil }
+        }
+    }
+
+    /// Keeps `onLoss`, called for each lease the store stops vouching for.
+    public func observeLeaseLoss(_ onLoss: @escaping @Sendable (PolicyLeaseLossEvent) -> Void) {
+        lossObserver.withLock { $0 = Observer(onLoss) }
     }
 
     /// Starts the listener that turns `NOTIFY policygate` into `onChange`.
     public func observeChanges(_ onChange: @escaping @Sendable (String?) -> Void) {
         let first = observer.withLock { observer in
-            defer { observer = ChangeObserver(onChange) }
+            defer { observer = Observer(onChange) }
             return observer == nil
         }
         guard first else { return }
@@ -273,42 +348,136 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
 
     // MARK: Maintenance
 
-    /// Renews the leases of calls still running, and deletes what no window needs any more.
+    /// The margin before a lease's expiry at which the store stops vouching for it.
+    var fencingMargin: Duration { min(options.fencingMargin ?? options.lease / 6, options.lease / 2) }
+
+    /// Renews the leases of permits still running, fences the store when renewals fail for
+    /// too long, and deletes what no window needs any more. Every statement here has a
+    /// client-side timeout too, so a half-open connection cannot stall the loop.
     private func startMaintenance() {
-        let interval = options.lease / 3
         let task = Task { [weak self] in
-            var sinceCleanup: Duration = .zero
+            var lastCleanup = ContinuousClock.now
             while !Task.isCancelled {
-                try? await Task.sleep(for: interval)
+                guard let wake = self?.nextMaintenance() else { return }
+                try? await Task.sleep(until: wake)
                 guard let self, !Task.isCancelled else { return }
                 await self.renew()
-                sinceCleanup += interval
-                if sinceCleanup >= self.options.cleanupInterval {
-                    sinceCleanup = .zero
-                    _ = try? await self.cleanup()
+                if ContinuousClock.now - lastCleanup >= self.options.cleanupInterval {
+                    lastCleanup = .now
+                    _ = try? await self.bounded { try await self.cleanup() }
                 }
             }
         }
-        tasks.withLock { $0.append(task) }
+        // Apart from renewal, which may be stuck in a call: wakes when the first lease would
+        // have to be given up.
+        let fencer = Task { [weak self] in
+            while !Task.isCancelled {
+                guard let wake = self?.nextFence() else { return }
+                try? await Task.sleep(until: wake)
+                guard let self, !Task.isCancelled else { return }
+                self.fence(now: .now)
+            }
+        }
+        tasks.withLock { $0 += [task, fencer] }
+    }
+
+    /// When to renew next: a third of the lease after the last renewal, or within a second
+    /// after a failed one.
+    private func nextMaintenance() -> ContinuousClock.Instant {
+        let failing = leases.withLock { $0.failing }
+        return .now + (failing ? min(.seconds(1), options.lease / 3) : options.lease / 3)
+    }
+
+    /// When the first held lease would have to be given up; with none held, a sixth of the
+    /// lease from now (a new lease's limit is at least half a lease away).
+    private func nextFence() -> ContinuousClock.Instant {
+        let earliest = leases.withLock { $0.held.values.map(\.confirmed).min() }
+        return earliest.map { $0 + options.lease - fencingMargin } ?? .now + options.lease / 6
     }
 
     private func renew() async {
-        let ids = held.withLock { Array($0) }
-        guard !ids.isEmpty else { return }
+        let held = leases.withLock { state in state.held.values.map(\.lease) }
+        let fenced = isFenced
+        guard !held.isEmpty || fenced else { return }
+        let sent = ContinuousClock.now
         do {
             var renewed = Set<Int64>()
-            let rows = try await client.query(
-                "SELECT policygate.renew(\(ids)::bigint[], \(options.lease.nanosecondsSaturating / 1_000))", logger: logger)
-            for try await id in rows.decode(Int64.self) { renewed.insert(id) }
-            // A lease that expired was not renewed: its slot may be someone else's now.
-            let expired = held.withLock { held -> Int in
-                let gone = ids.filter { !renewed.contains($0) && held.contains($0) }
-                for id in gone { held.remove(id) }
-                return gone.count
+            if held.isEmpty {
+                // Fenced with nothing to renew: any answer will do.
+                _ = try await bounded { try await self.client.query("SELECT 1", logger: self.logger).collect() }
+            } else {
+                let (ids, nonces) = (held.map(\.id), held.map(\.nonce))
+                let leaseMicroseconds = options.lease.nanosecondsSaturating / 1_000
+                renewed = try await bounded {
+                    var renewed = Set<Int64>()
+                    let rows = try await self.client.query(
+                        "SELECT policygate.renew(\(ids)::bigint[], \(nonces)::bigint[], \(leaseMicroseconds))", logger: self.logger)
+                    for try await id in rows.decode(Int64.self) { renewed.insert(id) }
+                    return renewed
+                }
             }
-            if expired > 0 { lost.add(expired, ordering: .relaxed) }
+            // A lease that expired was not renewed: its slot may be someone else's now.
+            let expired = leases.withLock { state -> [HeldLease] in
+                state.failing = false
+                state.fenced = false
+                var gone: [HeldLease] = []
+                for lease in held {
+                    guard let entry = state.held[lease.id], entry.lease == lease else { continue }
+                    if renewed.contains(lease.id) {
+                        state.held[lease.id]?.confirmed = sent
+                    } else {
+                        gone.append(entry)
+                        state.held[lease.id] = nil
+                    }
+                }
+                return gone
+            }
+            report(expired, .expired)
         } catch {
+            leases.withLock { $0.failing = true }
             logger.debug("policygate: lease renewal failed", metadata: ["error": "\(Self.describe(error))"])
+        }
+    }
+
+    /// Gives up the leases no renewal confirmed within the lease minus the margin: the
+    /// database may count their slots free by now. Fences the store if there were any.
+    func fence(now: ContinuousClock.Instant) {
+        let limit = options.lease - fencingMargin
+        let gone = leases.withLock { state -> [HeldLease] in
+            let gone = state.held.values.filter { now - $0.confirmed >= limit }
+            for lease in gone { state.held[lease.lease.id] = nil }
+            if !gone.isEmpty { state.fenced = true }
+            return gone
+        }
+        report(gone, .unconfirmed)
+    }
+
+    private func report(_ gone: [HeldLease], _ reason: PolicyLeaseLossEvent.Reason) {
+        guard !gone.isEmpty else { return }
+        lost.add(gone.count, ordering: .relaxed)
+        logger.warning("policygate: leases lost", metadata: ["count": "\(gone.count)", "reason": "\(reason.rawValue)"])
+        guard let observer = lossObserver.withLock({ $0 }) else { return }
+        for lease in gone { observer.call(PolicyLeaseLossEvent(key: lease.key, reason: reason)) }
+    }
+
+    /// Runs `body`, giving up (and cancelling it) after the call timeout: the server's
+    /// `statement_timeout` cannot fire on a connection that no longer reaches it.
+    private func bounded<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let timeout = options.callTimeout
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            let once = Locked<CheckedContinuation<T, any Error>?>(continuation)
+            let timer = Task {
+                try? await Task.sleep(for: timeout)
+                guard !Task.isCancelled, let continuation = once.withLock({ $0.take() }) else { return }
+                continuation.resume(throwing: PostgresStoreError("the database did not answer within \(timeout)"))
+            }
+            let work = Task {
+                let result: Result<T, any Error>
+                do { result = .success(try await body()) } catch { result = .failure(error) }
+                timer.cancel()
+                once.withLock { $0.take() }?.resume(with: result)
+            }
+            _ = work
         }
     }
 
@@ -331,12 +500,18 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
 
     /// Runs `body`, replacing its error by one that says what went wrong without the
     /// connection's secrets.
+    /// A data exception (SQLSTATE class 22) or a program limit (54) says the request cannot be
+    /// recorded as given, not that the database is unavailable: it becomes
+    /// `PolicyStoreRequestError`, to which the gate applies no failure policy.
     private func describing<T>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
         } catch let error as CancellationError {
             throw error
         } catch {
+            if let state = (error as? PSQLError)?.serverInfo?[.sqlState], state.hasPrefix("22") || state.hasPrefix("54") {
+                throw PolicyStoreRequestError(Self.describe(error))
+            }
             throw PostgresStoreError(Self.describe(error))
         }
     }
@@ -357,10 +532,28 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     }
 }
 
-/// The gate's callback for news of keys.
-final class ChangeObserver: Sendable {
-    let call: @Sendable (String?) -> Void
-    init(_ call: @escaping @Sendable (String?) -> Void) { self.call = call }
+/// A callback of the gate's: news of keys, lost leases.
+final class Observer<Argument>: Sendable {
+    let call: @Sendable (Argument) -> Void
+    init(_ call: @escaping @Sendable (Argument) -> Void) { self.call = call }
+}
+
+/// A lease this store keeps alive for a permit.
+struct HeldLease: Sendable {
+    let lease: PolicyStoreLease
+    let key: PolicyKey
+    /// When the last admission or renewal that set its expiry was sent: the database's
+    /// expiry is at least a lease after that.
+    var confirmed: ContinuousClock.Instant
+}
+
+/// The leases a store keeps alive, and the state of their renewal.
+struct HeldLeases: Sendable {
+    var held: [Int64: HeldLease] = [:]
+    /// The last renewal failed: try again soon.
+    var failing = false
+    /// Leases were given up for want of a renewal: admit nothing until the database answers.
+    var fenced = false
 }
 
 /// What went wrong with the PostgreSQL store.

@@ -25,6 +25,8 @@ public final class TelemetryRecorder: PolicyTelemetry {
         case feedback(PolicyFeedbackEvent)
         /// A shared store failed a call.
         case storeFailure(PolicyStoreFailureEvent)
+        /// A shared permit's lease was lost.
+        case leaseLoss(PolicyLeaseLossEvent)
     }
 
     private let recorded = Locked<[Event]>([])
@@ -84,6 +86,13 @@ public final class TelemetryRecorder: PolicyTelemetry {
     /// The store failures so far.
     public var storeFailures: [PolicyStoreFailureEvent] {
         events.compactMap { if case .storeFailure(let event) = $0 { event } else { nil } }
+    }
+    /// Records the event.
+    public func didLoseLease(_ event: PolicyLeaseLossEvent) { recorded.withLock { $0.append(.leaseLoss(event)) } }
+
+    /// The lost leases so far.
+    public var leaseLosses: [PolicyLeaseLossEvent] {
+        events.compactMap { if case .leaseLoss(let event) = $0 { event } else { nil } }
     }
     /// Records a reject.
     public func didReject(_ event: PolicyRejectEvent) { recorded.withLock { $0.append(.reject(event)) } }

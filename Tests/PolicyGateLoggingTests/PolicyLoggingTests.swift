@@ -31,6 +31,16 @@ struct PolicyLoggingTests {
         ])
     }
 
+    @Test("a lost lease is one error naming the key and the reason")
+    func leaseLoss() {
+        PolicyLogging(logger: logger(.info)).didLoseLease(PolicyLeaseLossEvent(key: key, reason: .unconfirmed))
+        #expect(handler.entries.map(\.level) == [.error])
+        #expect(handler.entries.first?.message.description == "PolicyGate lost a shared lease: the slot may be given to another process")
+        #expect(flat(handler.entries.first?.metadata ?? [:]) == [
+            Key.provider: "openai", Key.scopeKind: "user", Key.scope: "user:u-42", "policygate.lease_loss": "unconfirmed",
+        ])
+    }
+
     @Test("acquire, commit, reject and release are one line each, with their figures as metadata")
     func everyEvent() async throws {
         let gate = try PolicyService(

@@ -30,6 +30,16 @@ struct PolicyMetricsTests {
         ).totalValue == 1)
     }
 
+    @Test("lost leases are counted by reason")
+    func leasesLost() throws {
+        let telemetry = PolicyMetrics(factory: metrics)
+        telemetry.didLoseLease(PolicyLeaseLossEvent(key: u1, reason: .unconfirmed))
+        telemetry.didLoseLease(PolicyLeaseLossEvent(key: u1, reason: .unconfirmed))
+        telemetry.didLoseLease(PolicyLeaseLossEvent(key: u1, reason: .expired))
+        #expect(try metrics.expectCounter("policygate_leases_lost_total", user + [("reason", "unconfirmed")]).totalValue == 2)
+        #expect(try metrics.expectCounter("policygate_leases_lost_total", user + [("reason", "expired")]).totalValue == 1)
+    }
+
     @Test("admissions, refusals, tokens, waits and holds: exact names, labels and values")
     func events() async throws {
         let gate = try PolicyService(

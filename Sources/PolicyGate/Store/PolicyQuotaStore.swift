@@ -38,14 +38,50 @@ public protocol PolicyQuotaStore: AnyObject, Sendable {
     /// How long the gate keeps retrying a commit or a release that failed. After that, a
     /// commit is dropped (the estimate stands) and a release is left to the slot's lease.
     var writeRetryPeriod: Duration { get }
+
+    /// Stops keeping `lease` alive: no permit owns it any more (its permit was released, or
+    /// the caller it was admitted for had left). Called before ``release(_:)`` is written, so
+    /// that a release that keeps failing leaves the slot to expire instead of holding it.
+    /// Must be cheap and must not block: the gate calls it from a permit's release.
+    func endRenewal(of lease: PolicyStoreLease)
+
+    /// Called once by the gate: the store calls `onLoss` for each lease it held for a permit
+    /// that it can no longer vouch for (it expired, or no renewal succeeded in time). The gate
+    /// reports it as ``PolicyTelemetry/didLoseLease(_:)``.
+    func observeLeaseLoss(_ onLoss: @escaping @Sendable (PolicyLeaseLossEvent) -> Void)
+}
+
+extension PolicyQuotaStore {
+    /// Does nothing: a store without leases to renew.
+    public func endRenewal(of lease: PolicyStoreLease) {}
+    /// Does nothing: a store whose slots cannot be lost.
+    public func observeLeaseLoss(_ onLoss: @escaping @Sendable (PolicyLeaseLossEvent) -> Void) {}
+}
+
+/// A store's refusal of a request it cannot record as given (a value out of its range, say),
+/// as opposed to a failure to answer. The gate never applies the failure policy to it: the
+/// caller gets ``PolicyError/Code/invalidArgument`` even under `fail_open`, so that a request
+/// the store cannot count is never admitted uncounted.
+public struct PolicyStoreRequestError: Error, Hashable, CustomStringConvertible {
+    /// What the store could not record, without secrets.
+    public let message: String
+
+    /// Creates the error (stores do).
+    public init(_ message: String) { self.message = message }
+
+    /// The message.
+    public var description: String { message }
 }
 
 /// One admission attempt against a store: the key, the call and the caps in force now.
 public struct PolicyStoreRequest: Sendable, Hashable {
     /// The key, for readouts.
     public let key: PolicyKey
-    /// The key's stable name in the store (one string per key, the same in every process).
-    public var keyName: String { key.storeName }
+    /// The key's stable name in the store (one string per key, the same in every process):
+    /// ``PolicyKey/storeName``, a fixed-size digest whatever the key's length or characters.
+    public let keyName: String
+    /// The key as people read it, for the store's readouts: ``PolicyKey/storeLabel``.
+    public var keyLabel: String { key.storeLabel }
     /// The call's estimated tokens.
     public let tokens: Int
     /// Request caps per window (index ``PolicyWindow/rawValue``); `nil` when not capped.
@@ -54,14 +90,23 @@ public struct PolicyStoreRequest: Sendable, Hashable {
     public let tokenCaps: [Int?]
     /// The concurrency cap; `nil` when not capped.
     public let maxConcurrent: Int?
+    /// How long the caller still waits for this answer; `nil` for no limit but the store's
+    /// own. A store should give up waiting (for a lock, say) by then, so that an admission
+    /// its caller left rarely commits; the gate gives back any that still does.
+    public let maximumWait: Duration?
 
     /// Creates a request (the gate does; store tests may too).
-    public init(key: PolicyKey, tokens: Int, requestCaps: [Int?], tokenCaps: [Int?], maxConcurrent: Int?) {
+    public init(
+        key: PolicyKey, tokens: Int, requestCaps: [Int?], tokenCaps: [Int?], maxConcurrent: Int?,
+        maximumWait: Duration? = nil
+    ) {
         self.key = key
+        self.keyName = key.storeName
         self.tokens = tokens
         self.requestCaps = requestCaps
         self.tokenCaps = tokenCaps
         self.maxConcurrent = maxConcurrent
+        self.maximumWait = maximumWait
     }
 
     /// Whether any cap over `window` is set: only then is usage recorded in it.
@@ -82,16 +127,23 @@ public enum PolicyStoreDecision: Sendable, Hashable {
 }
 
 /// A call admitted by a store: what commit and release name.
+///
+/// The id alone may repeat (a database restored or failed over can hand out a sequence
+/// number again); the nonce, random per admission, makes the pair unique and unguessable,
+/// and a store checks both in every statement.
 public struct PolicyStoreLease: Sendable, Hashable {
     /// The store's id of the admission.
     public let id: Int64
     /// When the store admitted it, in microseconds on the store's clock.
     public let admittedAt: Int64
+    /// A random number drawn for this admission (0 for stores that do not use one).
+    public let nonce: Int64
 
     /// Creates a lease (stores do).
-    public init(id: Int64, admittedAt: Int64) {
+    public init(id: Int64, admittedAt: Int64, nonce: Int64 = 0) {
         self.id = id
         self.admittedAt = admittedAt
+        self.nonce = nonce
     }
 }
 
@@ -173,9 +225,33 @@ public struct PolicyStorage: Sendable, Hashable, CustomStringConvertible {
 }
 
 extension PolicyKey {
-    /// The key's name in a shared store: unambiguous (lengths prefix the free-form parts) and
-    /// the same in every process.
-    public var storeName: String {
+    /// The key's name in a shared store: the SHA-256 of its ``storeLabel`` in hexadecimal
+    /// (64 characters), the same in every process. Of fixed size whatever the key, so any key
+    /// can be stored, indexed and announced (a NUL or a 10 KB identifier included).
+    public var storeName: String { SHA256.hexDigest(of: unambiguousName.utf8) }
+
+    /// The key as people read it in a store's readouts: ``unambiguousName`` with control
+    /// characters replaced by `\u{FFFD}`, cut to ``storeLabelLimit`` characters (then ending
+    /// in `…`). Not unique: ``storeName`` is what identifies the key.
+    public var storeLabel: String {
+        var label = String.UnicodeScalarView()
+        for (index, scalar) in unambiguousName.unicodeScalars.enumerated() {
+            if index == Self.storeLabelLimit {
+                label.removeLast()
+                label.append("…")
+                break
+            }
+            label.append(scalar.properties.generalCategory == .control ? "\u{FFFD}" : scalar)
+        }
+        return String(label)
+    }
+
+    /// The most characters (Unicode scalars) of ``storeLabel``.
+    public static let storeLabelLimit = 200
+
+    /// Provider, scope and identifier in one string, unambiguous (lengths prefix the
+    /// free-form parts): what ``storeName`` digests.
+    var unambiguousName: String {
         let scope: String
         switch self.scope {
         case .global: scope = "g"

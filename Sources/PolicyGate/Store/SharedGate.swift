@@ -18,13 +18,17 @@ final class SharedGate: Sendable {
     let environment: GateEnvironment
     private let keys = Locked<[String: SharedTurns<Parked>]>([:])
     private let ids = Locked<UInt64>(0)
-    /// Commits and releases not yet written, and who waits for them all.
-    private let writes = Locked<(count: Int, waiters: [UnsafeContinuation<Void, Never>])>((0, []))
+    /// Commits and releases not yet written, and who waits for them.
+    private let writes = Locked(Writes<UnsafeContinuation<Void, Never>>())
 
     init(store: any PolicyQuotaStore, environment: GateEnvironment) {
         self.store = store
         self.environment = environment
         store.observeChanges { [weak self] name in self?.announce(name) }
+        store.observeLeaseLoss { [weak environment] event in
+            guard let environment, environment.hasTelemetry else { return }
+            environment.telemetry?.didLoseLease(event)
+        }
     }
 
     // MARK: Acquiring
@@ -101,23 +105,33 @@ final class SharedGate: Sendable {
     /// meets the provider's policy.
     private func admit(_ key: PolicyKey, tokens: Int64, limits: CompiledLimits, now: Int64, deadline: Int64) async throws -> Attempt {
         func cap(_ value: Int64) -> Int? { value == .max ? nil : Int(value) }
-        let request = PolicyStoreRequest(
-            key: key, tokens: Int(tokens),
-            requestCaps: [cap(limits.requestCaps[0]), cap(limits.requestCaps[1]), cap(limits.requestCaps[2])],
-            tokenCaps: [cap(limits.tokenCaps[0]), cap(limits.tokenCaps[1]), cap(limits.tokenCaps[2])],
-            maxConcurrent: limits.maxConcurrent == .max ? nil : limits.maxConcurrent)
         let storeLimit = now.clampedAdding(store.callTimeout.nanosecondsSaturating)
         // A maximum wait shorter than a round trip (even zero: "do not queue") still gets one
         // attempt of up to `minimumAttempt`, else no shared call could ever be admitted at once.
         let callDeadline = min(storeLimit, max(deadline, now.clampedAdding(Self.minimumAttempt)))
+        let request = PolicyStoreRequest(
+            key: key, tokens: Int(tokens),
+            requestCaps: [cap(limits.requestCaps[0]), cap(limits.requestCaps[1]), cap(limits.requestCaps[2])],
+            tokenCaps: [cap(limits.tokenCaps[0]), cap(limits.tokenCaps[1]), cap(limits.tokenCaps[2])],
+            maxConcurrent: limits.maxConcurrent == .max ? nil : limits.maxConcurrent,
+            maximumWait: .nanoseconds(callDeadline - now))
         let store = store
         do {
-            return .decided(try await withTimeout(until: callDeadline, time: environment.time) { try await store.admit(request) })
+            // The call is not cancelled when its caller leaves (the statement may commit all the
+            // same): it runs to its end, and an admission that comes too late is given back.
+            let decision = try await withTimeout(until: callDeadline, time: environment.time, late: { [self] decision in
+                if case .admitted(let lease) = decision { giveBack(lease, key: key) }
+            }) { try await store.admit(request) }
+            return .decided(decision)
         } catch is CancellationError where Task.isCancelled {
             throw CancellationError()
+        } catch let error as PolicyStoreRequestError {
+            // Not a failure to answer: the failure policy does not apply.
+            throw PolicyError(.invalidArgument, key: key, message: "the shared store cannot record this call: \(error.message)")
         } catch {
-            if error is TimeoutError, callDeadline < storeLimit {
-                // The caller's own maximum wait ran out, not the store's patience.
+            if callDeadline < storeLimit, error is TimeoutError || environment.time.now() >= callDeadline {
+                // The caller's own maximum wait ran out, not the store's patience (the store
+                // may have given up waiting at that time too: it was told to).
                 throw PolicyError(.timedOut, key: key, message: "not admitted within its maximum wait: the store did not answer in time")
             }
             let description = error is TimeoutError
@@ -129,6 +143,15 @@ final class SharedGate: Sendable {
             report(key, .admit, .refused, description)
             throw PolicyError(.storeUnavailable, key: key, message: "the shared store failed: \(description)")
         }
+    }
+
+    /// Gives back an admission that no permit took: its caller had left (deadline or
+    /// cancellation) when the store's answer came. Its slot is released in the background; its
+    /// request and estimated tokens stay counted (conservative: the store cannot tell a call
+    /// that never ran from one that did, and un-counting would need another operation).
+    private func giveBack(_ lease: PolicyStoreLease, key: PolicyKey) {
+        store.endRenewal(of: lease)
+        _ = write(after: nil, key: key, .release) { try await $0.release(lease) }
     }
 
     /// The binding cap and when the call fits, from a store's buckets, by the state machine's
@@ -234,17 +257,11 @@ final class SharedGate: Sendable {
         after previous: Task<Void, Never>?, key: PolicyKey, _ operation: PolicyStoreFailureEvent.Operation,
         _ body: @escaping @Sendable (any PolicyQuotaStore) async throws -> Void
     ) -> Task<Void, Never> {
-        writes.withLock { $0.count += 1 }
+        let ticket = writes.withLock { $0.issue() }
         return Task { [self] in
             await previous?.value
             await retrying(key: key, operation, body)
-            let waiters = writes.withLock { state -> [UnsafeContinuation<Void, Never>] in
-                state.count -= 1
-                guard state.count == 0 else { return [] }
-                defer { state.waiters = [] }
-                return state.waiters
-            }
-            for waiter in waiters { waiter.resume() }
+            for waiter in writes.withLock({ $0.finish(ticket) }) { waiter.resume() }
         }
     }
 
@@ -277,15 +294,11 @@ final class SharedGate: Sendable {
         }
     }
 
-    /// Waits until every commit and release made so far has been written (or given up).
+    /// Waits until every commit and release issued before this call has been written (or
+    /// given up); writes issued later, under steady traffic, are not waited for.
     func flush() async {
         await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
-            let done = writes.withLock { state -> Bool in
-                if state.count == 0 { return true }
-                state.waiters.append(continuation)
-                return false
-            }
-            if done { continuation.resume() }
+            if writes.withLock({ $0.wait(continuation) }) { continuation.resume() }
         }
     }
 
@@ -295,6 +308,38 @@ final class SharedGate: Sendable {
     ) {
         guard environment.hasTelemetry else { return }
         environment.telemetry?.didFailStore(PolicyStoreFailureEvent(key: key, operation: operation, outcome: outcome, error: error))
+    }
+}
+
+/// The writes in flight, numbered in the order they were issued, and the flushes waiting for
+/// every write up to a number. A pure value, driven under ``SharedGate``'s lock.
+struct Writes<Waiter> {
+    private var issued: UInt64 = 0
+    private var pending: Set<UInt64> = []
+    private var waiters: [(upTo: UInt64, waiter: Waiter)] = []
+
+    /// Numbers a new write.
+    mutating func issue() -> UInt64 {
+        issued += 1
+        pending.insert(issued)
+        return issued
+    }
+
+    /// Marks `ticket` written; returns the flushes with nothing left to wait for.
+    mutating func finish(_ ticket: UInt64) -> [Waiter] {
+        pending.remove(ticket)
+        guard !waiters.isEmpty else { return [] }
+        let oldest = pending.min() ?? .max
+        let done = waiters.filter { $0.upTo < oldest }.map(\.waiter)
+        waiters.removeAll { $0.upTo < oldest }
+        return done
+    }
+
+    /// Parks `waiter` until every write issued so far is done; `true` if they are already.
+    mutating func wait(_ waiter: Waiter) -> Bool {
+        if (pending.min() ?? .max) > issued { return true }
+        waiters.append((issued, waiter))
+        return false
     }
 }
 
@@ -329,6 +374,9 @@ final class SharedLease: Sendable {
     @inline(never)
     func release(admittedAt: Int64, tokens: Int) {
         let lease = lease
+        // No longer renewed from now on, even if the release cannot be written: its slot
+        // then comes back when the lease expires.
+        gate.store.endRenewal(of: lease)
         enqueue(.release) { try await $0.release(lease) }
         let environment = gate.environment
         if environment.hasTelemetry, let telemetry = environment.telemetry {
@@ -356,22 +404,30 @@ private struct TimeoutState<T: Sendable> {
     var timer: Task<Void, Never>?
 }
 
-/// Runs `body`, giving up at `deadline` (service nanoseconds) or when the caller is cancelled:
-/// the call is then cancelled and left to finish on its own. A store that never answers can
-/// therefore never hold a caller beyond its deadline.
+/// Runs `body`, giving up at `deadline` (service nanoseconds) or when the caller is cancelled.
+/// A store that never answers can therefore never hold a caller beyond its deadline.
+///
+/// Without `late`, the abandoned call is cancelled and left to finish on its own. With `late`,
+/// it is not cancelled (a statement sent may commit all the same): it runs to its end, and a
+/// value it returns after the caller left is passed to `late`, which must dispose of it.
 /// - Throws: `body`'s error, `TimeoutError`, or `CancellationError`.
 func withTimeout<T: Sendable>(
-    until deadline: Int64, time: any TimeSource, _ body: @escaping @Sendable () async throws -> T
+    until deadline: Int64, time: any TimeSource, late: (@Sendable (T) -> Void)? = nil,
+    _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     let state = Locked(TimeoutState<T>())
-    /// Resumes the caller once, with whichever outcome came first, and stops the other tasks.
-    @Sendable func finish(_ result: Result<T, any Error>) {
+    /// Resumes the caller once, with whichever outcome came first, and stops the other tasks;
+    /// hands a value that came after that to `late`.
+    @Sendable func finish(_ result: Result<T, any Error>, fromBody: Bool) {
         let (continuation, work, timer) = state.withLock { state in
             defer { state.continuation = nil }
             return (state.continuation, state.work, state.timer)
         }
-        guard let continuation else { return }
-        work?.cancel()
+        guard let continuation else {
+            if fromBody, let late, case .success(let value) = result { late(value) }
+            return
+        }
+        if late == nil { work?.cancel() }
         timer?.cancel()
         continuation.resume(with: result)
     }
@@ -379,20 +435,20 @@ func withTimeout<T: Sendable>(
         try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<T, any Error>) in
             state.withLock { $0.continuation = continuation }
             let work = Task {
-                do { finish(.success(try await body())) } catch { finish(.failure(error)) }
+                do { finish(.success(try await body()), fromBody: true) } catch { finish(.failure(error), fromBody: true) }
             }
             let timer: Task<Void, Never>? = deadline == .max ? nil : Task {
                 try? await time.sleep(until: deadline)
-                if !Task.isCancelled { finish(.failure(TimeoutError())) }
+                if !Task.isCancelled { finish(.failure(TimeoutError()), fromBody: false) }
             }
             state.withLock { state in
                 state.work = work
                 state.timer = timer
             }
             // Cancelled before the handler could see the continuation: finish now.
-            if Task.isCancelled { finish(.failure(CancellationError())) }
+            if Task.isCancelled { finish(.failure(CancellationError()), fromBody: false) }
         }
     } onCancel: {
-        finish(.failure(CancellationError()))
+        finish(.failure(CancellationError()), fromBody: false)
     }
 }

@@ -30,6 +30,10 @@ public protocol PolicyTelemetry: Sendable {
     /// A shared provider's store failed (an error, or no answer in time): what the gate did
     /// about it. Reported for admissions, commits and releases.
     func didFailStore(_ event: PolicyStoreFailureEvent)
+    /// A shared permit's lease in the store can no longer be vouched for: the slot may be
+    /// given to another process while the permit's call still runs. Reported once per lease,
+    /// from the store's background work.
+    func didLoseLease(_ event: PolicyLeaseLossEvent)
 }
 
 extension PolicyTelemetry {
@@ -47,6 +51,8 @@ extension PolicyTelemetry {
     public func didObserveFeedback(_ event: PolicyFeedbackEvent) {}
     /// Does nothing.
     public func didFailStore(_ event: PolicyStoreFailureEvent) {}
+    /// Does nothing.
+    public func didLoseLease(_ event: PolicyLeaseLossEvent) {}
 }
 
 /// A call was admitted.

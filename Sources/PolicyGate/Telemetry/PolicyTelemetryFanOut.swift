@@ -60,6 +60,11 @@ public struct PolicyTelemetryFanOut: PolicyTelemetry {
     public func didFailStore(_ event: PolicyStoreFailureEvent) {
         for sink in sinks { sink.didFailStore(event) }
     }
+
+    /// Passes the event to every sink.
+    public func didLoseLease(_ event: PolicyLeaseLossEvent) {
+        for sink in sinks { sink.didLoseLease(event) }
+    }
 }
 
 extension PolicyTelemetry where Self == PolicyTelemetryFanOut {
