@@ -44,6 +44,11 @@ public struct PolicyLogging: PolicyTelemetry {
         /// A shared permit's lease that could no longer be vouched for (the key may run over its
         /// concurrency cap until the permit is released). Default `error`.
         public var leaseLoss: Logger.Level
+        /// What a provider said about its limits, read from a response. Default `debug`; a
+        /// report with values that were not believed is logged at `notice` or above.
+        public var feedback: Logger.Level
+        /// A provider pausing the gate (a 429, a `retry-after`). Default `warning`.
+        public var providerPause: Logger.Level
 
         /// Levels for each kind of event; the defaults keep per-call lines below `info`.
         public init(
@@ -53,7 +58,9 @@ public struct PolicyLogging: PolicyTelemetry {
             commit: Logger.Level = .debug,
             release: Logger.Level = .trace,
             storeFailure: Logger.Level = .warning,
-            leaseLoss: Logger.Level = .error
+            leaseLoss: Logger.Level = .error,
+            feedback: Logger.Level = .debug,
+            providerPause: Logger.Level = .warning
         ) {
             self.reject = reject
             self.limitsChange = limitsChange
@@ -62,6 +69,8 @@ public struct PolicyLogging: PolicyTelemetry {
             self.release = release
             self.storeFailure = storeFailure
             self.leaseLoss = leaseLoss
+            self.feedback = feedback
+            self.providerPause = providerPause
         }
     }
 
@@ -211,6 +220,28 @@ public struct PolicyLogging: PolicyTelemetry {
             metadata: {
                 var metadata = keyMetadata(event.key)
                 metadata["policygate.lease_loss"] = .string(event.reason.rawValue)
+                return metadata
+            }(), source: "PolicyGate")
+    }
+
+    /// Logs provider feedback: a pause at ``Levels/providerPause``, values not believed at
+    /// `notice` (or ``Levels/feedback`` if higher), the rest at ``Levels/feedback``.
+    public func didObserveFeedback(_ event: PolicyFeedbackEvent) {
+        let ignored = event.feedback.ignored
+        let level = event.pausedFor != nil
+            ? levels.providerPause : ignored.isEmpty ? levels.feedback : max(levels.feedback, .notice)
+        let message: Logger.Message = event.pausedFor != nil
+            ? "PolicyGate paused by the provider" : ignored.isEmpty ? "PolicyGate read provider feedback"
+            : "PolicyGate ignored provider feedback it could not believe"
+        logger.log(
+            level: level, message,
+            metadata: {
+                var metadata = keyMetadata(event.key)
+                if let pause = event.pausedFor { metadata["policygate.paused_seconds"] = .stringConvertible(LabelNames.seconds(pause)) }
+                if let cause = event.pauseCause { metadata["policygate.pause_cause"] = .string(cause) }
+                if let left = event.requestsRemaining { metadata["policygate.requests_remaining"] = .stringConvertible(left) }
+                if let left = event.tokensRemaining { metadata["policygate.tokens_remaining"] = .stringConvertible(left) }
+                if !ignored.isEmpty { metadata["policygate.ignored"] = .array(ignored.map { .string($0.description) }) }
                 return metadata
             }(), source: "PolicyGate")
     }

@@ -84,6 +84,10 @@ public final class PolicyMetrics: PolicyTelemetry {
         public let storeFailures: String
         /// Shared permits' leases lost (counter), labelled with `reason`.
         public let leasesLost: String
+        /// Pauses a provider asked for (a 429, a `retry-after`) (counter).
+        public let providerPauses: String
+        /// Provider header values not believed (counter).
+        public let providerFeedbackIgnored: String
 
         /// The names under `prefix`: `<prefix>_acquired_total`, … (no separator when empty).
         public init(prefix: String = "policygate") {
@@ -101,6 +105,8 @@ public final class PolicyMetrics: PolicyTelemetry {
             limit = p + "limit"
             storeFailures = p + "store_failures_total"
             leasesLost = p + "leases_lost_total"
+            providerPauses = p + "provider_pauses_total"
+            providerFeedbackIgnored = p + "provider_feedback_ignored_total"
         }
     }
 
@@ -189,6 +195,17 @@ public final class PolicyMetrics: PolicyTelemetry {
         var labels = self.labels(groupKey(event.key))
         labels.append(("reason", event.reason.rawValue))
         Counter(label: names.leasesLost, dimensions: labels, factory: factory).increment()
+    }
+
+    /// Counts a provider's pause in `policygate_provider_pauses_total` and the values it sent
+    /// that were not believed in `policygate_provider_feedback_ignored_total`.
+    public func didObserveFeedback(_ event: PolicyFeedbackEvent) {
+        let labels = self.labels(groupKey(event.key))
+        if event.pausedFor != nil { Counter(label: names.providerPauses, dimensions: labels, factory: factory).increment() }
+        let ignored = event.feedback.ignored.count
+        if ignored > 0 {
+            Counter(label: names.providerFeedbackIgnored, dimensions: labels, factory: factory).increment(by: ignored)
+        }
     }
 
     /// Updates the provider's `policygate_limit` gauges.

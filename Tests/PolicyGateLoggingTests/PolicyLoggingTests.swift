@@ -41,6 +41,23 @@ struct PolicyLoggingTests {
         ])
     }
 
+    @Test("provider feedback: a 429 is a warning, values not believed a notice, the rest debug")
+    func feedback() async throws {
+        let gate = try PolicyService(
+            limits: ["openai": PolicyLimits(requestsPerMinute: 100)], clock: clock,
+            telemetry: PolicyLogging(logger: logger(.trace)))
+        gate.reportThrottled(key, retryAfter: .seconds(20))
+        gate.observe(headers: ["x-ratelimit-remaining-requests": "-1"], for: key)
+        gate.observe(headers: ["x-ratelimit-remaining-requests": "7", "x-ratelimit-reset-requests": "30s"], for: key)
+        #expect(handler.entries.map(\.level) == [.warning, .notice, .debug])
+        #expect(handler.entries.map(\.message.description) == [
+            "PolicyGate paused by the provider", "PolicyGate ignored provider feedback it could not believe",
+            "PolicyGate read provider feedback",
+        ])
+        #expect(flat(handler.entries[0].metadata)["policygate.paused_seconds"] == "20.0")
+        #expect(flat(handler.entries[2].metadata)["policygate.requests_remaining"] == "7")
+    }
+
     @Test("acquire, commit, reject and release are one line each, with their figures as metadata")
     func everyEvent() async throws {
         let gate = try PolicyService(

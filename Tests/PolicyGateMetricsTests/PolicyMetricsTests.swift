@@ -40,6 +40,17 @@ struct PolicyMetricsTests {
         #expect(try metrics.expectCounter("policygate_leases_lost_total", user + [("reason", "expired")]).totalValue == 1)
     }
 
+    @Test("provider pauses and header values not believed are counted")
+    func providerFeedback() throws {
+        let gate = try PolicyService(
+            limits: ["openai": PolicyLimits(requestsPerMinute: 100)], clock: clock, telemetry: PolicyMetrics(factory: metrics))
+        gate.reportThrottled(u1, retryAfter: .seconds(5))
+        gate.reportThrottled(u1)
+        gate.observe(headers: ["x-ratelimit-remaining-requests": "-1", "retry-after": "soon"], for: u1)
+        #expect(try metrics.expectCounter("policygate_provider_pauses_total", user).totalValue == 2)
+        #expect(try metrics.expectCounter("policygate_provider_feedback_ignored_total", user).totalValue == 2)
+    }
+
     @Test("admissions, refusals, tokens, waits and holds: exact names, labels and values")
     func events() async throws {
         let gate = try PolicyService(
