@@ -29,6 +29,12 @@ final class ProviderFeedbackState: Sendable {
         func isInForce(at now: Int64) -> Bool {
             now < pausedUntil || (requests.map { now < $0.until } ?? false) || (tokens.map { now < $0.until } ?? false)
         }
+
+        /// Takes one request of `tokens` from the allowances still in force.
+        mutating func take(tokens: Int64, now: Int64) {
+            if let a = requests, now < a.until { requests?.remaining = a.remaining - 1 }
+            if let a = self.tokens, now < a.until { self.tokens?.remaining = a.remaining - tokens }
+        }
     }
 
     private let inForce = Atomic<Bool>(false)
@@ -52,10 +58,7 @@ final class ProviderFeedbackState: Sendable {
     /// Takes what an admission made elsewhere (the shared store) used, without refusing it.
     func consume(tokens: Int64, now: Int64) {
         guard inForce.load(ordering: .relaxed) else { return }
-        state.withLock { state in
-            if let a = state.requests, now < a.until { state.requests?.remaining = a.remaining - 1 }
-            if let a = state.tokens, now < a.until { state.tokens?.remaining = a.remaining - tokens }
-        }
+        state.withLock { $0.take(tokens: tokens, now: now) }
     }
 
     private func check(tokens: Int64, now: Int64, taking: Bool) -> Rejection? {
@@ -75,10 +78,7 @@ final class ProviderFeedbackState: Sendable {
                 state.refused = true
                 return refusal
             }
-            if taking {
-                if let a = state.requests, now < a.until { state.requests?.remaining = a.remaining - 1 }
-                if let a = state.tokens, now < a.until { state.tokens?.remaining = a.remaining - tokens }
-            }
+            if taking { state.take(tokens: tokens, now: now) }
             return nil
         }
     }

@@ -72,7 +72,7 @@ enum AdmissionRules {
         }
         let tokens = Int64(estimate)
         if let oversized = oversized(tokens, limits: limits) {
-            throw error(.oversized, oversized, now: 0, "estimate of \(estimate) tokens").with(key: key)
+            throw oversizedError(oversized, tokens: tokens).with(key: key)
         }
         return tokens
     }
@@ -86,6 +86,11 @@ enum AdmissionRules {
     static func oversized(_ tokens: Int64, limits: CompiledLimits) -> Rejection? {
         guard let kind = limits.oversizedKind(tokens), let window = kind.window else { return nil }
         return Rejection(kind: kind, retryAt: nil, exceededCap: limits.tokenCaps[window.rawValue])
+    }
+
+    /// The error for an estimate of `tokens` refused by ``oversized(_:limits:)``.
+    static func oversizedError(_ rejection: Rejection, tokens: Int64) -> PolicyError {
+        error(.oversized, rejection, now: 0, "estimate of \(tokens) tokens")
     }
 
     /// When a schedule entry closes the gate at `now`: a rejection naming the opening (`.max`

@@ -146,7 +146,7 @@ struct GateStateMachine<Payload>: ~Copyable {
         var effects = queue.isEmpty ? Effects() : pump(now: now)
         if let oversized = AdmissionRules.oversized(tokens, limits: limits) {
             // Limits were lowered below the estimate since the caller checked it.
-            return .rejected(AdmissionRules.error(.oversized, oversized, now: now, "estimate of \(tokens) tokens"), effects)
+            return .rejected(AdmissionRules.oversizedError(oversized, tokens: tokens), effects)
         }
         advanceWindows(to: now)
         // Past `validUntil` the schedule's next limits are due: neither admit nor refuse on
@@ -399,8 +399,7 @@ struct GateStateMachine<Payload>: ~Copyable {
             if let oversized = AdmissionRules.oversized(head.tokens, limits: limits) {
                 // Limits lowered below this estimate while it waited: it can never fit.
                 _ = remove(at: 0)
-                effects.resume(head.payload, .failure(
-                    AdmissionRules.error(.oversized, oversized, now: now, "estimate of \(head.tokens) tokens")))
+                effects.resume(head.payload, .failure(AdmissionRules.oversizedError(oversized, tokens: head.tokens)))
                 continue
             }
             if !advanced {

@@ -51,6 +51,9 @@ public struct PolicyPermit: ~Copyable, Sendable {
     /// The shared lease, if any, without taking a reference.
     var shared: SharedLease? { sharedLease?.takeUnretainedValue() }
 
+    /// The gate's time and telemetry, or `nil` for an inert permit.
+    private var environment: GateEnvironment? { storage?.environment ?? shared?.gate.environment }
+
     /// The key this permit was acquired for, or `nil` for an inert permit.
     public var key: PolicyKey? { storage?.key ?? shared?.key }
 
@@ -68,7 +71,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
     public mutating func commitTokens(_ actual: Int) throws(PolicyError) {
         guard AdmissionRules.isRecordable(actual) else {
             let error = AdmissionRules.unrecordable(actual, "committed tokens", key: key)
-            if let environment = storage?.environment ?? shared?.gate.environment, environment.hasTelemetry, let key {
+            if let environment, environment.hasTelemetry, let key {
                 environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimatedTokens, error: error))
             }
             throw error
@@ -96,14 +99,14 @@ public struct PolicyPermit: ~Copyable, Sendable {
 
     /// Tells the gate what the provider said, from headers given as name and value pairs.
     public func observe<S: Sequence>(headers: S) where S.Element == (String, String) {
-        guard let key, let core = (storage?.environment ?? shared?.gate.environment)?.core else { return }
-        core.observe(headers: headers, for: key, cause: "asked to wait (retry-after)")
+        guard let key, let core = environment?.core else { return }
+        core.observe(headers: headers, for: key)
     }
 
     /// Tells the gate the provider refused this call (an HTTP 429): see
     /// ``PolicyService/reportThrottled(_:retryAfter:)``. Does nothing for an inert permit.
     public func reportThrottled(retryAfter: Duration? = nil) {
-        guard let key, let core = (storage?.environment ?? shared?.gate.environment)?.core else { return }
+        guard let key, let core = environment?.core else { return }
         core.reportThrottled(key, retryAfter: retryAfter)
     }
 

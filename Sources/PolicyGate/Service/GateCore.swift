@@ -137,8 +137,7 @@ final class GateCore: Sendable {
         store: (any PolicyQuotaStore)?, time: any TimeSource, startDate: Date, telemetry: (any PolicyTelemetry)?,
         feedbackScopes: [String: PolicyFeedbackScope] = [:]
     ) {
-        self.feedbackScopes = Locked(Dictionary(
-            feedbackScopes.filter { $0.value != .provider }.map { (ProviderName($0.key), $0.value) }, uniquingKeysWith: { $1 }))
+        self.feedbackScopes = Locked(Self.perKey(feedbackScopes))
         let environment = GateEnvironment(time: time, telemetry: telemetry)
         self.environment = environment
         shared = store.map { SharedGate(store: $0, environment: environment) }
@@ -246,6 +245,11 @@ final class GateCore: Sendable {
         return feedbackStates.withLock { $0[owner] }
     }
 
+    /// The scopes that differ from the default, by provider name (the form kept).
+    private static func perKey(_ scopes: [String: PolicyFeedbackScope]) -> [ProviderName: PolicyFeedbackScope] {
+        Dictionary(scopes.filter { $0.value != .provider }.map { (ProviderName($0.key), $0.value) }, uniquingKeysWith: { $1 })
+    }
+
     /// The providers whose feedback applies per key.
     var feedbackScopesByProvider: [String: PolicyFeedbackScope] {
         feedbackScopes.withLock { Dictionary($0.map { ($0.key.name, $0.value) }, uniquingKeysWith: { $1 }) }
@@ -254,8 +258,7 @@ final class GateCore: Sendable {
     /// Replaces every provider's feedback scope; the keys of a provider whose scope changed
     /// consult the state of their new owner from now on.
     func setFeedbackScopes(_ scopes: [String: PolicyFeedbackScope]) {
-        let new = Dictionary(
-            scopes.filter { $0.value != .provider }.map { (ProviderName($0.key), $0.value) }, uniquingKeysWith: { $1 })
+        let new = Self.perKey(scopes)
         let old = feedbackScopes.withLock { old in
             defer { old = new }
             return old
@@ -266,12 +269,14 @@ final class GateCore: Sendable {
         }
     }
 
+    /// Why a `retry-after` paused the gate, as the readouts say.
+    static let retryAfterCause = "asked to wait (retry-after)"
+
     /// Reads `headers` received now (on the service's clock and its wall-clock dates) and
     /// adopts them.
-    func observe<S: Sequence>(headers: S, for key: PolicyKey, cause: String) where S.Element == (String, String) {
+    func observe<S: Sequence>(headers: S, for key: PolicyKey) where S.Element == (String, String) {
         let now = environment.time.now()
-        let feedback = PolicyProviderFeedback(headers: headers, receivedAt: wallClock.date(at: now))
-        observe(feedback, for: key, at: now, cause: cause)
+        observe(PolicyProviderFeedback(headers: headers, receivedAt: wallClock.date(at: now)), for: key, at: now)
     }
 
     /// Pauses `key`'s provider after a 429.
@@ -285,11 +290,12 @@ final class GateCore: Sendable {
 
     /// Adopts what `key`'s provider said in a response received at `now` (the service's
     /// nanoseconds) for the keys that share its feedback, and lets parked waiters look again if
-    /// that may admit more. Feedback for a provider without caps is not kept: it is not gated.
-    /// - Returns: What was applied, for telemetry.
-    @discardableResult
-    func observe(_ feedback: PolicyProviderFeedback, for key: PolicyKey, at now: Int64, cause: String) -> PolicyFeedbackEvent? {
-        guard compiledLimits(for: key) != nil else { return nil }
+    /// that may admit more, and reports what was adopted. Feedback for a provider without caps
+    /// is not kept: it is not gated.
+    func observe(
+        _ feedback: PolicyProviderFeedback, for key: PolicyKey, at now: Int64, cause: String = GateCore.retryAfterCause
+    ) {
+        guard compiledLimits(for: key) != nil else { return }
         let state = self.feedback(for: key)
         func allowance(_ quantity: PolicyProviderFeedback.Quantity) -> ProviderFeedbackState.Allowance? {
             guard let quota = feedback.quotas[quantity], let remaining = quota.remaining, let resetIn = quota.resetIn,
@@ -314,7 +320,6 @@ final class GateCore: Sendable {
             pausedFor: pauseUntil.map { .nanoseconds($0 - now) }, pauseCause: pauseUntil == nil ? nil : cause,
             requestsRemaining: requests.map { Int($0.remaining) }, tokensRemaining: tokens.map { Int($0.remaining) })
         if environment.hasTelemetry { environment.telemetry?.didObserveFeedback(event) }
-        return event
     }
 
     // MARK: Schedules

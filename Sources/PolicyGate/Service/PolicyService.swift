@@ -162,9 +162,10 @@ public actor PolicyService {
                 .invalidArgument, key: key,
                 message: "tryAcquire cannot ask a shared store without waiting; use acquire(_:estimatedTokens:maxWait: .zero)"))
         }
-        let what = waiting.rejection.exceededCap != nil ? "estimate of \(estimatedTokens) tokens" : "not admitted now"
-        throw core.reject(key, estimatedTokens, core.naming(AdmissionRules.error(
-            .rateLimited, waiting.rejection, now: waiting.now, what).with(key: key)))
+        let error = waiting.rejection.exceededCap != nil
+            ? AdmissionRules.oversizedError(waiting.rejection, tokens: waiting.tokens)
+            : AdmissionRules.error(.rateLimited, waiting.rejection, now: waiting.now, "not admitted now")
+        throw core.reject(key, estimatedTokens, core.naming(error.with(key: key)))
     }
 
     /// What a call that could not be admitted at once carries into its wait.
@@ -316,12 +317,12 @@ public actor PolicyService {
 
     /// Tells the gate what `key`'s provider said, from headers given as name and value pairs.
     public nonisolated func observe<S: Sequence>(headers: S, for key: PolicyKey) where S.Element == (String, String) {
-        core.observe(headers: headers, for: key, cause: "asked to wait (retry-after)")
+        core.observe(headers: headers, for: key)
     }
 
     /// Tells the gate what `key`'s provider said, already read (from a response body, say).
     public nonisolated func observe(_ feedback: PolicyProviderFeedback, for key: PolicyKey) {
-        core.observe(feedback, for: key, at: core.environment.time.now(), cause: "asked to wait (retry-after)")
+        core.observe(feedback, for: key, at: core.environment.time.now())
     }
 
     /// Tells the gate the provider refused a call of `key` (an HTTP 429): every key of the

@@ -62,19 +62,20 @@ final class SharedGate: Sendable {
             }
             guard limits.isShared else { return .notShared }
             if let oversized = AdmissionRules.oversized(tokens, limits: limits) {
-                throw AdmissionRules.error(.oversized, oversized, now: now, "estimate of \(tokens) tokens").with(key: key)
+                throw AdmissionRules.oversizedError(oversized, tokens: tokens).with(key: key)
             }
             let rejection: Rejection
             let seen = keys.withLock { $0[name]?.generation ?? 0 }
+            let feedback = core.existingFeedback(for: key)
             if let closed = AdmissionRules.closed(limits, now: now) {
                 rejection = closed
-            } else if let providerBlock = core.existingFeedback(for: key)?.refusal(tokens: tokens, now: now) {
+            } else if let providerBlock = feedback?.refusal(tokens: tokens, now: now) {
                 rejection = providerBlock  // what the provider said: this process does not ask the store
             } else {
                 attempts += 1
                 switch try await admit(key, tokens: tokens, limits: limits, now: now, deadline: deadline) {
                 case .decided(.admitted(let lease)):
-                    core.existingFeedback(for: key)?.consume(tokens: tokens, now: environment.time.now())
+                    feedback?.consume(tokens: tokens, now: environment.time.now())
                     return .admitted(lease, waitedSince: start)
                 case .decided(.concurrencyFull(let retryAfter)):
                     let at = environment.time.now()
