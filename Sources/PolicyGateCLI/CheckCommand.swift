@@ -179,6 +179,12 @@ struct CheckReport {
         case .tokensPerMinute: "tok/min"
         case .tokensPerHour: "tok/hour"
         case .tokensPerDay: "tok/day"
+        case .inputTokensPerMinute: "in/min"
+        case .inputTokensPerHour: "in/hour"
+        case .inputTokensPerDay: "in/day"
+        case .outputTokensPerMinute: "out/min"
+        case .outputTokensPerHour: "out/hour"
+        case .outputTokensPerDay: "out/day"
         case .concurrency: "concurrent"
         }
     }

@@ -88,19 +88,20 @@ struct GateStateMachineTests {
     @Test("a commit that would overflow is refused and changes nothing")
     func commitOverflow() throws {
         var m = machine(PolicyLimits(requestsPerMinute: 10))
-        guard case .success(let a) = m.tryAdmit(tokens: Int64.max / 2, now: 0).0,
-              case .success(let b) = m.tryAdmit(tokens: Int64.max / 2, now: 0).0 else {
+        let half = TokenCounts(total: Int64.max / 2)
+        guard case .success(let a) = m.tryAdmit(tokens: half, now: 0).0,
+              case .success(let b) = m.tryAdmit(tokens: half, now: 0).0 else {
             Issue.record("should admit")
             return
         }
         do {
-            _ = try m.commit(a, from: Int64.max / 2, to: Int64.max)
+            _ = try m.commit(a, from: half, to: TokenCounts(total: Int64.max))
             Issue.record("an overflowing commit was accepted")
         } catch {
             #expect(error.code == .invalidTokenCount)
         }
         #expect(m.usage(now: 0).first?.tokens == Int64.max / 2 * 2)
-        _ = try m.commit(b, from: Int64.max / 2, to: 0)
+        _ = try m.commit(b, from: half, to: 0)
         #expect(m.usage(now: 0).first?.tokens == Int64.max / 2)
     }
 

@@ -6,7 +6,8 @@ import Testing
 /// lowered, removed and added at random points (the concurrency cap and token caps included),
 /// schedule-like transitions (closed periods, limits that expire and are handed over late),
 /// several waiters at once with deadlines and cancellations, commits above and below the
-/// estimate. An exact sliding log, written here independently of the machine, checks at every
+/// estimate; input and output token caps that come and go, calls estimated and committed in
+/// parts or as a total (which counts in full as input and as output). An exact sliding log, written here independently of the machine, checks at every
 /// step:
 /// - **safety**: every admission fits every cap in force at its instant, counted exactly, and
 ///   finds fewer permits in flight than the concurrency cap in force (permits admitted before
@@ -32,7 +33,8 @@ struct LimitChangeModelTests {
         // Every path was taken, so that the checks above were not vacuous.
         #expect(total.admitted > 1_000 && total.waited > 500 && total.timedOut > 100 && total.cancelled > 100
                 && total.oversized > 50 && total.changes > 1_000 && total.transitions > 100 && total.lateTransitions > 50 && total.staleArrivals > 100
-                && total.closedRefusals > 20 && total.feedback > 200 && total.providerRefusals > 50 && total.slotsTakenBack > 50 && total.rejected > 1_000,
+                && total.closedRefusals > 20 && total.feedback > 200 && total.providerRefusals > 50 && total.slotsTakenBack > 50 && total.rejected > 1_000
+                && total.splitAdmitted > 500 && total.splitRefusals > 100,
                 "not every path was exercised: \(total)")
         print("limit-change model: \(seeds.count) seeds: \(total)")
     }
@@ -46,14 +48,14 @@ private final class Harness {
 
     struct Call {
         let at: Int64
-        var tokens: Int64
+        var tokens: TokenCounts
         var alive: Bool
         let admission: Admission
     }
 
     struct Waiter {
         let id: Int
-        let tokens: Int64
+        let tokens: TokenCounts
         let deadline: Int64
     }
 
@@ -68,17 +70,21 @@ private final class Harness {
         var admitted = 0, rejected = 0, waited = 0, timedOut = 0, cancelled = 0, oversized = 0
         var changes = 0, transitions = 0, lateTransitions = 0, closedRefusals = 0, slotsTakenBack = 0, staleArrivals = 0
         var feedback = 0, providerRefusals = 0
+        /// Admissions while an input or output cap was in force; refusals by one of them.
+        var splitAdmitted = 0, splitRefusals = 0
 
         mutating func add(_ o: Counts) {
             admitted += o.admitted; rejected += o.rejected; waited += o.waited; timedOut += o.timedOut
             cancelled += o.cancelled; oversized += o.oversized; changes += o.changes; transitions += o.transitions
             lateTransitions += o.lateTransitions; feedback += o.feedback; providerRefusals += o.providerRefusals; staleArrivals += o.staleArrivals; closedRefusals += o.closedRefusals; slotsTakenBack += o.slotsTakenBack
+            splitAdmitted += o.splitAdmitted; splitRefusals += o.splitRefusals
         }
 
         var description: String {
             "admitted \(admitted) rejected \(rejected) waited \(waited) timed out \(timedOut) cancelled \(cancelled) "
                 + "oversized \(oversized) changes \(changes) transitions \(transitions) (late \(lateTransitions), callers meanwhile \(staleArrivals)) "
-                + "closed \(closedRefusals) slots taken back \(slotsTakenBack) feedback \(feedback) (refusals \(providerRefusals))"
+                + "closed \(closedRefusals) slots taken back \(slotsTakenBack) feedback \(feedback) (refusals \(providerRefusals)) "
+                + "under input/output caps \(splitAdmitted) (refused by them \(splitRefusals))"
         }
     }
 
@@ -91,6 +97,9 @@ private final class Harness {
     /// Per window, the number of the first call it counts (`nil`: not tracked). A window tracked
     /// anew starts empty, as documented for ``PolicyService/setLimits(_:for:)``.
     var trackedSince: [Int?] = [nil, nil, nil]
+    /// The same for the input and output windows.
+    var inputSince: [Int?] = [nil, nil, nil]
+    var outputSince: [Int?] = [nil, nil, nil]
     var calls: [Call] = []
     var queue: [Waiter] = []
     var timerAt: Int64?
@@ -110,48 +119,82 @@ private final class Harness {
     init(seed: UInt64) {
         self.seed = seed
         rng = SeededGenerator(seed: seed)
-        let limits = SlidingWindowModelTests.randomLimits(&rng)
+        let limits = Self.randomLimits(&rng)
         compiled = CompiledLimits(limits, generation: 1)
         machine = Machine(limits: compiled, now: 0, feedback: feedback)
-        for w in 0..<3 where compiled.tracks(w) { trackedSince[w] = 0 }
+        for w in 0..<3 {
+            if compiled.tracks(w) { trackedSince[w] = 0 }
+            if compiled.inputCaps[w] != .max { inputSince[w] = 0 }
+            if compiled.outputCaps[w] != .max { outputSince[w] = 0 }
+        }
+    }
+
+    /// Random caps, with input and output caps half of the time.
+    static func randomLimits(_ rng: inout SeededGenerator) -> PolicyLimits {
+        var limits = SlidingWindowModelTests.randomLimits(&rng)
+        guard Bool.random(using: &rng) else { return limits }
+        if Bool.random(using: &rng) { limits.inputTokensPerMinute = Int.random(in: 300...2_000, using: &rng) }
+        if Bool.random(using: &rng) { limits.outputTokensPerMinute = Int.random(in: 100...1_000, using: &rng) }
+        if Int.random(in: 0..<4, using: &rng) == 0 { limits.inputTokensPerHour = Int.random(in: 2_000...20_000, using: &rng) }
+        if Int.random(in: 0..<4, using: &rng) == 0 { limits.outputTokensPerDay = Int.random(in: 2_000...20_000, using: &rng) }
+        return limits
     }
 
     // MARK: The model
 
     func usage(_ w: Int, at t: Int64, slack: Bool) -> (requests: Int64, tokens: Int64) {
         guard let first = trackedSince[w] else { return (0, 0) }
+        var requests: Int64 = 0, tokens: Int64 = 0
+        for call in counted(w, since: first, at: t, slack: slack) {
+            requests += 1
+            tokens += call.tokens.total
+        }
+        return (requests, tokens)
+    }
+
+    /// Input and output tokens in window `w` at `t`, each counted since its window is tracked.
+    func splitUsage(_ w: Int, at t: Int64, slack: Bool) -> (input: Int64, output: Int64) {
+        let input = inputSince[w].map { counted(w, since: $0, at: t, slack: slack).reduce(0) { $0 + $1.tokens.input } } ?? 0
+        let output = outputSince[w].map { counted(w, since: $0, at: t, slack: slack).reduce(0) { $0 + $1.tokens.output } } ?? 0
+        return (input, output)
+    }
+
+    /// The calls from number `first` on that window `w` holds at `t`, exactly or relaxed.
+    func counted(_ w: Int, since first: Int, at t: Int64, slack: Bool) -> [Call] {
         let length = Self.lengths[w]
         let from = t - length - (slack ? length / 60 : 0)
-        var requests: Int64 = 0, tokens: Int64 = 0
+        var result: [Call] = []
         var i = calls.count - 1
         while i >= first, i >= 0 {
             let call = calls[i]
             if call.at <= from { break }  // calls are in admission order
-            if call.at <= t {
-                requests += 1
-                tokens += call.tokens
-            }
+            if call.at <= t { result.append(call) }
             i -= 1
         }
-        return (requests, tokens)
+        return result
     }
 
     var inFlight: Int { calls.reduce(0) { $0 + ($1.alive ? 1 : 0) } }
 
     /// The caps a call of `tokens` breaks at `t` under the limits in force (exact, or relaxed
     /// by 1/60 of each window), including the concurrency cap and a closed or expired period.
-    func broken(tokens: Int64, at t: Int64, relaxed: Bool) -> Set<String> {
+    func broken(tokens: TokenCounts, at t: Int64, relaxed: Bool) -> Set<String> {
         var result: Set<String> = []
         for w in 0..<3 where compiled.tracks(w) {
             let used = usage(w, at: t, slack: relaxed)
             if used.requests + 1 > compiled.requestCaps[w] { result.insert("requests\(w)") }
-            if compiled.tokenCaps[w] != .max && used.tokens + tokens > compiled.tokenCaps[w] { result.insert("tokens\(w)") }
+            if compiled.tokenCaps[w] != .max && used.tokens + tokens.total > compiled.tokenCaps[w] { result.insert("tokens\(w)") }
+        }
+        for w in 0..<3 where compiled.inputCaps[w] != .max || compiled.outputCaps[w] != .max {
+            let used = splitUsage(w, at: t, slack: relaxed)
+            if compiled.inputCaps[w] != .max && used.input + tokens.input > compiled.inputCaps[w] { result.insert("input\(w)") }
+            if compiled.outputCaps[w] != .max && used.output + tokens.output > compiled.outputCaps[w] { result.insert("output\(w)") }
         }
         if inFlight >= compiled.maxConcurrent { result.insert("concurrency") }
         if t < compiled.closedUntil { result.insert("closed") }
         if t >= compiled.validUntil { result.insert("expired") }
         if t < pausedUntil || (requestsLeft.map { t < $0.until && $0.remaining < 1 } ?? false)
-            || (tokensLeft.map { t < $0.until && $0.remaining < tokens } ?? false)
+            || (tokensLeft.map { t < $0.until && $0.remaining < tokens.total } ?? false)
         {
             result.insert("provider")
         }
@@ -182,7 +225,7 @@ private final class Harness {
                     if waiter.deadline > now { fail("waiter \(waiter.id) timed out before its deadline") }
                     counts.timedOut += 1
                 case .oversized:
-                    if compiled.oversizedKind(waiter.tokens) == nil { fail("waiter \(waiter.id) refused as oversized but fits") }
+                    if compiled.oversized(waiter.tokens) == nil { fail("waiter \(waiter.id) refused as oversized but fits") }
                     counts.oversized += 1
                 default:
                     fail("waiter \(waiter.id) failed with \(error)")
@@ -197,15 +240,16 @@ private final class Harness {
         }
     }
 
-    func admitted(tokens: Int64, _ admission: Admission, _ what: String) {
+    func admitted(tokens: TokenCounts, _ admission: Admission, _ what: String) {
         // A caller's reading may be older than what the machine has seen: it acts at the latest.
         if admission.time != seen { fail("\(what) admitted at \(admission.time), not at the latest instant \(seen)") }
         let broken = broken(tokens: tokens, at: admission.time, relaxed: false)
         if !broken.isEmpty { fail("admitted \(what) (\(tokens) tokens, \(inFlight) in flight) although \(broken)") }
         calls.append(Call(at: admission.time, tokens: tokens, alive: true, admission: admission))
         counts.admitted += 1
+        if compiled.hasSplitCaps { counts.splitAdmitted += 1 }
         if let left = requestsLeft, admission.time < left.until { requestsLeft?.remaining -= 1 }
-        if let left = tokensLeft, admission.time < left.until { tokensLeft?.remaining -= tokens }
+        if let left = tokensLeft, admission.time < left.until { tokensLeft?.remaining -= tokens.total }
     }
 
     // MARK: Invariants after every step
@@ -214,7 +258,7 @@ private final class Harness {
         if machine.inFlight != inFlight { fail("machine has \(machine.inFlight) in flight, model \(inFlight)") }
         if machine.queued != queue.count { fail("machine has \(machine.queued) queued, model \(queue.count)") }
         if let late = queue.first(where: { $0.deadline < now }) { fail("waiter \(late.id) is past its deadline and still queued") }
-        if let head = queue.first, compiled.oversizedKind(head.tokens) == nil,
+        if let head = queue.first, compiled.oversized(head.tokens) == nil,
             broken(tokens: head.tokens, at: now, relaxed: true).isEmpty
         {
             fail("the head waiter \(head.id) (\(head.tokens) tokens) fits even counting 1/60 more, but waits (timer \(timerAt.map { "\($0)" } ?? "none"))")
@@ -227,6 +271,19 @@ private final class Harness {
                 || usage.tokens < exact.tokens || usage.tokens > relaxed.tokens
             {
                 fail("\(usage.window) readout \(usage.requests)/\(usage.tokens) outside \(exact)...\(relaxed)")
+            }
+            let exactSplit = splitUsage(w, at: now, slack: false)
+            let relaxedSplit = splitUsage(w, at: now, slack: true)
+            if (usage.inputTokens != nil) != (compiled.inputCaps[w] != .max)
+                || (usage.outputTokens != nil) != (compiled.outputCaps[w] != .max)
+            {
+                fail("\(usage.window) reads input \(String(describing: usage.inputTokens)) output \(String(describing: usage.outputTokens)) under caps \(compiled.asLimits)")
+            }
+            if let input = usage.inputTokens, input < exactSplit.input || input > relaxedSplit.input {
+                fail("\(usage.window) input readout \(input) outside \(exactSplit.input)...\(relaxedSplit.input)")
+            }
+            if let output = usage.outputTokens, output < exactSplit.output || output > relaxedSplit.output {
+                fail("\(usage.window) output readout \(output) outside \(exactSplit.output)...\(relaxedSplit.output)")
             }
         }
     }
@@ -299,11 +356,23 @@ private final class Harness {
         return max(0, now - Int64.random(in: 0...1_500, using: &rng) * 1_000_000)
     }
 
-    func estimate() -> Int64 {
+    /// A call's estimate: a total, or in parts when input or output caps are set (mostly).
+    func estimate() -> TokenCounts {
         let smallest = [compiled.tokenCaps[0], compiled.tokenCaps[1], compiled.tokenCaps[2]].min() ?? .max
         let cap = smallest == .max ? 3_000 : smallest
-        if Int.random(in: 0..<12, using: &rng) == 0 { return Int64.random(in: 1...(cap * 2), using: &rng) }
-        return Int64.random(in: 1...max(1, cap / 3), using: &rng)
+        let oversized = Int.random(in: 0..<12, using: &rng) == 0
+        let total = oversized ? Int64.random(in: 1...(cap * 2), using: &rng) : Int64.random(in: 1...max(1, cap / 3), using: &rng)
+        guard compiled.hasSplitCaps, Int.random(in: 0..<4, using: &rng) != 0 else { return TokenCounts(total: total) }
+        let smallestInput = min(compiled.inputCaps[0], compiled.inputCaps[1], compiled.inputCaps[2], cap)
+        let smallestOutput = min(compiled.outputCaps[0], compiled.outputCaps[1], compiled.outputCaps[2], cap)
+        let input = oversized
+            ? Int64.random(in: 1...(smallestInput * 2), using: &rng) : Int64.random(in: 1...max(1, smallestInput / 3), using: &rng)
+        let output = Int64.random(in: 1...max(1, smallestOutput / 3), using: &rng)
+        return TokenCounts(input: input, output: output)
+    }
+
+    func noteSplitRefusal(_ kind: PolicyLimitKind?) {
+        if kind?.isInputTokenCap == true || kind?.isOutputTokenCap == true { counts.splitRefusals += 1 }
     }
 
     func tryAdmit() {
@@ -318,8 +387,9 @@ private final class Harness {
             admitted(tokens: tokens, admission, "tryAdmit(\(tokens))")
         case .failure(let rejection):
             counts.rejected += 1
+            noteSplitRefusal(rejection.kind)
             if let cap = rejection.exceededCap {
-                if tokens <= cap { fail("refused \(tokens) as over a cap of \(cap)") }
+                if compiled.oversized(tokens)?.cap != cap { fail("refused \(tokens) as over a cap of \(cap)") }
                 counts.oversized += 1
             } else if queue.isEmpty {
                 let relaxed = broken(tokens: tokens, at: now, relaxed: true)
@@ -351,7 +421,8 @@ private final class Harness {
             counts.rejected += 1
             switch error.code {
             case .oversized:
-                if compiled.oversizedKind(tokens) == nil { fail("enqueue refused \(tokens) as oversized but it fits") }
+                if compiled.oversized(tokens) == nil { fail("enqueue refused \(tokens) as oversized but it fits") }
+                noteSplitRefusal(error.limit)
                 counts.oversized += 1
             case .rateLimited:
                 if deadline > now && broken(tokens: tokens, at: now, relaxed: true).isEmpty && queue.isEmpty {
@@ -379,7 +450,15 @@ private final class Harness {
         let alive = calls.indices.filter { calls[$0].alive }
         guard let i = alive.randomElement(using: &rng) else { return }
         let old = calls[i].tokens
-        let new = Int.random(in: 0..<4, using: &rng) == 0 ? 0 : Int64.random(in: 0...(old * 2 + 1), using: &rng)
+        let new: TokenCounts
+        if Int.random(in: 0..<4, using: &rng) == 0 {
+            new = 0
+        } else if Bool.random(using: &rng) {
+            new = TokenCounts(total: Int64.random(in: 0...(old.total * 2 + 1), using: &rng))
+        } else {
+            new = TokenCounts(
+                input: Int64.random(in: 0...(old.input * 2 + 1), using: &rng), output: Int64.random(in: 0...(old.output * 2 + 1), using: &rng))
+        }
         do {
             let waiters = try machine.commit(calls[i].admission, from: old, to: new)
             calls[i].tokens = new
@@ -421,8 +500,12 @@ private final class Harness {
     /// A reload or `setLimits`: one cap moved up, down, away or in, or all of them anew.
     func change() {
         var limits = compiled.asLimits
-        switch Int.random(in: 0..<8, using: &rng) {
-        case 0: limits = SlidingWindowModelTests.randomLimits(&rng)
+        switch Int.random(in: 0..<11, using: &rng) {
+        case 0: limits = Self.randomLimits(&rng)
+        case 8: limits.inputTokensPerMinute = limits.inputTokensPerMinute.map { Bool.random(using: &rng) ? max(1, $0 / 2) : $0 * 2 }
+            ?? Int.random(in: 300...2_000, using: &rng)
+        case 9: limits.outputTokensPerMinute = limits.outputTokensPerMinute == nil ? Int.random(in: 100...1_000, using: &rng) : nil
+        case 10: limits.inputTokensPerHour = limits.inputTokensPerHour == nil ? Int.random(in: 2_000...20_000, using: &rng) : nil
         case 1: limits.maxConcurrent = Bool.random(using: &rng) ? Int.random(in: 1...4, using: &rng) : nil
         case 2: limits.maxConcurrent = limits.maxConcurrent.map { max(1, $0 - 1) } ?? 2
         case 3: limits.tokensPerMinute = limits.tokensPerMinute.map { max(1, $0 / 2) } ?? Int.random(in: 200...2_000, using: &rng)
@@ -444,9 +527,9 @@ private final class Harness {
         let closed = Int.random(in: 0..<3, using: &rng) == 0
         let at = now + length
         let delay = Bool.random(using: &rng) ? 0 : Int64.random(in: 1...5_000, using: &rng) * 1_000_000
-        transition = Transition(at: at, deliverAt: at + delay, limits: SlidingWindowModelTests.randomLimits(&rng))
+        transition = Transition(at: at, deliverAt: at + delay, limits: Self.randomLimits(&rng))
         staleVisited = false
-        adopt(SlidingWindowModelTests.randomLimits(&rng), validUntil: at, closedUntil: closed ? at : .min)
+        adopt(Self.randomLimits(&rng), validUntil: at, closedUntil: closed ? at : .min)
         counts.changes += 1
     }
 
@@ -469,6 +552,9 @@ private final class Harness {
             } else if trackedSince[w] == nil {
                 trackedSince[w] = calls.count
             }
+            // Input and output windows are kept only while a cap over them is set.
+            if next.inputCaps[w] == .max { inputSince[w] = nil } else if inputSince[w] == nil { inputSince[w] = calls.count }
+            if next.outputCaps[w] == .max { outputSince[w] = nil } else if outputSince[w] == nil { outputSince[w] = calls.count }
         }
         let slottedBefore = machine.slotted
         compiled = next
@@ -489,6 +575,13 @@ extension CompiledLimits {
         limits.tokensPerMinute = cap(tokenCaps[0])
         limits.tokensPerHour = cap(tokenCaps[1])
         limits.tokensPerDay = cap(tokenCaps[2])
+        limits.inputTokensPerMinute = cap(inputCaps[0])
+        limits.inputTokensPerHour = cap(inputCaps[1])
+        limits.inputTokensPerDay = cap(inputCaps[2])
+        limits.outputTokensPerMinute = cap(outputCaps[0])
+        limits.outputTokensPerHour = cap(outputCaps[1])
+        limits.outputTokensPerDay = cap(outputCaps[2])
+        limits.countsCacheReads = countsCacheReads
         limits.maxConcurrent = maxConcurrent == .max ? nil : maxConcurrent
         return limits
     }

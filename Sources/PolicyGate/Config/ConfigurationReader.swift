@@ -30,6 +30,12 @@ struct ConfigurationReader {
                 store: choice.store ?? configuration.defaultStorage.store,
                 failurePolicy: choice.failurePolicy ?? configuration.defaultStorage.failurePolicy)
         }
+        for provider in Set(configuration.limits.keys).union(configuration.schedules.keys).sorted()
+        where configuration.storage(for: provider).store != .memory {
+            if let kind = PolicyService.splitCap(configuration.limits[provider], configuration.schedules[provider]) {
+                error([.key("limits"), .key(provider), .key(kind.configurationKey)], PolicyService.splitCapsNotShared)
+            }
+        }
         return configuration
     }
 
@@ -329,7 +335,9 @@ struct ConfigurationReader {
     mutating func readLimits(_ caps: KeyedDecodingContainer<AnyKey>, path: [TOMLPathComponent]) -> PolicyLimits {
         var limits = PolicyLimits()
         for key in caps.allKeys {
-            readCap(caps, key, path: path + [.key(key.stringValue)], into: &limits, known: PolicyLimits.configurationKeyNames)
+            readCap(
+                caps, key, path: path + [.key(key.stringValue)], into: &limits,
+                known: PolicyLimits.configurationKeyNames + [PolicyLimits.countCacheReadsKey])
         }
         check(limits, provider: "", path: path, reportEmpty: false)
         return limits
@@ -340,6 +348,14 @@ struct ConfigurationReader {
         _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, path: [TOMLPathComponent],
         into limits: inout PolicyLimits, known: [String]
     ) {
+        if key.stringValue == PolicyLimits.countCacheReadsKey, known.contains(PolicyLimits.countCacheReadsKey) {
+            do {
+                limits.countsCacheReads = try table.decode(Bool.self, forKey: key)
+            } catch {
+                self.error(path, "must be true or false")
+            }
+            return
+        }
         guard let kind = PolicyLimits.configurationKeys[key.stringValue] else {
             unknownKey(key.stringValue, path: path, known: known)
             return
@@ -364,7 +380,7 @@ struct ConfigurationReader {
         }
     }
 
-    static let providerKeys = PolicyLimits.configurationKeyNames + ["timezone", "schedule", "store", "on_store_failure", "feedback_scope"]
+    static let providerKeys = PolicyLimits.configurationKeyNames + [PolicyLimits.countCacheReadsKey, "timezone", "schedule", "store", "on_store_failure", "feedback_scope"]
     static let entryKeys = ["name", "cron", "dates", "closed"] + PolicyLimits.configurationKeyNames
 
     /// Ranges and contradictions of one provider's caps.
@@ -464,6 +480,7 @@ struct ConfigurationReader {
     private static let aliases: [String: String] = [
         "rpm": "requests_per_minute", "rph": "requests_per_hour", "rpd": "requests_per_day",
         "tpm": "tokens_per_minute", "tph": "tokens_per_hour", "tpd": "tokens_per_day",
+        "itpm": "input_tokens_per_minute", "otpm": "output_tokens_per_minute",
         "concurrency": "max_concurrent", "maxconcurrency": "max_concurrent", "concurrent": "max_concurrent",
         "limit": "limits",
     ]

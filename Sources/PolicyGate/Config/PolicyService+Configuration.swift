@@ -72,6 +72,7 @@ extension PolicyService {
         try Self.validate(limits: configuration.limits, schedules: configuration.schedules)
         let storage = configuration.resolvedStorage
         try Self.validate(storage: storage, store: core.shared?.store)
+        try Self.validate(split: configuration.limits, schedules: configuration.schedules, storage: storage)
         var changes: [String: (limits: PolicyLimits, schedule: PolicySchedule?, storage: PolicyStorage)] = [:]
         for (provider, storage) in storage {
             changes[provider] = (configuration.limits[provider] ?? .unlimited, configuration.schedules[provider], storage)

@@ -60,9 +60,9 @@ enum AdmissionRules {
     /// set (0 would bypass it), and within every token cap.
     /// - Returns: The estimate as the machine counts it.
     @inline(__always)
-    static func checkedEstimate(_ estimate: Int, limits: CompiledLimits, key: PolicyKey) throws(PolicyError) -> Int64 {
+    static func checkedEstimate(_ estimate: Int, limits: CompiledLimits, key: PolicyKey) throws(PolicyError) -> TokenCounts {
         guard estimate > 0, estimate <= PolicyLimits.maximumTokenCount else {
-            if estimate == 0 && !limits.hasTokenCaps { return 0 }
+            if estimate == 0 && !limits.hasTokenCaps && !limits.hasSplitCaps { return .zero }
             if estimate == 0 {
                 throw PolicyError(
                     .invalidTokenCount, key: key,
@@ -70,7 +70,30 @@ enum AdmissionRules {
             }
             throw unrecordable(estimate, "estimated tokens", key: key)
         }
-        let tokens = Int64(estimate)
+        let tokens = TokenCounts(total: Int64(estimate))
+        if let oversized = oversized(tokens, limits: limits) {
+            throw oversizedError(oversized, tokens: tokens).with(key: key)
+        }
+        return tokens
+    }
+
+    /// Checks a pre-flight estimate given as input and output: each recordable, each positive
+    /// when a cap counting it is set, and within every cap.
+    /// - Returns: The estimate as the machine counts it.
+    static func checkedEstimate(input: Int, output: Int, limits: CompiledLimits, key: PolicyKey) throws(PolicyError) -> TokenCounts {
+        guard isRecordable(input) else { throw unrecordable(input, "estimated input tokens", key: key) }
+        guard isRecordable(output) else { throw unrecordable(output, "estimated output tokens", key: key) }
+        if input == 0 && (limits.hasInputCaps || (output == 0 && limits.hasTokenCaps)) {
+            throw PolicyError(
+                .invalidTokenCount, key: key,
+                message: "an estimate of 0 input tokens would bypass the input token caps; pass the expected count")
+        }
+        if output == 0 && limits.hasOutputCaps {
+            throw PolicyError(
+                .invalidTokenCount, key: key,
+                message: "an estimate of 0 output tokens would bypass the output token caps; pass the request's max_tokens")
+        }
+        let tokens = TokenCounts(input: Int64(input), output: Int64(output))
         if let oversized = oversized(tokens, limits: limits) {
             throw oversizedError(oversized, tokens: tokens).with(key: key)
         }
@@ -83,14 +106,22 @@ enum AdmissionRules {
     /// limits; `nil` if it is within every cap. Checked where admission is decided, against the
     /// limits in force there: limits may have been lowered since the caller's own check.
     @inline(__always)
-    static func oversized(_ tokens: Int64, limits: CompiledLimits) -> Rejection? {
-        guard let kind = limits.oversizedKind(tokens), let window = kind.window else { return nil }
-        return Rejection(kind: kind, retryAt: nil, exceededCap: limits.tokenCaps[window.rawValue])
+    static func oversized(_ tokens: TokenCounts, limits: CompiledLimits) -> Rejection? {
+        guard let (kind, cap) = limits.oversized(tokens) else { return nil }
+        return Rejection(kind: kind, retryAt: nil, exceededCap: cap)
     }
 
     /// The error for an estimate of `tokens` refused by ``oversized(_:limits:)``.
-    static func oversizedError(_ rejection: Rejection, tokens: Int64) -> PolicyError {
-        error(.oversized, rejection, now: 0, "estimate of \(tokens) tokens")
+    static func oversizedError(_ rejection: Rejection, tokens: TokenCounts) -> PolicyError {
+        let what: String
+        if rejection.kind?.isInputTokenCap == true {
+            what = "estimate of \(tokens.input) input tokens"
+        } else if rejection.kind?.isOutputTokenCap == true {
+            what = "estimate of \(tokens.output) output tokens"
+        } else {
+            what = "estimate of \(tokens.total) tokens"
+        }
+        return error(.oversized, rejection, now: 0, what)
     }
 
     /// When a schedule entry closes the gate at `now`: a rejection naming the opening (`.max`
@@ -104,7 +135,9 @@ enum AdmissionRules {
     /// when it frees (the latest of all windows' earliest fits, so that retrying then
     /// succeeds); nil if it fits, or if it can never fit (see ``oversized(_:limits:)``).
     /// The shared-store path calls it over windows rebuilt from a store's buckets.
-    static func capsRejection(in windows: WindowSlots, limits: CompiledLimits, tokens: Int64, now: Int64) -> Rejection? {
+    static func capsRejection(
+        in windows: WindowSlots, split: SplitWindows? = nil, limits: CompiledLimits, tokens: TokenCounts, now: Int64
+    ) -> Rejection? {
         var worst: Rejection?
         for w in 0..<3 {
             guard let window = windows[w] else { continue }
@@ -115,21 +148,24 @@ enum AdmissionRules {
             {
                 worst = Rejection(kind: .requests(PolicyWindow.at(w)), retryAt: at)
             }
-            if let at = window.earliestFit(requests: 0, tokens: tokens, requestCap: .max, tokenCap: tokenCap, now: now),
+            if let at = window.earliestFit(requests: 0, tokens: tokens.total, requestCap: .max, tokenCap: tokenCap, now: now),
                 at > now, at > (worst?.retryAt ?? now)
             {
                 worst = Rejection(kind: .tokens(PolicyWindow.at(w)), retryAt: at)
             }
         }
+        if let split { return split.rejection(limits: limits, tokens: tokens, now: now, after: worst) }
         return worst
     }
 
     /// Why a call of `tokens` does not fit `windows` (advanced to `now`) under `limits`: an
     /// oversized estimate, a closed schedule (reported until the later of its opening and
     /// the windows' room), or the binding cap.
-    static func windowRefusal(in windows: WindowSlots, limits: CompiledLimits, tokens: Int64, now: Int64) -> Rejection {
+    static func windowRefusal(
+        in windows: WindowSlots, split: SplitWindows? = nil, limits: CompiledLimits, tokens: TokenCounts, now: Int64
+    ) -> Rejection {
         if let oversized = oversized(tokens, limits: limits) { return oversized }
-        let caps = capsRejection(in: windows, limits: limits, tokens: tokens, now: now)
+        let caps = capsRejection(in: windows, split: split, limits: limits, tokens: tokens, now: now)
         if let closed = closed(limits, now: now) {
             return Rejection(kind: nil, retryAt: max(closed.retryAt ?? .max, caps?.retryAt ?? .min))
         }

@@ -27,7 +27,7 @@ struct Admission: Sendable, Hashable {
 struct GateStateMachine<Payload>: ~Copyable {
     struct Waiter {
         let id: UInt64
-        let tokens: Int64
+        let tokens: TokenCounts
         let deadline: Int64
         let payload: Payload
     }
@@ -65,6 +65,8 @@ struct GateStateMachine<Payload>: ~Copyable {
 
     private(set) var limits: CompiledLimits
     private var windows = WindowSlots()
+    /// Input and output windows, only while an input or output cap is set.
+    private var split: SplitWindows?
     /// Permits holding a slot.
     private(set) var inFlight = 0
     private var queue = WaiterQueue<Waiter>()
@@ -87,6 +89,7 @@ struct GateStateMachine<Payload>: ~Copyable {
         for w in 0..<3 where limits.tracks(w) {
             windows[w] = SlidingWindow(length: PolicyWindow.at(w).nanoseconds, now: now, firstSequence: 1)
         }
+        if limits.hasSplitCaps { split = SplitWindows(limits: limits, now: now, firstSequence: 1) }
     }
 
     /// Consults `feedback` from now on (the provider's feedback scope changed). The caller
@@ -97,13 +100,13 @@ struct GateStateMachine<Payload>: ~Copyable {
 
     /// Takes a call of `tokens` from what the provider said is left, or says why not.
     @inline(__always)
-    private func providerRefusal(tokens: Int64, now: Int64) -> Rejection? {
-        feedbackReference?._withUnsafeGuaranteedRef { $0.take(tokens: tokens, now: now) }
+    private func providerRefusal(tokens: TokenCounts, now: Int64) -> Rejection? {
+        feedbackReference?._withUnsafeGuaranteedRef { $0.take(tokens: tokens.total, now: now) }
     }
 
     /// Why the provider's feedback would refuse a call of `tokens`, taking nothing.
-    private func providerBlock(tokens: Int64, now: Int64) -> Rejection? {
-        feedbackReference?._withUnsafeGuaranteedRef { $0.refusal(tokens: tokens, now: now) }
+    private func providerBlock(tokens: TokenCounts, now: Int64) -> Rejection? {
+        feedbackReference?._withUnsafeGuaranteedRef { $0.refusal(tokens: tokens.total, now: now) }
     }
 
     /// `now`, or the latest instant seen if that is later. Two callers may read the clock in one
@@ -123,7 +126,7 @@ struct GateStateMachine<Payload>: ~Copyable {
     /// Admits a call at once if nobody is queued and it fits; otherwise says why not.
     /// Runs due work first (waiters whose time has come), returned in the effects.
     @inline(__always)
-    mutating func tryAdmit(tokens: Int64, now: Int64) -> (Result<Admission, Rejection>, Effects) {
+    mutating func tryAdmit(tokens: TokenCounts, now: Int64) -> (Result<Admission, Rejection>, Effects) {
         let now = monotonic(now)
         var effects = Effects()
         if !queue.isEmpty {
@@ -141,7 +144,7 @@ struct GateStateMachine<Payload>: ~Copyable {
 
     /// Queues a call that could not be admitted at once, or admits/rejects it if the state
     /// changed meanwhile or its deadline can never be met.
-    mutating func enqueue(id: UInt64, tokens: Int64, deadline: Int64, payload: Payload, now: Int64) -> EnqueueResult {
+    mutating func enqueue(id: UInt64, tokens: TokenCounts, deadline: Int64, payload: Payload, now: Int64) -> EnqueueResult {
         let now = monotonic(now)
         var effects = queue.isEmpty ? Effects() : pump(now: now)
         if let oversized = AdmissionRules.oversized(tokens, limits: limits) {
@@ -197,20 +200,35 @@ struct GateStateMachine<Payload>: ~Copyable {
     /// Replaces a call's tokens `old` by `new` in every window still holding it.
     /// Returns whether waiters may now proceed (then `tick`).
     /// - Throws: `invalidTokenCount` if a sum would overflow; nothing is changed then.
-    mutating func commit(_ admission: Admission, from old: Int64, to new: Int64) throws(PolicyError) -> Bool {
-        let delta = new - old  // both are non-negative: cannot overflow
-        if delta == 0 { return false }
+    mutating func commit(_ admission: Admission, from old: TokenCounts, to new: TokenCounts) throws(PolicyError) -> Bool {
+        let delta = new.total - old.total  // all counts are non-negative: cannot overflow
         let (time, sequence) = (admission.time, admission.sequence)
+        guard let split else {
+            if delta == 0 { return false }
+            if windows.minute?.canAdjust(admittedAt: time, sequence: sequence, by: delta) == false
+                || windows.hour?.canAdjust(admittedAt: time, sequence: sequence, by: delta) == false
+                || windows.day?.canAdjust(admittedAt: time, sequence: sequence, by: delta) == false
+            {
+                throw PolicyError(.invalidTokenCount, message: "committing \(new.total) tokens would overflow the window's total")
+            }
+            windows.minute?.adjust(admittedAt: time, sequence: sequence, by: delta)
+            windows.hour?.adjust(admittedAt: time, sequence: sequence, by: delta)
+            windows.day?.adjust(admittedAt: time, sequence: sequence, by: delta)
+            return delta < 0 && !queue.isEmpty
+        }
+        let (inputDelta, outputDelta) = (new.input - old.input, new.output - old.output)
         if windows.minute?.canAdjust(admittedAt: time, sequence: sequence, by: delta) == false
             || windows.hour?.canAdjust(admittedAt: time, sequence: sequence, by: delta) == false
             || windows.day?.canAdjust(admittedAt: time, sequence: sequence, by: delta) == false
+            || !split.canAdjust(admittedAt: time, sequence: sequence, input: inputDelta, output: outputDelta)
         {
-            throw PolicyError(.invalidTokenCount, message: "committing \(new) tokens would overflow the window's total")
+            throw PolicyError(.invalidTokenCount, message: "committing \(new.total) tokens would overflow the window's total")
         }
         windows.minute?.adjust(admittedAt: time, sequence: sequence, by: delta)
         windows.hour?.adjust(admittedAt: time, sequence: sequence, by: delta)
         windows.day?.adjust(admittedAt: time, sequence: sequence, by: delta)
-        return delta < 0 && !queue.isEmpty
+        split.adjust(admittedAt: time, sequence: sequence, input: inputDelta, output: outputDelta)
+        return (delta < 0 || inputDelta < 0 || outputDelta < 0) && !queue.isEmpty
     }
 
     // MARK: Administration
@@ -231,6 +249,15 @@ struct GateStateMachine<Payload>: ~Copyable {
                 windows[w] = SlidingWindow(length: PolicyWindow.at(w).nanoseconds, now: now, firstSequence: sequence + 1)
             }
         }
+        if new.hasSplitCaps {
+            if let split {
+                split.adopt(new, now: now, firstSequence: sequence + 1)
+            } else {
+                split = SplitWindows(limits: new, now: now, firstSequence: sequence + 1)
+            }
+        } else {
+            split = nil
+        }
         limits = new
         slotted = min(slotted, max(0, new.maxConcurrent - inFlight))
         return queue.isEmpty ? Effects() : pump(now: now)
@@ -242,6 +269,7 @@ struct GateStateMachine<Payload>: ~Copyable {
         for w in 0..<3 where windows[w] != nil {
             windows[w]?.clear(firstSequence: sequence + 1)
         }
+        split?.clear(firstSequence: sequence + 1)
         return queue.isEmpty ? Effects() : pump(now: now)
     }
 
@@ -250,6 +278,7 @@ struct GateStateMachine<Payload>: ~Copyable {
         guard inFlight == 0, queue.isEmpty else { return false }
         advanceWindows(to: monotonic(now))
         return windows.minute?.isEmpty != false && windows.hour?.isEmpty != false && windows.day?.isEmpty != false
+            && split?.isEmpty != false
     }
 
     // MARK: Readouts
@@ -258,6 +287,9 @@ struct GateStateMachine<Payload>: ~Copyable {
         let window: PolicyWindow
         let requests: Int64
         let tokens: Int64
+        /// Input and output tokens, when an input or output cap over the window is set.
+        var inputTokens: Int64? = nil
+        var outputTokens: Int64? = nil
     }
 
     /// Usage per tracked window at `now` (advancing the windows).
@@ -265,8 +297,14 @@ struct GateStateMachine<Payload>: ~Copyable {
         advanceWindows(to: monotonic(now))
         var result: [WindowUsage] = []
         for w in 0..<3 {
+            let input = split?.input[w]?.tokenTotal
+            let output = split?.output[w]?.tokenTotal
             if let window = windows[w] {
-                result.append(WindowUsage(window: PolicyWindow.at(w), requests: window.requestTotal, tokens: window.tokenTotal))
+                result.append(WindowUsage(
+                    window: PolicyWindow.at(w), requests: window.requestTotal, tokens: window.tokenTotal,
+                    inputTokens: input, outputTokens: output))
+            } else if input != nil || output != nil {
+                result.append(WindowUsage(window: PolicyWindow.at(w), requests: 0, tokens: 0, inputTokens: input, outputTokens: output))
             }
         }
         return result
@@ -278,11 +316,12 @@ struct GateStateMachine<Payload>: ~Copyable {
         for w in 0..<3 {
             if let t = windows[w]?.nextExpiry() { earliest = min(earliest ?? .max, t) }
         }
+        if let t = split?.nextExpiry() { earliest = min(earliest ?? .max, t) }
         return earliest
     }
 
     /// Why a call of `tokens` could not be admitted now (nil if it could), for readouts.
-    mutating func blocker(tokens: Int64, now: Int64) -> Rejection? {
+    mutating func blocker(tokens: TokenCounts, now: Int64) -> Rejection? {
         let now = monotonic(now)
         advanceWindows(to: now)
         if let head = queue.first { return rejection(forQueued: head, at: 0, now: now) }
@@ -297,31 +336,34 @@ struct GateStateMachine<Payload>: ~Copyable {
         windows.minute?.advance(to: now)
         windows.hour?.advance(to: now)
         windows.day?.advance(to: now)
+        split?.advance(to: now)
     }
 
     /// Whether a call of `tokens` fits every window now and the gate is open (windows
     /// advanced). ``windowRefusal(tokens:now:)`` says why not, by the same arithmetic.
     @inline(__always)
-    private func windowsFit(_ tokens: Int64, now: Int64) -> Bool {
+    private func windowsFit(_ tokens: TokenCounts, now: Int64) -> Bool {
         !limits.isClosed(at: now)
-            && windows.minute?.fits(tokens: tokens, requestCap: limits.requestCaps[0], tokenCap: limits.tokenCaps[0]) != false
-            && windows.hour?.fits(tokens: tokens, requestCap: limits.requestCaps[1], tokenCap: limits.tokenCaps[1]) != false
-            && windows.day?.fits(tokens: tokens, requestCap: limits.requestCaps[2], tokenCap: limits.tokenCaps[2]) != false
+            && windows.minute?.fits(tokens: tokens.total, requestCap: limits.requestCaps[0], tokenCap: limits.tokenCaps[0]) != false
+            && windows.hour?.fits(tokens: tokens.total, requestCap: limits.requestCaps[1], tokenCap: limits.tokenCaps[1]) != false
+            && windows.day?.fits(tokens: tokens.total, requestCap: limits.requestCaps[2], tokenCap: limits.tokenCaps[2]) != false
+            && split?.fits(tokens, limits: limits) != false
     }
 
     @inline(__always)
-    private mutating func admit(tokens: Int64, now: Int64) -> Admission {
+    private mutating func admit(tokens: TokenCounts, now: Int64) -> Admission {
         sequence += 1
-        windows.minute?.record(tokens: tokens)
-        windows.hour?.record(tokens: tokens)
-        windows.day?.record(tokens: tokens)
+        windows.minute?.record(tokens: tokens.total)
+        windows.hour?.record(tokens: tokens.total)
+        windows.day?.record(tokens: tokens.total)
+        split?.record(tokens)
         inFlight += 1
         return Admission(time: now, sequence: sequence)
     }
 
     /// Why a call of `tokens` does not fit now (windows advanced): ``AdmissionRules``' rule.
-    private func windowRefusal(tokens: Int64, now: Int64) -> Rejection {
-        AdmissionRules.windowRefusal(in: windows, limits: limits, tokens: tokens, now: now)
+    private func windowRefusal(tokens: TokenCounts, now: Int64) -> Rejection {
+        AdmissionRules.windowRefusal(in: windows, split: split, limits: limits, tokens: tokens, now: now)
     }
 
     private func rejection(forQueued waiter: Waiter, at index: Int, now: Int64) -> Rejection {

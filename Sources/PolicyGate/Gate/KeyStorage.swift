@@ -125,7 +125,7 @@ final class KeyStorage: @unchecked Sendable {  // mutable state only touched und
     // building and destroying an aftermath there would cost more than the rule itself.
 
     @inline(__always)
-    func commit(_ admission: Admission, from old: Int64, to new: Int64) throws(PolicyError) {
+    func commit(_ admission: Admission, from old: TokenCounts, to new: TokenCounts) throws(PolicyError) {
         let waiters: Bool
         do {
             waiters = try shard.table.withLock { (_) throws(PolicyError) -> Bool in
@@ -135,6 +135,25 @@ final class KeyStorage: @unchecked Sendable {  // mutable state only touched und
             throw error.with(key: key)
         }
         if waiters { tickNow() }
+    }
+
+    /// Commits a usage reported as input, output and cache reads, cache reads counted as input
+    /// if the limits in force say so. Returns the counts recorded.
+    func commit(
+        _ admission: Admission, from old: TokenCounts, input: Int, output: Int, cacheReads: Int
+    ) throws(PolicyError) -> TokenCounts {
+        let (waiters, new): (Bool, TokenCounts)
+        do {
+            (waiters, new) = try shard.table.withLock { (_) throws(PolicyError) -> (Bool, TokenCounts) in
+                let new = TokenCounts.usage(
+                    input: input, output: output, cacheReads: cacheReads, countsCacheReads: machine.limits.countsCacheReads)
+                return (try machine.commit(admission, from: old, to: new), new)
+            }
+        } catch {
+            throw error.with(key: key)
+        }
+        if waiters { tickNow() }
+        return new
     }
 
     @inline(__always)

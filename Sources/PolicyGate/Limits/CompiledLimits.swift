@@ -5,6 +5,15 @@ struct CompiledLimits: Sendable {
     var requestCaps: InlineArray<3, Int64>
     /// Token caps per window; `.max` when not set.
     var tokenCaps: InlineArray<3, Int64>
+    /// Input-token caps per window; `.max` when not set.
+    var inputCaps: InlineArray<3, Int64>
+    /// Output-token caps per window; `.max` when not set.
+    var outputCaps: InlineArray<3, Int64>
+    /// Whether any input or output cap is set: only then does a key keep input and output
+    /// windows (``SplitWindows``), so that a provider without them pays one branch.
+    var hasSplitCaps: Bool
+    /// ``PolicyLimits/countsCacheReads``.
+    var countsCacheReads: Bool
     /// `Int.max` when not set.
     var maxConcurrent: Int
     /// Bumped on every change of the provider's limits, so keys adopt new limits exactly once
@@ -27,6 +36,10 @@ struct CompiledLimits: Sendable {
         func cap(_ value: Int?) -> Int64 { value.map { Int64($0) } ?? .max }
         requestCaps = [cap(limits.requestsPerMinute), cap(limits.requestsPerHour), cap(limits.requestsPerDay)]
         tokenCaps = [cap(limits.tokensPerMinute), cap(limits.tokensPerHour), cap(limits.tokensPerDay)]
+        inputCaps = [cap(limits.inputTokensPerMinute), cap(limits.inputTokensPerHour), cap(limits.inputTokensPerDay)]
+        outputCaps = [cap(limits.outputTokensPerMinute), cap(limits.outputTokensPerHour), cap(limits.outputTokensPerDay)]
+        hasSplitCaps = limits.hasInputOutputCaps
+        countsCacheReads = limits.countsCacheReads
         maxConcurrent = limits.maxConcurrent ?? .max
         self.generation = generation
     }
@@ -48,15 +61,29 @@ struct CompiledLimits: Sendable {
         tokenCaps[0] != .max || tokenCaps[1] != .max || tokenCaps[2] != .max
     }
 
+    var hasInputCaps: Bool {
+        inputCaps[0] != .max || inputCaps[1] != .max || inputCaps[2] != .max
+    }
+
+    var hasOutputCaps: Bool {
+        outputCaps[0] != .max || outputCaps[1] != .max || outputCaps[2] != .max
+    }
+
     /// Whether a schedule entry closes the gate at `now`.
     @inline(__always)
     func isClosed(at now: Int64) -> Bool { now < closedUntil }
 
-    /// The token cap an estimate of `tokens` exceeds, so that it can never be admitted.
+    /// The token cap an estimate of `tokens` exceeds, so that it can never be admitted, and
+    /// that cap.
     @inline(__always)
-    func oversizedKind(_ tokens: Int64) -> PolicyLimitKind? {
-        for window in 0..<3 where tokens > tokenCaps[window] {
-            return .tokens(PolicyWindow.at(window))
+    func oversized(_ tokens: TokenCounts) -> (kind: PolicyLimitKind, cap: Int64)? {
+        for window in 0..<3 where tokens.total > tokenCaps[window] {
+            return (.tokens(PolicyWindow.at(window)), tokenCaps[window])
+        }
+        guard hasSplitCaps else { return nil }
+        for window in 0..<3 {
+            if tokens.input > inputCaps[window] { return (.inputTokens(PolicyWindow.at(window)), inputCaps[window]) }
+            if tokens.output > outputCaps[window] { return (.outputTokens(PolicyWindow.at(window)), outputCaps[window]) }
         }
         return nil
     }

@@ -4,6 +4,11 @@
 /// Request and token caps apply over *sliding* windows of one minute, one hour and one day that
 /// end at the moment of the call. `maxConcurrent` caps how many permits may be held at once.
 /// Caps apply to each ``PolicyKey`` of the provider separately.
+///
+/// Token caps count input plus output tokens. Providers that cap input and output tokens
+/// apart (Anthropic) are mirrored by the input and output caps, which apply next to the
+/// total-token caps; see ``PolicyService/acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:)``
+/// and ``PolicyPermit/commitTokens(input:output:cacheReads:)``.
 public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
     /// The most requests admitted in any 60 s.
     public var requestsPerMinute: Int?
@@ -17,8 +22,27 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
     public var tokensPerHour: Int?
     /// The most tokens in any 24 h.
     public var tokensPerDay: Int?
+    /// The most input (prompt) tokens in any 60 s.
+    public var inputTokensPerMinute: Int?
+    /// The most input tokens in any hour.
+    public var inputTokensPerHour: Int?
+    /// The most input tokens in any 24 h.
+    public var inputTokensPerDay: Int?
+    /// The most output (completion) tokens in any 60 s.
+    public var outputTokensPerMinute: Int?
+    /// The most output tokens in any hour.
+    public var outputTokensPerHour: Int?
+    /// The most output tokens in any 24 h.
+    public var outputTokensPerDay: Int?
     /// The most permits held at once.
     public var maxConcurrent: Int?
+    /// Whether input read from the provider's prompt cache counts as input tokens (against the
+    /// input and total caps) when a commit reports it apart
+    /// (``PolicyPermit/commitTokens(input:output:cacheReads:)``). `true` by default, the
+    /// conservative choice and OpenAI's rule; Anthropic leaves cache reads out of its input
+    /// limits for most models (set `count_cache_reads = false`). Not a cap: a provider whose
+    /// caps are all unset is unlimited whatever this says.
+    public var countsCacheReads: Bool = true
 
     /// The largest request cap accepted: request counts are kept in 32-bit buckets so that a
     /// key's windows stay small.
@@ -36,7 +60,14 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
         tokensPerMinute: Int? = nil,
         tokensPerHour: Int? = nil,
         tokensPerDay: Int? = nil,
-        maxConcurrent: Int? = nil
+        inputTokensPerMinute: Int? = nil,
+        inputTokensPerHour: Int? = nil,
+        inputTokensPerDay: Int? = nil,
+        outputTokensPerMinute: Int? = nil,
+        outputTokensPerHour: Int? = nil,
+        outputTokensPerDay: Int? = nil,
+        maxConcurrent: Int? = nil,
+        countsCacheReads: Bool = true
     ) {
         self.requestsPerMinute = requestsPerMinute
         self.requestsPerHour = requestsPerHour
@@ -44,7 +75,14 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
         self.tokensPerMinute = tokensPerMinute
         self.tokensPerHour = tokensPerHour
         self.tokensPerDay = tokensPerDay
+        self.inputTokensPerMinute = inputTokensPerMinute
+        self.inputTokensPerHour = inputTokensPerHour
+        self.inputTokensPerDay = inputTokensPerDay
+        self.outputTokensPerMinute = outputTokensPerMinute
+        self.outputTokensPerHour = outputTokensPerHour
+        self.outputTokensPerDay = outputTokensPerDay
         self.maxConcurrent = maxConcurrent
+        self.countsCacheReads = countsCacheReads
     }
 
     /// No caps at all: the gate lets every call through at the cost of a lookup.
@@ -65,6 +103,12 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
             case .tokensPerMinute: tokensPerMinute
             case .tokensPerHour: tokensPerHour
             case .tokensPerDay: tokensPerDay
+            case .inputTokensPerMinute: inputTokensPerMinute
+            case .inputTokensPerHour: inputTokensPerHour
+            case .inputTokensPerDay: inputTokensPerDay
+            case .outputTokensPerMinute: outputTokensPerMinute
+            case .outputTokensPerHour: outputTokensPerHour
+            case .outputTokensPerDay: outputTokensPerDay
             case .concurrency: maxConcurrent
             }
         }
@@ -76,6 +120,12 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
             case .tokensPerMinute: tokensPerMinute = newValue
             case .tokensPerHour: tokensPerHour = newValue
             case .tokensPerDay: tokensPerDay = newValue
+            case .inputTokensPerMinute: inputTokensPerMinute = newValue
+            case .inputTokensPerHour: inputTokensPerHour = newValue
+            case .inputTokensPerDay: inputTokensPerDay = newValue
+            case .outputTokensPerMinute: outputTokensPerMinute = newValue
+            case .outputTokensPerHour: outputTokensPerHour = newValue
+            case .outputTokensPerDay: outputTokensPerDay = newValue
             case .concurrency: maxConcurrent = newValue
             }
         }
@@ -100,10 +150,17 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// The caps that are set, as `name=value` pairs.
+    /// Whether an input or output cap is set.
+    public var hasInputOutputCaps: Bool {
+        PolicyLimitKind.allCases.contains { ($0.isInputTokenCap || $0.isOutputTokenCap) && self[$0] != nil }
+    }
+
+    /// The caps that are set, as `name=value` pairs (and `countsCacheReads=false` when so).
     public var description: String {
-        let set = PolicyLimitKind.allCases.compactMap { kind in self[kind].map { "\(kind)=\($0)" } }
-        return set.isEmpty ? "unlimited" : set.joined(separator: " ")
+        var set = PolicyLimitKind.allCases.compactMap { kind in self[kind].map { "\(kind)=\($0)" } }
+        if set.isEmpty { return "unlimited" }
+        if !countsCacheReads { set.append("countsCacheReads=false") }
+        return set.joined(separator: " ")
     }
 }
 
@@ -121,6 +178,18 @@ public enum PolicyLimitKind: String, Hashable, Sendable, CaseIterable, CustomStr
     case tokensPerHour
     /// ``PolicyLimits/tokensPerDay``.
     case tokensPerDay
+    /// ``PolicyLimits/inputTokensPerMinute``.
+    case inputTokensPerMinute
+    /// ``PolicyLimits/inputTokensPerHour``.
+    case inputTokensPerHour
+    /// ``PolicyLimits/inputTokensPerDay``.
+    case inputTokensPerDay
+    /// ``PolicyLimits/outputTokensPerMinute``.
+    case outputTokensPerMinute
+    /// ``PolicyLimits/outputTokensPerHour``.
+    case outputTokensPerHour
+    /// ``PolicyLimits/outputTokensPerDay``.
+    case outputTokensPerDay
     /// ``PolicyLimits/maxConcurrent``.
     case concurrency
 
@@ -130,9 +199,9 @@ public enum PolicyLimitKind: String, Hashable, Sendable, CaseIterable, CustomStr
     /// The window a request or token cap is measured over; `nil` for ``concurrency``.
     public var window: PolicyWindow? {
         switch self {
-        case .requestsPerMinute, .tokensPerMinute: .minute
-        case .requestsPerHour, .tokensPerHour: .hour
-        case .requestsPerDay, .tokensPerDay: .day
+        case .requestsPerMinute, .tokensPerMinute, .inputTokensPerMinute, .outputTokensPerMinute: .minute
+        case .requestsPerHour, .tokensPerHour, .inputTokensPerHour, .outputTokensPerHour: .hour
+        case .requestsPerDay, .tokensPerDay, .inputTokensPerDay, .outputTokensPerDay: .day
         case .concurrency: nil
         }
     }
@@ -142,9 +211,19 @@ public enum PolicyLimitKind: String, Hashable, Sendable, CaseIterable, CustomStr
         self == .requestsPerMinute || self == .requestsPerHour || self == .requestsPerDay
     }
 
-    /// Whether this caps a number of tokens.
+    /// Whether this caps a number of tokens, input plus output.
     public var isTokenCap: Bool {
         self == .tokensPerMinute || self == .tokensPerHour || self == .tokensPerDay
+    }
+
+    /// Whether this caps input tokens.
+    public var isInputTokenCap: Bool {
+        self == .inputTokensPerMinute || self == .inputTokensPerHour || self == .inputTokensPerDay
+    }
+
+    /// Whether this caps output tokens.
+    public var isOutputTokenCap: Bool {
+        self == .outputTokensPerMinute || self == .outputTokensPerHour || self == .outputTokensPerDay
     }
 
     static func requests(_ window: PolicyWindow) -> PolicyLimitKind {
@@ -160,6 +239,22 @@ public enum PolicyLimitKind: String, Hashable, Sendable, CaseIterable, CustomStr
         case .minute: .tokensPerMinute
         case .hour: .tokensPerHour
         case .day: .tokensPerDay
+        }
+    }
+
+    static func inputTokens(_ window: PolicyWindow) -> PolicyLimitKind {
+        switch window {
+        case .minute: .inputTokensPerMinute
+        case .hour: .inputTokensPerHour
+        case .day: .inputTokensPerDay
+        }
+    }
+
+    static func outputTokens(_ window: PolicyWindow) -> PolicyLimitKind {
+        switch window {
+        case .minute: .outputTokensPerMinute
+        case .hour: .outputTokensPerHour
+        case .day: .outputTokensPerDay
         }
     }
 }

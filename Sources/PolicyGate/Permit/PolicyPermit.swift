@@ -27,25 +27,36 @@ public struct PolicyPermit: ~Copyable, Sendable {
     /// witnesses, ≈ 70 instructions per call for permits that never have one.
     let sharedLease: Unmanaged<SharedLease>?
     let admission: Admission
-    /// The tokens estimated when acquiring.
-    public let estimatedTokens: Int
-    /// The tokens this call counts for now: the estimate until a commit replaces it.
-    public private(set) var committedTokens: Int
+    /// What the call was admitted with, and what it counts for now (the estimate until a
+    /// commit replaces it).
+    let estimated: TokenCounts
+    private(set) var counted: TokenCounts
 
-    init(storage: KeyStorage?, admission: Admission, estimatedTokens: Int) {
+    /// The tokens estimated when acquiring (input plus output when estimated in parts).
+    public var estimatedTokens: Int { Int(estimated.total) }
+    /// The tokens this call counts for now: the estimate until a commit replaces it.
+    public var committedTokens: Int { Int(counted.total) }
+    /// The tokens this call counts for against the provider's input-token caps. A count given
+    /// only as a total (an estimate or a commit without parts) counts in full as input and as
+    /// output, since each part is at most the total.
+    public var countedInputTokens: Int { Int(counted.input) }
+    /// The tokens this call counts for against the provider's output-token caps.
+    public var countedOutputTokens: Int { Int(counted.output) }
+
+    init(storage: KeyStorage?, admission: Admission, estimated: TokenCounts) {
         self.storage = storage
         self.sharedLease = nil
         self.admission = admission
-        self.estimatedTokens = estimatedTokens
-        self.committedTokens = estimatedTokens
+        self.estimated = estimated
+        self.counted = estimated
     }
 
-    init(shared: SharedLease, admission: Admission, estimatedTokens: Int) {
+    init(shared: SharedLease, admission: Admission, estimated: TokenCounts) {
         self.storage = nil
         self.sharedLease = .passRetained(shared)
         self.admission = admission
-        self.estimatedTokens = estimatedTokens
-        self.committedTokens = estimatedTokens
+        self.estimated = estimated
+        self.counted = estimated
     }
 
     /// The shared lease, if any, without taking a reference.
@@ -69,25 +80,63 @@ public struct PolicyPermit: ~Copyable, Sendable {
     /// - Throws: ``PolicyError`` with code ``PolicyError/Code/invalidTokenCount`` if `actual` is
     ///   negative or too large; the permit and the windows are then unchanged.
     public mutating func commitTokens(_ actual: Int) throws(PolicyError) {
-        guard AdmissionRules.isRecordable(actual) else {
-            let error = AdmissionRules.unrecordable(actual, "committed tokens", key: key)
-            if let environment, environment.hasTelemetry, let key {
-                environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimatedTokens, error: error))
-            }
-            throw error
-        }
+        guard AdmissionRules.isRecordable(actual) else { throw refuse(actual, "committed tokens") }
+        let new = TokenCounts(total: Int64(actual))
         guard let storage else {
             if let shared { shared.commit(tokens: actual, estimated: estimatedTokens, previous: committedTokens) }
-            committedTokens = actual
+            counted = new
             return
         }
-        let previous = committedTokens
-        try storage.commit(admission, from: Int64(previous), to: Int64(actual))
-        committedTokens = actual
+        let previous = counted
+        try storage.commit(admission, from: previous, to: new)
+        counted = new
         if storage.environment.hasTelemetry {
             storage.environment.telemetry?.didCommit(
-                PolicyCommitEvent(key: storage.key, estimatedTokens: estimatedTokens, previousTokens: previous, actualTokens: actual))
+                PolicyCommitEvent(key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: actual))
         }
+    }
+
+    /// Replaces the token counts of this call with what the provider reported, in parts, in
+    /// every window still holding it.
+    ///
+    /// `input` counts against the input-token caps, `output` against the output-token caps,
+    /// and their sum against the total-token caps. `cacheReads` (input served from the
+    /// provider's prompt cache, which Anthropic reports apart as `cache_read_input_tokens` and
+    /// OpenAI inside `prompt_tokens` as `cached_tokens`) counts as input only where the
+    /// provider's ``PolicyLimits/countsCacheReads`` says so. For OpenAI's usage, pass
+    /// `input: prompt_tokens - cached_tokens, cacheReads: cached_tokens`.
+    /// - Throws: ``PolicyError/Code/invalidTokenCount`` if a count is negative or too large;
+    ///   the permit and the windows are then unchanged.
+    public mutating func commitTokens(input: Int, output: Int, cacheReads: Int = 0) throws(PolicyError) {
+        guard AdmissionRules.isRecordable(input) else { throw refuse(input, "committed input tokens") }
+        guard AdmissionRules.isRecordable(output) else { throw refuse(output, "committed output tokens") }
+        guard AdmissionRules.isRecordable(cacheReads) else { throw refuse(cacheReads, "committed cache reads") }
+        let previous = counted
+        guard let storage else {
+            if let shared {
+                counted = shared.commit(
+                    input: input, output: output, cacheReads: cacheReads, estimated: estimatedTokens, previous: committedTokens)
+            } else {
+                counted = TokenCounts.usage(input: input, output: output, cacheReads: cacheReads, countsCacheReads: true)
+            }
+            return
+        }
+        let new = try storage.commit(admission, from: previous, input: input, output: output, cacheReads: cacheReads)
+        counted = new
+        if storage.environment.hasTelemetry {
+            storage.environment.telemetry?.didCommit(PolicyCommitEvent(
+                key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: Int(new.total),
+                inputTokens: input, outputTokens: output, cacheReadTokens: cacheReads))
+        }
+    }
+
+    /// Reports a count outside `0...PolicyLimits.maximumTokenCount` and returns its error.
+    private func refuse(_ count: Int, _ what: String) -> PolicyError {
+        let error = AdmissionRules.unrecordable(count, what, key: key)
+        if let environment, environment.hasTelemetry, let key {
+            environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimatedTokens, error: error))
+        }
+        return error
     }
 
     /// Tells the gate what the provider said about its limits in this call's response headers

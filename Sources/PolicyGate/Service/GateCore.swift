@@ -425,11 +425,21 @@ final class GateCore: Sendable {
     /// Checks a token estimate against the provider's caps (``AdmissionRules``), reporting a
     /// refusal to telemetry.
     @inline(__always)
-    func validate(estimate: Int, limits: CompiledLimits, key: PolicyKey) throws(PolicyError) -> Int64 {
+    func validate(estimate: Int, limits: CompiledLimits, key: PolicyKey) throws(PolicyError) -> TokenCounts {
         do {
             return try AdmissionRules.checkedEstimate(estimate, limits: limits, key: key)
         } catch {
             throw reject(key, estimate, error)
+        }
+    }
+
+    /// Checks an estimate given as input and output (``AdmissionRules``), reporting a refusal
+    /// to telemetry.
+    func validate(input: Int, output: Int, limits: CompiledLimits, key: PolicyKey) throws(PolicyError) -> TokenCounts {
+        do {
+            return try AdmissionRules.checkedEstimate(input: input, output: output, limits: limits, key: key)
+        } catch {
+            throw reject(key, input.addingReportingOverflow(output).partialValue, error)
         }
     }
 
@@ -443,7 +453,7 @@ final class GateCore: Sendable {
 
     /// One locked attempt to admit now. Returns the permit's parts or why not.
     @inline(__always)
-    func admitNow(_ key: PolicyKey, tokens: Int64, limits: CompiledLimits, now: Int64)
+    func admitNow(_ key: PolicyKey, tokens: TokenCounts, limits: CompiledLimits, now: Int64)
         -> (KeyStorage, Result<Admission, Rejection>)
     {
         let shard = shard(for: key)
@@ -459,7 +469,7 @@ final class GateCore: Sendable {
     }
 
     /// Waits in the key's queue until admitted, rejected, timed out or cancelled.
-    func wait(_ key: PolicyKey, tokens: Int64, limits: CompiledLimits, deadline: Int64) async throws -> Grant {
+    func wait(_ key: PolicyKey, tokens: TokenCounts, limits: CompiledLimits, deadline: Int64) async throws -> Grant {
         let id = waiterIDs.wrappingAdd(1, ordering: .relaxed).newValue
         let shard = shard(for: key)
         let environment = environment

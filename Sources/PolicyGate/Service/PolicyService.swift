@@ -63,6 +63,7 @@ public actor PolicyService {
     ) throws(PolicyError) where C.Duration == Duration {
         try Self.validate(limits: limits, schedules: schedules)
         try Self.validate(storage: storage, store: store)
+        try Self.validate(split: limits, schedules: schedules, storage: storage)
         core = GateCore(
             limits: limits, schedules: schedules, storage: storage, store: store, time: makeTimeSource(clock),
             startDate: startDate, telemetry: telemetry, feedbackScopes: feedbackScopes)
@@ -78,6 +79,32 @@ public actor PolicyService {
                 message: "provider(s) \(shared.map { "'\($0)'" }.joined(separator: ", ")) keep their counters in a shared store, "
                     + "but the gate was created without one (PolicyGatePostgres: PolicyService.connecting(configuration:))")
         }
+    }
+
+    /// Checks that no provider kept in a shared store sets input or output caps: the store's
+    /// schema counts one token total per call.
+    static func validate(
+        split limits: [String: PolicyLimits], schedules: [String: PolicySchedule], storage: [String: PolicyStorage]
+    ) throws(PolicyError) {
+        for (provider, place) in storage.sorted(by: { $0.key < $1.key }) where place.store != .memory {
+            if let kind = splitCap(limits[provider], schedules[provider]) {
+                throw PolicyError(.invalidLimits, limit: kind, message: "provider '\(provider)': \(splitCapsNotShared)")
+            }
+        }
+    }
+
+    static let splitCapsNotShared =
+        "input and output token caps are not supported for a provider kept in a shared store yet; use total-token caps there"
+
+    /// The first input or output cap set by `limits` or an entry of `schedule`.
+    static func splitCap(_ limits: PolicyLimits?, _ schedule: PolicySchedule?) -> PolicyLimitKind? {
+        let all = [limits].compactMap { $0 } + (schedule?.entries.map(\.limits) ?? [])
+        for caps in all {
+            if let kind = PolicyLimitKind.allCases.first(where: { ($0.isInputTokenCap || $0.isOutputTokenCap) && caps[$0] != nil }) {
+                return kind
+            }
+        }
+        return nil
     }
 
     /// Checks caps and schedules before anything is changed.
@@ -105,6 +132,10 @@ public actor PolicyService {
     /// then, holding it, for room in every window. Cancelling the task removes it from the
     /// queue at once, having recorded nothing.
     ///
+    /// When the provider also caps input or output tokens, an estimate given only as a total
+    /// counts in full against both (each part is at most the total, so no cap is exceeded);
+    /// ``acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:)`` counts each part.
+    ///
     /// - Parameters:
     ///   - key: The provider and scope to count the call under.
     ///   - estimatedTokens: The pre-flight token estimate, replaced later by
@@ -120,11 +151,31 @@ public actor PolicyService {
     nonisolated(nonsending) public func acquire(
         _ key: PolicyKey, estimatedTokens: Int = 0, maxWait: Duration? = nil
     ) async throws -> PolicyPermit {
+        try await acquire(key, estimate: .total(estimatedTokens), maxWait: maxWait)
+    }
+
+    /// Waits until `key` may make one call estimated at `estimatedInputTokens` in and
+    /// `estimatedOutputTokens` out, and returns its permit.
+    ///
+    /// The input estimate counts against the input-token caps, the output estimate (usually
+    /// the request's `max_tokens`) against the output-token caps, and their sum against the
+    /// total-token caps. ``PolicyPermit/commitTokens(input:output:cacheReads:)`` replaces them
+    /// with what the provider reports. Otherwise as ``acquire(_:estimatedTokens:maxWait:)``.
+    /// - Throws: As ``acquire(_:estimatedTokens:maxWait:)``; ``PolicyError/Code/invalidTokenCount``
+    ///   also when a part is 0 while a cap counts it.
+    nonisolated(nonsending) public func acquire(
+        _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, maxWait: Duration? = nil
+    ) async throws -> PolicyPermit {
+        try await acquire(key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens), maxWait: maxWait)
+    }
+
+    @inline(__always)
+    nonisolated(nonsending) func acquire(_ key: PolicyKey, estimate: Estimate, maxWait: Duration?) async throws -> PolicyPermit {
         var pending: Pending?
-        if let permit = try admitAtOnce(key, estimatedTokens: estimatedTokens, pending: &pending) { return permit }
+        if let permit = try admitAtOnce(key, estimate: estimate, pending: &pending) { return permit }
         guard let waiting = pending else { throw Self.unreachable(key) }
         let deadline = maxWait.map { waiting.now.clampedAdding(max(0, $0.nanosecondsSaturating)) } ?? .max
-        return try await acquireSlowly(key, estimatedTokens: estimatedTokens, pending: waiting, deadline: deadline)
+        return try await acquireSlowly(key, estimate: estimate, pending: waiting, deadline: deadline)
     }
 
     /// Waits until `key` may make one call, or until `deadline` on the service's clock.
@@ -135,15 +186,32 @@ public actor PolicyService {
     nonisolated(nonsending) public func acquire<I: InstantProtocol>(
         _ key: PolicyKey, estimatedTokens: Int = 0, deadline: I
     ) async throws -> PolicyPermit where I.Duration == Duration {
+        try await acquire(key, estimate: .total(estimatedTokens), deadline: deadline)
+    }
+
+    /// Waits until `key` may make one call estimated at `estimatedInputTokens` in and
+    /// `estimatedOutputTokens` out, or until `deadline` on the service's clock.
+    ///
+    /// Like ``acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:)`` with the maximum
+    /// wait given as an instant.
+    nonisolated(nonsending) public func acquire<I: InstantProtocol>(
+        _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, deadline: I
+    ) async throws -> PolicyPermit where I.Duration == Duration {
+        try await acquire(key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens), deadline: deadline)
+    }
+
+    nonisolated(nonsending) func acquire<I: InstantProtocol>(
+        _ key: PolicyKey, estimate: Estimate, deadline: I
+    ) async throws -> PolicyPermit where I.Duration == Duration {
         var pending: Pending?
-        if let permit = try admitAtOnce(key, estimatedTokens: estimatedTokens, pending: &pending) { return permit }
+        if let permit = try admitAtOnce(key, estimate: estimate, pending: &pending) { return permit }
         guard let waiting = pending else { throw Self.unreachable(key) }
         guard let offset = core.environment.time.offset(of: deadline) else {
-            throw core.reject(key, estimatedTokens, PolicyError(
+            throw core.reject(key, estimate.total, PolicyError(
                 .invalidArgument, key: key, message: "the deadline is an instant of another clock than the service's"))
         }
         return try await acquireSlowly(
-            key, estimatedTokens: estimatedTokens, pending: waiting, deadline: offset == .max ? .max - 1 : offset)
+            key, estimate: estimate, pending: waiting, deadline: offset == .max ? .max - 1 : offset)
     }
 
     /// Admits one call for `key` now or throws at once; never waits and never jumps the queue.
@@ -154,24 +222,58 @@ public actor PolicyService {
     ///   refused with the limit the head of the queue waits for (its `retryAfter` is then a
     ///   lower bound). Also ``PolicyError/Code/oversized`` and ``PolicyError/Code/invalidTokenCount``.
     public nonisolated func tryAcquire(_ key: PolicyKey, estimatedTokens: Int = 0) throws(PolicyError) -> PolicyPermit {
+        try tryAcquire(key, estimate: .total(estimatedTokens))
+    }
+
+    /// Admits one call estimated at `estimatedInputTokens` in and `estimatedOutputTokens` out
+    /// now, or throws at once: ``tryAcquire(_:estimatedTokens:)`` with the estimate in parts.
+    public nonisolated func tryAcquire(
+        _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int
+    ) throws(PolicyError) -> PolicyPermit {
+        try tryAcquire(key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens))
+    }
+
+    @inline(__always)
+    nonisolated func tryAcquire(_ key: PolicyKey, estimate: Estimate) throws(PolicyError) -> PolicyPermit {
         var pending: Pending?
-        if let permit = try admitAtOnce(key, estimatedTokens: estimatedTokens, pending: &pending) { return permit }
+        if let permit = try admitAtOnce(key, estimate: estimate, pending: &pending) { return permit }
         guard let waiting = pending else { throw Self.unreachable(key) }
         if waiting.isShared {
-            throw core.reject(key, estimatedTokens, PolicyError(
+            throw core.reject(key, estimate.total, PolicyError(
                 .invalidArgument, key: key,
                 message: "tryAcquire cannot ask a shared store without waiting; use acquire(_:estimatedTokens:maxWait: .zero)"))
         }
         let error = waiting.rejection.exceededCap != nil
             ? AdmissionRules.oversizedError(waiting.rejection, tokens: waiting.tokens)
             : AdmissionRules.error(.rateLimited, waiting.rejection, now: waiting.now, "not admitted now")
-        throw core.reject(key, estimatedTokens, core.naming(error.with(key: key)))
+        throw core.reject(key, estimate.total, core.naming(error.with(key: key)))
+    }
+
+    /// A pre-flight estimate as the caller gave it.
+    enum Estimate: Sendable {
+        case total(Int)
+        case split(input: Int, output: Int)
+
+        /// The total, as telemetry reports it (saturating: an invalid part is refused anyway).
+        var total: Int {
+            switch self {
+            case .total(let tokens): tokens
+            case .split(let input, let output):
+                input.addingReportingOverflow(output).overflow ? .max : input + output
+            }
+        }
+
+        /// The parts, when the caller gave them.
+        var parts: (input: Int, output: Int)? {
+            if case .split(let input, let output) = self { return (input, output) }
+            return nil
+        }
     }
 
     /// What a call that could not be admitted at once carries into its wait.
     struct Pending {
         let limits: CompiledLimits
-        let tokens: Int64
+        let tokens: TokenCounts
         let now: Int64
         let rejection: Rejection
         /// The provider's counters are in the shared store: nothing was asked yet.
@@ -182,13 +284,17 @@ public actor PolicyService {
     /// provider without caps, a permit if the call fits now, or `nil` with `pending` set.
     @inline(__always)
     nonisolated func admitAtOnce(
-        _ key: PolicyKey, estimatedTokens: Int, pending: inout Pending?
+        _ key: PolicyKey, estimate: Estimate, pending: inout Pending?
     ) throws(PolicyError) -> PolicyPermit? {
         // A provider without caps costs a lookup, not a clock read.
-        guard let stored = core.compiledLimits(for: key) else { return try Self.inertPermit(estimatedTokens) }
+        guard let stored = core.compiledLimits(for: key) else { return try Self.inertPermit(estimate) }
         let now = core.environment.time.now()
-        guard let limits = core.limits(stored, for: key, at: now) else { return try Self.inertPermit(estimatedTokens) }
-        let tokens = try core.validate(estimate: estimatedTokens, limits: limits, key: key)
+        guard let limits = core.limits(stored, for: key, at: now) else { return try Self.inertPermit(estimate) }
+        let tokens: TokenCounts
+        switch estimate {
+        case .total(let estimatedTokens): tokens = try core.validate(estimate: estimatedTokens, limits: limits, key: key)
+        case .split(let input, let output): tokens = try core.validate(input: input, output: output, limits: limits, key: key)
+        }
         if limits.isShared {
             // The store is asked on the asynchronous path, in the key's turn.
             pending = Pending(limits: limits, tokens: tokens, now: now, rejection: Rejection(kind: nil, retryAt: nil), isShared: true)
@@ -198,9 +304,9 @@ public actor PolicyService {
         switch result {
         case .success(let admission):
             if core.environment.hasTelemetry {
-                core.environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimatedTokens: estimatedTokens, waited: .zero))
+                core.environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimate: estimate, waited: .zero))
             }
-            return PolicyPermit(storage: storage, admission: admission, estimatedTokens: estimatedTokens)
+            return PolicyPermit(storage: storage, admission: admission, estimated: tokens)
         case .failure(let rejection):
             pending = Pending(limits: limits, tokens: tokens, now: now, rejection: rejection)
             return nil
@@ -208,22 +314,22 @@ public actor PolicyService {
     }
 
     nonisolated(nonsending) func acquireSlowly(
-        _ key: PolicyKey, estimatedTokens: Int, pending: Pending, deadline: Int64
+        _ key: PolicyKey, estimate: Estimate, pending: Pending, deadline: Int64
     ) async throws -> PolicyPermit {
         if pending.isShared {
-            return try await acquireShared(key, estimatedTokens: estimatedTokens, pending: pending, deadline: deadline)
+            return try await acquireShared(key, estimate: estimate, pending: pending, deadline: deadline)
         }
         do {
             let grant = try await core.wait(key, tokens: pending.tokens, limits: pending.limits, deadline: deadline)
             if core.environment.hasTelemetry, let telemetry = core.environment.telemetry {
                 telemetry.didAcquire(PolicyAcquireEvent(
-                    key: key, estimatedTokens: estimatedTokens, waited: .nanoseconds(grant.admission.time - pending.now)))
+                    key: key, estimate: estimate, waited: .nanoseconds(grant.admission.time - pending.now)))
             }
-            return PolicyPermit(storage: grant.storage, admission: grant.admission, estimatedTokens: estimatedTokens)
+            return PolicyPermit(storage: grant.storage, admission: grant.admission, estimated: pending.tokens)
         } catch var error as PolicyError {
             error = core.naming(error)
             if core.environment.hasTelemetry {
-                core.environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimatedTokens, error: error))
+                core.environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimate.total, error: error))
             }
             throw error
         }
@@ -231,21 +337,21 @@ public actor PolicyService {
 
     /// The shared store's path: the key's turn in this process, then the store.
     nonisolated(nonsending) func acquireShared(
-        _ key: PolicyKey, estimatedTokens: Int, pending: Pending, deadline: Int64
+        _ key: PolicyKey, estimate: Estimate, pending: Pending, deadline: Int64
     ) async throws -> PolicyPermit {
         guard let shared = core.shared else {
             // Unreachable: a shared provider is refused (invalidArgument) by a service without a store.
-            throw core.reject(key, estimatedTokens, PolicyError(
+            throw core.reject(key, estimate.total, PolicyError(
                 .storeUnavailable, key: key, message: "the provider is shared but the gate has no store"))
         }
         let environment = core.environment
         let outcome: SharedGate.Outcome
         do {
-            outcome = try await shared.acquire(key, tokens: pending.tokens, deadline: deadline, core: core)
+            outcome = try await shared.acquire(key, tokens: pending.tokens.total, deadline: deadline, core: core)
         } catch var error as PolicyError {
             error = core.naming(error.key == nil ? error.with(key: key) : error)
             if environment.hasTelemetry {
-                environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimatedTokens, error: error))
+                environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimate.total, error: error))
             }
             throw error
         }
@@ -253,21 +359,20 @@ public actor PolicyService {
         case .admitted(let lease, let since):
             let now = environment.time.now()
             if environment.hasTelemetry {
-                environment.telemetry?.didAcquire(PolicyAcquireEvent(
-                    key: key, estimatedTokens: estimatedTokens, waited: .nanoseconds(now - since)))
+                environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(now - since)))
             }
             return PolicyPermit(
                 shared: SharedLease(key: key, lease: lease, gate: shared),
-                admission: Admission(time: now, sequence: 0), estimatedTokens: estimatedTokens)
+                admission: Admission(time: now, sequence: 0), estimated: pending.tokens)
         case .uncounted:
-            return try Self.inertPermit(estimatedTokens)
+            return try Self.inertPermit(estimate)
         case .notShared:
             // A reload moved the provider into this process meanwhile. That path reports its
             // own refusals: outside the `do` above, so that none is reported twice.
             var again: Pending?
-            if let permit = try admitAtOnce(key, estimatedTokens: estimatedTokens, pending: &again) { return permit }
+            if let permit = try admitAtOnce(key, estimate: estimate, pending: &again) { return permit }
             guard let again else { throw Self.unreachable(key) }
-            return try await acquireSlowly(key, estimatedTokens: estimatedTokens, pending: again, deadline: deadline)
+            return try await acquireSlowly(key, estimate: estimate, pending: again, deadline: deadline)
         }
     }
 
@@ -287,11 +392,21 @@ public actor PolicyService {
         PolicyError(.invalidArgument, key: key, message: "internal error: neither admitted nor pending")
     }
 
-    private static func inertPermit(_ estimatedTokens: Int) throws(PolicyError) -> PolicyPermit {
-        guard AdmissionRules.isRecordable(estimatedTokens) else {
-            throw AdmissionRules.unrecordable(estimatedTokens, "estimated tokens", key: nil)
+    private static func inertPermit(_ estimate: Estimate) throws(PolicyError) -> PolicyPermit {
+        switch estimate {
+        case .total(let estimatedTokens):
+            guard AdmissionRules.isRecordable(estimatedTokens) else {
+                throw AdmissionRules.unrecordable(estimatedTokens, "estimated tokens", key: nil)
+            }
+            return PolicyPermit(storage: nil, admission: Admission(time: 0, sequence: 0), estimated: TokenCounts(total: Int64(estimatedTokens)))
+        case .split(let input, let output):
+            guard AdmissionRules.isRecordable(input) else { throw AdmissionRules.unrecordable(input, "estimated input tokens", key: nil) }
+            guard AdmissionRules.isRecordable(output) else {
+                throw AdmissionRules.unrecordable(output, "estimated output tokens", key: nil)
+            }
+            return PolicyPermit(
+                storage: nil, admission: Admission(time: 0, sequence: 0), estimated: TokenCounts(input: Int64(input), output: Int64(output)))
         }
-        return PolicyPermit(storage: nil, admission: Admission(time: 0, sequence: 0), estimatedTokens: estimatedTokens)
     }
 
     // MARK: Provider feedback
@@ -357,6 +472,7 @@ public actor PolicyService {
         let limits = limits ?? .unlimited
         try limits.validate(provider: provider)
         let entry = core.entry(for: provider)
+        try Self.validate(split: [provider: limits], schedules: [:], storage: [provider: entry?.storage ?? .memory])
         swap([provider: (limits, entry?.schedule?.schedule, entry?.storage ?? .memory)], replacingAll: false)
     }
 
@@ -427,7 +543,9 @@ public actor PolicyService {
         let raw: Raw? = core.shard(for: key).table.withLock { table in
             guard let storage = table.lookup(key) else { return nil }
             let usage = storage.machine.usage(now: now).map {
-                GateStateMachine<Void>.WindowUsage(window: $0.window, requests: $0.requests, tokens: $0.tokens)
+                GateStateMachine<Void>.WindowUsage(
+                    window: $0.window, requests: $0.requests, tokens: $0.tokens, inputTokens: $0.inputTokens,
+                    outputTokens: $0.outputTokens)
             }
             return Raw(
                 usage: usage, inFlight: storage.machine.inFlight, queued: storage.machine.queued,
@@ -438,12 +556,17 @@ public actor PolicyService {
         for window in PolicyWindow.allCases {
             let requestCap = limits[.requests(window)]
             let tokenCap = limits[.tokens(window)]
-            guard requestCap != nil || tokenCap != nil else { continue }
+            let inputCap = limits[.inputTokens(window)]
+            let outputCap = limits[.outputTokens(window)]
+            guard requestCap != nil || tokenCap != nil || inputCap != nil || outputCap != nil else { continue }
             let used = raw?.usage.first { $0.window == window }
-            windows.append(PolicyState.Window(
+            var readout = PolicyState.Window(
                 window: window,
                 requests: .init(used: Int(used?.requests ?? 0), cap: requestCap),
-                tokens: .init(used: Int(used?.tokens ?? 0), cap: tokenCap)))
+                tokens: .init(used: Int(used?.tokens ?? 0), cap: tokenCap))
+            if let inputCap { readout.inputTokens = .init(used: Int(used?.inputTokens ?? 0), cap: inputCap) }
+            if let outputCap { readout.outputTokens = .init(used: Int(used?.outputTokens ?? 0), cap: outputCap) }
+            windows.append(readout)
         }
         var state = PolicyState(
             key: key, limits: limits, windows: windows, inFlight: raw?.inFlight ?? 0, queued: raw?.queued ?? 0,

@@ -24,6 +24,10 @@ public struct PolicyState: Sendable, CustomStringConvertible {
         public let requests: Usage
         /// Tokens counted in it (estimates, replaced by commits).
         public let tokens: Usage
+        /// Input tokens counted in it, when the provider caps input tokens over this window.
+        public var inputTokens: Usage? = nil
+        /// Output tokens counted in it, when the provider caps output tokens over this window.
+        public var outputTokens: Usage? = nil
     }
 
     /// The key described.
@@ -81,7 +85,10 @@ public struct PolicyState: Sendable, CustomStringConvertible {
     public var description: String {
         var parts = ["\(key)", "inFlight=\(inFlight)", "queued=\(queued)"]
         for w in windows {
-            parts.append("\(w.window): requests \(w.requests.used)/\(w.requests.cap.map(String.init) ?? "-") tokens \(w.tokens.used)/\(w.tokens.cap.map(String.init) ?? "-")")
+            var line = "\(w.window): requests \(w.requests.used)/\(w.requests.cap.map(String.init) ?? "-") tokens \(w.tokens.used)/\(w.tokens.cap.map(String.init) ?? "-")"
+            if let input = w.inputTokens { line += " input \(input.used)/\(input.cap.map(String.init) ?? "-")" }
+            if let output = w.outputTokens { line += " output \(output.used)/\(output.cap.map(String.init) ?? "-")" }
+            parts.append(line)
         }
         if let blockedBy { parts.append("blockedBy=\(blockedBy)") }
         if let scheduleEntry { parts.append("schedule=\(scheduleEntry)\(isClosed ? " (closed)" : "")") }

@@ -61,8 +61,8 @@ final class SharedGate: Sendable {
                 return .uncounted  // no longer gated: nothing to count
             }
             guard limits.isShared else { return .notShared }
-            if let oversized = AdmissionRules.oversized(tokens, limits: limits) {
-                throw AdmissionRules.oversizedError(oversized, tokens: tokens).with(key: key)
+            if let oversized = AdmissionRules.oversized(TokenCounts(total: tokens), limits: limits) {
+                throw AdmissionRules.oversizedError(oversized, tokens: TokenCounts(total: tokens)).with(key: key)
             }
             let rejection: Rejection
             let seen = keys.withLock { $0[name]?.generation ?? 0 }
@@ -167,7 +167,7 @@ final class SharedGate: Sendable {
             }
             windows[window.rawValue] = slot
         }
-        guard let found = AdmissionRules.capsRejection(in: windows, limits: limits, tokens: tokens, now: usage.now),
+        guard let found = AdmissionRules.capsRejection(in: windows, limits: limits, tokens: TokenCounts(total: tokens), now: usage.now),
             let at = found.retryAt
         else {
             // The store refused what its buckets say fits (the caps changed in between):
@@ -369,6 +369,24 @@ final class SharedLease: Sendable {
             environment.telemetry?.didCommit(PolicyCommitEvent(
                 key: key, estimatedTokens: estimated, previousTokens: previous, actualTokens: tokens))
         }
+    }
+
+    /// Writes a usage reported in parts (cache reads counted as input where the provider's
+    /// limits say so) and reports it. Returns the counts written.
+    @inline(never)
+    func commit(input: Int, output: Int, cacheReads: Int, estimated: Int, previous: Int) -> TokenCounts {
+        let environment = gate.environment
+        let countsCacheReads = environment.core?.compiledLimits(for: key)?.countsCacheReads ?? true
+        let counts = TokenCounts.usage(input: input, output: output, cacheReads: cacheReads, countsCacheReads: countsCacheReads)
+        let lease = lease
+        let tokens = Int(counts.total)
+        enqueue(.commit) { try await $0.commit(lease, tokens: tokens) }
+        if environment.hasTelemetry {
+            environment.telemetry?.didCommit(PolicyCommitEvent(
+                key: key, estimatedTokens: estimated, previousTokens: previous, actualTokens: tokens, inputTokens: input,
+                outputTokens: output, cacheReadTokens: cacheReads))
+        }
+        return counts
     }
 
     /// Gives the slot back in the background and reports how long it was held.

@@ -59,16 +59,32 @@ extension PolicyTelemetry {
 public struct PolicyAcquireEvent: Sendable, Hashable {
     /// The key it was admitted under.
     public let key: PolicyKey
-    /// Its pre-flight estimate.
+    /// Its pre-flight estimate (input plus output when given in parts).
     public let estimatedTokens: Int
+    /// Its input estimate, when given apart.
+    public let estimatedInputTokens: Int?
+    /// Its output estimate, when given apart.
+    public let estimatedOutputTokens: Int?
     /// How long it waited for a slot and for capacity (zero when admitted at once).
     public let waited: Duration
 
     /// Creates the event (the gate does; adapters' tests and fakes may too).
-    public init(key: PolicyKey, estimatedTokens: Int, waited: Duration) {
+    public init(
+        key: PolicyKey, estimatedTokens: Int, estimatedInputTokens: Int? = nil, estimatedOutputTokens: Int? = nil,
+        waited: Duration
+    ) {
         self.key = key
         self.estimatedTokens = estimatedTokens
+        self.estimatedInputTokens = estimatedInputTokens
+        self.estimatedOutputTokens = estimatedOutputTokens
         self.waited = waited
+    }
+
+    init(key: PolicyKey, estimate: PolicyService.Estimate, waited: Duration) {
+        let parts = estimate.parts
+        self.init(
+            key: key, estimatedTokens: estimate.total, estimatedInputTokens: parts?.input, estimatedOutputTokens: parts?.output,
+            waited: waited)
     }
 }
 
@@ -80,15 +96,28 @@ public struct PolicyCommitEvent: Sendable, Hashable {
     public let estimatedTokens: Int
     /// The count it replaced (the estimate, or an earlier commit).
     public let previousTokens: Int
-    /// The count committed now.
+    /// The count committed now (input, cache reads if they count, and output, when committed
+    /// in parts).
     public let actualTokens: Int
+    /// The input tokens reported, when committed in parts (without cache reads).
+    public let inputTokens: Int?
+    /// The output tokens reported, when committed in parts.
+    public let outputTokens: Int?
+    /// The input tokens read from the provider's cache, when committed in parts.
+    public let cacheReadTokens: Int?
 
     /// Creates the event (the gate does; adapters' tests and fakes may too).
-    public init(key: PolicyKey, estimatedTokens: Int, previousTokens: Int, actualTokens: Int) {
+    public init(
+        key: PolicyKey, estimatedTokens: Int, previousTokens: Int, actualTokens: Int, inputTokens: Int? = nil,
+        outputTokens: Int? = nil, cacheReadTokens: Int? = nil
+    ) {
         self.key = key
         self.estimatedTokens = estimatedTokens
         self.previousTokens = previousTokens
         self.actualTokens = actualTokens
+        self.inputTokens = inputTokens
+        self.outputTokens = outputTokens
+        self.cacheReadTokens = cacheReadTokens
     }
 }
 

@@ -178,7 +178,7 @@ struct SimulationEngine: ~Copyable {
         /// Its usage per window cap (``SimulationLimit`` 0…5) when last read from the gate, and
         /// the requests and tokens added since: together a bound its usage cannot exceed, so
         /// that sampling reads only the keys that may be the busiest.
-        var lastRead = InlineArray<6, Int>(repeating: 0)
+        var lastRead = InlineArray<12, Int>(repeating: 0)
         var addedRequests = 0
         var addedTokens = 0
     }
@@ -191,7 +191,7 @@ struct SimulationEngine: ~Copyable {
         var rejected = LimitCounts(repeating: 0)
         var oversized = LimitCounts(repeating: 0)
         var timedOut = LimitCounts(repeating: 0)
-        var firstHit = InlineArray<8, Int64>(repeating: .max)
+        var firstHit = InlineArray<14, Int64>(repeating: .max)
         var inFlight = 0, peakInFlight = 0, peakInFlightAt: Int64 = 0
         var queued = 0, peakQueued = 0, peakQueuedAt: Int64 = 0
         var estimatedTokens = 0, committedTokens = 0
@@ -216,8 +216,8 @@ struct SimulationEngine: ~Copyable {
         let horizon: Int64
         var keys: [Int32] = []
         var peakUsed = LimitCounts(repeating: 0)
-        var peakAt = InlineArray<8, Int64>(repeating: .max)
-        var capAtPeak = InlineArray<8, Int?>(repeating: nil)
+        var peakAt = InlineArray<14, Int64>(repeating: .max)
+        var capAtPeak = InlineArray<14, Int?>(repeating: nil)
         var timeline = Timeline()
     }
 
@@ -800,12 +800,14 @@ struct SimulationEngine: ~Copyable {
             keys[k].lastRead[label] + (label < 3 ? keys[k].addedRequests : keys[k].addedTokens)
         }
         func read(_ k: Int) {
-            var usage = InlineArray<6, Int>(repeating: 0)
+            var usage = InlineArray<12, Int>(repeating: 0)
             for window in gate.currentState(for: keyOf[k]).windows {
                 usage[window.window.rawValue] = window.requests.used  // requests_per_minute/hour/day
                 usage[window.window.rawValue + 3] = window.tokens.used  // tokens_per_minute/hour/day
+                usage[window.window.rawValue + 6] = window.inputTokens?.used ?? 0  // input_tokens_per_…
+                usage[window.window.rawValue + 9] = window.outputTokens?.used ?? 0  // output_tokens_per_…
             }
-            for label in 0..<6 { used[label] = max(used[label], usage[label]) }
+            for label in 0..<12 { used[label] = max(used[label], usage[label]) }
             keys[k].lastRead = usage
             keys[k].addedRequests = 0
             keys[k].addedTokens = 0

@@ -122,12 +122,14 @@ struct PermitSlots: ~Copyable {
     }
 }
 
-/// The limits a simulation reports on, as indices into small fixed tables: the six window
-/// caps in ``PolicyLimitKind`` order, concurrency, and a schedule's closing.
+/// The limits a simulation reports on, as indices into small fixed tables: the twelve window
+/// caps in ``PolicyLimitKind`` order (requests, tokens, input tokens, output tokens; minute,
+/// hour, day each), concurrency, and a schedule's closing.
 enum SimulationLimit {
-    static let count = 8
-    static let concurrency = 6
-    static let closed = 7
+    static let count = 14
+    /// The window caps are the indices below this; the request caps the first three.
+    static let concurrency = 12
+    static let closed = 13
 
     /// `requests_per_minute` … `max_concurrent`, `closed`.
     static let names: [String] = PolicyLimitKind.allCases.map(\.configurationKey) + ["closed"]
@@ -141,14 +143,20 @@ enum SimulationLimit {
         case .tokensPerMinute?: 3
         case .tokensPerHour?: 4
         case .tokensPerDay?: 5
-        case .concurrency?: 6
-        case nil: 7
+        case .inputTokensPerMinute?: 6
+        case .inputTokensPerHour?: 7
+        case .inputTokensPerDay?: 8
+        case .outputTokensPerMinute?: 9
+        case .outputTokensPerHour?: 10
+        case .outputTokensPerDay?: 11
+        case .concurrency?: 12
+        case nil: 13
         }
     }
 
-    /// The kind at a window index (0…5).
+    /// The kind at a window index (0…11).
     static func kind(_ index: Int) -> PolicyLimitKind { PolicyLimitKind.allCases[index] }
 }
 
 /// Eight counters, one per ``SimulationLimit``.
-typealias LimitCounts = InlineArray<8, Int>
+typealias LimitCounts = InlineArray<14, Int>

@@ -30,10 +30,18 @@ final class PermitBox: Sendable {
     func release() { slot.withLock { $0 = nil } }
 
     func commit(_ tokens: Int) throws {
+        try withPermit { try $0.commitTokens(tokens) }
+    }
+
+    func commit(input: Int, output: Int) throws {
+        try withPermit { try $0.commitTokens(input: input, output: output) }
+    }
+
+    private func withPermit(_ body: (inout PolicyPermit) throws -> Void) throws {
         try slot.withLock { (permit: inout PolicyPermit?) throws in
             guard var p = permit.take() else { return }
             do {
-                try p.commitTokens(tokens)
+                try body(&p)
             } catch {
                 permit = consume p
                 throw error
