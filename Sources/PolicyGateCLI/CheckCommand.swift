@@ -146,6 +146,9 @@ struct CheckReport {
         }
         lines += table.render(indent: 2)
         if table.rows.joined().contains("-") { lines.append("  (- no cap)") }
+        for provider in providers where !provider.base.countsCacheReads {
+            lines.append("  \(provider.name): cache reads do not count as input tokens (count_cache_reads = false)")
+        }
         guard !scheduled.isEmpty else { return lines.joined(separator: "\n") + "\n" }
 
         lines.append("")
@@ -226,8 +229,15 @@ struct CheckReport {
         var name: String
         var timezone: String?
         var base: [String: Int]
+        /// ``PolicyLimits/countsCacheReads``, under its configuration key.
+        var countCacheReads: Bool
         var effective: JSONState
         var transitions: [JSONState]
+
+        enum CodingKeys: String, CodingKey {
+            case name, timezone, base, effective, transitions
+            case countCacheReads = "count_cache_reads"
+        }
     }
 
     /// A state: at `--from` (`effective`, with `until`: the next transition in the interval, if
@@ -271,6 +281,7 @@ struct CheckReport {
             let now = provider.now
             return JSONProvider(
                 name: provider.name, timezone: provider.schedule?.timeZone.identifier, base: Self.keyed(provider.base),
+                countCacheReads: provider.base.countsCacheReads,
                 effective: JSONState(
                     entry: now.entry, closed: now.isClosed, limits: Self.keyed(now.limits),
                     // A change exactly at --from is listed as a transition, but is what holds now.

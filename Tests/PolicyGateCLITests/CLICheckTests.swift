@@ -72,6 +72,28 @@ struct CLICheckTests {
         #expect(run.stdout.hasSuffix(expected), "\(run.stdout)")
     }
 
+    @Test("input and output caps get their own columns; count_cache_reads = false is said in text and JSON")
+    func inputOutputCaps() throws {
+        let directory = try TemporaryDirectory()
+        let path = try directory.write("anthropic.toml", """
+            [limits.anthropic]
+            tokens_per_minute        = 45_000
+            input_tokens_per_minute  = 40_000
+            output_tokens_per_minute = 8_000
+            count_cache_reads        = false
+            """)
+        let run = runTool(["check", path, "--from", "2026-03-28T10:00:00Z"])
+        #expect(run.status == 0)
+        #expect(run.stdout.contains("provider   tok/min  in/min  out/min  in force"), "\(run.stdout)")
+        #expect(run.stdout.contains("anthropic   45,000  40,000    8,000  base"), "\(run.stdout)")
+        #expect(run.stdout.contains("anthropic: cache reads do not count as input tokens"), "\(run.stdout)")
+        let json = try #require(parseJSON(runTool(["check", path, "--json"]).stdout))
+        let provider = try #require((json["providers"] as? [[String: Any]])?.first)
+        #expect(provider["base"] as? [String: Int]
+            == ["tokens_per_minute": 45_000, "input_tokens_per_minute": 40_000, "output_tokens_per_minute": 8_000])
+        #expect(provider["count_cache_reads"] as? Bool == false)
+    }
+
     @Test("--json: effective caps at --from and every transition with time, entry and caps")
     func transitionsJSON() throws {
         let directory = try TemporaryDirectory()
