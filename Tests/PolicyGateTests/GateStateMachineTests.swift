@@ -122,3 +122,12 @@ struct GateStateMachineTests {
         #expect(w.isEmpty)
     }
 }
+
+@Suite("Compiled limits")
+struct CompiledLimitsLayoutTests {
+    @Test("compiled limits stay within 128 bytes: copied on every acquire, beyond that a copy calls memcpy")
+    func size() {
+        #expect(MemoryLayout<CompiledLimits>.size <= 128, "\(MemoryLayout<CompiledLimits>.size) bytes")
+        #expect(MemoryLayout<CompiledLimits?>.size <= 128)
+    }
+}

@@ -97,9 +97,9 @@ private final class Harness {
     /// Per window, the number of the first call it counts (`nil`: not tracked). A window tracked
     /// anew starts empty, as documented for ``PolicyService/setLimits(_:for:)``.
     var trackedSince: [Int?] = [nil, nil, nil]
-    /// The same for the input and output windows.
-    var inputSince: [Int?] = [nil, nil, nil]
-    var outputSince: [Int?] = [nil, nil, nil]
+    /// The same for the input and output counts of each window (kept while an input or an
+    /// output cap over it is set).
+    var splitSince: [Int?] = [nil, nil, nil]
     var calls: [Call] = []
     var queue: [Waiter] = []
     var timerAt: Int64?
@@ -124,8 +124,7 @@ private final class Harness {
         machine = Machine(limits: compiled, now: 0, feedback: feedback)
         for w in 0..<3 {
             if compiled.tracks(w) { trackedSince[w] = 0 }
-            if compiled.inputCaps[w] != .max { inputSince[w] = 0 }
-            if compiled.outputCaps[w] != .max { outputSince[w] = 0 }
+            if compiled.countsSplit(w) { splitSince[w] = 0 }
         }
     }
 
@@ -154,9 +153,9 @@ private final class Harness {
 
     /// Input and output tokens in window `w` at `t`, each counted since its window is tracked.
     func splitUsage(_ w: Int, at t: Int64, slack: Bool) -> (input: Int64, output: Int64) {
-        let input = inputSince[w].map { counted(w, since: $0, at: t, slack: slack).reduce(0) { $0 + $1.tokens.input } } ?? 0
-        let output = outputSince[w].map { counted(w, since: $0, at: t, slack: slack).reduce(0) { $0 + $1.tokens.output } } ?? 0
-        return (input, output)
+        guard let first = splitSince[w] else { return (0, 0) }
+        let held = counted(w, since: first, at: t, slack: slack)
+        return (held.reduce(0) { $0 + $1.tokens.input }, held.reduce(0) { $0 + $1.tokens.output })
     }
 
     /// The calls from number `first` on that window `w` holds at `t`, exactly or relaxed.
@@ -182,7 +181,7 @@ private final class Harness {
         var result: Set<String> = []
         for w in 0..<3 where compiled.tracks(w) {
             let used = usage(w, at: t, slack: relaxed)
-            if used.requests + 1 > compiled.requestCaps[w] { result.insert("requests\(w)") }
+            if used.requests + 1 > compiled.requestCap(w) { result.insert("requests\(w)") }
             if compiled.tokenCaps[w] != .max && used.tokens + tokens.total > compiled.tokenCaps[w] { result.insert("tokens\(w)") }
         }
         for w in 0..<3 where compiled.inputCaps[w] != .max || compiled.outputCaps[w] != .max {
@@ -552,9 +551,8 @@ private final class Harness {
             } else if trackedSince[w] == nil {
                 trackedSince[w] = calls.count
             }
-            // Input and output windows are kept only while a cap over them is set.
-            if next.inputCaps[w] == .max { inputSince[w] = nil } else if inputSince[w] == nil { inputSince[w] = calls.count }
-            if next.outputCaps[w] == .max { outputSince[w] = nil } else if outputSince[w] == nil { outputSince[w] = calls.count }
+            // Input and output are counted only while a cap over them is set.
+            if !next.countsSplit(w) { splitSince[w] = nil } else if splitSince[w] == nil { splitSince[w] = calls.count }
         }
         let slottedBefore = machine.slotted
         compiled = next
@@ -569,9 +567,9 @@ extension CompiledLimits {
     var asLimits: PolicyLimits {
         func cap(_ value: Int64) -> Int? { value == .max ? nil : Int(value) }
         var limits = PolicyLimits()
-        limits.requestsPerMinute = cap(requestCaps[0])
-        limits.requestsPerHour = cap(requestCaps[1])
-        limits.requestsPerDay = cap(requestCaps[2])
+        limits.requestsPerMinute = cap(requestCap(0))
+        limits.requestsPerHour = cap(requestCap(1))
+        limits.requestsPerDay = cap(requestCap(2))
         limits.tokensPerMinute = cap(tokenCaps[0])
         limits.tokensPerHour = cap(tokenCaps[1])
         limits.tokensPerDay = cap(tokenCaps[2])

@@ -51,6 +51,19 @@ public final class LockedCounter: Sendable {
 
 /// Caps far above anything a run reaches, so nothing ever waits: only the bookkeeping is timed.
 /// Request caps stay ≤ `PolicyLimits.maximumRequestCap` (UInt32.max).
+/// ``typicalLimits(maxConcurrent:)`` with its token caps on input and output apart (the shape of
+/// Anthropic's limits): the cycle this costs is compared with the total-token one.
+public func typicalSplitLimits(maxConcurrent: Int) -> PolicyLimits {
+    PolicyLimits(
+        requestsPerMinute: 4_000_000_000,
+        inputTokensPerMinute: 1 << 46,
+        inputTokensPerDay: 1 << 47,
+        outputTokensPerMinute: 1 << 46,
+        outputTokensPerDay: 1 << 47,
+        maxConcurrent: maxConcurrent
+    )
+}
+
 public func typicalLimits(maxConcurrent: Int) -> PolicyLimits {
     PolicyLimits(
         requestsPerMinute: 4_000_000_000,

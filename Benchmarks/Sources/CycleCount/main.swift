@@ -6,7 +6,8 @@
 // `valgrind --tool=callgrind` for two values of N and prints the difference per cycle, so that
 // start-up and the first key's creation cancel out. One cycle is `tryAcquire` +
 // `commitTokens` + release on one key: capped (requests per minute, tokens per minute and day,
-// concurrency) or of a provider without caps.
+// concurrency) or of a provider without caps; `split` is the capped cycle with the token caps
+// on input and output apart, estimated and committed in parts.
 
 import BenchmarkFixtures
 import PolicyGate
@@ -18,16 +19,24 @@ import Darwin
 #endif
 
 let arguments = CommandLine.arguments
-guard arguments.count == 3, let iterations = Int(arguments[2]), ["capped", "noop"].contains(arguments[1]) else {
-    print("usage: CycleCount capped|noop ITERATIONS")
+guard arguments.count == 3, let iterations = Int(arguments[2]), ["capped", "noop", "split"].contains(arguments[1]) else {
+    print("usage: CycleCount capped|noop|split ITERATIONS")
     exit(2)
 }
-let gate = try PolicyService(limits: ["capped": typicalLimits(maxConcurrent: 8)])
+let gate = try PolicyService(limits: ["capped": typicalLimits(maxConcurrent: 8), "split": typicalSplitLimits(maxConcurrent: 8)])
 let key = PolicyKey(provider: arguments[1], scope: .user("u-1"))
 var committed = 0
-for _ in 0..<iterations {
-    var permit = try gate.tryAcquire(key, estimatedTokens: 100)
-    try permit.commitTokens(90)
-    committed &+= permit.committedTokens
+if arguments[1] == "split" {
+    for _ in 0..<iterations {
+        var permit = try gate.tryAcquire(key, estimatedInputTokens: 70, estimatedOutputTokens: 30)
+        try permit.commitTokens(input: 60, output: 30)
+        committed &+= permit.committedTokens
+    }
+} else {
+    for _ in 0..<iterations {
+        var permit = try gate.tryAcquire(key, estimatedTokens: 100)
+        try permit.commitTokens(90)
+        committed &+= permit.committedTokens
+    }
 }
 print(committed)

@@ -135,13 +135,11 @@ enum AdmissionRules {
     /// when it frees (the latest of all windows' earliest fits, so that retrying then
     /// succeeds); nil if it fits, or if it can never fit (see ``oversized(_:limits:)``).
     /// The shared-store path calls it over windows rebuilt from a store's buckets.
-    static func capsRejection(
-        in windows: WindowSlots, split: SplitWindows? = nil, limits: CompiledLimits, tokens: TokenCounts, now: Int64
-    ) -> Rejection? {
+    static func capsRejection(in windows: WindowSlots, limits: CompiledLimits, tokens: TokenCounts, now: Int64) -> Rejection? {
         var worst: Rejection?
         for w in 0..<3 {
             guard let window = windows[w] else { continue }
-            let requestCap = limits.requestCaps[w]
+            let requestCap = limits.requestCap(w)
             let tokenCap = limits.tokenCaps[w]
             if let at = window.earliestFit(requests: 1, tokens: 0, requestCap: requestCap, tokenCap: .max, now: now),
                 at > now, at > (worst?.retryAt ?? now)
@@ -153,19 +151,25 @@ enum AdmissionRules {
             {
                 worst = Rejection(kind: .tokens(PolicyWindow.at(w)), retryAt: at)
             }
+            if limits.hasSplitCaps,
+                let (at, isInput) = window.earliestSplitFit(
+                    input: tokens.input, output: tokens.output, inputCap: limits.inputCaps[w], outputCap: limits.outputCaps[w],
+                    now: now),
+                at > now, at > (worst?.retryAt ?? now)
+            {
+                let window = PolicyWindow.at(w)
+                worst = Rejection(kind: isInput ? .inputTokens(window) : .outputTokens(window), retryAt: at)
+            }
         }
-        if let split { return split.rejection(limits: limits, tokens: tokens, now: now, after: worst) }
         return worst
     }
 
     /// Why a call of `tokens` does not fit `windows` (advanced to `now`) under `limits`: an
     /// oversized estimate, a closed schedule (reported until the later of its opening and
     /// the windows' room), or the binding cap.
-    static func windowRefusal(
-        in windows: WindowSlots, split: SplitWindows? = nil, limits: CompiledLimits, tokens: TokenCounts, now: Int64
-    ) -> Rejection {
+    static func windowRefusal(in windows: WindowSlots, limits: CompiledLimits, tokens: TokenCounts, now: Int64) -> Rejection {
         if let oversized = oversized(tokens, limits: limits) { return oversized }
-        let caps = capsRejection(in: windows, split: split, limits: limits, tokens: tokens, now: now)
+        let caps = capsRejection(in: windows, limits: limits, tokens: tokens, now: now)
         if let closed = closed(limits, now: now) {
             return Rejection(kind: nil, retryAt: max(closed.retryAt ?? .max, caps?.retryAt ?? .min))
         }

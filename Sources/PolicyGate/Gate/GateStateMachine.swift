@@ -65,8 +65,6 @@ struct GateStateMachine<Payload>: ~Copyable {
 
     private(set) var limits: CompiledLimits
     private var windows = WindowSlots()
-    /// Input and output windows, only while an input or output cap is set.
-    private var split: SplitWindows?
     /// Permits holding a slot.
     private(set) var inFlight = 0
     private var queue = WaiterQueue<Waiter>()
@@ -88,8 +86,8 @@ struct GateStateMachine<Payload>: ~Copyable {
         latest = now
         for w in 0..<3 where limits.tracks(w) {
             windows[w] = SlidingWindow(length: PolicyWindow.at(w).nanoseconds, now: now, firstSequence: 1)
+            if limits.countsSplit(w) { windows[w]?.countSplit(firstSequence: 1) }
         }
-        if limits.hasSplitCaps { split = SplitWindows(limits: limits, now: now, firstSequence: 1) }
     }
 
     /// Consults `feedback` from now on (the provider's feedback scope changed). The caller
@@ -203,7 +201,7 @@ struct GateStateMachine<Payload>: ~Copyable {
     mutating func commit(_ admission: Admission, from old: TokenCounts, to new: TokenCounts) throws(PolicyError) -> Bool {
         let delta = new.total - old.total  // all counts are non-negative: cannot overflow
         let (time, sequence) = (admission.time, admission.sequence)
-        guard let split else {
+        guard limits.hasSplitCaps else {
             if delta == 0 { return false }
             if windows.minute?.canAdjust(admittedAt: time, sequence: sequence, by: delta) == false
                 || windows.hour?.canAdjust(admittedAt: time, sequence: sequence, by: delta) == false
@@ -216,18 +214,24 @@ struct GateStateMachine<Payload>: ~Copyable {
             windows.day?.adjust(admittedAt: time, sequence: sequence, by: delta)
             return delta < 0 && !queue.isEmpty
         }
-        let (inputDelta, outputDelta) = (new.input - old.input, new.output - old.output)
-        if windows.minute?.canAdjust(admittedAt: time, sequence: sequence, by: delta) == false
-            || windows.hour?.canAdjust(admittedAt: time, sequence: sequence, by: delta) == false
-            || windows.day?.canAdjust(admittedAt: time, sequence: sequence, by: delta) == false
-            || !split.canAdjust(admittedAt: time, sequence: sequence, input: inputDelta, output: outputDelta)
+        return try commitSplit(admission, from: old, to: new)
+    }
+
+    /// ``commit(_:from:to:)`` for a provider with input or output caps.
+    private mutating func commitSplit(_ admission: Admission, from old: TokenCounts, to new: TokenCounts) throws(PolicyError) -> Bool {
+        let (time, sequence) = (admission.time, admission.sequence)
+        let (delta, inputDelta, outputDelta) = (new.total - old.total, new.input - old.input, new.output - old.output)
+        // Written out per window, as everywhere on these paths: a loop over `windows[w]` goes
+        // through the subscript's coroutine and retains each window.
+        if windows.minute?.canAdjust(admittedAt: time, sequence: sequence, by: delta, input: inputDelta, output: outputDelta) == false
+            || windows.hour?.canAdjust(admittedAt: time, sequence: sequence, by: delta, input: inputDelta, output: outputDelta) == false
+            || windows.day?.canAdjust(admittedAt: time, sequence: sequence, by: delta, input: inputDelta, output: outputDelta) == false
         {
             throw PolicyError(.invalidTokenCount, message: "committing \(new.total) tokens would overflow the window's total")
         }
-        windows.minute?.adjust(admittedAt: time, sequence: sequence, by: delta)
-        windows.hour?.adjust(admittedAt: time, sequence: sequence, by: delta)
-        windows.day?.adjust(admittedAt: time, sequence: sequence, by: delta)
-        split.adjust(admittedAt: time, sequence: sequence, input: inputDelta, output: outputDelta)
+        windows.minute?.adjust(admittedAt: time, sequence: sequence, by: delta, input: inputDelta, output: outputDelta)
+        windows.hour?.adjust(admittedAt: time, sequence: sequence, by: delta, input: inputDelta, output: outputDelta)
+        windows.day?.adjust(admittedAt: time, sequence: sequence, by: delta, input: inputDelta, output: outputDelta)
         return (delta < 0 || inputDelta < 0 || outputDelta < 0) && !queue.isEmpty
     }
 
@@ -245,18 +249,15 @@ struct GateStateMachine<Payload>: ~Copyable {
         for w in 0..<3 {
             if !new.tracks(w) {
                 windows[w] = nil
+                continue
             } else if windows[w] == nil {
                 windows[w] = SlidingWindow(length: PolicyWindow.at(w).nanoseconds, now: now, firstSequence: sequence + 1)
             }
-        }
-        if new.hasSplitCaps {
-            if let split {
-                split.adopt(new, now: now, firstSequence: sequence + 1)
+            if new.hasSplitCaps && new.countsSplit(w) {
+                windows[w]?.countSplit(firstSequence: sequence + 1)
             } else {
-                split = SplitWindows(limits: new, now: now, firstSequence: sequence + 1)
+                windows[w]?.dropSplit()
             }
-        } else {
-            split = nil
         }
         limits = new
         slotted = min(slotted, max(0, new.maxConcurrent - inFlight))
@@ -269,7 +270,6 @@ struct GateStateMachine<Payload>: ~Copyable {
         for w in 0..<3 where windows[w] != nil {
             windows[w]?.clear(firstSequence: sequence + 1)
         }
-        split?.clear(firstSequence: sequence + 1)
         return queue.isEmpty ? Effects() : pump(now: now)
     }
 
@@ -278,7 +278,6 @@ struct GateStateMachine<Payload>: ~Copyable {
         guard inFlight == 0, queue.isEmpty else { return false }
         advanceWindows(to: monotonic(now))
         return windows.minute?.isEmpty != false && windows.hour?.isEmpty != false && windows.day?.isEmpty != false
-            && split?.isEmpty != false
     }
 
     // MARK: Readouts
@@ -297,14 +296,12 @@ struct GateStateMachine<Payload>: ~Copyable {
         advanceWindows(to: monotonic(now))
         var result: [WindowUsage] = []
         for w in 0..<3 {
-            let input = split?.input[w]?.tokenTotal
-            let output = split?.output[w]?.tokenTotal
             if let window = windows[w] {
+                let split = window.split
                 result.append(WindowUsage(
                     window: PolicyWindow.at(w), requests: window.requestTotal, tokens: window.tokenTotal,
-                    inputTokens: input, outputTokens: output))
-            } else if input != nil || output != nil {
-                result.append(WindowUsage(window: PolicyWindow.at(w), requests: 0, tokens: 0, inputTokens: input, outputTokens: output))
+                    inputTokens: limits.inputCaps[w] == .max ? nil : split?.inputTotal,
+                    outputTokens: limits.outputCaps[w] == .max ? nil : split?.outputTotal))
             }
         }
         return result
@@ -316,7 +313,6 @@ struct GateStateMachine<Payload>: ~Copyable {
         for w in 0..<3 {
             if let t = windows[w]?.nextExpiry() { earliest = min(earliest ?? .max, t) }
         }
-        if let t = split?.nextExpiry() { earliest = min(earliest ?? .max, t) }
         return earliest
     }
 
@@ -336,7 +332,6 @@ struct GateStateMachine<Payload>: ~Copyable {
         windows.minute?.advance(to: now)
         windows.hour?.advance(to: now)
         windows.day?.advance(to: now)
-        split?.advance(to: now)
     }
 
     /// Whether a call of `tokens` fits every window now and the gate is open (windows
@@ -344,10 +339,28 @@ struct GateStateMachine<Payload>: ~Copyable {
     @inline(__always)
     private func windowsFit(_ tokens: TokenCounts, now: Int64) -> Bool {
         !limits.isClosed(at: now)
-            && windows.minute?.fits(tokens: tokens.total, requestCap: limits.requestCaps[0], tokenCap: limits.tokenCaps[0]) != false
-            && windows.hour?.fits(tokens: tokens.total, requestCap: limits.requestCaps[1], tokenCap: limits.tokenCaps[1]) != false
-            && windows.day?.fits(tokens: tokens.total, requestCap: limits.requestCaps[2], tokenCap: limits.tokenCaps[2]) != false
-            && split?.fits(tokens, limits: limits) != false
+            && windows.minute?.fits(tokens: tokens.total, requestCap: limits.requestCap(0), tokenCap: limits.tokenCaps[0]) != false
+            && windows.hour?.fits(tokens: tokens.total, requestCap: limits.requestCap(1), tokenCap: limits.tokenCaps[1]) != false
+            && windows.day?.fits(tokens: tokens.total, requestCap: limits.requestCap(2), tokenCap: limits.tokenCaps[2]) != false
+            && (!limits.hasSplitCaps || splitFits(tokens))
+    }
+
+    /// Records an admitted call's input and output. Out of line, as ``splitFits(_:)``: the
+    /// admission of a provider without such caps stays as small as it was.
+    @inline(never)
+    private func recordSplit(_ tokens: TokenCounts) {
+        windows.minute?.recordSplit(input: tokens.input, output: tokens.output)
+        windows.hour?.recordSplit(input: tokens.input, output: tokens.output)
+        windows.day?.recordSplit(input: tokens.input, output: tokens.output)
+    }
+
+    /// Whether a call's input and output fit every input and output cap (windows advanced).
+    @inline(never)
+    private func splitFits(_ tokens: TokenCounts) -> Bool {
+        let (input, output) = (tokens.input, tokens.output)
+        return windows.minute?.splitFits(input: input, output: output, inputCap: limits.inputCaps[0], outputCap: limits.outputCaps[0]) != false
+            && windows.hour?.splitFits(input: input, output: output, inputCap: limits.inputCaps[1], outputCap: limits.outputCaps[1]) != false
+            && windows.day?.splitFits(input: input, output: output, inputCap: limits.inputCaps[2], outputCap: limits.outputCaps[2]) != false
     }
 
     @inline(__always)
@@ -356,14 +369,14 @@ struct GateStateMachine<Payload>: ~Copyable {
         windows.minute?.record(tokens: tokens.total)
         windows.hour?.record(tokens: tokens.total)
         windows.day?.record(tokens: tokens.total)
-        split?.record(tokens)
+        if limits.hasSplitCaps { recordSplit(tokens) }
         inFlight += 1
         return Admission(time: now, sequence: sequence)
     }
 
     /// Why a call of `tokens` does not fit now (windows advanced): ``AdmissionRules``' rule.
     private func windowRefusal(tokens: TokenCounts, now: Int64) -> Rejection {
-        AdmissionRules.windowRefusal(in: windows, split: split, limits: limits, tokens: tokens, now: now)
+        AdmissionRules.windowRefusal(in: windows, limits: limits, tokens: tokens, now: now)
     }
 
     private func rejection(forQueued waiter: Waiter, at index: Int, now: Int64) -> Rejection {

@@ -45,8 +45,8 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
     public var countsCacheReads: Bool = true
 
     /// The largest request cap accepted: request counts are kept in 32-bit buckets so that a
-    /// key's windows stay small.
-    public static let maximumRequestCap = Int(UInt32.max)
+    /// key's windows stay small (and `UInt32.max` itself stands for "no cap" inside the gate).
+    public static let maximumRequestCap = Int(UInt32.max) - 1
 
     /// The largest token count a call may estimate or commit (2^48, far beyond any model's
     /// context): bounding it keeps every sum of counts free of overflow.

@@ -27,13 +27,11 @@ public struct PolicyPermit: ~Copyable, Sendable {
     /// witnesses, ≈ 70 instructions per call for permits that never have one.
     let sharedLease: Unmanaged<SharedLease>?
     let admission: Admission
-    /// What the call was admitted with, and what it counts for now (the estimate until a
-    /// commit replaces it).
-    let estimated: TokenCounts
+    /// What the call counts for now: the estimate until a commit replaces it.
     private(set) var counted: TokenCounts
 
     /// The tokens estimated when acquiring (input plus output when estimated in parts).
-    public var estimatedTokens: Int { Int(estimated.total) }
+    public let estimatedTokens: Int
     /// The tokens this call counts for now: the estimate until a commit replaces it.
     public var committedTokens: Int { Int(counted.total) }
     /// The tokens this call counts for against the provider's input-token caps. A count given
@@ -47,7 +45,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
         self.storage = storage
         self.sharedLease = nil
         self.admission = admission
-        self.estimated = estimated
+        self.estimatedTokens = Int(estimated.total)
         self.counted = estimated
     }
 
@@ -55,7 +53,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
         self.storage = nil
         self.sharedLease = .passRetained(shared)
         self.admission = admission
-        self.estimated = estimated
+        self.estimatedTokens = Int(estimated.total)
         self.counted = estimated
     }
 

@@ -112,7 +112,7 @@ final class SharedGate: Sendable {
         let callDeadline = min(storeLimit, max(deadline, now.clampedAdding(Self.minimumAttempt)))
         let request = PolicyStoreRequest(
             key: key, tokens: Int(tokens),
-            requestCaps: [cap(limits.requestCaps[0]), cap(limits.requestCaps[1]), cap(limits.requestCaps[2])],
+            requestCaps: [cap(limits.requestCap(0)), cap(limits.requestCap(1)), cap(limits.requestCap(2))],
             tokenCaps: [cap(limits.tokenCaps[0]), cap(limits.tokenCaps[1]), cap(limits.tokenCaps[2])],
             maxConcurrent: limits.maxConcurrent == .max ? nil : limits.maxConcurrent,
             maximumWait: .nanoseconds(callDeadline - now))

@@ -28,6 +28,9 @@ final class SlidingWindow {
     @exclusivity(unchecked) private var firstSequence: UInt64
     @exclusivity(unchecked) private var requests = InlineArray<61, UInt32>(repeating: 0)
     @exclusivity(unchecked) private var tokens = InlineArray<61, Int64>(repeating: 0)
+    /// Input and output tokens in the same buckets, kept only while the provider caps input
+    /// or output tokens over this window: one reference, `nil` for providers without such caps.
+    @exclusivity(unchecked) private(set) var split: SplitBuckets?
 
     /// A window of `length` nanoseconds, empty, starting at `now`.
     init(length: Int64, now: Int64, firstSequence: UInt64) {
@@ -68,6 +71,7 @@ final class SlidingWindow {
             tokens = InlineArray(repeating: 0)
             requestTotal = 0
             tokenTotal = 0
+            split?.clearAll()
         } else if requestTotal != 0 || tokenTotal != 0 {
             var i = head + 1
             while i <= index {
@@ -76,10 +80,90 @@ final class SlidingWindow {
                 tokenTotal -= tokens[slot]
                 requests[slot] = 0
                 tokens[slot] = 0
+                split?.clear(slot)
                 i += 1
             }
         }
         head = index
+    }
+
+    // MARK: Input and output
+
+    /// Starts counting input and output tokens (empty: admissions before `firstSequence` are
+    /// not in them), unless already counting.
+    func countSplit(firstSequence: UInt64) {
+        if split == nil { split = SplitBuckets(firstSequence: firstSequence) }
+    }
+
+    /// Stops counting input and output tokens.
+    func dropSplit() { split = nil }
+
+    /// Whether a call's input and output fit under the caps (already advanced to now); `true`
+    /// when they are not counted here.
+    @inline(__always)
+    func splitFits(input: Int64, output: Int64, inputCap: Int64, outputCap: Int64) -> Bool {
+        guard let split else { return true }
+        return split.fits(input: input, output: output, inputCap: inputCap, outputCap: outputCap)
+    }
+
+    /// Records a call's input and output in the current bucket (with ``record(tokens:)``).
+    @inline(__always)
+    func recordSplit(input: Int64, output: Int64) {
+        split?.record(slot: Self.slot(head), input: input, output: output)
+    }
+
+    /// Whether replacing part of a call's tokens (`delta` in all, `input` and `output` of it)
+    /// in the bucket of `time` would overflow: ``canAdjust(admittedAt:sequence:by:)`` with the
+    /// input and output counts.
+    @inline(__always)
+    func canAdjust(admittedAt time: Int64, sequence: UInt64, by delta: Int64, input: Int64, output: Int64) -> Bool {
+        guard holds(admittedAt: time, sequence: sequence) else { return true }
+        let slot = Self.slot(time / width)
+        if tokens[slot].addingReportingOverflow(delta).overflow || tokenTotal.addingReportingOverflow(delta).overflow {
+            return false
+        }
+        guard let split, sequence >= split.firstSequence else { return true }
+        return split.canAdjust(slot: slot, input: input, output: output)
+    }
+
+    /// Replaces part of a call's tokens, input and output counts: adds `delta`, `input` and
+    /// `output` to the bucket it was recorded in, if that bucket is still in the window (input
+    /// and output only if they were counted when it was admitted).
+    @inline(__always)
+    func adjust(admittedAt time: Int64, sequence: UInt64, by delta: Int64, input: Int64, output: Int64) {
+        guard holds(admittedAt: time, sequence: sequence) else { return }
+        let slot = Self.slot(time / width)
+        tokens[slot] &+= delta
+        tokenTotal &+= delta
+        guard let split, sequence >= split.firstSequence else { return }
+        split.adjust(slot: slot, input: input, output: output)
+    }
+
+    /// The earliest time at which `input` more input tokens and `output` more output tokens
+    /// fit the caps, by the rule of ``earliestFit(requests:tokens:requestCap:tokenCap:now:)``,
+    /// and which of the two binds then; `nil` if they fit now or are not counted here.
+    func earliestSplitFit(input: Int64, output: Int64, inputCap: Int64, outputCap: Int64, now: Int64) -> (at: Int64, input: Bool)? {
+        guard let split else { return nil }
+        var inputSum = split.inputTotal
+        var outputSum = split.outputTotal
+        func inputFits() -> Bool { inputCap == .max || inputSum.clampedAdding(input) <= inputCap }
+        func outputFits() -> Bool { outputCap == .max || outputSum.clampedAdding(output) <= outputCap }
+        if inputFits() && outputFits() { return nil }
+        var index = max(0, head - Self.span)  // no bucket before the epoch
+        var inputAt: Int64? = inputFits() ? now : nil
+        var outputAt: Int64? = outputFits() ? now : nil
+        while index <= head, inputAt == nil || outputAt == nil {
+            let slot = Self.slot(index)
+            inputSum -= split.input[slot]
+            outputSum -= split.output[slot]
+            let leaves = max(now, (index + Self.span + 1) * width)
+            if inputAt == nil && inputFits() { inputAt = leaves }
+            if outputAt == nil && outputFits() { outputAt = leaves }
+            index += 1
+        }
+        let last = max(now, (head + Self.span + 1) * width)
+        let (i, o) = (inputAt ?? last, outputAt ?? last)
+        return i >= o ? (i, true) : (o, false)
     }
 
     /// Whether one more request with `tokens` fits under the caps (already advanced to now).
@@ -136,6 +220,7 @@ final class SlidingWindow {
         tokens = InlineArray(repeating: 0)
         requestTotal = 0
         tokenTotal = 0
+        split?.clearAll()
         self.firstSequence = firstSequence
     }
 
@@ -175,5 +260,64 @@ final class SlidingWindow {
             index += 1
         }
         return nil
+    }
+}
+
+/// A window's input and output tokens per bucket, beside its totals (``SlidingWindow/split``).
+///
+/// Only providers with input or output caps reach it: the machine calls it from out-of-line
+/// methods, so that the admission of the others stays as small as it was.
+final class SplitBuckets {
+    /// Admissions before this one were not counted here (the caps came later).
+    let firstSequence: UInt64
+    @exclusivity(unchecked) private(set) var inputTotal: Int64 = 0
+    @exclusivity(unchecked) private(set) var outputTotal: Int64 = 0
+    @exclusivity(unchecked) private(set) var input = InlineArray<61, Int64>(repeating: 0)
+    @exclusivity(unchecked) private(set) var output = InlineArray<61, Int64>(repeating: 0)
+
+    init(firstSequence: UInt64) { self.firstSequence = firstSequence }
+
+    @inline(__always)
+    func fits(input amount: Int64, output produced: Int64, inputCap: Int64, outputCap: Int64) -> Bool {
+        // Saturating: a sum beyond `Int64` fits no cap.
+        (inputCap == .max || inputTotal.clampedAdding(amount) <= inputCap)
+            && (outputCap == .max || outputTotal.clampedAdding(produced) <= outputCap)
+    }
+
+    @inline(__always)
+    func record(slot: Int, input amount: Int64, output produced: Int64) {
+        input[slot] = input[slot].clampedAdding(amount)
+        inputTotal = inputTotal.clampedAdding(amount)
+        output[slot] = output[slot].clampedAdding(produced)
+        outputTotal = outputTotal.clampedAdding(produced)
+    }
+
+    @inline(__always)
+    func canAdjust(slot: Int, input inputDelta: Int64, output outputDelta: Int64) -> Bool {
+        !input[slot].addingReportingOverflow(inputDelta).overflow && !inputTotal.addingReportingOverflow(inputDelta).overflow
+            && !output[slot].addingReportingOverflow(outputDelta).overflow
+            && !outputTotal.addingReportingOverflow(outputDelta).overflow
+    }
+
+    @inline(__always)
+    func adjust(slot: Int, input inputDelta: Int64, output outputDelta: Int64) {
+        input[slot] &+= inputDelta
+        inputTotal &+= inputDelta
+        output[slot] &+= outputDelta
+        outputTotal &+= outputDelta
+    }
+
+    func clear(_ slot: Int) {
+        inputTotal -= input[slot]
+        outputTotal -= output[slot]
+        input[slot] = 0
+        output[slot] = 0
+    }
+
+    func clearAll() {
+        input = InlineArray(repeating: 0)
+        output = InlineArray(repeating: 0)
+        inputTotal = 0
+        outputTotal = 0
     }
 }
