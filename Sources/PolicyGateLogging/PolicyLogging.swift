@@ -19,8 +19,8 @@ import PolicyGateTelemetrySupport
 /// |---|---|---|---|
 /// | refusal | `notice` | `PolicyGate rejected a call` | provider, scope_kind, scope, reason, limit, retry_after_seconds, estimated_tokens |
 /// | limits change | `info` | `PolicyGate limits changed` | provider, limits_previous, limits_current |
-/// | admission | `debug` | `PolicyGate admitted a call` | provider, scope_kind, scope, estimated_tokens, waited_seconds |
-/// | commit | `debug` | `PolicyGate committed tokens` | provider, scope_kind, scope, estimated_tokens, previous_tokens, actual_tokens |
+/// | admission | `debug` | `PolicyGate admitted a call` | provider, scope_kind, scope, estimated_tokens, waited_seconds (and estimated_input_tokens, estimated_output_tokens when given apart) |
+/// | commit | `debug` | `PolicyGate committed tokens` | provider, scope_kind, scope, estimated_tokens, previous_tokens, actual_tokens (and input_tokens, output_tokens, cache_read_tokens when committed in parts) |
 /// | release | `trace` | `PolicyGate released a permit` | provider, scope_kind, scope, tokens, held_seconds |
 ///
 /// Metadata keys carry the prefix `policygate.` (`policygate.provider`, …) so they cannot clash
@@ -96,6 +96,16 @@ public struct PolicyLogging: PolicyTelemetry {
         public static let previousTokens = "policygate.previous_tokens"
         /// The token count committed.
         public static let actualTokens = "policygate.actual_tokens"
+        /// An admitted call's input estimate, when given apart.
+        public static let estimatedInputTokens = "policygate.estimated_input_tokens"
+        /// An admitted call's output estimate, when given apart.
+        public static let estimatedOutputTokens = "policygate.estimated_output_tokens"
+        /// The input tokens a commit reported, when committed in parts.
+        public static let inputTokens = "policygate.input_tokens"
+        /// The output tokens a commit reported, when committed in parts.
+        public static let outputTokens = "policygate.output_tokens"
+        /// The input tokens read from the provider's cache, when committed in parts.
+        public static let cacheReadTokens = "policygate.cache_read_tokens"
         /// The tokens a released permit ended with.
         public static let tokens = "policygate.tokens"
         /// Seconds a released permit was held.
@@ -182,6 +192,8 @@ public struct PolicyLogging: PolicyTelemetry {
             metadata: {
                 var metadata = keyMetadata(event.key)
                 metadata[MetadataKey.estimatedTokens] = .stringConvertible(event.estimatedTokens)
+                if let input = event.estimatedInputTokens { metadata[MetadataKey.estimatedInputTokens] = .stringConvertible(input) }
+                if let output = event.estimatedOutputTokens { metadata[MetadataKey.estimatedOutputTokens] = .stringConvertible(output) }
                 metadata[MetadataKey.waitedSeconds] = .stringConvertible(LabelNames.seconds(event.waited))
                 return metadata
             }(), source: "PolicyGate")
@@ -196,6 +208,9 @@ public struct PolicyLogging: PolicyTelemetry {
                 metadata[MetadataKey.estimatedTokens] = .stringConvertible(event.estimatedTokens)
                 metadata[MetadataKey.previousTokens] = .stringConvertible(event.previousTokens)
                 metadata[MetadataKey.actualTokens] = .stringConvertible(event.actualTokens)
+                if let input = event.inputTokens { metadata[MetadataKey.inputTokens] = .stringConvertible(input) }
+                if let output = event.outputTokens { metadata[MetadataKey.outputTokens] = .stringConvertible(output) }
+                if let cached = event.cacheReadTokens { metadata[MetadataKey.cacheReadTokens] = .stringConvertible(cached) }
                 return metadata
             }(), source: "PolicyGate")
     }

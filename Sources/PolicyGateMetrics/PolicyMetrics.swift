@@ -22,6 +22,9 @@ import PolicyGateTelemetrySupport
 /// | `policygate_rejected_total` | counter | calls | `reason`, `limit` | per refusal |
 /// | `policygate_estimated_tokens_total` | counter | tokens | | per admission (its estimate) |
 /// | `policygate_committed_tokens_total` | counter | tokens | | per release (the count the call ended with) |
+/// | `policygate_input_tokens_total` | counter | tokens | | per commit in parts (the input reported, cache reads apart) |
+/// | `policygate_output_tokens_total` | counter | tokens | | per commit in parts |
+/// | `policygate_cache_read_tokens_total` | counter | tokens | | per commit in parts |
 /// | `policygate_store_failures_total` | counter | failures | `operation`, `outcome` | per shared-store failure |
 /// | `policygate_queue_wait_seconds` | timer | seconds | | per admission (0 when admitted at once) |
 /// | `policygate_hold_seconds` | timer | seconds | | per release |
@@ -33,7 +36,8 @@ import PolicyGateTelemetrySupport
 ///
 /// Label values: `scope_kind` is `global`, `user`, `org`, `project` or a custom kind; `limit`
 /// is `requests_per_minute`, `requests_per_hour`, `requests_per_day`, `tokens_per_minute`,
-/// `tokens_per_hour`, `tokens_per_day` or `concurrency` (`none` on a refusal no cap caused);
+/// `tokens_per_hour`, `tokens_per_day`, `input_tokens_per_minute` … `output_tokens_per_day` or
+/// `concurrency` (`none` on a refusal no cap caused);
 /// `reason` is the error code in snake case (`rate_limited`, `timed_out`, `oversized`,
 /// `invalid_token_count`, `invalid_argument`).
 ///
@@ -66,6 +70,12 @@ public final class PolicyMetrics: PolicyTelemetry {
         public let estimatedTokens: String
         /// Tokens counted by released calls: their committed count, else their estimate (counter).
         public let committedTokens: String
+        /// Input tokens reported by commits in parts, cache reads apart (counter).
+        public let inputTokens: String
+        /// Output tokens reported by commits in parts (counter).
+        public let outputTokens: String
+        /// Input tokens read from the provider's cache, reported by commits in parts (counter).
+        public let cacheReadTokens: String
         /// Time from asking to admission (timer, seconds).
         public let queueWait: String
         /// Time from admission to release (timer, seconds).
@@ -96,6 +106,9 @@ public final class PolicyMetrics: PolicyTelemetry {
             rejected = p + "rejected_total"
             estimatedTokens = p + "estimated_tokens_total"
             committedTokens = p + "committed_tokens_total"
+            inputTokens = p + "input_tokens_total"
+            outputTokens = p + "output_tokens_total"
+            cacheReadTokens = p + "cache_read_tokens_total"
             queueWait = p + "queue_wait_seconds"
             hold = p + "hold_seconds"
             inFlight = p + "in_flight"
@@ -163,6 +176,16 @@ public final class PolicyMetrics: PolicyTelemetry {
         if event.estimatedTokens > 0 { metrics.estimatedTokens.increment(by: event.estimatedTokens) }
         metrics.queueWait.recordNanoseconds(LabelNames.nanoseconds(event.waited))
         metrics.inFlight.increment()
+    }
+
+    /// Counts the input, output and cache-read tokens of a commit in parts (a commit of a
+    /// total alone says nothing about them). A permit committed twice in parts counts twice.
+    public func didCommit(_ event: PolicyCommitEvent) {
+        guard event.inputTokens != nil || event.outputTokens != nil || event.cacheReadTokens != nil else { return }
+        let counters = eventMetrics(for: event.key).split(names: names, factory: factory)
+        if let input = event.inputTokens, input > 0 { counters.input.increment(by: input) }
+        if let output = event.outputTokens, output > 0 { counters.output.increment(by: output) }
+        if let cached = event.cacheReadTokens, cached > 0 { counters.cacheReads.increment(by: cached) }
     }
 
     /// Counts the refusal under its reason and limit.
@@ -353,6 +376,29 @@ final class EventMetrics: Sendable {
     let hold: CoreMetrics.Timer
     let inFlight: Meter
     private let rejectedCounters = Locked<[RejectKey: Counter]>([:])
+    /// Created on the first commit in parts: a gate whose callers never commit in parts shows
+    /// no input, output or cache-read series.
+    private let splitCounters = Locked<SplitCounters?>(nil)
+
+    struct SplitCounters: Sendable {
+        let input: Counter
+        let output: Counter
+        let cacheReads: Counter
+    }
+
+    /// The input, output and cache-read counters, created on first use.
+    func split(names: PolicyMetrics.Names, factory: any MetricsFactory) -> SplitCounters {
+        if let existing = splitCounters.withLock({ $0 }) { return existing }
+        let created = SplitCounters(
+            input: Counter(label: names.inputTokens, dimensions: dimensions, factory: factory),
+            output: Counter(label: names.outputTokens, dimensions: dimensions, factory: factory),
+            cacheReads: Counter(label: names.cacheReadTokens, dimensions: dimensions, factory: factory))
+        return splitCounters.withLock { counters in
+            if let existing = counters { return existing }
+            counters = created
+            return created
+        }
+    }
 
     struct RejectKey: Hashable {
         let code: PolicyError.Code
@@ -401,6 +447,9 @@ struct Reading {
             let kinds = LabelNames.kinds(of: window.window)
             note(window.requests.remaining, for: kinds.requests)
             note(window.tokens.remaining, for: kinds.tokens)
+            let split = LabelNames.splitKinds(of: window.window)
+            note(window.inputTokens?.remaining, for: split.input)
+            note(window.outputTokens?.remaining, for: split.output)
         }
         if let cap = state.limits.maxConcurrent {
             note(max(0, cap - state.inFlight), for: .concurrency)

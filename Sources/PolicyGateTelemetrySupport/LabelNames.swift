@@ -20,6 +20,15 @@ package enum LabelNames {
         }
     }
 
+    /// The input-token and output-token caps measured over `window`.
+    package static func splitKinds(of window: PolicyWindow) -> (input: PolicyLimitKind, output: PolicyLimitKind) {
+        switch window {
+        case .minute: (.inputTokensPerMinute, .outputTokensPerMinute)
+        case .hour: (.inputTokensPerHour, .outputTokensPerHour)
+        case .day: (.inputTokensPerDay, .outputTokensPerDay)
+        }
+    }
+
     /// An error code's name in snake case: `rateLimited` → `rate_limited`. Codes are an open set
     /// (new ones may be added), so this converts the name rather than listing them.
     package static func reason(_ code: PolicyError.Code) -> String {

@@ -31,6 +31,31 @@ extension PolicyService {
         }
     }
 
+    /// Acquires like ``PolicyGate/PolicyService/acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:)``,
+    /// inside a `policygate.acquire` span that covers the whole call (see
+    /// ``acquire(_:estimatedTokens:maxWait:tracer:)``), with the input and output estimates as
+    /// attributes too.
+    /// - Parameters:
+    ///   - key: The provider and scope to count the call under.
+    ///   - estimatedInputTokens: The pre-flight input estimate.
+    ///   - estimatedOutputTokens: The pre-flight output estimate (usually the request's `max_tokens`).
+    ///   - maxWait: The longest to wait; `nil` waits as long as it takes.
+    ///   - tracer: The tracer, such as `InstrumentationSystem.tracer`.
+    /// - Returns: The permit.
+    /// - Throws: As ``PolicyGate/PolicyService/acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:)``.
+    nonisolated(nonsending) public func acquire(
+        _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, maxWait: Duration? = nil, tracer: some Tracer
+    ) async throws -> PolicyPermit {
+        let total = estimatedInputTokens.addingReportingOverflow(estimatedOutputTokens)
+        return try await traced(
+            key, estimatedTokens: total.overflow ? .max : total.partialValue, input: estimatedInputTokens,
+            output: estimatedOutputTokens, tracer: tracer
+        ) {
+            try await self.acquire(
+                key, estimatedInputTokens: estimatedInputTokens, estimatedOutputTokens: estimatedOutputTokens, maxWait: maxWait)
+        }
+    }
+
     /// Acquires like ``PolicyGate/PolicyService/acquire(_:estimatedTokens:deadline:)``, inside a
     /// `policygate.acquire` span that covers the whole call.
     ///
@@ -51,11 +76,11 @@ extension PolicyService {
     }
 
     nonisolated(nonsending) private func traced(
-        _ key: PolicyKey, estimatedTokens: Int, tracer: some Tracer,
+        _ key: PolicyKey, estimatedTokens: Int, input: Int? = nil, output: Int? = nil, tracer: some Tracer,
         _ operation: nonisolated(nonsending) () async throws -> PolicyPermit
     ) async throws -> PolicyPermit {
         let span = tracer.startSpan(PolicyTracing.operationName)
-        span.attributes = PolicyTracing.attributes(key: key, estimatedTokens: estimatedTokens)
+        span.attributes = PolicyTracing.attributes(key: key, estimatedTokens: estimatedTokens, input: input, output: output)
         var context = span.context
         context[TracedAcquireKey.self] = true
         // `withValue` cannot return a noncopyable permit, so the result is carried out in a

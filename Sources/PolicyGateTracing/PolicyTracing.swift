@@ -45,6 +45,10 @@ public struct PolicyTracing: PolicyTelemetry {
         public static let scope = "policygate.scope"
         /// The call's pre-flight token estimate.
         public static let estimatedTokens = "policygate.estimated_tokens"
+        /// The call's input estimate, when given apart.
+        public static let estimatedInputTokens = "policygate.estimated_input_tokens"
+        /// The call's output estimate, when given apart.
+        public static let estimatedOutputTokens = "policygate.estimated_output_tokens"
         /// How the acquire ended: a ``Outcome`` value.
         public static let outcome = "policygate.outcome"
         /// Why a call was refused: `rate_limited`, `timed_out`, `oversized`, `invalid_token_count`, …
@@ -93,7 +97,9 @@ public struct PolicyTracing: PolicyTelemetry {
         let start = DefaultTracerClock.Timestamp(
             nanosecondsSinceEpoch: end.nanosecondsSinceEpoch > waited ? end.nanosecondsSinceEpoch - waited : 0)
         let span = (tracer ?? InstrumentationSystem.tracer).startSpan(Self.operationName, at: start)
-        span.attributes = Self.attributes(key: event.key, estimatedTokens: event.estimatedTokens)
+        span.attributes = Self.attributes(
+            key: event.key, estimatedTokens: event.estimatedTokens, input: event.estimatedInputTokens,
+            output: event.estimatedOutputTokens)
         span.attributes[Attribute.outcome] = Outcome.acquired
         span.end(at: end)
     }
@@ -115,12 +121,14 @@ public struct PolicyTracing: PolicyTelemetry {
         InstrumentationContext.current?[TracedAcquireKey.self] == true
     }
 
-    static func attributes(key: PolicyKey, estimatedTokens: Int) -> SpanAttributes {
+    static func attributes(key: PolicyKey, estimatedTokens: Int, input: Int? = nil, output: Int? = nil) -> SpanAttributes {
         var attributes = SpanAttributes()
         attributes[Attribute.provider] = key.provider
         attributes[Attribute.scopeKind] = key.scope.kind
         attributes[Attribute.scope] = key.scope.description
         attributes[Attribute.estimatedTokens] = estimatedTokens
+        if let input { attributes[Attribute.estimatedInputTokens] = input }
+        if let output { attributes[Attribute.estimatedOutputTokens] = output }
         return attributes
     }
 

@@ -93,6 +93,28 @@ struct PolicyLoggingTests {
         #expect(flat(entries[3].metadata) == base.merging([Key.tokens: "950", Key.heldSeconds: "1.5"]) { $1 })
     }
 
+    @Test("input and output estimates and commits in parts are metadata; a refusal names the input cap")
+    func inputOutput() async throws {
+        let gate = try PolicyService(
+            limits: ["openai": PolicyLimits(inputTokensPerMinute: 1_000, outputTokensPerMinute: 500)], clock: clock,
+            telemetry: PolicyLogging(logger: logger(.trace)))
+        do {
+            var permit = try await gate.acquire(key, estimatedInputTokens: 800, estimatedOutputTokens: 300)
+            try permit.commitTokens(input: 600, output: 100, cacheReads: 2_000)
+            #expect(throws: PolicyError.self) { _ = try gate.tryAcquire(key, estimatedInputTokens: 401, estimatedOutputTokens: 10) }
+        }
+        let entries = handler.entries
+        try #require(entries.count == 4)
+        #expect(flat(entries[0].metadata)[Key.estimatedInputTokens] == "800")
+        #expect(flat(entries[0].metadata)[Key.estimatedOutputTokens] == "300")
+        #expect(flat(entries[0].metadata)[Key.estimatedTokens] == "1100")
+        #expect(flat(entries[1].metadata)[Key.inputTokens] == "600")
+        #expect(flat(entries[1].metadata)[Key.outputTokens] == "100")
+        #expect(flat(entries[1].metadata)[Key.cacheReadTokens] == "2000")
+        #expect(flat(entries[1].metadata)[Key.actualTokens] == "2700")  // cache reads count as input by default
+        #expect(flat(entries[2].metadata)[Key.limit] == "input_tokens_per_minute")
+    }
+
     @Test("a wait is logged in seconds; a timeout is a rejection with reason timed_out")
     func waitsAndTimeouts() async throws {
         let gate = try PolicyService(

@@ -85,6 +85,30 @@ struct PolicyMetricsTests {
         #expect(metrics.counters.allSatisfy { counter in !counter.dimensions.contains { $0.0 == "scope" } })
     }
 
+    @Test("input and output: commits in parts are counted, the caps get remaining and limit gauges")
+    func inputOutput() async throws {
+        let telemetry = PolicyMetrics(factory: metrics)
+        let gate = try PolicyService(
+            limits: ["anthropic": PolicyLimits(inputTokensPerMinute: 4_000, outputTokensPerMinute: 1_000, countsCacheReads: false)],
+            clock: clock, telemetry: telemetry)
+        let key = PolicyKey(provider: "anthropic", scope: .user("u-1"))
+        let labels = [("provider", "anthropic"), ("scope_kind", "user")]
+        var permit = try await gate.acquire(key, estimatedInputTokens: 1_000, estimatedOutputTokens: 500)
+        try permit.commitTokens(input: 700, output: 200, cacheReads: 5_000)
+        telemetry.recordGauges(of: gate)
+        #expect(try metrics.expectCounter("policygate_input_tokens_total", labels).totalValue == 700)
+        #expect(try metrics.expectCounter("policygate_output_tokens_total", labels).totalValue == 200)
+        #expect(try metrics.expectCounter("policygate_cache_read_tokens_total", labels).totalValue == 5_000)
+        #expect(try metrics.expectGauge("policygate_remaining", labels + [("limit", "input_tokens_per_minute")]).lastValue == 3_300)
+        #expect(try metrics.expectGauge("policygate_remaining", labels + [("limit", "output_tokens_per_minute")]).lastValue == 800)
+        #expect(try metrics.expectGauge(
+            "policygate_limit", [("provider", "anthropic"), ("limit", "output_tokens_per_minute")]).lastValue == 1_000)
+        // A commit of a total alone says nothing about the parts.
+        try permit.commitTokens(900)
+        #expect(try metrics.expectCounter("policygate_input_tokens_total", labels).totalValue == 700)
+        permit.release()
+    }
+
     @Test("a wait is timed on the gate's clock; a timeout counts as timed_out")
     func waits() async throws {
         let gate = try PolicyService(

@@ -76,6 +76,18 @@ struct PolicyTracingTests {
         #expect(span.attributes.get(Attribute.outcome) == .string("acquired"))
     }
 
+    @Test("a traced acquire with input and output estimates carries both, and their sum")
+    func inputOutputSpan() async throws {
+        let gate = try PolicyService(
+            limits: ["openai": PolicyLimits(inputTokensPerMinute: 1_000, outputTokensPerMinute: 500)], clock: clock)
+        try await gate.acquire(key, estimatedInputTokens: 700, estimatedOutputTokens: 200, tracer: tracer).release()
+        let span = try #require(acquireSpans().first)
+        #expect(span.attributes.get(Attribute.estimatedInputTokens) == .int64(700))
+        #expect(span.attributes.get(Attribute.estimatedOutputTokens) == .int64(200))
+        #expect(span.attributes.get(Attribute.estimatedTokens) == .int64(900))
+        #expect(span.attributes.get(Attribute.outcome) == .string("acquired"))
+    }
+
     @Test("a refusal is a zero-length error span with its reason, limit and retry-after")
     func rejectionSpan() async throws {
         let gate = try PolicyService(
