@@ -84,8 +84,8 @@ enum AdmissionRules {
     /// limits in force there: limits may have been lowered since the caller's own check.
     @inline(__always)
     static func oversized(_ tokens: Int64, limits: CompiledLimits) -> Rejection? {
-        guard let kind = limits.oversizedKind(tokens), let window = kind.window else { return nil }
-        return Rejection(kind: kind, retryAt: nil, exceededCap: limits.tokenCaps[window.rawValue])
+        guard let (kind, cap) = limits.oversized(tokens) else { return nil }
+        return Rejection(kind: kind, retryAt: nil, exceededCap: cap)
     }
 
     /// The error for an estimate of `tokens` refused by ``oversized(_:limits:)``.
@@ -115,9 +115,12 @@ enum AdmissionRules {
             {
                 worst = Rejection(kind: .requests(PolicyWindow.at(w)), retryAt: at)
             }
-            if let at = window.earliestFit(requests: 0, tokens: tokens, requestCap: .max, tokenCap: tokenCap, now: now),
-                at > now, at > (worst?.retryAt ?? now)
-            {
+            // An estimate above an adapted token cap (within the configured one: see
+            // `oversized`) fits no window until the caps grow back, when these limits expire.
+            let tokensAt = tokens > tokenCap
+                ? limits.validUntil
+                : window.earliestFit(requests: 0, tokens: tokens, requestCap: .max, tokenCap: tokenCap, now: now)
+            if let at = tokensAt, at > now, at > (worst?.retryAt ?? now) {
                 worst = Rejection(kind: .tokens(PolicyWindow.at(w)), retryAt: at)
             }
         }

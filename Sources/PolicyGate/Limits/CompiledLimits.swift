@@ -22,9 +22,24 @@ struct CompiledLimits: Sendable {
     var isShared = false
     /// For a shared provider: whether a failing store admits calls uncounted.
     var failsOpen = false
+    /// Whether adaptive mode lowered these caps below the configured ones (see
+    /// ``AdaptiveState``): the token caps then are not what decides an oversized estimate.
+    var isAdapted = false
+    /// The largest estimate that can ever be admitted: the smallest token cap as configured
+    /// (before adaptive mode lowers it). An estimate above an adapted cap but within this waits
+    /// for the caps to grow back instead of failing as oversized. `.max` without token caps.
+    var largestEstimate: Int64
 
     init(_ limits: PolicyLimits, generation: UInt64) {
+        self.init(limits, adaptedBy: AdaptiveState.full, generation: generation)
+    }
+
+    /// `limits` with every cap multiplied by `factor` thousandths (``PolicyLimits/adapted(by:)``).
+    init(_ limits: PolicyLimits, adaptedBy factor: Int, generation: UInt64) {
         func cap(_ value: Int?) -> Int64 { value.map { Int64($0) } ?? .max }
+        largestEstimate = min(cap(limits.tokensPerMinute), cap(limits.tokensPerHour), cap(limits.tokensPerDay))
+        isAdapted = factor < AdaptiveState.full
+        let limits = limits.adapted(by: factor)
         requestCaps = [cap(limits.requestsPerMinute), cap(limits.requestsPerHour), cap(limits.requestsPerDay)]
         tokenCaps = [cap(limits.tokensPerMinute), cap(limits.tokensPerHour), cap(limits.tokensPerDay)]
         maxConcurrent = limits.maxConcurrent ?? .max
@@ -52,12 +67,27 @@ struct CompiledLimits: Sendable {
     @inline(__always)
     func isClosed(at now: Int64) -> Bool { now < closedUntil }
 
-    /// The token cap an estimate of `tokens` exceeds, so that it can never be admitted.
+    /// The token cap an estimate of `tokens` exceeds, so that it can never be admitted, and
+    /// that cap (as configured).
     @inline(__always)
-    func oversizedKind(_ tokens: Int64) -> PolicyLimitKind? {
-        for window in 0..<3 where tokens > tokenCaps[window] {
-            return .tokens(PolicyWindow.at(window))
+    func oversized(_ tokens: Int64) -> (kind: PolicyLimitKind, cap: Int64)? {
+        guard tokens > largestEstimate else { return nil }
+        return oversizedCap(tokens)
+    }
+
+    /// The kind of token cap an estimate of `tokens` exceeds, if any.
+    func oversizedKind(_ tokens: Int64) -> PolicyLimitKind? { oversized(tokens)?.kind }
+
+    private func oversizedCap(_ tokens: Int64) -> (kind: PolicyLimitKind, cap: Int64)? {
+        if !isAdapted {
+            for window in 0..<3 where tokens > tokenCaps[window] {
+                return (.tokens(PolicyWindow.at(window)), tokenCaps[window])
+            }
+            return nil
         }
-        return nil
+        // Adapted caps keep the configured ones' order: the smallest is the one exceeded.
+        var smallest = 0
+        for window in 1..<3 where tokenCaps[window] < tokenCaps[smallest] { smallest = window }
+        return (.tokens(PolicyWindow.at(smallest)), largestEstimate)
     }
 }
