@@ -125,12 +125,20 @@ struct PermitSlots: ~Copyable {
 /// The limits a simulation reports on, as indices into small fixed tables: the six window
 /// caps in ``PolicyLimitKind`` order, concurrency, and a schedule's closing.
 enum SimulationLimit {
-    static let count = 8
+    static let count = 9
     static let concurrency = 6
     static let closed = 7
+    /// The provider's own feedback held the call (a 429's pause, what it said is left).
+    static let provider = 8
 
-    /// `requests_per_minute` … `max_concurrent`, `closed`.
-    static let names: [String] = PolicyLimitKind.allCases.map(\.configurationKey) + ["closed"]
+    /// `requests_per_minute` … `max_concurrent`, `closed`, `provider`.
+    static let names: [String] = PolicyLimitKind.allCases.map(\.configurationKey) + ["closed", "provider"]
+
+    /// The label of a refusal: its cap, a closed schedule, or the provider's feedback.
+    @inline(__always)
+    static func index(of error: PolicyError) -> Int {
+        error.providerCause != nil ? provider : index(of: error.limit)
+    }
 
     @inline(__always)
     static func index(of kind: PolicyLimitKind?) -> Int {
@@ -150,5 +158,5 @@ enum SimulationLimit {
     static func kind(_ index: Int) -> PolicyLimitKind { PolicyLimitKind.allCases[index] }
 }
 
-/// Eight counters, one per ``SimulationLimit``.
-typealias LimitCounts = InlineArray<8, Int>
+/// Nine counters, one per ``SimulationLimit``.
+typealias LimitCounts = InlineArray<9, Int>
