@@ -75,6 +75,8 @@ struct CheckReport {
         var schedule: PolicySchedule?
         var now: PolicySchedule.Resolution
         var transitions: [PolicySchedule.Transition]
+        /// Whether its caps adapt to 429s (`adaptive = true`).
+        var adaptive = false
     }
 
     var file: String
@@ -98,7 +100,8 @@ struct CheckReport {
             Provider(
                 name: name, base: configuration.limits[name] ?? .unlimited, schedule: configuration.schedules[name],
                 now: configuration.effectiveLimits(for: name, at: from),
-                transitions: configuration.transitions(for: name, from: from, to: to))
+                transitions: configuration.transitions(for: name, from: from, to: to),
+                adaptive: configuration.adaptive.contains(name))
         }
     }
 
@@ -146,6 +149,12 @@ struct CheckReport {
         }
         lines += table.render(indent: 2)
         if table.rows.joined().contains("-") { lines.append("  (- no cap)") }
+        let adaptive = providers.filter(\.adaptive).map(\.name)
+        if !adaptive.isEmpty {
+            lines.append(
+                "  Adaptive caps (\(adaptive.joined(separator: ", "))): after a 429, 0.7 of these; back by 5 % of them "
+                    + "every 5 s without one.")
+        }
         guard !scheduled.isEmpty else { return lines.joined(separator: "\n") + "\n" }
 
         lines.append("")
@@ -220,6 +229,7 @@ struct CheckReport {
         var name: String
         var timezone: String?
         var base: [String: Int]
+        var adaptive: Bool
         var effective: JSONState
         var transitions: [JSONState]
     }
@@ -265,6 +275,7 @@ struct CheckReport {
             let now = provider.now
             return JSONProvider(
                 name: provider.name, timezone: provider.schedule?.timeZone.identifier, base: Self.keyed(provider.base),
+                adaptive: provider.adaptive,
                 effective: JSONState(
                     entry: now.entry, closed: now.isClosed, limits: Self.keyed(now.limits),
                     // A change exactly at --from is listed as a transition, but is what holds now.

@@ -58,3 +58,20 @@ struct SimulationProviderModelTests {
         }
     }
 }
+
+/// `check` shows which providers adapt their caps.
+@Suite("CLI check: adaptive caps")
+struct CLICheckAdaptiveTests {
+    @Test("named under the limits table, and in the JSON")
+    func adaptive() throws {
+        let directory = try TemporaryDirectory()
+        let file = try directory.write("policy.toml", "[limits.openai]\nrequests_per_minute = 500\nadaptive = true\n\n[limits.b]\nmax_concurrent = 2\n")
+        let run = runTool(["check", file, "--from", "2026-12-24T09:00:00Z"])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("  Adaptive caps (openai): after a 429, 0.7 of these; back by 5 % of them every 5 s without one."), "\(run.stdout)")
+        let json = runTool(["check", file, "--from", "2026-12-24T09:00:00Z", "--json"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        let providers = try #require(object["providers"] as? [[String: Any]])
+        #expect(providers.map { $0["adaptive"] as? Bool } == [false, true])
+    }
+}

@@ -458,12 +458,21 @@ final class GateCore: Sendable {
 
     /// (Re)starts the task that applies schedule transitions on time, so that waiters are
     /// woken at the transition rather than by the next unrelated event.
+    /// Called from the actor (configuration) and from any caller (a 429 lowering adaptive caps):
+    /// the old task is swapped for the new one under one lock, so two callers at once cannot
+    /// leave a timer running that nobody cancels.
     func armScheduleTimer() {
-        let previous = scheduleTimer.withLock { $0.take() }
-        previous?.cancel()
         let hasTransitions = providers.withLock { $0.hasTransitions }
-        guard hasTransitions else { return }
-        let task = Task { [self] in
+        let previous = scheduleTimer.withLock { timer -> Task<Void, Never>? in
+            let previous = timer
+            timer = hasTransitions ? makeTransitionTimer() : nil
+            return previous
+        }
+        previous?.cancel()
+    }
+
+    private func makeTransitionTimer() -> Task<Void, Never> {
+        Task { [self] in
             while !Task.isCancelled {
                 let next = providers.withLock { $0.nextTransition }
                 guard let next, next != .max else { return }
@@ -471,7 +480,6 @@ final class GateCore: Sendable {
                 advanceSchedules(now: environment.time.now())
             }
         }
-        scheduleTimer.withLock { $0 = task }
     }
 
     func entry(for provider: String) -> ProviderEntry? {
