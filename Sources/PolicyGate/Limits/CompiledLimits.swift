@@ -78,6 +78,8 @@ struct CompiledLimits: Sendable {
     /// The kind of token cap an estimate of `tokens` exceeds, if any.
     func oversizedKind(_ tokens: Int64) -> PolicyLimitKind? { oversized(tokens)?.kind }
 
+    // Out of line: the rare path, kept out of the callers' code on the hot path.
+    @inline(never)
     private func oversizedCap(_ tokens: Int64) -> (kind: PolicyLimitKind, cap: Int64)? {
         if !isAdapted {
             for window in 0..<3 where tokens > tokenCaps[window] {
