@@ -75,7 +75,7 @@ struct AdaptiveLimitsTests {
         let state = try adaptive(gate)
         #expect(state.factor == 0.7)
         #expect(state.limits == PolicyLimits(requestsPerMinute: 70, tokensPerMinute: 7_000, maxConcurrent: 7))
-        #expect(state.nextIncreaseIn == .seconds(5))
+        #expect(state.nextIncreaseIn == .seconds(6))  // 5 s after the pause ends
         #expect(gate.currentState(for: b).windows.first?.requests.cap == 70)
         let event = try #require(telemetry.adaptations.first)
         #expect(event.provider == "openai" && event.previousFactor == 1 && event.factor == 0.7 && event.isDecrease)
@@ -234,7 +234,8 @@ struct AdaptiveLimitsTests {
 @Suite("Adaptive caps against a model", .timeLimit(.minutes(3)))
 struct AdaptiveLimitsModelTests {
     /// The documented rule: ×0.7 per congestion event (429s within 2 s of a decrease or
-    /// before its pause ends are the same event), floor 0.1, +0.05 every 5 s.
+    /// before its pause ends are the same event), floor 0.1, +0.05 every 5 s from the end of
+    /// the pause.
     struct Model {
         var base = 1_000
         var since: Int64 = 0
@@ -242,14 +243,14 @@ struct AdaptiveLimitsModelTests {
         var decreased = false
 
         func factor(_ now: Int64) -> Int {
-            guard decreased else { return 1_000 }
+            guard decreased, now > since else { return decreased ? base : 1_000 }
             return min(1_000, base + 50 * Int((now - since) / 5_000_000_000))
         }
 
         mutating func throttled(_ now: Int64, pause: Int64) {
             guard now >= quietUntil else { return }
             base = max(100, factor(now) * 700 / 1_000)
-            since = now
+            since = now + pause  // growth starts when the pause ends
             decreased = true
             quietUntil = max(now + 2_000_000_000, now + pause)
         }

@@ -50,7 +50,7 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
 
     /// Providers in adaptive mode (`adaptive = true` in their table): after a 429 their caps
     /// drop to 0.7 of what they were, and they grow back by 5 % of the configured caps every
-    /// 5 s without one, never above the configured caps (see the README's "Adaptive caps").
+    /// 5 s without one (from the end of the 429's pause), never above the configured caps (see the README's "Adaptive caps").
     /// Needs `feedback_scope = "provider"` (the default).
     public var adaptive: Set<String> = []
 

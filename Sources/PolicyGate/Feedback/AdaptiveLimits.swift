@@ -26,8 +26,9 @@ struct AdaptiveState: Sendable, Hashable {
     /// calls through to probe the provider, and the provider's own retry-after pauses protect
     /// it below that. Every cap also stays at least 1.
     static let floor = 100
-    /// The factor grows by this much (5 % of the configured caps) per ``step`` without a 429: from
-    /// one decrease (0.7) back to the full caps in 30 s, from the floor in 90 s. Growth per unit
+    /// The factor grows by this much (5 % of the configured caps) per ``step`` without a 429,
+    /// from the end of the decrease's pause: from one decrease (0.7) back to the full caps in
+    /// 30 s, from the floor in 90 s. Growth per unit
     /// of time (not per call) keeps the ramp the same whatever the traffic, and lets a quiet
     /// provider recover (its windows drained meanwhile, as the provider's did); a call waiting
     /// for an estimate above the adapted token cap is never stranded.
@@ -42,15 +43,17 @@ struct AdaptiveState: Sendable, Hashable {
 
     /// The factor right after the last decrease, in thousandths (``full`` before any).
     private(set) var factorAtDecrease = full
-    /// When the last decrease happened, in the service's nanoseconds.
-    private(set) var decreasedAt: Int64 = .min
+    /// When the caps start growing back after the last decrease: the end of the pause it came
+    /// with (in the service's nanoseconds). Growing while the provider pauses the gate would
+    /// undo the decrease before a single call had tested it.
+    private(set) var growsFrom: Int64 = .min
     /// Until when 429s count as part of the last decrease's event.
     private(set) var quietUntil: Int64 = .min
 
-    /// How many steps of growth have passed by `now` since the last decrease.
+    /// How many steps of growth have passed by `now` since the last decrease's pause ended.
     private func steps(at now: Int64) -> Int64 {
-        guard decreasedAt != .min, now > decreasedAt else { return 0 }
-        return (now - decreasedAt) / Self.step
+        guard growsFrom != .min, now > growsFrom else { return 0 }
+        return (now - growsFrom) / Self.step
     }
 
     /// The factor in force at `now`, in thousandths: the last decrease's, grown by
@@ -64,7 +67,7 @@ struct AdaptiveState: Sendable, Hashable {
     /// When the factor next grows, or `.max` once it is back at 1.
     func nextStep(after now: Int64) -> Int64 {
         guard factor(at: now) < Self.full else { return .max }
-        return decreasedAt.clampedAdding((steps(at: now) + 1).multipliedReportingOverflow(by: Self.step).partialValue)
+        return growsFrom.clampedAdding((steps(at: now) + 1).multipliedReportingOverflow(by: Self.step).partialValue)
     }
 
     /// A 429 (or a retry-after) arrived at `now`, pausing the provider until `pausedUntil`.
@@ -72,7 +75,7 @@ struct AdaptiveState: Sendable, Hashable {
     mutating func throttled(at now: Int64, pausedUntil: Int64?) -> Bool {
         guard now >= quietUntil else { return false }
         factorAtDecrease = max(Self.floor, factor(at: now) * Self.decrease / Self.full)
-        decreasedAt = now
+        growsFrom = max(now, pausedUntil ?? .min)
         quietUntil = max(now.clampedAdding(Self.quietPeriod), pausedUntil ?? .min)
         return true
     }
