@@ -75,6 +75,8 @@ struct CheckReport {
         var schedule: PolicySchedule?
         var now: PolicySchedule.Resolution
         var transitions: [PolicySchedule.Transition]
+        /// Whether its caps adapt to 429s (`adaptive = true`).
+        var adaptive = false
     }
 
     var file: String
@@ -98,7 +100,8 @@ struct CheckReport {
             Provider(
                 name: name, base: configuration.limits[name] ?? .unlimited, schedule: configuration.schedules[name],
                 now: configuration.effectiveLimits(for: name, at: from),
-                transitions: configuration.transitions(for: name, from: from, to: to))
+                transitions: configuration.transitions(for: name, from: from, to: to),
+                adaptive: configuration.adaptive.contains(name))
         }
     }
 
@@ -148,6 +151,12 @@ struct CheckReport {
         if table.rows.joined().contains("-") { lines.append("  (- no cap)") }
         for provider in providers where !provider.base.countsCacheReads {
             lines.append("  \(provider.name): cache reads do not count as input tokens (count_cache_reads = false)")
+        }
+        let adaptive = providers.filter(\.adaptive).map(\.name)
+        if !adaptive.isEmpty {
+            lines.append(
+                "  Adaptive caps (\(adaptive.joined(separator: ", "))): after a 429, 0.7 of these; back by 5 % of them "
+                    + "every 5 s without one.")
         }
         guard !scheduled.isEmpty else { return lines.joined(separator: "\n") + "\n" }
 
@@ -231,11 +240,13 @@ struct CheckReport {
         var base: [String: Int]
         /// ``PolicyLimits/countsCacheReads``, under its configuration key.
         var countCacheReads: Bool
+        /// Whether its caps adapt to 429s.
+        var adaptive: Bool
         var effective: JSONState
         var transitions: [JSONState]
 
         enum CodingKeys: String, CodingKey {
-            case name, timezone, base, effective, transitions
+            case name, timezone, base, adaptive, effective, transitions
             case countCacheReads = "count_cache_reads"
         }
     }
@@ -282,6 +293,7 @@ struct CheckReport {
             return JSONProvider(
                 name: provider.name, timezone: provider.schedule?.timeZone.identifier, base: Self.keyed(provider.base),
                 countCacheReads: provider.base.countsCacheReads,
+                adaptive: provider.adaptive,
                 effective: JSONState(
                     entry: now.entry, closed: now.isClosed, limits: Self.keyed(now.limits),
                     // A change exactly at --from is listed as a transition, but is what holds now.

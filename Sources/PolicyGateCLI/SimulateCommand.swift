@@ -36,6 +36,12 @@ package enum SimulateCommand {
                     + "or 'now'. Default: the trace's first ISO 8601 instant, else now; for the synthetic "
                     + "workload, Monday 2026-01-05 00:00 UTC."),
             OptionSpec(
+                "--capacity", value: "provider=limits",
+                "Answer the provider's calls with a model of the provider that returns 429 above a hidden capacity "
+                    + "(600rpm, 150000tpm, or both: openai=600rpm,150000tpm); the client reports each 429 to the gate "
+                    + "and gives the call up. The workload then runs twice, with adaptive caps off and on, and the "
+                    + "report compares their 429s and goodput."),
+            OptionSpec(
                 "--chart", value: "file", "Also write an SVG chart of queue, calls in flight and usage over time."),
             OptionSpec("--json", "Print the report as JSON on standard output instead of the summary."),
             OptionSpec("--quiet", "Show no progress on standard error."),
@@ -69,9 +75,13 @@ package enum SimulateCommand {
         let progress = options.quiet ? nil : ProgressBar(sink: context.stderr, label: "simulating")
         var simulationOptions = SimulationOptions(startDate: workload.startDate)
         if let progress { simulationOptions.progress = { progress.update($0) } }
-        let report: SimulationReport
+        simulationOptions.capacities = options.capacities
+        var report: SimulationReport
         do {
             report = try Simulation(configuration: configuration, options: simulationOptions).run(workload.calls)
+            if !options.capacities.isEmpty {
+                report.adaptiveComparison = try compareAdaptive(configuration, simulationOptions, workload.calls, report)
+            }
         } catch {
             progress?.finish()
             context.error("the simulation failed: \(error)")
@@ -90,6 +100,45 @@ package enum SimulateCommand {
             if let chart = options.chart { context.stdout.line("\nChart written to \(chart).") }
         }
         return PolicyGateTool.ExitStatus.success
+    }
+
+    /// Runs the calls again with adaptive caps switched the other way for every modelled
+    /// provider, and pairs both runs' figures.
+    static func compareAdaptive(
+        _ configuration: PolicyConfiguration, _ options: SimulationOptions, _ calls: [SimulatedCall],
+        _ report: SimulationReport
+    ) throws(SimulationError) -> [AdaptiveComparison] {
+        var other = configuration
+        var options = options
+        options.progress = nil
+        for provider in options.capacities.keys {
+            if other.adaptive.contains(provider) { other.adaptive.remove(provider) } else { other.adaptive.insert(provider) }
+        }
+        let second = try Simulation(configuration: other, options: options).run(calls)
+        return options.capacities.keys.sorted().compactMap { provider in
+            guard let first = report[provider: provider]?.providerModel, let again = second[provider: provider]?.providerModel
+            else { return nil }
+            let (off, on) = first.adaptive ? (again, first) : (first, again)
+            return AdaptiveComparison(provider: provider, capacity: first.capacity, off: off, on: on)
+        }
+    }
+
+    /// `openai=600rpm,150000tpm`: a provider and its hidden capacity.
+    static func capacity(_ text: String) -> (String, ProviderCapacity)? {
+        guard let equals = text.lastIndex(of: "=") else { return nil }
+        let provider = String(text[..<equals])
+        var capacity = ProviderCapacity()
+        for part in text[text.index(after: equals)...].split(separator: ",", omittingEmptySubsequences: false) {
+            let part = part.lowercased().filter { $0 != "_" }
+            if part.hasSuffix("rpm"), let n = Int(part.dropLast(3)), n > 0, capacity.requestsPerMinute == nil {
+                capacity.requestsPerMinute = n
+            } else if part.hasSuffix("tpm"), let n = Int(part.dropLast(3)), n > 0, capacity.tokensPerMinute == nil {
+                capacity.tokensPerMinute = n
+            } else {
+                return nil
+            }
+        }
+        return provider.isEmpty ? nil : (provider, capacity)
     }
 
     /// The configuration of `--config`, or the built-in example; `nil` (its problems printed)
@@ -175,6 +224,7 @@ package enum SimulateCommand {
         var duration: Duration
         var from: Date?
         var now = Date()
+        var capacities: [String: ProviderCapacity] = [:]
 
         init(_ parsed: CommandSpec.Parsed) throws(UsageError) {
             config = parsed.value("--config")
@@ -205,6 +255,14 @@ package enum SimulateCommand {
                 duration = value
             } else {
                 duration = SimulateCommand.defaultDuration
+            }
+            if let text = parsed.value("--capacity") {
+                guard let (provider, capacity) = SimulateCommand.capacity(text) else {
+                    throw UsageError(
+                        "--capacity '\(text)' is not a provider's capacity such as openai=600rpm, openai=150000tpm "
+                            + "or openai=600rpm,150000tpm", command: spec)
+                }
+                capacities[provider] = capacity
             }
             from = try parsed.value("--from").map { text throws(UsageError) in
                 try instantOption(text, name: "--from", command: spec, now: now)

@@ -18,6 +18,10 @@ package enum SimulationSummary {
             lines.append("")
             lines += Self.provider(provider)
         }
+        if let comparison = report.adaptiveComparison, !comparison.isEmpty {
+            lines.append("")
+            lines += Self.adaptiveComparison(comparison)
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -68,6 +72,13 @@ package enum SimulationSummary {
         let order = hits.map { "\($0.name) at \(offset($0.at))" }.joined(separator: ", then ")
         rows.append(("caps hit", hits.isEmpty ? "none" : order))
         rows.append(("tokens", "\(n(provider.estimatedTokens)) estimated, \(n(provider.committedTokens)) committed"))
+        if let model = provider.providerModel {
+            rows.append((
+                "provider",
+                "\(n(model.throttled)) answered 429 (capacity \(model.capacity.description)), goodput \(n(model.goodput)) "
+                    + "completed; adaptive caps \(model.adaptive ? "on" : "off")"
+            ))
+        }
 
         var lines = [headline]
         let width = rows.map(\.0.count).max() ?? 0
@@ -79,6 +90,18 @@ package enum SimulationSummary {
             lines += limitTable(provider.limits)
         }
         return lines
+    }
+
+    /// The same calls with adaptive caps off and on, against the provider model.
+    private static func adaptiveComparison(_ comparison: [AdaptiveComparison]) -> [String] {
+        var table = TextTable([
+            ("provider", .left), ("capacity", .left), ("adaptive", .left), ("429s", .right), ("goodput", .right),
+        ])
+        for entry in comparison {
+            table.append([entry.provider, entry.capacity.description, "off", Values.count(entry.off.throttled), Values.count(entry.off.goodput)])
+            table.append(["", "", "on", Values.count(entry.on.throttled), Values.count(entry.on.goodput)])
+        }
+        return ["Adaptive caps against the provider model (the same calls, replayed both ways):"] + table.render(indent: 2)
     }
 
     /// Each cap against the most used of it, when that was, and when it first held a call back.

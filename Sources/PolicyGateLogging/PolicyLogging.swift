@@ -49,6 +49,9 @@ public struct PolicyLogging: PolicyTelemetry {
         public var feedback: Logger.Level
         /// A provider pausing the gate (a 429, a `retry-after`). Default `warning`.
         public var providerPause: Logger.Level
+        /// Adaptive caps lowered after a 429. Default `notice`; growing back is logged at
+        /// `debug` (or this level if lower).
+        public var adaptive: Logger.Level
 
         /// Levels for each kind of event; the defaults keep per-call lines below `info`.
         public init(
@@ -60,7 +63,8 @@ public struct PolicyLogging: PolicyTelemetry {
             storeFailure: Logger.Level = .warning,
             leaseLoss: Logger.Level = .error,
             feedback: Logger.Level = .debug,
-            providerPause: Logger.Level = .warning
+            providerPause: Logger.Level = .warning,
+            adaptive: Logger.Level = .notice
         ) {
             self.reject = reject
             self.limitsChange = limitsChange
@@ -71,6 +75,7 @@ public struct PolicyLogging: PolicyTelemetry {
             self.leaseLoss = leaseLoss
             self.feedback = feedback
             self.providerPause = providerPause
+            self.adaptive = adaptive
         }
     }
 
@@ -259,6 +264,19 @@ public struct PolicyLogging: PolicyTelemetry {
                 if !ignored.isEmpty { metadata["policygate.ignored"] = .array(ignored.map { .string($0.description) }) }
                 return metadata
             }(), source: "PolicyGate")
+    }
+
+    /// Logs adaptive caps that moved: lowered at ``Levels/adaptive``, grown back at `debug`.
+    public func didAdaptLimits(_ event: PolicyAdaptiveEvent) {
+        logger.log(
+            level: event.isDecrease ? levels.adaptive : min(levels.adaptive, .debug),
+            event.isDecrease ? "PolicyGate lowered adaptive caps after a 429" : "PolicyGate adaptive caps grew back",
+            metadata: [
+                MetadataKey.provider: .string(event.provider),
+                "policygate.adaptive_factor": .stringConvertible(event.factor),
+                "policygate.adaptive_previous_factor": .stringConvertible(event.previousFactor),
+                MetadataKey.limitsCurrent: .string(event.limits.description),
+            ], source: "PolicyGate")
     }
 
     /// Logs a release at ``Levels/release``.

@@ -98,6 +98,9 @@ public final class PolicyMetrics: PolicyTelemetry {
         public let providerPauses: String
         /// Provider header values not believed (counter).
         public let providerFeedbackIgnored: String
+        /// An adaptive provider's factor: the fraction of its configured caps enforced now
+        /// (gauge, 0.1 … 1), labelled with `provider`.
+        public let adaptiveFactor: String
 
         /// The names under `prefix`: `<prefix>_acquired_total`, … (no separator when empty).
         public init(prefix: String = "policygate") {
@@ -120,6 +123,7 @@ public final class PolicyMetrics: PolicyTelemetry {
             leasesLost = p + "leases_lost_total"
             providerPauses = p + "provider_pauses_total"
             providerFeedbackIgnored = p + "provider_feedback_ignored_total"
+            adaptiveFactor = p + "adaptive_factor"
         }
     }
 
@@ -229,6 +233,12 @@ public final class PolicyMetrics: PolicyTelemetry {
         if ignored > 0 {
             Counter(label: names.providerFeedbackIgnored, dimensions: labels, factory: factory).increment(by: ignored)
         }
+    }
+
+    /// Sets the provider's `policygate_adaptive_factor` gauge.
+    public func didAdaptLimits(_ event: PolicyAdaptiveEvent) {
+        Gauge(label: names.adaptiveFactor, dimensions: dimensions + [(Label.provider, event.provider)], factory: factory)
+            .record(event.factor)
     }
 
     /// Updates the provider's `policygate_limit` gauges.

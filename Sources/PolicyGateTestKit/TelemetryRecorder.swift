@@ -23,6 +23,8 @@ public final class TelemetryRecorder: PolicyTelemetry {
         case limitsChange(PolicyLimitsChangeEvent)
         /// A provider's feedback was read.
         case feedback(PolicyFeedbackEvent)
+        /// An adaptive provider's caps moved.
+        case adaptive(PolicyAdaptiveEvent)
         /// A shared store failed a call.
         case storeFailure(PolicyStoreFailureEvent)
         /// A shared permit's lease was lost.
@@ -78,6 +80,14 @@ public final class TelemetryRecorder: PolicyTelemetry {
     /// The provider feedback read so far.
     public var feedback: [PolicyFeedbackEvent] {
         events.compactMap { if case .feedback(let event) = $0 { event } else { nil } }
+    }
+
+    /// Records the event.
+    public func didAdaptLimits(_ event: PolicyAdaptiveEvent) { recorded.withLock { $0.append(.adaptive(event)) } }
+
+    /// The adaptive caps' moves so far.
+    public var adaptations: [PolicyAdaptiveEvent] {
+        events.compactMap { if case .adaptive(let event) = $0 { event } else { nil } }
     }
 
     /// Records the event.

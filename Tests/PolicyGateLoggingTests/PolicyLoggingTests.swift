@@ -58,6 +58,20 @@ struct PolicyLoggingTests {
         #expect(flat(handler.entries[2].metadata)["policygate.requests_remaining"] == "7")
     }
 
+    @Test("adaptive caps: lowered is a notice, grown back debug")
+    func adaptive() {
+        let logging = PolicyLogging(logger: logger(.trace))
+        let configured = PolicyLimits(requestsPerMinute: 100)
+        logging.didAdaptLimits(PolicyAdaptiveEvent(
+            provider: "openai", previousFactor: 1, factor: 0.7, limits: PolicyLimits(requestsPerMinute: 70), configured: configured))
+        logging.didAdaptLimits(PolicyAdaptiveEvent(
+            provider: "openai", previousFactor: 0.7, factor: 0.75, limits: PolicyLimits(requestsPerMinute: 75), configured: configured))
+        #expect(handler.entries.map(\.level) == [.notice, .debug])
+        #expect(handler.entries.first?.message.description == "PolicyGate lowered adaptive caps after a 429")
+        #expect(flat(handler.entries[0].metadata)["policygate.adaptive_factor"] == "0.7")
+        #expect(flat(handler.entries[1].metadata)[Key.limitsCurrent] == "requestsPerMinute=75")
+    }
+
     @Test("acquire, commit, reject and release are one line each, with their figures as metadata")
     func everyEvent() async throws {
         let gate = try PolicyService(

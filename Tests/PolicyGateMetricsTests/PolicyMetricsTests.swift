@@ -51,6 +51,15 @@ struct PolicyMetricsTests {
         #expect(try metrics.expectCounter("policygate_provider_feedback_ignored_total", user).totalValue == 2)
     }
 
+    @Test("an adaptive provider's factor is a gauge")
+    func adaptiveFactor() throws {
+        var configuration = PolicyConfiguration(limits: ["openai": PolicyLimits(requestsPerMinute: 100)])
+        configuration.adaptive = ["openai"]
+        let gate = try PolicyService(configuration: configuration, clock: clock, telemetry: PolicyMetrics(factory: metrics))
+        gate.reportThrottled(u1, retryAfter: .zero)
+        #expect(try metrics.expectGauge("policygate_adaptive_factor", [("provider", "openai")]).lastValue == 0.7)
+    }
+
     @Test("admissions, refusals, tokens, waits and holds: exact names, labels and values")
     func events() async throws {
         let gate = try PolicyService(

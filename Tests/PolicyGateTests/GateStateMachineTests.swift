@@ -125,9 +125,17 @@ struct GateStateMachineTests {
 
 @Suite("Compiled limits")
 struct CompiledLimitsLayoutTests {
-    @Test("compiled limits stay within 128 bytes: copied on every acquire, beyond that a copy calls memcpy")
+    @Test("compiled limits stay within 120 bytes: copied on every acquire, larger copies cost far more")
     func size() {
-        #expect(MemoryLayout<CompiledLimits>.size <= 128, "\(MemoryLayout<CompiledLimits>.size) bytes")
-        #expect(MemoryLayout<CompiledLimits?>.size <= 128)
+        #expect(MemoryLayout<CompiledLimits>.size <= 120, "\(MemoryLayout<CompiledLimits>.size) bytes")
+        #expect(MemoryLayout<CompiledLimits?>.size <= 120)
+    }
+
+    @Test("a concurrency cap beyond 32 bits is clamped just below the 'no cap' value, and reads back as a cap")
+    func largeConcurrencyCap() {
+        let huge = CompiledLimits(PolicyLimits(maxConcurrent: Int.max - 1), generation: 1)
+        #expect(huge.maxConcurrent == Int(Int32.max) - 1)
+        #expect(CompiledLimits(PolicyLimits(maxConcurrent: 3), generation: 1).maxConcurrent == 3)
+        #expect(CompiledLimits(PolicyLimits(requestsPerMinute: 1), generation: 1).maxConcurrent == .max)
     }
 }

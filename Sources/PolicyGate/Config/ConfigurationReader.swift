@@ -24,6 +24,16 @@ struct ConfigurationReader {
             }
         }
         configuration.feedbackScope = feedbackScopes
+        for provider in adaptiveProviders.keys.sorted() {
+            guard configuration.limits[provider] != nil || configuration.schedules[provider] != nil else { continue }
+            if feedbackScopes[provider] == .key {
+                error(
+                    adaptiveProviders[provider] ?? [],
+                    "needs feedback_scope = \"provider\": adaptive caps are shared by all keys of a provider, and one account's 429 must not lower another's")
+            } else {
+                configuration.adaptive.insert(provider)
+            }
+        }
         // A provider's own store or failure policy over the defaults of [store].
         for (provider, choice) in storageChoices {
             configuration.storage[provider] = PolicyStorage(
@@ -44,6 +54,8 @@ struct ConfigurationReader {
     private var storageChoices: [String: (store: PolicyStorage.Store?, failurePolicy: PolicyStorage.FailurePolicy?)] = [:]
     /// `feedback_scope` as written in provider tables.
     private var feedbackScopes: [String: PolicyFeedbackScope] = [:]
+    /// Providers whose table says `adaptive = true`, with where it says so.
+    private var adaptiveProviders: [String: [TOMLPathComponent]] = [:]
 
     static let storeKeys = ["default", "on_failure", "postgres"]
     static let postgresKeys = PolicyPostgresSettings.CodingKeys.allCases.map(\.rawValue)
@@ -194,6 +206,12 @@ struct ConfigurationReader {
                     diagnostics.append(.init(
                         .error, path: keyPath, message: "must be \"provider\" or \"key\", got \"\(text)\"",
                         suggestion: Self.suggestion(for: text, among: choices)))
+                }
+            case "adaptive":
+                do {
+                    if try table.decode(Bool.self, forKey: key) { adaptiveProviders[name] = keyPath }
+                } catch {
+                    self.error(keyPath, "must be true or false")
                 }
             default:
                 readCap(table, key, path: keyPath, into: &limits, known: Self.providerKeys)
@@ -380,7 +398,8 @@ struct ConfigurationReader {
         }
     }
 
-    static let providerKeys = PolicyLimits.configurationKeyNames + [PolicyLimits.countCacheReadsKey, "timezone", "schedule", "store", "on_store_failure", "feedback_scope"]
+    static let providerKeys = PolicyLimits.configurationKeyNames
+        + [PolicyLimits.countCacheReadsKey, "timezone", "schedule", "store", "on_store_failure", "feedback_scope", "adaptive"]
     static let entryKeys = ["name", "cron", "dates", "closed"] + PolicyLimits.configurationKeyNames
 
     /// Ranges and contradictions of one provider's caps.

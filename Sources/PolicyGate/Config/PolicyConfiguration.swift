@@ -48,6 +48,12 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
     /// for providers whose table says `feedback_scope`; the others share it provider-wide.
     public var feedbackScope: [String: PolicyFeedbackScope] = [:]
 
+    /// Providers in adaptive mode (`adaptive = true` in their table): after a 429 their caps
+    /// drop to 0.7 of what they were, and they grow back by 5 % of the configured caps every
+    /// 5 s without one (from the end of the 429's pause), never above the configured caps (see the README's "Adaptive caps").
+    /// Needs `feedback_scope = "provider"` (the default).
+    public var adaptive: Set<String> = []
+
     /// How to reach PostgreSQL (`[store.postgres]`), when some provider is kept there. Fields
     /// left out are read from the environment by the store.
     public var postgres: PolicyPostgresSettings?
@@ -100,7 +106,7 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
         for provider in Set(limits.keys).union(schedules.keys).sorted() {
             let table = EncodedProviderTable(
                 limits: limits[provider] ?? .unlimited, schedule: schedules[provider], storage: storage[provider],
-                feedbackScope: feedbackScope[provider])
+                feedbackScope: feedbackScope[provider], adaptive: adaptive.contains(provider))
             try providers.encode(table, forKey: AnyKey(stringValue: provider))
         }
         if defaultStorage != .memory || postgres != nil {
@@ -117,7 +123,7 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
     public static func == (lhs: PolicyConfiguration, rhs: PolicyConfiguration) -> Bool {
         lhs.limits == rhs.limits && lhs.schedules == rhs.schedules && lhs.storage == rhs.storage
             && lhs.defaultStorage == rhs.defaultStorage && lhs.postgres == rhs.postgres
-            && lhs.feedbackScope == rhs.feedbackScope
+            && lhs.feedbackScope == rhs.feedbackScope && lhs.adaptive == rhs.adaptive
     }
 
     /// Hashes the limits and schedules.
@@ -128,6 +134,7 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
         hasher.combine(defaultStorage)
         hasher.combine(postgres)
         hasher.combine(feedbackScope)
+        hasher.combine(adaptive)
     }
 
     /// Checks the configuration as decoding would: every cap positive and in range, provider
@@ -149,11 +156,13 @@ private struct EncodedProviderTable: Encodable {
     let schedule: PolicySchedule?
     let storage: PolicyStorage?
     let feedbackScope: PolicyFeedbackScope?
+    let adaptive: Bool
 
     func encode(to encoder: any Encoder) throws {
         try limits.encode(to: encoder)
         var container = encoder.container(keyedBy: AnyKey.self)
         if let feedbackScope { try container.encode(feedbackScope.rawValue, forKey: AnyKey(stringValue: "feedback_scope")) }
+        if adaptive { try container.encode(true, forKey: AnyKey(stringValue: "adaptive")) }
         if let storage {
             try container.encode(storage.store.name, forKey: AnyKey(stringValue: "store"))
             try container.encode(storage.failurePolicy.rawValue, forKey: AnyKey(stringValue: "on_store_failure"))

@@ -46,7 +46,8 @@ extension PolicyService {
         try self.init(
             limits: configuration.limits, schedules: configuration.schedules, storage: configuration.resolvedStorage,
             store: store,
-            clock: clock, startDate: startDate, telemetry: telemetry, feedbackScopes: configuration.feedbackScope)
+            clock: clock, startDate: startDate, telemetry: telemetry, feedbackScopes: configuration.feedbackScope,
+            adaptive: configuration.adaptive)
     }
 
     /// Creates a gate on the continuous clock whose shared providers keep their counters in
@@ -73,9 +74,13 @@ extension PolicyService {
         let storage = configuration.resolvedStorage
         try Self.validate(storage: storage, store: core.shared?.store)
         try Self.validate(split: configuration.limits, schedules: configuration.schedules, storage: storage)
-        var changes: [String: (limits: PolicyLimits, schedule: PolicySchedule?, storage: PolicyStorage)] = [:]
+        try Self.validate(adaptive: configuration.adaptive, feedbackScopes: configuration.feedbackScope)
+        var changes: [String: (limits: PolicyLimits, schedule: PolicySchedule?, storage: PolicyStorage, adaptive: Bool)] = [:]
         for (provider, storage) in storage {
-            changes[provider] = (configuration.limits[provider] ?? .unlimited, configuration.schedules[provider], storage)
+            changes[provider] = (
+                configuration.limits[provider] ?? .unlimited, configuration.schedules[provider], storage,
+                configuration.adaptive.contains(provider)
+            )
         }
         swap(changes, replacingAll: true)
         core.setFeedbackScopes(configuration.feedbackScope)
@@ -90,6 +95,7 @@ extension PolicyService {
                 if !entry.limits.isUnlimited || entry.schedule == nil { configuration.limits[name.name] = entry.limits }
                 if let schedule = entry.schedule?.schedule { configuration.schedules[name.name] = schedule }
                 if entry.storage != .memory { configuration.storage[name.name] = entry.storage }
+                if entry.adaptive != nil { configuration.adaptive.insert(name.name) }
             }
             configuration.feedbackScope = core.feedbackScopesByProvider.filter { table[ProviderName($0.key)] != nil }
             return configuration

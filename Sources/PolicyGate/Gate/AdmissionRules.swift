@@ -146,15 +146,15 @@ enum AdmissionRules {
             {
                 worst = Rejection(kind: .requests(PolicyWindow.at(w)), retryAt: at)
             }
-            if let at = window.earliestFit(requests: 0, tokens: tokens.total, requestCap: .max, tokenCap: tokenCap, now: now),
-                at > now, at > (worst?.retryAt ?? now)
-            {
+            // An estimate above an adapted token cap (within the configured one: see
+            // `oversized`) fits no window until the caps grow back, when these limits expire.
+            let tokensAt = tokens.total > tokenCap
+                ? limits.validUntil
+                : window.earliestFit(requests: 0, tokens: tokens.total, requestCap: .max, tokenCap: tokenCap, now: now)
+            if let at = tokensAt, at > now, at > (worst?.retryAt ?? now) {
                 worst = Rejection(kind: .tokens(PolicyWindow.at(w)), retryAt: at)
             }
-            if limits.hasSplitCaps,
-                let (at, isInput) = window.earliestSplitFit(
-                    input: tokens.input, output: tokens.output, inputCap: limits.inputCaps[w], outputCap: limits.outputCaps[w],
-                    now: now),
+            if limits.hasSplitCaps, let (at, isInput) = splitFit(window, w, limits: limits, tokens: tokens, now: now),
                 at > now, at > (worst?.retryAt ?? now)
             {
                 let window = PolicyWindow.at(w)
@@ -162,6 +162,18 @@ enum AdmissionRules {
             }
         }
         return worst
+    }
+
+    /// When the input and output of `tokens` fit window `w`, and whether input binds then; `nil`
+    /// if they fit now. A part above an adapted cap (within the configured one) fits when the
+    /// limits expire and the caps grow back.
+    private static func splitFit(
+        _ window: SlidingWindow, _ w: Int, limits: CompiledLimits, tokens: TokenCounts, now: Int64
+    ) -> (at: Int64, input: Bool)? {
+        if tokens.input > limits.inputCaps[w] { return (limits.validUntil, true) }
+        if tokens.output > limits.outputCaps[w] { return (limits.validUntil, false) }
+        return window.earliestSplitFit(
+            input: tokens.input, output: tokens.output, inputCap: limits.inputCaps[w], outputCap: limits.outputCaps[w], now: now)
     }
 
     /// Why a call of `tokens` does not fit `windows` (advanced to `now`) under `limits`: an

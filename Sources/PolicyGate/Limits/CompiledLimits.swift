@@ -1,13 +1,15 @@
 /// ``PolicyLimits`` in the form the state machine checks on every call: missing caps become
 /// `.max`, so the hot path compares numbers instead of unwrapping optionals.
 ///
-/// Copied on every acquire (out of the provider table, into the waiter's wait): kept within
-/// 128 bytes, the size up to which a copy is a few moves rather than a call to `memcpy`
-/// (request caps are 32-bit for that: ``PolicyLimits/maximumRequestCap`` is below `UInt32.max`).
+/// Copied on every acquire (out of the provider table, into the waiter's wait): kept at 120
+/// bytes. Measured with `Benchmarks/callgrind-cycles.sh`: at 128 bytes the no-op cycle cost 355
+/// instructions instead of 289, at 132 a copy became a call to `memcpy`. Request caps and the
+/// concurrency cap are 32-bit for that (``PolicyLimits/maximumRequestCap`` is below `UInt32.max`).
 struct CompiledLimits: Sendable {
     /// Request caps per window (minute, hour, day); `.max` when not set.
     var requestCaps: InlineArray<3, UInt32>
-    // The flags next, in the request caps' padding: the struct stays 120 bytes.
+    // The flags, the adaptive factor and the concurrency cap next, in the request caps'
+    // padding: 120 bytes in all.
     /// Whether any input or output cap is set: only then does a key keep input and output
     /// windows (``SplitWindows``), so that a provider without them pays one branch.
     var hasSplitCaps: Bool
@@ -18,14 +20,18 @@ struct CompiledLimits: Sendable {
     var isShared = false
     /// For a shared provider: whether a failing store admits calls uncounted.
     var failsOpen = false
+    /// The factor adaptive mode applied to the configured caps, in thousandths
+    /// (``AdaptiveState/full`` when it did not lower them). Beside the flags, in the padding.
+    var adaptedBy: UInt16
+    /// The concurrency cap, 32-bit to fit beside the flags (`Int32.max`: not set; larger caps
+    /// are clamped just below, which no machine reaches). Read through ``maxConcurrent``.
+    private var concurrencyCap: Int32
     /// Token caps per window; `.max` when not set.
     var tokenCaps: InlineArray<3, Int64>
     /// Input-token caps per window; `.max` when not set.
     var inputCaps: InlineArray<3, Int64>
     /// Output-token caps per window; `.max` when not set.
     var outputCaps: InlineArray<3, Int64>
-    /// `Int.max` when not set.
-    var maxConcurrent: Int
     /// Bumped on every change of the provider's limits, so keys adopt new limits exactly once
     /// and never go back to older ones.
     var generation: UInt64
@@ -38,16 +44,23 @@ struct CompiledLimits: Sendable {
     var closedUntil: Int64 = .min
 
     init(_ limits: PolicyLimits, generation: UInt64) {
+        self.init(limits, adaptedBy: AdaptiveState.full, generation: generation)
+    }
+
+    /// `limits` with every cap multiplied by `factor` thousandths (``PolicyLimits/adapted(by:)``).
+    init(_ limits: PolicyLimits, adaptedBy factor: Int, generation: UInt64) {
         func cap(_ value: Int?) -> Int64 { value.map { Int64($0) } ?? .max }
         // Validated caps are below `UInt32.max`; clamping keeps an unvalidated one a cap.
         func requestCap(_ value: Int?) -> UInt32 { value.map { UInt32(clamping: min($0, PolicyLimits.maximumRequestCap)) } ?? .max }
+        adaptedBy = UInt16(clamping: min(factor, AdaptiveState.full))
+        let limits = limits.adapted(by: factor)
         requestCaps = [requestCap(limits.requestsPerMinute), requestCap(limits.requestsPerHour), requestCap(limits.requestsPerDay)]
         tokenCaps = [cap(limits.tokensPerMinute), cap(limits.tokensPerHour), cap(limits.tokensPerDay)]
         inputCaps = [cap(limits.inputTokensPerMinute), cap(limits.inputTokensPerHour), cap(limits.inputTokensPerDay)]
         outputCaps = [cap(limits.outputTokensPerMinute), cap(limits.outputTokensPerHour), cap(limits.outputTokensPerDay)]
         hasSplitCaps = limits.hasInputOutputCaps
         countsCacheReads = limits.countsCacheReads
-        maxConcurrent = limits.maxConcurrent ?? .max
+        concurrencyCap = limits.maxConcurrent.map { Int32(clamping: min($0, Int(Int32.max) - 1)) } ?? .max
         self.generation = generation
     }
 
@@ -94,18 +107,59 @@ struct CompiledLimits: Sendable {
     @inline(__always)
     func isClosed(at now: Int64) -> Bool { now < closedUntil }
 
-    /// The token cap an estimate of `tokens` exceeds, so that it can never be admitted, and
-    /// that cap.
+    /// The concurrency cap; `Int.max` when not set.
+    @inline(__always)
+    var maxConcurrent: Int {
+        get { concurrencyCap == .max ? .max : Int(concurrencyCap) }
+        set { concurrencyCap = newValue == .max ? .max : Int32(clamping: min(newValue, Int(Int32.max) - 1)) }
+    }
+
+    /// Whether adaptive mode lowered these caps below the configured ones (``AdaptiveState``).
+    @inline(__always)
+    var isAdapted: Bool { Int(adaptedBy) < AdaptiveState.full }
+
+    /// The token, input or output cap an estimate of `tokens` exceeds, so that it can never be
+    /// admitted, and that cap.
+    ///
+    /// While adaptive mode lowers the caps, an estimate is refused only above the most the
+    /// configured cap can be, given the adapted one: `((adapted + 1) × 1000 − 1) / factor`,
+    /// within 1000 / factor tokens of the configured cap (≤ 10). An estimate above the adapted
+    /// cap but within that bound waits for the caps to grow back (and is judged exactly against
+    /// the configured caps once they have).
     @inline(__always)
     func oversized(_ tokens: TokenCounts) -> (kind: PolicyLimitKind, cap: Int64)? {
-        for window in 0..<3 where tokens.total > tokenCaps[window] {
-            return (.tokens(PolicyWindow.at(window)), tokenCaps[window])
+        if tokens.total > tokenCaps[0] || tokens.total > tokenCaps[1] || tokens.total > tokenCaps[2] {
+            return oversizedCap(tokens)
         }
-        guard hasSplitCaps else { return nil }
-        for window in 0..<3 {
-            if tokens.input > inputCaps[window] { return (.inputTokens(PolicyWindow.at(window)), inputCaps[window]) }
-            if tokens.output > outputCaps[window] { return (.outputTokens(PolicyWindow.at(window)), outputCaps[window]) }
+        if hasSplitCaps
+            && (tokens.input > inputCaps[0] || tokens.input > inputCaps[1] || tokens.input > inputCaps[2]
+                || tokens.output > outputCaps[0] || tokens.output > outputCaps[1] || tokens.output > outputCaps[2])
+        {
+            return oversizedCap(tokens)
         }
         return nil
+    }
+
+    // Out of line: the rare path, kept out of the callers' code on the hot path.
+    @inline(never)
+    private func oversizedCap(_ tokens: TokenCounts) -> (kind: PolicyLimitKind, cap: Int64)? {
+        for window in 0..<3 {
+            let w = PolicyWindow.at(window)
+            if let cap = exceeded(tokens.total, tokenCaps[window]) { return (.tokens(w), cap) }
+            guard hasSplitCaps else { continue }
+            if let cap = exceeded(tokens.input, inputCaps[window]) { return (.inputTokens(w), cap) }
+            if let cap = exceeded(tokens.output, outputCaps[window]) { return (.outputTokens(w), cap) }
+        }
+        return nil
+    }
+
+    /// The cap `count` can never fit under, given the (maybe adapted) cap in force; `nil` if it
+    /// may fit.
+    private func exceeded(_ count: Int64, _ cap: Int64) -> Int64? {
+        guard count > cap else { return nil }
+        guard isAdapted, cap != .max else { return cap }
+        let factor = Int64(adaptedBy)
+        let bound = ((cap + 1) * Int64(AdaptiveState.full) - 1) / factor  // caps are ≤ 2^48: no overflow
+        return count > bound ? bound : nil
     }
 }

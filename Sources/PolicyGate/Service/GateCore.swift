@@ -12,6 +12,9 @@ struct ProviderEntry: Sendable {
     var schedule: ScheduleTrack?
     /// Where its counters are kept.
     var storage: PolicyStorage = .memory
+    /// For a provider in adaptive mode: its factor (``AdaptiveState``), which `compiled`
+    /// already applies.
+    var adaptive: AdaptiveState?
 }
 
 /// A provider's schedule with its latest resolution.
@@ -32,6 +35,8 @@ struct ProviderTable: Sendable {
 
     private var stored: [ProviderName: Stored] = [:]
     private var tracks: [ProviderName: ScheduleTrack] = [:]
+    /// Adaptive providers' factors, apart for the same reason as the schedules.
+    private var adaptive: [ProviderName: AdaptiveState] = [:]
 
     /// The compiled limits of a provider: the only lookup on the hot path.
     @inline(__always)
@@ -40,12 +45,15 @@ struct ProviderTable: Sendable {
     subscript(name: ProviderName) -> ProviderEntry? {
         get {
             stored[name].map {
-                ProviderEntry(limits: $0.limits, compiled: $0.compiled, schedule: tracks[name], storage: $0.storage)
+                ProviderEntry(
+                    limits: $0.limits, compiled: $0.compiled, schedule: tracks[name], storage: $0.storage,
+                    adaptive: adaptive[name])
             }
         }
         set {
             stored[name] = newValue.map { Stored(limits: $0.limits, compiled: $0.compiled, storage: $0.storage) }
             tracks[name] = newValue?.schedule
+            adaptive[name] = newValue?.adaptive
         }
     }
 
@@ -53,10 +61,13 @@ struct ProviderTable: Sendable {
     var names: [ProviderName] { Array(stored.keys) }
     /// Every entry, assembled.
     var entries: [(name: ProviderName, entry: ProviderEntry)] { stored.keys.compactMap { name in self[name].map { (name, $0) } } }
-    /// Whether any provider has a schedule.
-    var hasSchedules: Bool { !tracks.isEmpty }
-    /// The earliest instant a schedule's limits expire, if any provider has one.
-    var nextTransition: Int64? { tracks.keys.compactMap { stored[$0]?.compiled.validUntil }.min() }
+    /// Whether any provider's limits may change with time: a schedule, or adaptive caps.
+    var hasTransitions: Bool { !tracks.isEmpty || !adaptive.isEmpty }
+    /// The earliest instant a provider's limits expire (a schedule's transition, an adaptive
+    /// step), if any may.
+    var nextTransition: Int64? {
+        Set(tracks.keys).union(adaptive.keys).compactMap { stored[$0]?.compiled.validUntil }.min()
+    }
 }
 
 /// Maps the service's nanoseconds to wall-clock dates, for schedules: the date at nanosecond 0
@@ -135,7 +146,7 @@ final class GateCore: Sendable {
     init(
         limits: [String: PolicyLimits], schedules: [String: PolicySchedule], storage: [String: PolicyStorage],
         store: (any PolicyQuotaStore)?, time: any TimeSource, startDate: Date, telemetry: (any PolicyTelemetry)?,
-        feedbackScopes: [String: PolicyFeedbackScope] = [:]
+        feedbackScopes: [String: PolicyFeedbackScope] = [:], adaptive: Set<String> = []
     ) {
         self.feedbackScopes = Locked(Self.perKey(feedbackScopes))
         let environment = GateEnvironment(time: time, telemetry: telemetry)
@@ -149,7 +160,8 @@ final class GateCore: Sendable {
             let base = limits[name] ?? .unlimited
             guard !base.isUnlimited || schedules[name] != nil else { continue }
             table[ProviderName(name)] = Self.entry(
-                base, schedules[name], storage: storage[name] ?? .memory, generation: 1, now: now, wallClock: wallClock)
+                base, schedules[name], storage: storage[name] ?? .memory, generation: 1, now: now, wallClock: wallClock,
+                adaptive: adaptive.contains(name) ? AdaptiveState() : nil)
         }
         providers = Locked(table)
         environment.attach(self)
@@ -160,28 +172,34 @@ final class GateCore: Sendable {
         generations.wrappingAdd(1, ordering: .relaxed).newValue
     }
 
-    /// Compiles a provider's limits as they stand at `now`, resolving its schedule.
+    /// Compiles a provider's limits as they stand at `now`: its schedule resolved, then its
+    /// adaptive factor applied (each layer only tightens). They are valid until the earlier of
+    /// the schedule's next transition and the factor's next step.
     static func entry(
         _ base: PolicyLimits, _ schedule: PolicySchedule?, storage: PolicyStorage, generation: UInt64, now: Int64,
-        wallClock: WallClock
+        wallClock: WallClock, adaptive: AdaptiveState? = nil
     ) -> ProviderEntry {
+        let factor = adaptive?.factor(at: now) ?? AdaptiveState.full
+        let adaptiveUntil = adaptive?.nextStep(after: now) ?? .max
         guard let schedule else {
-            var compiled = CompiledLimits(base, generation: generation)
+            var compiled = CompiledLimits(base, adaptedBy: factor, generation: generation)
+            compiled.validUntil = adaptiveUntil
             compiled.share(storage)
-            return ProviderEntry(limits: base, compiled: compiled, storage: storage)
+            return ProviderEntry(limits: base, compiled: compiled, storage: storage, adaptive: adaptive)
         }
         let date = wallClock.date(at: now)
         let resolution = schedule.resolve(base: base, at: date)
-        var compiled = CompiledLimits(resolution.limits, generation: generation)
+        var compiled = CompiledLimits(resolution.limits, adaptedBy: factor, generation: generation)
         // Never `now` itself: limits valid until now would be stale at once.
-        compiled.validUntil = resolution.validUntil.map { max(now + 1, wallClock.nanos(at: $0)) } ?? .max
+        compiled.validUntil = min(
+            adaptiveUntil, resolution.validUntil.map { max(now + 1, wallClock.nanos(at: $0)) } ?? .max)
         if resolution.isClosed {
             compiled.closedUntil = schedule.nextOpening(from: date).map { max(now + 1, wallClock.nanos(at: $0)) } ?? .max
         }
         compiled.share(storage)
         return ProviderEntry(
             limits: base, compiled: compiled, schedule: ScheduleTrack(schedule: schedule, resolution: resolution),
-            storage: storage)
+            storage: storage, adaptive: adaptive)
     }
 
     @inline(__always)
@@ -307,6 +325,7 @@ final class GateCore: Sendable {
         let tokens = allowance(.tokens)
         let pauseUntil = feedback.retryAfter.map { now.clampedAdding($0.nanosecondsSaturating) }
         let applied = state.apply(pauseUntil: pauseUntil, cause: cause, requests: requests, tokens: tokens, now: now)
+        if feedback.retryAfter != nil { throttled(ProviderName(of: key), now: now, pausedUntil: pauseUntil) }
         if applied.mayAdmitMore {
             // Waiters parked on the old state look again. (A pause needs no such pass: a
             // waiter it blocks learns of it when it next could be admitted.)
@@ -320,6 +339,35 @@ final class GateCore: Sendable {
             pausedFor: pauseUntil.map { .nanoseconds($0 - now) }, pauseCause: pauseUntil == nil ? nil : cause,
             requestsRemaining: requests.map { Int($0.remaining) }, tokensRemaining: tokens.map { Int($0.remaining) })
         if environment.hasTelemetry { environment.telemetry?.didObserveFeedback(event) }
+    }
+
+    // MARK: Adaptive caps
+
+    /// A 429 (or a retry-after) for `provider` at `now`: if it is adaptive, its caps drop
+    /// (once per congestion event, see ``AdaptiveState``), through the same hand-over as any
+    /// change of limits, and telemetry hears of it.
+    private func throttled(_ provider: ProviderName, now: Int64, pausedUntil: Int64?) {
+        // A due schedule transition first, so that the one below is not mistaken for it. (Only
+        // the instant is read: a closure identical to `compiledLimits(for:)`'s would be merged
+        // with it, and the hot path would call it through a thunk, ≈ 6 instructions a call.)
+        if let until = providers.withLock({ $0.compiled(provider)?.validUntil }), until <= now { advanceSchedules(now: now) }
+        var change: LimitsChange?
+        var event: PolicyAdaptiveEvent?
+        providers.withLock { table in
+            guard let entry = table[provider], var adaptive = entry.adaptive else { return }
+            let before = adaptive.factor(at: now)
+            guard adaptive.throttled(at: now, pausedUntil: pausedUntil) else { return }
+            let next = Self.entry(
+                entry.limits, entry.schedule?.schedule, storage: entry.storage, generation: nextGeneration(), now: now,
+                wallClock: wallClock, adaptive: adaptive)
+            table[provider] = next
+            change = LimitsChange(provider: provider.name, previous: entry, current: next, isReported: false)
+            event = next.adaptiveEvent(provider: provider.name, previousFactor: before, now: now)
+        }
+        guard let change else { return }
+        armScheduleTimer()
+        handOver([change], cause: .configuration, now: now)
+        if let event, environment.hasTelemetry { environment.telemetry?.didAdaptLimits(event) }
     }
 
     // MARK: Schedules
@@ -336,22 +384,35 @@ final class GateCore: Sendable {
     /// provider's keys (waking waiters that now fit), and reports the changes.
     func advanceSchedules(now: Int64) {
         var changes: [LimitsChange] = []
+        var adapted: [PolicyAdaptiveEvent] = []
         providers.withLock { table in
             for (name, entry) in table.entries {
-                guard let track = entry.schedule, entry.compiled.validUntil <= now else { continue }
+                guard entry.compiled.validUntil <= now, entry.schedule != nil || entry.adaptive != nil else { continue }
                 let next = Self.entry(
-                    entry.limits, track.schedule, storage: entry.storage, generation: nextGeneration(), now: now,
-                    wallClock: wallClock)
+                    entry.limits, entry.schedule?.schedule, storage: entry.storage, generation: nextGeneration(), now: now,
+                    wallClock: wallClock, adaptive: entry.adaptive)
                 table[name] = next
-                // Same caps, only a later `validUntil` (the search horizon): nothing to report,
-                // but keys still need the new limits, since past their `validUntil` their queues
-                // admit nobody.
-                let sameEffect = next.schedule.map { $0.resolution.hasSameEffect(as: track.resolution) } ?? false
-                    && next.compiled.closedUntil == entry.compiled.closedUntil
+                // Same caps, only a later `validUntil` (the search horizon, an adaptive step):
+                // nothing to report as a schedule's change, but keys still need the new limits,
+                // since past their `validUntil` their queues admit nobody.
+                let sameEffect = entry.schedule.map { track in
+                    next.schedule.map { $0.resolution.hasSameEffect(as: track.resolution) } ?? false
+                        && next.compiled.closedUntil == entry.compiled.closedUntil
+                } ?? true
                 changes.append(LimitsChange(provider: name.name, previous: entry, current: next, isReported: !sameEffect))
+                // The factor the old limits were compiled with: the same until just before
+                // they expired (they expire at its next step at the latest).
+                if let adaptive = entry.adaptive, let event = next.adaptiveEvent(
+                    provider: name.name, previousFactor: adaptive.factor(at: entry.compiled.validUntil - 1), now: now)
+                {
+                    adapted.append(event)
+                }
             }
         }
         handOver(changes, cause: .schedule, now: now)
+        if environment.hasTelemetry, let telemetry = environment.telemetry {
+            for event in adapted { telemetry.didAdaptLimits(event) }
+        }
     }
 
     /// One provider's limits replaced in the table: what keys and telemetry must hear of.
@@ -399,12 +460,21 @@ final class GateCore: Sendable {
 
     /// (Re)starts the task that applies schedule transitions on time, so that waiters are
     /// woken at the transition rather than by the next unrelated event.
+    /// Called from the actor (configuration) and from any caller (a 429 lowering adaptive caps):
+    /// the old task is swapped for the new one under one lock, so two callers at once cannot
+    /// leave a timer running that nobody cancels.
     func armScheduleTimer() {
-        let previous = scheduleTimer.withLock { $0.take() }
+        let hasTransitions = providers.withLock { $0.hasTransitions }
+        let previous = scheduleTimer.withLock { timer -> Task<Void, Never>? in
+            let previous = timer
+            timer = hasTransitions ? makeTransitionTimer() : nil
+            return previous
+        }
         previous?.cancel()
-        let hasSchedules = providers.withLock { $0.hasSchedules }
-        guard hasSchedules else { return }
-        let task = Task { [self] in
+    }
+
+    private func makeTransitionTimer() -> Task<Void, Never> {
+        Task { [self] in
             while !Task.isCancelled {
                 let next = providers.withLock { $0.nextTransition }
                 guard let next, next != .max else { return }
@@ -412,7 +482,6 @@ final class GateCore: Sendable {
                 advanceSchedules(now: environment.time.now())
             }
         }
-        scheduleTimer.withLock { $0 = task }
     }
 
     func entry(for provider: String) -> ProviderEntry? {
@@ -552,6 +621,18 @@ final class GateCore: Sendable {
 }
 
 extension ProviderEntry {
-    /// The limits enforced now: the schedule's resolution, or the base limits.
+    /// The limits in force now before adaptive mode: the schedule's resolution, or the base
+    /// limits.
     var effectiveLimits: PolicyLimits { schedule?.resolution.limits ?? limits }
+
+    /// The telemetry event for an adaptive factor that was `previousFactor` before this entry
+    /// was compiled at `now`; `nil` if it did not change.
+    func adaptiveEvent(provider: String, previousFactor: Int, now: Int64) -> PolicyAdaptiveEvent? {
+        guard let adaptive else { return nil }
+        let factor = adaptive.factor(at: now)
+        guard factor != previousFactor else { return nil }
+        return PolicyAdaptiveEvent(
+            provider: provider, previousFactor: Double(previousFactor) / 1_000, factor: Double(factor) / 1_000,
+            limits: effectiveLimits.adapted(by: factor), configured: effectiveLimits)
+    }
 }

@@ -59,14 +59,27 @@ public actor PolicyService {
     init<C: Clock>(
         limits: [String: PolicyLimits], schedules: [String: PolicySchedule], storage: [String: PolicyStorage] = [:],
         store: (any PolicyQuotaStore)? = nil, clock: C, startDate: Date, telemetry: (any PolicyTelemetry)?,
-        feedbackScopes: [String: PolicyFeedbackScope] = [:]
+        feedbackScopes: [String: PolicyFeedbackScope] = [:], adaptive: Set<String> = []
     ) throws(PolicyError) where C.Duration == Duration {
         try Self.validate(limits: limits, schedules: schedules)
         try Self.validate(storage: storage, store: store)
         try Self.validate(split: limits, schedules: schedules, storage: storage)
+        try Self.validate(adaptive: adaptive, feedbackScopes: feedbackScopes)
         core = GateCore(
             limits: limits, schedules: schedules, storage: storage, store: store, time: makeTimeSource(clock),
-            startDate: startDate, telemetry: telemetry, feedbackScopes: feedbackScopes)
+            startDate: startDate, telemetry: telemetry, feedbackScopes: feedbackScopes, adaptive: adaptive)
+    }
+
+    /// Checks that no adaptive provider keeps its feedback per key: its adapted caps are shared
+    /// by all its keys, and one account's 429 must not lower another account's caps.
+    static func validate(adaptive: Set<String>, feedbackScopes: [String: PolicyFeedbackScope]) throws(PolicyError) {
+        let perKey = adaptive.filter { feedbackScopes[$0] == .key }.sorted()
+        guard perKey.isEmpty else {
+            throw PolicyError(
+                .invalidArgument,
+                message: "provider(s) \(perKey.map { "'\($0)'" }.joined(separator: ", ")) are adaptive with feedback_scope = \"key\"; "
+                    + "adaptive caps are shared by all keys of a provider, so they need feedback_scope = \"provider\"")
+        }
     }
 
     /// Checks that every provider kept in a shared store has one to be kept in.
@@ -473,16 +486,20 @@ public actor PolicyService {
         try limits.validate(provider: provider)
         let entry = core.entry(for: provider)
         try Self.validate(split: [provider: limits], schedules: [:], storage: [provider: entry?.storage ?? .memory])
-        swap([provider: (limits, entry?.schedule?.schedule, entry?.storage ?? .memory)], replacingAll: false)
+        swap(
+            [provider: (limits, entry?.schedule?.schedule, entry?.storage ?? .memory, entry?.adaptive != nil)],
+            replacingAll: false)
     }
 
     /// Replaces the limits and schedules of the providers in `changes` at once (and, when
     /// `replacingAll`, stops gating every other provider). Acquirers see either the old table
     /// or the new one, never a mix. Unchanged providers keep their compiled limits and their
     /// keys are not touched; changed ones are re-limited key by key (waiters that now fit are
-    /// admitted) and reported to telemetry. Call only with validated limits and schedules.
+    /// admitted) and reported to telemetry. An adaptive provider that stays adaptive keeps its
+    /// factor, applied to its new caps. Call only with validated limits and schedules.
     func swap(
-        _ changes: [String: (limits: PolicyLimits, schedule: PolicySchedule?, storage: PolicyStorage)], replacingAll: Bool
+        _ changes: [String: (limits: PolicyLimits, schedule: PolicySchedule?, storage: PolicyStorage, adaptive: Bool)],
+        replacingAll: Bool
     ) {
         let now = core.environment.time.now()
         var changed: [GateCore.LimitsChange] = []
@@ -492,15 +509,15 @@ public actor PolicyService {
             for provider in names.sorted() {
                 let name = ProviderName(provider)
                 let previous = table[name]
-                let (limits, schedule, storage) = changes[provider] ?? (.unlimited, nil, .memory)
+                let (limits, schedule, storage, adaptive) = changes[provider] ?? (.unlimited, nil, .memory, false)
                 guard limits != (previous?.limits ?? .unlimited) || schedule != previous?.schedule?.schedule
-                    || storage != (previous?.storage ?? .memory)
+                    || storage != (previous?.storage ?? .memory) || adaptive != (previous?.adaptive != nil)
                 else { continue }
                 let current = limits.isUnlimited && schedule == nil
                     ? nil
                     : GateCore.entry(
                         limits, schedule, storage: storage, generation: core.nextGeneration(), now: now,
-                        wallClock: core.wallClock)
+                        wallClock: core.wallClock, adaptive: adaptive ? previous?.adaptive ?? AdaptiveState() : nil)
                 table[name] = current
                 changed.append(GateCore.LimitsChange(provider: provider, previous: previous, current: current))
             }
@@ -533,6 +550,8 @@ public actor PolicyService {
         if let stored = core.compiledLimits(for: key) { _ = core.limits(stored, for: key, at: now) }  // applies a due transition
         let entry = core.entry(for: key.provider)
         let limits = entry?.effectiveLimits ?? .unlimited
+        let factor = entry?.adaptive?.factor(at: now) ?? AdaptiveState.full
+        let enforced = limits.adapted(by: factor)
         let resolution = entry?.schedule?.resolution
         struct Raw {
             var usage: [GateStateMachine<Void>.WindowUsage] = []
@@ -554,10 +573,10 @@ public actor PolicyService {
         }
         var windows: [PolicyState.Window] = []
         for window in PolicyWindow.allCases {
-            let requestCap = limits[.requests(window)]
-            let tokenCap = limits[.tokens(window)]
-            let inputCap = limits[.inputTokens(window)]
-            let outputCap = limits[.outputTokens(window)]
+            let requestCap = enforced[.requests(window)]
+            let tokenCap = enforced[.tokens(window)]
+            let inputCap = enforced[.inputTokens(window)]
+            let outputCap = enforced[.outputTokens(window)]
             guard requestCap != nil || tokenCap != nil || inputCap != nil || outputCap != nil else { continue }
             let used = raw?.usage.first { $0.window == window }
             var readout = PolicyState.Window(
@@ -575,6 +594,12 @@ public actor PolicyService {
             nextTransition: resolution?.validUntil,
             nextCapacityIn: raw?.nextExpiry.map { .nanoseconds(max(0, $0 - now)) })
         state.providerFeedback = core.existingFeedback(for: key)?.readout(at: now)
+        if let adaptive = entry?.adaptive {
+            let next = adaptive.nextStep(after: now)
+            state.adaptive = PolicyState.Adaptive(
+                factor: Double(factor) / 1_000, limits: enforced,
+                nextIncreaseIn: next == .max ? nil : .nanoseconds(next - now))
+        }
         return state
     }
 

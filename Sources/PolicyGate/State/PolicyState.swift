@@ -34,7 +34,8 @@ public struct PolicyState: Sendable, CustomStringConvertible {
     public let key: PolicyKey
     /// The provider's limits now (``PolicyLimits/unlimited`` when it has none).
     public let limits: PolicyLimits
-    /// One entry per window with a cap, shortest first.
+    /// One entry per window with a cap, shortest first; for an adaptive provider, against the
+    /// adapted caps (``adaptive``).
     public let windows: [Window]
     /// Permits holding a concurrency slot.
     public let inFlight: Int
@@ -76,6 +77,21 @@ public struct PolicyState: Sendable, CustomStringConvertible {
     /// every key of the provider and only ever tightens the configured caps.
     public internal(set) var providerFeedback: ProviderFeedback?
 
+    /// An adaptive provider's caps now (``PolicyConfiguration/adaptive``).
+    public struct Adaptive: Sendable, Hashable {
+        /// The fraction of the configured caps enforced now (0.1 … 1; 1 until a 429).
+        public let factor: Double
+        /// The caps enforced now: ``PolicyState/limits`` times ``factor``, rounded down, each
+        /// at least 1.
+        public let limits: PolicyLimits
+        /// Time until the caps grow back by the next step, if they are below the configured
+        /// ones.
+        public let nextIncreaseIn: Duration?
+    }
+
+    /// For a provider in adaptive mode, its adapted caps; `nil` for other providers.
+    public internal(set) var adaptive: Adaptive?
+
     /// The window entry for `window`, if it is capped.
     public subscript(window: PolicyWindow) -> Window? {
         windows.first { $0.window == window }
@@ -93,6 +109,7 @@ public struct PolicyState: Sendable, CustomStringConvertible {
         if let blockedBy { parts.append("blockedBy=\(blockedBy)") }
         if let scheduleEntry { parts.append("schedule=\(scheduleEntry)\(isClosed ? " (closed)" : "")") }
         if let pause = providerFeedback?.pausedFor { parts.append("providerPause=\(pause)") }
+        if let adaptive, adaptive.factor < 1 { parts.append("adaptive=\(adaptive.factor)") }
         return parts.joined(separator: " ")
     }
 }

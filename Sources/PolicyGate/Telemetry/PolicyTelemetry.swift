@@ -27,6 +27,9 @@ public protocol PolicyTelemetry: Sendable {
     /// A provider's own feedback (response headers, a 429) was read: what the gate adopted, and
     /// the values it did not believe.
     func didObserveFeedback(_ event: PolicyFeedbackEvent)
+    /// An adaptive provider's caps dropped after a 429 or grew back a step (see
+    /// ``PolicyConfiguration/adaptive``).
+    func didAdaptLimits(_ event: PolicyAdaptiveEvent)
     /// A shared provider's store failed (an error, or no answer in time): what the gate did
     /// about it. Reported for admissions, commits and releases.
     func didFailStore(_ event: PolicyStoreFailureEvent)
@@ -49,6 +52,8 @@ extension PolicyTelemetry {
     public func didChangeLimits(_ event: PolicyLimitsChangeEvent) {}
     /// Does nothing.
     public func didObserveFeedback(_ event: PolicyFeedbackEvent) {}
+    /// Does nothing.
+    public func didAdaptLimits(_ event: PolicyAdaptiveEvent) {}
     /// Does nothing.
     public func didFailStore(_ event: PolicyStoreFailureEvent) {}
     /// Does nothing.

@@ -57,6 +57,11 @@ public struct PolicyTelemetryFanOut: PolicyTelemetry {
     }
 
     /// Passes the event to every sink.
+    public func didAdaptLimits(_ event: PolicyAdaptiveEvent) {
+        for sink in sinks { sink.didAdaptLimits(event) }
+    }
+
+    /// Passes the event to every sink.
     public func didFailStore(_ event: PolicyStoreFailureEvent) {
         for sink in sinks { sink.didFailStore(event) }
     }

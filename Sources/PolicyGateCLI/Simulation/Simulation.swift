@@ -14,6 +14,10 @@ package struct SimulationOptions: Sendable {
     /// (0…1); for a progress bar.
     package var progress: (@Sendable (Double) -> Void)?
 
+    /// Providers answered by a model of the provider itself (``ProviderCapacity``): calls
+    /// above its hidden capacity get a 429, which the simulated client reports to the gate.
+    package var capacities: [String: ProviderCapacity] = [:]
+
     /// The most timeline samples kept per provider.
     package static let maximumSamples = 2_000
 
@@ -106,6 +110,8 @@ package struct CallOutcome: Sendable, Hashable, CustomStringConvertible {
         case oversized
         /// Refused: the gate does not accept its token count.
         case invalid
+        /// Admitted, then refused by the provider model (a 429, see ``ProviderCapacity``).
+        case throttled
         /// Its `max_wait` ran out while it waited.
         case timedOut
         /// Its `cancel_after` came while it waited.
@@ -153,7 +159,7 @@ struct SimulationEngine: ~Copyable {
     }
 
     enum Phase: UInt8 {
-        case pending, waiting, running, runningToBeCut, done
+        case pending, waiting, running, runningToBeCut, throttled, done
     }
 
     /// A key's counts. Plain numbers only, so that reading and updating them in the array
@@ -191,10 +197,14 @@ struct SimulationEngine: ~Copyable {
         var rejected = LimitCounts(repeating: 0)
         var oversized = LimitCounts(repeating: 0)
         var timedOut = LimitCounts(repeating: 0)
-        var firstHit = InlineArray<14, Int64>(repeating: .max)
+        var firstHit = InlineArray<15, Int64>(repeating: .max)
         var inFlight = 0, peakInFlight = 0, peakInFlightAt: Int64 = 0
         var queued = 0, peakQueued = 0, peakQueuedAt: Int64 = 0
         var estimatedTokens = 0, committedTokens = 0
+        /// Calls the provider model answered with a 429, and calls that completed.
+        var throttled = 0, completed = 0
+        /// When the adaptive caps next grow (`.min`: to be read from the gate).
+        var adaptiveStepAt: Int64 = .min
         /// The next instant its schedule may change its limits (`.max`: never).
         var nextTransition: Int64 = .max
         /// The concurrency cap in force, and until when it holds (a schedule transition).
@@ -216,8 +226,8 @@ struct SimulationEngine: ~Copyable {
         let horizon: Int64
         var keys: [Int32] = []
         var peakUsed = LimitCounts(repeating: 0)
-        var peakAt = InlineArray<14, Int64>(repeating: .max)
-        var capAtPeak = InlineArray<14, Int?>(repeating: nil)
+        var peakAt = InlineArray<15, Int64>(repeating: .max)
+        var capAtPeak = InlineArray<15, Int?>(repeating: nil)
         var timeline = Timeline()
     }
 
@@ -245,6 +255,10 @@ struct SimulationEngine: ~Copyable {
     var waits: [[Int64]]
     var events = SimulationEvents()
     var permits = PermitSlots()
+    /// The provider model of each provider that has one.
+    var models: [ProviderModel?]
+    /// Whether each provider is in adaptive mode.
+    let adaptive: [Bool]
     var now: Int64 = 0
     var sampleInterval: Int64
     var nextSample: Int64 = 0
@@ -310,6 +324,8 @@ struct SimulationEngine: ~Copyable {
         queues = Array(repeating: [], count: keys.count)
         self.providers = providers
         tallies = providers.map { ProviderTally(hasSchedule: $0.hasSchedule) }
+        models = providers.map { track in options.capacities[track.name].map { ProviderModel(capacity: $0) } }
+        adaptive = providers.map { configuration.adaptive.contains($0.name) }
         waits = Array(repeating: [], count: providers.count)
         phase = Array(repeating: .pending, count: calls.count)
         slot = Array(repeating: -1, count: calls.count)
@@ -464,7 +480,7 @@ struct SimulationEngine: ~Copyable {
             admit(c, k, permit)
         } catch {
             guard error.code == .rateLimited else { return fail(c, p, error) }
-            let label = SimulationLimit.index(of: error.limit)
+            let label = SimulationLimit.index(of: error)
             hit(p, label)
             let waitUntil = calls[c].waitUntil
             if waitUntil != .max {
@@ -511,7 +527,7 @@ struct SimulationEngine: ~Copyable {
             return .admitted
         } catch {
             guard error.code == .rateLimited, let retryAfter = error.retryAfter else { return .unknown }
-            return .until(now.clampedAdding(retryAfter.nanosecondsSaturating), limit: SimulationLimit.index(of: error.limit))
+            return .until(now.clampedAdding(retryAfter.nanosecondsSaturating), limit: SimulationLimit.index(of: error))
         }
     }
 
@@ -538,8 +554,8 @@ struct SimulationEngine: ~Copyable {
                 admit(c, k, permit)
             } catch {
                 if error.code == .rateLimited {
-                    hit(p, SimulationLimit.index(of: error.limit))
-                    return block(k, label: SimulationLimit.index(of: error.limit), retryAfter: error.retryAfter)
+                    hit(p, SimulationLimit.index(of: error))
+                    return block(k, label: SimulationLimit.index(of: error), retryAfter: error.retryAfter)
                 }
                 // The limits changed while it waited (a schedule): it can never fit now.
                 dequeue(c, k)
@@ -559,6 +575,14 @@ struct SimulationEngine: ~Copyable {
         if providers[p].hasSchedule {
             if tallies[p].nextTransition <= now { tallies[p].nextTransition = transition(after: now, provider: p) }
             at = min(at, tallies[p].nextTransition)
+        }
+        if adaptive[p] {
+            // Adaptive caps that grow back may let the head in sooner than the gate said.
+            if tallies[p].adaptiveStepAt == .min || tallies[p].adaptiveStepAt <= now {
+                let next = gate.currentState(for: keyOf[k]).adaptive?.nextIncreaseIn
+                tallies[p].adaptiveStepAt = next.map { now.clampedAdding($0.nanosecondsSaturating) } ?? .max
+            }
+            at = min(at, tallies[p].adaptiveStepAt)
         }
         guard at != .max else { return }
         at = max(at, now + 1)
@@ -595,7 +619,11 @@ struct SimulationEngine: ~Copyable {
             tallies[p].peakInFlightAt = now
         }
         let ends = now.clampedAdding(call.duration)
-        if call.cancelAt < ends {
+        if models[p] != nil, models[p]?.answer(at: now, tokens: call.estimate) == false {
+            // The 429 comes back quickly, before any cancellation.
+            phase[c] = .throttled
+            events.push(time: now.clampedAdding(ProviderModel.refusalLatency), kind: SimulationEvents.completion, index: c)
+        } else if call.cancelAt < ends {
             phase[c] = .runningToBeCut
             events.push(time: max(now, call.cancelAt), kind: SimulationEvents.completion, index: c)
         } else {
@@ -609,8 +637,16 @@ struct SimulationEngine: ~Copyable {
         var permit = permits.take(slot[c])
         let k = Int(calls[c].key)
         let p = keys[k].provider
-        fate[c].kind = phase[c] == .running ? .completed : .cutShort
-        if phase[c] == .running {
+        fate[c].kind = phase[c] == .running ? .completed : phase[c] == .throttled ? .throttled : .cutShort
+        if phase[c] == .throttled {
+            // What a client does with a 429: tell the gate (with the provider's retry-after),
+            // count nothing used, give up the call (no retry: it counts as lost goodput).
+            permit.reportThrottled(retryAfter: models[p]?.retryAfter(at: now))
+            try? permit.commitTokens(0)
+            tallies[p].throttled += 1
+            tallies[p].adaptiveStepAt = .min
+        } else if phase[c] == .running {
+            tallies[p].completed += 1
             do {
                 try permit.commitTokens(calls[c].actual)
                 tallies[p].committedTokens += calls[c].actual
@@ -621,7 +657,7 @@ struct SimulationEngine: ~Copyable {
             tallies[p].cutShort += 1
             tallies[p].committedTokens += calls[c].estimate
         }
-        let lowered = phase[c] == .running && calls[c].actual < calls[c].estimate
+        let lowered = phase[c] == .throttled || (phase[c] == .running && calls[c].actual < calls[c].estimate)
         // An overrun can make the head fit later than the gate last said.
         if phase[c] == .running && calls[c].actual > calls[c].estimate {
             keys[k].headFitsAt = .max
@@ -709,7 +745,7 @@ struct SimulationEngine: ~Copyable {
     private mutating func fail(_ c: Int, _ p: Int, _ error: PolicyError) {
         phase[c] = .done
         if error.code == .oversized {
-            let label = SimulationLimit.index(of: error.limit)
+            let label = SimulationLimit.index(of: error)
             fate[c] = (.oversized, UInt8(label))
             tallies[p].oversized[label] += 1
             hit(p, label)
@@ -918,7 +954,11 @@ struct SimulationEngine: ~Copyable {
                 peakInFlight: tally.peakInFlight, peakInFlightAt: seconds(tally.peakInFlightAt),
                 peakQueued: tally.peakQueued, peakQueuedAt: seconds(tally.peakQueuedAt),
                 estimatedTokens: tally.estimatedTokens, committedTokens: tally.committedTokens, limits: limits,
-                timeline: track.timeline))
+                timeline: track.timeline,
+                providerModel: models[p].map {
+                    ProviderModelReport(
+                        capacity: $0.capacity, adaptive: adaptive[p], throttled: tally.throttled, goodput: tally.completed)
+                }))
         }
         reports.sort { $0.provider < $1.provider }
         let wall = started.duration(to: .now)

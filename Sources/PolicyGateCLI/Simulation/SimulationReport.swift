@@ -21,6 +21,9 @@ package struct SimulationReport: Codable, Sendable, Hashable {
     package var sampleIntervalSeconds: Double
     /// One entry per provider with calls or limits, by name.
     package var providers: [ProviderReport]
+    /// With a provider model (`--capacity`): each modelled provider's 429s and goodput with
+    /// adaptive caps off and on, the same calls replayed both ways.
+    package var adaptiveComparison: [AdaptiveComparison]? = nil
 
     /// Creates a report.
     package init(
@@ -97,6 +100,8 @@ package struct ProviderReport: Codable, Sendable, Hashable {
     package var limits: [LimitReport]
     /// Samples over time for charts.
     package var timeline: Timeline
+    /// What the provider model answered (``ProviderCapacity``), when the provider had one.
+    package var providerModel: ProviderModelReport? = nil
 
     /// Calls refused in any way: rejected, oversized or invalid.
     package var refused: Int { rejected.values.reduce(0, +) + oversized.values.reduce(0, +) + invalid }

@@ -126,13 +126,21 @@ struct PermitSlots: ~Copyable {
 /// caps in ``PolicyLimitKind`` order (requests, tokens, input tokens, output tokens; minute,
 /// hour, day each), concurrency, and a schedule's closing.
 enum SimulationLimit {
-    static let count = 14
+    static let count = 15
     /// The window caps are the indices below this; the request caps the first three.
     static let concurrency = 12
     static let closed = 13
+    /// The provider's own feedback held the call (a 429's pause, what it said is left).
+    static let provider = 14
 
-    /// `requests_per_minute` … `max_concurrent`, `closed`.
-    static let names: [String] = PolicyLimitKind.allCases.map(\.configurationKey) + ["closed"]
+    /// `requests_per_minute` … `max_concurrent`, `closed`, `provider`.
+    static let names: [String] = PolicyLimitKind.allCases.map(\.configurationKey) + ["closed", "provider"]
+
+    /// The label of a refusal: its cap, a closed schedule, or the provider's feedback.
+    @inline(__always)
+    static func index(of error: PolicyError) -> Int {
+        error.providerCause != nil ? provider : index(of: error.limit)
+    }
 
     @inline(__always)
     static func index(of kind: PolicyLimitKind?) -> Int {
@@ -158,5 +166,5 @@ enum SimulationLimit {
     static func kind(_ index: Int) -> PolicyLimitKind { PolicyLimitKind.allCases[index] }
 }
 
-/// Eight counters, one per ``SimulationLimit``.
-typealias LimitCounts = InlineArray<14, Int>
+/// One counter per ``SimulationLimit``.
+typealias LimitCounts = InlineArray<15, Int>
