@@ -136,7 +136,11 @@ struct Endpoint {
         let message = PostgresPolicyStore.describe(error)
         switch psql.serverInfo?[.sqlState] {
         case "28P01", "28000":
-            return PostgresStoreError("\(message): check the user '\(user)' and its password", code: .authentication)
+            return PostgresStoreError(
+                "\(message): check the user '\(user)', its password, and that the server's pg_hba.conf admits it this way "
+                    + "(tls = \"\(tls.rawValue)\")", code: .authentication)
+        case "42704":
+            return PostgresStoreError(message, code: .configuration)
         case "42501":
             return PostgresStoreError(message, code: .permission)
         default:

@@ -201,6 +201,20 @@ extension PostgresStoreTests {
         #expect(error?.message.contains("policy-gate migrate") == true)
     }
 
+    @Test("a wrong password is an authentication error; plain TCP for the runtime role is refused by the server")
+    func authenticationErrors() async throws {
+        let wrong = try PostgresPolicyStore(settings: TestDatabase.settings, environment: ["PGPASSWORD": "not-the-password"])
+        defer { wrong.close() }
+        let error = await #expect(throws: PostgresStoreError.self) { try await wrong.checkSchema() }
+        #expect(error?.code == .authentication, "\(error?.message ?? "")")
+        #expect(error?.message.contains("not-the-password") == false)
+        let clear = try PostgresPolicyStore(settings: PolicyPostgresSettings(url: TestDatabase.url, tls: .disable))
+        defer { clear.close() }
+        let refused = await #expect(throws: PostgresStoreError.self) { try await clear.checkSchema() }
+        #expect(refused?.code == .authentication, "\(refused?.message ?? "")")
+        #expect(refused?.message.contains("no encryption") == true, "\(refused?.message ?? "")")
+    }
+
     @Test("the runtime role may execute the functions and nothing else: no table access, no migrating")
     func runtimeRoleCannotChangeTables() async throws {
         try await TestDatabase.prepare()
