@@ -2,7 +2,7 @@ import Foundation
 
 /// How a PostgreSQL store is reached (`[store.postgres]`); the fields left out come from the
 /// environment (`POLICYGATE_POSTGRES_URL`, then the usual `PGHOST`, `PGPORT`, `PGUSER`,
-/// `PGDATABASE`, `PGPASSWORD`) or their defaults.
+/// `PGDATABASE`, `PGPASSWORD`, `PGSSLMODE`, `PGSSLROOTCERT`) or their defaults.
 ///
 /// ```toml
 /// [store.postgres]
