@@ -78,7 +78,7 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     /// `PGSSLMODE`, or the host's default (`verify-full`; `prefer` for loopback).
     public var tls: PolicyPostgresSettings.TLSMode { endpoint.tls }
     private let client: PostgresClient
-    /// The listener's configuration, also used by ``migrate()`` and ``checkSchema()``.
+    /// The listener's configuration, also used by ``migrate(_:)`` and ``checkSchema()``.
     let connection: PostgresConnection.Configuration
     let endpoint: Endpoint
     let logger: Logger
