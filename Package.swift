@@ -102,10 +102,11 @@ let package = Package(
             dependencies: ["PolicyGate", "PolicyGateTestKit"],
             swiftSettings: strictSettings
         ),
-        // The `policy-gate` command's logic (check, simulate), a library so tests run it in-process.
+        // The `policy-gate` command's logic (check, simulate, migrate), a library so tests run it
+        // in-process. migrate needs the Postgres trait (PolicyGatePostgres is empty without it).
         .target(
             name: "PolicyGateCLI",
-            dependencies: ["PolicyGate", "PolicyGateTOML", "PolicyGateTestKit"],
+            dependencies: ["PolicyGate", "PolicyGateTOML", "PolicyGateTestKit", "PolicyGatePostgres"],
             swiftSettings: strictSettings
         ),
         .executableTarget(

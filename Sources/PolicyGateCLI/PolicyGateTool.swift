@@ -1,4 +1,5 @@
-/// The `policy-gate` command: `check` a configuration file, `simulate` traffic through a gate.
+/// The `policy-gate` command: `check` a configuration file, `simulate` traffic through a gate,
+/// `migrate` the shared store's schema.
 ///
 /// Everything runs in ``run(arguments:stdout:stderr:)``, which writes to the sinks it is given and
 /// returns the exit status, so tests run the command in-process; `main.swift` only passes the
@@ -21,6 +22,7 @@ package enum PolicyGateTool {
     static let commands: [(spec: CommandSpec, run: @Sendable (CommandSpec.Parsed, Context) -> Int32)] = [
         (CheckCommand.spec, CheckCommand.run),
         (SimulateCommand.spec, SimulateCommand.run),
+        (MigrateCommand.spec, MigrateCommand.run),
     ]
 
     /// What a command writes to.
@@ -79,7 +81,7 @@ package enum PolicyGateTool {
     package static var help: String {
         let width = commands.map(\.spec.name.count).max() ?? 0
         var text = """
-            OVERVIEW: Check and simulate PolicyGate rate-limit configurations.
+            OVERVIEW: Check and simulate PolicyGate rate-limit configurations; migrate the shared store.
 
             USAGE: \(name) <command> [options]
 

@@ -33,7 +33,9 @@ import Synchronization
 /// ``PolicyError/Code/storeUnavailable``) until the database answers again.
 ///
 /// The schema is in versioned SQL files (`Sources/PolicyGatePostgres/Migrations/`), applied by
-/// ``migrate()``. The store never logs or prints a password.
+/// ``migrate(_:)`` as the schema's owner, once per upgrade (`policy-gate migrate`); the
+/// application's role only executes the schema's functions, and the store checks the schema's
+/// version at start (``checkSchema()``). The store never logs or prints a password.
 public final class PostgresPolicyStore: PolicyQuotaStore {
     /// How the store behaves; the defaults suit most deployments.
     public struct Options: Sendable, Hashable {
@@ -72,9 +74,14 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     /// Who holds this store's slots, as the database's `admissions.holder` records it
     /// (host and process id, unless given).
     public let holder: String
+    /// How the connections are protected: ``PolicyPostgresSettings/tls``, the URL's `sslmode`,
+    /// `PGSSLMODE`, or the host's default (`verify-full`; `prefer` for loopback).
+    public var tls: PolicyPostgresSettings.TLSMode { endpoint.tls }
     private let client: PostgresClient
-    private let connection: PostgresConnection.Configuration
-    private let logger: Logger
+    /// The listener's configuration, also used by ``migrate(_:)`` and ``checkSchema()``.
+    let connection: PostgresConnection.Configuration
+    let endpoint: Endpoint
+    let logger: Logger
     private let tasks = Mutex<[Task<Void, Never>]>([])
     /// The leases this store keeps alive (their permits hold them), and whether it is fenced.
     private let leases = Mutex(HeldLeases())
@@ -89,9 +96,13 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     ///
     /// Fields missing from `settings` come from `POLICYGATE_POSTGRES_URL`, then `PGHOST`,
     /// `PGPORT`, `PGUSER`, `PGDATABASE`; the password from the variable
-    /// ``PolicyPostgresSettings/passwordEnvironmentVariable`` names (`PGPASSWORD` by default).
-    /// Connections are opened lazily; nothing is written until ``migrate()`` or an admission.
-    /// - Throws: ``PostgresStoreError`` if the settings do not describe a database.
+    /// ``PolicyPostgresSettings/passwordEnvironmentVariable`` names (`PGPASSWORD` by default);
+    /// TLS from ``PolicyPostgresSettings/tls`` and ``PolicyPostgresSettings/tlsRootCertificate``,
+    /// then the URL's `sslmode` and `sslrootcert`, then `PGSSLMODE` and `PGSSLROOTCERT`.
+    /// Connections are opened lazily; ``checkSchema()`` (which `PolicyService.connecting`
+    /// calls) connects once and checks the schema's version.
+    /// - Throws: ``PostgresStoreError`` (``PostgresStoreError/Code/configuration``) if the
+    ///   settings do not describe a database or name a root certificate that cannot be read.
     public init(
         settings: PolicyPostgresSettings = PolicyPostgresSettings(), options: Options? = nil, holder: String? = nil,
         environment: [String: String] = ProcessInfo.processInfo.environment,
@@ -108,11 +119,12 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
         self.holder = holder ?? "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
         self.logger = logger
         let endpoint = try Endpoint(settings: settings, environment: environment)
+        self.endpoint = endpoint
         let parameters = Self.sessionParameters(options)
 
         var configuration = PostgresClient.Configuration(
             host: endpoint.host, port: endpoint.port, username: endpoint.user, password: endpoint.password,
-            database: endpoint.database, tls: .disable)
+            database: endpoint.database, tls: endpoint.clientTLS)
         configuration.options.maximumConnections = options.maxConnections
         configuration.options.additionalStartupParameters = parameters
         configuration.options.connectTimeout = options.callTimeout
@@ -122,7 +134,7 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
 
         var listener = PostgresConnection.Configuration(
             host: endpoint.host, port: endpoint.port, username: endpoint.user, password: endpoint.password,
-            database: endpoint.database, tls: .disable)
+            database: endpoint.database, tls: try endpoint.connectionTLS())
         listener.options.additionalStartupParameters = parameters
         listener.options.connectTimeout = .nanoseconds(options.callTimeout.nanosecondsSaturating)
         connection = listener
@@ -166,61 +178,6 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
             ("tcp_keepalives_count", "3"),
             ("application_name", "policygate"),
         ]
-    }
-
-    // MARK: Schema
-
-    /// The migrations in this version of the library, in order: `(version, name, sql)`.
-    public static func migrations() throws -> [(version: Int, name: String, sql: String)] {
-        guard let directory = Bundle.module.url(forResource: "Migrations", withExtension: nil) else {
-            throw PostgresStoreError("the migrations are missing from the PolicyGatePostgres bundle")
-        }
-        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".sql") }.sorted()
-        return try files.map { file in
-            guard let version = Int(file.prefix { $0.isNumber }) else {
-                throw PostgresStoreError("migration \(file) does not start with its version number")
-            }
-            let sql = try String(contentsOf: directory.appendingPathComponent(file), encoding: .utf8)
-            return (version, String(file.dropLast(4)), sql)
-        }
-    }
-
-    /// Brings the database's `policygate` schema to this library's version, applying the
-    /// missing migrations in order, each in a transaction, under an advisory lock (several
-    /// processes starting at once apply each migration once).
-    /// - Returns: The versions applied now (empty when the schema was up to date).
-    @discardableResult
-    public func migrate() async throws -> [Int] {
-        let migrations = try Self.migrations()
-        return try await client.withTransaction(logger: logger) { connection in
-            try await connection.query("SELECT pg_advisory_xact_lock(7049102611)", logger: logger)
-            try await connection.query("CREATE SCHEMA IF NOT EXISTS policygate", logger: logger)
-            try await connection.query(
-                """
-                CREATE TABLE IF NOT EXISTS policygate.schema_migrations (
-                    version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())
-                """, logger: logger)
-            var applied = Set<Int>()
-            for try await version in try await connection.query(
-                "SELECT version FROM policygate.schema_migrations", logger: logger
-            ).decode(Int.self) {
-                applied.insert(version)
-            }
-            var now: [Int] = []
-            for migration in migrations where !applied.contains(migration.version) {
-                // The file holds several statements and functions: run it as one block.
-                let tag = "$policygate_migration$"
-                guard !migration.sql.contains(tag) else { throw PostgresStoreError("migration \(migration.name) contains \(tag)") }
-                try await connection.query(
-                    PostgresQuery(unsafeSQL: "DO $policygate_do$ BEGIN EXECUTE \(tag)\(migration.sql)\(tag); END $policygate_do$"),
-                    logger: logger)
-                try await connection.query(
-                    "INSERT INTO policygate.schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))",
-                    logger: logger)
-                now.append(migration.version)
-            }
-            return now
-        }
     }
 
     // MARK: PolicyQuotaStore
@@ -558,41 +515,39 @@ struct HeldLeases: Sendable {
 
 /// What went wrong with the PostgreSQL store.
 public struct PostgresStoreError: Error, CustomStringConvertible, Sendable {
+    /// What kind of failure, for code that reacts to it; ``message`` says it to people.
+    public enum Code: String, Sendable, Hashable {
+        /// The database failed or did not answer in time (the gate applies its failure policy).
+        case database
+        /// The settings do not describe a database, or name an unreadable certificate file.
+        case configuration
+        /// The TLS mode requires TLS and the server does not offer it.
+        case tlsUnavailable
+        /// The server's certificate was not trusted, or does not name the host connected to.
+        case tlsVerification
+        /// The server refused the user or its password.
+        case authentication
+        /// The role may not do this (a runtime role migrating, a role without EXECUTE).
+        case permission
+        /// The database's schema is older than this library's (or absent): run the migrations.
+        case schemaOutdated
+        /// The database's schema is newer than this library knows: upgrade the library.
+        case schemaNewer
+        /// A migration applied to the database differs from this library's file of that version.
+        case migrationChanged
+        /// A migration failed; it was rolled back, unless its file runs outside a transaction.
+        case migrationFailed
+    }
+    /// What kind of failure.
+    public let code: Code
     /// A sentence, without secrets.
     public let message: String
-    init(_ message: String) { self.message = message }
+    init(_ message: String, code: Code = .database) {
+        self.message = message
+        self.code = code
+    }
     /// The message.
     public var description: String { message }
 }
 
-/// Where to connect, from the settings and the environment.
-struct Endpoint {
-    var host = "localhost"
-    var port = 5432
-    var user = "postgres"
-    var database: String?
-    var password: String?
-
-    init(settings: PolicyPostgresSettings, environment: [String: String]) throws {
-        if let value = environment["PGHOST"] { host = value }
-        if let value = environment["PGPORT"].flatMap(Int.init) { port = value }
-        if let value = environment["PGUSER"] { user = value }
-        if let value = environment["PGDATABASE"] { database = value }
-        if let url = settings.url ?? environment["POLICYGATE_POSTGRES_URL"] {
-            guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme ?? "")
-            else { throw PostgresStoreError("the PostgreSQL URL must look like postgres://user@host:port/database") }
-            if let value = components.host, !value.isEmpty { host = value }
-            if let value = components.port { port = value }
-            if let value = components.user { user = value }
-            if let value = components.password { password = value }
-            let path = components.path.drop { $0 == "/" }
-            if !path.isEmpty { database = String(path) }
-        }
-        if let value = settings.host { host = value }
-        if let value = settings.port { port = value }
-        if let value = settings.user { user = value }
-        if let value = settings.database { database = value }
-        if let value = environment[settings.passwordEnvironmentVariable ?? "PGPASSWORD"] { password = value }
-    }
-}
 #endif

@@ -14,17 +14,18 @@ struct CLITests {
             #expect(run.stdout.hasPrefix("OVERVIEW: "))
             #expect(run.stdout.contains("\n  check     Validate a policy file"))
             #expect(run.stdout.contains("\n  simulate  Replay traffic"))
+            #expect(run.stdout.contains("\n  migrate   Apply the shared store's schema migrations"))
         }
     }
 
-    @Test("per-command help lists exactly the options the table accepts", arguments: ["check", "simulate"])
+    @Test("per-command help lists exactly the options the table accepts", arguments: ["check", "simulate", "migrate"])
     func commandHelp(command: String) throws {
         let run = runTool([command, "--help"])
         #expect(run.status == 0)
         #expect(run.stdout.hasPrefix("OVERVIEW: "))
         #expect(run.stdout.contains("USAGE: policy-gate \(command)"))
         #expect(runTool(["help", command]).stdout == run.stdout)
-        let spec = try #require([CheckCommand.spec, SimulateCommand.spec].first { $0.name == command })
+        let spec = try #require([CheckCommand.spec, SimulateCommand.spec, MigrateCommand.spec].first { $0.name == command })
         for option in spec.options {
             let spelling = option.valueName.map { "\(option.name) <\($0)>" } ?? option.name
             #expect(run.stdout.contains("\n  \(spelling)  "), "help lacks \(spelling)")
@@ -33,6 +34,29 @@ struct CLITests {
         // Every line fits 80 columns.
         #expect(run.stdout.split(separator: "\n").allSatisfy { $0.count <= 80 }, "\(run.stdout)")
     }
+
+    @Test(
+        "migrate refuses a bad command line before connecting",
+        arguments: [
+            (["migrate", "--tls", "allow"], "error: --tls 'allow' is not one of disable, prefer, require, verify-ca, verify-full"),
+            (["migrate", "--url", "postgres://owner:hunter2@db/app"], "error: --url must not carry a password"),
+            (["migrate", "--lock-timeout-ms", "0"], "error: --lock-timeout-ms '0' is not a whole number"),
+        ])
+    func migrateUsage(arguments: [String], message: String) {
+        let run = runTool(arguments)
+        #expect(run.status == 2)
+        #expect(run.stderr.hasPrefix(message), "\(run.stderr)")
+        #expect(!run.stderr.contains("hunter2"))
+    }
+
+    #if !Postgres
+    @Test("migrate without the Postgres trait says how to get it")
+    func migrateWithoutTrait() {
+        let run = runTool(["migrate", "--url", "postgres://owner@db/app"])
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("--traits Postgres"))
+    }
+    #endif
 
     @Test("an unknown option: one clear line, exit 2")
     func unknownOption() {

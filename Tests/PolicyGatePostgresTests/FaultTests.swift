@@ -66,6 +66,7 @@ extension PostgresStoreTests {
     @Test("a process killed while holding slots: they come back after the lease")
     func killedProcessSlotsReturn() async throws {
         let provider = TestDatabase.uniqueProvider("killed")
+        try await TestDatabase.prepare()  // the worker only checks the schema
         let worker = try Worker(["hold", "--provider", provider, "--count", "2", "--concurrent", "2", "--lease-seconds", "4"])
         let line = worker.readLine()
         try #require(line == "held 2", "worker said: \(line)")

@@ -15,6 +15,7 @@ extension PostgresStoreTests {
         let provider = TestDatabase.uniqueProvider("many")
         let (rpm, tpm, concurrent, estimate) = (120, 6_000, 5, 100)
         let seconds = Self.manyProcessesSeconds
+        try await TestDatabase.prepare()  // the workers only check the schema
         let workers = try (0..<4).map { index in
             try Worker([
                 "hammer", "--provider", provider, "--tasks", "8", "--seconds", "\(seconds)", "--rpm", "\(rpm)", "--tpm", "\(tpm)",

@@ -15,9 +15,10 @@ struct PostgresStoreTests {
 
     @Test("migrate() applies the versioned SQL once; a second run applies nothing")
     func migrateIsIdempotent() async throws {
-        let store = try await TestDatabase.store()
+        try await TestDatabase.prepare()
+        let store = try PostgresPolicyStore(settings: TestDatabase.ownerSettings)
         defer { store.close() }
-        #expect(try await store.migrate() == [])
+        #expect(try await store.migrate(TestDatabase.migrationOptions) == [])
         let versions = try PostgresPolicyStore.migrations().map(\.version)
         #expect(versions.first == 1)
         let recorded = try await TestDatabase.scalar("SELECT max(version)::bigint FROM policygate.schema_migrations")
@@ -153,7 +154,7 @@ struct PostgresStoreTests {
                 "SELECT name FROM pg_available_extensions WHERE name = 'pg_stat_statements'", logger: TestDatabase.logger
             ).decode(String.self) { loaded = !name.isEmpty }
             if loaded {
-                try await connection.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", logger: TestDatabase.logger)
+                try await connection.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements SCHEMA public", logger: TestDatabase.logger)
             }
             return loaded
         }
@@ -207,6 +208,7 @@ struct PostgresStoreTests {
             """)
         #expect(configuration.storage(for: provider) == PolicyStorage(store: .postgres, failurePolicy: .failOpen))
         #expect(configuration.storage(for: "local") == PolicyStorage(store: .memory, failurePolicy: .failClosed))
+        try await TestDatabase.prepare()
         let gate = try await PolicyService.connecting(configuration: configuration)
         _ = try await gate.acquire(PolicyKey(provider: provider), maxWait: .zero)
         let refused = await #expect(throws: PolicyError.self) { _ = try await gate.acquire(PolicyKey(provider: provider), maxWait: .zero) }

@@ -166,19 +166,18 @@ extension PostgresStoreTests {
 
     @Test("a database whose default isolation is serializable: sessions are pinned to read committed")
     func serializableDefaultIsolation() async throws {
-        let database = "policygate_iso_\(UUID().uuidString.prefix(8).lowercased())"
+        let database = try await TestDatabase.createDatabase("policygate_iso")
         try await TestDatabase.withConnection { connection in
-            try await connection.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(database)"), logger: TestDatabase.logger)
             try await connection.query(
                 PostgresQuery(unsafeSQL: "ALTER DATABASE \(database) SET default_transaction_isolation = 'serializable'"),
                 logger: TestDatabase.logger)
         }
-        var components = try #require(URLComponents(string: TestDatabase.url))
-        components.path = "/\(database)"
-        let settings = PolicyPostgresSettings(url: components.string)
         do {
-            let store = try await TestDatabase.store(settings: settings)
-            try await store.migrate()
+            let owner = try PostgresPolicyStore(settings: TestDatabase.ownerSettings(url: TestDatabase.url(TestDatabase.ownerURL, database: database)))
+            try await owner.migrate(TestDatabase.migrationOptions)
+            owner.close()
+            let store = try await TestDatabase.store(settings: PolicyPostgresSettings(url: TestDatabase.url(TestDatabase.url, database: database)))
+            try await store.checkSchema()
             let provider = TestDatabase.uniqueProvider("iso")
             let gate = try TestDatabase.gate(provider, PolicyLimits(requestsPerMinute: 1), store: store)
             let key = PolicyKey(provider: provider)
@@ -188,9 +187,7 @@ extension PostgresStoreTests {
             await gate.flushStoreWrites()
             store.close()
         }
-        _ = try await TestDatabase.withConnection { connection in
-            try await connection.query(PostgresQuery(unsafeSQL: "DROP DATABASE \(database) WITH (FORCE)"), logger: TestDatabase.logger)
-        }
+        try await TestDatabase.dropDatabase(database)
     }
 
     @Test("commit and release act only on the lease token they were given (id and nonce)")
@@ -235,6 +232,11 @@ extension PostgresStoreTests {
         let recorder = TelemetryRecorder()
         let gate = try TestDatabase.gate(provider, PolicyLimits(maxConcurrent: 5), store: store, telemetry: recorder)
         let key = PolicyKey(provider: provider)
+        // A pooled connection is open before the timed admission (its TLS handshake would
+        // otherwise delay the lease's start past the renewal tick, and the store's probe at
+        // that tick, which the database answers, could end the fence before it is looked at).
+        _ = try await gate.acquire(PolicyKey(provider: provider, scope: .user("warm")), maxWait: .zero)
+        await gate.flushStoreWrites()
         let held = try await gate.acquire(key, maxWait: .zero)
         let start = ContinuousClock.now
         try await TestDatabase.withConnection { connection in

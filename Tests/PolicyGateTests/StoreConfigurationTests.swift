@@ -23,12 +23,14 @@ struct StoreConfigurationTests {
         timeout_ms = 2000
         retry_seconds = 60
         max_connections = 10
+        tls = "verify-ca"
+        tls_root_cert = "/etc/ssl/db-ca.pem"
         """
 
     static let allPostgresSettings = PolicyPostgresSettings(
         url: "postgres://gate@db:5432/app", host: "db", port: 5432, user: "gate", database: "app",
         passwordEnvironmentVariable: "GATE_PW", leaseSeconds: 30, timeoutMilliseconds: 2000, retrySeconds: 60,
-        maxConnections: 10)
+        maxConnections: 10, tls: .verifyCA, tlsRootCertificate: "/etc/ssl/db-ca.pem")
 
     /// The errors of a document that must not load, as `line:column keyPath suggestion`.
     static func errors(_ text: String) throws -> (error: PolicyConfigurationError, summary: [String]) {
@@ -148,6 +150,8 @@ struct StoreConfigurationTests {
         #expect(settings.timeoutMilliseconds == 2000)
         #expect(settings.retrySeconds == 60)
         #expect(settings.maxConnections == 10)
+        #expect(settings.tls == .verifyCA)
+        #expect(settings.tlsRootCertificate == "/etc/ssl/db-ca.pem")
         #expect(settings == Self.allPostgresSettings)
         #expect(configuration.warnings.isEmpty)
         // Settings alone do not move anyone to PostgreSQL.
@@ -253,6 +257,16 @@ struct StoreConfigurationTests {
         for key in ["port", "lease_seconds", "timeout_ms", "retry_seconds", "max_connections"] {
             let (_, summary) = try Self.errors("[store.postgres]\n\(key) = 0\n")
             #expect(summary == ["2:1 store.postgres.\(key) "], "\(key)")
+        }
+    }
+
+    @Test("tls must be one of libpq's sslmode names (allow is not offered)", arguments: ["allow", "verify_full", "on"])
+    func tlsModeNames(_ value: String) throws {
+        let (error, summary) = try Self.errors("[store.postgres]\ntls = \"\(value)\"\n")
+        #expect(summary == ["2:1 store.postgres.tls "])
+        #expect(error.errors.first?.message.contains("\"verify-full\"") == true)
+        for mode in PolicyPostgresSettings.TLSMode.allCases {
+            #expect(try PolicyConfiguration(toml: "[store.postgres]\ntls = \"\(mode.rawValue)\"\n").postgres?.tls == mode)
         }
     }
 
@@ -469,12 +483,12 @@ struct StoreConfigurationTests {
         let settings = Self.allPostgresSettings
         #expect(settings.description == "url = postgres://gate@db:5432/app, host = db, port = 5432, user = gate, "
             + "database = app, password_env = GATE_PW, lease_seconds = 30, timeout_ms = 2000, retry_seconds = 60, "
-            + "max_connections = 10")
+            + "max_connections = 10, tls = verify-ca, tls_root_cert = /etc/ssl/db-ca.pem")
         #expect(PolicyPostgresSettings().description == "")
         #expect(PolicyPostgresSettings(passwordEnvironmentVariable: "PGPASSWORD").description == "password_env = PGPASSWORD")
 
         let labels = Mirror(reflecting: settings).children.compactMap(\.label)
-        #expect(labels.count == 10)
+        #expect(labels.count == 12)
         #expect(labels.filter { $0.lowercased().contains("password") } == ["passwordEnvironmentVariable"])
 
         let read = try #require(try PolicyConfiguration(toml: Self.allPostgresFields).postgres)

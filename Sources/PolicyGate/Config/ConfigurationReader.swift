@@ -138,6 +138,14 @@ struct ConfigurationReader {
             case "timeout_ms": settings.timeoutMilliseconds = positive("number of milliseconds")
             case "retry_seconds": settings.retrySeconds = positive("number of seconds")
             case "max_connections": settings.maxConnections = positive("number")
+            case "tls":
+                let modes = PolicyPostgresSettings.TLSMode.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
+                if let name = readString(table, key, path: keyPath, what: "one of \(modes)") {
+                    settings.tls = PolicyPostgresSettings.TLSMode(rawValue: name)
+                    if settings.tls == nil { error(keyPath, "must be one of \(modes), got \"\(name)\"") }
+                }
+            case "tls_root_cert":
+                settings.tlsRootCertificate = readString(table, key, path: keyPath, what: "the path of a PEM file")
             case "password":
                 error(keyPath, "a password must not be written in the configuration: put it in an environment variable and name it with password_env")
             default:

@@ -2,12 +2,13 @@ import Foundation
 
 /// How a PostgreSQL store is reached (`[store.postgres]`); the fields left out come from the
 /// environment (`POLICYGATE_POSTGRES_URL`, then the usual `PGHOST`, `PGPORT`, `PGUSER`,
-/// `PGDATABASE`, `PGPASSWORD`) or their defaults.
+/// `PGDATABASE`, `PGPASSWORD`, `PGSSLMODE`, `PGSSLROOTCERT`) or their defaults.
 ///
 /// ```toml
 /// [store.postgres]
 /// url = "postgres://gate@db.internal:5432/app"
 /// password_env = "GATE_DB_PASSWORD"
+/// tls = "verify-full"               # the default for a host other than loopback
 /// ```
 ///
 /// It never holds a password: a configuration file is no place for one, and this value is
@@ -35,12 +36,35 @@ public struct PolicyPostgresSettings: Sendable, Hashable, Codable, CustomStringC
     public var retrySeconds: Int?
     /// The most connections the store opens (plus one for notifications).
     public var maxConnections: Int?
+    /// How the connection is protected (`tls`); when left out, the URL's `sslmode`, then
+    /// `PGSSLMODE`, then ``TLSMode/verifyFull`` for a host other than loopback and
+    /// ``TLSMode/prefer`` for loopback (`localhost`, `127.x.x.x`, `::1`).
+    public var tls: TLSMode?
+    /// A PEM file of the certificate authorities the server's certificate must chain to
+    /// (`tls_root_cert`); when left out, the URL's `sslrootcert`, then `PGSSLROOTCERT`, then the
+    /// system's trust store.
+    public var tlsRootCertificate: String?
+
+    /// How a connection to the server is protected, as libpq's `sslmode` names it.
+    public enum TLSMode: String, Sendable, Hashable, Codable, CaseIterable {
+        /// Plain TCP: passwords and data travel in the clear.
+        case disable
+        /// TLS if the server offers it, plain TCP otherwise; the certificate is not checked.
+        case prefer
+        /// TLS or no connection; the certificate is not checked (unless a root certificate is
+        /// given: then as ``verifyCA``, libpq's rule).
+        case require
+        /// TLS, and the server's certificate must chain to a trusted authority.
+        case verifyCA = "verify-ca"
+        /// TLS, a trusted certificate, and it must name the host connected to.
+        case verifyFull = "verify-full"
+    }
 
     /// Settings with every field left to the environment and the defaults.
     public init(
         url: String? = nil, host: String? = nil, port: Int? = nil, user: String? = nil, database: String? = nil,
         passwordEnvironmentVariable: String? = nil, leaseSeconds: Int? = nil, timeoutMilliseconds: Int? = nil,
-        retrySeconds: Int? = nil, maxConnections: Int? = nil
+        retrySeconds: Int? = nil, maxConnections: Int? = nil, tls: TLSMode? = nil, tlsRootCertificate: String? = nil
     ) {
         self.url = url
         self.host = host
@@ -52,6 +76,8 @@ public struct PolicyPostgresSettings: Sendable, Hashable, Codable, CustomStringC
         self.timeoutMilliseconds = timeoutMilliseconds
         self.retrySeconds = retrySeconds
         self.maxConnections = maxConnections
+        self.tls = tls
+        self.tlsRootCertificate = tlsRootCertificate
     }
 
     /// The keys of `[store.postgres]`; the configuration reader knows them from here.
@@ -62,6 +88,8 @@ public struct PolicyPostgresSettings: Sendable, Hashable, Codable, CustomStringC
         case timeoutMilliseconds = "timeout_ms"
         case retrySeconds = "retry_seconds"
         case maxConnections = "max_connections"
+        case tls
+        case tlsRootCertificate = "tls_root_cert"
     }
 
     /// The settings that are set, as `key = value` pairs; a password in a URL built in code is
@@ -71,7 +99,8 @@ public struct PolicyPostgresSettings: Sendable, Hashable, Codable, CustomStringC
             ("url", url.map(Self.redacted)), ("host", host), ("port", port.map(String.init)), ("user", user), ("database", database),
             ("password_env", passwordEnvironmentVariable), ("lease_seconds", leaseSeconds.map(String.init)),
             ("timeout_ms", timeoutMilliseconds.map(String.init)), ("retry_seconds", retrySeconds.map(String.init)),
-            ("max_connections", maxConnections.map(String.init)),
+            ("max_connections", maxConnections.map(String.init)), ("tls", tls?.rawValue),
+            ("tls_root_cert", tlsRootCertificate),
         ]
         return fields.compactMap { key, value in value.map { "\(key) = \($0)" } }.joined(separator: ", ")
     }
