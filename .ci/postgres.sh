@@ -8,7 +8,10 @@
 # The cluster lives in a temporary directory (POLICYGATE_PG_DIR, default one per port under
 # $TMPDIR) and listens on 127.0.0.1:$POLICYGATE_PG_PORT (default 55432), trusting local users:
 # it is for tests only. pg_stat_statements is loaded so statements per acquire can be counted.
+# fsync is off (tests only); POLICYGATE_PG_FSYNC=on starts it with fsync on, as a real server
+# runs, for the benchmark (synchronous_commit stays at its default, on).
 set -euo pipefail
+case "${POLICYGATE_PG_FSYNC:-off}" in on|off) ;; *) echo "POLICYGATE_PG_FSYNC must be on or off" >&2; exit 2 ;; esac
 port=${POLICYGATE_PG_PORT:-55432}
 dir=${POLICYGATE_PG_DIR:-${TMPDIR:-/tmp}/policygate-pg-$port}
 
@@ -42,7 +45,7 @@ start)
     fi
     if ! "${run[@]}" "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
         "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start -o \
-            "-p $port -k $dir -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements -c max_connections=200 -c fsync=off" >&2 \
+            "-p $port -k $dir -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements -c max_connections=200 -c fsync=${POLICYGATE_PG_FSYNC:-off}" >&2 \
             || { cat "$dir/server.log" >&2; exit 1; }
     fi
     echo "export POLICYGATE_POSTGRES_URL='postgres://policygate@127.0.0.1:$port/postgres'"
