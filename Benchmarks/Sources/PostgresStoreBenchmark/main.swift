@@ -103,14 +103,14 @@ func psql(_ sql: String) throws -> String {
 /// transaction one single-row INSERT, committed.
 func pgbenchFloor(clients: Int, threads: Int) throws -> Double? {
     guard let pgbench = tool("pgbench") else { return nil }
-    _ = try psql("CREATE TABLE IF NOT EXISTS policygate_bench_floor (id bigserial PRIMARY KEY, v integer NOT NULL)")
+    _ = try psql("CREATE TABLE IF NOT EXISTS public.policygate_bench_floor (id bigserial PRIMARY KEY, v integer NOT NULL)")
     let script = FileManager.default.temporaryDirectory.appendingPathComponent("policygate-floor-\(getpid()).sql")
-    try "INSERT INTO policygate_bench_floor (v) VALUES (1);\n".write(to: script, atomically: true, encoding: .utf8)
+    try "INSERT INTO public.policygate_bench_floor (v) VALUES (1);\n".write(to: script, atomically: true, encoding: .utf8)
     defer { try? FileManager.default.removeItem(at: script) }
     let output = try run(pgbench, [
         "-n", "-c", "\(clients)", "-j", "\(threads)", "-T", "\(seconds)", "-f", script.path, url,
     ])
-    _ = try? psql("TRUNCATE policygate_bench_floor")
+    _ = try? psql("TRUNCATE public.policygate_bench_floor")
     // "tps = 1234.567890 (without initial connection time)"
     for line in output.split(separator: "\n") where line.hasPrefix("tps = ") {
         return Double(line.dropFirst(6).prefix { $0.isNumber || $0 == "." })
