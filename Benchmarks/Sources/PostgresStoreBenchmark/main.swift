@@ -100,22 +100,32 @@ func psql(_ sql: String) throws -> String {
 }
 
 /// pgbench's transactions per second for `clients` clients (`threads` threads), each
-/// transaction one single-row INSERT, committed.
-func pgbenchFloor(clients: Int, threads: Int) throws -> Double? {
+/// transaction one single-row INSERT, committed: rows counted over `seconds` after a second of
+/// warm-up (pgbench 15 was seen not to stop at its `-T` on this machine, so it is killed here).
+func pgbenchFloor(clients: Int, threads: Int) async throws -> Double? {
     guard let pgbench = tool("pgbench") else { return nil }
     _ = try psql("CREATE TABLE IF NOT EXISTS public.policygate_bench_floor (id bigserial PRIMARY KEY, v integer NOT NULL)")
     let script = FileManager.default.temporaryDirectory.appendingPathComponent("policygate-floor-\(getpid()).sql")
     try "INSERT INTO public.policygate_bench_floor (v) VALUES (1);\n".write(to: script, atomically: true, encoding: .utf8)
     defer { try? FileManager.default.removeItem(at: script) }
-    let output = try run(pgbench, [
-        "-n", "-c", "\(clients)", "-j", "\(threads)", "-T", "\(seconds)", "-f", script.path, url,
-    ])
-    _ = try? psql("TRUNCATE public.policygate_bench_floor")
-    // "tps = 1234.567890 (without initial connection time)"
-    for line in output.split(separator: "\n") where line.hasPrefix("tps = ") {
-        return Double(line.dropFirst(6).prefix { $0.isNumber || $0 == "." })
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: pgbench)
+    process.arguments = ["-n", "-c", "\(clients)", "-j", "\(threads)", "-T", "\(seconds + 5)", "-f", script.path, url]
+    process.standardOutput = FileHandle.nullDevice
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    defer {
+        // SIGKILL: pgbench 15 was seen to ignore SIGTERM here as well.
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        _ = try? psql("TRUNCATE public.policygate_bench_floor")
     }
-    return nil
+    try await Task.sleep(for: .seconds(1))
+    let count = { Double(try psql("SELECT count(*) FROM public.policygate_bench_floor")) ?? 0 }
+    let (before, start) = (try count(), ContinuousClock.now)
+    try await Task.sleep(for: .seconds(seconds))
+    let (after, elapsed) = (try count(), ContinuousClock.now - start)
+    return (after - before) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
 }
 
 /// A count shared with a callback.
@@ -179,7 +189,7 @@ if arguments.contains("--child") {
             {
                 perCall = String(format: "%.3f", sent / Double(calls))
             }
-            let floor = try pgbenchFloor(clients: processes * tasks, threads: processes)
+            let floor = try await pgbenchFloor(clients: processes * tasks, threads: processes)
             let total = perProcess.reduce(0, +)
             print(String(
                 format: "%@ | %d × %d | %.0f | %.0f | %.1f ms | %.1f ms | %@ | %.3f | %@ | %@",
