@@ -16,11 +16,14 @@ import Synchronization
 /// Each admission is one statement, `SELECT * FROM policygate.admit(…)`: it locks the key's row
 /// (never a table), reads the database's clock (`clock_timestamp()`, so hosts' clock skew
 /// cannot over-admit), checks the windows and the concurrency slots, and records the call, in
-/// one round trip. Commits and releases are one statement each, written in the background
-/// and retried. Concurrency slots are leases that this store renews every third of
-/// ``Options/lease`` while their permits hold them, so a crashed process's slots come back
-/// after the lease. Releases and lowered commits are announced with `NOTIFY`, which wakes the
-/// head waiter of the key in every process; nobody polls.
+/// one round trip. The release is one more statement, written in the background and retried,
+/// carrying the permit's last commit (a commit on a permit held longer than
+/// ``Options/commitHold`` is written alone). Concurrency slots are leases that this store
+/// renews every third of ``Options/lease`` while their permits hold them, so a crashed
+/// process's slots come back after the lease. Releases and lowered commits are announced with
+/// `NOTIFY` to the processes that registered a waiter for the key in `policygate.waiters`
+/// (a refused admission registers; ``endWaiting(for:)`` unregisters), waking their head
+/// waiters; nobody polls, and an uncontended call sends no NOTIFY.
 ///
 /// Keys are stored and announced by a fixed-size digest (``PolicyKey/storeName``), with a
 /// readable label in `policygate.admissions.key_label`. Each admission carries a random nonce
