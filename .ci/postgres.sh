@@ -20,7 +20,11 @@
 # Exports: POLICYGATE_POSTGRES_URL (policygate_app, verify-full) and PGPASSWORD (its password),
 # POLICYGATE_POSTGRES_OWNER_URL and POLICYGATE_POSTGRES_OWNER_PASSWORD, POLICYGATE_POSTGRES_ADMIN_URL,
 # POLICYGATE_POSTGRES_PLAIN_URL, POLICYGATE_POSTGRES_CA (the CA certificate's path).
+#
+# fsync is off (tests only); POLICYGATE_PG_FSYNC=on starts the main cluster with fsync on, as a
+# real server runs, for the benchmark (synchronous_commit stays at its default, on).
 set -euo pipefail
+case "${POLICYGATE_PG_FSYNC:-off}" in on|off) ;; *) echo "POLICYGATE_PG_FSYNC must be on or off" >&2; exit 2 ;; esac
 port=${POLICYGATE_PG_PORT:-55432}
 plain_port=${POLICYGATE_PG_PLAIN_PORT:-$((port + 1))}
 dir=${POLICYGATE_PG_DIR:-${TMPDIR:-/tmp}/policygate-pg-$port}
@@ -93,7 +97,7 @@ host    all  all          127.0.0.0/8  reject
 EOF
     if ! as_server "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
         as_server "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start -o \
-            "-p $port -k $dir -c listen_addresses=127.0.0.1,127.0.0.2 -c shared_preload_libraries=pg_stat_statements -c max_connections=200 -c fsync=off -c ssl=on -c ssl_cert_file=$dir/tls/server.crt -c ssl_key_file=$dir/tls/server.key -c password_encryption=scram-sha-256" >&2 \
+            "-p $port -k $dir -c listen_addresses=127.0.0.1,127.0.0.2 -c shared_preload_libraries=pg_stat_statements -c max_connections=200 -c fsync=${POLICYGATE_PG_FSYNC:-off} -c ssl=on -c ssl_cert_file=$dir/tls/server.crt -c ssl_key_file=$dir/tls/server.key -c password_encryption=scram-sha-256" >&2 \
             || { cat "$dir/server.log" >&2; exit 1; }
     fi
     as_server "$bin/psql" -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U policygate -d postgres >/dev/null <<EOF

@@ -8,7 +8,7 @@ import PackageDescription
 //   swift run -c release --package-path Benchmarks TOMLDecodeBenchmark # parse/decode a ~1 MB TOML document
 //   bash Benchmarks/callgrind-cycles.sh                                # instructions per gate cycle (callgrind)
 //   swift run -c release --package-path Benchmarks --traits Postgres PostgresStoreBenchmark
-//                                        # shared store: admissions/s, p50/p99, statements per acquire
+//                                        # shared store: full calls/s, p50/p99, statements and NOTIFYs per call, pgbench floor
 //
 // ordo-one/benchmark enables the "MallocInterposer" and "RuntimeInterposer" traits by default;
 // naming only "MallocInterposer" turns the Linux Swift 6.3 ARC runtime interposer off, so

@@ -207,9 +207,9 @@ public final class PolicyMetrics: PolicyTelemetry {
         metrics.inFlight.decrement()
     }
 
-    /// Counts a shared store's failure under its operation (`admit`, `commit`, `release`) and
-    /// what the gate did (`admitted_uncounted`, `refused`, `will_retry`, `gave_up`). Rare, so
-    /// the counter is not cached.
+    /// Counts a shared store's failure under its operation (`admit`, `commit`, `release`,
+    /// `cleanup`, `waiters`) and what the gate did (`admitted_uncounted`, `refused`,
+    /// `will_retry`, `gave_up`). Rare, so the counter is not cached.
     public func didFailStore(_ event: PolicyStoreFailureEvent) {
         var labels = self.labels(groupKey(event.key))
         labels.append(("operation", event.operation.rawValue))

@@ -16,11 +16,14 @@ import Synchronization
 /// Each admission is one statement, `SELECT * FROM policygate.admit(…)`: it locks the key's row
 /// (never a table), reads the database's clock (`clock_timestamp()`, so hosts' clock skew
 /// cannot over-admit), checks the windows and the concurrency slots, and records the call, in
-/// one round trip. Commits and releases are one statement each, written in the background
-/// and retried. Concurrency slots are leases that this store renews every third of
-/// ``Options/lease`` while their permits hold them, so a crashed process's slots come back
-/// after the lease. Releases and lowered commits are announced with `NOTIFY`, which wakes the
-/// head waiter of the key in every process; nobody polls.
+/// one round trip. The release is one more statement, written in the background and retried,
+/// carrying the permit's last commit (a commit on a permit held longer than
+/// ``Options/commitHold`` is written alone). Concurrency slots are leases that this store
+/// renews every third of ``Options/lease`` while their permits hold them, so a crashed
+/// process's slots come back after the lease. Releases and lowered commits are announced with
+/// `NOTIFY` to the processes that registered a waiter for the key in `policygate.waiters`
+/// (a refused admission registers; ``endWaiting(for:)`` unregisters), waking their head
+/// waiters; nobody polls, and an uncontended call sends no NOTIFY.
 ///
 /// Keys are stored and announced by a fixed-size digest (``PolicyKey/storeName``), with a
 /// readable label in `policygate.admissions.key_label`. Each admission carries a random nonce
@@ -51,6 +54,21 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
         public var maxConnections: Int = 10
         /// How often old usage rows, expired leases and old admissions are deleted.
         public var cleanupInterval: Duration = .seconds(60)
+        /// The most rows of each kind one cleanup statement deletes (each statement is its
+        /// own short transaction; cleanup repeats it until nothing is left or its time
+        /// budget, ``cleanupBudget``, is spent).
+        public var cleanupBatch: Int = 5_000
+        /// How long one cleanup may keep deleting batches before it leaves the rest to the next.
+        public var cleanupBudget: Duration = .seconds(10)
+        /// Whether `policygate.admissions` keeps a row per call after its release (the audit
+        /// log, kept ``admissionsRetention``). Without it, a release deletes its admission.
+        public var keepAdmissionsLog: Bool = true
+        /// How long ended admissions are kept in the log.
+        public var admissionsRetention: Duration = .seconds(2 * 86_400)
+        /// How long a permit's commit waits for its release to carry it, before it is
+        /// written on its own (see ``PolicyQuotaStore/commitHold``). A permit that commits
+        /// and then releases within this costs one statement less.
+        public var commitHold: Duration = .milliseconds(50)
         /// How long before a lease would expire, counted from the last renewal sent that
         /// succeeded, the store stops vouching for it: it reports the lease lost and admits
         /// nothing until the database answers again. `nil`: a sixth of ``lease``. At most half
@@ -91,6 +109,12 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     private let observer = Mutex<Observer<String?>?>(nil)
     private let lossObserver = Mutex<Observer<PolicyLeaseLossEvent>?>(nil)
     private let lost = Atomic<Int>(0)
+    private let failureObserver = Mutex<Observer<PolicyStoreFailureEvent>?>(nil)
+    /// This store instance, as `policygate.waiters` names it.
+    private let waiterID = Int64.random(in: .min ... .max)
+    /// Keys this process's callers wait for news of: how many, and the token of the
+    /// registration in `policygate.waiters` (nil: not known to be registered).
+    private let waiting = Mutex<[String: Waiting]>([:])
 
     /// Connects to the database `settings` and the environment describe.
     ///
@@ -205,16 +229,17 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
             wait < options.callTimeout ? Int32(clamping: (wait.nanosecondsSaturating + 999_999) / 1_000_000) : nil
         }
         let sent = ContinuousClock.now
-        typealias Row = (Bool, Int64?, Int64, String?, Int64?, [Int16]?, [Int64]?, [Int64]?, [Int64]?)
+        typealias Row = (Bool, Int64?, Int64, String?, Int64?, [Int16]?, [Int64]?, [Int64]?, [Int64]?, Bool)
         // Decoded inside `describing` too: the server's error arrives with the rows.
         let rows: [Row] = try await describing {
             var rows: [Row] = []
             for try await row in try await client.query(
                 """
-                SELECT admitted, admission_id, now_us, refused_by, lease_expiry_us, wins, buckets, requests, tokens
+                SELECT admitted, admission_id, now_us, refused_by, lease_expiry_us, wins, buckets, requests, tokens, registered
                 FROM policygate.admit(\(request.keyName), \(request.keyLabel), \(request.tokens),
                     ARRAY[\(r[0]), \(r[1]), \(r[2])]::bigint[], ARRAY[\(t[0]), \(t[1]), \(t[2])]::bigint[],
-                    \(request.maxConcurrent)::integer, \(leaseMicroseconds), \(holder), \(nonce), \(waitMilliseconds)::integer)
+                    \(request.maxConcurrent)::integer, \(leaseMicroseconds), \(holder), \(nonce), \(waitMilliseconds)::integer,
+                    \(waiterID))
                 """, logger: logger
             ).decode(Row.self) {
                 rows.append(row)
@@ -222,7 +247,11 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
             return rows
         }
         var decision: PolicyStoreDecision?
-        for (admitted, id, now, refusedBy, leaseExpiry, wins, buckets, requests, tokens) in rows {
+        for (admitted, id, now, refusedBy, leaseExpiry, wins, buckets, requests, tokens, registered) in rows {
+            if registered {
+                // Refused, and registered as waiting: the caller's beginWaiting keeps it.
+                waiting.withLock { $0[request.keyName, default: Waiting()].token = nonce }
+            }
             if admitted, let id {
                 let lease = PolicyStoreLease(id: id, admittedAt: now, nonce: nonce)
                 leases.withLock { $0.held[id] = HeldLease(lease: lease, key: request.key, confirmed: sent) }
@@ -250,13 +279,123 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
         }
     }
 
-    /// One statement: `policygate.release` deletes the lease and announces it. The lease is
-    /// no longer renewed from the start, whether or not the statement succeeds.
+    /// One statement: `policygate.release` deletes the lease and announces it to the
+    /// processes waiting for its key, if any. The lease is no longer renewed from the start,
+    /// whether or not the statement succeeds.
     public func release(_ lease: PolicyStoreLease) async throws {
+        try await release(lease, committing: nil)
+    }
+
+    /// One statement: `policygate.release` sets the call's tokens first when `tokens` is not
+    /// `nil`, then releases as ``release(_:)`` does.
+    public func release(_ lease: PolicyStoreLease, committing tokens: Int?) async throws {
         endRenewal(of: lease)
+        let keep = options.keepAdmissionsLog
         try await describing {
-            _ = try await client.query("SELECT policygate.release(\(lease.id), \(lease.nonce))", logger: logger).collect()
+            _ = try await client.query(
+                "SELECT policygate.release(\(lease.id), \(lease.nonce), \(tokens.map(Int64.init))::bigint, \(keep))",
+                logger: logger
+            ).collect()
         }
+    }
+
+    /// The store's ``Options/commitHold``.
+    public var commitHold: Duration { options.commitHold }
+
+    /// Counts a caller waiting for news of `keyName`. Its refused admission registered this
+    /// store in `policygate.waiters`; if that registration may be gone (the previous waiter's
+    /// unregistration raced with it), it is written again in the background and the key
+    /// announced, so that the caller looks again.
+    public func beginWaiting(for keyName: String) {
+        let missing = waiting.withLock { table -> Bool in
+            table[keyName, default: Waiting()].count += 1
+            return table[keyName]?.token == nil
+        }
+        if missing { reregister(keyName) }
+    }
+
+    /// Uncounts a caller; when it was the last for `keyName`, deletes the registration in
+    /// the background (only if it is still the one this store wrote last).
+    public func endWaiting(for keyName: String) {
+        let token = waiting.withLock { table -> Int64?? in
+            guard var entry = table[keyName] else { return nil }
+            entry.count -= 1
+            if entry.count > 0 {
+                table[keyName] = entry
+                return nil
+            }
+            table[keyName] = nil
+            return .some(entry.token)
+        }
+        guard case .some(.some(let token)) = token else { return }
+        let task = Task { [weak self] in
+            guard let self else { return }
+            do {
+                _ = try await self.bounded {
+                    try await self.client.query(
+                        "SELECT policygate.unregister_waiter(\(self.waiterID), \(keyName), \(token))", logger: self.logger
+                    ).collect()
+                }
+            } catch {
+                // Left to expire (a lease after its last refresh): until then, releases of the
+                // key still send a NOTIFY nobody needs.
+                self.reportFailure(.waiters, error)
+            }
+        }
+        _ = task
+    }
+
+    /// Writes `keyName`'s registration again and announces the key to this process.
+    private func reregister(_ keyName: String) {
+        let token = Int64.random(in: .min ... .max)
+        let task = Task { [weak self] in
+            guard let self else { return }
+            waiting.withLock { table in
+                if table[keyName] != nil { table[keyName]?.token = token }
+            }
+            await self.refreshWaiters([(keyName, token)], announceAll: true)
+        }
+        _ = task
+    }
+
+    /// Extends this store's registrations for `keys`; announces those that had to be written
+    /// again (all of them with `announceAll`), since a release may have missed them.
+    private func refreshWaiters(_ keys: [(String, Int64)], announceAll: Bool = false) async {
+        guard !keys.isEmpty else { return }
+        let (names, tokens) = (keys.map(\.0), keys.map(\.1))
+        let leaseMicroseconds = options.lease.nanosecondsSaturating / 1_000
+        do {
+            let rewritten = try await bounded {
+                var rewritten: [String] = []
+                for try await key in try await self.client.query(
+                    "SELECT policygate.refresh_waiters(\(self.waiterID), \(self.holder), \(names)::text[], \(tokens)::bigint[], \(leaseMicroseconds))",
+                    logger: self.logger
+                ).decode(String.self) {
+                    rewritten.append(key)
+                }
+                return rewritten
+            }
+            for key in announceAll ? names : rewritten { observer.withLock { $0 }?.call(key) }
+        } catch {
+            reportFailure(.waiters, error)
+            // The waiters cannot be sure to hear of a release: let them look again now.
+            for key in names { observer.withLock { $0 }?.call(key) }
+        }
+    }
+
+    /// Keeps `onFailure`, called when the store's background work fails.
+    public func observeFailures(_ onFailure: @escaping @Sendable (PolicyStoreFailureEvent) -> Void) {
+        failureObserver.withLock { $0 = Observer(onFailure) }
+    }
+
+    /// The key that ``PolicyStoreFailureEvent``s of the store's own work name.
+    static let storeKey = PolicyKey(provider: "policygate.store")
+
+    private func reportFailure(_ operation: PolicyStoreFailureEvent.Operation, _ error: any Error) {
+        let description = error is CancellationError ? "cancelled" : Self.describe(error)
+        logger.debug("policygate: \(operation.rawValue) failed", metadata: ["error": "\(description)"])
+        failureObserver.withLock { $0 }?.call(
+            PolicyStoreFailureEvent(key: Self.storeKey, operation: operation, outcome: .willRetry, error: description))
     }
 
     /// Stops renewing `lease`: its permit released it, or nobody took it.
@@ -319,9 +458,16 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
                 try? await Task.sleep(until: wake)
                 guard let self, !Task.isCancelled else { return }
                 await self.renew()
+                await self.refreshWaiters(self.waiting.withLock { table in
+                    table.compactMap { key, entry in entry.count > 0 ? entry.token.map { (key, $0) } : nil }
+                })
                 if ContinuousClock.now - lastCleanup >= self.options.cleanupInterval {
                     lastCleanup = .now
-                    _ = try? await self.bounded { try await self.cleanup() }
+                    do {
+                        try await self.cleanup()
+                    } catch {
+                        self.reportFailure(.cleanup, error)
+                    }
                 }
             }
         }
@@ -438,18 +584,33 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
         }
     }
 
-    /// Deletes usage rows that left every window, expired leases and admissions older than
-    /// two days. Runs every ``Options/cleanupInterval`` on its own; one process at a time
-    /// does the work.
+    /// Deletes usage rows that left every window, expired leases and waiter registrations,
+    /// and ended admissions older than ``Options/admissionsRetention``, in batches of
+    /// ``Options/cleanupBatch`` rows of each kind (one short transaction each), until nothing
+    /// is left or ``Options/cleanupBudget`` is spent. Runs every ``Options/cleanupInterval``
+    /// on its own, reporting failures as ``PolicyStoreFailureEvent/Operation/cleanup``; one
+    /// process at a time does the work.
     /// - Returns: How many rows were deleted.
     @discardableResult
     public func cleanup() async throws -> Int {
-        try await describing {
-            var deleted = 0
-            for try await count in try await client.query("SELECT policygate.cleanup()", logger: logger).decode(Int64.self) {
-                deleted = Int(count)
+        let batch = Int32(clamping: max(1, options.cleanupBatch))
+        let retention = options.admissionsRetention.nanosecondsSaturating / 1_000
+        let stop = ContinuousClock.now + options.cleanupBudget
+        var deleted = 0
+        while true {
+            let count = try await bounded {
+                try await self.describing {
+                    var deleted: Int64 = 0
+                    for try await count in try await self.client.query(
+                        "SELECT policygate.cleanup(\(batch)::integer, \(retention)::bigint)", logger: self.logger
+                    ).decode(Int64.self) {
+                        deleted = count
+                    }
+                    return Int(deleted)
+                }
             }
-            return deleted
+            deleted += count
+            if count == 0 || ContinuousClock.now >= stop { return deleted }
         }
     }
 
@@ -493,6 +654,14 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
 final class Observer<Argument>: Sendable {
     let call: @Sendable (Argument) -> Void
     init(_ call: @escaping @Sendable (Argument) -> Void) { self.call = call }
+}
+
+/// A key this store's callers wait for news of.
+struct Waiting: Sendable {
+    /// Callers waiting (between `beginWaiting` and `endWaiting`).
+    var count = 0
+    /// The token of the registration this store wrote last, if any.
+    var token: Int64?
 }
 
 /// A lease this store keeps alive for a permit.

@@ -50,9 +50,13 @@ extension PostgresStoreTests {
             }
             return rows
         }
-        // Every process took part, and what they report is what the database logged.
+        // Every process took part, and what they report is what the database logged, give or
+        // take the admissions that committed just after their callers' maximum wait ran out at
+        // the end of the run (given back at once; their callers counted a refusal). A refused
+        // admission decides again after registering as a waiter (migration 4), in the same
+        // statement, which makes such late admissions likelier than before.
         #expect(Set(rows.map(\.holder)).count == 4)
-        #expect(rows.count == reported)
+        #expect(rows.count >= reported && rows.count <= reported + refused, "\(rows.count) logged, \(reported) reported, \(refused) refused")
         // No sliding 60 s window ever held more than its caps (committed tokens never exceed the
         // estimates here, so the final counts bound what admission saw).
         var worstRequests = 0

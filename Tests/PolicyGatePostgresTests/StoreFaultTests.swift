@@ -136,7 +136,7 @@ extension PostgresStoreTests {
         // An admission whose lease expires at once (1 µs).
         let admit: PostgresQuery = """
             SELECT admission_id FROM policygate.admit(\(name), 'order', 0, ARRAY[NULL, NULL, NULL]::bigint[],
-                ARRAY[NULL, NULL, NULL]::bigint[], NULL::integer, 1, 'test', 42, NULL::integer)
+                ARRAY[NULL, NULL, NULL]::bigint[], NULL::integer, 1, 'test', 42, NULL::integer, NULL::bigint)
             """
         let id = try #require(try await TestDatabase.scalar(admit))
         try await withTimeout(seconds: 20) {
@@ -144,7 +144,7 @@ extension PostgresStoreTests {
                 group.addTask {
                     try await TestDatabase.withConnection { connection in
                         try await connection.query("SET policygate_test.pause = 'on'", logger: TestDatabase.logger)
-                        _ = try await connection.query("SELECT policygate.release(\(id), 42)", logger: TestDatabase.logger).collect()
+                        _ = try await connection.query("SELECT policygate.release(\(id), 42, NULL::bigint, true)", logger: TestDatabase.logger).collect()
                     }
                 }
                 group.addTask {

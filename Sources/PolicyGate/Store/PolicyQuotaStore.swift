@@ -49,6 +49,29 @@ public protocol PolicyQuotaStore: AnyObject, Sendable {
     /// that it can no longer vouch for (it expired, or no renewal succeeded in time). The gate
     /// reports it as ``PolicyTelemetry/didLoseLease(_:)``.
     func observeLeaseLoss(_ onLoss: @escaping @Sendable (PolicyLeaseLossEvent) -> Void)
+
+    /// Gives back the call's slot and, when `tokens` is not `nil`, first sets its token count
+    /// as ``commit(_:tokens:)`` would: a permit's last commit travels with its release, so that
+    /// a store can write both at once. Idempotent, like both.
+    func release(_ lease: PolicyStoreLease, committing tokens: Int?) async throws
+
+    /// How long the gate may hold a permit's commit back, waiting for its release to carry it
+    /// (``release(_:committing:)``); after that it is written alone. Zero: written at once.
+    var commitHold: Duration { get }
+
+    /// A caller of this process was refused for `keyName` and waits for news of it (until the
+    /// matching ``endWaiting(for:)``). A store that announces changes only to processes with
+    /// waiters keeps announcing this key to this process meanwhile. Must not block.
+    func beginWaiting(for keyName: String)
+
+    /// The caller that called ``beginWaiting(for:)`` stopped waiting (admitted, refused for
+    /// good, timed out or cancelled). Must not block.
+    func endWaiting(for keyName: String)
+
+    /// Called once by the gate: the store calls `onFailure` when its own background work
+    /// (cleanup, waiter registrations) fails. The gate reports it as
+    /// ``PolicyTelemetry/didFailStore(_:)``.
+    func observeFailures(_ onFailure: @escaping @Sendable (PolicyStoreFailureEvent) -> Void)
 }
 
 extension PolicyQuotaStore {
@@ -56,6 +79,19 @@ extension PolicyQuotaStore {
     public func endRenewal(of lease: PolicyStoreLease) {}
     /// Does nothing: a store whose slots cannot be lost.
     public func observeLeaseLoss(_ onLoss: @escaping @Sendable (PolicyLeaseLossEvent) -> Void) {}
+    /// ``commit(_:tokens:)`` (when `tokens` is not `nil`), then ``release(_:)``.
+    public func release(_ lease: PolicyStoreLease, committing tokens: Int?) async throws {
+        if let tokens { try await commit(lease, tokens: tokens) }
+        try await release(lease)
+    }
+    /// Zero: commits are written at once.
+    public var commitHold: Duration { .zero }
+    /// Does nothing: a store that announces every change.
+    public func beginWaiting(for keyName: String) {}
+    /// Does nothing.
+    public func endWaiting(for keyName: String) {}
+    /// Does nothing: a store without background work of its own.
+    public func observeFailures(_ onFailure: @escaping @Sendable (PolicyStoreFailureEvent) -> Void) {}
 }
 
 /// A store's refusal of a request it cannot record as given (a value out of its range, say),

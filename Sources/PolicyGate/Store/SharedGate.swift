@@ -29,6 +29,10 @@ final class SharedGate: Sendable {
             guard let environment, environment.hasTelemetry else { return }
             environment.telemetry?.didLoseLease(event)
         }
+        store.observeFailures { [weak environment] event in
+            guard let environment, environment.hasTelemetry else { return }
+            environment.telemetry?.didFailStore(event)
+        }
     }
 
     // MARK: Acquiring
@@ -48,6 +52,10 @@ final class SharedGate: Sendable {
         let name = key.storeName
         let start = environment.time.now()
         defer { leave(name, id) }
+        // Whether the store was told this call waits for news of the key (after its first
+        // refusal by the store), so that it announces the key to this process.
+        var waiting = false
+        defer { if waiting { store.endWaiting(for: name) } }
         var waited = false
         if !keys.withLock({ table in table[name, default: SharedTurns()].enter(id) }) {
             try await waitForTurn(name, id, deadline: deadline, key: key)
@@ -78,9 +86,11 @@ final class SharedGate: Sendable {
                     feedback?.consume(tokens: tokens, now: environment.time.now())
                     return .admitted(lease, waitedSince: start)
                 case .decided(.concurrencyFull(let retryAfter)):
+                    if !waiting { store.beginWaiting(for: name); waiting = true }
                     let at = environment.time.now()
                     rejection = Rejection(kind: .concurrency, retryAt: retryAfter.map { at.clampedAdding($0.nanosecondsSaturating) })
                 case .decided(.windowsFull(let usage)):
+                    if !waiting { store.beginWaiting(for: name); waiting = true }
                     rejection = Self.rejection(usage, limits: limits, tokens: tokens, localNow: environment.time.now())
                 case .uncounted:
                     return .uncounted
@@ -254,14 +264,16 @@ final class SharedGate: Sendable {
 
     /// Runs `write` after `previous` (the permit's earlier write), retrying it on failure for
     /// the store's retry period. Returns the task, for the next write to follow.
+    /// `prepare`, if given, runs first (after `previous`); `false` skips the write.
     func write(
         after previous: Task<Void, Never>?, key: PolicyKey, _ operation: PolicyStoreFailureEvent.Operation,
+        prepare: (@Sendable () async -> Bool)? = nil,
         _ body: @escaping @Sendable (any PolicyQuotaStore) async throws -> Void
     ) -> Task<Void, Never> {
         let ticket = writes.withLock { $0.issue() }
         return Task { [self] in
             await previous?.value
-            await retrying(key: key, operation, body)
+            if await prepare?() ?? true { await retrying(key: key, operation, body) }
             for waiter in writes.withLock({ $0.finish(ticket) }) { waiter.resume() }
         }
     }
@@ -350,6 +362,8 @@ final class SharedLease: Sendable {
     let lease: PolicyStoreLease
     let gate: SharedGate
     private let last = Locked<Task<Void, Never>?>(nil)
+    /// The commit held back for the release to carry (see ``PolicyQuotaStore/commitHold``).
+    private let held = Locked(HeldCommit())
 
     init(key: PolicyKey, lease: PolicyStoreLease, gate: SharedGate) {
         self.key = key
@@ -360,10 +374,23 @@ final class SharedLease: Sendable {
     // Not inlined into the permit: its commit and `deinit` stay small for in-process permits.
 
     /// Writes `tokens` in the background (retried, in order with the release) and reports it.
+    /// The write waits up to the store's ``PolicyQuotaStore/commitHold`` for the release, which
+    /// then carries it (one store call instead of two); a later commit replaces one not yet
+    /// sent.
     @inline(never)
     func commit(tokens: Int, estimated: Int, previous: Int) {
         let lease = lease
-        enqueue(.commit) { try await $0.commit(lease, tokens: tokens) }
+        let queue = held.withLock { held in
+            defer { held.tokens = tokens; held.queued = true }
+            return !held.queued
+        }
+        if queue {
+            let hold = gate.store.commitHold
+            enqueue(.commit, prepare: { [self] in await self.holdCommit(hold) }) { [self] store in
+                guard let tokens = held.withLock({ $0.sending }) else { return }
+                try await store.commit(lease, tokens: tokens)
+            }
+        }
         let environment = gate.environment
         if environment.hasTelemetry {
             environment.telemetry?.didCommit(PolicyCommitEvent(
@@ -396,7 +423,17 @@ final class SharedLease: Sendable {
         // No longer renewed from now on, even if the release cannot be written: its slot
         // then comes back when the lease expires.
         gate.store.endRenewal(of: lease)
-        enqueue(.release) { try await $0.release(lease) }
+        // A commit still held back is resumed now and hands its tokens over (see `holdCommit`).
+        let (hold, timer) = held.withLock { held in
+            held.released = true
+            defer { (held.hold, held.timer) = (nil, nil) }
+            return (held.hold, held.timer)
+        }
+        timer?.cancel()
+        hold?.resume()
+        enqueue(.release) { [self] store in
+            try await store.release(lease, committing: held.withLock { $0.handedOver })
+        }
         let environment = gate.environment
         if environment.hasTelemetry, let telemetry = environment.telemetry {
             let held = environment.time.now() - admittedAt
@@ -405,12 +442,71 @@ final class SharedLease: Sendable {
     }
 
     private func enqueue(
-        _ operation: PolicyStoreFailureEvent.Operation, _ body: @escaping @Sendable (any PolicyQuotaStore) async throws -> Void
+        _ operation: PolicyStoreFailureEvent.Operation, prepare: (@Sendable () async -> Bool)? = nil,
+        _ body: @escaping @Sendable (any PolicyQuotaStore) async throws -> Void
     ) {
         last.withLock { last in
-            last = gate.write(after: last, key: key, operation, body)
+            last = gate.write(after: last, key: key, operation, prepare: prepare, body)
         }
     }
+
+    /// Runs before a commit's write: waits until the release comes or `hold` passes, then
+    /// either hands the tokens over to the release (`false`: nothing to write now) or moves
+    /// them to `sending` for the commit's own write.
+    private func holdCommit(_ hold: Duration) async -> Bool {
+        if hold > .zero, !held.withLock({ $0.released }) {
+            let time = gate.environment.time
+            let until = time.now().clampedAdding(hold.nanosecondsSaturating)
+            await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+                let parked = held.withLock { held -> Bool in
+                    guard !held.released else { return false }
+                    held.hold = continuation
+                    return true
+                }
+                guard parked else { return continuation.resume() }
+                let timer = Task { [held] in
+                    try? await time.sleep(until: until)
+                    held.withLock { held in
+                        defer { held.hold = nil }
+                        return held.hold
+                    }?.resume()
+                }
+                // Cancelled by the release, so that it does not outlive the hold's purpose.
+                let released = held.withLock { held -> Bool in
+                    if !held.released { held.timer = timer }
+                    return held.released
+                }
+                if released { timer.cancel() }
+            }
+        }
+        return held.withLock { held in
+            defer { held.tokens = nil; held.queued = false }
+            if held.released {
+                held.handedOver = held.tokens
+                return false
+            }
+            held.sending = held.tokens
+            return true
+        }
+    }
+}
+
+/// A shared permit's commit on its way: held back for the release, or being sent alone.
+struct HeldCommit {
+    /// The latest count not yet handed to a write.
+    var tokens: Int?
+    /// A commit write is queued and has not taken `tokens` yet.
+    var queued = false
+    /// The count the commit's own write sends (kept for its retries).
+    var sending: Int?
+    /// The count the release carries.
+    var handedOver: Int?
+    /// The permit was released.
+    var released = false
+    /// The held commit's write, parked until the release or the end of the hold.
+    var hold: UnsafeContinuation<Void, Never>?
+    /// Ends the hold when no release comes.
+    var timer: Task<Void, Never>?
 }
 
 /// A store call that did not answer in time.

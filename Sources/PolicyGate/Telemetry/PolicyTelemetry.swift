@@ -212,6 +212,12 @@ public struct PolicyStoreFailureEvent: Sendable, Hashable {
         case commit
         /// A permit's release.
         case release
+        /// The store's own periodic cleanup of old rows (``key`` names no caller's key: its
+        /// provider is `policygate.store`).
+        case cleanup
+        /// The store's registration of this process's waiters for a key, which the store
+        /// needs to be told of other processes' releases.
+        case waiters
     }
 
     /// What the gate did about it.
