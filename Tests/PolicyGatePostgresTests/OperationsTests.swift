@@ -22,9 +22,8 @@ extension PostgresStoreTests {
         var options = PostgresPolicyStore.Options()
         options.writeRetryPeriod = .seconds(30)
         configure(&options)
-        let store = try PostgresPolicyStore(settings: TestDatabase.settings, options: options)
-        try await store.migrate()
-        return store
+        try await TestDatabase.prepare()  // migrated by the owner; the store runs as the application's role
+        return try PostgresPolicyStore(settings: TestDatabase.settings, options: options)
     }
 
     /// Counts the NOTIFYs naming `key` that a LISTEN connection (a store's listener) receives.

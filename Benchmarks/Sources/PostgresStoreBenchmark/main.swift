@@ -28,6 +28,9 @@ func textOption(_ name: String) -> String? {
 let seconds = option("seconds", 10)
 let tasks = option("tasks", 8)
 let url = ProcessInfo.processInfo.environment["POLICYGATE_POSTGRES_URL"] ?? "postgres://policygate@127.0.0.1:55432/postgres"
+/// For psql and pgbench (the floor's table, pg_stat_statements): a superuser's URL when
+/// `.ci/postgres.sh` exports one, since the application's role may only call the schema's functions.
+let adminURL = ProcessInfo.processInfo.environment["POLICYGATE_POSTGRES_ADMIN_URL"] ?? url
 
 /// One process's run: `tasks` tasks making full calls, each on its own key or all on `hot`.
 func child() async throws {
@@ -96,7 +99,7 @@ func tool(_ name: String) -> String? {
 
 func psql(_ sql: String) throws -> String {
     guard let psql = tool("psql") else { throw CocoaError(.executableNotLoadable) }
-    return try run(psql, [url, "-Atc", sql])
+    return try run(psql, [adminURL, "-Atc", sql])
 }
 
 /// pgbench's transactions per second for `clients` clients (`threads` threads), each
@@ -110,7 +113,7 @@ func pgbenchFloor(clients: Int, threads: Int) async throws -> Double? {
     defer { try? FileManager.default.removeItem(at: script) }
     let process = Process()
     process.executableURL = URL(fileURLWithPath: pgbench)
-    process.arguments = ["-n", "-c", "\(clients)", "-j", "\(threads)", "-T", "\(seconds + 5)", "-f", script.path, url]
+    process.arguments = ["-n", "-c", "\(clients)", "-j", "\(threads)", "-T", "\(seconds + 5)", "-f", script.path, adminURL]
     process.standardOutput = FileHandle.nullDevice
     process.standardError = FileHandle.nullDevice
     try process.run()
@@ -159,8 +162,18 @@ func runChildren(processes: Int, hot: String?) throws -> [Result] {
 if arguments.contains("--child") {
     try await child()
 } else {
+    // Migrated as the schema's owner (`.ci/postgres.sh` exports its URL and password), granting
+    // the application's role the store runs as; one role for both on a server set up by hand.
+    let environment = ProcessInfo.processInfo.environment
+    if let ownerURL = environment["POLICYGATE_POSTGRES_OWNER_URL"] {
+        let owner = try PostgresPolicyStore(settings: PolicyPostgresSettings(
+            url: ownerURL,
+            passwordEnvironmentVariable: environment["POLICYGATE_POSTGRES_OWNER_PASSWORD"] != nil ? "POLICYGATE_POSTGRES_OWNER_PASSWORD" : nil))
+        try await owner.migrate(runtimeRole: URLComponents(string: url)?.user)
+        owner.close()
+    }
     let store = try PostgresPolicyStore(settings: PolicyPostgresSettings(url: url))
-    try await store.migrate()
+    if environment["POLICYGATE_POSTGRES_OWNER_URL"] == nil { try await store.migrate() }
     // Counts the NOTIFYs sent on the channel (a nil is the listener's own "look again").
     let notifications = Counter()
     store.observeChanges { name in if name != nil { notifications.add() } }
