@@ -146,11 +146,23 @@ package struct CallOutcome: Sendable, Hashable, CustomStringConvertible {
 /// The event loop behind ``Simulation``; used once.
 struct SimulationEngine: ~Copyable {
     /// A call as the loop needs it: times in nanoseconds, the key as an index.
+    ///
+    /// Its estimate is kept as the gate counts it, (total, input, output): a call estimated by
+    /// its total alone counts that total as input and as output. Reasoning that compares two
+    /// calls' needs compares every one of the three.
     struct Call {
         var at: Int64
         var duration: Int64
         var estimate: Int
+        var estimateInput: Int
+        var estimateOutput: Int
         var actual: Int
+        var actualInput: Int
+        var actualOutput: Int
+        var actualCacheReads: Int
+        /// Whether it acquires with input and output estimates, and commits input and output.
+        var splitEstimate: Bool
+        var splitActual: Bool
         /// `at + max_wait`, or `.max`.
         var waitUntil: Int64
         /// `at + cancel_after`, or `.max`.
@@ -181,12 +193,14 @@ struct SimulationEngine: ~Copyable {
         /// What the head of the queue waits for.
         var blockedBy = SimulationLimit.concurrency
         var lastAdmission: Int64 = .min
-        /// Its usage per window cap (``SimulationLimit`` 0…5) when last read from the gate, and
-        /// the requests and tokens added since: together a bound its usage cannot exceed, so
-        /// that sampling reads only the keys that may be the busiest.
+        /// Its usage per window cap (``SimulationLimit`` 0…11) when last read from the gate, and
+        /// the requests and tokens (total, input, output) added since: together a bound its
+        /// usage cannot exceed, so that sampling reads only the keys that may be the busiest.
         var lastRead = InlineArray<12, Int>(repeating: 0)
         var addedRequests = 0
         var addedTokens = 0
+        var addedInputTokens = 0
+        var addedOutputTokens = 0
     }
 
     /// A provider's counts: plain numbers (see ``KeyTally``).
@@ -201,6 +215,10 @@ struct SimulationEngine: ~Copyable {
         var inFlight = 0, peakInFlight = 0, peakInFlightAt: Int64 = 0
         var queued = 0, peakQueued = 0, peakQueuedAt: Int64 = 0
         var estimatedTokens = 0, committedTokens = 0
+        /// The same in parts, as the gate counted them (a total alone as input and as output),
+        /// and whether any admitted call gave parts.
+        var estimatedInputTokens = 0, estimatedOutputTokens = 0, committedInputTokens = 0, committedOutputTokens = 0
+        var hadParts = false
         /// Calls the provider model answered with a 429, and calls that completed.
         var throttled = 0, completed = 0
         /// When the adaptive caps next grow (`.min`: to be read from the gate).
@@ -365,8 +383,24 @@ struct SimulationEngine: ~Copyable {
             guard count < 0 || count > PolicyLimits.maximumTokenCount else { return }
             throw SimulationError(field: field, "call \(number): must be in 0...\(PolicyLimits.maximumTokenCount), got \(count)")
         }
-        try check(tokens: call.estimatedTokens, "estimated_tokens")
-        try check(tokens: call.actualTokens, "actual_tokens")
+        // With parts, the total is theirs (as the gate takes it), whatever `estimatedTokens` says.
+        var estimate = (total: call.estimatedTokens, input: call.estimatedTokens, output: call.estimatedTokens)
+        if let parts = call.estimatedParts {
+            try check(tokens: parts.input, "estimated_input_tokens")
+            try check(tokens: parts.output, "estimated_output_tokens")
+            estimate = (parts.input + parts.output, parts.input, parts.output)
+        } else {
+            try check(tokens: call.estimatedTokens, "estimated_tokens")
+        }
+        var actual = (total: call.actualTokens, input: call.actualTokens, output: call.actualTokens, cacheReads: 0)
+        if let parts = call.actualParts {
+            try check(tokens: parts.input, "actual_input_tokens")
+            try check(tokens: parts.output, "actual_output_tokens")
+            try check(tokens: parts.cacheReads, "actual_cache_read_tokens")
+            actual = (parts.input + parts.output + parts.cacheReads, parts.input, parts.output, parts.cacheReads)
+        } else {
+            try check(tokens: call.actualTokens, "actual_tokens")
+        }
         try check(times.at, "at")
         try check(times.duration, "duration")
         var waitUntil = Int64.max
@@ -380,7 +414,9 @@ struct SimulationEngine: ~Copyable {
             cancelAt = times.at.clampedAdding(after)
         }
         return Call(
-            at: times.at, duration: times.duration, estimate: call.estimatedTokens, actual: call.actualTokens,
+            at: times.at, duration: times.duration, estimate: estimate.total, estimateInput: estimate.input,
+            estimateOutput: estimate.output, actual: actual.total, actualInput: actual.input, actualOutput: actual.output,
+            actualCacheReads: actual.cacheReads, splitEstimate: call.estimatedParts != nil, splitActual: call.actualParts != nil,
             waitUntil: waitUntil, cancelAt: cancelAt, key: key)
     }
 
@@ -476,7 +512,7 @@ struct SimulationEngine: ~Copyable {
             return
         }
         do {
-            let permit = try gate.tryAcquire(keyOf[k], estimatedTokens: calls[c].estimate)
+            let permit = try tryAcquire(c, k)
             admit(c, k, permit)
         } catch {
             guard error.code == .rateLimited else { return fail(c, p, error) }
@@ -504,7 +540,9 @@ struct SimulationEngine: ~Copyable {
     /// named when it refused it. Otherwise the gate is asked with `tryAcquire`, but only when the
     /// call surely does not fit: the head was refused by a request cap (every call needs a
     /// request), or by a token cap or a closed schedule and this call needs at least as many
-    /// tokens. The head's refusal still holds: it is retried whenever something could let it in
+    /// tokens. Tokens are compared as the gate counts them, total, input and output each: "no
+    /// more" and "at least as many" must hold for all three (a call with more input but less
+    /// output than the head may fit before it, or sooner than the head's refusal says). The head's refusal still holds: it is retried whenever something could let it in
     /// sooner (a completion freeing a slot or lowering a count, a schedule transition), and an
     /// overrun commit forgets its fit.
     private mutating func windowsBlock(_ c: Int, behind k: Int) -> WindowsBlock {
@@ -515,12 +553,12 @@ struct SimulationEngine: ~Copyable {
         let blockedBy = keys[k].blockedBy
         let head = head(k)
         // Needing no more than the head, it fits no later than the head: in time, then.
-        if calls[c].estimate <= calls[head].estimate && keys[k].headFitsAt <= calls[c].waitUntil { return .unknown }
+        if needsNoMore(c, than: head) && keys[k].headFitsAt <= calls[c].waitUntil { return .unknown }
         let surelyRefused = blockedBy < 3
-            || (blockedBy != SimulationLimit.concurrency && calls[c].estimate >= calls[head].estimate)
+            || (blockedBy != SimulationLimit.concurrency && needsNoMore(head, than: c))
         guard surelyRefused else { return .unknown }
         do {
-            let permit = try gate.tryAcquire(keyOf[k], estimatedTokens: calls[c].estimate)
+            let permit = try tryAcquire(c, k)
             // Unreachable by the reasoning above; were it reached, the call jumped the queue.
             assertionFailure("a call behind a blocked queue was admitted")
             admit(c, k, permit)
@@ -529,6 +567,24 @@ struct SimulationEngine: ~Copyable {
             guard error.code == .rateLimited, let retryAfter = error.retryAfter else { return .unknown }
             return .until(now.clampedAdding(retryAfter.nanosecondsSaturating), limit: SimulationLimit.index(of: error))
         }
+    }
+
+    /// Whether call `a` counts no more tokens than call `b` in total, in input and in output:
+    /// then every token cap that lets `b` in lets `a` in, and every one that refuses `a`
+    /// refuses `b`.
+    private func needsNoMore(_ a: Int, than b: Int) -> Bool {
+        calls[a].estimate <= calls[b].estimate && calls[a].estimateInput <= calls[b].estimateInput
+            && calls[a].estimateOutput <= calls[b].estimateOutput
+    }
+
+    /// Asks the gate to admit call `c` of key `k` now, with its estimate as the call gives it
+    /// (in parts or as a total).
+    private func tryAcquire(_ c: Int, _ k: Int) throws(PolicyError) -> PolicyPermit {
+        let call = calls[c]
+        if call.splitEstimate {
+            return try gate.tryAcquire(keyOf[k], estimatedInputTokens: call.estimateInput, estimatedOutputTokens: call.estimateOutput)
+        }
+        return try gate.tryAcquire(keyOf[k], estimatedTokens: call.estimate)
     }
 
     enum WindowsBlock {
@@ -549,7 +605,7 @@ struct SimulationEngine: ~Copyable {
             }
             let c = head(k)
             do {
-                let permit = try gate.tryAcquire(keyOf[k], estimatedTokens: calls[c].estimate)
+                let permit = try tryAcquire(c, k)
                 dequeue(c, k)
                 admit(c, k, permit)
             } catch {
@@ -605,10 +661,15 @@ struct SimulationEngine: ~Copyable {
         tallies[p].admitted += 1
         if wait == 0 { tallies[p].admittedAtOnce += 1 } else { waits[p].append(wait) }
         tallies[p].estimatedTokens += call.estimate
+        tallies[p].estimatedInputTokens += call.estimateInput
+        tallies[p].estimatedOutputTokens += call.estimateOutput
+        if call.splitEstimate || call.splitActual { tallies[p].hadParts = true }
         keys[k].inFlight += 1
         keys[k].lastAdmission = now
         keys[k].addedRequests += 1
         keys[k].addedTokens += call.estimate
+        keys[k].addedInputTokens += call.estimateInput
+        keys[k].addedOutputTokens += call.estimateOutput
         if keys[k].inFlight > keys[k].peakInFlight {
             keys[k].peakInFlight = keys[k].inFlight
             keys[k].peakInFlightAt = now
@@ -647,21 +708,35 @@ struct SimulationEngine: ~Copyable {
             tallies[p].adaptiveStepAt = .min
         } else if phase[c] == .running {
             tallies[p].completed += 1
-            do {
-                try permit.commitTokens(calls[c].actual)
-                tallies[p].committedTokens += calls[c].actual
-            } catch {
-                tallies[p].committedTokens += calls[c].estimate  // not reachable: counts were checked
+            let call = calls[c]
+            // Not expected to throw: the counts were checked. The estimate then stays counted.
+            if call.splitActual {
+                try? permit.commitTokens(input: call.actualInput, output: call.actualOutput, cacheReads: call.actualCacheReads)
+            } else {
+                try? permit.commitTokens(call.actual)
             }
         } else {
             tallies[p].cutShort += 1
-            tallies[p].committedTokens += calls[c].estimate
         }
-        let lowered = phase[c] == .throttled || (phase[c] == .running && calls[c].actual < calls[c].estimate)
-        // An overrun can make the head fit later than the gate last said.
-        if phase[c] == .running && calls[c].actual > calls[c].estimate {
-            keys[k].headFitsAt = .max
-            keys[k].addedTokens += calls[c].actual - calls[c].estimate
+        // What the call counts for now, as the gate counts it (cache reads as input or not, as
+        // the provider's limits say): the commit, or the estimate of a call cut short.
+        let counted = (total: permit.committedTokens, input: permit.countedInputTokens, output: permit.countedOutputTokens)
+        var lowered = phase[c] == .throttled
+        if phase[c] != .throttled {
+            tallies[p].committedTokens += counted.total
+            tallies[p].committedInputTokens += counted.input
+            tallies[p].committedOutputTokens += counted.output
+        }
+        if phase[c] == .running {
+            let call = calls[c]
+            lowered = counted.total < call.estimate || counted.input < call.estimateInput || counted.output < call.estimateOutput
+            // An overrun of any count can make the head fit later than the gate last said.
+            if counted.total > call.estimate || counted.input > call.estimateInput || counted.output > call.estimateOutput {
+                keys[k].headFitsAt = .max
+                keys[k].addedTokens += max(0, counted.total - call.estimate)
+                keys[k].addedInputTokens += max(0, counted.input - call.estimateInput)
+                keys[k].addedOutputTokens += max(0, counted.output - call.estimateOutput)
+            }
         }
         permit.release()
         phase[c] = .done
@@ -833,7 +908,13 @@ struct SimulationEngine: ~Copyable {
             keys[k].inFlight > 0 || keys[k].waiting > 0 || keys[k].lastAdmission >= time - providers[p].horizon
         }
         func bound(_ k: Int, _ label: Int) -> Int {
-            keys[k].lastRead[label] + (label < 3 ? keys[k].addedRequests : keys[k].addedTokens)
+            let added = switch label {
+            case 0..<3: keys[k].addedRequests
+            case 3..<6: keys[k].addedTokens
+            case 6..<9: keys[k].addedInputTokens
+            default: keys[k].addedOutputTokens
+            }
+            return keys[k].lastRead[label] + added
         }
         func read(_ k: Int) {
             var usage = InlineArray<12, Int>(repeating: 0)
@@ -847,6 +928,8 @@ struct SimulationEngine: ~Copyable {
             keys[k].lastRead = usage
             keys[k].addedRequests = 0
             keys[k].addedTokens = 0
+            keys[k].addedInputTokens = 0
+            keys[k].addedOutputTokens = 0
         }
         for label in windows {
             guard let best = candidates.indices.max(by: { bound(candidates[$0], label) < bound(candidates[$1], label) }) else { break }
@@ -953,8 +1036,12 @@ struct SimulationEngine: ~Copyable {
                 wait: WaitStatistics(zeroCount: tally.admittedAtOnce, sortedNonZero: sortedWaits),
                 peakInFlight: tally.peakInFlight, peakInFlightAt: seconds(tally.peakInFlightAt),
                 peakQueued: tally.peakQueued, peakQueuedAt: seconds(tally.peakQueuedAt),
-                estimatedTokens: tally.estimatedTokens, committedTokens: tally.committedTokens, limits: limits,
-                timeline: track.timeline,
+                estimatedTokens: tally.estimatedTokens, committedTokens: tally.committedTokens,
+                estimatedInputTokens: tally.hadParts ? tally.estimatedInputTokens : nil,
+                estimatedOutputTokens: tally.hadParts ? tally.estimatedOutputTokens : nil,
+                committedInputTokens: tally.hadParts ? tally.committedInputTokens : nil,
+                committedOutputTokens: tally.hadParts ? tally.committedOutputTokens : nil,
+                limits: limits, timeline: track.timeline,
                 providerModel: models[p].map {
                     ProviderModelReport(
                         capacity: $0.capacity, adaptive: adaptive[p], throttled: tally.throttled, goodput: tally.completed)
