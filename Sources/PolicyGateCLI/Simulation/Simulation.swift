@@ -41,7 +41,8 @@ package struct SimulationOptions: Sendable {
 /// `retryAfter` names, when a call of the key completes (a slot frees, a commit may lower the
 /// count), and at the provider's schedule transitions, so waiters are served in arrival order as
 /// `acquire` serves them. An admitted call holds its permit for its `duration`, commits its
-/// `actualTokens` and releases it. Everything the gate decides is the gate's own rules.
+/// `actualTokens` (or its actual parts, with `commitTokens(input:output:cacheReads:)`) and
+/// releases it; a call with estimated parts acquires with them. Everything the gate decides is the gate's own rules.
 ///
 /// At one instant, completions come first, then arrivals (in trace order), then retries, then
 /// deadlines, so a waiter may still be admitted at the instant its `max_wait` ends, as with
@@ -541,10 +542,10 @@ struct SimulationEngine: ~Copyable {
     /// call surely does not fit: the head was refused by a request cap (every call needs a
     /// request), or by a token cap or a closed schedule and this call needs at least as many
     /// tokens. Tokens are compared as the gate counts them, total, input and output each: "no
-    /// more" and "at least as many" must hold for all three (a call with more input but less
-    /// output than the head may fit before it, or sooner than the head's refusal says). The head's refusal still holds: it is retried whenever something could let it in
-    /// sooner (a completion freeing a slot or lowering a count, a schedule transition), and an
-    /// overrun commit forgets its fit.
+    /// more" and "at least as many" must hold for all three (a call with less input but more
+    /// output than the head may fit now, or later than the head). The head's refusal still
+    /// holds: it is retried whenever something could let it in sooner (a completion freeing a
+    /// slot or lowering a count, a schedule transition), and an overrun commit forgets its fit.
     private mutating func windowsBlock(_ c: Int, behind k: Int) -> WindowsBlock {
         // At a schedule transition the head's last refusal may no longer hold (it is retried
         // after the arrivals of this instant).

@@ -92,8 +92,9 @@ package struct ProviderReport: Codable, Sendable, Hashable {
     package var peakQueuedAt: Double
     /// The estimates of the admitted calls, summed.
     package var estimatedTokens: Int
-    /// What the admitted calls ended up counting for: the actual count of completed calls, the
-    /// estimate of calls cut short.
+    /// What the admitted calls ended up counting for: the actual count of completed calls (of
+    /// calls with parts, input and output, and cache reads where `count_cache_reads` says so),
+    /// the estimate of calls cut short.
     package var committedTokens: Int
     /// When any admitted call gave its estimate or usage in parts (input and output): the
     /// estimates' input and output, summed as the gate counted them (a call estimated by its
