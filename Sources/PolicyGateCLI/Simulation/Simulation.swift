@@ -148,27 +148,36 @@ package struct CallOutcome: Sendable, Hashable, CustomStringConvertible {
 struct SimulationEngine: ~Copyable {
     /// A call as the loop needs it: times in nanoseconds, the key as an index.
     ///
-    /// Its estimate is kept as the gate counts it, (total, input, output): a call estimated by
-    /// its total alone counts that total as input and as output. Reasoning that compares two
-    /// calls' needs compares every one of the three.
+    /// Its estimate counts, as the gate counts them, (total, input, output): a call estimated by
+    /// its total alone counts that total as input and as output (see ``estimate(_:)``).
+    /// Reasoning that compares two calls' needs compares every one of the three.
     struct Call {
         var at: Int64
         var duration: Int64
+        /// The totals; with parts, their sums.
         var estimate: Int
-        var estimateInput: Int
-        var estimateOutput: Int
         var actual: Int
-        var actualInput: Int
-        var actualOutput: Int
-        var actualCacheReads: Int
-        /// Whether it acquires with input and output estimates, and commits input and output.
-        var splitEstimate: Bool
-        var splitActual: Bool
         /// `at + max_wait`, or `.max`.
         var waitUntil: Int64
         /// `at + cancel_after`, or `.max`.
         var cancelAt: Int64
         var key: Int32
+        /// Its entry in `parts`, or -1 when it gives none (in the padding: the size stays 56 bytes).
+        var parts: Int32
+    }
+
+    /// The counts in parts of a call that gives any; kept apart so that calls without parts,
+    /// the most common, cost no more to replay.
+    struct CallParts {
+        /// Whether it acquires with input and output estimates (else: with its total, counted
+        /// as both), and whether it commits input and output.
+        var splitEstimate: Bool
+        var splitActual: Bool
+        var estimateInput: Int
+        var estimateOutput: Int
+        var actualInput: Int
+        var actualOutput: Int
+        var actualCacheReads: Int
     }
 
     enum Phase: UInt8 {
@@ -256,6 +265,8 @@ struct SimulationEngine: ~Copyable {
     let startDate: Date
     let progress: (@Sendable (Double) -> Void)?
     var calls: [Call]
+    /// The parts of the calls that give any (``Call/parts``).
+    let parts: [CallParts]
     /// The position in the caller's list of each call in `calls`.
     let order: [Int]
     var phase: [Phase]
@@ -299,6 +310,7 @@ struct SimulationEngine: ~Copyable {
         var keyIndex: [PolicyKey: Int32] = [:]
         var providerIndex: [String: Int] = [:]
         var calls: [Call] = []
+        var parts: [CallParts] = []
         var keys: [KeyTally] = []
         var keyOf: [PolicyKey] = []
         var providers: [ProviderTrack] = []
@@ -327,7 +339,12 @@ struct SimulationEngine: ~Copyable {
                 providers[p].keys.append(k)
             }
             lastKey = (key, k)
-            calls.append(try Self.compact(input[position], key: k, number: position + 1))
+            var (call, split) = try Self.compact(input[position], key: k, number: position + 1)
+            if let split {
+                call.parts = Int32(parts.count)
+                parts.append(split)
+            }
+            calls.append(call)
         }
         self.configuration = configuration
         self.startDate = options.startDate
@@ -335,6 +352,7 @@ struct SimulationEngine: ~Copyable {
         self.clock = clock
         self.gate = gate
         self.calls = calls
+        self.parts = parts
         self.order = order
         fate = Array(repeating: (.unfinished, UInt8.max), count: calls.count)
         admittedAt = Array(repeating: .min, count: calls.count)
@@ -374,7 +392,9 @@ struct SimulationEngine: ~Copyable {
             limits: sorted, windows: windows, horizon: longest + longest / 60 + 1)
     }
 
-    private static func compact(_ call: borrowing SimulatedCall, key: Int32, number: Int) throws(SimulationError) -> Call {
+    private static func compact(
+        _ call: borrowing SimulatedCall, key: Int32, number: Int
+    ) throws(SimulationError) -> (Call, CallParts?) {
         let times = call.nanoseconds
         func check(_ nanos: Int64, _ field: String) throws(SimulationError) {
             guard nanos < 0 else { return }
@@ -414,11 +434,14 @@ struct SimulationEngine: ~Copyable {
             try check(after, "cancel_after")
             cancelAt = times.at.clampedAdding(after)
         }
-        return Call(
-            at: times.at, duration: times.duration, estimate: estimate.total, estimateInput: estimate.input,
-            estimateOutput: estimate.output, actual: actual.total, actualInput: actual.input, actualOutput: actual.output,
-            actualCacheReads: actual.cacheReads, splitEstimate: call.estimatedParts != nil, splitActual: call.actualParts != nil,
-            waitUntil: waitUntil, cancelAt: cancelAt, key: key)
+        let compact = Call(
+            at: times.at, duration: times.duration, estimate: estimate.total, actual: actual.total, waitUntil: waitUntil,
+            cancelAt: cancelAt, key: key, parts: -1)
+        guard call.estimatedParts != nil || call.actualParts != nil else { return (compact, nil) }
+        return (compact, CallParts(
+            splitEstimate: call.estimatedParts != nil, splitActual: call.actualParts != nil, estimateInput: estimate.input,
+            estimateOutput: estimate.output, actualInput: actual.input, actualOutput: actual.output,
+            actualCacheReads: actual.cacheReads))
     }
 
     /// A round interval giving about 500 samples over the arrivals (at least 1 s).
@@ -574,18 +597,28 @@ struct SimulationEngine: ~Copyable {
     /// then every token cap that lets `b` in lets `a` in, and every one that refuses `a`
     /// refuses `b`.
     private func needsNoMore(_ a: Int, than b: Int) -> Bool {
-        calls[a].estimate <= calls[b].estimate && calls[a].estimateInput <= calls[b].estimateInput
-            && calls[a].estimateOutput <= calls[b].estimateOutput
+        let x = estimate(a)
+        let y = estimate(b)
+        return x.total <= y.total && x.input <= y.input && x.output <= y.output
+    }
+
+    /// Call `c`'s estimate as the gate counts it: a total alone counts as input and as output.
+    private func estimate(_ c: Int) -> (total: Int, input: Int, output: Int) {
+        let total = calls[c].estimate
+        let index = Int(calls[c].parts)
+        guard index >= 0 else { return (total, total, total) }
+        return (total, parts[index].estimateInput, parts[index].estimateOutput)
     }
 
     /// Asks the gate to admit call `c` of key `k` now, with its estimate as the call gives it
     /// (in parts or as a total).
     private func tryAcquire(_ c: Int, _ k: Int) throws(PolicyError) -> PolicyPermit {
-        let call = calls[c]
-        if call.splitEstimate {
-            return try gate.tryAcquire(keyOf[k], estimatedInputTokens: call.estimateInput, estimatedOutputTokens: call.estimateOutput)
+        let index = Int(calls[c].parts)
+        if index >= 0, parts[index].splitEstimate {
+            return try gate.tryAcquire(
+                keyOf[k], estimatedInputTokens: parts[index].estimateInput, estimatedOutputTokens: parts[index].estimateOutput)
         }
-        return try gate.tryAcquire(keyOf[k], estimatedTokens: call.estimate)
+        return try gate.tryAcquire(keyOf[k], estimatedTokens: calls[c].estimate)
     }
 
     enum WindowsBlock {
@@ -661,16 +694,17 @@ struct SimulationEngine: ~Copyable {
         admittedAt[c] = now
         tallies[p].admitted += 1
         if wait == 0 { tallies[p].admittedAtOnce += 1 } else { waits[p].append(wait) }
-        tallies[p].estimatedTokens += call.estimate
-        tallies[p].estimatedInputTokens += call.estimateInput
-        tallies[p].estimatedOutputTokens += call.estimateOutput
-        if call.splitEstimate || call.splitActual { tallies[p].hadParts = true }
+        let counts = estimate(c)
+        tallies[p].estimatedTokens += counts.total
+        tallies[p].estimatedInputTokens += counts.input
+        tallies[p].estimatedOutputTokens += counts.output
+        if call.parts >= 0 { tallies[p].hadParts = true }
         keys[k].inFlight += 1
         keys[k].lastAdmission = now
         keys[k].addedRequests += 1
-        keys[k].addedTokens += call.estimate
-        keys[k].addedInputTokens += call.estimateInput
-        keys[k].addedOutputTokens += call.estimateOutput
+        keys[k].addedTokens += counts.total
+        keys[k].addedInputTokens += counts.input
+        keys[k].addedOutputTokens += counts.output
         if keys[k].inFlight > keys[k].peakInFlight {
             keys[k].peakInFlight = keys[k].inFlight
             keys[k].peakInFlightAt = now
@@ -709,12 +743,13 @@ struct SimulationEngine: ~Copyable {
             tallies[p].adaptiveStepAt = .min
         } else if phase[c] == .running {
             tallies[p].completed += 1
-            let call = calls[c]
             // Not expected to throw: the counts were checked. The estimate then stays counted.
-            if call.splitActual {
-                try? permit.commitTokens(input: call.actualInput, output: call.actualOutput, cacheReads: call.actualCacheReads)
+            let index = Int(calls[c].parts)
+            if index >= 0, parts[index].splitActual {
+                let split = parts[index]
+                try? permit.commitTokens(input: split.actualInput, output: split.actualOutput, cacheReads: split.actualCacheReads)
             } else {
-                try? permit.commitTokens(call.actual)
+                try? permit.commitTokens(calls[c].actual)
             }
         } else {
             tallies[p].cutShort += 1
@@ -729,14 +764,14 @@ struct SimulationEngine: ~Copyable {
             tallies[p].committedOutputTokens += counted.output
         }
         if phase[c] == .running {
-            let call = calls[c]
-            lowered = counted.total < call.estimate || counted.input < call.estimateInput || counted.output < call.estimateOutput
+            let estimated = estimate(c)
+            lowered = counted.total < estimated.total || counted.input < estimated.input || counted.output < estimated.output
             // An overrun of any count can make the head fit later than the gate last said.
-            if counted.total > call.estimate || counted.input > call.estimateInput || counted.output > call.estimateOutput {
+            if counted.total > estimated.total || counted.input > estimated.input || counted.output > estimated.output {
                 keys[k].headFitsAt = .max
-                keys[k].addedTokens += max(0, counted.total - call.estimate)
-                keys[k].addedInputTokens += max(0, counted.input - call.estimateInput)
-                keys[k].addedOutputTokens += max(0, counted.output - call.estimateOutput)
+                keys[k].addedTokens += max(0, counted.total - estimated.total)
+                keys[k].addedInputTokens += max(0, counted.input - estimated.input)
+                keys[k].addedOutputTokens += max(0, counted.output - estimated.output)
             }
         }
         permit.release()
