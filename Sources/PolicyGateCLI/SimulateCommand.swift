@@ -18,7 +18,10 @@ package enum SimulateCommand {
             "Trace format (JSON Lines, see Examples/calls.jsonl): one object per call with at (seconds "
                 + "from the start, or an ISO 8601 instant), provider, scope (optional: global, user:<id>, "
                 + "org:<id>, project:<id>), estimated_tokens, actual_tokens, duration (seconds), and "
-                + "optionally max_wait and cancel_after (seconds).",
+                + "optionally max_wait and cancel_after (seconds). For input and output caps, give "
+                + "estimated_input_tokens with estimated_output_tokens, and actual_input_tokens with "
+                + "actual_output_tokens (and optionally actual_cache_read_tokens); the totals may then be left "
+                + "out (given, each must be the sum of its parts).",
         ],
         options: [
             OptionSpec(

@@ -71,7 +71,16 @@ package enum SimulationSummary {
             .sorted { ($0.at, $0.name) < ($1.at, $1.name) }
         let order = hits.map { "\($0.name) at \(offset($0.at))" }.joined(separator: ", then ")
         rows.append(("caps hit", hits.isEmpty ? "none" : order))
-        rows.append(("tokens", "\(n(provider.estimatedTokens)) estimated, \(n(provider.committedTokens)) committed"))
+        // With parts, each total is followed by its input and output as the gate counted them.
+        func parts(_ input: Int?, _ output: Int?) -> String {
+            guard let input, let output else { return "" }
+            return " (\(n(input)) in, \(n(output)) out)"
+        }
+        rows.append((
+            "tokens",
+            "\(n(provider.estimatedTokens)) estimated\(parts(provider.estimatedInputTokens, provider.estimatedOutputTokens)), "
+                + "\(n(provider.committedTokens)) committed\(parts(provider.committedInputTokens, provider.committedOutputTokens))"
+        ))
         if let model = provider.providerModel {
             rows.append((
                 "provider",

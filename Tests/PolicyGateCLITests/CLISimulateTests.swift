@@ -54,6 +54,28 @@ struct CLISimulateTests {
             ])
     }
 
+    @Test("Input and output parts: the tokens line and the JSON give them")
+    func parts() throws {
+        let directory = try TemporaryDirectory()
+        let config = try directory.write("policy.toml", "[limits.api]\ninput_tokens_per_minute = 1000\noutput_tokens_per_minute = 500\n")
+        let trace = try directory.write("calls.jsonl", """
+            {"at": 0, "provider": "api", "estimated_input_tokens": 300, "estimated_output_tokens": 200, "actual_input_tokens": 250, "actual_output_tokens": 120, "actual_cache_read_tokens": 30, "duration": 1}
+            {"at": 1, "provider": "api", "estimated_tokens": 100, "actual_tokens": 90, "duration": 1}
+
+            """)
+        let run = runTool(["simulate", "--config", config, "--trace", trace, "--from", "2026-01-05T09:00:00Z"])
+        #expect(run.status == 0, "\(run.stderr)")
+        // 300 + 100 in and 200 + 100 out estimated (a total counts as both); 250 + 30 cache reads
+        // + 90 in, 120 + 90 out committed, 400 + 90 in all.
+        let tokens = run.stdout.split(separator: "\n").first { $0.hasPrefix("  tokens ") }
+        #expect(tokens?.hasSuffix(" 600 estimated (400 in, 300 out), 490 committed (370 in, 210 out)") == true, "\(run.stdout)")
+        let json = runTool(["simulate", "--config", config, "--trace", trace, "--json"])
+        let api = try #require((parseJSON(json.stdout)?["providers"] as? [[String: Any]])?.first)
+        #expect(api["estimatedTokens"] as? Int == 600 && api["committedTokens"] as? Int == 490)
+        #expect(api["estimatedInputTokens"] as? Int == 400 && api["estimatedOutputTokens"] as? Int == 300)
+        #expect(api["committedInputTokens"] as? Int == 370 && api["committedOutputTokens"] as? Int == 210)
+    }
+
     @Test("--json: the same answer, readable by scripts")
     func burstJSON() throws {
         let burst = try Burst()
@@ -69,6 +91,7 @@ struct CLISimulateTests {
         #expect(api["rejected"] as? [String: Int] == [:])
         #expect(api["peakInFlight"] as? Int == 5)
         #expect(api["peakQueued"] as? Int == 5)
+        #expect(api["estimatedInputTokens"] == nil)  // no call gave parts
         let wait = try #require(api["wait"] as? [String: Double])
         #expect(wait == ["p50": 61, "p95": 61, "p99": 61, "max": 61, "mean": 30.5])
         #expect(json["simulatedSeconds"] as? Double == 62)

@@ -102,6 +102,47 @@ struct SimulationAgreementTests {
             start: try #require(Values.parseInstant("2026-01-05T00:59:00Z")))
     }
 
+    @Test("Input and output caps, calls with parts and without, behind a head waiting for input capacity")
+    func inputOutput() async throws {
+        // The head (1 s) waits for input capacity until 61 s. Behind it: a call with less input
+        // but far more output, and more tokens in all, that fits now (the gate must not be asked:
+        // it would admit it ahead of the head); a call needing at least as much of each, refused
+        // on arrival since it cannot fit within its max_wait; a call needing no more of any,
+        // which fits no later than the head; and total-only calls, which count their total as
+        // input and as output. Commits lower only the output, overrun the input, and read from
+        // the cache, which does not count as input here.
+        func split(
+            _ at: Double, _ input: Int, _ output: Int, actual: (Int, Int, Int)? = nil, _ duration: Double = 1,
+            maxWait: Double? = nil
+        ) -> SimulatedCall {
+            Self.call(at, 0, 0, duration, maxWait: maxWait).withParts(
+                estimated: SimulatedTokenParts(input: input, output: output),
+                actual: SimulatedTokenParts(
+                    input: actual?.0 ?? input, output: actual?.1 ?? output, cacheReads: actual?.2 ?? 0))
+        }
+        let toml = """
+            [limits.p]
+            input_tokens_per_minute  = 1000
+            output_tokens_per_minute = 2000
+            tokens_per_minute        = 3000
+            count_cache_reads        = false
+            """
+        let outcomes = try await Self.compare(toml, [
+            split(0, 800, 10, actual: (800, 5, 400)),
+            split(1, 900, 50),
+            split(2, 50, 1_000, maxWait: 100),
+            split(3, 950, 60, maxWait: 10),
+            split(4, 40, 40, actual: (60, 20, 0), maxWait: 120),
+            Self.call(5, 900, 300, 1, maxWait: 200),
+            Self.call(6, 30, 30, 1),
+            split(300, 100, 100, actual: (100, 50, 0), maxWait: 5),
+        ])
+        #expect(outcomes.map(\.kind) == [
+            .completed, .completed, .completed, .rejected, .completed, .completed, .completed, .completed,
+        ])
+        #expect(outcomes[2].admittedAt == outcomes[1].admittedAt)
+    }
+
     @Test("Known difference: a call with max_wait that finds every slot taken")
     func knownDifference() async throws {
         // The window frees at 61 s, after the second call's deadline (1 + 10 s). `acquire` sees
@@ -158,7 +199,12 @@ final class AcquireReplay: Sendable {
         let call = calls[c]
         let task = Task { [self] in
             do {
-                var permit = try await gate.acquire(call.key, estimatedTokens: call.estimatedTokens, maxWait: call.maxWait)
+                var permit = if let parts = call.estimatedParts {
+                    try await gate.acquire(
+                        call.key, estimatedInputTokens: parts.input, estimatedOutputTokens: parts.output, maxWait: call.maxWait)
+                } else {
+                    try await gate.acquire(call.key, estimatedTokens: call.estimatedTokens, maxWait: call.maxWait)
+                }
                 let now = clock.now.offset
                 let commit = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
                     entries.withLock { entries in
@@ -167,7 +213,11 @@ final class AcquireReplay: Sendable {
                         entries[c].finisher = continuation
                     }
                 }
-                if commit { try permit.commitTokens(call.actualTokens) }
+                if commit, let parts = call.actualParts {
+                    try permit.commitTokens(input: parts.input, output: parts.output, cacheReads: parts.cacheReads)
+                } else if commit {
+                    try permit.commitTokens(call.actualTokens)
+                }
                 permit.release()
                 entries.withLock { $0[c].kind = commit ? .completed : .cutShort }
             } catch let error as PolicyError {

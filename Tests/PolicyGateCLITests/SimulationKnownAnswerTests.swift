@@ -298,4 +298,47 @@ struct SimulationKnownAnswerTests {
         #expect(fractions.count > 10 && fractions.last == 1)
         #expect(zip(fractions, fractions.dropFirst()).allSatisfy { $0 <= $1 })
     }
+
+    @Test("Input and output caps: a commit lowering the output lets a waiter in; a total counts as both")
+    func inputOutput() throws {
+        func split(_ at: Duration, _ input: Int, _ output: Int, actual: SimulatedTokenParts? = nil) -> SimulatedCall {
+            Self.call(at).withParts(
+                estimated: SimulatedTokenParts(input: input, output: output),
+                actual: actual ?? SimulatedTokenParts(input: input, output: output))
+        }
+        let toml = """
+            [limits.p]
+            input_tokens_per_minute  = 1000
+            output_tokens_per_minute = 300
+            count_cache_reads        = false
+            """
+        let calls = [
+            // Counts 600 in, 200 out; commits at 1 s 500 in, 100 out (the 300 cache reads do not count).
+            split(.zero, 600, 200, actual: SimulatedTokenParts(input: 500, output: 100, cacheReads: 300)),
+            // 200 + 200 out is over 300: waits for the commit at 1 s, then fits (100 + 200 out, 500 + 300 in).
+            split(.zero, 300, 200),
+            // A total of 100 counts 100 in and 100 out: 300 + 100 out is over 300 until the first
+            // call's bucket leaves the minute at 61 s (200 + 100 out then).
+            Self.call(.seconds(2), estimate: 100, actual: 100),
+            // 2,000 out can never fit under 300 (arriving while nobody waits, it is refused at once).
+            split(.milliseconds(1_500), 50, 2_000),
+        ]
+        let (report, outcomes) = try Self.simulate(toml, calls)
+        #expect(outcomes == [
+            CallOutcome(.completed, admittedAt: .zero), CallOutcome(.completed, admittedAt: .seconds(1)),
+            CallOutcome(.completed, admittedAt: .seconds(61)), CallOutcome(.oversized, limit: "output_tokens_per_minute"),
+        ])
+        let p = try #require(report[provider: "p"])
+        #expect(p.delayed == ["output_tokens_per_minute": 2])
+        #expect(p.oversized == ["output_tokens_per_minute": 1])
+        #expect(p.estimatedTokens == 1_400 && p.estimatedInputTokens == 1_000 && p.estimatedOutputTokens == 500)
+        #expect(p.committedTokens == 1_200 && p.committedInputTokens == 900 && p.committedOutputTokens == 400)
+        let input = try #require(p[limit: "input_tokens_per_minute"])
+        #expect(input.peakUsed == 800 && input.peakAt == 1 && input.firstHitAt == nil)
+        let output = try #require(p[limit: "output_tokens_per_minute"])
+        #expect(output.peakUsed == 300 && output.peakAt == 1 && output.firstHitAt == 0 && output.hits == 3)
+        // Without parts, the report has no input and output totals.
+        let totals = try Self.simulate("[limits.p]\ntokens_per_minute = 1000", [Self.call(.zero)]).report
+        #expect(totals[provider: "p"]?.estimatedInputTokens == nil && totals[provider: "p"]?.committedOutputTokens == nil)
+    }
 }

@@ -88,6 +88,57 @@ struct SimulationTraceTests {
         }
     }
 
+    @Test("Input and output parts: the totals may be left out, and given must be the sums")
+    func parts() throws {
+        let text = """
+            {"at": 0, "provider": "p", "estimated_input_tokens": 1200, "estimated_output_tokens": 400, "actual_input_tokens": 900, "actual_output_tokens": 350, "actual_cache_read_tokens": 250, "duration": 1}
+            {"at": 1, "provider": "p", "estimated_tokens": 1600, "estimated_input_tokens": 1200, "estimated_output_tokens": 400, "actual_tokens": 1250, "actual_input_tokens": 900, "actual_output_tokens": 350, "duration": 1}
+            {"at": 2, "provider": "p", "estimated_tokens": 800, "actual_input_tokens": 500, "actual_output_tokens": 100, "duration": 1}
+            {"at": 3, "provider": "p", "estimated_input_tokens": 10, "estimated_output_tokens": 0, "actual_tokens": 7, "duration": 1}
+            """
+        let calls = try TraceReader.read(text)
+        func call(_ at: Int64, _ estimated: SimulatedTokenParts?, _ actual: SimulatedTokenParts?, total: (Int, Int) = (0, 0)) -> SimulatedCall {
+            SimulatedCall(at: .seconds(at), provider: "p", estimatedTokens: total.0, actualTokens: total.1, duration: .seconds(1))
+                .withParts(estimated: estimated, actual: actual)
+        }
+        #expect(calls == [
+            call(0, SimulatedTokenParts(input: 1_200, output: 400), SimulatedTokenParts(input: 900, output: 350, cacheReads: 250)),
+            call(1, SimulatedTokenParts(input: 1_200, output: 400), SimulatedTokenParts(input: 900, output: 350)),
+            call(2, nil, SimulatedTokenParts(input: 500, output: 100), total: (800, 0)),
+            call(3, SimulatedTokenParts(input: 10, output: 0), nil, total: (0, 7)),
+        ])
+        #expect(calls[0].estimatedTokens == 1_600 && calls[0].actualTokens == 1_500)
+        #expect(calls[2].estimatedParts == nil && calls[3].actualParts == nil)
+    }
+
+    @Test("Errors in the parts name the line and the field", arguments: [
+        ("{\"at\": 0, \"provider\": \"p\", \"actual_tokens\": 1, \"duration\": 1}",
+         "line 2: estimated_tokens: missing (each line needs at, provider, estimated_tokens, actual_tokens, duration)"),
+        ("{\"at\": 0, \"provider\": \"p\", \"estimated_input_tokens\": 5, \"actual_tokens\": 1, \"duration\": 1}",
+         "line 2: estimated_output_tokens: missing (estimated_input_tokens and estimated_output_tokens come together)"),
+        ("{\"at\": 0, \"provider\": \"p\", \"estimated_tokens\": 9, \"actual_output_tokens\": 5, \"duration\": 1}",
+         "line 2: actual_input_tokens: missing (actual_input_tokens and actual_output_tokens come together)"),
+        ("{\"at\": 0, \"provider\": \"p\", \"estimated_tokens\": 9, \"estimated_input_tokens\": 5, \"estimated_output_tokens\": 5, \"actual_tokens\": 1, \"duration\": 1}",
+         "line 2: estimated_tokens: 9 is not estimated_input_tokens + estimated_output_tokens (10); leave it out or make it the sum"),
+        ("{\"at\": 0, \"provider\": \"p\", \"estimated_tokens\": 9, \"actual_tokens\": 8, \"actual_input_tokens\": 5, \"actual_output_tokens\": 2, \"actual_cache_read_tokens\": 3, \"duration\": 1}",
+         "line 2: actual_tokens: 8 is not actual_input_tokens + actual_output_tokens + actual_cache_read_tokens (10); leave it out or make it the sum"),
+        ("{\"at\": 0, \"provider\": \"p\", \"estimated_tokens\": 9, \"actual_tokens\": 8, \"actual_cache_read_tokens\": 3, \"duration\": 1}",
+         "line 2: actual_cache_read_tokens: needs actual_input_tokens and actual_output_tokens beside it"),
+        ("{\"at\": 0, \"provider\": \"p\", \"estimated_input_tokens\": -1, \"estimated_output_tokens\": 5, \"actual_tokens\": 1, \"duration\": 1}",
+         "line 2: estimated_input_tokens: expected a whole number in 0...281474976710656, got -1"),
+        ("{\"at\": 0, \"provider\": \"p\", \"estimated_input_tokens\": 5, \"estimated_output_tokens\": null, \"actual_tokens\": 1, \"duration\": 1}",
+         "line 2: estimated_output_tokens: expected a whole number of tokens, got null"),
+        ("{\"at\": 0, \"provider\": \"p\", \"estimated_tokens\": 9, \"actual_tokens\": 1, \"estimatedInputTokens\": 5, \"duration\": 1}",
+         "line 2: unknown field 'estimatedInputTokens'; did you mean 'estimated_input_tokens'?"),
+        ("{\"at\": 0, \"provider\": \"p\", \"estimated_tokens\": 9, \"actual_tokens\": 1, \"actual_output_token\": 5, \"duration\": 1}",
+         "line 2: unknown field 'actual_output_token'; did you mean 'actual_output_tokens'?"),
+        ("{\"at\": 0, \"provider\": \"p\", \"estimated_tokens\": 9, \"actual_tokens\": 1, \"cache_read_input_tokens\": 5, \"duration\": 1}",
+         "line 2: unknown field 'cache_read_input_tokens'; did you mean 'actual_cache_read_tokens'?"),
+    ])
+    func partErrors(line: String, message: String) throws {
+        try errors(line: line, message: message)
+    }
+
     @Test("An instant before the given start date is an error on its line")
     func beforeStart() throws {
         let text = """

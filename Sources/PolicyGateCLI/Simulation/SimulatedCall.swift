@@ -16,10 +16,19 @@ package struct SimulatedCall: Sendable, Hashable {
 
     /// The provider and scope the call is counted under.
     package var key: PolicyKey
-    /// The pre-flight estimate the call acquires with.
+    /// The pre-flight estimate the call acquires with: the sum of ``estimatedParts`` when it
+    /// has them.
     package var estimatedTokens: Int
-    /// The tokens the provider reports; committed when the call completes.
+    /// The tokens the provider reports; committed when the call completes. With
+    /// ``actualParts``, what the provider reported in all: input, output and cache reads.
     package var actualTokens: Int
+    /// The estimate in parts, when the call acquires with input and output estimates
+    /// (`acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:)`); `nil` acquires with
+    /// ``estimatedTokens`` alone, which the gate counts in full as input and as output.
+    package var estimatedParts: SimulatedTokenParts?
+    /// The reported usage in parts, when the call commits them
+    /// (`commitTokens(input:output:cacheReads:)`); `nil` commits ``actualTokens`` alone.
+    package var actualParts: SimulatedTokenParts?
 
     /// When the call arrives, from the start of the simulation (to the nanosecond).
     package var at: Duration {
@@ -64,6 +73,21 @@ package struct SimulatedCall: Sendable, Hashable {
         set { key = PolicyKey(provider: key.provider, scope: newValue) }
     }
 
+    /// Gives the call an estimate and a usage in parts (`nil` keeps a total), setting
+    /// ``estimatedTokens`` and ``actualTokens`` to their sums.
+    package func withParts(estimated: SimulatedTokenParts?, actual: SimulatedTokenParts?) -> SimulatedCall {
+        var call = self
+        if let estimated {
+            call.estimatedParts = estimated
+            call.estimatedTokens = estimated.total
+        }
+        if let actual {
+            call.actualParts = actual
+            call.actualTokens = actual.total
+        }
+        return call
+    }
+
     /// Creates a call for `provider` and `scope`.
     package init(
         at: Duration, provider: String, scope: PolicyScope = .global, estimatedTokens: Int, actualTokens: Int,
@@ -101,6 +125,31 @@ package struct SimulatedCall: Sendable, Hashable {
         self.durationNanoseconds = durationNanoseconds
         self.maxWaitNanoseconds = maxWaitNanoseconds
         self.cancelAfterNanoseconds = cancelAfterNanoseconds
+    }
+}
+
+/// A call's tokens in parts: input, output, and (for a reported usage) cache reads, which the
+/// gate counts as input only where the provider's `count_cache_reads` says so.
+package struct SimulatedTokenParts: Sendable, Hashable {
+    /// Input tokens (without cache reads).
+    package var input: Int
+    /// Output tokens.
+    package var output: Int
+    /// Input tokens read from the provider's prompt cache; always 0 in an estimate.
+    package var cacheReads: Int
+
+    /// Creates parts.
+    package init(input: Int, output: Int, cacheReads: Int = 0) {
+        self.input = input
+        self.output = output
+        self.cacheReads = cacheReads
+    }
+
+    /// All of them (saturating: counts out of range are refused anyway).
+    package var total: Int {
+        let (sum, overflow) = input.addingReportingOverflow(output)
+        let (all, overflow2) = sum.addingReportingOverflow(cacheReads)
+        return overflow || overflow2 ? .max : all
     }
 }
 

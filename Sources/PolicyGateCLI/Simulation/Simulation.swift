@@ -41,7 +41,8 @@ package struct SimulationOptions: Sendable {
 /// `retryAfter` names, when a call of the key completes (a slot frees, a commit may lower the
 /// count), and at the provider's schedule transitions, so waiters are served in arrival order as
 /// `acquire` serves them. An admitted call holds its permit for its `duration`, commits its
-/// `actualTokens` and releases it. Everything the gate decides is the gate's own rules.
+/// `actualTokens` (or its actual parts, with `commitTokens(input:output:cacheReads:)`) and
+/// releases it; a call with estimated parts acquires with them. Everything the gate decides is the gate's own rules.
 ///
 /// At one instant, completions come first, then arrivals (in trace order), then retries, then
 /// deadlines, so a waiter may still be admitted at the instant its `max_wait` ends, as with
@@ -146,9 +147,14 @@ package struct CallOutcome: Sendable, Hashable, CustomStringConvertible {
 /// The event loop behind ``Simulation``; used once.
 struct SimulationEngine: ~Copyable {
     /// A call as the loop needs it: times in nanoseconds, the key as an index.
+    ///
+    /// Its estimate counts, as the gate counts them, (total, input, output): a call estimated by
+    /// its total alone counts that total as input and as output (see ``estimate(_:)``).
+    /// Reasoning that compares two calls' needs compares every one of the three.
     struct Call {
         var at: Int64
         var duration: Int64
+        /// The totals; with parts, their sums.
         var estimate: Int
         var actual: Int
         /// `at + max_wait`, or `.max`.
@@ -156,6 +162,22 @@ struct SimulationEngine: ~Copyable {
         /// `at + cancel_after`, or `.max`.
         var cancelAt: Int64
         var key: Int32
+        /// Its entry in `parts`, or -1 when it gives none (in the padding: the size stays 56 bytes).
+        var parts: Int32
+    }
+
+    /// The counts in parts of a call that gives any; kept apart so that calls without parts,
+    /// the most common, cost no more to replay.
+    struct CallParts {
+        /// Whether it acquires with input and output estimates (else: with its total, counted
+        /// as both), and whether it commits input and output.
+        var splitEstimate: Bool
+        var splitActual: Bool
+        var estimateInput: Int
+        var estimateOutput: Int
+        var actualInput: Int
+        var actualOutput: Int
+        var actualCacheReads: Int
     }
 
     enum Phase: UInt8 {
@@ -181,12 +203,14 @@ struct SimulationEngine: ~Copyable {
         /// What the head of the queue waits for.
         var blockedBy = SimulationLimit.concurrency
         var lastAdmission: Int64 = .min
-        /// Its usage per window cap (``SimulationLimit`` 0…5) when last read from the gate, and
-        /// the requests and tokens added since: together a bound its usage cannot exceed, so
-        /// that sampling reads only the keys that may be the busiest.
+        /// Its usage per window cap (``SimulationLimit`` 0…11) when last read from the gate, and
+        /// the requests and tokens (total, input, output) added since: together a bound its
+        /// usage cannot exceed, so that sampling reads only the keys that may be the busiest.
         var lastRead = InlineArray<12, Int>(repeating: 0)
         var addedRequests = 0
         var addedTokens = 0
+        var addedInputTokens = 0
+        var addedOutputTokens = 0
     }
 
     /// A provider's counts: plain numbers (see ``KeyTally``).
@@ -201,6 +225,10 @@ struct SimulationEngine: ~Copyable {
         var inFlight = 0, peakInFlight = 0, peakInFlightAt: Int64 = 0
         var queued = 0, peakQueued = 0, peakQueuedAt: Int64 = 0
         var estimatedTokens = 0, committedTokens = 0
+        /// The same in parts, as the gate counted them (a total alone as input and as output),
+        /// and whether any admitted call gave parts.
+        var estimatedInputTokens = 0, estimatedOutputTokens = 0, committedInputTokens = 0, committedOutputTokens = 0
+        var hadParts = false
         /// Calls the provider model answered with a 429, and calls that completed.
         var throttled = 0, completed = 0
         /// When the adaptive caps next grow (`.min`: to be read from the gate).
@@ -237,6 +265,8 @@ struct SimulationEngine: ~Copyable {
     let startDate: Date
     let progress: (@Sendable (Double) -> Void)?
     var calls: [Call]
+    /// The parts of the calls that give any (``Call/parts``).
+    let parts: [CallParts]
     /// The position in the caller's list of each call in `calls`.
     let order: [Int]
     var phase: [Phase]
@@ -280,6 +310,7 @@ struct SimulationEngine: ~Copyable {
         var keyIndex: [PolicyKey: Int32] = [:]
         var providerIndex: [String: Int] = [:]
         var calls: [Call] = []
+        var parts: [CallParts] = []
         var keys: [KeyTally] = []
         var keyOf: [PolicyKey] = []
         var providers: [ProviderTrack] = []
@@ -308,7 +339,12 @@ struct SimulationEngine: ~Copyable {
                 providers[p].keys.append(k)
             }
             lastKey = (key, k)
-            calls.append(try Self.compact(input[position], key: k, number: position + 1))
+            var (call, split) = try Self.compact(input[position], key: k, number: position + 1)
+            if let split {
+                call.parts = Int32(parts.count)
+                parts.append(split)
+            }
+            calls.append(call)
         }
         self.configuration = configuration
         self.startDate = options.startDate
@@ -316,6 +352,7 @@ struct SimulationEngine: ~Copyable {
         self.clock = clock
         self.gate = gate
         self.calls = calls
+        self.parts = parts
         self.order = order
         fate = Array(repeating: (.unfinished, UInt8.max), count: calls.count)
         admittedAt = Array(repeating: .min, count: calls.count)
@@ -355,7 +392,9 @@ struct SimulationEngine: ~Copyable {
             limits: sorted, windows: windows, horizon: longest + longest / 60 + 1)
     }
 
-    private static func compact(_ call: borrowing SimulatedCall, key: Int32, number: Int) throws(SimulationError) -> Call {
+    private static func compact(
+        _ call: borrowing SimulatedCall, key: Int32, number: Int
+    ) throws(SimulationError) -> (Call, CallParts?) {
         let times = call.nanoseconds
         func check(_ nanos: Int64, _ field: String) throws(SimulationError) {
             guard nanos < 0 else { return }
@@ -365,8 +404,24 @@ struct SimulationEngine: ~Copyable {
             guard count < 0 || count > PolicyLimits.maximumTokenCount else { return }
             throw SimulationError(field: field, "call \(number): must be in 0...\(PolicyLimits.maximumTokenCount), got \(count)")
         }
-        try check(tokens: call.estimatedTokens, "estimated_tokens")
-        try check(tokens: call.actualTokens, "actual_tokens")
+        // With parts, the total is theirs (as the gate takes it), whatever `estimatedTokens` says.
+        var estimate = (total: call.estimatedTokens, input: call.estimatedTokens, output: call.estimatedTokens)
+        if let parts = call.estimatedParts {
+            try check(tokens: parts.input, "estimated_input_tokens")
+            try check(tokens: parts.output, "estimated_output_tokens")
+            estimate = (parts.input + parts.output, parts.input, parts.output)
+        } else {
+            try check(tokens: call.estimatedTokens, "estimated_tokens")
+        }
+        var actual = (total: call.actualTokens, input: call.actualTokens, output: call.actualTokens, cacheReads: 0)
+        if let parts = call.actualParts {
+            try check(tokens: parts.input, "actual_input_tokens")
+            try check(tokens: parts.output, "actual_output_tokens")
+            try check(tokens: parts.cacheReads, "actual_cache_read_tokens")
+            actual = (parts.input + parts.output + parts.cacheReads, parts.input, parts.output, parts.cacheReads)
+        } else {
+            try check(tokens: call.actualTokens, "actual_tokens")
+        }
         try check(times.at, "at")
         try check(times.duration, "duration")
         var waitUntil = Int64.max
@@ -379,9 +434,14 @@ struct SimulationEngine: ~Copyable {
             try check(after, "cancel_after")
             cancelAt = times.at.clampedAdding(after)
         }
-        return Call(
-            at: times.at, duration: times.duration, estimate: call.estimatedTokens, actual: call.actualTokens,
-            waitUntil: waitUntil, cancelAt: cancelAt, key: key)
+        let compact = Call(
+            at: times.at, duration: times.duration, estimate: estimate.total, actual: actual.total, waitUntil: waitUntil,
+            cancelAt: cancelAt, key: key, parts: -1)
+        guard call.estimatedParts != nil || call.actualParts != nil else { return (compact, nil) }
+        return (compact, CallParts(
+            splitEstimate: call.estimatedParts != nil, splitActual: call.actualParts != nil, estimateInput: estimate.input,
+            estimateOutput: estimate.output, actualInput: actual.input, actualOutput: actual.output,
+            actualCacheReads: actual.cacheReads))
     }
 
     /// A round interval giving about 500 samples over the arrivals (at least 1 s).
@@ -476,7 +536,7 @@ struct SimulationEngine: ~Copyable {
             return
         }
         do {
-            let permit = try gate.tryAcquire(keyOf[k], estimatedTokens: calls[c].estimate)
+            let permit = try tryAcquire(c, k)
             admit(c, k, permit)
         } catch {
             guard error.code == .rateLimited else { return fail(c, p, error) }
@@ -504,9 +564,11 @@ struct SimulationEngine: ~Copyable {
     /// named when it refused it. Otherwise the gate is asked with `tryAcquire`, but only when the
     /// call surely does not fit: the head was refused by a request cap (every call needs a
     /// request), or by a token cap or a closed schedule and this call needs at least as many
-    /// tokens. The head's refusal still holds: it is retried whenever something could let it in
-    /// sooner (a completion freeing a slot or lowering a count, a schedule transition), and an
-    /// overrun commit forgets its fit.
+    /// tokens. Tokens are compared as the gate counts them, total, input and output each: "no
+    /// more" and "at least as many" must hold for all three (a call with less input but more
+    /// output than the head may fit now, or later than the head). The head's refusal still
+    /// holds: it is retried whenever something could let it in sooner (a completion freeing a
+    /// slot or lowering a count, a schedule transition), and an overrun commit forgets its fit.
     private mutating func windowsBlock(_ c: Int, behind k: Int) -> WindowsBlock {
         // At a schedule transition the head's last refusal may no longer hold (it is retried
         // after the arrivals of this instant).
@@ -515,12 +577,12 @@ struct SimulationEngine: ~Copyable {
         let blockedBy = keys[k].blockedBy
         let head = head(k)
         // Needing no more than the head, it fits no later than the head: in time, then.
-        if calls[c].estimate <= calls[head].estimate && keys[k].headFitsAt <= calls[c].waitUntil { return .unknown }
+        if needsNoMore(c, than: head) && keys[k].headFitsAt <= calls[c].waitUntil { return .unknown }
         let surelyRefused = blockedBy < 3
-            || (blockedBy != SimulationLimit.concurrency && calls[c].estimate >= calls[head].estimate)
+            || (blockedBy != SimulationLimit.concurrency && needsNoMore(head, than: c))
         guard surelyRefused else { return .unknown }
         do {
-            let permit = try gate.tryAcquire(keyOf[k], estimatedTokens: calls[c].estimate)
+            let permit = try tryAcquire(c, k)
             // Unreachable by the reasoning above; were it reached, the call jumped the queue.
             assertionFailure("a call behind a blocked queue was admitted")
             admit(c, k, permit)
@@ -529,6 +591,34 @@ struct SimulationEngine: ~Copyable {
             guard error.code == .rateLimited, let retryAfter = error.retryAfter else { return .unknown }
             return .until(now.clampedAdding(retryAfter.nanosecondsSaturating), limit: SimulationLimit.index(of: error))
         }
+    }
+
+    /// Whether call `a` counts no more tokens than call `b` in total, in input and in output:
+    /// then every token cap that lets `b` in lets `a` in, and every one that refuses `a`
+    /// refuses `b`.
+    private func needsNoMore(_ a: Int, than b: Int) -> Bool {
+        let x = estimate(a)
+        let y = estimate(b)
+        return x.total <= y.total && x.input <= y.input && x.output <= y.output
+    }
+
+    /// Call `c`'s estimate as the gate counts it: a total alone counts as input and as output.
+    private func estimate(_ c: Int) -> (total: Int, input: Int, output: Int) {
+        let total = calls[c].estimate
+        let index = Int(calls[c].parts)
+        guard index >= 0 else { return (total, total, total) }
+        return (total, parts[index].estimateInput, parts[index].estimateOutput)
+    }
+
+    /// Asks the gate to admit call `c` of key `k` now, with its estimate as the call gives it
+    /// (in parts or as a total).
+    private func tryAcquire(_ c: Int, _ k: Int) throws(PolicyError) -> PolicyPermit {
+        let index = Int(calls[c].parts)
+        if index >= 0, parts[index].splitEstimate {
+            return try gate.tryAcquire(
+                keyOf[k], estimatedInputTokens: parts[index].estimateInput, estimatedOutputTokens: parts[index].estimateOutput)
+        }
+        return try gate.tryAcquire(keyOf[k], estimatedTokens: calls[c].estimate)
     }
 
     enum WindowsBlock {
@@ -549,7 +639,7 @@ struct SimulationEngine: ~Copyable {
             }
             let c = head(k)
             do {
-                let permit = try gate.tryAcquire(keyOf[k], estimatedTokens: calls[c].estimate)
+                let permit = try tryAcquire(c, k)
                 dequeue(c, k)
                 admit(c, k, permit)
             } catch {
@@ -604,11 +694,17 @@ struct SimulationEngine: ~Copyable {
         admittedAt[c] = now
         tallies[p].admitted += 1
         if wait == 0 { tallies[p].admittedAtOnce += 1 } else { waits[p].append(wait) }
-        tallies[p].estimatedTokens += call.estimate
+        let counts = estimate(c)
+        tallies[p].estimatedTokens += counts.total
+        tallies[p].estimatedInputTokens += counts.input
+        tallies[p].estimatedOutputTokens += counts.output
+        if call.parts >= 0 { tallies[p].hadParts = true }
         keys[k].inFlight += 1
         keys[k].lastAdmission = now
         keys[k].addedRequests += 1
-        keys[k].addedTokens += call.estimate
+        keys[k].addedTokens += counts.total
+        keys[k].addedInputTokens += counts.input
+        keys[k].addedOutputTokens += counts.output
         if keys[k].inFlight > keys[k].peakInFlight {
             keys[k].peakInFlight = keys[k].inFlight
             keys[k].peakInFlightAt = now
@@ -647,21 +743,36 @@ struct SimulationEngine: ~Copyable {
             tallies[p].adaptiveStepAt = .min
         } else if phase[c] == .running {
             tallies[p].completed += 1
-            do {
-                try permit.commitTokens(calls[c].actual)
-                tallies[p].committedTokens += calls[c].actual
-            } catch {
-                tallies[p].committedTokens += calls[c].estimate  // not reachable: counts were checked
+            // Not expected to throw: the counts were checked. The estimate then stays counted.
+            let index = Int(calls[c].parts)
+            if index >= 0, parts[index].splitActual {
+                let split = parts[index]
+                try? permit.commitTokens(input: split.actualInput, output: split.actualOutput, cacheReads: split.actualCacheReads)
+            } else {
+                try? permit.commitTokens(calls[c].actual)
             }
         } else {
             tallies[p].cutShort += 1
-            tallies[p].committedTokens += calls[c].estimate
         }
-        let lowered = phase[c] == .throttled || (phase[c] == .running && calls[c].actual < calls[c].estimate)
-        // An overrun can make the head fit later than the gate last said.
-        if phase[c] == .running && calls[c].actual > calls[c].estimate {
-            keys[k].headFitsAt = .max
-            keys[k].addedTokens += calls[c].actual - calls[c].estimate
+        // What the call counts for now, as the gate counts it (cache reads as input or not, as
+        // the provider's limits say): the commit, or the estimate of a call cut short.
+        let counted = (total: permit.committedTokens, input: permit.countedInputTokens, output: permit.countedOutputTokens)
+        var lowered = phase[c] == .throttled
+        if phase[c] != .throttled {
+            tallies[p].committedTokens += counted.total
+            tallies[p].committedInputTokens += counted.input
+            tallies[p].committedOutputTokens += counted.output
+        }
+        if phase[c] == .running {
+            let estimated = estimate(c)
+            lowered = counted.total < estimated.total || counted.input < estimated.input || counted.output < estimated.output
+            // An overrun of any count can make the head fit later than the gate last said.
+            if counted.total > estimated.total || counted.input > estimated.input || counted.output > estimated.output {
+                keys[k].headFitsAt = .max
+                keys[k].addedTokens += max(0, counted.total - estimated.total)
+                keys[k].addedInputTokens += max(0, counted.input - estimated.input)
+                keys[k].addedOutputTokens += max(0, counted.output - estimated.output)
+            }
         }
         permit.release()
         phase[c] = .done
@@ -833,7 +944,13 @@ struct SimulationEngine: ~Copyable {
             keys[k].inFlight > 0 || keys[k].waiting > 0 || keys[k].lastAdmission >= time - providers[p].horizon
         }
         func bound(_ k: Int, _ label: Int) -> Int {
-            keys[k].lastRead[label] + (label < 3 ? keys[k].addedRequests : keys[k].addedTokens)
+            let added = switch label {
+            case 0..<3: keys[k].addedRequests
+            case 3..<6: keys[k].addedTokens
+            case 6..<9: keys[k].addedInputTokens
+            default: keys[k].addedOutputTokens
+            }
+            return keys[k].lastRead[label] + added
         }
         func read(_ k: Int) {
             var usage = InlineArray<12, Int>(repeating: 0)
@@ -847,6 +964,8 @@ struct SimulationEngine: ~Copyable {
             keys[k].lastRead = usage
             keys[k].addedRequests = 0
             keys[k].addedTokens = 0
+            keys[k].addedInputTokens = 0
+            keys[k].addedOutputTokens = 0
         }
         for label in windows {
             guard let best = candidates.indices.max(by: { bound(candidates[$0], label) < bound(candidates[$1], label) }) else { break }
@@ -953,8 +1072,12 @@ struct SimulationEngine: ~Copyable {
                 wait: WaitStatistics(zeroCount: tally.admittedAtOnce, sortedNonZero: sortedWaits),
                 peakInFlight: tally.peakInFlight, peakInFlightAt: seconds(tally.peakInFlightAt),
                 peakQueued: tally.peakQueued, peakQueuedAt: seconds(tally.peakQueuedAt),
-                estimatedTokens: tally.estimatedTokens, committedTokens: tally.committedTokens, limits: limits,
-                timeline: track.timeline,
+                estimatedTokens: tally.estimatedTokens, committedTokens: tally.committedTokens,
+                estimatedInputTokens: tally.hadParts ? tally.estimatedInputTokens : nil,
+                estimatedOutputTokens: tally.hadParts ? tally.estimatedOutputTokens : nil,
+                committedInputTokens: tally.hadParts ? tally.committedInputTokens : nil,
+                committedOutputTokens: tally.hadParts ? tally.committedOutputTokens : nil,
+                limits: limits, timeline: track.timeline,
                 providerModel: models[p].map {
                     ProviderModelReport(
                         capacity: $0.capacity, adaptive: adaptive[p], throttled: tally.throttled, goodput: tally.completed)

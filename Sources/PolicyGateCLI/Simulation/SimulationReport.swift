@@ -92,9 +92,22 @@ package struct ProviderReport: Codable, Sendable, Hashable {
     package var peakQueuedAt: Double
     /// The estimates of the admitted calls, summed.
     package var estimatedTokens: Int
-    /// What the admitted calls ended up counting for: the actual count of completed calls, the
-    /// estimate of calls cut short.
+    /// What the admitted calls ended up counting for: the actual count of completed calls (of
+    /// calls with parts, input and output, and cache reads where `count_cache_reads` says so),
+    /// the estimate of calls cut short.
     package var committedTokens: Int
+    /// When any admitted call gave its estimate or usage in parts (input and output): the
+    /// estimates' input and output, summed as the gate counted them (a call estimated by its
+    /// total alone counts the total as input and as output). `nil` otherwise, and left out of
+    /// the JSON.
+    package var estimatedInputTokens: Int? = nil
+    /// The output part of the estimates, as ``estimatedInputTokens`` counts the input.
+    package var estimatedOutputTokens: Int? = nil
+    /// The input the admitted calls ended up counting for, as the gate counted it: with cache
+    /// reads where the provider's `count_cache_reads` says so; a total alone as input.
+    package var committedInputTokens: Int? = nil
+    /// The output the admitted calls ended up counting for, as ``committedInputTokens``.
+    package var committedOutputTokens: Int? = nil
     /// Each cap the provider has (in its base limits or any schedule entry), and `closed` if a
     /// schedule entry closes it.
     package var limits: [LimitReport]

@@ -13,11 +13,19 @@ import PolicyGate
 /// | `at` | required | seconds from the start (a number ≥ 0), or an ISO 8601 instant with its offset |
 /// | `provider` | required | the provider name the configuration's limits are under |
 /// | `scope` | optional | `global` (the default), `user:<id>`, `org:<id>`, `project:<id>`, `<kind>:<id>` |
-/// | `estimated_tokens` | required | the pre-flight estimate, a whole number ≥ 0 |
-/// | `actual_tokens` | required | what the provider reported, committed when the call completes |
+/// | `estimated_tokens` | required¹ | the pre-flight estimate, a whole number ≥ 0 |
+/// | `actual_tokens` | required¹ | what the provider reported, committed when the call completes |
+/// | `estimated_input_tokens`, `estimated_output_tokens` | optional, together | the estimate in parts: the call acquires with both |
+/// | `actual_input_tokens`, `actual_output_tokens` | optional, together | the usage in parts: the call commits both |
+/// | `actual_cache_read_tokens` | optional, with the actual parts | input read from the prompt cache (0 by default) |
 /// | `duration` | required | seconds the provider call took |
 /// | `max_wait` | optional | seconds the caller waits at most for admission (`null`: no limit) |
 /// | `cancel_after` | optional | seconds after `at` at which the caller gives up (`null`: never) |
+///
+/// ¹ `estimated_tokens` may be left out when both estimated parts are given, and `actual_tokens`
+/// when both actual parts are; given as well, each must equal the sum of its parts (for
+/// `actual_tokens`: input, output and cache reads, like OpenAI's `total_tokens`). Without parts, a
+/// call acquires and commits its total, which the gate counts in full as input and as output.
 ///
 /// ISO 8601 instants are taken relative to the start date given to the reader, or else to the
 /// earliest instant in the trace (which then becomes the simulation's start date). Lines may come
@@ -25,10 +33,14 @@ import PolicyGate
 /// near-misses of the known ones (`max_wiat`, `estimatedTokens`), which are errors. Every error
 /// names its line and field.
 package enum TraceReader {
-    /// The fields every line must have.
+    /// The fields every line must have (`estimated_tokens` and `actual_tokens` may be given
+    /// as their parts instead).
     package static let requiredFields = ["at", "provider", "estimated_tokens", "actual_tokens", "duration"]
     /// The fields a line may have.
-    package static let optionalFields = ["scope", "max_wait", "cancel_after"]
+    package static let optionalFields = [
+        "scope", "max_wait", "cancel_after", "estimated_input_tokens", "estimated_output_tokens", "actual_input_tokens",
+        "actual_output_tokens", "actual_cache_read_tokens",
+    ]
     /// The largest number of seconds accepted for `at` and the durations (about 31 years).
     static let maximumSeconds = 1e9
 
@@ -113,7 +125,11 @@ package enum TraceReader {
                 throw SimulationError(line: line, "unknown field '\(key)'; did you mean '\(known)'?")
             }
         }
+        // A total may be left out when both of its parts are given.
+        let partsOf = ["estimated_tokens": ("estimated_input_tokens", "estimated_output_tokens"),
+                       "actual_tokens": ("actual_input_tokens", "actual_output_tokens")]
         for field in requiredFields where values[field] == nil {
+            if let parts = partsOf[field], values[parts.0] != nil || values[parts.1] != nil { continue }
             throw SimulationError(line: line, field: field, "missing (each line needs \(requiredFields.joined(separator: ", ")))")
         }
         func seconds(_ field: String) throws(SimulationError) -> Duration? {
@@ -173,24 +189,56 @@ package enum TraceReader {
         guard let duration = try seconds("duration") else {
             throw SimulationError(line: line, field: "duration", "expected a number of seconds, got null")
         }
-        let call = SimulatedCall(
-            at: at, key: PolicyKey(provider: provider, scope: scope), estimatedTokens: try tokens("estimated_tokens"),
-            actualTokens: try tokens("actual_tokens"), duration: duration, maxWait: try seconds("max_wait"),
+        /// The parts `input` and `output` (and `cacheReads`), which come together, and the total
+        /// `field`, which must be their sum when it is given too.
+        func parts(_ total: String, _ input: String, _ output: String, cacheReads: String?) throws(SimulationError)
+            -> (total: Int, parts: SimulatedTokenParts?)
+        {
+            guard values[input] != nil || values[output] != nil else {
+                if let cacheReads, values[cacheReads] != nil {
+                    throw SimulationError(line: line, field: cacheReads, "needs \(input) and \(output) beside it")
+                }
+                return (try tokens(total), nil)
+            }
+            guard values[input] != nil, values[output] != nil else {
+                throw SimulationError(
+                    line: line, field: values[input] == nil ? input : output, "missing (\(input) and \(output) come together)")
+            }
+            var reads = 0
+            if let cacheReads, values[cacheReads] != nil { reads = try tokens(cacheReads) }
+            let split = SimulatedTokenParts(input: try tokens(input), output: try tokens(output), cacheReads: reads)
+            guard values[total] != nil else { return (split.total, split) }
+            let given = try tokens(total)
+            guard given == split.total else {
+                let terms = cacheReads == nil ? "\(input) + \(output)" : "\(input) + \(output) + \(cacheReads!)"
+                throw SimulationError(line: line, field: total, "\(given) is not \(terms) (\(split.total)); leave it out or make it the sum")
+            }
+            return (given, split)
+        }
+        let estimate = try parts("estimated_tokens", "estimated_input_tokens", "estimated_output_tokens", cacheReads: nil)
+        let usage = try parts("actual_tokens", "actual_input_tokens", "actual_output_tokens", cacheReads: "actual_cache_read_tokens")
+        var call = SimulatedCall(
+            at: at, key: PolicyKey(provider: provider, scope: scope), estimatedTokens: estimate.total,
+            actualTokens: usage.total, duration: duration, maxWait: try seconds("max_wait"),
             cancelAfter: try seconds("cancel_after"))
+        call.estimatedParts = estimate.parts
+        call.actualParts = usage.parts
         return Pending(call: call, date: date, line: line)
     }
 
     /// The known field an unknown one was probably meant to be: the same letters in another
-    /// case or separator (`estimatedTokens`), or at most two edits away (`max_wiat`).
+    /// case or separator (`estimatedTokens`), the nearest at most two edits away (`max_wiat`),
+    /// or `actual_cache_read_tokens` for Anthropic's `cache_read_input_tokens`.
     static func nearMiss(_ key: String) -> String? {
         func folded(_ text: String) -> [Character] { Array(text.lowercased().filter { $0 != "_" && $0 != "-" }) }
         let candidate = folded(key)
-        for known in requiredFields + optionalFields {
-            let target = folded(known)
-            if candidate == target { return known }
-            if candidate.count >= 4, editDistance(candidate, target) <= 2 { return known }
-        }
-        return nil
+        let known = requiredFields + optionalFields
+        if let same = known.first(where: { folded($0) == candidate }) { return same }
+        // Anthropic's name for it.
+        if candidate == folded("cache_read_input_tokens") { return "actual_cache_read_tokens" }
+        guard candidate.count >= 4 else { return nil }
+        let nearest = known.map { ($0, editDistance(candidate, folded($0))) }.min { $0.1 < $1.1 }
+        return nearest.flatMap { $0.1 <= 2 ? $0.0 : nil }
     }
 
     private static func editDistance(_ a: [Character], _ b: [Character]) -> Int {
