@@ -17,6 +17,9 @@ let package = Package(
         .library(name: "PolicyGate", targets: ["PolicyGate"]),
         .library(name: "PolicyGateTOML", targets: ["PolicyGateTOML"]),
         .library(name: "PolicyGateTestKit", targets: ["PolicyGateTestKit"]),
+        // Provider wire formats (OpenAI, Anthropic) and one-call gating over URLSession; no dependencies.
+        .library(name: "PolicyGateProviders", targets: ["PolicyGateProviders"]),
+        .library(name: "PolicyGateFakeProvider", targets: ["PolicyGateFakeProvider"]),
         // Observability adapters; each is empty unless its trait (below) is enabled.
         .library(name: "PolicyGateLogging", targets: ["PolicyGateLogging"]),
         .library(name: "PolicyGateMetrics", targets: ["PolicyGateMetrics"]),
@@ -47,6 +50,18 @@ let package = Package(
         // A TOML 1.0.0 decoder (value tree and Decodable), with no dependencies.
         .target(name: "PolicyGateTOML", swiftSettings: strictSettings),
         .target(name: "PolicyGateTestKit", dependencies: ["PolicyGate"], swiftSettings: strictSettings),
+        // Estimates and usage from OpenAI's and Anthropic's request and response bodies, and a
+        // URLSession client that gates a call in one line. Foundation only.
+        .target(name: "PolicyGateProviders", dependencies: ["PolicyGate"], swiftSettings: strictSettings),
+        // A loopback HTTP/1.1 server playing a provider, for tests and the example.
+        .target(name: "PolicyGateFakeProvider", swiftSettings: strictSettings),
+        // `swift run gated-call-example`: one gated call against the fake provider, no network.
+        .executableTarget(
+            name: "gated-call-example",
+            dependencies: ["PolicyGate", "PolicyGateProviders", "PolicyGateFakeProvider"],
+            path: "Examples/GatedCall",
+            swiftSettings: strictSettings
+        ),
         // The adapters. Their sources are wrapped in `#if <Trait>`, so with the trait off each is
         // an empty module that depends on nothing outside this package.
         .target(
@@ -122,6 +137,11 @@ let package = Package(
         .testTarget(
             name: "PolicyGateTests",
             dependencies: ["PolicyGate", "PolicyGateTestKit"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "PolicyGateProvidersTests",
+            dependencies: ["PolicyGateProviders", "PolicyGateFakeProvider", "PolicyGate", "PolicyGateTestKit"],
             swiftSettings: strictSettings
         ),
         .testTarget(
