@@ -54,7 +54,7 @@ let package = Package(
         // URLSession client that gates a call in one line. Foundation only.
         .target(name: "PolicyGateProviders", dependencies: ["PolicyGate"], swiftSettings: strictSettings),
         // A loopback HTTP/1.1 server playing a provider, for tests and the example.
-        .target(name: "PolicyGateFakeProvider", swiftSettings: strictSettings),
+        .target(name: "PolicyGateFakeProvider", dependencies: ["PolicyGate"], swiftSettings: strictSettings),
         // `swift run gated-call-example`: one gated call against the fake provider, no network.
         .executableTarget(
             name: "gated-call-example",

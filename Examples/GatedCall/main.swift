@@ -29,7 +29,7 @@ let provider = try FakeProvider { request in
         ])
     }
     return .json(
-        #"{"type": "message", "content": [{"type": "text", "text": "Hello!"}], "usage": {"input_tokens": 31, "cache_read_input_tokens": 1200, "output_tokens": 9}}"#,
+        #"{"type": "message", "content": [{"type": "text", "text": "Hello!"}], "usage": {"input_tokens": 24, "cache_read_input_tokens": 0, "output_tokens": 9}}"#,
         headers: [("anthropic-ratelimit-input-tokens-limit", "40000"), ("anthropic-ratelimit-input-tokens-remaining", "39000")])
 }
 defer { provider.stop() }

@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import PolicyGate
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -57,7 +57,7 @@ public final class FakeProvider: Sendable {
     /// `http://127.0.0.1:<port>`.
     public var baseURL: URL { URL(string: "http://127.0.0.1:\(port)")! }
     private let listener: Int32
-    private let received = Mutex<[Request]>([])
+    private let received = Locked<[Request]>([])
     private let handler: @Sendable (Request) -> Reply
 
     /// Starts listening on a free loopback port; `handler` answers each request.
@@ -101,7 +101,7 @@ public final class FakeProvider: Sendable {
         shutdown(listener, Int32(SHUT_RDWR))
         close(listener)
     }
-    private let stopped = Mutex(false)
+    private let stopped = Locked(false)
 
     deinit { stop() }
 

@@ -1,6 +1,5 @@
 import Foundation
 import PolicyGate
-import Synchronization
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -232,13 +231,13 @@ final class StreamSink: Sendable {
     let api: ProviderAPI
     let estimate: TokenEstimate
     let estimator: TokenEstimator
-    let lease: Mutex<PolicyPermit?>
-    let parser: Mutex<StreamUsageParser>
-    let status = Mutex(0)
-    let settled = Mutex<ProviderUsage?>(nil)
-    let headState = Mutex<Head>(.waiting(nil))
+    let lease: Locked<PolicyPermit?>
+    let parser: Locked<StreamUsageParser>
+    let status = Locked(0)
+    let settled = Locked<ProviderUsage?>(nil)
+    let headState = Locked<Head>(.waiting(nil))
     let continuation: AsyncThrowingStream<Data, any Error>.Continuation
-    let cancel = Mutex<(@Sendable () -> Void)?>(nil)
+    let cancel = Locked<(@Sendable () -> Void)?>(nil)
 
     init(
         api: ProviderAPI, estimate: TokenEstimate, estimator: TokenEstimator, permit: consuming PolicyPermit,
@@ -247,8 +246,8 @@ final class StreamSink: Sendable {
         self.api = api
         self.estimate = estimate
         self.estimator = estimator
-        self.lease = Mutex(Optional(permit))
-        self.parser = Mutex(StreamUsageParser(api: api))
+        self.lease = Locked(Optional(permit))
+        self.parser = Locked(StreamUsageParser(api: api))
         self.continuation = continuation
         continuation.onTermination = { [weak self] termination in
             guard let self else { return }
@@ -336,7 +335,7 @@ final class StreamSink: Sendable {
 
 /// The streaming session's delegate: hands each task's events to its sink.
 final class StreamRouter: NSObject, URLSessionDataDelegate, @unchecked Sendable {
-    private let sinks = Mutex<[Int: StreamSink]>([:])
+    private let sinks = Locked<[Int: StreamSink]>([:])
 
     func register(_ sink: StreamSink, for task: URLSessionDataTask) {
         sinks.withLock { $0[task.taskIdentifier] = sink }

@@ -1,6 +1,5 @@
 import Foundation
 import PolicyGate
-import Synchronization
 
 /// A pre-flight estimate of one call, in the parts ``PolicyGate/PolicyService/acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:)`` takes.
 public struct TokenEstimate: Sendable, Hashable {
@@ -47,7 +46,7 @@ public final class TokenEstimator: Sendable {
     /// Output tokens assumed when a request sets no cap.
     public let defaultOutputTokens: Int
     private let bytesPerToken: [ProviderAPI: Double]
-    private let state = Mutex<[Group: Calibration]>([:])
+    private let state = Locked<[Group: Calibration]>([:])
     /// The smoothing of the correction and of the error (weight of the newest call).
     static let alpha = 0.2
     /// Overhead per message and per request, in tokens (role markers, separators).

@@ -3,7 +3,6 @@ import PolicyGate
 import PolicyGateFakeProvider
 import PolicyGateProviders
 import PolicyGateTestKit
-import Synchronization
 import Testing
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -70,7 +69,7 @@ struct HTTPClientTests {
 
     @Test("Anthropic 429 with retry-after: the provider is paused, the call retried after the hint and committed once")
     func anthropicThrottledThenRetried() async throws {
-        let calls = Mutex(0)
+        let calls = Locked(0)
         let server = try FakeProvider { _ in
             let n = calls.withLock { $0 += 1; return $0 }
             if n == 1 {
