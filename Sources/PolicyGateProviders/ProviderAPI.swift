@@ -103,35 +103,30 @@ extension ProviderAPI {
         var messages = 0
         switch self {
         case .openAIChatCompletions:
-            if let list = object["messages"] as? [Any] { messages = list.count; bytes += JSONBody.textBytes(list) }
+            if let list = object["messages"]?.array { messages = list.count; bytes += JSONBody.textBytes(.array(list)) }
             if let tools = object["tools"] { bytes += JSONBody.textBytes(tools, keys: true) }
             if let functions = object["functions"] { bytes += JSONBody.textBytes(functions, keys: true) }
         case .openAIResponses:
-            if let input = object["input"] as? String { messages = 1; bytes += input.utf8.count }
-            else if let list = object["input"] as? [Any] { messages = list.count; bytes += JSONBody.textBytes(list) }
+            if let input = object["input"]?.string { messages = 1; bytes += input.utf8.count }
+            else if let list = object["input"]?.array { messages = list.count; bytes += JSONBody.textBytes(.array(list)) }
             if let instructions = object["instructions"] { bytes += JSONBody.textBytes(instructions) }
             if let tools = object["tools"] { bytes += JSONBody.textBytes(tools, keys: true) }
         case .anthropicMessages:
-            if let list = object["messages"] as? [Any] { messages = list.count; bytes += JSONBody.textBytes(list) }
+            if let list = object["messages"]?.array { messages = list.count; bytes += JSONBody.textBytes(.array(list)) }
             if let system = object["system"] { bytes += JSONBody.textBytes(system) }
             if let tools = object["tools"] { bytes += JSONBody.textBytes(tools, keys: true) }
         }
-        let capNames = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
         var cap: Int?
-        for name in capNames {
-            guard let value = object[name], !(value is NSNull) else { continue }
+        for name in ["max_tokens", "max_completion_tokens", "max_output_tokens"] {
+            guard let value = object[name], !value.isNull else { continue }
             guard let count = JSONBody.count(value) else {
-                throw ProviderWireError(.invalidCount, "\(name) is not a token count: \(value)")
+                throw ProviderWireError(.invalidCount, "\(name) is not a token count")
             }
             cap = count
         }
-        let stream = JSONBody.flag(object["stream"])
-        var includesUsage = true
-        if self == .openAIChatCompletions {
-            includesUsage = JSONBody.flag((object["stream_options"] as? [String: Any])?["include_usage"])
-        }
+        let includesUsage = self != .openAIChatCompletions || (object["stream_options"]?["include_usage"]?.isTrue ?? false)
         return ProviderRequestSummary(
-            model: object["model"] as? String, stream: stream, streamIncludesUsage: includesUsage,
+            model: object["model"]?.string, stream: object["stream"]?.isTrue ?? false, streamIncludesUsage: includesUsage,
             promptBytes: bytes, messageCount: messages, maxOutputTokens: cap)
     }
 
@@ -139,8 +134,7 @@ extension ProviderAPI {
     /// - Throws: ``ProviderWireError`` — an error body (a 429's, say) has no usage.
     public func usage(fromResponse body: Data) throws(ProviderWireError) -> ProviderUsage {
         let object = try JSONBody.object(body)
-        // The responses API nests the response in streamed events only; a body is the response.
-        guard let usage = object["usage"] as? [String: Any] else {
+        guard let usage = object["usage"]?.object else {
             throw ProviderWireError(.missingUsage, "the response has no usage object")
         }
         guard let parsed = try usageParts(usage, requireAll: true) else {
@@ -150,10 +144,10 @@ extension ProviderAPI {
     }
 
     /// Reads one usage object in this API's spelling; `nil` when its main counts are absent.
-    func usageParts(_ usage: [String: Any], requireAll: Bool) throws(ProviderWireError) -> ProviderUsage? {
-        func count(_ name: String, in object: [String: Any]? = nil) throws(ProviderWireError) -> Int? {
-            guard let value = (object ?? usage)[name], !(value is NSNull) else { return nil }
-            guard let n = JSONBody.count(value) else { throw ProviderWireError(.invalidCount, "\(name) is not a token count: \(value)") }
+    func usageParts(_ usage: [String: JSONValue], requireAll: Bool) throws(ProviderWireError) -> ProviderUsage? {
+        func count(_ name: String, in object: [String: JSONValue]? = nil) throws(ProviderWireError) -> Int? {
+            guard let value = (object ?? usage)[name], !value.isNull else { return nil }
+            guard let n = JSONBody.count(value) else { throw ProviderWireError(.invalidCount, "\(name) is not a token count") }
             return n
         }
         switch self {
@@ -162,7 +156,7 @@ extension ProviderAPI {
                 ? ("prompt_tokens", "completion_tokens", "prompt_tokens_details")
                 : ("input_tokens", "output_tokens", "input_tokens_details")
             guard let prompt = try count(inName), let output = try count(outName) else { return nil }
-            let cached = try count("cached_tokens", in: usage[details] as? [String: Any] ?? [:]) ?? 0
+            let cached = try count("cached_tokens", in: usage[details]?.object ?? [:]) ?? 0
             guard cached <= prompt else {
                 throw ProviderWireError(.invalidCount, "cached_tokens \(cached) exceeds the \(prompt) prompt tokens that include them")
             }
@@ -179,55 +173,44 @@ extension ProviderAPI {
     }
 }
 
-/// JSON reading shared by the wire formats: Foundation's parser, never a crash.
+/// JSON reading shared by the wire formats (``JSONValue``), never a crash.
 enum JSONBody {
     /// The largest count believed (the gate records at most 2^31 - 1 in a window anyway).
     static let largestCount = 1 << 40
-    static let booleanClass = ObjectIdentifier(type(of: NSNumber(value: true)))
 
-    static func object(_ data: Data) throws(ProviderWireError) -> [String: Any] {
+    static func object(_ data: Data) throws(ProviderWireError) -> [String: JSONValue] {
         guard !data.isEmpty else { throw ProviderWireError(.malformedBody, "the body is empty") }
-        let parsed: Any
-        do { parsed = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) } catch {
-            throw ProviderWireError(.malformedBody, "the body is not JSON (\(data.count) bytes)")
+        let parsed: JSONValue
+        do { parsed = try JSONValue.parse(data) } catch {
+            throw ProviderWireError(.malformedBody, "the body is not JSON (at byte \(error.offset) of \(data.count))")
         }
-        guard let object = parsed as? [String: Any] else { throw ProviderWireError(.malformedBody, "the body is not a JSON object") }
+        guard let object = parsed.object else { throw ProviderWireError(.malformedBody, "the body is not a JSON object") }
         return object
     }
 
-    /// A non-negative integral JSON number, or `nil`.
-    static func count(_ value: Any) -> Int? {
-        // Foundation's parser gives JSON booleans as NSNumbers, which `as? Int` and `is Bool`
-        // both accept (as do 0 and 1 as `Bool`): tell them apart by their class.
-        if let number = value as? NSNumber, ObjectIdentifier(type(of: number)) == booleanClass { return nil }
-        if let n = value as? Int { return (0...largestCount).contains(n) ? n : nil }
-        if let d = value as? Double, d.isFinite, d >= 0, d == d.rounded(), d <= Double(largestCount) { return Int(d) }
-        return nil
-    }
-
-    /// Whether `value` is JSON `true` (not merely a number 1).
-    static func flag(_ value: Any?) -> Bool {
-        guard let number = value as? NSNumber, ObjectIdentifier(type(of: number)) == booleanClass else { return false }
-        return number.boolValue
+    /// A non-negative integral JSON number up to ``largestCount``, or `nil`.
+    static func count(_ value: JSONValue) -> Int? {
+        guard case .number(let int?, _) = value, (0...largestCount).contains(int) else { return nil }
+        return int
     }
 
     /// UTF-8 bytes of every string inside `value` (and of object keys when `keys`, as in tool
     /// schemas, whose property names the model reads too). Base64 image data is counted as
     /// text; providers count images differently, which calibration absorbs only in part.
-    static func textBytes(_ value: Any, keys: Bool = false, depth: Int = 0) -> Int {
-        guard depth < 64 else { return 0 }
-        if let s = value as? String { return s.utf8.count }
-        if let list = value as? [Any] { return list.reduce(0) { $0 + textBytes($1, keys: keys, depth: depth + 1) } }
-        if let object = value as? [String: Any] {
+    static func textBytes(_ value: JSONValue, keys: Bool = false) -> Int {
+        switch value {
+        case .string(let s): return s.utf8.count
+        case .array(let list): return list.reduce(0) { $0 + textBytes($1, keys: keys) }
+        case .object(let members):
             var total = 0
-            for (key, item) in object {
+            for (key, item) in members {
                 // Structural fields ("role", "type") are a few tokens the per-message overhead covers.
                 if !keys && (key == "role" || key == "type" || key == "id" || key == "tool_call_id") { continue }
                 if keys { total += key.utf8.count }
-                total += textBytes(item, keys: keys, depth: depth + 1)
+                total += textBytes(item, keys: keys)
             }
             return total
+        default: return 0
         }
-        return 0
     }
 }

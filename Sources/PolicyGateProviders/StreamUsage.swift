@@ -71,21 +71,21 @@ public struct StreamUsageParser: Sendable {
         defer { data.removeAll(keepingCapacity: true); event = "" }
         guard !data.isEmpty else { return }
         if data.elementsEqual("[DONE]".utf8) { isComplete = true; return }
+        // Most events are text deltas without usage: skip them without parsing their JSON.
+        guard mayCarryUsage() else { return }
         guard let object = try? JSONBody.object(Data(data)) else { ignoredEvents += 1; return }
-        let type = (object["type"] as? String) ?? event
+        let type = object["type"]?.string ?? event
         do {
             switch api {
             case .openAIChatCompletions:
-                if let usage = object["usage"] as? [String: Any], let parsed = try api.usageParts(usage, requireAll: true) {
+                if let usage = object["usage"]?.object, let parsed = try api.usageParts(usage, requireAll: true) {
                     self.usage = parsed
                 }
                 if object["error"] != nil { sawError = true }
             case .openAIResponses:
                 switch type {
                 case "response.completed", "response.incomplete", "response.failed":
-                    if let response = object["response"] as? [String: Any], let usage = response["usage"] as? [String: Any],
-                        let parsed = try api.usageParts(usage, requireAll: true)
-                    {
+                    if let usage = object["response"]?["usage"]?.object, let parsed = try api.usageParts(usage, requireAll: true) {
                         self.usage = parsed
                     }
                     isComplete = true
@@ -96,13 +96,11 @@ public struct StreamUsageParser: Sendable {
             case .anthropicMessages:
                 switch type {
                 case "message_start":
-                    if let message = object["message"] as? [String: Any], let usage = message["usage"] as? [String: Any],
-                        let parsed = try api.usageParts(usage, requireAll: false)
-                    {
+                    if let usage = object["message"]?["usage"]?.object, let parsed = try api.usageParts(usage, requireAll: false) {
                         self.usage = parsed
                     }
                 case "message_delta":
-                    if let usage = object["usage"] as? [String: Any] { try mergeAnthropicDelta(usage) }
+                    if let usage = object["usage"]?.object { try mergeAnthropicDelta(usage) }
                 case "message_stop": isComplete = true
                 case "error": sawError = true
                 default: break
@@ -113,14 +111,30 @@ public struct StreamUsageParser: Sendable {
         }
     }
 
-    /// `message_delta` gives the cumulative output; newer versions repeat the input counts.
-    private mutating func mergeAnthropicDelta(_ delta: [String: Any]) throws(ProviderWireError) {
+    /// Whether the event's data may matter: it names usage, an error or the end. A cheap byte
+    /// search, so that a stream of hundreds of text deltas is not parsed delta by delta.
+    private func mayCarryUsage() -> Bool {
+        let needles: [[UInt8]] = switch api {
+        case .openAIChatCompletions: [Array(#""usage""#.utf8), Array(#""error""#.utf8)]
+        case .openAIResponses: [Array("response.completed".utf8), Array("response.incomplete".utf8), Array("response.failed".utf8), Array(#""error""#.utf8)]
+        case .anthropicMessages: [Array("message_start".utf8), Array("message_delta".utf8), Array("message_stop".utf8), Array(#""error""#.utf8)]
+        }
+        if api == .openAIChatCompletions && data.firstRange(of: Array(#""usage":null"#.utf8)) != nil
+            && data.firstRange(of: Array(#""error""#.utf8)) == nil
+        {
+            return false
+        }
+        return needles.contains { data.firstRange(of: $0) != nil }
+    }
+
+/// `message_delta` gives the cumulative output; newer versions repeat the input counts.
+    private mutating func mergeAnthropicDelta(_ delta: [String: JSONValue]) throws(ProviderWireError) {
         var merged = usage ?? ProviderUsage(input: 0, output: 0)
-        if let output = delta["output_tokens"], !(output is NSNull) {
+        if let output = delta["output_tokens"], !output.isNull {
             guard let n = JSONBody.count(output) else { throw ProviderWireError(.invalidCount, "output_tokens") }
             merged.output = n
         }
-        if delta["input_tokens"] != nil, let input = try api.usageParts(delta.merging(["output_tokens": 0]) { $1 }, requireAll: false) {
+        if delta["input_tokens"] != nil, let input = try api.usageParts(delta.merging(["output_tokens": .number(0, 0)]) { $1 }, requireAll: false) {
             merged.input = input.input
             merged.cacheReads = input.cacheReads
         }

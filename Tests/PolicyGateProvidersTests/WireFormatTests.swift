@@ -49,6 +49,20 @@ struct WireFormatTests {
         #expect(odd?.promptBytes == 0 && odd?.model == nil)
     }
 
+    @Test("the JSON reader: escapes and surrogate pairs decoded, deep nesting and bad escapes refused")
+    func jsonReader() throws {
+        let escaped = #"{"messages": [{"role": "user", "content": "caf\u00e9 \ud83d\ude00 \"q\"\n"}]}"#
+        // "café 😀 "q"⏎": 5 + 1 + 4 + 1 + 3 + 1 bytes.
+        #expect(try ProviderAPI.anthropicMessages.summarize(request: Data(escaped.utf8)).promptBytes == 15)
+        for body in [String(repeating: "[", count: 10_000), #"{"a": "\x"}"#, #"{"a": "\u12"}"#, #"{"a": 1} x"#, #"{"a": -}"#, #"{"a": 1.}"#, "{\"a\": \"\u{1}\"}"] {
+            #expect(throws: ProviderWireError.self, "\(body)") {
+                _ = try ProviderAPI.anthropicMessages.summarize(request: Data(body.utf8))
+            }
+        }
+        // Counts written as 12.0 or 1.2e1 are integers; 12.5 is not.
+        #expect(try ProviderAPI.anthropicMessages.usage(fromResponse: Data(#"{"usage": {"input_tokens": 12.0, "output_tokens": 1.2e1}}"#.utf8)) == ProviderUsage(input: 12, output: 12))
+    }
+
     @Test("complete responses: cached input out of OpenAI's prompt, Anthropic's cache reads apart and writes as input")
     func completeUsage() throws {
         let chat = #"""
@@ -149,11 +163,13 @@ struct WireFormatTests {
 
         var openAI = StreamUsageParser(api: .openAIChatCompletions)
         openAI.consume(Self.openAIStream.prefix(2).joined().utf8)
-        openAI.consume("data: not json\n\n: keep-alive\n\ndata: {\"usage\": {\"prompt_tokens\": -1, \"completion_tokens\": 2}}\n\n".utf8)
+        openAI.consume("data: not json\n\n: keep-alive\n\ndata: {\"usage\": {oops\n\n".utf8)
+        openAI.consume("data: {\"usage\": {\"prompt_tokens\": -1, \"completion_tokens\": 2}}\n\n".utf8)
         openAI.consume([0xFF, 0xFE, 0x0A, 0x0A])
         openAI.finish()
-        // Ignored: the event that is not JSON and the one with a negative count; the comment and
-        // the line of invalid UTF-8 (no field) are no events at all.
+        // Ignored: the usage event that is not JSON and the one with a negative count. Data that
+        // names no usage ("not json") is skipped unparsed; the comment and the line of invalid
+        // UTF-8 (no field) are no events at all.
         #expect(!openAI.isComplete && openAI.usage == nil && openAI.ignoredEvents == 2)
     }
 
