@@ -132,6 +132,13 @@ struct JSONParser {
             while at < bytes.count, bytes[at] >= 0x30, bytes[at] <= 0x39 { at += 1 }
             guard at > exponent else { throw fail() }
         }
+        // Integers of up to 15 digits (every count) are read directly, without a String.
+        if integral && at - digitsStart <= 15 {
+            var int = 0
+            for i in digitsStart..<at { int = int * 10 + Int(bytes[i] - 0x30) }
+            if digitsStart > start { int = -int }
+            return .number(int, Double(int))
+        }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<at]), as: UTF8.self)
         let double = Double(text) ?? .nan
         if integral, let int = Int(text) { return .number(int, double) }

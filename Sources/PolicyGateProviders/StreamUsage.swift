@@ -114,17 +114,37 @@ public struct StreamUsageParser: Sendable {
     /// Whether the event's data may matter: it names usage, an error or the end. A cheap byte
     /// search, so that a stream of hundreds of text deltas is not parsed delta by delta.
     private func mayCarryUsage() -> Bool {
-        let needles: [[UInt8]] = switch api {
-        case .openAIChatCompletions: [Array(#""usage""#.utf8), Array(#""error""#.utf8)]
-        case .openAIResponses: [Array("response.completed".utf8), Array("response.incomplete".utf8), Array("response.failed".utf8), Array(#""error""#.utf8)]
-        case .anthropicMessages: [Array("message_start".utf8), Array("message_delta".utf8), Array("message_stop".utf8), Array(#""error""#.utf8)]
+        if api == .openAIChatCompletions, Self.contains(data, Self.nullUsage), !Self.contains(data, Self.error) { return false }
+        return Self.needles[api]!.contains { Self.contains(data, $0) }
+    }
+
+    static let nullUsage = Array(#""usage":null"#.utf8)
+    static let error = Array(#""error""#.utf8)
+    static let needles: [ProviderAPI: [[UInt8]]] = [
+        .openAIChatCompletions: [Array(#""usage""#.utf8), error],
+        .openAIResponses: [Array("response.completed".utf8), Array("response.incomplete".utf8), Array("response.failed".utf8), error],
+        .anthropicMessages: [Array("message_start".utf8), Array("message_delta".utf8), Array("message_stop".utf8), error],
+    ]
+
+    /// Whether `needle` occurs in `haystack` (a plain scan: the generic `firstRange(of:)` costs
+    /// microseconds per call).
+    static func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
+        guard let first = needle.first, haystack.count >= needle.count else { return false }
+        return haystack.withUnsafeBufferPointer { h in
+            needle.withUnsafeBufferPointer { n in
+                var i = 0
+                let last = h.count - n.count
+                while i <= last {
+                    if h[i] == first {
+                        var j = 1
+                        while j < n.count && h[i + j] == n[j] { j += 1 }
+                        if j == n.count { return true }
+                    }
+                    i += 1
+                }
+                return false
+            }
         }
-        if api == .openAIChatCompletions && data.firstRange(of: Array(#""usage":null"#.utf8)) != nil
-            && data.firstRange(of: Array(#""error""#.utf8)) == nil
-        {
-            return false
-        }
-        return needles.contains { data.firstRange(of: $0) != nil }
     }
 
 /// `message_delta` gives the cumulative output; newer versions repeat the input counts.
