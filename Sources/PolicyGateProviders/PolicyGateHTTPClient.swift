@@ -314,17 +314,7 @@ final class StreamSink: Sendable {
     func settle() {
         let snapshot = parsed
         let code = status.withLock { $0 }
-        let usage: ProviderUsage
-        if !(200..<300).contains(code) {
-            usage = ProviderUsage(input: 0, output: 0)
-        } else if snapshot.isComplete, let seen = snapshot.usage {
-            usage = seen
-        } else {
-            let seen = snapshot.usage
-            usage = ProviderUsage(
-                input: seen.map { $0.input } ?? max(0, estimate.input),
-                output: max(seen?.output ?? 0, estimate.output), cacheReads: seen?.cacheReads ?? 0)
-        }
+        let usage = ProviderUsage.committed(status: code, stream: snapshot, estimate: estimate)
         guard var permit = lease.withLock({ $0.take() }) else { return }
         settled.withLock { $0 = usage }
         permit.commitTokensClamping(input: usage.input, output: usage.output, cacheReads: usage.cacheReads)
@@ -359,5 +349,18 @@ final class StreamRouter: NSObject, URLSessionDataDelegate, @unchecked Sendable 
     func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: (any Error)?) {
         let sink = sinks.withLock { $0.removeValue(forKey: task.taskIdentifier) }
         sink?.completed(error)
+    }
+}
+
+extension ProviderUsage {
+    /// What a streamed call commits when it ends: 0 for a non-2xx reply; the usage if the
+    /// stream completed; otherwise the input seen (or estimated) and the larger of the output
+    /// seen and the output cap, since the provider bills what it generated before it noticed.
+    package static func committed(status: Int, stream: StreamUsageParser, estimate: TokenEstimate) -> ProviderUsage {
+        if !(200..<300).contains(status) { return ProviderUsage(input: 0, output: 0) }
+        if stream.isComplete, let seen = stream.usage { return seen }
+        let seen = stream.usage
+        return ProviderUsage(
+            input: seen?.input ?? estimate.input, output: max(seen?.output ?? 0, estimate.output), cacheReads: seen?.cacheReads ?? 0)
     }
 }
