@@ -17,6 +17,11 @@ let package = Package(
         .library(name: "PolicyGate", targets: ["PolicyGate"]),
         .library(name: "PolicyGateTOML", targets: ["PolicyGateTOML"]),
         .library(name: "PolicyGateTestKit", targets: ["PolicyGateTestKit"]),
+        // Provider wire formats (OpenAI, Anthropic) and one-call gating over URLSession; no dependencies.
+        .library(name: "PolicyGateProviders", targets: ["PolicyGateProviders"]),
+        .library(name: "PolicyGateFakeProvider", targets: ["PolicyGateFakeProvider"]),
+        // The one-call client over AsyncHTTPClient; empty unless the `AsyncHTTPClient` trait is enabled.
+        .library(name: "PolicyGateAsyncHTTPClient", targets: ["PolicyGateAsyncHTTPClient"]),
         // Observability adapters; each is empty unless its trait (below) is enabled.
         .library(name: "PolicyGateLogging", targets: ["PolicyGateLogging"]),
         .library(name: "PolicyGateMetrics", targets: ["PolicyGateMetrics"]),
@@ -34,12 +39,15 @@ let package = Package(
         .trait(name: "Metrics", description: "PolicyGateMetrics: counters, timers and gauges through swift-metrics."),
         .trait(name: "Tracing", description: "PolicyGateTracing: waits as spans through swift-distributed-tracing."),
         .trait(name: "Postgres", description: "PolicyGatePostgres: counters shared by many processes in PostgreSQL (postgres-nio)."),
+        .trait(name: "AsyncHTTPClient", description: "PolicyGateAsyncHTTPClient: one gated provider call over swift-server's AsyncHTTPClient."),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.100.0"),
     ],
     targets: [
         // The gate. Reads TOML configuration through PolicyGateTOML without re-exporting it.
@@ -47,6 +55,28 @@ let package = Package(
         // A TOML 1.0.0 decoder (value tree and Decodable), with no dependencies.
         .target(name: "PolicyGateTOML", swiftSettings: strictSettings),
         .target(name: "PolicyGateTestKit", dependencies: ["PolicyGate"], swiftSettings: strictSettings),
+        // Estimates and usage from OpenAI's and Anthropic's request and response bodies, and a
+        // URLSession client that gates a call in one line. Foundation only.
+        .target(name: "PolicyGateProviders", dependencies: ["PolicyGate"], swiftSettings: strictSettings),
+        .target(
+            name: "PolicyGateAsyncHTTPClient",
+            dependencies: [
+                "PolicyGate", "PolicyGateProviders",
+                .product(name: "AsyncHTTPClient", package: "async-http-client", condition: .when(traits: ["AsyncHTTPClient"])),
+                .product(name: "NIOCore", package: "swift-nio", condition: .when(traits: ["AsyncHTTPClient"])),
+                .product(name: "NIOHTTP1", package: "swift-nio", condition: .when(traits: ["AsyncHTTPClient"])),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // A loopback HTTP/1.1 server playing a provider, for tests and the example.
+        .target(name: "PolicyGateFakeProvider", dependencies: ["PolicyGate"], swiftSettings: strictSettings),
+        // `swift run gated-call-example`: one gated call against the fake provider, no network.
+        .executableTarget(
+            name: "gated-call-example",
+            dependencies: ["PolicyGate", "PolicyGateProviders", "PolicyGateFakeProvider"],
+            path: "Examples/GatedCall",
+            swiftSettings: strictSettings
+        ),
         // The adapters. Their sources are wrapped in `#if <Trait>`, so with the trait off each is
         // an empty module that depends on nothing outside this package.
         .target(
@@ -123,6 +153,20 @@ let package = Package(
         .testTarget(
             name: "PolicyGateTests",
             dependencies: ["PolicyGate", "PolicyGateTestKit"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "PolicyGateProvidersTests",
+            dependencies: ["PolicyGateProviders", "PolicyGateFakeProvider", "PolicyGate", "PolicyGateTestKit"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "PolicyGateAsyncHTTPClientTests",
+            dependencies: [
+                "PolicyGateAsyncHTTPClient", "PolicyGateProviders", "PolicyGateFakeProvider", "PolicyGate",
+                .product(name: "AsyncHTTPClient", package: "async-http-client", condition: .when(traits: ["AsyncHTTPClient"])),
+                .product(name: "NIOHTTP1", package: "swift-nio", condition: .when(traits: ["AsyncHTTPClient"])),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(

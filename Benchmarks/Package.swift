@@ -6,6 +6,7 @@ import PackageDescription
 //   swift run -c release --package-path Benchmarks PolicyGateFloors   # floors + gate, one ratio table
 //   cd Benchmarks && swift package benchmark                           # the same cases under ordo-one/benchmark
 //   swift run -c release --package-path Benchmarks TOMLDecodeBenchmark # parse/decode a ~1 MB TOML document
+//   swift run -c release --package-path Benchmarks ProviderOverhead    # the one-call wrapper's cost, no HTTP
 //   bash Benchmarks/callgrind-cycles.sh                                # instructions per gate cycle (callgrind)
 //   swift run -c release --package-path Benchmarks --traits Postgres PostgresStoreBenchmark
 //                                        # shared store: full calls/s, p50/p99, statements and NOTIFYs per call, pgbench floor
@@ -57,6 +58,18 @@ let package = Package(
                 .product(name: "PolicyGate", package: "PolicyGate"),
             ],
             path: "Sources/CycleCount",
+            swiftSettings: settings
+        ),
+        // The one-call wrapper's cost without the HTTP exchange (PolicyGateProviders):
+        //   swift run -c release --package-path Benchmarks ProviderOverhead
+        .executableTarget(
+            name: "ProviderOverhead",
+            dependencies: [
+                "BenchmarkFixtures",
+                .product(name: "PolicyGate", package: "PolicyGate"),
+                .product(name: "PolicyGateProviders", package: "PolicyGate"),
+            ],
+            path: "Sources/ProviderOverhead",
             swiftSettings: settings
         ),
         // Parsing and decoding a generated ~1 MB TOML document (PolicyGateTOML alone):

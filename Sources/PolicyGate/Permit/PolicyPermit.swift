@@ -129,12 +129,17 @@ public struct PolicyPermit: ~Copyable, Sendable {
     }
 
     /// Reports a count outside `0...PolicyLimits.maximumTokenCount` and returns its error.
-    private func refuse(_ count: Int, _ what: String) -> PolicyError {
+    func refuse(_ count: Int, _ what: String) -> PolicyError {
         let error = AdmissionRules.unrecordable(count, what, key: key)
+        report(error)
+        return error
+    }
+
+    /// Reports an error about this permit to telemetry as a rejection.
+    func report(_ error: PolicyError) {
         if let environment, environment.hasTelemetry, let key {
             environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimatedTokens, error: error))
         }
-        return error
     }
 
     /// Tells the gate what the provider said about its limits in this call's response headers

@@ -1,0 +1,230 @@
+#if AsyncHTTPClient
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import PolicyGate
+import PolicyGateProviders
+
+/// ``PolicyGateProviders/PolicyGateHTTPClient`` over swift-server's AsyncHTTPClient instead of
+/// `URLSession`: the same estimate, wait, send, commit and feedback in one call.
+///
+/// ```swift
+/// let client = GatedAsyncHTTPClient(gate: gate)  // HTTPClient.shared unless given one
+/// var request = HTTPClientRequest(url: "https://api.anthropic.com/v1/messages")
+/// request.method = .POST
+/// let reply = try await client.send(request, body: body, api: .anthropicMessages, key: key)
+/// ```
+public final class GatedAsyncHTTPClient: Sendable {
+    /// The gate every call goes through.
+    public let gate: PolicyService
+    /// The estimator, calibrated by every successful call's usage.
+    public let estimator: TokenEstimator
+    /// The HTTP client calls are sent with.
+    public let client: HTTPClient
+
+    /// Creates a client.
+    public init(gate: PolicyService, client: HTTPClient = .shared, estimator: TokenEstimator = TokenEstimator()) {
+        self.gate = gate
+        self.client = client
+        self.estimator = estimator
+    }
+
+    /// A reply read whole.
+    public struct Response: Sendable {
+        /// The status code.
+        public let status: Int
+        /// The response headers.
+        public let headers: HTTPHeaders
+        /// The body.
+        public let body: Data
+        /// The usage read and committed; `nil` for a failed call or a body without one.
+        public let usage: ProviderUsage?
+        /// What the call was estimated at.
+        public let estimate: TokenEstimate
+        /// Calls sent: more than 1 when 429s were retried.
+        public let attempts: Int
+    }
+
+    /// Sends `request` with `body` (`api`'s JSON) through the gate under `key` and returns the
+    /// whole reply, as ``PolicyGateProviders/PolicyGateHTTPClient/send(_:api:key:maxWait:retryThrottled:maxAttempts:)``
+    /// does over `URLSession`.
+    /// - Parameters:
+    ///   - timeout: The longest one exchange may take.
+    ///   - maxBodyBytes: The largest body read.
+    public func send(
+        _ request: HTTPClientRequest, body: Data, api: ProviderAPI, key: PolicyKey, maxWait: Duration? = nil,
+        retryThrottled: Bool = true, maxAttempts: Int = 3, timeout: TimeAmount = .seconds(600), maxBodyBytes: Int = 64 << 20
+    ) async throws -> Response {
+        let estimate = try estimator.estimate(api, request: body)
+        var request = request
+        request.body = .bytes(ByteBuffer(bytes: body))
+        let clock = ContinuousClock()
+        let deadline = maxWait.map { clock.now.advanced(by: $0) }
+        var attempt = 0
+        while true {
+            attempt += 1
+            var permit = try await gate.acquire(
+                key, estimatedInputTokens: estimate.input, estimatedOutputTokens: estimate.output,
+                maxWait: deadline.map { max(.zero, clock.now.duration(to: $0)) })
+            let response: HTTPClientResponse
+            let bytes: ByteBuffer
+            do {
+                response = try await client.execute(request, timeout: timeout)
+                bytes = try await response.body.collect(upTo: maxBodyBytes)
+            } catch {
+                permit.commitTokensClamping(input: 0, output: 0)
+                throw error
+            }
+            let headers = response.headers.map { ($0.name, $0.value) }
+            permit.observe(headers: headers)
+            let data = Data(bytes.readableBytesView)
+            let status = Int(response.status.code)
+            if status == 429 {
+                let hint = PolicyProviderFeedback(headers: headers).retryAfter
+                permit.reportThrottled(retryAfter: hint)
+                permit.commitTokensClamping(input: 0, output: 0)
+                permit.release()
+                let fits = deadline.map { clock.now.advanced(by: hint ?? PolicyService.defaultThrottlePause) <= $0 } ?? true
+                if retryThrottled && attempt < maxAttempts && fits { continue }
+                return Response(status: status, headers: response.headers, body: data, usage: nil, estimate: estimate, attempts: attempt)
+            }
+            var usage: ProviderUsage?
+            if (200..<300).contains(status) {
+                usage = try? api.usage(fromResponse: data)
+                if let usage {
+                    permit.commitTokensClamping(input: usage.input, output: usage.output, cacheReads: usage.cacheReads)
+                    estimator.calibrate(estimate, actual: usage)
+                }
+            } else {
+                permit.commitTokensClamping(input: 0, output: 0)
+            }
+            return Response(status: status, headers: response.headers, body: data, usage: usage, estimate: estimate, attempts: attempt)
+        }
+    }
+
+    /// Sends a streaming request through the gate; the body's chunks arrive as they come and
+    /// the call is committed when the stream ends, fails, or is dropped early (as
+    /// ``PolicyGateProviders/PolicyGateHTTPClient/stream(_:api:key:maxWait:retryThrottled:maxAttempts:)``
+    /// says). 429s are handled as in ``send(_:body:api:key:maxWait:retryThrottled:maxAttempts:timeout:maxBodyBytes:)``.
+    public func stream(
+        _ request: HTTPClientRequest, body: Data, api: ProviderAPI, key: PolicyKey, maxWait: Duration? = nil,
+        retryThrottled: Bool = true, maxAttempts: Int = 3, timeout: TimeAmount = .seconds(600)
+    ) async throws -> Stream {
+        let estimate = try estimator.estimate(api, request: body)
+        var request = request
+        request.body = .bytes(ByteBuffer(bytes: body))
+        let clock = ContinuousClock()
+        let deadline = maxWait.map { clock.now.advanced(by: $0) }
+        var attempt = 0
+        while true {
+            attempt += 1
+            var permit = try await gate.acquire(
+                key, estimatedInputTokens: estimate.input, estimatedOutputTokens: estimate.output,
+                maxWait: deadline.map { max(.zero, clock.now.duration(to: $0)) })
+            let response: HTTPClientResponse
+            do {
+                response = try await client.execute(request, timeout: timeout)
+            } catch {
+                permit.commitTokensClamping(input: 0, output: 0)
+                throw error
+            }
+            let headers = response.headers.map { ($0.name, $0.value) }
+            permit.observe(headers: headers)
+            let status = Int(response.status.code)
+            if status == 429 {
+                let hint = PolicyProviderFeedback(headers: headers).retryAfter
+                permit.reportThrottled(retryAfter: hint)
+                let fits = deadline.map { clock.now.advanced(by: hint ?? PolicyService.defaultThrottlePause) <= $0 } ?? true
+                if retryThrottled && attempt < maxAttempts && fits {
+                    permit.commitTokensClamping(input: 0, output: 0)
+                    permit.release()
+                    continue
+                }
+            }
+            let lease = Lease(api: api, status: status, estimate: estimate, estimator: estimator, permit: permit)
+            return Stream(status: status, headers: response.headers, body: response.body, lease: lease, attempts: attempt)
+        }
+    }
+
+    /// A streamed reply: its head at once, its body as it arrives.
+    public struct Stream: AsyncSequence, Sendable {
+        /// The bytes of the body, in the chunks they arrived in.
+        public typealias Element = Data
+        /// The status code.
+        public let status: Int
+        /// The response headers.
+        public let headers: HTTPHeaders
+        let body: HTTPClientResponse.Body
+        let lease: Lease
+        /// Calls sent: more than 1 when 429s were retried.
+        public let attempts: Int
+
+        /// What was committed when the stream ended, or `nil` while it runs.
+        public var committed: ProviderUsage? { lease.committed }
+
+        /// Iterates the body's chunks; the call is committed when the body ends or fails, or
+        /// when the last of this stream and its iterators is dropped.
+        public func makeAsyncIterator() -> Iterator { Iterator(body: body.makeAsyncIterator(), lease: lease) }
+
+        /// The stream's iterator.
+        public struct Iterator: AsyncIteratorProtocol {
+            var body: HTTPClientResponse.Body.AsyncIterator
+            let lease: Lease
+
+            /// The next chunk, or `nil` at the end.
+            public mutating func next() async throws -> Data? {
+                do {
+                    guard let buffer = try await body.next() else {
+                        lease.settle()
+                        return nil
+                    }
+                    let chunk = Data(buffer.readableBytesView)
+                    lease.consume(chunk)
+                    return chunk
+                } catch {
+                    lease.settle()
+                    throw error
+                }
+            }
+        }
+    }
+
+    /// A streamed call's permit and parser; settles once, at the end or when dropped.
+    final class Lease: Sendable {
+        let status: Int
+        let estimate: TokenEstimate
+        let estimator: TokenEstimator
+        let permit: Locked<PolicyPermit?>
+        let parser: Locked<StreamUsageParser>
+        let settled = Locked<ProviderUsage?>(nil)
+
+        init(api: ProviderAPI, status: Int, estimate: TokenEstimate, estimator: TokenEstimator, permit: consuming PolicyPermit) {
+            self.status = status
+            self.estimate = estimate
+            self.estimator = estimator
+            self.permit = Locked(Optional(permit))
+            self.parser = Locked(StreamUsageParser(api: api))
+        }
+
+        var committed: ProviderUsage? { settled.withLock { $0 } }
+
+        func consume(_ chunk: Data) { parser.withLock { $0.consume(chunk) } }
+
+        func settle() {
+            let snapshot = parser.withLock { parser -> StreamUsageParser in
+                parser.finish()
+                return parser
+            }
+            guard var permit = permit.withLock({ $0.take() }) else { return }
+            let usage = ProviderUsage.committed(status: status, stream: snapshot, estimate: estimate)
+            settled.withLock { $0 = usage }
+            permit.commitTokensClamping(input: usage.input, output: usage.output, cacheReads: usage.cacheReads)
+            permit.release()
+            if (200..<300).contains(status), snapshot.isComplete, let seen = snapshot.usage { estimator.calibrate(estimate, actual: seen) }
+        }
+
+        deinit { settle() }
+    }
+}
+#endif
