@@ -46,7 +46,7 @@ extension PostgresStoreTests {
     /// pg_stat_statements, which `.ci/postgres.sh` loads.
     static func statementStatistics() async throws {
         _ = try await TestDatabase.withConnection { connection in
-            try await connection.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", logger: TestDatabase.logger)
+            try await connection.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements SCHEMA public", logger: TestDatabase.logger)
         }
     }
 

@@ -178,7 +178,7 @@ if arguments.contains("--child") {
     let notifications = Counter()
     store.observeChanges { name in if name != nil { notifications.add() } }
     try await Task.sleep(for: .seconds(1))  // LISTEN issued
-    let statements = (try? psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")) != nil
+    let statements = (try? psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements SCHEMA public")) != nil
     let fsync = (try? psql("SHOW fsync")) ?? "?"
     let commit = (try? psql("SHOW synchronous_commit")) ?? "?"
     let version = (try? psql("SHOW server_version")) ?? "?"
