@@ -59,14 +59,9 @@ public final class GatedAsyncHTTPClient: Sendable {
         let estimate = try estimator.estimate(api, request: body)
         var request = request
         request.body = .bytes(ByteBuffer(bytes: body))
-        let clock = ContinuousClock()
-        let deadline = maxWait.map { clock.now.advanced(by: $0) }
-        var attempt = 0
+        var attempts = GatedAttempts(estimate: estimate, maxWait: maxWait)
         while true {
-            attempt += 1
-            var permit = try await gate.acquire(
-                key, estimatedInputTokens: estimate.input, estimatedOutputTokens: estimate.output,
-                maxWait: deadline.map { max(.zero, clock.now.duration(to: $0)) })
+            var permit = try await attempts.acquire(from: gate, for: key)
             let response: HTTPClientResponse
             let bytes: ByteBuffer
             do {
@@ -85,9 +80,9 @@ public final class GatedAsyncHTTPClient: Sendable {
                 permit.reportThrottled(retryAfter: hint)
                 permit.commitTokensClamping(input: 0, output: 0)
                 permit.release()
-                let fits = deadline.map { clock.now.advanced(by: hint ?? PolicyService.defaultThrottlePause) <= $0 } ?? true
-                if retryThrottled && attempt < maxAttempts && fits { continue }
-                return Response(status: status, headers: response.headers, body: data, usage: nil, estimate: estimate, attempts: attempt)
+                let pause = hint ?? PolicyService.defaultThrottlePause
+                if attempts.mayRetry(after: pause, retrying: retryThrottled, maxAttempts: maxAttempts) { continue }
+                return Response(status: status, headers: response.headers, body: data, usage: nil, estimate: estimate, attempts: attempts.count)
             }
             var usage: ProviderUsage?
             if (200..<300).contains(status) {
@@ -99,7 +94,7 @@ public final class GatedAsyncHTTPClient: Sendable {
             } else {
                 permit.commitTokensClamping(input: 0, output: 0)
             }
-            return Response(status: status, headers: response.headers, body: data, usage: usage, estimate: estimate, attempts: attempt)
+            return Response(status: status, headers: response.headers, body: data, usage: usage, estimate: estimate, attempts: attempts.count)
         }
     }
 
@@ -114,14 +109,9 @@ public final class GatedAsyncHTTPClient: Sendable {
         let estimate = try estimator.estimate(api, request: body)
         var request = request
         request.body = .bytes(ByteBuffer(bytes: body))
-        let clock = ContinuousClock()
-        let deadline = maxWait.map { clock.now.advanced(by: $0) }
-        var attempt = 0
+        var attempts = GatedAttempts(estimate: estimate, maxWait: maxWait)
         while true {
-            attempt += 1
-            var permit = try await gate.acquire(
-                key, estimatedInputTokens: estimate.input, estimatedOutputTokens: estimate.output,
-                maxWait: deadline.map { max(.zero, clock.now.duration(to: $0)) })
+            var permit = try await attempts.acquire(from: gate, for: key)
             let response: HTTPClientResponse
             do {
                 response = try await client.execute(request, timeout: timeout)
@@ -135,15 +125,15 @@ public final class GatedAsyncHTTPClient: Sendable {
             if status == 429 {
                 let hint = PolicyProviderFeedback(headers: headers).retryAfter
                 permit.reportThrottled(retryAfter: hint)
-                let fits = deadline.map { clock.now.advanced(by: hint ?? PolicyService.defaultThrottlePause) <= $0 } ?? true
-                if retryThrottled && attempt < maxAttempts && fits {
+                let pause = hint ?? PolicyService.defaultThrottlePause
+                if attempts.mayRetry(after: pause, retrying: retryThrottled, maxAttempts: maxAttempts) {
                     permit.commitTokensClamping(input: 0, output: 0)
                     permit.release()
                     continue
                 }
             }
             let lease = Lease(api: api, status: status, estimate: estimate, estimator: estimator, permit: permit)
-            return Stream(status: status, headers: response.headers, body: response.body, lease: lease, attempts: attempt)
+            return Stream(status: status, headers: response.headers, body: response.body, lease: lease, attempts: attempts.count)
         }
     }
 

@@ -84,14 +84,9 @@ public final class PolicyGateHTTPClient: Sendable {
         retryThrottled: Bool = true, maxAttempts: Int = 3
     ) async throws -> ProviderResponse {
         let estimate = try estimator.estimate(api, request: request.httpBody ?? Data())
-        let clock = ContinuousClock()
-        let deadline = maxWait.map { clock.now.advanced(by: $0) }
-        var attempt = 0
+        var attempts = GatedAttempts(estimate: estimate, maxWait: maxWait)
         while true {
-            attempt += 1
-            var permit = try await gate.acquire(
-                key, estimatedInputTokens: estimate.input, estimatedOutputTokens: estimate.output,
-                maxWait: deadline.map { max(.zero, clock.now.duration(to: $0)) })
+            var permit = try await attempts.acquire(from: gate, for: key)
             let data: Data
             let response: URLResponse
             do {
@@ -112,9 +107,8 @@ public final class PolicyGateHTTPClient: Sendable {
                 permit.commitTokensClamping(input: 0, output: 0)
                 permit.release()
                 let pause = hint ?? PolicyService.defaultThrottlePause
-                let fits = deadline.map { clock.now.advanced(by: pause) <= $0 } ?? true
-                if retryThrottled && attempt < maxAttempts && fits { continue }
-                return ProviderResponse(http: http, body: data, usage: nil, estimate: estimate, attempts: attempt)
+                if attempts.mayRetry(after: pause, retrying: retryThrottled, maxAttempts: maxAttempts) { continue }
+                return ProviderResponse(http: http, body: data, usage: nil, estimate: estimate, attempts: attempts.count)
             }
             var usage: ProviderUsage?
             if (200..<300).contains(http.statusCode) {
@@ -127,7 +121,7 @@ public final class PolicyGateHTTPClient: Sendable {
             } else {
                 permit.commitTokensClamping(input: 0, output: 0)
             }
-            return ProviderResponse(http: http, body: data, usage: usage, estimate: estimate, attempts: attempt)
+            return ProviderResponse(http: http, body: data, usage: usage, estimate: estimate, attempts: attempts.count)
         }
     }
 
@@ -146,14 +140,9 @@ public final class PolicyGateHTTPClient: Sendable {
         retryThrottled: Bool = true, maxAttempts: Int = 3
     ) async throws -> ProviderStream {
         let estimate = try estimator.estimate(api, request: request.httpBody ?? Data())
-        let clock = ContinuousClock()
-        let deadline = maxWait.map { clock.now.advanced(by: $0) }
-        var attempt = 0
+        var attempts = GatedAttempts(estimate: estimate, maxWait: maxWait)
         while true {
-            attempt += 1
-            let permit = try await gate.acquire(
-                key, estimatedInputTokens: estimate.input, estimatedOutputTokens: estimate.output,
-                maxWait: deadline.map { max(.zero, clock.now.duration(to: $0)) })
+            let permit = try await attempts.acquire(from: gate, for: key)
             // The sink must not keep the consumer's stream: its end (the consumer dropping the
             // stream and its iterator) is what tells the sink to stop early.
             let (chunks, continuation) = AsyncThrowingStream<Data, any Error>.makeStream()
@@ -172,14 +161,13 @@ public final class PolicyGateHTTPClient: Sendable {
                 let hint = PolicyProviderFeedback(headers: headers).retryAfter
                 sink.reportThrottled(retryAfter: hint)
                 let pause = hint ?? PolicyService.defaultThrottlePause
-                let fits = deadline.map { clock.now.advanced(by: pause) <= $0 } ?? true
-                if retryThrottled && attempt < maxAttempts && fits {
+                if attempts.mayRetry(after: pause, retrying: retryThrottled, maxAttempts: maxAttempts) {
                     task.cancel()
                     sink.settle()
                     continue
                 }
             }
-            return ProviderStream(http: http, sink: sink, chunks: chunks, attempts: attempt)
+            return ProviderStream(http: http, sink: sink, chunks: chunks, attempts: attempts.count)
         }
     }
 
