@@ -178,9 +178,12 @@ struct HTTPClientTests {
 
     @Test("a consumer that stops early: the request is cancelled and the call committed and released")
     func consumerStopsEarly() async throws {
+        // The provider writes an event every 5 s: the stream cannot end on its own before the
+        // consumer has read its first chunk, however slowly the test runs (ThreadSanitizer, a
+        // loaded machine); the consumer's stop ends it.
         let events = WireFormatTests.anthropicStream.prefix(1) + Array(repeating: WireFormatTests.anthropicStream[3], count: 200)
             + WireFormatTests.anthropicStream.suffix(2)
-        let server = try FakeProvider { _ in .events(Array(events), pause: .milliseconds(20)) }
+        let server = try FakeProvider { _ in .events(Array(events), pause: .seconds(5)) }
         defer { server.stop() }
         let gate = try makeGate()
         let client = PolicyGateHTTPClient(gate: gate)
