@@ -40,8 +40,17 @@ struct ConfigurationReader {
                 store: choice.store ?? configuration.defaultStorage.store,
                 failurePolicy: choice.failurePolicy ?? configuration.defaultStorage.failurePolicy)
         }
+        for (provider, kinds) in levels where !kinds.isEmpty {
+            configuration.scopeLimits[provider] = kinds
+            if configuration.limits[provider] == nil, configuration.schedules[provider] == nil {
+                configuration.limits[provider] = PolicyLimits()
+            }
+        }
         for provider in Set(configuration.limits.keys).union(configuration.schedules.keys).sorted()
         where configuration.storage(for: provider).store != .memory {
+            if configuration.scopeLimits[provider] != nil {
+                error([.key("limits"), .key(provider), .key("per")], PolicyService.nestedNotShared)
+            }
             if let kind = PolicyService.splitCap(configuration.limits[provider], configuration.schedules[provider]) {
                 error([.key("limits"), .key(provider), .key(kind.configurationKey)], PolicyService.splitCapsNotShared)
             }
@@ -221,6 +230,8 @@ struct ConfigurationReader {
                 } catch {
                     self.error(keyPath, "must be true or false")
                 }
+            case "per":
+                readLevels(table, key, provider: name, path: keyPath)
             default:
                 readCap(table, key, path: keyPath, into: &limits, known: Self.providerKeys)
             }
@@ -236,6 +247,33 @@ struct ConfigurationReader {
         if scheduleOK { checkRules(of: schedule, path: path) }
         return (limits, schedule)
     }
+
+    /// Reads `[limits.<provider>.per.<kind>]` tables: caps for every scope of a kind, nested in
+    /// the provider's account caps.
+    private mutating func readLevels(
+        _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, provider: String, path: [TOMLPathComponent]
+    ) {
+        guard let kinds = nested(table, key, path: path, what: "a table of scope kinds, such as [limits.\(provider).per.user]")
+        else { return }
+        for kind in kinds.allKeys {
+            let name = kind.stringValue
+            let kindPath = path + [.key(name)]
+            guard let caps = nested(kinds, kind, path: kindPath, what: "a table of caps") else { continue }
+            guard !name.isEmpty, name != "global" else {
+                error(kindPath, "must name a kind of scope (user, org, project or your own); the account's caps go in [limits.\(provider)]")
+                continue
+            }
+            var limits = PolicyLimits()
+            for capKey in caps.allKeys {
+                readCap(caps, capKey, path: kindPath + [.key(capKey.stringValue)], into: &limits, known: Self.levelKeys)
+            }
+            check(limits, provider: "\(provider).per.\(name)", path: kindPath, reportEmpty: true)
+            levels[provider, default: [:]][name] = limits
+        }
+    }
+
+    /// `[limits.<provider>.per.<kind>]` caps as read.
+    private(set) var levels: [String: [String: PolicyLimits]] = [:]
 
     /// The schedule's own rules (names, cron or dates present, …), reported at the entry.
     private mutating func checkRules(of schedule: PolicySchedule, path: [TOMLPathComponent]) {
@@ -407,7 +445,8 @@ struct ConfigurationReader {
     }
 
     static let providerKeys = PolicyLimits.configurationKeyNames
-        + [PolicyLimits.countCacheReadsKey, "timezone", "schedule", "store", "on_store_failure", "feedback_scope", "adaptive"]
+        + [PolicyLimits.countCacheReadsKey, "timezone", "schedule", "store", "on_store_failure", "feedback_scope", "adaptive", "per"]
+    static let levelKeys = PolicyLimits.configurationKeyNames + [PolicyLimits.countCacheReadsKey]
     static let entryKeys = ["name", "cron", "dates", "closed"] + PolicyLimits.configurationKeyNames
 
     /// Ranges and contradictions of one provider's caps.

@@ -1,4 +1,5 @@
 import Foundation
+internal import PolicyGateTOML
 
 /// The gate's configuration: limits per provider, as read from a TOML (or JSON) file.
 ///
@@ -54,6 +55,18 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
     /// Needs `feedback_scope = "provider"` (the default).
     public var adaptive: Set<String> = []
 
+    /// Nested limits per provider: caps for every scope of a kind (`"org"`, `"user"`,
+    /// `"project"` or a custom kind), from `[limits.<provider>.per.<kind>]` tables.
+    ///
+    /// A provider listed here counts its ``limits`` once for the whole account (every key of
+    /// the provider shares them), and each scope a key names — its
+    /// ``PolicyKey/parents``, then its own scope — as a level of its own with its kind's caps.
+    /// A call is admitted only when it fits every level of its chain, and is recorded in all of
+    /// them at once. A kind without caps here adds no level caps (its scopes still count, so that
+    /// caps added by a reload find the usage). Providers not listed keep counting every key on
+    /// its own under ``limits``.
+    public var scopeLimits: [String: [String: PolicyLimits]] = [:]
+
     /// How to reach PostgreSQL (`[store.postgres]`), when some provider is kept there. Fields
     /// left out are read from the environment by the store.
     public var postgres: PolicyPostgresSettings?
@@ -66,7 +79,7 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
     /// Every configured provider's storage, the defaults resolved: what a gate is built with.
     var resolvedStorage: [String: PolicyStorage] {
         var resolved: [String: PolicyStorage] = [:]
-        for provider in Set(limits.keys).union(schedules.keys) { resolved[provider] = storage(for: provider) }
+        for provider in Set(limits.keys).union(schedules.keys).union(scopeLimits.keys) { resolved[provider] = storage(for: provider) }
         return resolved
     }
 
@@ -106,7 +119,7 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
         for provider in Set(limits.keys).union(schedules.keys).sorted() {
             let table = EncodedProviderTable(
                 limits: limits[provider] ?? .unlimited, schedule: schedules[provider], storage: storage[provider],
-                feedbackScope: feedbackScope[provider], adaptive: adaptive.contains(provider))
+                feedbackScope: feedbackScope[provider], adaptive: adaptive.contains(provider), levels: scopeLimits[provider] ?? [:])
             try providers.encode(table, forKey: AnyKey(stringValue: provider))
         }
         if defaultStorage != .memory || postgres != nil {
@@ -123,7 +136,7 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
     public static func == (lhs: PolicyConfiguration, rhs: PolicyConfiguration) -> Bool {
         lhs.limits == rhs.limits && lhs.schedules == rhs.schedules && lhs.storage == rhs.storage
             && lhs.defaultStorage == rhs.defaultStorage && lhs.postgres == rhs.postgres
-            && lhs.feedbackScope == rhs.feedbackScope && lhs.adaptive == rhs.adaptive
+            && lhs.feedbackScope == rhs.feedbackScope && lhs.adaptive == rhs.adaptive && lhs.scopeLimits == rhs.scopeLimits
     }
 
     /// Hashes the limits and schedules.
@@ -135,6 +148,7 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
         hasher.combine(postgres)
         hasher.combine(feedbackScope)
         hasher.combine(adaptive)
+        hasher.combine(scopeLimits)
     }
 
     /// Checks the configuration as decoding would: every cap positive and in range, provider
@@ -145,6 +159,13 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
         for provider in Set(limits.keys).union(schedules.keys).sorted() {
             reader.check(
                 limits[provider] ?? .unlimited, schedule: schedules[provider], provider: provider)
+        }
+        for (provider, kinds) in scopeLimits.sorted(by: { $0.key < $1.key }) {
+            for (kind, caps) in kinds.sorted(by: { $0.key < $1.key }) {
+                reader.check(
+                    caps, provider: "\(provider).per.\(kind)", path: [.key("limits"), .key(provider), .key("per"), .key(kind)],
+                    reportEmpty: true)
+            }
         }
         return reader.diagnostics.sorted { $0.severity == .error && $1.severity == .warning }
     }
@@ -157,10 +178,15 @@ private struct EncodedProviderTable: Encodable {
     let storage: PolicyStorage?
     let feedbackScope: PolicyFeedbackScope?
     let adaptive: Bool
+    let levels: [String: PolicyLimits]
 
     func encode(to encoder: any Encoder) throws {
         try limits.encode(to: encoder)
         var container = encoder.container(keyedBy: AnyKey.self)
+        if !levels.isEmpty {
+            var per = container.nestedContainer(keyedBy: AnyKey.self, forKey: AnyKey(stringValue: "per"))
+            for (kind, caps) in levels.sorted(by: { $0.key < $1.key }) { try per.encode(caps, forKey: AnyKey(stringValue: kind)) }
+        }
         if let feedbackScope { try container.encode(feedbackScope.rawValue, forKey: AnyKey(stringValue: "feedback_scope")) }
         if adaptive { try container.encode(true, forKey: AnyKey(stringValue: "adaptive")) }
         if let storage {

@@ -47,7 +47,7 @@ extension PolicyService {
             limits: configuration.limits, schedules: configuration.schedules, storage: configuration.resolvedStorage,
             store: store,
             clock: clock, startDate: startDate, telemetry: telemetry, feedbackScopes: configuration.feedbackScope,
-            adaptive: configuration.adaptive)
+            adaptive: configuration.adaptive, scopeLimits: configuration.scopeLimits)
     }
 
     /// Creates a gate on the continuous clock whose shared providers keep their counters in
@@ -75,12 +75,12 @@ extension PolicyService {
         try Self.validate(storage: storage, store: core.shared?.store)
         try Self.validate(split: configuration.limits, schedules: configuration.schedules, storage: storage)
         try Self.validate(adaptive: configuration.adaptive, feedbackScopes: configuration.feedbackScope)
-        var changes: [String: (limits: PolicyLimits, schedule: PolicySchedule?, storage: PolicyStorage, adaptive: Bool)] = [:]
+        try Self.validate(scopeLimits: configuration.scopeLimits, storage: storage)
+        var changes: [String: ProviderChange] = [:]
         for (provider, storage) in storage {
-            changes[provider] = (
-                configuration.limits[provider] ?? .unlimited, configuration.schedules[provider], storage,
-                configuration.adaptive.contains(provider)
-            )
+            changes[provider] = ProviderChange(
+                limits: configuration.limits[provider] ?? .unlimited, schedule: configuration.schedules[provider], storage: storage,
+                adaptive: configuration.adaptive.contains(provider), scopes: configuration.scopeLimits[provider] ?? [:])
         }
         swap(changes, replacingAll: true)
         core.setFeedbackScopes(configuration.feedbackScope)
@@ -96,6 +96,7 @@ extension PolicyService {
                 if let schedule = entry.schedule?.schedule { configuration.schedules[name.name] = schedule }
                 if entry.storage != .memory { configuration.storage[name.name] = entry.storage }
                 if entry.adaptive != nil { configuration.adaptive.insert(name.name) }
+                if !entry.scopeLimits.isEmpty { configuration.scopeLimits[name.name] = entry.scopeLimits }
             }
             configuration.feedbackScope = core.feedbackScopesByProvider.filter { table[ProviderName($0.key)] != nil }
             return configuration

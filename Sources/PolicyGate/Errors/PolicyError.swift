@@ -50,6 +50,10 @@ public struct PolicyError: Error, Hashable, Sendable, CustomStringConvertible {
     public let providerCause: String?
     /// A sentence saying what happened.
     public let message: String
+    /// For a provider with nested limits (``PolicyConfiguration/scopeLimits``): the level
+    /// whose cap refused the call — the account (the provider's `.global` key), a parent
+    /// scope, or the key's own scope. `nil` for a provider without nested limits.
+    public internal(set) var level: PolicyKey? = nil
 
     /// Creates an error; the gate throws these, and tests or adapters may build them too.
     public init(
@@ -69,23 +73,28 @@ public struct PolicyError: Error, Hashable, Sendable, CustomStringConvertible {
     public var description: String {
         var text = "PolicyError.\(code)"
         if let key { text += " [\(key)]" }
+        if let level, level != key { text += " at level \(level)" }
         text += ": \(message)"
         if let retryAfter { text += " (retry after \(retryAfter))" }
         return text
     }
 
     func with(key: PolicyKey) -> PolicyError {
-        PolicyError(
+        var error = PolicyError(
             code, limit: limit, retryAfter: retryAfter, key: key, closedBy: closedBy, providerCause: providerCause,
             message: message)
+        error.level = level
+        return error
     }
 
     /// Names the schedule entry in an error the state machine made (it knows only that the
     /// gate is closed, not by which entry).
     func naming(closedBy entry: String) -> PolicyError {
-        PolicyError(
+        var error = PolicyError(
             code, limit: limit, retryAfter: retryAfter, key: key, closedBy: entry, providerCause: providerCause,
             message: message.replacingClosedBySchedule(with: entry))
+        error.level = level
+        return error
     }
 }
 

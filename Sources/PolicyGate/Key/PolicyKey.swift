@@ -49,6 +49,12 @@ public struct PolicyKey: Hashable, Sendable, CustomStringConvertible {
     public let provider: String
     /// Whose counters these are under the provider.
     public let scope: PolicyScope
+    /// The scopes that contain ``scope``, outermost first, such as `[.org("acme")]` for a user
+    /// of that organisation. Only a provider with per-scope limits reads them (see
+    /// ``PolicyConfiguration/scopeLimits``): a call is then admitted only when it fits the
+    /// provider's account caps, every parent's caps and its own, and is recorded in all of them
+    /// at once. Empty by default.
+    public let parents: [PolicyScope]
 
     // Computed once: the gate looks a key up on every call, and hashing two strings each time
     // costs more than the rest of an uncontended admission.
@@ -60,8 +66,20 @@ public struct PolicyKey: Hashable, Sendable, CustomStringConvertible {
     ///   - provider: The provider name the limits are configured under.
     ///   - scope: Whose counters these are; `.global` when omitted.
     public init(provider: String, scope: PolicyScope = .global) {
+        self.init(provider: provider, scope: scope, within: [])
+    }
+
+    /// Creates a key for `scope` nested in `parents` (outermost first), such as
+    /// `PolicyKey(provider: "openai", scope: .user("u1"), within: [.org("acme")])`.
+    /// - Parameters:
+    ///   - provider: The provider name the limits are configured under.
+    ///   - scope: Whose counters these are.
+    ///   - parents: The scopes containing `scope`, outermost first; `.global` entries are
+    ///     ignored (the provider's account is always the outermost level).
+    public init(provider: String, scope: PolicyScope, within parents: [PolicyScope]) {
         self.provider = provider
         self.scope = scope
+        self.parents = parents.filter { $0 != .global }
         var hasher = Hasher()
         hasher.combine(provider)
         let providerHash = hasher.finalize()
@@ -69,13 +87,14 @@ public struct PolicyKey: Hashable, Sendable, CustomStringConvertible {
         var keyHasher = Hasher()
         keyHasher.combine(providerHash)
         keyHasher.combine(scope)
+        if !self.parents.isEmpty { keyHasher.combine(self.parents) }
         self.keyHash = keyHasher.finalize()
     }
 
-    /// Two keys are equal when their providers and scopes are equal.
+    /// Two keys are equal when their providers, scopes and parents are equal.
     @inlinable
     public static func == (lhs: PolicyKey, rhs: PolicyKey) -> Bool {
-        lhs.keyHash == rhs.keyHash && lhs.provider == rhs.provider && lhs.scope == rhs.scope
+        lhs.keyHash == rhs.keyHash && lhs.provider == rhs.provider && lhs.scope == rhs.scope && lhs.parents == rhs.parents
     }
 
     /// Feeds the hash computed at creation.
@@ -84,8 +103,14 @@ public struct PolicyKey: Hashable, Sendable, CustomStringConvertible {
         hasher.combine(keyHash)
     }
 
-    /// A readable form such as `openai/user:u-42`.
-    public var description: String { "\(provider)/\(scope)" }
+    /// A readable form such as `openai/user:u-42`, or `openai/org:acme/user:u-42` with parents.
+    public var description: String {
+        parents.isEmpty ? "\(provider)/\(scope)" : "\(provider)/" + (parents + [scope]).map(\.description).joined(separator: "/")
+    }
+
+    /// The levels a provider with per-scope limits counts this key in, outermost first after
+    /// the account: each parent, then the scope (`.global` is the account itself).
+    var levels: [PolicyScope] { scope == .global ? parents : parents + [scope] }
 }
 
 /// A key in the gate's hash tables: it hands the hash computed once at the key's creation (a

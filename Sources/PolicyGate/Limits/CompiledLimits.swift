@@ -20,6 +20,8 @@ struct CompiledLimits: Sendable {
     var isShared = false
     /// For a shared provider: whether a failing store admits calls uncounted.
     var failsOpen = false
+    /// Whether the provider has nested limits (its calls take ``ChainGate``'s path).
+    var isNested = false
     /// The factor adaptive mode applied to the configured caps, in thousandths
     /// (``AdaptiveState/full`` when it did not lower them). Beside the flags, in the padding.
     var adaptedBy: UInt16

@@ -26,6 +26,9 @@ public struct PolicyPermit: ~Copyable, Sendable {
     /// class reference made every permit's destruction go through `Optional`'s value
     /// witnesses, ≈ 70 instructions per call for permits that never have one.
     let sharedLease: Unmanaged<SharedLease>?
+    /// For a provider with nested limits: the chain the call was recorded in. Held like
+    /// `sharedLease`, for the same reason.
+    let chainLease: Unmanaged<ChainLease>?
     let admission: Admission
     /// What the call counts for now: the estimate until a commit replaces it.
     private(set) var counted: TokenCounts
@@ -44,6 +47,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
     init(storage: KeyStorage?, admission: Admission, estimated: TokenCounts) {
         self.storage = storage
         self.sharedLease = nil
+        self.chainLease = nil
         self.admission = admission
         self.estimatedTokens = Int(estimated.total)
         self.counted = estimated
@@ -52,6 +56,16 @@ public struct PolicyPermit: ~Copyable, Sendable {
     init(shared: SharedLease, admission: Admission, estimated: TokenCounts) {
         self.storage = nil
         self.sharedLease = .passRetained(shared)
+        self.chainLease = nil
+        self.admission = admission
+        self.estimatedTokens = Int(estimated.total)
+        self.counted = estimated
+    }
+
+    init(chain: ChainLease, admission: Admission, estimated: TokenCounts) {
+        self.storage = nil
+        self.sharedLease = nil
+        self.chainLease = .passRetained(chain)
         self.admission = admission
         self.estimatedTokens = Int(estimated.total)
         self.counted = estimated
@@ -60,15 +74,18 @@ public struct PolicyPermit: ~Copyable, Sendable {
     /// The shared lease, if any, without taking a reference.
     var shared: SharedLease? { sharedLease?.takeUnretainedValue() }
 
+    /// The chain lease, if any, without taking a reference.
+    var chain: ChainLease? { chainLease?.takeUnretainedValue() }
+
     /// The gate's time and telemetry, or `nil` for an inert permit.
-    private var environment: GateEnvironment? { storage?.environment ?? shared?.gate.environment }
+    private var environment: GateEnvironment? { storage?.environment ?? shared?.gate.environment ?? chain?.gate.environment }
 
     /// The key this permit was acquired for, or `nil` for an inert permit.
-    public var key: PolicyKey? { storage?.key ?? shared?.key }
+    public var key: PolicyKey? { storage?.key ?? shared?.key ?? chain?.key }
 
     /// Whether this permit tracks nothing: its provider has no caps, or its shared store
     /// failed and the provider fails open.
-    public var isInert: Bool { storage == nil && sharedLease == nil }
+    public var isInert: Bool { storage == nil && sharedLease == nil && chainLease == nil }
 
     /// Replaces the token count of this call with `actual` in every window still holding it.
     ///
@@ -81,7 +98,12 @@ public struct PolicyPermit: ~Copyable, Sendable {
         guard AdmissionRules.isRecordable(actual) else { throw refuse(actual, "committed tokens") }
         let new = TokenCounts(total: Int64(actual))
         guard let storage else {
-            if let shared { shared.commit(tokens: actual, estimated: estimatedTokens, previous: committedTokens) }
+            if let chain {
+                try chain.gate.commit(chain, admission, from: counted, to: new)
+                reportCommit(previous: counted, new: new, key: chain.key, environment: chain.gate.environment)
+            } else if let shared {
+                shared.commit(tokens: actual, estimated: estimatedTokens, previous: committedTokens)
+            }
             counted = new
             return
         }
@@ -111,7 +133,15 @@ public struct PolicyPermit: ~Copyable, Sendable {
         guard AdmissionRules.isRecordable(cacheReads) else { throw refuse(cacheReads, "committed cache reads") }
         let previous = counted
         guard let storage else {
-            if let shared {
+            if let chain {
+                let new = try chain.gate.commit(chain, admission, from: previous, input: input, output: output, cacheReads: cacheReads)
+                counted = new
+                if chain.gate.environment.hasTelemetry {
+                    chain.gate.environment.telemetry?.didCommit(PolicyCommitEvent(
+                        key: chain.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total),
+                        actualTokens: Int(new.total), inputTokens: input, outputTokens: output, cacheReadTokens: cacheReads))
+                }
+            } else if let shared {
                 counted = shared.commit(
                     input: input, output: output, cacheReads: cacheReads, estimated: estimatedTokens, previous: committedTokens)
             } else {
@@ -126,6 +156,13 @@ public struct PolicyPermit: ~Copyable, Sendable {
                 key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: Int(new.total),
                 inputTokens: input, outputTokens: output, cacheReadTokens: cacheReads))
         }
+    }
+
+    /// Tells telemetry of a commit of a total.
+    private func reportCommit(previous: TokenCounts, new: TokenCounts, key: PolicyKey, environment: GateEnvironment) {
+        guard environment.hasTelemetry else { return }
+        environment.telemetry?.didCommit(PolicyCommitEvent(
+            key: key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: Int(new.total)))
     }
 
     /// Reports a count outside `0...PolicyLimits.maximumTokenCount` and returns its error.
@@ -167,6 +204,16 @@ public struct PolicyPermit: ~Copyable, Sendable {
 
     deinit {
         guard let storage else {
+            if let chainLease {
+                let chain = chainLease.takeRetainedValue()
+                chain.gate.release(chain)
+                let environment = chain.gate.environment
+                if environment.hasTelemetry, let telemetry = environment.telemetry {
+                    let held = environment.time.now() - admission.time
+                    telemetry.didRelease(PolicyReleaseEvent(key: chain.key, held: .nanoseconds(held), tokens: committedTokens))
+                }
+                return
+            }
             sharedLease?.takeRetainedValue().release(admittedAt: admission.time, tokens: committedTokens)
             return
         }

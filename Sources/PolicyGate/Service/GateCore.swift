@@ -15,6 +15,13 @@ struct ProviderEntry: Sendable {
     /// For a provider in adaptive mode: its factor (``AdaptiveState``), which `compiled`
     /// already applies.
     var adaptive: AdaptiveState?
+    /// Nested limits per scope kind (``PolicyConfiguration/scopeLimits``); empty when flat.
+    var scopeLimits: [String: PolicyLimits] = [:]
+
+    /// The nested limits compiled, with the account's generation.
+    var compiledScopes: [String: CompiledLimits] {
+        scopeLimits.mapValues { CompiledLimits($0, generation: compiled.generation) }
+    }
 }
 
 /// A provider's schedule with its latest resolution.
@@ -37,6 +44,8 @@ struct ProviderTable: Sendable {
     private var tracks: [ProviderName: ScheduleTrack] = [:]
     /// Adaptive providers' factors, apart for the same reason as the schedules.
     private var adaptive: [ProviderName: AdaptiveState] = [:]
+    /// Nested limits, apart for the same reason.
+    private var scopes: [ProviderName: [String: PolicyLimits]] = [:]
 
     /// The compiled limits of a provider: the only lookup on the hot path.
     @inline(__always)
@@ -47,13 +56,14 @@ struct ProviderTable: Sendable {
             stored[name].map {
                 ProviderEntry(
                     limits: $0.limits, compiled: $0.compiled, schedule: tracks[name], storage: $0.storage,
-                    adaptive: adaptive[name])
+                    adaptive: adaptive[name], scopeLimits: scopes[name] ?? [:])
             }
         }
         set {
             stored[name] = newValue.map { Stored(limits: $0.limits, compiled: $0.compiled, storage: $0.storage) }
             tracks[name] = newValue?.schedule
             adaptive[name] = newValue?.adaptive
+            scopes[name] = newValue.flatMap { $0.scopeLimits.isEmpty ? nil : $0.scopeLimits }
         }
     }
 
@@ -123,6 +133,8 @@ final class GateCore: Sendable {
     /// Providers with at least one cap or a schedule. Absent providers are not gated.
     let providers: Locked<ProviderTable>
     private let waiterIDs = Atomic<UInt64>(0)
+    /// The trees of providers with nested limits (``ChainGate``), made on first use.
+    let chains = Locked<[ProviderName: ChainGate]>([:])
     /// The last generation handed out; taken under the `providers` lock, so that the table's
     /// order of changes is the generations' order.
     private let generations = Atomic<UInt64>(1)
@@ -146,7 +158,8 @@ final class GateCore: Sendable {
     init(
         limits: [String: PolicyLimits], schedules: [String: PolicySchedule], storage: [String: PolicyStorage],
         store: (any PolicyQuotaStore)?, time: any TimeSource, startDate: Date, telemetry: (any PolicyTelemetry)?,
-        feedbackScopes: [String: PolicyFeedbackScope] = [:], adaptive: Set<String> = []
+        feedbackScopes: [String: PolicyFeedbackScope] = [:], adaptive: Set<String> = [],
+        scopeLimits: [String: [String: PolicyLimits]] = [:]
     ) {
         self.feedbackScopes = Locked(Self.perKey(feedbackScopes))
         let environment = GateEnvironment(time: time, telemetry: telemetry)
@@ -156,16 +169,21 @@ final class GateCore: Sendable {
         wallClock = WallClock(start: startDate)
         let now = time.now()
         var table = ProviderTable()
-        for name in Set(limits.keys).union(schedules.keys) {
+        for name in Set(limits.keys).union(schedules.keys).union(scopeLimits.keys) {
             let base = limits[name] ?? .unlimited
-            guard !base.isUnlimited || schedules[name] != nil else { continue }
+            let scopes = scopeLimits[name] ?? [:]
+            guard !base.isUnlimited || schedules[name] != nil || !scopes.isEmpty else { continue }
             table[ProviderName(name)] = Self.entry(
                 base, schedules[name], storage: storage[name] ?? .memory, generation: 1, now: now, wallClock: wallClock,
-                adaptive: adaptive.contains(name) ? AdaptiveState() : nil)
+                adaptive: adaptive.contains(name) ? AdaptiveState() : nil, scopes: scopes)
         }
         providers = Locked(table)
         environment.attach(self)
         armScheduleTimer()
+    }
+
+    func nextWaiterID() -> UInt64 {
+        waiterIDs.wrappingAdd(1, ordering: .relaxed).newValue
     }
 
     func nextGeneration() -> UInt64 {
@@ -177,7 +195,7 @@ final class GateCore: Sendable {
     /// the schedule's next transition and the factor's next step.
     static func entry(
         _ base: PolicyLimits, _ schedule: PolicySchedule?, storage: PolicyStorage, generation: UInt64, now: Int64,
-        wallClock: WallClock, adaptive: AdaptiveState? = nil
+        wallClock: WallClock, adaptive: AdaptiveState? = nil, scopes: [String: PolicyLimits] = [:]
     ) -> ProviderEntry {
         let factor = adaptive?.factor(at: now) ?? AdaptiveState.full
         let adaptiveUntil = adaptive?.nextStep(after: now) ?? .max
@@ -185,7 +203,8 @@ final class GateCore: Sendable {
             var compiled = CompiledLimits(base, adaptedBy: factor, generation: generation)
             compiled.validUntil = adaptiveUntil
             compiled.share(storage)
-            return ProviderEntry(limits: base, compiled: compiled, storage: storage, adaptive: adaptive)
+            compiled.isNested = !scopes.isEmpty
+            return ProviderEntry(limits: base, compiled: compiled, storage: storage, adaptive: adaptive, scopeLimits: scopes)
         }
         let date = wallClock.date(at: now)
         let resolution = schedule.resolve(base: base, at: date)
@@ -197,9 +216,10 @@ final class GateCore: Sendable {
             compiled.closedUntil = schedule.nextOpening(from: date).map { max(now + 1, wallClock.nanos(at: $0)) } ?? .max
         }
         compiled.share(storage)
+        compiled.isNested = !scopes.isEmpty
         return ProviderEntry(
             limits: base, compiled: compiled, schedule: ScheduleTrack(schedule: schedule, resolution: resolution),
-            storage: storage, adaptive: adaptive)
+            storage: storage, adaptive: adaptive, scopeLimits: scopes)
     }
 
     @inline(__always)
@@ -284,6 +304,7 @@ final class GateCore: Sendable {
         let changed = Set(old.keys).union(new.keys).filter { old[$0] != new[$0] }
         for name in changed {
             forEachStorage(of: name.name) { storage, _ in storage.adopt(feedback: self.feedback(for: storage.key)) }
+            chains.withLock { $0[name] }?.adopt(feedback: feedback(for: PolicyKey(provider: name.name)))
         }
     }
 
@@ -332,6 +353,7 @@ final class GateCore: Sendable {
             forEachStorage(of: key.provider) { storage, aftermath in
                 storage.settle(storage.machine.tick(now: now), into: &aftermath)
             }
+            chains.withLock { $0[ProviderName(of: key)] }?.tickNow()
             shared?.announce(nil)
         }
         let event = PolicyFeedbackEvent(
@@ -359,7 +381,7 @@ final class GateCore: Sendable {
             guard adaptive.throttled(at: now, pausedUntil: pausedUntil) else { return }
             let next = Self.entry(
                 entry.limits, entry.schedule?.schedule, storage: entry.storage, generation: nextGeneration(), now: now,
-                wallClock: wallClock, adaptive: adaptive)
+                wallClock: wallClock, adaptive: adaptive, scopes: entry.scopeLimits)
             table[provider] = next
             change = LimitsChange(provider: provider.name, previous: entry, current: next, isReported: false)
             event = next.adaptiveEvent(provider: provider.name, previousFactor: before, now: now)
@@ -390,7 +412,7 @@ final class GateCore: Sendable {
                 guard entry.compiled.validUntil <= now, entry.schedule != nil || entry.adaptive != nil else { continue }
                 let next = Self.entry(
                     entry.limits, entry.schedule?.schedule, storage: entry.storage, generation: nextGeneration(), now: now,
-                    wallClock: wallClock, adaptive: entry.adaptive)
+                    wallClock: wallClock, adaptive: entry.adaptive, scopes: entry.scopeLimits)
                 table[name] = next
                 // Same caps, only a later `validUntil` (the search horizon, an adaptive step):
                 // nothing to report as a schedule's change, but keys still need the new limits,
@@ -445,6 +467,7 @@ final class GateCore: Sendable {
             guard let compiled = byProvider[storage.key.provider] else { return }
             storage.settle(storage.machine.setLimits(compiled, now: now), into: &aftermath)
         }
+        handOverToChains(changes, ungated: ungated, now: now)
         // Shared keys read the limits afresh on every attempt: wake their waiting heads.
         shared?.announce(nil)
         guard let telemetry = environment.telemetry else { return }
@@ -539,7 +562,7 @@ final class GateCore: Sendable {
 
     /// Waits in the key's queue until admitted, rejected, timed out or cancelled.
     func wait(_ key: PolicyKey, tokens: TokenCounts, limits: CompiledLimits, deadline: Int64) async throws -> Grant {
-        let id = waiterIDs.wrappingAdd(1, ordering: .relaxed).newValue
+        let id = nextWaiterID()
         let shard = shard(for: key)
         let environment = environment
         return try await withTaskCancellationHandler {
@@ -609,6 +632,7 @@ final class GateCore: Sendable {
     /// keep their key's storage alive and release into it harmlessly.
     func shutdown() {
         scheduleTimer.withLock { $0.take() }?.cancel()
+        for gate in chains.withLock({ Array($0.values) }) { gate.shutdown() }
         for shard in shards {
             let aftermath = shard.table.withLock { table in
                 var aftermath = Aftermath()

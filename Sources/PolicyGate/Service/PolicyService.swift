@@ -59,15 +59,63 @@ public actor PolicyService {
     init<C: Clock>(
         limits: [String: PolicyLimits], schedules: [String: PolicySchedule], storage: [String: PolicyStorage] = [:],
         store: (any PolicyQuotaStore)? = nil, clock: C, startDate: Date, telemetry: (any PolicyTelemetry)?,
-        feedbackScopes: [String: PolicyFeedbackScope] = [:], adaptive: Set<String> = []
+        feedbackScopes: [String: PolicyFeedbackScope] = [:], adaptive: Set<String> = [],
+        scopeLimits: [String: [String: PolicyLimits]] = [:]
     ) throws(PolicyError) where C.Duration == Duration {
         try Self.validate(limits: limits, schedules: schedules)
         try Self.validate(storage: storage, store: store)
         try Self.validate(split: limits, schedules: schedules, storage: storage)
         try Self.validate(adaptive: adaptive, feedbackScopes: feedbackScopes)
+        try Self.validate(scopeLimits: scopeLimits, storage: storage)
         core = GateCore(
             limits: limits, schedules: schedules, storage: storage, store: store, time: makeTimeSource(clock),
-            startDate: startDate, telemetry: telemetry, feedbackScopes: feedbackScopes, adaptive: adaptive)
+            startDate: startDate, telemetry: telemetry, feedbackScopes: feedbackScopes, adaptive: adaptive,
+            scopeLimits: scopeLimits)
+    }
+
+    /// Creates a gate with nested limits: each provider's `limits` count once for its whole
+    /// account, and `scopeLimits` give caps for every scope of a kind inside it (see
+    /// ``PolicyConfiguration/scopeLimits``), on `clock`.
+    /// - Parameters:
+    ///   - limits: The account's caps per provider name.
+    ///   - scopeLimits: Caps per provider and scope kind (`"org"`, `"user"`…).
+    ///   - clock: The clock every window and wait is measured on.
+    ///   - telemetry: Receives every acquire, commit, reject and release, if given.
+    /// - Throws: ``PolicyError/Code/invalidLimits`` if a cap is not positive.
+    public init<C: Clock>(
+        limits: [String: PolicyLimits] = [:], scopeLimits: [String: [String: PolicyLimits]], clock: C,
+        telemetry: (any PolicyTelemetry)? = nil
+    ) throws(PolicyError) where C.Duration == Duration {
+        try self.init(
+            limits: limits, schedules: [:], clock: clock, startDate: Date(), telemetry: telemetry, scopeLimits: scopeLimits)
+    }
+
+    /// Creates a gate with nested limits on the continuous clock (see
+    /// ``init(limits:scopeLimits:clock:telemetry:)``).
+    public init(
+        limits: [String: PolicyLimits] = [:], scopeLimits: [String: [String: PolicyLimits]],
+        telemetry: (any PolicyTelemetry)? = nil
+    ) throws(PolicyError) {
+        try self.init(limits: limits, scopeLimits: scopeLimits, clock: ContinuousClock(), telemetry: telemetry)
+    }
+
+    static let nestedNotShared =
+        "nested limits (per.<kind> tables) are not supported for a provider kept in a shared store yet"
+
+    /// Checks nested limits: every cap valid, no kind named `global`, no shared provider.
+    static func validate(scopeLimits: [String: [String: PolicyLimits]], storage: [String: PolicyStorage]) throws(PolicyError) {
+        for (provider, kinds) in scopeLimits.sorted(by: { $0.key < $1.key }) {
+            if let place = storage[provider], place.store != .memory, !kinds.isEmpty {
+                throw PolicyError(.invalidLimits, message: "provider '\(provider)': \(nestedNotShared)")
+            }
+            for (kind, caps) in kinds.sorted(by: { $0.key < $1.key }) {
+                guard !kind.isEmpty, kind != "global" else {
+                    throw PolicyError(
+                        .invalidLimits, message: "provider '\(provider)': a nested level must name a kind of scope, got '\(kind)'")
+                }
+                try caps.validate(provider: "\(provider)' level '\(kind)")
+            }
+        }
     }
 
     /// Checks that no adaptive provider keeps its feedback per key: its adapted caps are shared
@@ -256,9 +304,10 @@ public actor PolicyService {
                 .invalidArgument, key: key,
                 message: "tryAcquire cannot ask a shared store without waiting; use acquire(_:estimatedTokens:maxWait: .zero)"))
         }
-        let error = waiting.rejection.exceededCap != nil
+        var error = waiting.rejection.exceededCap != nil
             ? AdmissionRules.oversizedError(waiting.rejection, tokens: waiting.tokens)
             : AdmissionRules.error(.rateLimited, waiting.rejection, now: waiting.now, "not admitted now")
+        if let level = waiting.level { error = error.at(level: level) }
         throw core.reject(key, estimate.total, core.naming(error.with(key: key)))
     }
 
@@ -291,6 +340,9 @@ public actor PolicyService {
         let rejection: Rejection
         /// The provider's counters are in the shared store: nothing was asked yet.
         var isShared = false
+        /// For a provider with nested limits: its tree, and the level that refused.
+        var chain: ChainGate? = nil
+        var level: PolicyKey? = nil
     }
 
     /// The synchronous fast path shared by every way of acquiring: an inert permit for a
@@ -313,6 +365,9 @@ public actor PolicyService {
             pending = Pending(limits: limits, tokens: tokens, now: now, rejection: Rejection(kind: nil, retryAt: nil), isShared: true)
             return nil
         }
+        if limits.isNested {
+            return admitNested(key, estimate: estimate, tokens: tokens, limits: limits, now: now, pending: &pending)
+        }
         let (storage, result) = core.admitNow(key, tokens: tokens, limits: limits, now: now)
         switch result {
         case .success(let admission):
@@ -333,6 +388,14 @@ public actor PolicyService {
             return try await acquireShared(key, estimate: estimate, pending: pending, deadline: deadline)
         }
         do {
+            if let gate = pending.chain {
+                let grant = try await core.wait(in: gate, key, tokens: pending.tokens, limits: pending.limits, deadline: deadline)
+                if core.environment.hasTelemetry, let telemetry = core.environment.telemetry {
+                    telemetry.didAcquire(PolicyAcquireEvent(
+                        key: key, estimate: estimate, waited: .nanoseconds(grant.admission.time - pending.now)))
+                }
+                return PolicyPermit(chain: grant.lease, admission: grant.admission, estimated: pending.tokens)
+            }
             let grant = try await core.wait(key, tokens: pending.tokens, limits: pending.limits, deadline: deadline)
             if core.environment.hasTelemetry, let telemetry = core.environment.telemetry {
                 telemetry.didAcquire(PolicyAcquireEvent(
@@ -487,8 +550,19 @@ public actor PolicyService {
         let entry = core.entry(for: provider)
         try Self.validate(split: [provider: limits], schedules: [:], storage: [provider: entry?.storage ?? .memory])
         swap(
-            [provider: (limits, entry?.schedule?.schedule, entry?.storage ?? .memory, entry?.adaptive != nil)],
+            [provider: ProviderChange(
+                limits: limits, schedule: entry?.schedule?.schedule, storage: entry?.storage ?? .memory,
+                adaptive: entry?.adaptive != nil, scopes: entry?.scopeLimits ?? [:])],
             replacingAll: false)
+    }
+
+    /// What a reload sets for one provider.
+    struct ProviderChange {
+        var limits: PolicyLimits = .unlimited
+        var schedule: PolicySchedule? = nil
+        var storage: PolicyStorage = .memory
+        var adaptive = false
+        var scopes: [String: PolicyLimits] = [:]
     }
 
     /// Replaces the limits and schedules of the providers in `changes` at once (and, when
@@ -497,10 +571,7 @@ public actor PolicyService {
     /// keys are not touched; changed ones are re-limited key by key (waiters that now fit are
     /// admitted) and reported to telemetry. An adaptive provider that stays adaptive keeps its
     /// factor, applied to its new caps. Call only with validated limits and schedules.
-    func swap(
-        _ changes: [String: (limits: PolicyLimits, schedule: PolicySchedule?, storage: PolicyStorage, adaptive: Bool)],
-        replacingAll: Bool
-    ) {
+    func swap(_ changes: [String: ProviderChange], replacingAll: Bool) {
         let now = core.environment.time.now()
         var changed: [GateCore.LimitsChange] = []
         core.providers.withLock { table in
@@ -509,15 +580,18 @@ public actor PolicyService {
             for provider in names.sorted() {
                 let name = ProviderName(provider)
                 let previous = table[name]
-                let (limits, schedule, storage, adaptive) = changes[provider] ?? (.unlimited, nil, .memory, false)
+                let change = changes[provider] ?? ProviderChange()
+                let (limits, schedule, storage, adaptive) = (change.limits, change.schedule, change.storage, change.adaptive)
                 guard limits != (previous?.limits ?? .unlimited) || schedule != previous?.schedule?.schedule
                     || storage != (previous?.storage ?? .memory) || adaptive != (previous?.adaptive != nil)
+                    || change.scopes != (previous?.scopeLimits ?? [:])
                 else { continue }
-                let current = limits.isUnlimited && schedule == nil
+                let current = limits.isUnlimited && schedule == nil && change.scopes.isEmpty
                     ? nil
                     : GateCore.entry(
                         limits, schedule, storage: storage, generation: core.nextGeneration(), now: now,
-                        wallClock: core.wallClock, adaptive: adaptive ? previous?.adaptive ?? AdaptiveState() : nil)
+                        wallClock: core.wallClock, adaptive: adaptive ? previous?.adaptive ?? AdaptiveState() : nil,
+                        scopes: change.scopes)
                 table[name] = current
                 changed.append(GateCore.LimitsChange(provider: provider, previous: previous, current: current))
             }
@@ -531,6 +605,12 @@ public actor PolicyService {
     /// slots; waiters that now fit are admitted.
     public func reset(_ key: PolicyKey) {
         let now = core.environment.time.now()
+        if let gate = core.chains.withLock({ $0[ProviderName(of: key)] }) {
+            gate.withMachine { machine in
+                guard let leaf = machine.existingLeaf(for: key) else { return ((), .init()) }
+                return ((), machine.reset(leaf, now: now))
+            }
+        }
         let shard = core.shard(for: key)
         let aftermath = shard.table.withLock { table in
             var aftermath = Aftermath()
@@ -553,6 +633,7 @@ public actor PolicyService {
         let factor = entry?.adaptive?.factor(at: now) ?? AdaptiveState.full
         let enforced = limits.adapted(by: factor)
         let resolution = entry?.schedule?.resolution
+        if let entry, entry.compiled.isNested { return nestedState(for: key, entry: entry, now: now) }
         struct Raw {
             var usage: [GateStateMachine<Void>.WindowUsage] = []
             var inFlight = 0, queued = 0, slotted = 0

@@ -92,6 +92,12 @@ public struct PolicyState: Sendable, CustomStringConvertible {
     /// For a provider in adaptive mode, its adapted caps; `nil` for other providers.
     public internal(set) var adaptive: Adaptive?
 
+    /// For a provider with nested limits: every level of the key's chain, the account first
+    /// and the key's own scope last (this state is the last one's, with ``levels`` filled in).
+    /// Each level's ``key`` names it, its ``limits`` are its caps, and its counts are shared by
+    /// every key below it. Empty for a provider without nested limits.
+    public internal(set) var levels: [PolicyState] = []
+
     /// The window entry for `window`, if it is capped.
     public subscript(window: PolicyWindow) -> Window? {
         windows.first { $0.window == window }

@@ -1,0 +1,175 @@
+/// What a waiter of a nested provider is resumed with.
+struct ChainGrant: Sendable {
+    let lease: ChainLease
+    let admission: Admission
+}
+
+/// What a permit of a nested provider holds: its gate, its innermost bucket and its key.
+final class ChainLease: Sendable {
+    let gate: ChainGate
+    let leaf: Int32
+    let key: PolicyKey
+
+    init(gate: ChainGate, leaf: Int32, key: PolicyKey) {
+        self.gate = gate
+        self.leaf = leaf
+        self.key = key
+    }
+}
+
+/// The shell around one provider's ``ChainStateMachine``: one lock for the provider's whole tree
+/// (a chain's levels are checked and recorded under it at once), the waiters' continuations and
+/// one timer. It decides nothing itself.
+final class ChainGate: @unchecked Sendable {  // mutable state only touched under `lock`
+    typealias Machine = ChainStateMachine<Payload>
+    typealias Payload = Parked
+
+    /// A parked waiter: its continuation and its key.
+    struct Parked {
+        let continuation: UnsafeContinuation<ChainGrant, any Error>
+        let key: PolicyKey
+        let leaf: Int32
+    }
+
+    let provider: String
+    let environment: GateEnvironment
+    let lock = Locked(())
+    @exclusivity(unchecked) var machine: Machine
+    @exclusivity(unchecked) private var feedback: ProviderFeedbackState?
+    @exclusivity(unchecked) private var timerAt: Int64 = .max
+    @exclusivity(unchecked) private var timer: Task<Void, Never>?
+
+    init(
+        provider: String, account: CompiledLimits, kinds: [String: CompiledLimits], now: Int64, environment: GateEnvironment,
+        feedback: ProviderFeedbackState?
+    ) {
+        self.provider = provider
+        self.environment = environment
+        self.feedback = feedback
+        machine = Machine(provider: provider, account: account, kinds: kinds, now: now, feedback: feedback)
+    }
+
+    /// Consults `feedback` from now on.
+    func adopt(feedback: ProviderFeedbackState) {
+        lock.withLock { _ in
+            self.feedback = feedback
+            machine.adopt(feedback: feedback)
+        }
+    }
+
+    /// Runs `body` on the machine under the lock, then carries out its effects.
+    func withMachine<R>(_ body: (inout Machine) -> (R, Machine.Effects)) -> R {
+        let (result, work) = lock.withLock { _ -> (R, Work) in
+            let (result, effects) = body(&machine)
+            return (result, settle(effects))
+        }
+        work.run(self)
+        return result
+    }
+
+    /// What must happen once the lock is released.
+    struct Work {
+        var effects: Machine.Effects?
+        var cancelled: Task<Void, Never>?
+
+        func run(_ gate: ChainGate) {
+            cancelled?.cancel()
+            guard let effects else { return }
+            for resume in effects.resumes.items ?? [] {
+                switch resume.result {
+                case .success(let admission):
+                    let lease = ChainLease(gate: gate, leaf: resume.payload.leaf, key: resume.payload.key)
+                    resume.payload.continuation.resume(returning: ChainGrant(lease: lease, admission: admission))
+                case .failure(let error):
+                    resume.payload.continuation.resume(throwing: error.with(key: resume.payload.key))
+                }
+            }
+        }
+    }
+
+    /// Arms or disarms the timer after the machine changed. Call under the lock.
+    private func settle(_ effects: Machine.Effects) -> Work {
+        var work = Work(effects: effects.resumes.items == nil ? nil : effects)
+        if !machine.hasWaiters {
+            work.cancelled = timer
+            timer = nil
+            timerAt = .max
+            return work
+        }
+        guard let wake = effects.wake, wake < timerAt else { return work }
+        work.cancelled = timer
+        timerAt = wake
+        let time = environment.time
+        timer = Task { [self] in
+            do { try await time.sleep(until: wake) } catch { return }
+            fire(at: wake)
+        }
+        return work
+    }
+
+    private func fire(at wake: Int64) {
+        let now = environment.time.now()
+        let work = lock.withLock { _ -> Work in
+            if timerAt == wake {
+                timerAt = .max
+                timer = nil
+            }
+            return settle(machine.tick(now: now))
+        }
+        work.run(self)
+    }
+
+    // MARK: Permit paths
+
+    func commit(_ lease: ChainLease, _ admission: Admission, from old: TokenCounts, to new: TokenCounts) throws(PolicyError) {
+        let waiters: Bool
+        do {
+            waiters = try lock.withLock { (_) throws(PolicyError) -> Bool in
+                try machine.commit(leaf: lease.leaf, admission, from: old, to: new)
+            }
+        } catch {
+            throw error.with(key: lease.key)
+        }
+        if waiters { tickNow() }
+    }
+
+    /// Commits a usage reported in parts; returns the counts recorded.
+    func commit(
+        _ lease: ChainLease, _ admission: Admission, from old: TokenCounts, input: Int, output: Int, cacheReads: Int
+    ) throws(PolicyError) -> TokenCounts {
+        let (waiters, new): (Bool, TokenCounts)
+        do {
+            (waiters, new) = try lock.withLock { (_) throws(PolicyError) -> (Bool, TokenCounts) in
+                let new = TokenCounts.usage(
+                    input: input, output: output, cacheReads: cacheReads, countsCacheReads: machine.countsCacheReads(leaf: lease.leaf))
+                return (try machine.commit(leaf: lease.leaf, admission, from: old, to: new), new)
+            }
+        } catch {
+            throw error.with(key: lease.key)
+        }
+        if waiters { tickNow() }
+        return new
+    }
+
+    func release(_ lease: ChainLease) {
+        if lock.withLock({ _ in machine.release(leaf: lease.leaf) }) { tickNow() }
+    }
+
+    /// Lets waiters through after something was freed or changed.
+    func tickNow() {
+        let now = environment.time.now()
+        withMachine { machine in ((), machine.tick(now: now)) }
+    }
+
+    /// Cancels every timer: the service is going away.
+    func shutdown() {
+        let timer = lock.withLock { _ -> Task<Void, Never>? in
+            defer {
+                self.timer = nil
+                timerAt = .max
+            }
+            return self.timer
+        }
+        timer?.cancel()
+    }
+}

@@ -1,0 +1,606 @@
+/// The rules of a provider with nested limits (``PolicyConfiguration/scopeLimits``): one bucket
+/// per level — the account, then every scope a key names (its parents, then itself) — each with
+/// its windows, concurrency count and FIFO queue, in a tree rooted at the account.
+///
+/// A call is admitted only when it fits every bucket of its chain, and is then recorded in all
+/// of them at once; commits and releases correct every level. Like ``GateStateMachine`` it never
+/// locks, suspends, reads a clock or calls out: every method takes `now` and returns what its
+/// caller must do.
+///
+/// **Waiting.** A waiter joins the queue of its own (innermost) bucket. When it is the head of a
+/// bucket's queue and fits that bucket (a slot free, every window with room, the gate open), it
+/// *passes* it: it joins the queue of the bucket above, keeping its place (the head) below, so
+/// nobody overtakes it there. At the account it is admitted if it still fits every level below
+/// (a commit overrun or a change of limits may have taken the room it saw); if not, it falls
+/// back to the lowest level that no longer fits, leaving the queues above. So each bucket serves
+/// in the order calls reach it (FIFO per bucket), a user at its own cap never holds up its
+/// organisation, waits only ever point upwards (no deadlock), and any change at any level pumps
+/// the whole tree (no lost wake-up).
+///
+/// **Sequences.** One counter for the whole tree numbers the admissions, so a permit's
+/// ``Admission`` names its call in every bucket of its chain.
+struct ChainStateMachine<Payload>: ~Copyable {
+    typealias Effects = GateStateMachine<Payload>.Effects
+
+    struct Bucket {
+        /// The level's own key (the account's is the provider's `.global` key).
+        let key: PolicyKey
+        /// The bucket above; -1 for the account.
+        let parent: Int32
+        var limits: CompiledLimits
+        var windows: WindowSlots
+        var inFlight = 0
+        /// Buckets below this one (it is kept while any exists).
+        var children = 0
+        /// Waiter ids in the order they reached this bucket.
+        var queue = WaiterQueue<UInt64>()
+        /// Whether the head of `queue` passed this bucket (it waits above).
+        var headPassed = false
+        /// Whether the slot is in use (slots of dropped buckets are reused).
+        var isLive = true
+    }
+
+    struct Waiter {
+        let leaf: Int32
+        let tokens: TokenCounts
+        let deadline: Int64
+        let payload: Payload
+        /// The highest bucket whose queue it is in.
+        var top: Int32
+    }
+
+    typealias Refusal = ChainRefusal
+
+    enum EnqueueResult {
+        case admitted(Admission, Effects)
+        case rejected(PolicyError, Effects)
+        case enqueued(Effects)
+    }
+
+    private(set) var buckets: [Bucket]
+    private var freeSlots: [Int32] = []
+    private var index: [HashedKey: Int32] = [:]
+    private var waiters: [UInt64: Waiter] = [:]
+    private var deadlines = 0
+    private var sequence: UInt64 = 0
+    private var latest: Int64
+    private var cursor = 1
+    /// Caps per scope kind (`org`, `user`…); a kind not listed has none.
+    private(set) var kindLimits: [String: CompiledLimits]
+    /// The generation of the account limits `kindLimits` came with.
+    private var kindsGeneration: UInt64
+    private let unlimited: CompiledLimits
+    /// What the provider said about its own limits, checked at the account (see
+    /// ``GateStateMachine``). Kept alive by the shell.
+    private var feedbackReference: Unmanaged<ProviderFeedbackState>?
+
+    init(
+        provider: String, account: CompiledLimits, kinds: [String: CompiledLimits], now: Int64,
+        feedback: ProviderFeedbackState? = nil
+    ) {
+        latest = now
+        kindLimits = kinds
+        kindsGeneration = account.generation
+        unlimited = CompiledLimits(.unlimited, generation: 0)
+        feedbackReference = feedback.map { Unmanaged.passUnretained($0) }
+        let key = PolicyKey(provider: provider)
+        buckets = [Bucket(key: key, parent: -1, limits: account, windows: WindowSlots(limits: account, now: now, firstSequence: 1))]
+        index[HashedKey(key)] = 0
+    }
+
+    /// The account's limits.
+    var accountLimits: CompiledLimits { buckets[0].limits }
+    var hasWaiters: Bool { !waiters.isEmpty }
+    var waiterCount: Int { waiters.count }
+    /// Live buckets, the account included.
+    var bucketCount: Int { buckets.count - freeSlots.count }
+
+    @inline(__always)
+    private mutating func monotonic(_ now: Int64) -> Int64 {
+        if now > latest { latest = now }
+        return latest
+    }
+
+    // MARK: The tree
+
+    /// The bucket of `key` (its innermost level), created with its parents if absent.
+    mutating func leaf(for key: PolicyKey, now: Int64) -> Int32 {
+        if let found = index[HashedKey(key)] { return found }
+        let now = monotonic(now)
+        sweep(count: 2, now: now)
+        var parent: Int32 = 0
+        var path: [PolicyScope] = []
+        for scope in key.levels {
+            let levelKey = PolicyKey(provider: key.provider, scope: scope, within: path)
+            path.append(scope)
+            if let found = index[HashedKey(levelKey)] {
+                parent = found
+                continue
+            }
+            let limits = kindLimits[scope.kind] ?? unlimited
+            let bucket = Bucket(
+                key: levelKey, parent: parent, limits: limits,
+                windows: WindowSlots(limits: limits, now: now, firstSequence: sequence + 1))
+            let slot: Int32
+            if let free = freeSlots.popLast() {
+                slot = free
+                buckets[Int(slot)] = bucket
+            } else {
+                slot = Int32(buckets.count)
+                buckets.append(bucket)
+            }
+            buckets[Int(parent)].children += 1
+            index[HashedKey(levelKey)] = slot
+            parent = slot
+        }
+        return parent
+    }
+
+    /// The bucket of `key`, if it exists.
+    func existingLeaf(for key: PolicyKey) -> Int32? { index[HashedKey(key)] }
+
+    /// The chain of `leaf`, innermost first, the account last.
+    func chain(of leaf: Int32) -> [Int32] {
+        var result: [Int32] = []
+        var b = leaf
+        while b >= 0 {
+            result.append(b)
+            b = buckets[Int(b)].parent
+        }
+        return result
+    }
+
+    /// Drops up to `count` idle buckets at the cursor (never the account).
+    private mutating func sweep(count: Int, now: Int64) {
+        for _ in 0..<count {
+            guard buckets.count > 1 else { return }
+            if cursor >= buckets.count { cursor = 1 }
+            dropIfIdle(Int32(cursor), now: now)
+            cursor += 1
+        }
+    }
+
+    /// Drops every idle bucket (innermost first, so that emptied parents go too).
+    mutating func sweepAll(now: Int64) {
+        let now = monotonic(now)
+        var dropped = true
+        while dropped {
+            dropped = false
+            for b in 1..<max(1, buckets.count) where dropIfIdle(Int32(b), now: now) { dropped = true }
+        }
+    }
+
+    @discardableResult
+    private mutating func dropIfIdle(_ b: Int32, now: Int64) -> Bool {
+        let i = Int(b)
+        guard b > 0, buckets[i].isLive, buckets[i].inFlight == 0, buckets[i].children == 0, buckets[i].queue.isEmpty else {
+            return false
+        }
+        buckets[i].windows.advance(to: now)
+        guard buckets[i].windows.isEmpty else { return false }
+        index[HashedKey(buckets[i].key)] = nil
+        buckets[Int(buckets[i].parent)].children -= 1
+        buckets[i].isLive = false
+        buckets[i].windows = WindowSlots()
+        freeSlots.append(b)
+        return true
+    }
+
+    // MARK: Fitting
+
+    /// Why `tokens` does not fit bucket `b` now, ignoring its queue (windows advanced);
+    /// `nil` if it fits.
+    private func refusal(at b: Int32, tokens: TokenCounts, now: Int64) -> Rejection? {
+        let bucket = buckets[Int(b)]
+        if let oversized = AdmissionRules.oversized(tokens, limits: bucket.limits) { return oversized }
+        if b == 0 && now >= bucket.limits.validUntil { return Rejection(kind: nil, retryAt: .max) }
+        if bucket.windows.fit(tokens, limits: bucket.limits, now: now) {
+            return bucket.inFlight < bucket.limits.maxConcurrent ? nil : .concurrency
+        }
+        return AdmissionRules.windowRefusal(in: bucket.windows, limits: bucket.limits, tokens: tokens, now: now)
+    }
+
+    @inline(__always)
+    private func fits(_ b: Int32, _ tokens: TokenCounts, now: Int64) -> Bool {
+        let bucket = buckets[Int(b)]
+        return bucket.inFlight < bucket.limits.maxConcurrent && (b != 0 || now < bucket.limits.validUntil)
+            && bucket.windows.fit(tokens, limits: bucket.limits, now: now)
+    }
+
+    /// The more binding of two refusals: a window's, closing later, over a concurrency cap's.
+    private static func worse(_ a: Refusal?, _ b: Refusal) -> Refusal {
+        guard let a else { return b }
+        if b.rejection.exceededCap != nil && a.rejection.exceededCap == nil { return b }
+        if a.rejection.exceededCap != nil { return a }
+        return (b.rejection.retryAt ?? .min) > (a.rejection.retryAt ?? .min) ? b : a
+    }
+
+    /// Why `tokens` does not fit the chain of `leaf` now ignoring every queue, the most binding
+    /// level first; `nil` if it fits everywhere.
+    private func chainRefusal(leaf: Int32, tokens: TokenCounts, now: Int64) -> Refusal? {
+        var worst: Refusal?
+        var b = leaf
+        while b >= 0 {
+            if let rejection = refusal(at: b, tokens: tokens, now: now) {
+                worst = Self.worse(worst, Refusal(rejection: rejection, level: buckets[Int(b)].key))
+            }
+            b = buckets[Int(b)].parent
+        }
+        return worst
+    }
+
+    private func advanceChain(_ leaf: Int32, to now: Int64) {
+        var b = leaf
+        while b >= 0 {
+            buckets[Int(b)].windows.advance(to: now)
+            b = buckets[Int(b)].parent
+        }
+    }
+
+    /// Takes a call from what the provider said is left, or says why not.
+    private func providerRefusal(_ tokens: TokenCounts, now: Int64) -> Rejection? {
+        feedbackReference?._withUnsafeGuaranteedRef { $0.take(tokens: tokens.total, now: now) }
+    }
+
+    private mutating func admit(leaf: Int32, tokens: TokenCounts, now: Int64) -> Admission {
+        sequence += 1
+        var b = leaf
+        while b >= 0 {
+            buckets[Int(b)].windows.record(tokens, limits: buckets[Int(b)].limits)
+            buckets[Int(b)].inFlight += 1
+            b = buckets[Int(b)].parent
+        }
+        return Admission(time: now, sequence: sequence)
+    }
+
+    // MARK: Admission
+
+    /// Admits a call at once if no bucket of its chain has a queue and it fits every one;
+    /// otherwise says why not, at which level.
+    mutating func tryAdmit(
+        leaf: Int32, tokens: TokenCounts, account: CompiledLimits, now: Int64
+    ) -> (Result<Admission, Refusal>, Effects) {
+        let now = monotonic(now)
+        var effects = Effects()
+        if account.generation > buckets[0].limits.generation {
+            // A change of limits is under way and this caller saw it first.
+            effects = setLimits(account: account, kinds: nil, now: now)
+        } else if !waiters.isEmpty {
+            effects = pump(now: now)
+        }
+        advanceChain(leaf, to: now)
+        var b = leaf
+        while b >= 0 {
+            let bucket = buckets[Int(b)]
+            if let head = bucket.queue.first, let waiter = waiters[head] {
+                // Behind a waiter: refused with what holds the head up (a lower bound).
+                let rejection = refusal(at: b, tokens: waiter.tokens, now: now) ?? .concurrency
+                return (.failure(Refusal(rejection: rejection, level: bucket.key)), effects)
+            }
+            b = bucket.parent
+        }
+        if let refusal = chainRefusal(leaf: leaf, tokens: tokens, now: now) { return (.failure(refusal), effects) }
+        if let provider = providerRefusal(tokens, now: now) {
+            return (.failure(Refusal(rejection: provider, level: buckets[0].key)), effects)
+        }
+        return (.success(admit(leaf: leaf, tokens: tokens, now: now)), effects)
+    }
+
+    /// Queues a call that could not be admitted at once, or admits or rejects it if the state
+    /// changed meanwhile or its deadline can never be met.
+    mutating func enqueue(
+        id: UInt64, leaf: Int32, tokens: TokenCounts, account: CompiledLimits, deadline: Int64, payload: Payload, now: Int64
+    ) -> EnqueueResult {
+        let now = monotonic(now)
+        var effects = Effects()
+        if account.generation > buckets[0].limits.generation {
+            effects = setLimits(account: account, kinds: nil, now: now)
+        } else if !waiters.isEmpty {
+            effects = pump(now: now)
+        }
+        advanceChain(leaf, to: now)
+        for b in chain(of: leaf) {
+            if let oversized = AdmissionRules.oversized(tokens, limits: buckets[Int(b)].limits) {
+                return .rejected(AdmissionRules.oversizedError(oversized, tokens: tokens).at(level: buckets[Int(b)].key), effects)
+            }
+        }
+        let queued = chain(of: leaf).contains { !buckets[Int($0)].queue.isEmpty }
+        let refusal = chainRefusal(leaf: leaf, tokens: tokens, now: now)
+        var provider: Rejection?
+        if !queued && refusal == nil {
+            provider = providerRefusal(tokens, now: now)
+            if provider == nil { return .admitted(admit(leaf: leaf, tokens: tokens, now: now), effects) }
+        }
+        if deadline != .max {
+            // The earliest this call could start, ignoring everyone ahead: a lower bound.
+            let block = refusal ?? provider.map { Refusal(rejection: $0, level: buckets[0].key) }
+            if let block, block.rejection.retryAt != .max,
+                AdmissionRules.isHopeless(block.rejection, now: now, deadline: deadline)
+            {
+                return .rejected(AdmissionRules.refusal(block.rejection, now: now, waited: false).at(level: block.level), effects)
+            }
+            deadlines += 1
+        }
+        waiters[id] = Waiter(leaf: leaf, tokens: tokens, deadline: deadline, payload: payload, top: leaf)
+        buckets[Int(leaf)].queue.append(id)
+        effects.merge(pump(now: now))
+        return .enqueued(effects)
+    }
+
+    /// Removes a waiter that gave up (cancelled). Returns its payload if it was still queued.
+    mutating func cancel(id: UInt64, now: Int64) -> (Payload?, Effects) {
+        guard let waiter = remove(id) else { return (nil, Effects()) }
+        return (waiter.payload, pump(now: monotonic(now)))
+    }
+
+    /// Runs what time made due: expired deadlines, waiters that now fit.
+    mutating func tick(now: Int64) -> Effects {
+        waiters.isEmpty ? Effects() : pump(now: monotonic(now))
+    }
+
+    // MARK: Permits
+
+    /// A permit of `leaf`'s chain gave back its slot. Returns whether waiters may now proceed.
+    mutating func release(leaf: Int32) -> Bool {
+        var b = leaf
+        while b >= 0 {
+            buckets[Int(b)].inFlight -= 1
+            b = buckets[Int(b)].parent
+        }
+        return !waiters.isEmpty
+    }
+
+    /// Replaces a call's counts `old` by `new` in every bucket of its chain.
+    /// - Throws: `invalidTokenCount` if a sum would overflow; nothing is changed then.
+    mutating func commit(leaf: Int32, _ admission: Admission, from old: TokenCounts, to new: TokenCounts) throws(PolicyError) -> Bool {
+        let (delta, input, output) = (new.total - old.total, new.input - old.input, new.output - old.output)
+        if delta == 0 && input == 0 && output == 0 { return false }
+        var b = leaf
+        while b >= 0 {
+            guard buckets[Int(b)].windows.canAdjust(admission, by: delta, input: input, output: output) else {
+                throw PolicyError(.invalidTokenCount, message: "committing \(new.total) tokens would overflow the window's total")
+            }
+            b = buckets[Int(b)].parent
+        }
+        b = leaf
+        while b >= 0 {
+            buckets[Int(b)].windows.adjust(admission, by: delta, input: input, output: output)
+            b = buckets[Int(b)].parent
+        }
+        return (delta < 0 || input < 0 || output < 0) && !waiters.isEmpty
+    }
+
+    /// Whether cache reads count as input at `leaf`'s innermost level with input caps (the
+    /// account's setting otherwise).
+    func countsCacheReads(leaf: Int32) -> Bool { buckets[0].limits.countsCacheReads }
+
+    // MARK: Administration
+
+    /// Adopts newer account limits and per-kind caps, keeping every window's usage.
+    /// Permits in flight keep their slots; from now on nobody passes a level whose permits in
+    /// flight reach its new cap.
+    mutating func setLimits(account: CompiledLimits?, kinds: [String: CompiledLimits]?, now: Int64) -> Effects {
+        let now = monotonic(now)
+        if let account, account.generation > buckets[0].limits.generation {
+            buckets[0].windows.advance(to: now)
+            buckets[0].windows.adopt(account, now: now, firstSequence: sequence + 1)
+            buckets[0].limits = account
+        }
+        if let kinds, let generation = account?.generation, generation > kindsGeneration {
+            kindsGeneration = generation
+            kindLimits = kinds
+            for i in 1..<max(1, buckets.count) where buckets[i].isLive {
+                let limits = kinds[buckets[i].key.scope.kind] ?? unlimited
+                buckets[i].windows.advance(to: now)
+                buckets[i].windows.adopt(limits, now: now, firstSequence: sequence + 1)
+                buckets[i].limits = limits
+            }
+        }
+        return waiters.isEmpty ? Effects() : pump(now: now)
+    }
+
+    /// Consults `feedback` from now on; the caller keeps it alive.
+    mutating func adopt(feedback: ProviderFeedbackState?) {
+        feedbackReference = feedback.map { Unmanaged.passUnretained($0) }
+    }
+
+    /// Forgets the usage recorded in bucket `b` (permits and waiters stay; the levels above
+    /// keep theirs).
+    mutating func reset(_ b: Int32, now: Int64) -> Effects {
+        let now = monotonic(now)
+        for w in 0..<3 { buckets[Int(b)].windows[w]?.clear(firstSequence: sequence + 1) }
+        return waiters.isEmpty ? Effects() : pump(now: now)
+    }
+
+    /// Whether nothing is held, queued or counted any more in the whole tree.
+    mutating func isIdle(now: Int64) -> Bool {
+        sweepAll(now: now)
+        guard waiters.isEmpty, bucketCount == 1, buckets[0].inFlight == 0 else { return false }
+        buckets[0].windows.advance(to: max(now, latest))
+        return buckets[0].windows.isEmpty
+    }
+
+    // MARK: Readouts
+
+    /// A bucket's usage at `now` (its windows advanced).
+    func usage(of b: Int32, now: Int64) -> [GateStateMachine<Payload>.WindowUsage] {
+        let bucket = buckets[Int(b)]
+        bucket.windows.advance(to: max(now, latest))
+        var result: [GateStateMachine<Payload>.WindowUsage] = []
+        for w in 0..<3 {
+            guard let window = bucket.windows[w] else { continue }
+            result.append(.init(
+                window: PolicyWindow.at(w), requests: window.requestTotal, tokens: window.tokenTotal,
+                inputTokens: bucket.limits.inputCaps[w] == .max ? nil : window.split?.inputTotal,
+                outputTokens: bucket.limits.outputCaps[w] == .max ? nil : window.split?.outputTotal))
+        }
+        return result
+    }
+
+    /// Why a call of `tokens` at bucket `b` could not pass it now (nil if it could).
+    func blocker(at b: Int32, tokens: TokenCounts, now: Int64) -> Rejection? {
+        let now = max(now, latest)
+        buckets[Int(b)].windows.advance(to: now)
+        if let head = buckets[Int(b)].queue.first, let waiter = waiters[head] {
+            return refusal(at: b, tokens: waiter.tokens, now: now) ?? .concurrency
+        }
+        return refusal(at: b, tokens: tokens, now: now)
+    }
+
+    /// Waiters in bucket `b`'s queue, and how many of them hold their turn there (have passed
+    /// every bucket below).
+    func queued(at b: Int32) -> Int { buckets[Int(b)].queue.count }
+
+    /// When some recorded usage next leaves a window of the tree.
+    func nextExpiry() -> Int64? {
+        buckets.filter(\.isLive).compactMap { $0.windows.nextExpiry() }.min()
+    }
+
+    // MARK: Internals
+
+    /// Removes a waiter from every queue it is in.
+    private mutating func remove(_ id: UInt64) -> Waiter? {
+        guard let waiter = waiters.removeValue(forKey: id) else { return nil }
+        if waiter.deadline != .max { deadlines -= 1 }
+        var b = waiter.leaf
+        while b >= 0 {
+            leave(id, b)
+            if b == waiter.top { break }
+            b = buckets[Int(b)].parent
+        }
+        return waiter
+    }
+
+    /// Takes `id` out of bucket `b`'s queue; the head's pass goes with it.
+    private mutating func leave(_ id: UInt64, _ b: Int32) {
+        guard let position = buckets[Int(b)].queue.firstIndex(where: { $0 == id }) else { return }
+        buckets[Int(b)].queue.remove(at: position)
+        if position == 0 { buckets[Int(b)].headPassed = false }
+    }
+
+    /// Expires deadlines, lets heads pass the buckets they fit and admits at the account;
+    /// reports when to look again.
+    private mutating func pump(now: Int64) -> Effects {
+        var effects = Effects()
+        if deadlines > 0 { expire(now: now, including: false, into: &effects) }
+        advance(now: now, into: &effects)
+        if deadlines > 0, expire(now: now, including: true, into: &effects) {
+            advance(now: now, into: &effects)
+        }
+        if deadlines > 0 {
+            for waiter in waiters.values where waiter.deadline != .max {
+                effects.wake = min(effects.wake ?? .max, waiter.deadline)
+            }
+        }
+        return effects
+    }
+
+    @discardableResult
+    private mutating func expire(now: Int64, including: Bool, into effects: inout Effects) -> Bool {
+        let due = waiters.filter { $0.value.deadline < now || (including && $0.value.deadline == now) }
+        for (id, waiter) in due.sorted(by: { $0.key < $1.key }) {
+            advanceChain(waiter.leaf, to: now)
+            // Where it is held up: the level it waits at (its top), else the most binding.
+            let top = waiter.top
+            let why = buckets[Int(top)].queue.first == id && !buckets[Int(top)].headPassed
+                ? refusal(at: top, tokens: waiter.tokens, now: now).map { Refusal(rejection: $0, level: buckets[Int(top)].key) }
+                : nil
+            let blocking = why ?? Refusal(rejection: .concurrency, level: buckets[Int(top)].key)
+            _ = remove(id)
+            effects.resume(
+                waiter.payload, .failure(AdmissionRules.refusal(blocking.rejection, now: now, waited: true).at(level: blocking.level)))
+        }
+        return !due.isEmpty
+    }
+
+    /// Moves heads up while they fit, admits at the account, and sets `wake` to when a head
+    /// held up by a window could pass.
+    private mutating func advance(now: Int64, into effects: inout Effects) {
+        effects.wake = nil
+        var progressed = true
+        while progressed {
+            progressed = false
+            for i in buckets.indices where buckets[i].isLive && !buckets[i].headPassed {
+                guard let id = buckets[i].queue.first, let waiter = waiters[id] else { continue }
+                let b = Int32(i)
+                buckets[i].windows.advance(to: now)
+                if let oversized = AdmissionRules.oversized(waiter.tokens, limits: buckets[i].limits) {
+                    // Limits lowered below this estimate while it waited: it can never fit.
+                    _ = remove(id)
+                    effects.resume(waiter.payload, .failure(
+                        AdmissionRules.oversizedError(oversized, tokens: waiter.tokens).at(level: buckets[i].key)))
+                    progressed = true
+                    continue
+                }
+                guard fits(b, waiter.tokens, now: now) else { continue }
+                if buckets[i].parent >= 0 {
+                    buckets[i].headPassed = true
+                    let parent = buckets[i].parent
+                    buckets[Int(parent)].queue.append(id)
+                    waiters[id]?.top = parent
+                    progressed = true
+                    continue
+                }
+                // At the account: every level below must still fit.
+                advanceChain(waiter.leaf, to: now)
+                var lowest: Int32?
+                var c = waiter.leaf
+                while c > 0 {
+                    if lowest == nil, !fits(c, waiter.tokens, now: now) { lowest = c }
+                    c = buckets[Int(c)].parent
+                }
+                if let lowest {
+                    fallBack(id, to: lowest)
+                    progressed = true
+                    continue
+                }
+                if providerRefusal(waiter.tokens, now: now) != nil { continue }
+                _ = remove(id)
+                effects.resume(waiter.payload, .success(admit(leaf: waiter.leaf, tokens: waiter.tokens, now: now)))
+                progressed = true
+            }
+        }
+        // When to look again: the earliest a held-up head could pass (a slot frees only on a
+        // release, which pumps).
+        for i in buckets.indices where buckets[i].isLive && !buckets[i].headPassed {
+            guard let id = buckets[i].queue.first, let waiter = waiters[id] else { continue }
+            let b = Int32(i)
+            var at = refusal(at: b, tokens: waiter.tokens, now: now)?.retryAt
+            if b == 0, at == nil, let provider = feedbackReference?._withUnsafeGuaranteedRef({
+                $0.refusal(tokens: waiter.tokens.total, now: now)
+            }) {
+                at = provider.retryAt
+            }
+            if let at, at != .max { effects.wake = min(effects.wake ?? .max, max(at, now + 1)) }
+        }
+    }
+
+    /// A waiter that reached the account no longer fits bucket `level` below: it leaves every
+    /// queue above `level` and waits there again, still its head.
+    private mutating func fallBack(_ id: UInt64, to level: Int32) {
+        guard let waiter = waiters[id] else { return }
+        var b = buckets[Int(level)].parent
+        while b >= 0 {
+            leave(id, b)
+            if b == waiter.top { break }
+            b = buckets[Int(b)].parent
+        }
+        buckets[Int(level)].headPassed = false
+        waiters[id]?.top = level
+    }
+}
+
+/// Why a call of a nested provider was refused, and at which level.
+struct ChainRefusal: Error {
+    let rejection: Rejection
+    let level: PolicyKey
+}
+
+extension PolicyError {
+    /// The error naming the level of a nested chain that refused the call.
+    func at(level: PolicyKey) -> PolicyError {
+        var error = self
+        error.level = level
+        return error
+    }
+}

@@ -1,0 +1,82 @@
+/// Providers with nested limits: their calls go through one ``ChainGate`` per provider.
+extension GateCore {
+    /// The tree of `key`'s provider, made on first use. Made under the registry's lock with the
+    /// provider's limits read inside it, so a gate made during a reload either is handed the
+    /// new limits by ``handOver(_:cause:now:)`` or starts on them.
+    func chainGate(for key: PolicyKey, now: Int64) -> ChainGate {
+        let name = ProviderName(of: key)
+        return chains.withLock { gates in
+            if let gate = gates[name] { return gate }
+            let entry = providers.withLock { $0[name] }
+            let account = entry?.compiled ?? CompiledLimits(.unlimited, generation: 0)
+            let gate = ChainGate(
+                provider: key.provider, account: account, kinds: entry?.compiledScopes ?? [:], now: now,
+                environment: environment, feedback: feedback(for: PolicyKey(provider: key.provider)))
+            gates[name] = gate
+            return gate
+        }
+    }
+
+    /// Hands changed limits to the trees of nested providers. A provider that is no longer
+    /// nested (or no longer gated) leaves the registry, so new calls take the flat path; its
+    /// tree keeps only the account's caps (or none) until its permits and waiters are gone.
+    func handOverToChains(_ changes: [LimitsChange], ungated: CompiledLimits?, now: Int64) {
+        for change in changes {
+            let name = ProviderName(change.provider)
+            guard let gate = chains.withLock({ $0[name] }) else { continue }
+            if let current = change.current, current.compiled.isNested {
+                gate.setLimits(account: current.compiled, kinds: current.compiledScopes, now: now)
+            } else {
+                chains.withLock { gates in if gates[name] === gate { gates[name] = nil } }
+                let account = change.current?.compiled ?? ungated ?? CompiledLimits(.unlimited, generation: nextGeneration())
+                gate.setLimits(account: account, kinds: [:], now: now)
+            }
+        }
+    }
+
+    /// Waits in `key`'s chain until admitted, rejected, timed out or cancelled.
+    func wait(
+        in gate: ChainGate, _ key: PolicyKey, tokens: TokenCounts, limits: CompiledLimits, deadline: Int64
+    ) async throws -> ChainGrant {
+        let id = nextWaiterID()
+        let environment = environment
+        return try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<ChainGrant, any Error>) in
+                let now = environment.time.now()
+                enum Outcome { case cancelled, admitted(Int32, Admission), rejected(PolicyError), enqueued }
+                let outcome = gate.withMachine { machine -> (Outcome, ChainGate.Machine.Effects) in
+                    // Checked under the lock: a cancellation handler that ran before this found
+                    // nothing to remove, and one that runs after will find this waiter.
+                    if Task.isCancelled { return (.cancelled, .init()) }
+                    let leaf = machine.leaf(for: key, now: now)
+                    let parked = ChainGate.Parked(continuation: continuation, key: key, leaf: leaf)
+                    switch machine.enqueue(
+                        id: id, leaf: leaf, tokens: tokens, account: limits, deadline: deadline, payload: parked, now: now)
+                    {
+                    case .admitted(let admission, let effects): return (.admitted(leaf, admission), effects)
+                    case .rejected(let error, let effects): return (.rejected(error.with(key: key)), effects)
+                    case .enqueued(let effects): return (.enqueued, effects)
+                    }
+                }
+                switch outcome {
+                case .cancelled: continuation.resume(throwing: CancellationError())
+                case .admitted(let leaf, let admission):
+                    continuation.resume(returning: ChainGrant(lease: ChainLease(gate: gate, leaf: leaf, key: key), admission: admission))
+                case .rejected(let error): continuation.resume(throwing: error)
+                case .enqueued: break
+                }
+            }
+        } onCancel: {
+            let now = environment.time.now()
+            let parked = gate.withMachine { machine in machine.cancel(id: id, now: now) }
+            parked?.continuation.resume(throwing: CancellationError())
+        }
+    }
+}
+
+extension ChainGate {
+    /// Adopts new limits for the account and every level.
+    func setLimits(account: CompiledLimits, kinds: [String: CompiledLimits], now: Int64) {
+        withMachine { machine in ((), machine.setLimits(account: account, kinds: kinds, now: now)) }
+    }
+}
