@@ -131,7 +131,7 @@ struct NestedLimitsTests {
     @Test("a user at its own cap does not hold up its organisation; a waiter is woken by a release at any level")
     func waiting() async throws {
         let gate = try gate()
-        var held = try gate.tryAcquire(user("u1"), estimatedTokens: 10)
+        let held = try gate.tryAcquire(user("u1"), estimatedTokens: 10)
         let second = try gate.tryAcquire(user("u1"), estimatedTokens: 10)
         // u1's third call waits for its own minute cap…
         let (slow, slowTask) = startWaiter(gate, user("u1"), tokens: 10)
