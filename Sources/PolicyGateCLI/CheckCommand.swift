@@ -77,6 +77,8 @@ struct CheckReport {
         var transitions: [PolicySchedule.Transition]
         /// Whether its caps adapt to 429s (`adaptive = true`).
         var adaptive = false
+        /// Nested limits per scope kind (`[limits.<provider>.per.<kind>]`).
+        var levels: [String: PolicyLimits] = [:]
     }
 
     var file: String
@@ -101,7 +103,7 @@ struct CheckReport {
                 name: name, base: configuration.limits[name] ?? .unlimited, schedule: configuration.schedules[name],
                 now: configuration.effectiveLimits(for: name, at: from),
                 transitions: configuration.transitions(for: name, from: from, to: to),
-                adaptive: configuration.adaptive.contains(name))
+                adaptive: configuration.adaptive.contains(name), levels: configuration.scopeLimits[name] ?? [:])
         }
     }
 
@@ -123,6 +125,7 @@ struct CheckReport {
         PolicyLimitKind.allCases.filter { kind in
             providers.contains { provider in
                 provider.base[kind] != nil || provider.schedule?.entries.contains { $0.limits[kind] != nil } == true
+                    || provider.levels.values.contains { $0[kind] != nil }
             }
         }
     }
@@ -146,6 +149,11 @@ struct CheckReport {
         var table = TextTable([("provider", .left)] + kinds.map { (Self.title($0), .right) } + [("in force", .left)])
         for provider in providers {
             table.append([provider.name] + Self.caps(provider.now, kinds) + [Self.describe(provider.now)])
+            // Nested levels under their account, each scope of the kind counted on its own.
+            for (kind, caps) in provider.levels.sorted(by: { $0.key < $1.key }) {
+                table.append(
+                    ["  per \(kind)"] + kinds.map { caps[$0].map(Values.count) ?? "-" } + ["each \(kind), inside \(provider.name)"])
+            }
         }
         lines += table.render(indent: 2)
         if table.rows.joined().contains("-") { lines.append("  (- no cap)") }
@@ -242,11 +250,13 @@ struct CheckReport {
         var countCacheReads: Bool
         /// Whether its caps adapt to 429s.
         var adaptive: Bool
+        /// Nested limits per scope kind, as in the file's `per` tables.
+        var per: [String: [String: Int]]
         var effective: JSONState
         var transitions: [JSONState]
 
         enum CodingKeys: String, CodingKey {
-            case name, timezone, base, adaptive, effective, transitions
+            case name, timezone, base, adaptive, per, effective, transitions
             case countCacheReads = "count_cache_reads"
         }
     }
@@ -293,7 +303,7 @@ struct CheckReport {
             return JSONProvider(
                 name: provider.name, timezone: provider.schedule?.timeZone.identifier, base: Self.keyed(provider.base),
                 countCacheReads: provider.base.countsCacheReads,
-                adaptive: provider.adaptive,
+                adaptive: provider.adaptive, per: provider.levels.mapValues(Self.keyed),
                 effective: JSONState(
                     entry: now.entry, closed: now.isClosed, limits: Self.keyed(now.limits),
                     // A change exactly at --from is listed as a transition, but is what holds now.

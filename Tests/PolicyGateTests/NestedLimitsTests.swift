@@ -246,3 +246,71 @@ struct NestedLimitsTests {
         #expect(recorder.releases.map(\.key) == [user("u1")])
     }
 }
+
+@Suite("Nested limits with feedback, schedules and key bookkeeping", .timeLimit(.minutes(1)))
+struct NestedLimitsLifecycleTests {
+    let clock = ManualClock()
+    func user(_ id: String) -> PolicyKey { PolicyKey(provider: "openai", scope: .user(id), within: [.org("acme")]) }
+
+    @Test("a 429 pauses the whole account; waiters wake when the pause ends")
+    func throttled() async throws {
+        let gate = try PolicyService(configuration: PolicyConfiguration(toml: NestedLimitsTests.toml), clock: clock)
+        let permit = try gate.tryAcquire(user("u1"), estimatedTokens: 10)
+        permit.reportThrottled(retryAfter: .seconds(3))
+        do {
+            _ = try gate.tryAcquire(user("u2"), estimatedTokens: 10)
+            Issue.record("admitted during a pause")
+        } catch {
+            #expect(error.providerCause == "paused the gate" && error.level == PolicyKey(provider: "openai"), "\(error)")
+        }
+        let (box, task) = startWaiter(gate, user("u2"), tokens: 10)
+        await eventually("u2 waits") { gate.currentState(for: user("u2")).queued == 1 }
+        clock.advance(by: .seconds(3))
+        await eventually("u2 admitted when the pause ended") { box.hasPermit }
+        #expect(gate.currentState(for: user("u2")).levels.first?.providerFeedback?.pausedFor == nil)
+        box.release()
+        await task.value
+        _ = consume permit
+    }
+
+    @Test("a schedule closes the account for every level; a closed call names the entry")
+    func scheduled() throws {
+        let configuration = try PolicyConfiguration(toml: """
+            [limits.openai]
+            requests_per_minute = 10
+            timezone = "UTC"
+
+            [[limits.openai.schedule]]
+            name = "maintenance"
+            dates = ["2026-12-24"]
+            closed = true
+
+            [limits.openai.per.user]
+            requests_per_minute = 1
+            """)
+        let start = try #require(ISO8601DateFormatter().date(from: "2026-12-23T23:59:00Z"))
+        let gate = try PolicyService(configuration: configuration, clock: clock, startDate: start)
+        let a = try gate.tryAcquire(user("u1"))
+        clock.advance(by: .seconds(60))
+        do {
+            _ = try gate.tryAcquire(user("u2"))
+            Issue.record("admitted while closed")
+        } catch {
+            #expect(error.closedBy == "maintenance", "\(error)")
+        }
+        _ = consume a
+    }
+
+    @Test("active keys list every level in use, and idle levels are dropped")
+    func bookkeeping() throws {
+        let gate = try PolicyService(configuration: PolicyConfiguration(toml: NestedLimitsTests.toml), clock: clock)
+        let a = try gate.tryAcquire(user("u1"), estimatedTokens: 10)
+        let keys = Set(gate.activeKeys())
+        #expect(keys == [PolicyKey(provider: "openai"), PolicyKey(provider: "openai", scope: .org("acme")), user("u1")], "\(keys)")
+        #expect(gate.storedKeyCount == 2)
+        _ = consume a
+        clock.advance(by: .seconds(86_400 + 3_600))
+        #expect(gate.activeKeys().isEmpty)
+        #expect(gate.storedKeyCount == 0)
+    }
+}

@@ -422,6 +422,15 @@ struct ChainStateMachine<Payload>: ~Copyable {
 
     // MARK: Readouts
 
+    /// The keys of every bucket with something in flight, queued or counted (idle ones are
+    /// dropped first); the account's only while it holds something itself.
+    mutating func activeKeys(now: Int64) -> [PolicyKey] {
+        sweepAll(now: now)
+        buckets[0].windows.advance(to: max(now, latest))
+        let accountActive = buckets[0].inFlight > 0 || !buckets[0].queue.isEmpty || !buckets[0].windows.isEmpty
+        return buckets.indices.filter { buckets[$0].isLive && ($0 > 0 || accountActive) }.map { buckets[$0].key }
+    }
+
     /// A bucket's usage at `now` (its windows advanced).
     func usage(of b: Int32, now: Int64) -> [GateStateMachine<Payload>.WindowUsage] {
         let bucket = buckets[Int(b)]

@@ -698,12 +698,17 @@ public actor PolicyService {
             aftermath.run()
             keys += found
         }
+        for gate in core.chains.withLock({ Array($0.values) }) {
+            keys += gate.withMachine { machine in (machine.activeKeys(now: now), .init()) }
+        }
         return keys
     }
 
-    /// How many keys the gate holds in memory now, idle ones not yet dropped included.
+    /// How many keys the gate holds in memory now, idle ones not yet dropped included (for a
+    /// provider with nested limits: every level's bucket below the account).
     public nonisolated var storedKeyCount: Int {
         core.shards.reduce(0) { sum, shard in sum + shard.table.withLock { $0.count } }
+            + core.chains.withLock { $0.values.reduce(0) { sum, gate in sum + gate.lock.withLock { _ in gate.machine.bucketCount - 1 } } }
     }
 
     /// Drops every idle key now. The gate also does this gradually as it is used; call this

@@ -64,13 +64,13 @@ package struct SimulatedCall: Sendable, Hashable {
     /// The provider whose limits apply.
     package var provider: String {
         get { key.provider }
-        set { key = PolicyKey(provider: newValue, scope: key.scope) }
+        set { key = PolicyKey(provider: newValue, scope: key.scope, within: key.parents) }
     }
 
     /// Whose counters the call uses under its provider.
     package var scope: PolicyScope {
         get { key.scope }
-        set { key = PolicyKey(provider: key.provider, scope: newValue) }
+        set { key = PolicyKey(provider: key.provider, scope: newValue, within: key.parents) }
     }
 
     /// Gives the call an estimate and a usage in parts (`nil` keeps a total), setting

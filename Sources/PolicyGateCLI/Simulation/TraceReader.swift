@@ -159,15 +159,19 @@ package enum TraceReader {
             throw SimulationError(line: line, field: "provider", "expected a provider name, got \(got)")
         }
         var scope = PolicyScope.global
+        var parents: [PolicyScope] = []
         switch values["scope"] {
         case nil, .null?: break
         case .string(let text)?:
-            guard let parsed = PolicyScope(simulationText: text) else {
+            // A path names a scope inside its parents, for nested limits: `org:acme/user:ada`.
+            let path = text.split(separator: "/", omittingEmptySubsequences: false).map { PolicyScope(simulationText: String($0)) }
+            guard let last = path.last, let parsed = last, path.allSatisfy({ $0 != nil }) else {
                 throw SimulationError(
                     line: line, field: "scope",
-                    "expected 'global' or '<kind>:<id>' (user:…, org:…, project:…), got '\(text)'")
+                    "expected 'global', '<kind>:<id>' (user:…, org:…, project:…) or a path such as 'org:acme/user:ada', got '\(text)'")
             }
             scope = parsed
+            parents = path.dropLast().compactMap { $0 }
         case let other?:
             throw SimulationError(line: line, field: "scope", "expected a string such as 'user:ada', got \(other.kind)")
         }
@@ -218,7 +222,7 @@ package enum TraceReader {
         let estimate = try parts("estimated_tokens", "estimated_input_tokens", "estimated_output_tokens", cacheReads: nil)
         let usage = try parts("actual_tokens", "actual_input_tokens", "actual_output_tokens", cacheReads: "actual_cache_read_tokens")
         var call = SimulatedCall(
-            at: at, key: PolicyKey(provider: provider, scope: scope), estimatedTokens: estimate.total,
+            at: at, key: PolicyKey(provider: provider, scope: scope, within: parents), estimatedTokens: estimate.total,
             actualTokens: usage.total, duration: duration, maxWait: try seconds("max_wait"),
             cancelAfter: try seconds("cancel_after"))
         call.estimatedParts = estimate.parts
