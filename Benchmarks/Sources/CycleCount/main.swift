@@ -7,7 +7,8 @@
 // start-up and the first key's creation cancel out. One cycle is `tryAcquire` +
 // `commitTokens` + release on one key: capped (requests per minute, tokens per minute and day,
 // concurrency) or of a provider without caps; `split` is the capped cycle with the token caps
-// on input and output apart, estimated and committed in parts.
+// on input and output apart, estimated and committed in parts; `nested` is the capped cycle on
+// a three-level chain (the same caps at the account, the org and the user).
 
 import BenchmarkFixtures
 import PolicyGate
@@ -19,12 +20,18 @@ import Darwin
 #endif
 
 let arguments = CommandLine.arguments
-guard arguments.count == 3, let iterations = Int(arguments[2]), ["capped", "noop", "split"].contains(arguments[1]) else {
-    print("usage: CycleCount capped|noop|split ITERATIONS")
+guard arguments.count == 3, let iterations = Int(arguments[2]), ["capped", "noop", "split", "nested"].contains(arguments[1]) else {
+    print("usage: CycleCount capped|noop|split|nested ITERATIONS")
     exit(2)
 }
-let gate = try PolicyService(limits: ["capped": typicalLimits(maxConcurrent: 8), "split": typicalSplitLimits(maxConcurrent: 8)])
-let key = PolicyKey(provider: arguments[1], scope: .user("u-1"))
+// The nested provider in a gate of its own, so that the other cases' provider table is the same
+// as before it existed.
+let gate = arguments[1] == "nested"
+    ? try PolicyService(
+        limits: ["nested": typicalLimits(maxConcurrent: 8)],
+        scopeLimits: ["nested": ["org": typicalLimits(maxConcurrent: 8), "user": typicalLimits(maxConcurrent: 8)]])
+    : try PolicyService(limits: ["capped": typicalLimits(maxConcurrent: 8), "split": typicalSplitLimits(maxConcurrent: 8)])
+let key = PolicyKey(provider: arguments[1], scope: .user("u-1"), within: arguments[1] == "nested" ? [.org("acme")] : [])
 var committed = 0
 if arguments[1] == "split" {
     for _ in 0..<iterations {

@@ -243,6 +243,20 @@ func runAll(_ options: Options) async throws {
         (try await gateLoop(cappedGate, cappedKey, cappedCounter, n), n)
     }
 
+    // Nested limits: the same caps at the account, each org and each user; measured beside the
+    // plain capped key so the ratio compares neighbours in time.
+    let nestedGate = try PolicyService(
+        limits: ["openai": typicalLimits(maxConcurrent: 16)],
+        scopeLimits: ["openai": ["org": typicalLimits(maxConcurrent: 16), "user": typicalLimits(maxConcurrent: 16)]])
+    let chainKey = [PolicyKey(provider: "openai", scope: .user("u-42"), within: [.org("acme")])]
+    let nestedCounter = Counter()
+    let nested = try await measure("three-level chain (account, org, user)", options) { n in
+        (try await gateLoop(nestedGate, chainKey, nestedCounter, n), n)
+    }
+    let cappedBeside = try await measure("capped key (again, beside the chain)", options) { n in
+        (try await gateLoop(cappedGate, cappedKey, cappedCounter, n), n)
+    }
+
     print("")
     print("Gate (contended: 64 tasks, 8 keys, maxConcurrent 4 per key; wall time / calls)")
     let contendedGate = try PolicyService(limits: ["openai": typicalLimits(maxConcurrent: 4)])
@@ -250,6 +264,15 @@ func runAll(_ options: Options) async throws {
     let contended = try await measure("contended acquire + commit + release", options) { n in
         let perTask = Swift.max(1, n / 64)
         return (try await contendedLoop(contendedGate, contendedKeys, tasks: 64, callsPerTask: perTask), perTask * 64)
+    }
+
+    let contendedNestedGate = try PolicyService(
+        limits: ["openai": typicalLimits(maxConcurrent: 64)],
+        scopeLimits: ["openai": ["org": typicalLimits(maxConcurrent: 16), "user": typicalLimits(maxConcurrent: 4)]])
+    let chainKeys = (0..<8).map { PolicyKey(provider: "openai", scope: .user("u-\($0)"), within: [.org("org-\($0 % 2)")]) }
+    let contendedNested = try await measure("contended, 8 users in 2 orgs under one account", options) { n in
+        let perTask = Swift.max(1, n / 64)
+        return (try await contendedLoop(contendedNestedGate, chainKeys, tasks: 64, callsPerTask: perTask), perTask * 64)
     }
 
     print("")
@@ -296,6 +319,8 @@ func runAll(_ options: Options) async throws {
         Row(name: "no-op acquire+commit+release (+ atomic)", value: noop.median, unit: "ns", target: "", pass: nil),
         Row(name: "capped + schedule, acquire+commit+release", value: scheduled.median, unit: "ns", target: "", pass: nil),
         Row(name: "contended, per call (64 tasks, 8 keys)", value: contended.median, unit: "ns", target: "", pass: nil),
+        Row(name: "three-level chain, acquire+commit+release", value: nested.median, unit: "ns", target: "", pass: nil),
+        Row(name: "contended chains, per call (64 tasks)", value: contendedNested.median, unit: "ns", target: "", pass: nil),
         Row(name: "100 000 keys, per call (+ atomic)", value: many.median, unit: "ns", target: "", pass: nil),
         Row(name: "capped / actor hop (both + atomic)", value: capped.median / hop.median, unit: "×", target: "≤ 2.5",
             pass: capped.median / hop.median <= 2.5),
@@ -305,6 +330,10 @@ func runAll(_ options: Options) async throws {
             pass: noop.median / hop.median <= 1.0),
         Row(name: "contended per call / actor hop (net)", value: contended.median / hopNet, unit: "×", target: "≤ 3",
             pass: contended.median / hopNet <= 3),
+        Row(name: "three-level chain / capped key", value: nested.median / cappedBeside.median, unit: "×", target: "≤ 2",
+            pass: nested.median / cappedBeside.median <= 2),
+        Row(name: "contended chains / contended keys", value: contendedNested.median / contended.median, unit: "×",
+            target: "", pass: nil),
         Row(name: "100 000 keys / 1 key (capped)", value: many.median / capped.median, unit: "×", target: "≤ 1.5",
             pass: many.median / capped.median <= 1.5),
         Row(name: "resident bytes per key", value: bytesPerKey, unit: "B", target: "≤ 2048",
@@ -321,6 +350,8 @@ func runAll(_ options: Options) async throws {
         "capped + schedule, acquire+commit+release": "\(format(scheduled.min)) … \(format(scheduled.max))",
         "contended, per call (64 tasks, 8 keys)": "\(format(contended.min)) … \(format(contended.max))",
         "100 000 keys, per call (+ atomic)": "\(format(many.min)) … \(format(many.max))",
+        "three-level chain, acquire+commit+release": "\(format(nested.min)) … \(format(nested.max))",
+        "contended chains, per call (64 tasks)": "\(format(contendedNested.min)) … \(format(contendedNested.max))",
     ]
     let line = String(repeating: "-", count: 98)
     print(line)
@@ -340,7 +371,7 @@ func runAll(_ options: Options) async throws {
     let checksum = atomicCounter.value.load(ordering: .relaxed) &+ hopCounter.value.load(ordering: .relaxed)
         &+ locked.value.withLock { $0 } &+ cappedCounter.value.load(ordering: .relaxed)
         &+ noopCounter.value.load(ordering: .relaxed) &+ manyCounter.value.load(ordering: .relaxed)
-        &+ scheduledCounter.value.load(ordering: .relaxed)
+        &+ scheduledCounter.value.load(ordering: .relaxed) &+ nestedCounter.value.load(ordering: .relaxed)
     if checksum == 42 { print("") }
 }
 

@@ -1,20 +1,7 @@
-/// What a waiter of a nested provider is resumed with.
+/// What a waiter of a nested provider is resumed with: its innermost bucket and its admission.
 struct ChainGrant: Sendable {
-    let lease: ChainLease
-    let admission: Admission
-}
-
-/// What a permit of a nested provider holds: its gate, its innermost bucket and its key.
-final class ChainLease: Sendable {
-    let gate: ChainGate
     let leaf: Int32
-    let key: PolicyKey
-
-    init(gate: ChainGate, leaf: Int32, key: PolicyKey) {
-        self.gate = gate
-        self.leaf = leaf
-        self.key = key
-    }
+    let admission: Admission
 }
 
 /// The shell around one provider's ``ChainStateMachine``: one lock for the provider's whole tree
@@ -78,8 +65,7 @@ final class ChainGate: @unchecked Sendable {  // mutable state only touched unde
             for resume in effects.resumes.items ?? [] {
                 switch resume.result {
                 case .success(let admission):
-                    let lease = ChainLease(gate: gate, leaf: resume.payload.leaf, key: resume.payload.key)
-                    resume.payload.continuation.resume(returning: ChainGrant(lease: lease, admission: admission))
+                    resume.payload.continuation.resume(returning: ChainGrant(leaf: resume.payload.leaf, admission: admission))
                 case .failure(let error):
                     resume.payload.continuation.resume(throwing: error.with(key: resume.payload.key))
                 }
@@ -119,40 +105,60 @@ final class ChainGate: @unchecked Sendable {  // mutable state only touched unde
         work.run(self)
     }
 
+    // MARK: Fast path
+
+    /// One locked attempt to admit `key` now; effects are carried out only if there are any.
+    @inline(__always)
+    func tryAdmit(_ key: PolicyKey, tokens: TokenCounts, account: CompiledLimits, now: Int64) -> (Int32, Result<Admission, ChainRefusal>) {
+        let (leaf, result, work) = lock.withLock { _ -> (Int32, Result<Admission, ChainRefusal>, Work?) in
+            let leaf = machine.leaf(for: key, now: now)
+            let (result, effects) = machine.tryAdmit(leaf: leaf, tokens: tokens, account: account, now: now)
+            let work = effects.resumes.items == nil && effects.wake == nil ? nil : settle(effects)
+            return (leaf, result, work)
+        }
+        work?.run(self)
+        return (leaf, result)
+    }
+
     // MARK: Permit paths
 
-    func commit(_ lease: ChainLease, _ admission: Admission, from old: TokenCounts, to new: TokenCounts) throws(PolicyError) {
+    /// The key whose innermost level is `leaf` (held by a permit, so it stays).
+    func key(of leaf: Int32) -> PolicyKey {
+        lock.withLock { _ in machine.buckets[Int(leaf)].key }
+    }
+
+    func commit(leaf: Int32, _ admission: Admission, from old: TokenCounts, to new: TokenCounts) throws(PolicyError) {
         let waiters: Bool
         do {
             waiters = try lock.withLock { (_) throws(PolicyError) -> Bool in
-                try machine.commit(leaf: lease.leaf, admission, from: old, to: new)
+                try machine.commit(leaf: leaf, admission, from: old, to: new)
             }
         } catch {
-            throw error.with(key: lease.key)
+            throw error.with(key: key(of: leaf))
         }
         if waiters { tickNow() }
     }
 
     /// Commits a usage reported in parts; returns the counts recorded.
     func commit(
-        _ lease: ChainLease, _ admission: Admission, from old: TokenCounts, input: Int, output: Int, cacheReads: Int
+        leaf: Int32, _ admission: Admission, from old: TokenCounts, input: Int, output: Int, cacheReads: Int
     ) throws(PolicyError) -> TokenCounts {
         let (waiters, new): (Bool, TokenCounts)
         do {
             (waiters, new) = try lock.withLock { (_) throws(PolicyError) -> (Bool, TokenCounts) in
                 let new = TokenCounts.usage(
-                    input: input, output: output, cacheReads: cacheReads, countsCacheReads: machine.countsCacheReads(leaf: lease.leaf))
-                return (try machine.commit(leaf: lease.leaf, admission, from: old, to: new), new)
+                    input: input, output: output, cacheReads: cacheReads, countsCacheReads: machine.countsCacheReads(leaf: leaf))
+                return (try machine.commit(leaf: leaf, admission, from: old, to: new), new)
             }
         } catch {
-            throw error.with(key: lease.key)
+            throw error.with(key: key(of: leaf))
         }
         if waiters { tickNow() }
         return new
     }
 
-    func release(_ lease: ChainLease) {
-        if lock.withLock({ _ in machine.release(leaf: lease.leaf) }) { tickNow() }
+    func release(leaf: Int32) {
+        if lock.withLock({ _ in machine.release(leaf: leaf) }) { tickNow() }
     }
 
     /// Lets waiters through after something was freed or changed.

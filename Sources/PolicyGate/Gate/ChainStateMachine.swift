@@ -201,11 +201,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
     }
 
     @inline(__always)
-    private func fits(_ b: Int32, _ tokens: TokenCounts, now: Int64) -> Bool {
-        let bucket = buckets[Int(b)]
-        return bucket.inFlight < bucket.limits.maxConcurrent && (b != 0 || now < bucket.limits.validUntil)
-            && bucket.windows.fit(tokens, limits: bucket.limits, now: now)
-    }
+    private func fits(_ b: Int32, _ tokens: TokenCounts, now: Int64) -> Bool { passes(Int(b), tokens, now: now) }
 
     /// The more binding of two refusals: a window's, closing later, over a concurrency cap's.
     private static func worse(_ a: Refusal?, _ b: Refusal) -> Refusal {
@@ -242,13 +238,14 @@ struct ChainStateMachine<Payload>: ~Copyable {
         feedbackReference?._withUnsafeGuaranteedRef { $0.take(tokens: tokens.total, now: now) }
     }
 
+    @inline(__always)
     private mutating func admit(leaf: Int32, tokens: TokenCounts, now: Int64) -> Admission {
         sequence += 1
-        var b = leaf
+        var b = Int(leaf)
         while b >= 0 {
-            buckets[Int(b)].windows.record(tokens, limits: buckets[Int(b)].limits)
-            buckets[Int(b)].inFlight += 1
-            b = buckets[Int(b)].parent
+            buckets[b].windows.record(tokens, limits: buckets[b].limits)
+            buckets[b].inFlight += 1
+            b = Int(buckets[b].parent)
         }
         return Admission(time: now, sequence: sequence)
     }
@@ -257,6 +254,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
 
     /// Admits a call at once if no bucket of its chain has a queue and it fits every one;
     /// otherwise says why not, at which level.
+    @inline(__always)
     mutating func tryAdmit(
         leaf: Int32, tokens: TokenCounts, account: CompiledLimits, now: Int64
     ) -> (Result<Admission, Refusal>, Effects) {
@@ -268,22 +266,42 @@ struct ChainStateMachine<Payload>: ~Copyable {
         } else if !waiters.isEmpty {
             effects = pump(now: now)
         }
-        advanceChain(leaf, to: now)
-        var b = leaf
+        // One pass up the chain: nobody queued and room at every level.
+        var b = Int(leaf)
         while b >= 0 {
-            let bucket = buckets[Int(b)]
-            if let head = bucket.queue.first, let waiter = waiters[head] {
-                // Behind a waiter: refused with what holds the head up (a lower bound).
-                let rejection = refusal(at: b, tokens: waiter.tokens, now: now) ?? .concurrency
-                return (.failure(Refusal(rejection: rejection, level: bucket.key)), effects)
+            buckets[b].windows.advance(to: now)
+            guard buckets[b].queue.isEmpty, passes(b, tokens, now: now) else {
+                return (.failure(refusal(leaf: leaf, tokens: tokens, now: now)), effects)
             }
-            b = bucket.parent
+            b = Int(buckets[b].parent)
         }
-        if let refusal = chainRefusal(leaf: leaf, tokens: tokens, now: now) { return (.failure(refusal), effects) }
         if let provider = providerRefusal(tokens, now: now) {
             return (.failure(Refusal(rejection: provider, level: buckets[0].key)), effects)
         }
         return (.success(admit(leaf: leaf, tokens: tokens, now: now)), effects)
+    }
+
+    /// Whether `tokens` fits bucket `b` now (its windows advanced), ignoring its queue.
+    @inline(__always)
+    private func passes(_ b: Int, _ tokens: TokenCounts, now: Int64) -> Bool {
+        buckets[b].inFlight < buckets[b].limits.maxConcurrent && (b != 0 || now < buckets[b].limits.validUntil)
+            && buckets[b].windows.fit(tokens, limits: buckets[b].limits, now: now)
+    }
+
+    /// Why a call of `tokens` at `leaf` is not admitted at once: behind a waiter (what holds
+    /// the nearest queue's head up, a lower bound), or the most binding level.
+    @inline(never)
+    private func refusal(leaf: Int32, tokens: TokenCounts, now: Int64) -> Refusal {
+        advanceChain(leaf, to: now)
+        var b = leaf
+        while b >= 0 {
+            if let head = buckets[Int(b)].queue.first, let waiter = waiters[head] {
+                let rejection = refusal(at: b, tokens: waiter.tokens, now: now) ?? .concurrency
+                return Refusal(rejection: rejection, level: buckets[Int(b)].key)
+            }
+            b = buckets[Int(b)].parent
+        }
+        return chainRefusal(leaf: leaf, tokens: tokens, now: now) ?? Refusal(rejection: .concurrency, level: buckets[0].key)
     }
 
     /// Queues a call that could not be admitted at once, or admits or rejects it if the state
@@ -356,7 +374,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
         let (delta, input, output) = (new.total - old.total, new.input - old.input, new.output - old.output)
         if delta == 0 && input == 0 && output == 0 { return false }
         var b = leaf
-        while b >= 0 {
+        // Only a count that grows can overflow a window's total.
+        while b >= 0 && (delta > 0 || input > 0 || output > 0) {
             guard buckets[Int(b)].windows.canAdjust(admission, by: delta, input: input, output: output) else {
                 throw PolicyError(.invalidTokenCount, message: "committing \(new.total) tokens would overflow the window's total")
             }

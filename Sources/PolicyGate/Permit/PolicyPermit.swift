@@ -26,9 +26,10 @@ public struct PolicyPermit: ~Copyable, Sendable {
     /// class reference made every permit's destruction go through `Optional`'s value
     /// witnesses, ≈ 70 instructions per call for permits that never have one.
     let sharedLease: Unmanaged<SharedLease>?
-    /// For a provider with nested limits: the chain the call was recorded in. Held like
-    /// `sharedLease`, for the same reason.
-    let chainLease: Unmanaged<ChainLease>?
+    /// For a provider with nested limits: the tree the call was recorded in (held like
+    /// `sharedLease`, for the same reason) and its innermost bucket there.
+    let chainGate: Unmanaged<ChainGate>?
+    let leaf: Int32
     let admission: Admission
     /// What the call counts for now: the estimate until a commit replaces it.
     private(set) var counted: TokenCounts
@@ -47,7 +48,8 @@ public struct PolicyPermit: ~Copyable, Sendable {
     init(storage: KeyStorage?, admission: Admission, estimated: TokenCounts) {
         self.storage = storage
         self.sharedLease = nil
-        self.chainLease = nil
+        self.chainGate = nil
+        self.leaf = 0
         self.admission = admission
         self.estimatedTokens = Int(estimated.total)
         self.counted = estimated
@@ -56,16 +58,18 @@ public struct PolicyPermit: ~Copyable, Sendable {
     init(shared: SharedLease, admission: Admission, estimated: TokenCounts) {
         self.storage = nil
         self.sharedLease = .passRetained(shared)
-        self.chainLease = nil
+        self.chainGate = nil
+        self.leaf = 0
         self.admission = admission
         self.estimatedTokens = Int(estimated.total)
         self.counted = estimated
     }
 
-    init(chain: ChainLease, admission: Admission, estimated: TokenCounts) {
+    init(chain: ChainGate, leaf: Int32, admission: Admission, estimated: TokenCounts) {
         self.storage = nil
         self.sharedLease = nil
-        self.chainLease = .passRetained(chain)
+        self.chainGate = .passRetained(chain)
+        self.leaf = leaf
         self.admission = admission
         self.estimatedTokens = Int(estimated.total)
         self.counted = estimated
@@ -74,18 +78,18 @@ public struct PolicyPermit: ~Copyable, Sendable {
     /// The shared lease, if any, without taking a reference.
     var shared: SharedLease? { sharedLease?.takeUnretainedValue() }
 
-    /// The chain lease, if any, without taking a reference.
-    var chain: ChainLease? { chainLease?.takeUnretainedValue() }
+    /// The nested provider's tree, if any, without taking a reference.
+    var chain: ChainGate? { chainGate?.takeUnretainedValue() }
 
     /// The gate's time and telemetry, or `nil` for an inert permit.
-    private var environment: GateEnvironment? { storage?.environment ?? shared?.gate.environment ?? chain?.gate.environment }
+    private var environment: GateEnvironment? { storage?.environment ?? shared?.gate.environment ?? chain?.environment }
 
     /// The key this permit was acquired for, or `nil` for an inert permit.
-    public var key: PolicyKey? { storage?.key ?? shared?.key ?? chain?.key }
+    public var key: PolicyKey? { storage?.key ?? shared?.key ?? chain?.key(of: leaf) }
 
     /// Whether this permit tracks nothing: its provider has no caps, or its shared store
     /// failed and the provider fails open.
-    public var isInert: Bool { storage == nil && sharedLease == nil && chainLease == nil }
+    public var isInert: Bool { storage == nil && sharedLease == nil && chainGate == nil }
 
     /// Replaces the token count of this call with `actual` in every window still holding it.
     ///
@@ -99,8 +103,10 @@ public struct PolicyPermit: ~Copyable, Sendable {
         let new = TokenCounts(total: Int64(actual))
         guard let storage else {
             if let chain {
-                try chain.gate.commit(chain, admission, from: counted, to: new)
-                reportCommit(previous: counted, new: new, key: chain.key, environment: chain.gate.environment)
+                try chain.commit(leaf: leaf, admission, from: counted, to: new)
+                if chain.environment.hasTelemetry {
+                    reportCommit(previous: counted, new: new, key: chain.key(of: leaf), environment: chain.environment)
+                }
             } else if let shared {
                 shared.commit(tokens: actual, estimated: estimatedTokens, previous: committedTokens)
             }
@@ -134,11 +140,11 @@ public struct PolicyPermit: ~Copyable, Sendable {
         let previous = counted
         guard let storage else {
             if let chain {
-                let new = try chain.gate.commit(chain, admission, from: previous, input: input, output: output, cacheReads: cacheReads)
+                let new = try chain.commit(leaf: leaf, admission, from: previous, input: input, output: output, cacheReads: cacheReads)
                 counted = new
-                if chain.gate.environment.hasTelemetry {
-                    chain.gate.environment.telemetry?.didCommit(PolicyCommitEvent(
-                        key: chain.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total),
+                if chain.environment.hasTelemetry {
+                    chain.environment.telemetry?.didCommit(PolicyCommitEvent(
+                        key: chain.key(of: leaf), estimatedTokens: estimatedTokens, previousTokens: Int(previous.total),
                         actualTokens: Int(new.total), inputTokens: input, outputTokens: output, cacheReadTokens: cacheReads))
                 }
             } else if let shared {
@@ -204,13 +210,15 @@ public struct PolicyPermit: ~Copyable, Sendable {
 
     deinit {
         guard let storage else {
-            if let chainLease {
-                let chain = chainLease.takeRetainedValue()
-                chain.gate.release(chain)
-                let environment = chain.gate.environment
-                if environment.hasTelemetry, let telemetry = environment.telemetry {
+            if let chainGate {
+                let chain = chainGate.takeRetainedValue()
+                let environment = chain.environment
+                // The key first: once released, the bucket may be dropped.
+                let key = environment.hasTelemetry ? chain.key(of: leaf) : nil
+                chain.release(leaf: leaf)
+                if let key, let telemetry = environment.telemetry {
                     let held = environment.time.now() - admission.time
-                    telemetry.didRelease(PolicyReleaseEvent(key: chain.key, held: .nanoseconds(held), tokens: committedTokens))
+                    telemetry.didRelease(PolicyReleaseEvent(key: key, held: .nanoseconds(held), tokens: committedTokens))
                 }
                 return
             }

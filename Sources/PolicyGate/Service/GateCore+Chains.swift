@@ -61,7 +61,7 @@ extension GateCore {
                 switch outcome {
                 case .cancelled: continuation.resume(throwing: CancellationError())
                 case .admitted(let leaf, let admission):
-                    continuation.resume(returning: ChainGrant(lease: ChainLease(gate: gate, leaf: leaf, key: key), admission: admission))
+                    continuation.resume(returning: ChainGrant(leaf: leaf, admission: admission))
                 case .rejected(let error): continuation.resume(throwing: error)
                 case .enqueued: break
                 }

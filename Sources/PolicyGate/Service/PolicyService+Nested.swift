@@ -1,26 +1,33 @@
 /// The fast path of a provider with nested limits.
 extension PolicyService {
     /// Admits a call of `key`'s chain now, or sets `pending` with the level that refused it.
+    /// (Kept inlinable: out of line, passing `pending` by address cost every flat call ≈ 60
+    /// instructions.)
     nonisolated func admitNested(
         _ key: PolicyKey, estimate: Estimate, tokens: TokenCounts, limits: CompiledLimits, now: Int64, pending: inout Pending?
     ) -> PolicyPermit? {
         let gate = core.chainGate(for: key, now: now)
-        let (leaf, result) = gate.withMachine { machine in
-            let leaf = machine.leaf(for: key, now: now)
-            let (result, effects) = machine.tryAdmit(leaf: leaf, tokens: tokens, account: limits, now: now)
-            return ((leaf, result), effects)
-        }
+        let (leaf, result) = gate.tryAdmit(key, tokens: tokens, account: limits, now: now)
         switch result {
         case .success(let admission):
             if core.environment.hasTelemetry {
                 core.environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimate: estimate, waited: .zero))
             }
-            return PolicyPermit(chain: ChainLease(gate: gate, leaf: leaf, key: key), admission: admission, estimated: tokens)
+            return PolicyPermit(chain: gate, leaf: leaf, admission: admission, estimated: tokens)
         case .failure(let refusal):
-            pending = Pending(
-                limits: limits, tokens: tokens, now: now, rejection: refusal.rejection, chain: gate, level: refusal.level)
+            let depth = refusal.level.scope == .global ? 0 : refusal.level.parents.count + 1
+            pending = Pending(limits: limits, tokens: tokens, now: now, rejection: refusal.rejection, nestedLevel: Int8(clamping: depth))
             return nil
         }
+    }
+}
+
+extension PolicyKey {
+    /// The key of the level `depth` of this key's chain: 0 the account, 1 the outermost parent…
+    func level(_ depth: Int) -> PolicyKey {
+        let levels = self.levels
+        guard depth > 0, depth <= levels.count else { return PolicyKey(provider: provider) }
+        return PolicyKey(provider: provider, scope: levels[depth - 1], within: Array(levels[..<(depth - 1)]))
     }
 }
 

@@ -307,7 +307,7 @@ public actor PolicyService {
         var error = waiting.rejection.exceededCap != nil
             ? AdmissionRules.oversizedError(waiting.rejection, tokens: waiting.tokens)
             : AdmissionRules.error(.rateLimited, waiting.rejection, now: waiting.now, "not admitted now")
-        if let level = waiting.level { error = error.at(level: level) }
+        if waiting.nestedLevel >= 0 { error = error.at(level: key.level(Int(waiting.nestedLevel))) }
         throw core.reject(key, estimate.total, core.naming(error.with(key: key)))
     }
 
@@ -340,9 +340,10 @@ public actor PolicyService {
         let rejection: Rejection
         /// The provider's counters are in the shared store: nothing was asked yet.
         var isShared = false
-        /// For a provider with nested limits: its tree, and the level that refused.
-        var chain: ChainGate? = nil
-        var level: PolicyKey? = nil
+        /// For a provider with nested limits: the depth of the level that refused (0 the
+        /// account); -1 otherwise. A plain integer: `Pending` is built on every call, and a
+        /// reference or a key in it made that cost a value witness each time.
+        var nestedLevel: Int8 = -1
     }
 
     /// The synchronous fast path shared by every way of acquiring: an inert permit for a
@@ -360,13 +361,12 @@ public actor PolicyService {
         case .total(let estimatedTokens): tokens = try core.validate(estimate: estimatedTokens, limits: limits, key: key)
         case .split(let input, let output): tokens = try core.validate(input: input, output: output, limits: limits, key: key)
         }
-        if limits.isShared {
+        if limits.isShared || limits.isNested {
+            // A nested provider's tree, out of line: the flat path below stays as it was.
+            if limits.isNested { return admitNested(key, estimate: estimate, tokens: tokens, limits: limits, now: now, pending: &pending) }
             // The store is asked on the asynchronous path, in the key's turn.
             pending = Pending(limits: limits, tokens: tokens, now: now, rejection: Rejection(kind: nil, retryAt: nil), isShared: true)
             return nil
-        }
-        if limits.isNested {
-            return admitNested(key, estimate: estimate, tokens: tokens, limits: limits, now: now, pending: &pending)
         }
         let (storage, result) = core.admitNow(key, tokens: tokens, limits: limits, now: now)
         switch result {
@@ -388,13 +388,14 @@ public actor PolicyService {
             return try await acquireShared(key, estimate: estimate, pending: pending, deadline: deadline)
         }
         do {
-            if let gate = pending.chain {
+            if pending.nestedLevel >= 0 {
+                let gate = core.chainGate(for: key, now: pending.now)
                 let grant = try await core.wait(in: gate, key, tokens: pending.tokens, limits: pending.limits, deadline: deadline)
                 if core.environment.hasTelemetry, let telemetry = core.environment.telemetry {
                     telemetry.didAcquire(PolicyAcquireEvent(
                         key: key, estimate: estimate, waited: .nanoseconds(grant.admission.time - pending.now)))
                 }
-                return PolicyPermit(chain: grant.lease, admission: grant.admission, estimated: pending.tokens)
+                return PolicyPermit(chain: gate, leaf: grant.leaf, admission: grant.admission, estimated: pending.tokens)
             }
             let grant = try await core.wait(key, tokens: pending.tokens, limits: pending.limits, deadline: deadline)
             if core.environment.hasTelemetry, let telemetry = core.environment.telemetry {
