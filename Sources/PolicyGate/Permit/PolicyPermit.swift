@@ -91,6 +91,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
         if storage.environment.hasTelemetry {
             storage.environment.telemetry?.didCommit(
                 PolicyCommitEvent(key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: actual))
+            storage.environment.holdWatch.committed(.init(storage, admission), tokens: actual)
         }
     }
 
@@ -125,6 +126,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
             storage.environment.telemetry?.didCommit(PolicyCommitEvent(
                 key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: Int(new.total),
                 inputTokens: input, outputTokens: output, cacheReadTokens: cacheReads))
+            storage.environment.holdWatch.committed(.init(storage, admission), tokens: Int(new.total))
         }
     }
 
@@ -174,6 +176,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
         if storage.environment.hasTelemetry, let telemetry = storage.environment.telemetry {
             let held = storage.environment.time.now() - admission.time
             telemetry.didRelease(PolicyReleaseEvent(key: storage.key, held: .nanoseconds(held), tokens: committedTokens))
+            storage.environment.holdWatch.released(.init(storage, admission))
         }
     }
 }

@@ -609,6 +609,7 @@ final class GateCore: Sendable {
     /// keep their key's storage alive and release into it harmlessly.
     func shutdown() {
         scheduleTimer.withLock { $0.take() }?.cancel()
+        environment.holdWatch.stop()
         for shard in shards {
             let aftermath = shard.table.withLock { table in
                 var aftermath = Aftermath()

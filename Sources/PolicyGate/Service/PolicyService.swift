@@ -318,6 +318,8 @@ public actor PolicyService {
         case .success(let admission):
             if core.environment.hasTelemetry {
                 core.environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimate: estimate, waited: .zero))
+                core.environment.holdWatch.admitted(
+                    .init(storage, admission), key: key, at: admission.time, estimated: Int(tokens.total))
             }
             return PolicyPermit(storage: storage, admission: admission, estimated: tokens)
         case .failure(let rejection):
@@ -337,6 +339,8 @@ public actor PolicyService {
             if core.environment.hasTelemetry, let telemetry = core.environment.telemetry {
                 telemetry.didAcquire(PolicyAcquireEvent(
                     key: key, estimate: estimate, waited: .nanoseconds(grant.admission.time - pending.now)))
+                core.environment.holdWatch.admitted(
+                    .init(grant.storage, grant.admission), key: key, at: grant.admission.time, estimated: Int(pending.tokens.total))
             }
             return PolicyPermit(storage: grant.storage, admission: grant.admission, estimated: pending.tokens)
         } catch var error as PolicyError {
@@ -371,12 +375,12 @@ public actor PolicyService {
         switch outcome {
         case .admitted(let lease, let since):
             let now = environment.time.now()
+            let sharedLease = SharedLease(key: key, lease: lease, gate: shared)
             if environment.hasTelemetry {
                 environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(now - since)))
+                environment.holdWatch.admitted(.init(sharedLease), key: key, at: now, estimated: Int(pending.tokens.total))
             }
-            return PolicyPermit(
-                shared: SharedLease(key: key, lease: lease, gate: shared),
-                admission: Admission(time: now, sequence: 0), estimated: pending.tokens)
+            return PolicyPermit(shared: sharedLease, admission: Admission(time: now, sequence: 0), estimated: pending.tokens)
         case .uncounted:
             return try Self.inertPermit(estimate)
         case .notShared:
