@@ -135,7 +135,7 @@ public struct PolicyTracing: PolicyTelemetry {
         let held = UInt64(LabelNames.nanoseconds(event.held))
         let start = DefaultTracerClock.Timestamp(
             nanosecondsSinceEpoch: end.nanosecondsSinceEpoch > held ? end.nanosecondsSinceEpoch - held : 0)
-        let span = (tracer ?? InstrumentationSystem.tracer).startSpan(Self.longHoldOperationName, at: start, context: .topLevel)
+        let span = (tracer ?? InstrumentationSystem.tracer).startSpan(Self.longHoldOperationName, context: .topLevel, at: start)
         var attributes = Self.attributes(key: event.key, estimatedTokens: event.estimatedTokens)
         attributes[Attribute.heldSeconds] = LabelNames.seconds(event.held)
         attributes[Attribute.thresholdSeconds] = LabelNames.seconds(event.threshold)

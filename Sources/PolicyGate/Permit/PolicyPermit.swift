@@ -89,9 +89,8 @@ public struct PolicyPermit: ~Copyable, Sendable {
         try storage.commit(admission, from: previous, to: new)
         counted = new
         if storage.environment.hasTelemetry {
-            storage.environment.telemetry?.didCommit(
-                PolicyCommitEvent(key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: actual))
-            storage.environment.holdWatch.committed(.init(storage, admission), tokens: actual)
+            reportCommit(PolicyCommitEvent(
+                key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: actual))
         }
     }
 
@@ -123,11 +122,19 @@ public struct PolicyPermit: ~Copyable, Sendable {
         let new = try storage.commit(admission, from: previous, input: input, output: output, cacheReads: cacheReads)
         counted = new
         if storage.environment.hasTelemetry {
-            storage.environment.telemetry?.didCommit(PolicyCommitEvent(
+            reportCommit(PolicyCommitEvent(
                 key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: Int(new.total),
                 inputTokens: input, outputTokens: output, cacheReadTokens: cacheReads))
-            storage.environment.holdWatch.committed(.init(storage, admission), tokens: Int(new.total))
         }
+    }
+
+    /// Reports a commit of an in-process permit to telemetry and to the hold warning. Kept out
+    /// of line: the commit path without telemetry stays as small as it was.
+    @inline(never)
+    private func reportCommit(_ event: PolicyCommitEvent) {
+        guard let storage else { return }
+        storage.environment.telemetry?.didCommit(event)
+        storage.environment.holdWatch.committed(.init(storage, admission), tokens: event.actualTokens)
     }
 
     /// Reports a count outside `0...PolicyLimits.maximumTokenCount` and returns its error.

@@ -27,6 +27,17 @@ extension PolicyService {
         core.environment.holdWatch.set(threshold)
     }
 
+    /// Reports an in-process admission to telemetry and to the hold warning. Kept out of line:
+    /// the admission path without telemetry stays as small as it was.
+    @inline(never)
+    nonisolated func reportAdmission(
+        _ key: PolicyKey, estimate: Estimate, storage: KeyStorage, admission: Admission, tokens: TokenCounts, waited: Int64
+    ) {
+        let environment = core.environment
+        environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(waited)))
+        environment.holdWatch.admitted(.init(storage, admission), key: key, at: admission.time, estimated: Int(tokens.total))
+    }
+
     /// Checks a hold warning's threshold: positive, or `nil`.
     static func validate(permitHoldWarning threshold: Duration?) throws(PolicyError) {
         if let threshold, threshold <= .zero {

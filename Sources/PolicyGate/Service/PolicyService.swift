@@ -317,9 +317,7 @@ public actor PolicyService {
         switch result {
         case .success(let admission):
             if core.environment.hasTelemetry {
-                core.environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimate: estimate, waited: .zero))
-                core.environment.holdWatch.admitted(
-                    .init(storage, admission), key: key, at: admission.time, estimated: Int(tokens.total))
+                reportAdmission(key, estimate: estimate, storage: storage, admission: admission, tokens: tokens, waited: 0)
             }
             return PolicyPermit(storage: storage, admission: admission, estimated: tokens)
         case .failure(let rejection):
@@ -336,11 +334,10 @@ public actor PolicyService {
         }
         do {
             let grant = try await core.wait(key, tokens: pending.tokens, limits: pending.limits, deadline: deadline)
-            if core.environment.hasTelemetry, let telemetry = core.environment.telemetry {
-                telemetry.didAcquire(PolicyAcquireEvent(
-                    key: key, estimate: estimate, waited: .nanoseconds(grant.admission.time - pending.now)))
-                core.environment.holdWatch.admitted(
-                    .init(grant.storage, grant.admission), key: key, at: grant.admission.time, estimated: Int(pending.tokens.total))
+            if core.environment.hasTelemetry {
+                reportAdmission(
+                    key, estimate: estimate, storage: grant.storage, admission: grant.admission, tokens: pending.tokens,
+                    waited: grant.admission.time - pending.now)
             }
             return PolicyPermit(storage: grant.storage, admission: grant.admission, estimated: pending.tokens)
         } catch var error as PolicyError {
