@@ -9,7 +9,7 @@ import Synchronization
 /// be held too long, reports every permit past the threshold, and sleeps until the next. A
 /// release removes its note. The gate calls it only from its telemetry branches (there is
 /// nothing to report to without telemetry), so a service without telemetry pays nothing, and
-/// one with telemetry but the warning off pays an atomic load per admission and release.
+/// one with telemetry but the warning off pays an atomic load per admission, commit and release.
 final class PermitHoldWatch: Sendable {
     /// A held permit: its key's storage (or shared lease) and its admission's sequence there.
     struct ID: Hashable {

@@ -12,7 +12,7 @@ extension PolicyService {
     /// The gate notes the admission instant of each permit admitted while it is set, and one
     /// timer per service wakes when the oldest would pass it. Reports go to the service's
     /// telemetry, so a service without telemetry watches nothing; when it is not set, a
-    /// service with telemetry pays one atomic load per admission and release.
+    /// service with telemetry pays one atomic load per admission, commit and release.
     public nonisolated var permitHoldWarning: Duration? {
         core.environment.holdWatch.current
     }
