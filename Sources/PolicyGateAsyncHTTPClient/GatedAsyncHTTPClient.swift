@@ -22,12 +22,26 @@ public final class GatedAsyncHTTPClient: Sendable {
     public let estimator: TokenEstimator
     /// The HTTP client calls are sent with.
     public let client: HTTPClient
+    /// Whether ``stream(_:body:api:key:maxWait:retryThrottled:maxAttempts:timeout:)`` adds
+    /// `"stream_options": {"include_usage": true}` to a streamed OpenAI chat request that does not
+    /// say, as ``PolicyGateProviders/PolicyGateHTTPClient/requestsStreamUsage`` does.
+    public let requestsStreamUsage: Bool
 
     /// Creates a client.
-    public init(gate: PolicyService, client: HTTPClient = .shared, estimator: TokenEstimator = TokenEstimator()) {
+    /// - Parameters:
+    ///   - gate: The gate to acquire permits from.
+    ///   - client: The HTTP client to send with.
+    ///   - estimator: The estimator (share one between clients to share its calibration).
+    ///   - requestsStreamUsage: Whether streamed OpenAI chat requests are made to ask for their
+    ///     usage; `false` sends them as given.
+    public init(
+        gate: PolicyService, client: HTTPClient = .shared, estimator: TokenEstimator = TokenEstimator(),
+        requestsStreamUsage: Bool = true
+    ) {
         self.gate = gate
         self.client = client
         self.estimator = estimator
+        self.requestsStreamUsage = requestsStreamUsage
     }
 
     /// A reply read whole.
@@ -56,45 +70,30 @@ public final class GatedAsyncHTTPClient: Sendable {
         _ request: HTTPClientRequest, body: Data, api: ProviderAPI, key: PolicyKey, maxWait: Duration? = nil,
         retryThrottled: Bool = true, maxAttempts: Int = 3, timeout: TimeAmount = .seconds(600), maxBodyBytes: Int = 64 << 20
     ) async throws -> Response {
-        let estimate = try estimator.estimate(api, request: body)
+        var attempts = try GatedAttempts(
+            api: api, body: body, estimator: estimator, maxWait: maxWait, retryThrottled: retryThrottled, maxAttempts: maxAttempts)
         var request = request
-        request.body = .bytes(ByteBuffer(bytes: body))
-        var attempts = GatedAttempts(estimate: estimate, maxWait: maxWait)
+        request.body = .bytes(ByteBuffer(bytes: attempts.body))
         while true {
-            var permit = try await attempts.acquire(from: gate, for: key)
+            let permit = try await attempts.acquire(from: gate, for: key)
             let response: HTTPClientResponse
             let bytes: ByteBuffer
             do {
                 response = try await client.execute(request, timeout: timeout)
                 bytes = try await response.body.collect(upTo: maxBodyBytes)
             } catch {
-                permit.commitTokensClamping(input: 0, output: 0)
+                GatedAttempts.discard(permit)
                 throw error
             }
-            let headers = response.headers.map { ($0.name, $0.value) }
-            permit.observe(headers: headers)
             let data = Data(bytes.readableBytesView)
             let status = Int(response.status.code)
-            if status == 429 {
-                let hint = PolicyProviderFeedback(headers: headers).retryAfter
-                permit.reportThrottled(retryAfter: hint)
-                permit.commitTokensClamping(input: 0, output: 0)
-                permit.release()
-                let pause = hint ?? PolicyService.defaultThrottlePause
-                if attempts.mayRetry(after: pause, retrying: retryThrottled, maxAttempts: maxAttempts) { continue }
-                return Response(status: status, headers: response.headers, body: data, usage: nil, estimate: estimate, attempts: attempts.count)
+            switch attempts.settle(permit, status: status, headers: response.headers.map { ($0.name, $0.value) }, body: data) {
+            case .retry: continue
+            case .reply(let usage):
+                return Response(
+                    status: status, headers: response.headers, body: data, usage: usage, estimate: attempts.estimate,
+                    attempts: attempts.count)
             }
-            var usage: ProviderUsage?
-            if (200..<300).contains(status) {
-                usage = try? api.usage(fromResponse: data)
-                if let usage {
-                    permit.commitTokensClamping(input: usage.input, output: usage.output, cacheReads: usage.cacheReads)
-                    estimator.calibrate(estimate, actual: usage)
-                }
-            } else {
-                permit.commitTokensClamping(input: 0, output: 0)
-            }
-            return Response(status: status, headers: response.headers, body: data, usage: usage, estimate: estimate, attempts: attempts.count)
         }
     }
 
@@ -102,37 +101,32 @@ public final class GatedAsyncHTTPClient: Sendable {
     /// the call is committed when the stream ends, fails, or is dropped early (as
     /// ``PolicyGateProviders/PolicyGateHTTPClient/stream(_:api:key:maxWait:retryThrottled:maxAttempts:)``
     /// says). 429s are handled as in ``send(_:body:api:key:maxWait:retryThrottled:maxAttempts:timeout:maxBodyBytes:)``.
+    /// A streamed OpenAI chat request is sent asking for its usage unless it says otherwise
+    /// (see ``requestsStreamUsage``).
     public func stream(
         _ request: HTTPClientRequest, body: Data, api: ProviderAPI, key: PolicyKey, maxWait: Duration? = nil,
         retryThrottled: Bool = true, maxAttempts: Int = 3, timeout: TimeAmount = .seconds(600)
     ) async throws -> Stream {
-        let estimate = try estimator.estimate(api, request: body)
+        var attempts = try GatedAttempts(
+            api: api, body: body, estimator: estimator, maxWait: maxWait, retryThrottled: retryThrottled, maxAttempts: maxAttempts,
+            requestingStreamUsage: requestsStreamUsage)
         var request = request
-        request.body = .bytes(ByteBuffer(bytes: body))
-        var attempts = GatedAttempts(estimate: estimate, maxWait: maxWait)
+        request.body = .bytes(ByteBuffer(bytes: attempts.body))
         while true {
-            var permit = try await attempts.acquire(from: gate, for: key)
+            let permit = try await attempts.acquire(from: gate, for: key)
             let response: HTTPClientResponse
             do {
                 response = try await client.execute(request, timeout: timeout)
             } catch {
-                permit.commitTokensClamping(input: 0, output: 0)
+                GatedAttempts.discard(permit)
                 throw error
             }
-            let headers = response.headers.map { ($0.name, $0.value) }
-            permit.observe(headers: headers)
             let status = Int(response.status.code)
-            if status == 429 {
-                let hint = PolicyProviderFeedback(headers: headers).retryAfter
-                permit.reportThrottled(retryAfter: hint)
-                let pause = hint ?? PolicyService.defaultThrottlePause
-                if attempts.mayRetry(after: pause, retrying: retryThrottled, maxAttempts: maxAttempts) {
-                    permit.commitTokensClamping(input: 0, output: 0)
-                    permit.release()
-                    continue
-                }
+            if attempts.feedBack(status: status, headers: response.headers.map { ($0.name, $0.value) }, through: permit) {
+                GatedAttempts.discard(permit)
+                continue
             }
-            let lease = Lease(api: api, status: status, estimate: estimate, estimator: estimator, permit: permit)
+            let lease = Lease(api: api, status: status, estimate: attempts.estimate, estimator: estimator, permit: permit)
             return Stream(status: status, headers: response.headers, body: response.body, lease: lease, attempts: attempts.count)
         }
     }
@@ -206,12 +200,11 @@ public final class GatedAsyncHTTPClient: Sendable {
                 parser.finish()
                 return parser
             }
-            guard var permit = permit.withLock({ $0.take() }) else { return }
+            guard let permit = permit.withLock({ $0.take() }) else { return }
             let usage = ProviderUsage.committed(status: status, stream: snapshot, estimate: estimate)
             settled.withLock { $0 = usage }
-            permit.commitTokensClamping(input: usage.input, output: usage.output, cacheReads: usage.cacheReads)
-            permit.release()
-            if (200..<300).contains(status), snapshot.isComplete, let seen = snapshot.usage { estimator.calibrate(estimate, actual: seen) }
+            GatedAttempts.settleStream(
+                permit, committing: usage, status: status, stream: snapshot, estimate: estimate, estimator: estimator)
         }
 
         deinit { settle() }

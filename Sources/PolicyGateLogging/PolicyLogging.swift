@@ -20,8 +20,9 @@ import PolicyGateTelemetrySupport
 /// | refusal | `notice` | `PolicyGate rejected a call` | provider, scope_kind, scope, reason, limit, retry_after_seconds, estimated_tokens |
 /// | limits change | `info` | `PolicyGate limits changed` | provider, limits_previous, limits_current |
 /// | admission | `debug` | `PolicyGate admitted a call` | provider, scope_kind, scope, estimated_tokens, waited_seconds (and estimated_input_tokens, estimated_output_tokens when given apart) |
-/// | commit | `debug` | `PolicyGate committed tokens` | provider, scope_kind, scope, estimated_tokens, previous_tokens, actual_tokens (and input_tokens, output_tokens, cache_read_tokens when committed in parts) |
+/// | commit | `debug` | `PolicyGate committed tokens` | provider, scope_kind, scope, estimated_tokens, previous_tokens, actual_tokens, estimate_ratio (actual ÷ estimate, left out when the estimate was 0) (and input_tokens, output_tokens, cache_read_tokens when committed in parts) |
 /// | release | `trace` | `PolicyGate released a permit` | provider, scope_kind, scope, tokens, held_seconds |
+/// | permit held too long | `warning` | `PolicyGate permit held too long` | provider, scope_kind, scope, held_seconds, threshold_seconds, estimated_tokens, committed_tokens (when it committed) |
 ///
 /// Metadata keys carry the prefix `policygate.` (`policygate.provider`, …) so they cannot clash
 /// with the application's own. A refusal also passes its ``PolicyError`` as the log's `error`.
@@ -52,6 +53,9 @@ public struct PolicyLogging: PolicyTelemetry {
         /// Adaptive caps lowered after a 429. Default `notice`; growing back is logged at
         /// `debug` (or this level if lower).
         public var adaptive: Logger.Level
+        /// A permit held longer than the service's hold warning (once per permit). Default
+        /// `warning`: a permit never released keeps a concurrency slot for good.
+        public var longHold: Logger.Level
 
         /// Levels for each kind of event; the defaults keep per-call lines below `info`.
         public init(
@@ -64,7 +68,8 @@ public struct PolicyLogging: PolicyTelemetry {
             leaseLoss: Logger.Level = .error,
             feedback: Logger.Level = .debug,
             providerPause: Logger.Level = .warning,
-            adaptive: Logger.Level = .notice
+            adaptive: Logger.Level = .notice,
+            longHold: Logger.Level = .warning
         ) {
             self.reject = reject
             self.limitsChange = limitsChange
@@ -76,6 +81,7 @@ public struct PolicyLogging: PolicyTelemetry {
             self.feedback = feedback
             self.providerPause = providerPause
             self.adaptive = adaptive
+            self.longHold = longHold
         }
     }
 
@@ -113,8 +119,14 @@ public struct PolicyLogging: PolicyTelemetry {
         public static let cacheReadTokens = "policygate.cache_read_tokens"
         /// The tokens a released permit ended with.
         public static let tokens = "policygate.tokens"
-        /// Seconds a released permit was held.
+        /// Seconds a released permit was held, or a permit held too long had been held.
         public static let heldSeconds = "policygate.held_seconds"
+        /// The hold warning's threshold, in seconds, on a permit held too long.
+        public static let thresholdSeconds = "policygate.threshold_seconds"
+        /// The tokens a permit held too long committed last (left out if it committed none).
+        public static let committedTokens = "policygate.committed_tokens"
+        /// A commit's actual ÷ estimated tokens (left out when the estimate was 0).
+        public static let estimateRatio = "policygate.estimate_ratio"
         /// A provider's limits before a change (`requestsPerMinute=500 maxConcurrent=16`, or `unlimited`).
         public static let limitsPrevious = "policygate.limits_previous"
         /// A provider's limits after a change.
@@ -213,6 +225,7 @@ public struct PolicyLogging: PolicyTelemetry {
                 metadata[MetadataKey.estimatedTokens] = .stringConvertible(event.estimatedTokens)
                 metadata[MetadataKey.previousTokens] = .stringConvertible(event.previousTokens)
                 metadata[MetadataKey.actualTokens] = .stringConvertible(event.actualTokens)
+                if let ratio = event.estimateRatio { metadata[MetadataKey.estimateRatio] = .stringConvertible(ratio) }
                 if let input = event.inputTokens { metadata[MetadataKey.inputTokens] = .stringConvertible(input) }
                 if let output = event.outputTokens { metadata[MetadataKey.outputTokens] = .stringConvertible(output) }
                 if let cached = event.cacheReadTokens { metadata[MetadataKey.cacheReadTokens] = .stringConvertible(cached) }
@@ -277,6 +290,21 @@ public struct PolicyLogging: PolicyTelemetry {
                 "policygate.adaptive_previous_factor": .stringConvertible(event.previousFactor),
                 MetadataKey.limitsCurrent: .string(event.limits.description),
             ], source: "PolicyGate")
+    }
+
+    /// Logs a permit held too long at ``Levels/longHold``: its key, how long, the threshold and
+    /// its tokens.
+    public func didHoldPermitTooLong(_ event: PolicyLongHoldEvent) {
+        logger.log(
+            level: levels.longHold, "PolicyGate permit held too long",
+            metadata: {
+                var metadata = keyMetadata(event.key)
+                metadata[MetadataKey.heldSeconds] = .stringConvertible(LabelNames.seconds(event.held))
+                metadata[MetadataKey.thresholdSeconds] = .stringConvertible(LabelNames.seconds(event.threshold))
+                metadata[MetadataKey.estimatedTokens] = .stringConvertible(event.estimatedTokens)
+                if let committed = event.committedTokens { metadata[MetadataKey.committedTokens] = .stringConvertible(committed) }
+                return metadata
+            }(), source: "PolicyGate")
     }
 
     /// Logs a release at ``Levels/release``.

@@ -26,6 +26,8 @@ import PolicyGateTelemetrySupport
 /// | `policygate_output_tokens_total` | counter | tokens | | per commit in parts |
 /// | `policygate_cache_read_tokens_total` | counter | tokens | | per commit in parts |
 /// | `policygate_store_failures_total` | counter | failures | `operation`, `outcome` | per shared-store failure |
+/// | `policygate_permits_held_too_long_total` | counter | permits | | per permit held past ``PolicyGate/PolicyService/permitHoldWarning`` (once each) |
+/// | `policygate_estimate_ratio` | recorder (histogram) | actual ÷ estimate | labels `provider` only | per commit with an estimate and a count above 0 |
 /// | `policygate_queue_wait_seconds` | timer | seconds | | per admission (0 when admitted at once) |
 /// | `policygate_hold_seconds` | timer | seconds | | per release |
 /// | `policygate_in_flight` | gauge (meter) | permits | | per admission and release |
@@ -40,6 +42,11 @@ import PolicyGateTelemetrySupport
 /// `concurrency` (`none` on a refusal no cap caused);
 /// `reason` is the error code in snake case (`rate_limited`, `timed_out`, `oversized`,
 /// `invalid_token_count`, `invalid_argument`).
+///
+/// **Estimate error.** `policygate_estimate_ratio` records ``PolicyGate/PolicyCommitEvent/estimateRatio``
+/// (1 is exact, above 1 an under-estimate) per provider. Commits without an estimate (0, allowed
+/// without token caps) have no ratio, and commits of 0 are left out: 0 is how a failed call is
+/// recorded, which says nothing of the estimate and would pull the distribution towards 0.
 ///
 /// **Cardinality.** Scope ids (user, org, project ids) are not labels unless `includeScopeID`
 /// is set: one series per user can overwhelm a metrics backend. With it, a `scope` label holds
@@ -101,6 +108,10 @@ public final class PolicyMetrics: PolicyTelemetry {
         /// An adaptive provider's factor: the fraction of its configured caps enforced now
         /// (gauge, 0.1 … 1), labelled with `provider`.
         public let adaptiveFactor: String
+        /// Committed ÷ estimated tokens per commit (recorder), labelled with `provider`.
+        public let estimateRatio: String
+        /// Permits held longer than the service's hold warning (counter).
+        public let permitsHeldTooLong: String
 
         /// The names under `prefix`: `<prefix>_acquired_total`, … (no separator when empty).
         public init(prefix: String = "policygate") {
@@ -124,6 +135,8 @@ public final class PolicyMetrics: PolicyTelemetry {
             providerPauses = p + "provider_pauses_total"
             providerFeedbackIgnored = p + "provider_feedback_ignored_total"
             adaptiveFactor = p + "adaptive_factor"
+            estimateRatio = p + "estimate_ratio"
+            permitsHeldTooLong = p + "permits_held_too_long_total"
         }
     }
 
@@ -150,6 +163,8 @@ public final class PolicyMetrics: PolicyTelemetry {
     private let factory: any MetricsFactory
     private let groups = Locked<[GroupKey: EventMetrics]>([:])
     private let sampled = Locked<SampledState>(SampledState())
+    /// The estimate-ratio recorders, one per provider, created on first use.
+    private let ratios = Locked<[String: Recorder]>([:])
 
     /// Records gate metrics into `factory`.
     /// - Parameters:
@@ -182,9 +197,13 @@ public final class PolicyMetrics: PolicyTelemetry {
         metrics.inFlight.increment()
     }
 
-    /// Counts the input, output and cache-read tokens of a commit in parts (a commit of a
-    /// total alone says nothing about them). A permit committed twice in parts counts twice.
+    /// Records the commit's estimate ratio (actual ÷ estimate) under its provider, and counts
+    /// the input, output and cache-read tokens of a commit in parts (a commit of a total alone
+    /// says nothing about them). A permit committed twice in parts counts twice.
     public func didCommit(_ event: PolicyCommitEvent) {
+        if let ratio = event.estimateRatio, event.actualTokens > 0 {
+            estimateRatioRecorder(for: event.key.provider).record(ratio)
+        }
         guard event.inputTokens != nil || event.outputTokens != nil || event.cacheReadTokens != nil else { return }
         let counters = eventMetrics(for: event.key).split(names: names, factory: factory)
         if let input = event.inputTokens, input > 0 { counters.input.increment(by: input) }
@@ -233,6 +252,12 @@ public final class PolicyMetrics: PolicyTelemetry {
         if ignored > 0 {
             Counter(label: names.providerFeedbackIgnored, dimensions: labels, factory: factory).increment(by: ignored)
         }
+    }
+
+    /// Counts the permit in `policygate_permits_held_too_long_total`. Rare (once per permit
+    /// held past the threshold), so the counter is not cached.
+    public func didHoldPermitTooLong(_ event: PolicyLongHoldEvent) {
+        Counter(label: names.permitsHeldTooLong, dimensions: labels(groupKey(event.key)), factory: factory).increment()
     }
 
     /// Sets the provider's `policygate_adaptive_factor` gauge.
@@ -337,6 +362,16 @@ public final class PolicyMetrics: PolicyTelemetry {
         return groups.withLock { groups in
             if let existing = groups[group] { return existing }
             groups[group] = created
+            return created
+        }
+    }
+
+    private func estimateRatioRecorder(for provider: String) -> Recorder {
+        if let recorder = ratios.withLock({ $0[provider] }) { return recorder }
+        let created = Recorder(label: names.estimateRatio, dimensions: dimensions + [(Label.provider, provider)], factory: factory)
+        return ratios.withLock { ratios in
+            if let existing = ratios[provider] { return existing }
+            ratios[provider] = created
             return created
         }
     }

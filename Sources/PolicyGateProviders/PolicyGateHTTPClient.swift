@@ -43,6 +43,11 @@ public final class PolicyGateHTTPClient: Sendable {
     public let gate: PolicyService
     /// The estimator, calibrated by every successful call's usage.
     public let estimator: TokenEstimator
+    /// Whether ``stream(_:api:key:maxWait:retryThrottled:maxAttempts:)`` adds
+    /// `"stream_options": {"include_usage": true}` to a streamed OpenAI chat request that does
+    /// not say (``ProviderAPI/requestingStreamUsage(_:)``): without it OpenAI sends no usage, and
+    /// the stream can only commit its fallback (the input estimate and the output cap).
+    public let requestsStreamUsage: Bool
     let session: URLSession
     let streaming: URLSession
     let router: StreamRouter
@@ -52,9 +57,15 @@ public final class PolicyGateHTTPClient: Sendable {
     ///   - gate: The gate to acquire permits from.
     ///   - configuration: The sessions' configuration (timeouts, proxies, extra headers).
     ///   - estimator: The estimator (share one between clients to share its calibration).
-    public init(gate: PolicyService, configuration: URLSessionConfiguration = .ephemeral, estimator: TokenEstimator = TokenEstimator()) {
+    ///   - requestsStreamUsage: Whether streamed OpenAI chat requests are made to ask for their
+    ///     usage (see ``requestsStreamUsage``); `false` sends them as given.
+    public init(
+        gate: PolicyService, configuration: URLSessionConfiguration = .ephemeral, estimator: TokenEstimator = TokenEstimator(),
+        requestsStreamUsage: Bool = true
+    ) {
         self.gate = gate
         self.estimator = estimator
+        self.requestsStreamUsage = requestsStreamUsage
         self.session = URLSession(configuration: configuration)
         let router = StreamRouter()
         self.router = router
@@ -83,45 +94,28 @@ public final class PolicyGateHTTPClient: Sendable {
         _ request: URLRequest, api: ProviderAPI, key: PolicyKey, maxWait: Duration? = nil,
         retryThrottled: Bool = true, maxAttempts: Int = 3
     ) async throws -> ProviderResponse {
-        let estimate = try estimator.estimate(api, request: request.httpBody ?? Data())
-        var attempts = GatedAttempts(estimate: estimate, maxWait: maxWait)
+        var attempts = try GatedAttempts(
+            api: api, body: request.httpBody ?? Data(), estimator: estimator, maxWait: maxWait, retryThrottled: retryThrottled,
+            maxAttempts: maxAttempts)
         while true {
-            var permit = try await attempts.acquire(from: gate, for: key)
+            let permit = try await attempts.acquire(from: gate, for: key)
             let data: Data
             let response: URLResponse
             do {
                 (data, response) = try await session.data(for: request)
             } catch {
-                permit.commitTokensClamping(input: 0, output: 0)
+                GatedAttempts.discard(permit)
                 throw error
             }
             guard let http = response as? HTTPURLResponse else {
-                permit.commitTokensClamping(input: 0, output: 0)
+                GatedAttempts.discard(permit)
                 throw URLError(.badServerResponse)
             }
-            let headers = Self.headerPairs(http)
-            permit.observe(headers: headers)
-            if http.statusCode == 429 {
-                let hint = PolicyProviderFeedback(headers: headers).retryAfter
-                permit.reportThrottled(retryAfter: hint)
-                permit.commitTokensClamping(input: 0, output: 0)
-                permit.release()
-                let pause = hint ?? PolicyService.defaultThrottlePause
-                if attempts.mayRetry(after: pause, retrying: retryThrottled, maxAttempts: maxAttempts) { continue }
-                return ProviderResponse(http: http, body: data, usage: nil, estimate: estimate, attempts: attempts.count)
+            switch attempts.settle(permit, status: http.statusCode, headers: Self.headerPairs(http), body: data) {
+            case .retry: continue
+            case .reply(let usage):
+                return ProviderResponse(http: http, body: data, usage: usage, estimate: attempts.estimate, attempts: attempts.count)
             }
-            var usage: ProviderUsage?
-            if (200..<300).contains(http.statusCode) {
-                usage = try? api.usage(fromResponse: data)
-                if let usage {
-                    permit.commitTokensClamping(input: usage.input, output: usage.output, cacheReads: usage.cacheReads)
-                    estimator.calibrate(estimate, actual: usage)
-                }
-                // A success without usage keeps its estimate: the provider billed something.
-            } else {
-                permit.commitTokensClamping(input: 0, output: 0)
-            }
-            return ProviderResponse(http: http, body: data, usage: usage, estimate: estimate, attempts: attempts.count)
         }
     }
 
@@ -133,20 +127,25 @@ public final class PolicyGateHTTPClient: Sendable {
     /// committed at once: the usage if complete; otherwise the input seen (or estimated) and
     /// the larger of the output seen and the output estimate, since the provider bills what it
     /// generated before it noticed. A non-2xx reply commits 0. 429s are retried as in
-    /// ``send(_:api:key:maxWait:retryThrottled:maxAttempts:)``.
+    /// ``send(_:api:key:maxWait:retryThrottled:maxAttempts:)``. A streamed OpenAI chat request
+    /// is sent asking for its usage unless it says otherwise (see ``requestsStreamUsage``).
     /// - Throws: As ``send(_:api:key:maxWait:retryThrottled:maxAttempts:)``, before any byte of the body.
     public func stream(
         _ request: URLRequest, api: ProviderAPI, key: PolicyKey, maxWait: Duration? = nil,
         retryThrottled: Bool = true, maxAttempts: Int = 3
     ) async throws -> ProviderStream {
-        let estimate = try estimator.estimate(api, request: request.httpBody ?? Data())
-        var attempts = GatedAttempts(estimate: estimate, maxWait: maxWait)
+        var attempts = try GatedAttempts(
+            api: api, body: request.httpBody ?? Data(), estimator: estimator, maxWait: maxWait, retryThrottled: retryThrottled,
+            maxAttempts: maxAttempts, requestingStreamUsage: requestsStreamUsage)
+        var request = request
+        request.httpBody = attempts.body
         while true {
             let permit = try await attempts.acquire(from: gate, for: key)
             // The sink must not keep the consumer's stream: its end (the consumer dropping the
             // stream and its iterator) is what tells the sink to stop early.
             let (chunks, continuation) = AsyncThrowingStream<Data, any Error>.makeStream()
-            let sink = StreamSink(api: api, estimate: estimate, estimator: estimator, permit: permit, continuation: continuation)
+            let sink = StreamSink(
+                api: api, estimate: attempts.estimate, estimator: estimator, permit: permit, continuation: continuation)
             let task = streaming.dataTask(with: request)
             router.register(sink, for: task)
             task.resume()
@@ -155,17 +154,10 @@ public final class PolicyGateHTTPClient: Sendable {
             } onCancel: {
                 task.cancel()
             }
-            let headers = Self.headerPairs(http)
-            sink.observe(headers: headers)
-            if http.statusCode == 429 {
-                let hint = PolicyProviderFeedback(headers: headers).retryAfter
-                sink.reportThrottled(retryAfter: hint)
-                let pause = hint ?? PolicyService.defaultThrottlePause
-                if attempts.mayRetry(after: pause, retrying: retryThrottled, maxAttempts: maxAttempts) {
-                    task.cancel()
-                    sink.settle()
-                    continue
-                }
+            if sink.feedBack(status: http.statusCode, headers: Self.headerPairs(http), attempts: attempts) {
+                task.cancel()
+                sink.settle()
+                continue
             }
             return ProviderStream(http: http, sink: sink, chunks: chunks, attempts: attempts.count)
         }
@@ -295,19 +287,26 @@ final class StreamSink: Sendable {
         if let error { continuation.finish(throwing: error) } else { continuation.finish() }
     }
 
-    func observe(headers: [(String, String)]) { lease.withLock { $0?.observe(headers: headers) } }
-    func reportThrottled(retryAfter: Duration?) { lease.withLock { $0?.reportThrottled(retryAfter: retryAfter) } }
+    /// Feeds the reply's head back through the permit (``GatedAttempts/feedBack(status:headers:through:)``);
+    /// returns whether the attempt is to be sent again.
+    func feedBack(status: Int, headers: [(String, String)], attempts: GatedAttempts) -> Bool {
+        lease.withLock { slot in
+            guard let permit = slot.take() else { return false }
+            let retry = attempts.feedBack(status: status, headers: headers, through: permit)
+            slot = consume permit
+            return retry
+        }
+    }
 
     /// Commits what the call used and releases its permit; only the first call does anything.
     func settle() {
         let snapshot = parsed
         let code = status.withLock { $0 }
         let usage = ProviderUsage.committed(status: code, stream: snapshot, estimate: estimate)
-        guard var permit = lease.withLock({ $0.take() }) else { return }
+        guard let permit = lease.withLock({ $0.take() }) else { return }
         settled.withLock { $0 = usage }
-        permit.commitTokensClamping(input: usage.input, output: usage.output, cacheReads: usage.cacheReads)
-        permit.release()
-        if (200..<300).contains(code), snapshot.isComplete, let seen = snapshot.usage { estimator.calibrate(estimate, actual: seen) }
+        GatedAttempts.settleStream(
+            permit, committing: usage, status: code, stream: snapshot, estimate: estimate, estimator: estimator)
     }
 }
 
@@ -337,18 +336,5 @@ final class StreamRouter: NSObject, URLSessionDataDelegate, @unchecked Sendable 
     func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: (any Error)?) {
         let sink = sinks.withLock { $0.removeValue(forKey: task.taskIdentifier) }
         sink?.completed(error)
-    }
-}
-
-extension ProviderUsage {
-    /// What a streamed call commits when it ends: 0 for a non-2xx reply; the usage if the
-    /// stream completed; otherwise the input seen (or estimated) and the larger of the output
-    /// seen and the output cap, since the provider bills what it generated before it noticed.
-    package static func committed(status: Int, stream: StreamUsageParser, estimate: TokenEstimate) -> ProviderUsage {
-        if !(200..<300).contains(status) { return ProviderUsage(input: 0, output: 0) }
-        if stream.isComplete, let seen = stream.usage { return seen }
-        let seen = stream.usage
-        return ProviderUsage(
-            input: seen?.input ?? estimate.input, output: max(seen?.output ?? 0, estimate.output), cacheReads: seen?.cacheReads ?? 0)
     }
 }

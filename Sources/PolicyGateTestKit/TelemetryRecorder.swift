@@ -29,6 +29,8 @@ public final class TelemetryRecorder: PolicyTelemetry {
         case storeFailure(PolicyStoreFailureEvent)
         /// A shared permit's lease was lost.
         case leaseLoss(PolicyLeaseLossEvent)
+        /// A permit was held longer than the service's hold warning.
+        case longHold(PolicyLongHoldEvent)
     }
 
     private let recorded = Locked<[Event]>([])
@@ -103,6 +105,13 @@ public final class TelemetryRecorder: PolicyTelemetry {
     /// The lost leases so far.
     public var leaseLosses: [PolicyLeaseLossEvent] {
         events.compactMap { if case .leaseLoss(let event) = $0 { event } else { nil } }
+    }
+    /// Records the event.
+    public func didHoldPermitTooLong(_ event: PolicyLongHoldEvent) { recorded.withLock { $0.append(.longHold(event)) } }
+
+    /// The permits reported as held too long so far.
+    public var longHolds: [PolicyLongHoldEvent] {
+        events.compactMap { if case .longHold(let event) = $0 { event } else { nil } }
     }
     /// Records a reject.
     public func didReject(_ event: PolicyRejectEvent) { recorded.withLock { $0.append(.reject(event)) } }

@@ -28,12 +28,21 @@ import Tracing
 /// cancellations included, use ``PolicyGate/PolicyService/acquire(_:estimatedTokens:maxWait:tracer:)``;
 /// inside it these hooks record nothing, so using both never duplicates a span.
 ///
+/// A permit held longer than the service's ``PolicyGate/PolicyService/permitHoldWarning`` gets
+/// a `policygate.long_hold` span from its admission to the report (the report comes from the
+/// gate's timer, so the span has no parent), with the key's attributes,
+/// `policygate.held_seconds`, `policygate.threshold_seconds`, `policygate.estimated_tokens` and,
+/// if it committed, `policygate.committed_tokens`. Its status is left unset: the permit is still
+/// held, and may yet be released.
+///
 /// Attributes (``Attribute``): `policygate.provider`, `policygate.scope_kind`, `policygate.scope`
 /// (such as `user:u-42`), `policygate.estimated_tokens`, `policygate.outcome`, and on refusals
 /// `policygate.reason`, `policygate.limit`, `policygate.retry_after_seconds`.
 public struct PolicyTracing: PolicyTelemetry {
-    /// The name of every span recorded: `policygate.acquire`.
+    /// The name of every span recorded for an acquire: `policygate.acquire`.
     public static let operationName = "policygate.acquire"
+    /// The name of the span recorded for a permit held too long: `policygate.long_hold`.
+    public static let longHoldOperationName = "policygate.long_hold"
 
     /// The span attribute names.
     public enum Attribute {
@@ -57,6 +66,12 @@ public struct PolicyTracing: PolicyTelemetry {
         public static let limit = "policygate.limit"
         /// Seconds until the same call would be admitted, when known.
         public static let retryAfterSeconds = "policygate.retry_after_seconds"
+        /// Seconds a permit held too long had been held when reported.
+        public static let heldSeconds = "policygate.held_seconds"
+        /// The hold warning's threshold, in seconds.
+        public static let thresholdSeconds = "policygate.threshold_seconds"
+        /// The tokens a permit held too long committed last, if it committed.
+        public static let committedTokens = "policygate.committed_tokens"
     }
 
     /// The values of the `policygate.outcome` attribute.
@@ -112,6 +127,21 @@ public struct PolicyTracing: PolicyTelemetry {
         span.attributes = Self.attributes(key: event.key, estimatedTokens: event.estimatedTokens)
         Self.recordFailure(event.error, on: span)
         span.end(at: now)
+    }
+
+    /// Records a `policygate.long_hold` span from the permit's admission to now.
+    public func didHoldPermitTooLong(_ event: PolicyLongHoldEvent) {
+        let end = DefaultTracerClock.now
+        let held = UInt64(LabelNames.nanoseconds(event.held))
+        let start = DefaultTracerClock.Timestamp(
+            nanosecondsSinceEpoch: end.nanosecondsSinceEpoch > held ? end.nanosecondsSinceEpoch - held : 0)
+        let span = (tracer ?? InstrumentationSystem.tracer).startSpan(Self.longHoldOperationName, context: .topLevel, at: start)
+        var attributes = Self.attributes(key: event.key, estimatedTokens: event.estimatedTokens)
+        attributes[Attribute.heldSeconds] = LabelNames.seconds(event.held)
+        attributes[Attribute.thresholdSeconds] = LabelNames.seconds(event.threshold)
+        if let committed = event.committedTokens { attributes[Attribute.committedTokens] = committed }
+        span.attributes = attributes
+        span.end(at: end)
     }
 
     // MARK: Shared with the traced acquire

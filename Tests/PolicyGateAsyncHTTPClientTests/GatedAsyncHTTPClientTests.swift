@@ -58,6 +58,37 @@ struct GatedAsyncHTTPClientTests {
         #expect(gate.currentState(for: key).inFlight == 0)
     }
 
+    @Test("a streamed OpenAI chat request is sent asking for its usage unless told not to")
+    func openAIStreamUsage() async throws {
+        let events = [
+            #"data: {"choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}"# + "\n\n",
+            #"data: {"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3}}"# + "\n\n",
+            "data: [DONE]\n\n",
+        ]
+        let server = try FakeProvider { request in
+            let asked = request.body.range(of: Data(#""include_usage":true"#.utf8)) != nil
+            return .events(events.filter { asked || !$0.contains(#""usage":{"#) })
+        }
+        defer { server.stop() }
+        let gate = try PolicyService(limits: ["openai": PolicyLimits(tokensPerMinute: 1_000_000)])
+        let key = PolicyKey(provider: "openai")
+        let body = Data(#"{"model": "gpt-4o", "max_tokens": 100, "stream": true, "messages": []}"#.utf8)
+        var request = HTTPClientRequest(url: server.baseURL.appendingPathComponent("v1/chat/completions").absoluteString)
+        request.method = .POST
+
+        let asking = try await GatedAsyncHTTPClient(gate: gate).stream(request, body: body, api: .openAIChatCompletions, key: key)
+        for try await _ in asking {}
+        #expect(server.requests.last?.body == Data(#"{"stream_options":{"include_usage":true},"#.utf8) + body.dropFirst())
+        #expect(asking.committed == ProviderUsage(input: 12, output: 3))
+
+        let client = GatedAsyncHTTPClient(gate: gate, requestsStreamUsage: false)
+        let plain = try await client.stream(request, body: body, api: .openAIChatCompletions, key: key)
+        for try await _ in plain {}
+        #expect(server.requests.last?.body == body)
+        let estimate = try client.estimator.estimate(.openAIChatCompletions, request: body)
+        #expect(plain.committed == ProviderUsage(input: estimate.input, output: 100))
+    }
+
     @Test("a streamed reply is passed through and committed at its end; a cut one commits the output cap")
     func streams() async throws {
         let cut = Locked(false)

@@ -60,7 +60,7 @@ struct SimulationTraceTests {
         ("{\"at\": 0, \"provider\": \"\", \"estimated_tokens\": 1, \"actual_tokens\": 1, \"duration\": 1}",
          "line 2: provider: expected a provider name, got an empty string"),
         ("{\"at\": 0, \"provider\": \"p\", \"scope\": \"ada\", \"estimated_tokens\": 1, \"actual_tokens\": 1, \"duration\": 1}",
-         "line 2: scope: expected 'global' or '<kind>:<id>' (user:…, org:…, project:…), got 'ada'"),
+         "line 2: scope: expected 'global', '<kind>:<id>' (user:…, org:…, project:…) or a path such as 'org:acme/user:ada', got 'ada'"),
         ("{\"at\": 0, \"provider\": \"p\", \"estimated_tokens\": 1, \"actual_tokens\": 1, \"duration\": 1, \"max_wiat\": 5}",
          "line 2: unknown field 'max_wiat'; did you mean 'max_wait'?"),
         ("{\"at\": 0, \"provider\": \"p\", \"estimatedTokens\": 1, \"actual_tokens\": 1, \"duration\": 1}",

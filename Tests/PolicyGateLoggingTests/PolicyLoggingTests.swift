@@ -97,7 +97,7 @@ struct PolicyLoggingTests {
             Key.estimatedTokens: "800", Key.waitedSeconds: "0.0",
         ]) { $1 })
         #expect(flat(entries[1].metadata) == base.merging([
-            Key.estimatedTokens: "800", Key.previousTokens: "800", Key.actualTokens: "950",
+            Key.estimatedTokens: "800", Key.previousTokens: "800", Key.actualTokens: "950", Key.estimateRatio: "1.1875",
         ]) { $1 })
         #expect(flat(entries[2].metadata) == base.merging([
             Key.reason: "rate_limited", Key.limit: "tokens_per_minute",
@@ -105,6 +105,36 @@ struct PolicyLoggingTests {
         ]) { $1 })
         #expect((entries[2].error as? PolicyError)?.code == .rateLimited)
         #expect(flat(entries[3].metadata) == base.merging([Key.tokens: "950", Key.heldSeconds: "1.5"]) { $1 })
+    }
+
+    @Test("a commit without an estimate has no estimate ratio")
+    func noEstimate() async throws {
+        let gate = try PolicyService(
+            limits: ["openai": PolicyLimits(maxConcurrent: 1)], clock: clock, telemetry: PolicyLogging(logger: logger(.debug)))
+        var permit = try await gate.acquire(key)
+        try permit.commitTokens(40)
+        permit.release()
+        let commit = try #require(handler.entries.first { $0.message.description == "PolicyGate committed tokens" })
+        #expect(flat(commit.metadata)[Key.actualTokens] == "40")
+        #expect(flat(commit.metadata)[Key.estimateRatio] == nil)
+    }
+
+    @Test("a permit held too long is one warning with its key, how long, the threshold and its tokens")
+    func longHold() async throws {
+        let gate = try PolicyService(
+            limits: ["openai": PolicyLimits(maxConcurrent: 2)], clock: clock, telemetry: PolicyLogging(logger: logger(.info)))
+        try gate.setPermitHoldWarning(.seconds(90))
+        var permit = try await gate.acquire(key, estimatedTokens: 12)
+        try permit.commitTokens(7)
+        clock.advance(by: .seconds(100))
+        await eventually { !handler.entries.isEmpty }
+        #expect(handler.entries.map(\.level) == [.warning])
+        #expect(handler.entries.first?.message.description == "PolicyGate permit held too long")
+        #expect(flat(handler.entries.first?.metadata ?? [:]) == [
+            Key.provider: "openai", Key.scopeKind: "user", Key.scope: "user:u-42", Key.heldSeconds: "100.0",
+            Key.thresholdSeconds: "90.0", Key.estimatedTokens: "12", Key.committedTokens: "7",
+        ])
+        permit.release()
     }
 
     @Test("input and output estimates and commits in parts are metadata; a refusal names the input cap")

@@ -90,7 +90,9 @@ struct PolicyMetricsTests {
             "policygate_committed_tokens_total", "policygate_rejected_total",
         ])
         #expect(metrics.counters.count == 5 && metrics.timers.count == 2 && metrics.meters.count == 1)
-        #expect(metrics.recorders.isEmpty)
+        // The commit's estimate error, labelled with the provider only.
+        #expect(metrics.recorders.map(\.label) == ["policygate_estimate_ratio"])
+        #expect(try metrics.expectRecorder("policygate_estimate_ratio", [("provider", "openai")]).values == [950.0 / 800])
         #expect(metrics.counters.allSatisfy { counter in !counter.dimensions.contains { $0.0 == "scope" } })
     }
 
@@ -116,6 +118,46 @@ struct PolicyMetricsTests {
         try permit.commitTokens(900)
         #expect(try metrics.expectCounter("policygate_input_tokens_total", labels).totalValue == 700)
         permit.release()
+    }
+
+    @Test("estimate error: actual ÷ estimate per provider, per commit; commits of 0 and without an estimate left out")
+    func estimateRatio() async throws {
+        let gate = try PolicyService(
+            limits: [
+                "openai": PolicyLimits(tokensPerMinute: 100_000),
+                "anthropic": PolicyLimits(inputTokensPerMinute: 100_000, outputTokensPerMinute: 100_000),
+                "local": PolicyLimits(maxConcurrent: 2),
+            ], clock: clock, telemetry: PolicyMetrics(dimensions: [("gate", "g")], factory: metrics))
+        for (key, estimate, actual) in [(u1, 400, 100), (u2, 100, 150), (global, 100, 0)] {
+            var permit = try await gate.acquire(key, estimatedTokens: estimate)
+            try permit.commitTokens(actual)
+        }
+        var permit = try await gate.acquire(
+            PolicyKey(provider: "anthropic", scope: .org("o")), estimatedInputTokens: 300, estimatedOutputTokens: 100)
+        try permit.commitTokens(input: 250, output: 50, cacheReads: 100)  // cache reads count as input: 400 of 400
+        permit.release()
+        permit = try await gate.acquire(PolicyKey(provider: "local"))
+        try permit.commitTokens(30)
+        permit.release()
+        // Users and scopes of a provider share one series.
+        #expect(try metrics.expectRecorder("policygate_estimate_ratio", [("gate", "g"), ("provider", "openai")]).values == [0.25, 1.5])
+        #expect(try metrics.expectRecorder("policygate_estimate_ratio", [("gate", "g"), ("provider", "anthropic")]).values == [1])
+        #expect(metrics.recorders(label: "policygate_estimate_ratio").count == 2)
+    }
+
+    @Test("a permit held too long is counted once per permit")
+    func permitsHeldTooLong() async throws {
+        let gate = try PolicyService(
+            limits: ["openai": PolicyLimits(maxConcurrent: 4)], clock: clock, telemetry: PolicyMetrics(factory: metrics))
+        try gate.setPermitHoldWarning(.seconds(10))
+        let first = try await gate.acquire(u1)
+        let second = try await gate.acquire(u2)
+        clock.advance(by: .seconds(11))
+        await eventually { (try? metrics.expectCounter("policygate_permits_held_too_long_total", user).totalValue) == 2 }
+        clock.advance(by: .seconds(60))
+        #expect(try metrics.expectCounter("policygate_permits_held_too_long_total", user).totalValue == 2)
+        first.release()
+        second.release()
     }
 
     @Test("a wait is timed on the gate's clock; a timeout counts as timed_out")

@@ -159,6 +159,49 @@ struct HTTPClientTests {
         #expect(tokensUsed(gate, openAI) == 129)
     }
 
+    /// A provider that sends the final usage chunk only when the request asked for it, as OpenAI does.
+    static func usageOnRequest() throws -> FakeProvider {
+        try FakeProvider { request in
+            let asked = request.body.range(of: Data(#""include_usage":true"#.utf8)) != nil
+            return .events(WireFormatTests.openAIStream.filter { asked || !$0.contains(#""usage":{"#) }, pause: .milliseconds(1))
+        }
+    }
+
+    @Test("a streamed OpenAI chat request without stream_options is sent asking for its usage, which is committed")
+    func openAIStreamUsageRequested() async throws {
+        let server = try Self.usageOnRequest()
+        defer { server.stop() }
+        let gate = try makeGate()
+        let client = PolicyGateHTTPClient(gate: gate)
+        #expect(client.requestsStreamUsage)
+        let body = #"{"model": "gpt-4o", "max_tokens": 300, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}"#
+        let stream = try await client.stream(request(server, "/v1/chat/completions", body), api: .openAIChatCompletions, key: openAI)
+        for try await _ in stream {}
+        try await eventually { gate.currentState(for: openAI).inFlight == 0 }
+        #expect(server.requests.first?.body == Data(#"{"stream_options":{"include_usage":true},"#.utf8) + Data(body.utf8).dropFirst())
+        #expect(stream.isComplete && stream.committed == ProviderUsage(input: 20, output: 9, cacheReads: 100))
+        #expect(tokensUsed(gate, openAI) == 129)
+        #expect(client.estimator.accuracy(api: .openAIChatCompletions, model: "gpt-4o")?.samples == 1)
+    }
+
+    @Test("with requestsStreamUsage off the request is sent as given, and the stream commits its fallback")
+    func openAIStreamUsageNotRequested() async throws {
+        let server = try Self.usageOnRequest()
+        defer { server.stop() }
+        let gate = try makeGate()
+        let client = PolicyGateHTTPClient(gate: gate, requestsStreamUsage: false)
+        let body = #"{"model": "gpt-4o", "max_tokens": 300, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}"#
+        let stream = try await client.stream(request(server, "/v1/chat/completions", body), api: .openAIChatCompletions, key: openAI)
+        for try await _ in stream {}
+        try await eventually { gate.currentState(for: openAI).inFlight == 0 }
+        #expect(server.requests.first?.body == Data(body.utf8))
+        // Complete, but without usage: the input estimate and the output cap.
+        let estimate = try client.estimator.estimate(.openAIChatCompletions, request: Data(body.utf8))
+        #expect(stream.isComplete && stream.usage == nil)
+        #expect(stream.committed == ProviderUsage(input: estimate.input, output: 300))
+        #expect(tokensUsed(gate, openAI) == estimate.input + 300)
+    }
+
     @Test("a reply cut mid-stream: the consumer sees the error; the input seen and the output cap are committed")
     func cutMidStream() async throws {
         let server = try FakeProvider { _ in .events(WireFormatTests.anthropicStream, cutAfter: 3) }

@@ -198,4 +198,41 @@ struct WireFormatTests {
         // No output cap in the request: the default.
         #expect(try TokenEstimator(defaultOutputTokens: 777).estimate(.openAIChatCompletions, request: Data(#"{"messages": []}"#.utf8)).output == 777)
     }
+
+    @Test("a streamed OpenAI chat request is made to ask for its usage, the rest of its bytes kept; anything else is left alone")
+    func requestingStreamUsage() throws {
+        let api = ProviderAPI.openAIChatCompletions
+        func rewritten(_ body: String) -> String { String(decoding: api.requestingStreamUsage(Data(body.utf8)), as: UTF8.self) }
+        let cases: [(String, String)] = [
+            (#"{"model": "gpt-4o", "stream": true, "messages": []}"#,
+             #"{"stream_options":{"include_usage":true},"model": "gpt-4o", "stream": true, "messages": []}"#),
+            ("\n  {\"stream\":true}", "\n  {\"stream_options\":{\"include_usage\":true},\"stream\":true}"),
+            (#"{"stream": true, "stream_options": {}}"#, #"{"stream": true, "stream_options": {"include_usage":true}}"#),
+            (#"{"stream": true, "stream_options": { "x": 1 }}"#, #"{"stream": true, "stream_options": {"include_usage":true, "x": 1 }}"#),
+            // A key given twice counts once, the last, as the provider's JSON reader takes it.
+            (#"{"stream_options": {"include_usage": false}, "stream": true, "stream_options": {}}"#,
+             #"{"stream_options": {"include_usage": false}, "stream": true, "stream_options": {"include_usage":true}}"#),
+        ]
+        for (body, expected) in cases {
+            let result = rewritten(body)
+            #expect(result == expected)
+            let summary = try api.summarize(request: Data(result.utf8))
+            #expect(summary.stream && summary.streamIncludesUsage, "\(result)")
+        }
+        // Left as they are: already asked, or explicitly not; not streamed; options that are not
+        // an object; not JSON; other APIs, which stream their usage anyway.
+        for body in [
+            Self.openAIChatRequest, #"{"stream": true, "stream_options": {"include_usage": false}}"#,
+            #"{"stream": false, "messages": []}"#, #"{"messages": []}"#, #"{"stream": "yes"}"#,
+            #"{"stream": true, "stream_options": null}"#, #"{"stream": true, "#, "[1, 2]", "",
+        ] {
+            #expect(rewritten(body) == body)
+        }
+        let anthropic = Self.anthropicRequest.replacingOccurrences(of: #""max_tokens""#, with: #""stream": true, "max_tokens""#)
+        #expect(ProviderAPI.anthropicMessages.requestingStreamUsage(Data(anthropic.utf8)) == Data(anthropic.utf8))
+        // A slice of a larger buffer (a Data whose indices do not start at 0) is read right.
+        let padded = Data(("xx" + #"{"stream": true}"#).utf8)
+        #expect(String(decoding: api.requestingStreamUsage(padded.dropFirst(2)), as: UTF8.self)
+            == #"{"stream_options":{"include_usage":true},"stream": true}"#)
+    }
 }

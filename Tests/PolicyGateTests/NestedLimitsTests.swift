@@ -245,6 +245,22 @@ struct NestedLimitsTests {
         #expect(recorder.rejects.first?.error.level == acme)
         #expect(recorder.releases.map(\.key) == [user("u1")])
     }
+
+    @Test("a nested permit held past the hold warning is reported once, with its key")
+    func holdWarning() async throws {
+        let recorder = TelemetryRecorder()
+        let gate = try gate(telemetry: recorder)
+        try gate.setPermitHoldWarning(.seconds(60))
+        var held = try gate.tryAcquire(user("u1"), estimatedTokens: 100)
+        try held.commitTokens(70)
+        await eventually("the timer armed") { clock.sleeperCount >= 1 }
+        clock.advance(by: .seconds(60))
+        await eventually("reported") { recorder.longHolds.count == 1 }
+        #expect(recorder.longHolds.first?.key == user("u1") && recorder.longHolds.first?.committedTokens == 70)
+        held.release()
+        clock.advance(by: .seconds(300))
+        #expect(recorder.longHolds.count == 1)
+    }
 }
 
 @Suite("Nested limits with feedback, schedules and key bookkeeping", .timeLimit(.minutes(1)))

@@ -64,6 +64,28 @@ struct PolicyTracingTests {
         #expect(span.status == nil && span.errors.isEmpty)
     }
 
+    @Test("a permit held too long is a top-level span from its admission to the report")
+    func longHold() async throws {
+        let gate = try PolicyService(
+            limits: ["openai": PolicyLimits(maxConcurrent: 2)], clock: clock, telemetry: PolicyTracing(tracer: tracer))
+        try gate.setPermitHoldWarning(.seconds(60))
+        var permit = try await gate.acquire(key, estimatedTokens: 10)
+        try permit.commitTokens(3)
+        clock.advance(by: .seconds(61))
+        await eventually { !tracer.finishedSpans.isEmpty }
+        let span = try #require(tracer.finishedSpans.first)
+        #expect(span.operationName == "policygate.long_hold" && span.parentSpanID == nil)
+        #expect(span.endInstant.nanosecondsSinceEpoch - span.startInstant.nanosecondsSinceEpoch == 61_000_000_000)
+        var expected = base(estimatedTokens: 10)
+        expected[Attribute.heldSeconds] = 61.0
+        expected[Attribute.thresholdSeconds] = 60.0
+        expected[Attribute.committedTokens] = 3
+        #expect(span.attributes == expected)
+        #expect(span.status == nil)
+        permit.release()
+        #expect(tracer.finishedSpans.count == 1)
+    }
+
     @Test("immediate admissions get a zero-length span only when asked for")
     func immediateAdmissions() async throws {
         let gate = try PolicyService(

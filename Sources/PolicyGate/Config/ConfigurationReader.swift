@@ -19,6 +19,8 @@ struct ConfigurationReader {
                 readLimitsTable(root, key, into: &configuration)
             case "store":
                 readStoreTable(root, key, into: &configuration)
+            case "gate":
+                readGateTable(root, key, into: &configuration)
             default:
                 unknownKey(key.stringValue, path: [.key(key.stringValue)], known: PolicyConfiguration.topLevelKeys)
             }
@@ -90,6 +92,50 @@ struct ConfigurationReader {
                 unknownKey(key.stringValue, path: keyPath, known: Self.storeKeys)
             }
         }
+    }
+
+    static let gateKeys = ["permit_hold_warning"]
+
+    /// Reads `[gate]`: settings of the whole service rather than of a provider.
+    private mutating func readGateTable(
+        _ root: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, into configuration: inout PolicyConfiguration
+    ) {
+        let path: [TOMLPathComponent] = [.key("gate")]
+        guard let table = nested(root, key, path: path, what: "a table, such as [gate] with permit_hold_warning = \"10m\"")
+        else { return }
+        for key in table.allKeys {
+            let keyPath = path + [.key(key.stringValue)]
+            switch key.stringValue {
+            case "permit_hold_warning":
+                configuration.permitHoldWarning = readDuration(table, key, path: keyPath, unset: "no warning")
+            default:
+                unknownKey(key.stringValue, path: keyPath, known: Self.gateKeys)
+            }
+        }
+    }
+
+    /// A positive duration written as a string with units: `"10m"`, `"90s"`, `"1h30m"`, `"500ms"`.
+    private mutating func readDuration(
+        _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, path: [TOMLPathComponent], unset: String
+    ) -> Duration? {
+        let form = "a duration such as \"10m\", \"90s\" or \"1h30m\" (units h, m, s, ms)"
+        guard let text = try? table.decode(String.self, forKey: key) else {
+            if let number = try? table.decode(Int.self, forKey: key) {
+                error(path, "must be \(form): write \"\(number)s\" for \(number) seconds")
+            } else {
+                error(path, "must be \(form)")
+            }
+            return nil
+        }
+        guard let nanos = HeaderValues.goDuration(text) else {
+            error(path, "must be \(form), got \"\(text)\"")
+            return nil
+        }
+        guard nanos > 0 else {
+            error(path, "must be positive, got \"\(text)\"; leave the key out for \(unset)")
+            return nil
+        }
+        return .nanoseconds(nanos)
     }
 
     private mutating func readStoreName(
@@ -549,6 +595,7 @@ struct ConfigurationReader {
         "itpm": "input_tokens_per_minute", "otpm": "output_tokens_per_minute",
         "concurrency": "max_concurrent", "maxconcurrency": "max_concurrent", "concurrent": "max_concurrent",
         "limit": "limits",
+        "holdwarning": "permit_hold_warning", "permithold": "permit_hold_warning", "holdtimeout": "permit_hold_warning",
     ]
 
     /// Levenshtein distance over Unicode scalars.
@@ -583,6 +630,14 @@ private struct Skip: Decodable {
 }
 
 extension ConfigurationReader {
+    /// Checks a hold warning set in code, as decoding would have: positive.
+    mutating func check(permitHoldWarning: Duration?) {
+        guard let threshold = permitHoldWarning, threshold <= .zero else { return }
+        diagnostics.append(.init(
+            .error, path: [.key("gate"), .key("permit_hold_warning")],
+            message: "must be positive, got \(threshold); leave it nil for no warning"))
+    }
+
     /// Checks a provider built in code, as decoding would have: caps, schedule entries' caps,
     /// and the schedule's own rules.
     mutating func check(_ limits: PolicyLimits, schedule: PolicySchedule?, provider: String) {

@@ -71,6 +71,11 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
     /// left out are read from the environment by the store.
     public var postgres: PolicyPostgresSettings?
 
+    /// How long a permit may be held before telemetry hears of it, once
+    /// (``PolicyService/permitHoldWarning``); `nil`, the default, for never. In TOML:
+    /// `[gate]` with `permit_hold_warning = "10m"` (units `h`, `m`, `s`, `ms`).
+    public var permitHoldWarning: Duration?
+
     /// Where `provider`'s counters are kept and what happens when that store fails.
     public func storage(for provider: String) -> PolicyStorage {
         storage[provider] ?? defaultStorage
@@ -95,11 +100,12 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
     }
 
     /// The keys a configuration file may hold at its top level.
-    static let topLevelKeys = ["limits", "store"]
+    static let topLevelKeys = ["limits", "store", "gate"]
 
     enum CodingKeys: String, CodingKey {
         case limits
         case store
+        case gate
     }
 
     /// Decodes and validates a configuration from any decoder, collecting every problem.
@@ -130,6 +136,21 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
             }
             if let postgres { try store.encode(postgres, forKey: AnyKey(stringValue: "postgres")) }
         }
+        if let permitHoldWarning {
+            var gate = container.nestedContainer(keyedBy: AnyKey.self, forKey: .gate)
+            try gate.encode(Self.durationText(permitHoldWarning), forKey: AnyKey(stringValue: "permit_hold_warning"))
+        }
+    }
+
+    /// A duration as the configuration writes it: whole hours, minutes, seconds, milliseconds,
+    /// microseconds or nanoseconds, the largest unit that is exact (`"10m"`, `"90s"`).
+    static func durationText(_ duration: Duration) -> String {
+        let nanos = duration.nanosecondsSaturating
+        for (unit, name) in [(3_600_000_000_000, "h"), (60_000_000_000, "m"), (1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "us")]
+        where nanos % Int64(unit) == 0 {
+            return "\(nanos / Int64(unit))\(name)"
+        }
+        return "\(nanos)ns"
     }
 
     /// Equal when the limits and schedules are equal; warnings are not compared.
@@ -137,6 +158,7 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
         lhs.limits == rhs.limits && lhs.schedules == rhs.schedules && lhs.storage == rhs.storage
             && lhs.defaultStorage == rhs.defaultStorage && lhs.postgres == rhs.postgres
             && lhs.feedbackScope == rhs.feedbackScope && lhs.adaptive == rhs.adaptive && lhs.scopeLimits == rhs.scopeLimits
+            && lhs.permitHoldWarning == rhs.permitHoldWarning
     }
 
     /// Hashes the limits and schedules.
@@ -149,6 +171,7 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
         hasher.combine(feedbackScope)
         hasher.combine(adaptive)
         hasher.combine(scopeLimits)
+        hasher.combine(permitHoldWarning)
     }
 
     /// Checks the configuration as decoding would: every cap positive and in range, provider
@@ -167,6 +190,7 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
                     reportEmpty: true)
             }
         }
+        reader.check(permitHoldWarning: permitHoldWarning)
         return reader.diagnostics.sorted { $0.severity == .error && $1.severity == .warning }
     }
 }

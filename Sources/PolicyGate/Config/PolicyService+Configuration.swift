@@ -43,11 +43,13 @@ extension PolicyService {
         configuration: PolicyConfiguration, store: (any PolicyQuotaStore)?, clock: C, startDate: Date = Date(),
         telemetry: (any PolicyTelemetry)? = nil
     ) throws(PolicyError) where C.Duration == Duration {
+        try Self.validate(permitHoldWarning: configuration.permitHoldWarning)
         try self.init(
             limits: configuration.limits, schedules: configuration.schedules, storage: configuration.resolvedStorage,
             store: store,
             clock: clock, startDate: startDate, telemetry: telemetry, feedbackScopes: configuration.feedbackScope,
             adaptive: configuration.adaptive, scopeLimits: configuration.scopeLimits)
+        core.environment.holdWatch.set(configuration.permitHoldWarning)
     }
 
     /// Creates a gate on the continuous clock whose shared providers keep their counters in
@@ -66,9 +68,11 @@ extension PolicyService {
     /// exceeds a new token cap fail as ``PolicyError/Code/oversized``. Providers missing from
     /// `configuration` stop being gated. Telemetry receives one
     /// ``PolicyTelemetry/didChangeLimits(_:)`` per provider whose limits or schedule changed;
-    /// providers left as they were are not touched.
+    /// providers left as they were are not touched. Its ``PolicyConfiguration/permitHoldWarning``
+    /// replaces the service's (``permitHoldWarning``), `nil` turning it off.
     /// - Throws: ``PolicyError`` (``PolicyError/Code/invalidLimits``) if any cap or schedule is
-    ///   invalid; nothing changes then.
+    ///   invalid, ``PolicyError/Code/invalidArgument`` for a hold warning that is not positive;
+    ///   nothing changes then.
     public func apply(_ configuration: PolicyConfiguration) throws(PolicyError) {
         try Self.validate(limits: configuration.limits, schedules: configuration.schedules)
         let storage = configuration.resolvedStorage
@@ -76,6 +80,7 @@ extension PolicyService {
         try Self.validate(split: configuration.limits, schedules: configuration.schedules, storage: storage)
         try Self.validate(adaptive: configuration.adaptive, feedbackScopes: configuration.feedbackScope)
         try Self.validate(scopeLimits: configuration.scopeLimits, storage: storage)
+        try Self.validate(permitHoldWarning: configuration.permitHoldWarning)
         var changes: [String: ProviderChange] = [:]
         for (provider, storage) in storage {
             changes[provider] = ProviderChange(
@@ -84,10 +89,12 @@ extension PolicyService {
         }
         swap(changes, replacingAll: true)
         core.setFeedbackScopes(configuration.feedbackScope)
+        if configuration.permitHoldWarning != permitHoldWarning { core.environment.holdWatch.set(configuration.permitHoldWarning) }
     }
 
     /// The configuration in force now: the base limits, schedule and storage of every gated
-    /// provider (storage listed per provider; ``PolicyConfiguration/postgres`` is not kept).
+    /// provider (storage listed per provider; ``PolicyConfiguration/postgres`` is not kept),
+    /// and the ``permitHoldWarning``.
     public nonisolated var configuration: PolicyConfiguration {
         core.providers.withLock { table in
             var configuration = PolicyConfiguration()
@@ -99,6 +106,7 @@ extension PolicyService {
                 if !entry.scopeLimits.isEmpty { configuration.scopeLimits[name.name] = entry.scopeLimits }
             }
             configuration.feedbackScope = core.feedbackScopesByProvider.filter { table[ProviderName($0.key)] != nil }
+            configuration.permitHoldWarning = permitHoldWarning
             return configuration
         }
     }

@@ -14,6 +14,9 @@ final class GateEnvironment: Sendable {
     /// Checked before touching `telemetry`: loading the existential costs a retain and a
     /// release on every call, which is most of what "no telemetry" should cost.
     let hasTelemetry: Bool
+    /// Reports permits held too long (``PolicyService/permitHoldWarning``). Called only where
+    /// telemetry is reported, so that a service without telemetry pays nothing for it.
+    let holdWatch: PermitHoldWatch
 
     /// The core that made this environment, for what permits report back (provider feedback).
     /// Weak, so that permits may outlive their service.
@@ -23,6 +26,7 @@ final class GateEnvironment: Sendable {
         self.time = time
         self.telemetry = telemetry
         self.hasTelemetry = telemetry != nil
+        self.holdWatch = PermitHoldWatch(time: time, telemetry: telemetry)
     }
 
     var core: GateCore? { owner.withLock { $0.core } }

@@ -105,7 +105,11 @@ public struct PolicyPermit: ~Copyable, Sendable {
             if let chain {
                 try chain.commit(leaf: leaf, admission, from: counted, to: new)
                 if chain.environment.hasTelemetry {
-                    reportCommit(previous: counted, new: new, key: chain.key(of: leaf), environment: chain.environment)
+                    reportChainCommit(
+                        PolicyCommitEvent(
+                            key: chain.key(of: leaf), estimatedTokens: estimatedTokens, previousTokens: Int(counted.total),
+                            actualTokens: actual),
+                        chain)
                 }
             } else if let shared {
                 shared.commit(tokens: actual, estimated: estimatedTokens, previous: committedTokens)
@@ -117,8 +121,8 @@ public struct PolicyPermit: ~Copyable, Sendable {
         try storage.commit(admission, from: previous, to: new)
         counted = new
         if storage.environment.hasTelemetry {
-            storage.environment.telemetry?.didCommit(
-                PolicyCommitEvent(key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: actual))
+            reportCommit(PolicyCommitEvent(
+                key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: actual))
         }
     }
 
@@ -143,9 +147,11 @@ public struct PolicyPermit: ~Copyable, Sendable {
                 let new = try chain.commit(leaf: leaf, admission, from: previous, input: input, output: output, cacheReads: cacheReads)
                 counted = new
                 if chain.environment.hasTelemetry {
-                    chain.environment.telemetry?.didCommit(PolicyCommitEvent(
-                        key: chain.key(of: leaf), estimatedTokens: estimatedTokens, previousTokens: Int(previous.total),
-                        actualTokens: Int(new.total), inputTokens: input, outputTokens: output, cacheReadTokens: cacheReads))
+                    reportChainCommit(
+                        PolicyCommitEvent(
+                            key: chain.key(of: leaf), estimatedTokens: estimatedTokens, previousTokens: Int(previous.total),
+                            actualTokens: Int(new.total), inputTokens: input, outputTokens: output, cacheReadTokens: cacheReads),
+                        chain)
                 }
             } else if let shared {
                 counted = shared.commit(
@@ -158,17 +164,26 @@ public struct PolicyPermit: ~Copyable, Sendable {
         let new = try storage.commit(admission, from: previous, input: input, output: output, cacheReads: cacheReads)
         counted = new
         if storage.environment.hasTelemetry {
-            storage.environment.telemetry?.didCommit(PolicyCommitEvent(
+            reportCommit(PolicyCommitEvent(
                 key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: Int(new.total),
                 inputTokens: input, outputTokens: output, cacheReadTokens: cacheReads))
         }
     }
 
-    /// Tells telemetry of a commit of a total.
-    private func reportCommit(previous: TokenCounts, new: TokenCounts, key: PolicyKey, environment: GateEnvironment) {
-        guard environment.hasTelemetry else { return }
-        environment.telemetry?.didCommit(PolicyCommitEvent(
-            key: key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: Int(new.total)))
+    /// Tells telemetry and the hold warning of a commit of a nested provider's permit.
+    @inline(never)
+    private func reportChainCommit(_ event: PolicyCommitEvent, _ chain: ChainGate) {
+        chain.environment.telemetry?.didCommit(event)
+        chain.environment.holdWatch.committed(.init(chain, admission), tokens: event.actualTokens)
+    }
+
+    /// Reports a commit of an in-process permit to telemetry and to the hold warning. Kept out
+    /// of line: the commit path without telemetry stays as small as it was.
+    @inline(never)
+    private func reportCommit(_ event: PolicyCommitEvent) {
+        guard let storage else { return }
+        storage.environment.telemetry?.didCommit(event)
+        storage.environment.holdWatch.committed(.init(storage, admission), tokens: event.actualTokens)
     }
 
     /// Reports a count outside `0...PolicyLimits.maximumTokenCount` and returns its error.
@@ -216,6 +231,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
                 // The key first: once released, the bucket may be dropped.
                 let key = environment.hasTelemetry ? chain.key(of: leaf) : nil
                 chain.release(leaf: leaf)
+                if key != nil { environment.holdWatch.released(.init(chain, admission)) }
                 if let key, let telemetry = environment.telemetry {
                     let held = environment.time.now() - admission.time
                     telemetry.didRelease(PolicyReleaseEvent(key: key, held: .nanoseconds(held), tokens: committedTokens))
@@ -229,6 +245,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
         if storage.environment.hasTelemetry, let telemetry = storage.environment.telemetry {
             let held = storage.environment.time.now() - admission.time
             telemetry.didRelease(PolicyReleaseEvent(key: storage.key, held: .nanoseconds(held), tokens: committedTokens))
+            storage.environment.holdWatch.released(.init(storage, admission))
         }
     }
 }

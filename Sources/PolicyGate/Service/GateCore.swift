@@ -633,6 +633,7 @@ final class GateCore: Sendable {
     func shutdown() {
         scheduleTimer.withLock { $0.take() }?.cancel()
         for gate in chains.withLock({ Array($0.values) }) { gate.shutdown() }
+        environment.holdWatch.stop()
         for shard in shards {
             let aftermath = shard.table.withLock { table in
                 var aftermath = Aftermath()

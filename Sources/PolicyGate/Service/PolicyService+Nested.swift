@@ -11,7 +11,7 @@ extension PolicyService {
         switch result {
         case .success(let admission):
             if core.environment.hasTelemetry {
-                core.environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimate: estimate, waited: .zero))
+                reportChainAdmission(key, estimate: estimate, gate: gate, admission: admission, tokens: tokens, waited: 0)
             }
             return PolicyPermit(chain: gate, leaf: leaf, admission: admission, estimated: tokens)
         case .failure(let refusal):
@@ -19,6 +19,18 @@ extension PolicyService {
             pending = Pending(limits: limits, tokens: tokens, now: now, rejection: refusal.rejection, nestedLevel: Int8(clamping: depth))
             return nil
         }
+    }
+}
+
+extension PolicyService {
+    /// Reports a nested provider's admission to telemetry and to the hold warning.
+    @inline(never)
+    nonisolated func reportChainAdmission(
+        _ key: PolicyKey, estimate: Estimate, gate: ChainGate, admission: Admission, tokens: TokenCounts, waited: Int64
+    ) {
+        let environment = core.environment
+        environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(waited)))
+        environment.holdWatch.admitted(.init(gate, admission), key: key, at: admission.time, estimated: Int(tokens.total))
     }
 }
 

@@ -372,7 +372,7 @@ public actor PolicyService {
         switch result {
         case .success(let admission):
             if core.environment.hasTelemetry {
-                core.environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimate: estimate, waited: .zero))
+                reportAdmission(key, estimate: estimate, storage: storage, admission: admission, tokens: tokens, waited: 0)
             }
             return PolicyPermit(storage: storage, admission: admission, estimated: tokens)
         case .failure(let rejection):
@@ -391,16 +391,18 @@ public actor PolicyService {
             if pending.nestedLevel >= 0 {
                 let gate = core.chainGate(for: key, now: pending.now)
                 let grant = try await core.wait(in: gate, key, tokens: pending.tokens, limits: pending.limits, deadline: deadline)
-                if core.environment.hasTelemetry, let telemetry = core.environment.telemetry {
-                    telemetry.didAcquire(PolicyAcquireEvent(
-                        key: key, estimate: estimate, waited: .nanoseconds(grant.admission.time - pending.now)))
+                if core.environment.hasTelemetry {
+                    reportChainAdmission(
+                        key, estimate: estimate, gate: gate, admission: grant.admission, tokens: pending.tokens,
+                        waited: grant.admission.time - pending.now)
                 }
                 return PolicyPermit(chain: gate, leaf: grant.leaf, admission: grant.admission, estimated: pending.tokens)
             }
             let grant = try await core.wait(key, tokens: pending.tokens, limits: pending.limits, deadline: deadline)
-            if core.environment.hasTelemetry, let telemetry = core.environment.telemetry {
-                telemetry.didAcquire(PolicyAcquireEvent(
-                    key: key, estimate: estimate, waited: .nanoseconds(grant.admission.time - pending.now)))
+            if core.environment.hasTelemetry {
+                reportAdmission(
+                    key, estimate: estimate, storage: grant.storage, admission: grant.admission, tokens: pending.tokens,
+                    waited: grant.admission.time - pending.now)
             }
             return PolicyPermit(storage: grant.storage, admission: grant.admission, estimated: pending.tokens)
         } catch var error as PolicyError {
@@ -435,12 +437,12 @@ public actor PolicyService {
         switch outcome {
         case .admitted(let lease, let since):
             let now = environment.time.now()
+            let sharedLease = SharedLease(key: key, lease: lease, gate: shared)
             if environment.hasTelemetry {
                 environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(now - since)))
+                environment.holdWatch.admitted(.init(sharedLease), key: key, at: now, estimated: Int(pending.tokens.total))
             }
-            return PolicyPermit(
-                shared: SharedLease(key: key, lease: lease, gate: shared),
-                admission: Admission(time: now, sequence: 0), estimated: pending.tokens)
+            return PolicyPermit(shared: sharedLease, admission: Admission(time: now, sequence: 0), estimated: pending.tokens)
         case .uncounted:
             return try Self.inertPermit(estimate)
         case .notShared:

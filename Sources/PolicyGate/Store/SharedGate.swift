@@ -395,6 +395,7 @@ final class SharedLease: Sendable {
         if environment.hasTelemetry {
             environment.telemetry?.didCommit(PolicyCommitEvent(
                 key: key, estimatedTokens: estimated, previousTokens: previous, actualTokens: tokens))
+            environment.holdWatch.committed(.init(self), tokens: tokens)
         }
     }
 
@@ -412,6 +413,7 @@ final class SharedLease: Sendable {
             environment.telemetry?.didCommit(PolicyCommitEvent(
                 key: key, estimatedTokens: estimated, previousTokens: previous, actualTokens: tokens, inputTokens: input,
                 outputTokens: output, cacheReadTokens: cacheReads))
+            environment.holdWatch.committed(.init(self), tokens: tokens)
         }
         return counts
     }
@@ -438,6 +440,7 @@ final class SharedLease: Sendable {
         if environment.hasTelemetry, let telemetry = environment.telemetry {
             let held = environment.time.now() - admittedAt
             telemetry.didRelease(PolicyReleaseEvent(key: key, held: .nanoseconds(held), tokens: tokens))
+            environment.holdWatch.released(.init(self))
         }
     }
 

@@ -37,6 +37,10 @@ public protocol PolicyTelemetry: Sendable {
     /// given to another process while the permit's call still runs. Reported once per lease,
     /// from the store's background work.
     func didLoseLease(_ event: PolicyLeaseLossEvent)
+    /// A permit has been held longer than the service's ``PolicyService/permitHoldWarning``
+    /// (off unless set). Reported once per permit, from the service's own timer, while the
+    /// permit is still held.
+    func didHoldPermitTooLong(_ event: PolicyLongHoldEvent)
 }
 
 extension PolicyTelemetry {
@@ -58,6 +62,8 @@ extension PolicyTelemetry {
     public func didFailStore(_ event: PolicyStoreFailureEvent) {}
     /// Does nothing.
     public func didLoseLease(_ event: PolicyLeaseLossEvent) {}
+    /// Does nothing.
+    public func didHoldPermitTooLong(_ event: PolicyLongHoldEvent) {}
 }
 
 /// A call was admitted.
@@ -110,6 +116,16 @@ public struct PolicyCommitEvent: Sendable, Hashable {
     public let outputTokens: Int?
     /// The input tokens read from the provider's cache, when committed in parts.
     public let cacheReadTokens: Int?
+
+    /// The estimate's error for this call: `actualTokens / estimatedTokens` (1 when exact,
+    /// above 1 when the call used more than estimated).
+    ///
+    /// `nil` when the estimate was 0, which is allowed for a provider without token caps:
+    /// there is no estimate to compare with, and a ratio would be infinite. A commit of 0 (how
+    /// a failed call is recorded) gives 0.
+    public var estimateRatio: Double? {
+        estimatedTokens > 0 ? Double(actualTokens) / Double(estimatedTokens) : nil
+    }
 
     /// Creates the event (the gate does; adapters' tests and fakes may too).
     public init(

@@ -70,6 +70,11 @@ public struct PolicyTelemetryFanOut: PolicyTelemetry {
     public func didLoseLease(_ event: PolicyLeaseLossEvent) {
         for sink in sinks { sink.didLoseLease(event) }
     }
+
+    /// Passes the event to every sink.
+    public func didHoldPermitTooLong(_ event: PolicyLongHoldEvent) {
+        for sink in sinks { sink.didHoldPermitTooLong(event) }
+    }
 }
 
 extension PolicyTelemetry where Self == PolicyTelemetryFanOut {
