@@ -74,6 +74,7 @@ extension PolicyService {
         let storage = configuration.resolvedStorage
         try Self.validate(storage: storage, store: core.shared?.store)
         try Self.validate(split: configuration.limits, schedules: configuration.schedules, storage: storage)
+        try Self.validate(reserve: configuration.limits, storage: storage)
         try Self.validate(adaptive: configuration.adaptive, feedbackScopes: configuration.feedbackScope)
         var changes: [String: (limits: PolicyLimits, schedule: PolicySchedule?, storage: PolicyStorage, adaptive: Bool)] = [:]
         for (provider, storage) in storage {

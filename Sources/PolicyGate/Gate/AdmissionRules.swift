@@ -11,6 +11,9 @@ struct Rejection: Error, Hashable {
     /// it said; `kind` is `nil` then. (A trivial value, as the whole rejection is: it travels
     /// in a `Result` on the hot path, where a string would cost reference counting.)
     var provider: ProviderRefusal? = nil
+    /// Whether the caps that refused it were a batch call's: the caps less the provider's
+    /// reserve for interactive calls (``PolicyLimits/reservedForInteractive``).
+    var forBatch = false
 
     /// A full concurrency cap: only a release can help.
     static let concurrency = Rejection(kind: .concurrency, retryAt: nil)
@@ -218,6 +221,11 @@ enum AdmissionRules {
         }
         guard let kind = rejection.kind else {
             return PolicyError(code, retryAfter: retryAfter, closedBy: "", message: "\(what): closed by schedule")
+        }
+        if rejection.forBatch {
+            return PolicyError(
+                code, limit: kind, retryAfter: retryAfter,
+                message: "\(what): \(kind) is exhausted for batch calls (its reserved_for_interactive share is kept for interactive calls)")
         }
         return PolicyError(code, limit: kind, retryAfter: retryAfter, message: "\(what): \(kind) is exhausted")
     }

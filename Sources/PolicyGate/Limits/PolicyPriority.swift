@@ -1,0 +1,16 @@
+/// Which class a call waits in. Within one key, a waiting interactive call is admitted before
+/// any waiting batch call; within a class, calls are admitted in arrival order.
+///
+/// A provider's ``PolicyLimits/reservedForInteractive`` share of every cap is capacity batch
+/// calls cannot take. A batch call that has waited ``PolicyLimits/batchAging`` (30 s unless
+/// configured) is promoted: from then on it is ordered among the interactive calls by its
+/// arrival time and may use the reserve, so batch calls never starve.
+public enum PolicyPriority: String, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    /// A call someone is waiting for (a chat reply, an editor completion): the default.
+    case interactive
+    /// Background work (evaluations, backfills, embeddings) that yields to interactive calls.
+    case batch
+
+    /// `interactive` or `batch`, as configuration files and simulation traces write it.
+    public var description: String { rawValue }
+}
