@@ -337,3 +337,37 @@ private final class PriorityHarness {
         apply(machine.setLimits(CompiledLimits(limits, generation: generation), now: now))
     }
 }
+
+@Suite("A shared key's turns in one process, by class")
+struct SharedTurnsPriorityTests {
+    @Test("an interactive caller queues ahead of unpromoted batch callers, never ahead of the head or a promoted one")
+    func order() {
+        var turns = SharedTurns<Int>()
+        let heads = [
+            turns.enter(1, promoteAt: 100, now: 0),  // a batch head, asking the store
+            turns.enter(2, promoteAt: 100, now: 0),
+            turns.enter(3, now: 10),  // interactive: behind the head, ahead of 2
+            turns.enter(4, promoteAt: 40, now: 10),  // promoted no earlier than 2: at 100
+            turns.enter(5, now: 20),
+        ]
+        #expect(heads == [true, false, false, false, false])
+        var parked: [Bool] = []
+        for id in 2...5 { parked.append(turns.park(UInt64(id), id)) }
+        #expect(parked == [true, true, true, true])
+        var order: [Int] = []
+        var leaving: UInt64 = 1
+        while let next = turns.leave(leaving) {
+            order.append(next)
+            leaving = UInt64(next)
+        }
+        #expect(order == [3, 5, 2, 4])
+        // Once promoted, batch callers are no longer passed.
+        var aged = SharedTurns<Int>()
+        let agedHeads = [aged.enter(1, now: 0), aged.enter(2, promoteAt: 30, now: 0), aged.enter(3, now: 31)]
+        #expect(agedHeads == [true, false, false])
+        var agedParked: [Bool] = []
+        for id in 2...3 { agedParked.append(aged.park(UInt64(id), id)) }
+        let next = aged.leave(1)
+        #expect(agedParked == [true, true] && next == 2)
+    }
+}

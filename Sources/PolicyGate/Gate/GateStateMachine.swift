@@ -154,6 +154,21 @@ struct GateStateMachine<Payload>: ~Copyable {
         tokens: TokenCounts, now: Int64, priority: PolicyPriority = .interactive
     ) -> (Result<Admission, Rejection>, Effects) {
         let now = monotonic(now)
+        if !queue.isEmpty || priority != .interactive { return tryAdmitSlowly(tokens: tokens, now: now, priority: priority) }
+        let effects = Effects()
+        if inFlight >= limits.maxConcurrent { return (.failure(.concurrency), effects) }
+        advanceWindows(to: now)
+        guard windowsFit(tokens, now: now) else { return (.failure(windowRefusal(tokens: tokens, now: now)), effects) }
+        if let refusal = providerRefusal(tokens: tokens, now: now) { return (.failure(refusal), effects) }
+        return (.success(admit(tokens: tokens, now: now)), effects)
+    }
+
+    /// ``tryAdmit(tokens:now:priority:)`` with someone queued, or for a batch call: out of line,
+    /// so that the uncontended interactive path stays as small as it was.
+    @inline(never)
+    private mutating func tryAdmitSlowly(
+        tokens: TokenCounts, now: Int64, priority: PolicyPriority
+    ) -> (Result<Admission, Rejection>, Effects) {
         var effects = Effects()
         if !queue.isEmpty {
             effects = pump(now: now)

@@ -401,7 +401,8 @@ public actor PolicyService {
         let environment = core.environment
         let outcome: SharedGate.Outcome
         do {
-            outcome = try await shared.acquire(key, tokens: pending.tokens.total, deadline: deadline, core: core)
+            let aging = priority == .batch ? core.providers.withLock { $0.batchAging(ProviderName(of: key)) } : nil
+            outcome = try await shared.acquire(key, tokens: pending.tokens.total, deadline: deadline, core: core, batchAging: aging)
         } catch var error as PolicyError {
             error = core.naming(error.key == nil ? error.with(key: key) : error)
             if environment.hasTelemetry {
