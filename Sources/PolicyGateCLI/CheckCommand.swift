@@ -160,6 +160,13 @@ struct CheckReport {
         for provider in providers where !provider.base.countsCacheReads {
             lines.append("  \(provider.name): cache reads do not count as input tokens (count_cache_reads = false)")
         }
+        for provider in providers where provider.base.reservedForInteractive ?? 0 > 0 || provider.base.batchAging != nil {
+            let share = provider.base.reservedForInteractive ?? 0
+            let aging = provider.base.batchAging ?? PolicyLimits.defaultBatchAging
+            lines.append(
+                "  \(provider.name): batch calls see every cap less reserved_for_interactive = \(share) of it, "
+                    + "until promoted after \(Values.readable(aging)) of waiting (batch_aging_seconds)")
+        }
         let adaptive = providers.filter(\.adaptive).map(\.name)
         if !adaptive.isEmpty {
             lines.append(
@@ -252,12 +259,18 @@ struct CheckReport {
         var adaptive: Bool
         /// Nested limits per scope kind, as in the file's `per` tables.
         var per: [String: [String: Int]]
+        /// ``PolicyLimits/reservedForInteractive`` (0 when not set) and the batch aging in
+        /// seconds, under their configuration keys.
+        var reservedForInteractive: Double
+        var batchAgingSeconds: Double
         var effective: JSONState
         var transitions: [JSONState]
 
         enum CodingKeys: String, CodingKey {
             case name, timezone, base, adaptive, per, effective, transitions
             case countCacheReads = "count_cache_reads"
+            case reservedForInteractive = "reserved_for_interactive"
+            case batchAgingSeconds = "batch_aging_seconds"
         }
     }
 
@@ -304,6 +317,8 @@ struct CheckReport {
                 name: provider.name, timezone: provider.schedule?.timeZone.identifier, base: Self.keyed(provider.base),
                 countCacheReads: provider.base.countsCacheReads,
                 adaptive: provider.adaptive, per: provider.levels.mapValues(Self.keyed),
+                reservedForInteractive: provider.base.reservedForInteractive ?? 0,
+                batchAgingSeconds: Values.seconds(provider.base.batchAging ?? PolicyLimits.defaultBatchAging),
                 effective: JSONState(
                     entry: now.entry, closed: now.isClosed, limits: Self.keyed(now.limits),
                     // A change exactly at --from is listed as a transition, but is what holds now.

@@ -1,4 +1,5 @@
 import Foundation
+import PolicyGate
 
 /// The text `simulate` prints: a headline, then per provider what happened to its calls, how
 /// long they queued, its peaks, and a table of its caps against what was used.
@@ -58,6 +59,14 @@ package enum SimulationSummary {
             "p50 \(seconds(wait.p50))  p95 \(seconds(wait.p95))  p99 \(seconds(wait.p99))  max \(seconds(wait.max))  "
                 + "mean \(seconds(wait.mean))"
         ))
+        for priority in PolicyPriority.allCases {
+            guard let wait = provider.waitByPriority?[priority.description] else { continue }
+            rows.append((
+                "  \(priority)",
+                "p50 \(seconds(wait.p50))  p95 \(seconds(wait.p95))  p99 \(seconds(wait.p99))  max \(seconds(wait.max))  "
+                    + "mean \(seconds(wait.mean))"
+            ))
+        }
         func peak(_ count: Int, _ what: String, at time: Double) -> String {
             "\(n(count)) \(what)" + (count > 0 ? " (at \(offset(time)))" : "")
         }

@@ -94,6 +94,27 @@ struct CLICheckTests {
         #expect(provider["count_cache_reads"] as? Bool == false)
     }
 
+    @Test("reserved_for_interactive and batch_aging_seconds are said in text and JSON")
+    func priorityClasses() throws {
+        let directory = try TemporaryDirectory()
+        let path = try directory.write("openai.toml", """
+            [limits.openai]
+            requests_per_minute      = 500
+            reserved_for_interactive = 0.2
+            batch_aging_seconds      = 45
+            """)
+        let run = runTool(["check", path, "--from", "2026-03-28T10:00:00Z"])
+        #expect(run.status == 0)
+        #expect(
+            run.stdout.contains(
+                "openai: batch calls see every cap less reserved_for_interactive = 0.2 of it, until promoted after 45.0s of waiting"),
+            "\(run.stdout)")
+        let json = try #require(parseJSON(runTool(["check", path, "--json"]).stdout))
+        let provider = try #require((json["providers"] as? [[String: Any]])?.first)
+        #expect(provider["reserved_for_interactive"] as? Double == 0.2)
+        #expect(provider["batch_aging_seconds"] as? Double == 45)
+    }
+
     @Test("--json: effective caps at --from and every transition with time, entry and caps")
     func transitionsJSON() throws {
         let directory = try TemporaryDirectory()

@@ -68,6 +68,23 @@ struct NestedLimitsTests {
         #expect(throws: PolicyError.self) {
             _ = try PolicyService(limits: [:], scopeLimits: ["a": ["user": PolicyLimits(requestsPerMinute: 0)]], clock: clock)
         }
+        // Priority's reserve is not applied inside a tree yet: refused rather than ignored.
+        let reserved = try #require(throws: PolicyConfigurationError.self) {
+            try PolicyConfiguration(toml: """
+                [limits.a]
+                requests_per_minute = 5
+                reserved_for_interactive = 0.2
+                [limits.a.per.user]
+                requests_per_minute = 2
+                """)
+        }
+        #expect(reserved.diagnostics.contains { $0.keyPath == "limits.a.reserved_for_interactive" }, "\(reserved)")
+        var withReserve = PolicyLimits(requestsPerMinute: 5)
+        withReserve.reservedForInteractive = 0.2
+        #expect(throws: PolicyError.self) {
+            _ = try PolicyService(
+                limits: ["a": withReserve], scopeLimits: ["a": ["user": PolicyLimits(requestsPerMinute: 2)]], clock: clock)
+        }
     }
 
     @Test("a call refused at one level is recorded at none, and the refusal names the level and the cap")

@@ -44,6 +44,9 @@ struct ConfigurationReader {
         }
         for (provider, kinds) in levels where !kinds.isEmpty {
             configuration.scopeLimits[provider] = kinds
+            if configuration.limits[provider]?.reservePermille ?? 0 > 0 || kinds.values.contains(where: { $0.reservePermille > 0 }) {
+                error([.key("limits"), .key(provider), .key(PolicyLimits.reservedForInteractiveKey)], PolicyService.reserveNotNested)
+            }
             if configuration.limits[provider] == nil, configuration.schedules[provider] == nil {
                 configuration.limits[provider] = PolicyLimits()
             }
@@ -55,6 +58,9 @@ struct ConfigurationReader {
             }
             if let kind = PolicyService.splitCap(configuration.limits[provider], configuration.schedules[provider]) {
                 error([.key("limits"), .key(provider), .key(kind.configurationKey)], PolicyService.splitCapsNotShared)
+            }
+            if configuration.limits[provider]?.reservePermille ?? 0 > 0 {
+                error([.key("limits"), .key(provider), .key(PolicyLimits.reservedForInteractiveKey)], PolicyService.reserveNotShared)
             }
         }
         return configuration
@@ -447,7 +453,7 @@ struct ConfigurationReader {
         for key in caps.allKeys {
             readCap(
                 caps, key, path: path + [.key(key.stringValue)], into: &limits,
-                known: PolicyLimits.configurationKeyNames + [PolicyLimits.countCacheReadsKey])
+                known: PolicyLimits.configurationKeyNames + PolicyLimits.providerSettingKeys)
         }
         check(limits, provider: "", path: path, reportEmpty: false)
         return limits
@@ -466,6 +472,29 @@ struct ConfigurationReader {
             }
             return
         }
+        if key.stringValue == PolicyLimits.reservedForInteractiveKey, known.contains(PolicyLimits.reservedForInteractiveKey) {
+            let what = "a share of every cap in 0 ..< 1, such as 0.2"
+            if let share = readNumber(table, key) {
+                if share >= 0 && share < 1 { limits.reservedForInteractive = share } else { error(path, "must be \(what), got \(share)") }
+            } else {
+                error(path, "must be \(what)")
+            }
+            return
+        }
+        if key.stringValue == PolicyLimits.batchAgingKey, known.contains(PolicyLimits.batchAgingKey) {
+            let most = Int(PolicyLimits.maximumBatchAging.components.seconds)
+            let what = "a positive number of seconds, at most \(most)"
+            if let seconds = readNumber(table, key) {
+                if seconds > 0 && seconds <= Double(most) {
+                    limits.batchAging = .nanoseconds(Int64((seconds * 1e9).rounded()))
+                } else {
+                    error(path, "must be \(what), got \(seconds)")
+                }
+            } else {
+                error(path, "must be \(what)")
+            }
+            return
+        }
         guard let kind = PolicyLimits.configurationKeys[key.stringValue] else {
             unknownKey(key.stringValue, path: path, known: known)
             return
@@ -479,6 +508,13 @@ struct ConfigurationReader {
         }
     }
 
+    /// A number written as an integer or a float; `nil` for anything else, or a non-finite float.
+    private func readNumber(_ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey) -> Double? {
+        if let whole = try? table.decode(Int.self, forKey: key) { return Double(whole) }
+        guard let number = try? table.decode(Double.self, forKey: key), number.isFinite else { return nil }
+        return number
+    }
+
     private mutating func readString(
         _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, path: [TOMLPathComponent], what: String
     ) -> String? {
@@ -490,8 +526,8 @@ struct ConfigurationReader {
         }
     }
 
-    static let providerKeys = PolicyLimits.configurationKeyNames
-        + [PolicyLimits.countCacheReadsKey, "timezone", "schedule", "store", "on_store_failure", "feedback_scope", "adaptive", "per"]
+    static let providerKeys = PolicyLimits.configurationKeyNames + PolicyLimits.providerSettingKeys
+        + ["timezone", "schedule", "store", "on_store_failure", "feedback_scope", "adaptive", "per"]
     static let levelKeys = PolicyLimits.configurationKeyNames + [PolicyLimits.countCacheReadsKey]
     static let entryKeys = ["name", "cron", "dates", "closed"] + PolicyLimits.configurationKeyNames
 
@@ -508,6 +544,17 @@ struct ConfigurationReader {
         }
         if reportEmpty, limits.isUnlimited {
             warning(path, "has no caps, so '\(provider)' is not gated")
+        }
+        let permille = Int64(limits.reservePermille)
+        if permille > 0 {
+            // A cap so small that its reserve takes all of it: batch calls get none of it until
+            // promoted. Legal (the reserve is never rounded down), but worth knowing.
+            for kind in PolicyLimitKind.allCases {
+                guard let cap = limits[kind].map(Int64.init), cap > 0, cap - (cap * permille + 999) / 1_000 <= 0 else { continue }
+                warning(
+                    path + [.key(PolicyLimits.reservedForInteractiveKey)],
+                    "leaves batch calls none of \(kind.configurationKey) = \(cap): they are admitted only once promoted by batch_aging_seconds")
+            }
         }
         // A shorter window's cap above a longer one's can never be reached: the longer cap
         // binds first. Legal, but almost always a typo or a unit mix-up.

@@ -28,13 +28,19 @@ extension PolicyLimits: Codable {
         uniqueKeysWithValues: PolicyLimitKind.allCases.map { ($0.configurationKey, $0) })
     /// The key of ``countsCacheReads`` in a provider's table.
     static let countCacheReadsKey = "count_cache_reads"
+    /// The key of ``reservedForInteractive`` in a provider's table.
+    static let reservedForInteractiveKey = "reserved_for_interactive"
+    /// The key of ``batchAging`` (in seconds) in a provider's table.
+    static let batchAgingKey = "batch_aging_seconds"
+    /// The settings of a provider's table that are not caps (schedule entries cannot set them).
+    static let providerSettingKeys = [countCacheReadsKey, reservedForInteractiveKey, batchAgingKey]
     /// Configuration keys, in the order the reference lists them.
     static let configurationKeyNames = PolicyLimitKind.allCases.map(\.configurationKey)
 
     /// Decodes caps from the keys `requests_per_minute`, `requests_per_hour`,
     /// `requests_per_day`, `tokens_per_minute`, `tokens_per_hour`, `tokens_per_day`, the
     /// `input_tokens_per_…` and `output_tokens_per_…` caps, `max_concurrent` and
-    /// `count_cache_reads`, each optional.
+    /// `count_cache_reads`, `reserved_for_interactive` and `batch_aging_seconds`, each optional.
     /// - Throws: ``PolicyConfigurationError`` listing every unknown key, wrong type and
     ///   non-positive cap.
     public init(from decoder: any Decoder) throws {
@@ -53,5 +59,15 @@ extension PolicyLimits: Codable {
             if let cap = self[kind] { try container.encode(cap, forKey: AnyKey(stringValue: kind.configurationKey)) }
         }
         if !countsCacheReads { try container.encode(false, forKey: AnyKey(stringValue: Self.countCacheReadsKey)) }
+        if let share = reservedForInteractive { try container.encode(share, forKey: AnyKey(stringValue: Self.reservedForInteractiveKey)) }
+        if let aging = batchAging {
+            let key = AnyKey(stringValue: Self.batchAgingKey)
+            let (seconds, attoseconds) = aging.components
+            if attoseconds == 0 {
+                try container.encode(seconds, forKey: key)
+            } else {
+                try container.encode(Double(seconds) + Double(attoseconds) / 1e18, forKey: key)
+            }
+        }
     }
 }

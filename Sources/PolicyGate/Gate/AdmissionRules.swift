@@ -7,10 +7,36 @@ struct Rejection: Error, Hashable {
     let retryAt: Int64?
     /// For an estimate above a token cap: that cap. No wait can help such a call.
     var exceededCap: Int64? = nil
-    /// When the provider's own feedback refuses the call (``ProviderFeedbackState``): what
-    /// it said; `kind` is `nil` then. (A trivial value, as the whole rejection is: it travels
-    /// in a `Result` on the hot path, where a string would cost reference counting.)
-    var provider: ProviderRefusal? = nil
+    /// What refused it besides a cap, if anything: the provider's own feedback
+    /// (``ProviderFeedbackState``), or a batch call's caps (the caps less the provider's
+    /// reserve for interactive calls). One optional for both, so that the rejection stays as
+    /// small as it was: it travels in a `Result` on the hot path, where a byte more cost ≈ 40
+    /// instructions a call.
+    var cause: Cause? = nil
+
+    enum Cause: Hashable {
+        /// What the provider said; `kind` is `nil` then.
+        case provider(ProviderRefusal)
+        /// The caps less ``PolicyLimits/reservedForInteractive`` refused a batch call.
+        case batchCaps
+    }
+
+    init(kind: PolicyLimitKind?, retryAt: Int64?, exceededCap: Int64? = nil, provider: ProviderRefusal? = nil, forBatch: Bool = false) {
+        self.kind = kind
+        self.retryAt = retryAt
+        self.exceededCap = exceededCap
+        cause = provider.map { .provider($0) } ?? (forBatch ? .batchCaps : nil)
+    }
+
+    /// When the provider's own feedback refuses the call: what it said. (A trivial value, as
+    /// the whole rejection is: a string would cost reference counting on the hot path.)
+    var provider: ProviderRefusal? {
+        if case .provider(let refusal)? = cause { return refusal }
+        return nil
+    }
+
+    /// Whether the caps that refused it were a batch call's.
+    var forBatch: Bool { cause == .batchCaps }
 
     /// A full concurrency cap: only a release can help.
     static let concurrency = Rejection(kind: .concurrency, retryAt: nil)
@@ -218,6 +244,11 @@ enum AdmissionRules {
         }
         guard let kind = rejection.kind else {
             return PolicyError(code, retryAfter: retryAfter, closedBy: "", message: "\(what): closed by schedule")
+        }
+        if rejection.forBatch {
+            return PolicyError(
+                code, limit: kind, retryAfter: retryAfter,
+                message: "\(what): \(kind) is exhausted for batch calls (its reserved_for_interactive share is kept for interactive calls)")
         }
         return PolicyError(code, limit: kind, retryAfter: retryAfter, message: "\(what): \(kind) is exhausted")
     }

@@ -18,6 +18,15 @@ struct Admission: Sendable, Hashable {
 /// of the queue, `slotted` long): a waiter first waits for a slot, then, holding it, for window
 /// capacity. Only the head is ever admitted, so a large call is never starved by smaller ones.
 ///
+/// Priority classes: interactive waiters (and batch waiters promoted by aging) come first, in
+/// arrival order, then the batch waiters not yet promoted, in arrival order (`lowCount` of
+/// them, at the tail). An interactive call queues ahead of them, and may be admitted at once
+/// past them. A batch call is checked against the caps less the provider's reserve for
+/// interactive calls (``CompiledLimits/reservingForInteractive()``) until it is promoted, at
+/// `promoteAt` (its arrival plus the provider's batch aging, never before an earlier batch
+/// call's): from then on it is ordered by its arrival among the interactive calls and sees the
+/// whole caps. All of this is on the waiting path; a key nobody waits on pays one comparison.
+///
 /// When limits change (``setLimits(_:now:)``), permits admitted before run to completion;
 /// from then on nobody is admitted while the permits in flight reach the cap in force, and
 /// waiters holding slots beyond it give them back (the last of them first), keeping their
@@ -30,6 +39,13 @@ struct GateStateMachine<Payload>: ~Copyable {
         let tokens: TokenCounts
         let deadline: Int64
         let payload: Payload
+        /// Whether it was queued as a batch call (promoted or not).
+        var isBatch = false
+        /// For a batch call: when it is promoted (see the type's comment).
+        var promoteAt: Int64 = .min
+        /// Its place in the key's arrivals, which orders promoted batch calls among
+        /// interactive ones.
+        var arrival: UInt64 = 0
     }
 
     struct Resume {
@@ -71,6 +87,12 @@ struct GateStateMachine<Payload>: ~Copyable {
     /// How many waiters at the front of the queue hold a slot.
     private(set) var slotted = 0
     private var deadlineCount = 0
+    /// How many batch waiters not yet promoted sit at the tail of the queue.
+    private var lowCount = 0
+    /// Batch waiters queued, promoted or not (for readouts).
+    private(set) var batchQueued = 0
+    /// Waiters queued so far (their `arrival`).
+    private var arrivals: UInt64 = 0
     /// Admissions so far.
     private var sequence: UInt64 = 0
     /// The latest instant seen (see ``monotonic(_:)``).
@@ -117,22 +139,23 @@ struct GateStateMachine<Payload>: ~Copyable {
     }
 
     var queued: Int { queue.count }
+    /// Batch waiters promoted by aging (the batch waiters not at the tail).
+    var promotedBatch: Int { batchQueued - lowCount }
     var hasWaiters: Bool { !queue.isEmpty }
 
     // MARK: Admission
 
     /// Admits a call at once if nobody is queued and it fits; otherwise says why not.
     /// Runs due work first (waiters whose time has come), returned in the effects.
+    /// An interactive call passes batch waiters not yet promoted (it would queue ahead of
+    /// them); a batch call checks the caps less the reserve.
     @inline(__always)
-    mutating func tryAdmit(tokens: TokenCounts, now: Int64) -> (Result<Admission, Rejection>, Effects) {
+    mutating func tryAdmit(
+        tokens: TokenCounts, now: Int64, priority: PolicyPriority = .interactive
+    ) -> (Result<Admission, Rejection>, Effects) {
         let now = monotonic(now)
-        var effects = Effects()
-        if !queue.isEmpty {
-            effects = pump(now: now)
-            if let head = queue.first {
-                return (.failure(rejection(forQueued: head, at: 0, now: now)), effects)
-            }
-        }
+        if !queue.isEmpty || priority != .interactive { return tryAdmitSlowly(tokens: tokens, now: now, priority: priority) }
+        let effects = Effects()
         if inFlight >= limits.maxConcurrent { return (.failure(.concurrency), effects) }
         advanceWindows(to: now)
         guard windowsFit(tokens, now: now) else { return (.failure(windowRefusal(tokens: tokens, now: now)), effects) }
@@ -140,9 +163,64 @@ struct GateStateMachine<Payload>: ~Copyable {
         return (.success(admit(tokens: tokens, now: now)), effects)
     }
 
+    /// ``tryAdmit(tokens:now:priority:)`` with someone queued, or for a batch call: out of line,
+    /// so that the uncontended interactive path stays as small as it was.
+    @inline(never)
+    private mutating func tryAdmitSlowly(
+        tokens: TokenCounts, now: Int64, priority: PolicyPriority
+    ) -> (Result<Admission, Rejection>, Effects) {
+        var effects = Effects()
+        if !queue.isEmpty {
+            effects = pump(now: now)
+            if let head = queue.first {
+                guard priority == .interactive, lowCount == queue.count else {
+                    return (.failure(rejection(forQueued: head, at: 0, now: now)), effects)
+                }
+                return (admitAhead(tokens: tokens, now: now), effects)
+            }
+        }
+        if priority != .interactive, limits.reservesForInteractive { return (tryAdmitBatch(tokens: tokens, now: now), effects) }
+        if inFlight >= limits.maxConcurrent { return (.failure(.concurrency), effects) }
+        advanceWindows(to: now)
+        guard windowsFit(tokens, now: now) else { return (.failure(windowRefusal(tokens: tokens, now: now)), effects) }
+        if let refusal = providerRefusal(tokens: tokens, now: now) { return (.failure(refusal), effects) }
+        return (.success(admit(tokens: tokens, now: now)), effects)
+    }
+
+    /// An interactive call admitted past batch waiters not yet promoted, as if queued at the
+    /// head. It takes a slot from the last batch waiter holding one if it must.
+    @inline(never)
+    private mutating func admitAhead(tokens: TokenCounts, now: Int64) -> Result<Admission, Rejection> {
+        if inFlight >= limits.maxConcurrent { return .failure(.concurrency) }
+        advanceWindows(to: now)
+        guard windowsFit(tokens, now: now) else { return .failure(windowRefusal(tokens: tokens, now: now)) }
+        if let refusal = providerRefusal(tokens: tokens, now: now) { return .failure(refusal) }
+        let admission = admit(tokens: tokens, now: now)
+        slotted = min(slotted, max(0, limits.maxConcurrent - inFlight))
+        return .success(admission)
+    }
+
+    /// ``tryAdmit(tokens:now:priority:)`` for a batch call with nobody queued, against the caps
+    /// less the reserve.
+    @inline(never)
+    private mutating func tryAdmitBatch(tokens: TokenCounts, now: Int64) -> Result<Admission, Rejection> {
+        let caps = limits.reservingForInteractive()
+        if inFlight >= caps.maxConcurrent { return .failure(Rejection(kind: .concurrency, retryAt: nil, forBatch: true)) }
+        advanceWindows(to: now)
+        guard fits(tokens, now: now, caps: caps) else { return .failure(batchRefusal(tokens: tokens, caps: caps, promoteAt: .max, now: now)) }
+        if let refusal = providerRefusal(tokens: tokens, now: now) { return .failure(refusal) }
+        return .success(admit(tokens: tokens, now: now))
+    }
+
     /// Queues a call that could not be admitted at once, or admits/rejects it if the state
     /// changed meanwhile or its deadline can never be met.
-    mutating func enqueue(id: UInt64, tokens: TokenCounts, deadline: Int64, payload: Payload, now: Int64) -> EnqueueResult {
+    /// - Parameters:
+    ///   - priority: Its class: an interactive call queues ahead of batch calls not yet promoted.
+    ///   - batchAging: For a batch call, how long until it is promoted (nanoseconds).
+    mutating func enqueue(
+        id: UInt64, tokens: TokenCounts, deadline: Int64, payload: Payload, now: Int64,
+        priority: PolicyPriority = .interactive, batchAging: Int64 = PolicyLimits.defaultBatchAging.nanosecondsSaturating
+    ) -> EnqueueResult {
         let now = monotonic(now)
         var effects = queue.isEmpty ? Effects() : pump(now: now)
         if let oversized = AdmissionRules.oversized(tokens, limits: limits) {
@@ -150,27 +228,71 @@ struct GateStateMachine<Payload>: ~Copyable {
             return .rejected(AdmissionRules.oversizedError(oversized, tokens: tokens), effects)
         }
         advanceWindows(to: now)
+        let isBatch = priority == .batch
+        // Never before an earlier batch call: promotions then leave the tail in order.
+        let promoteAt = isBatch ? max(now.clampedAdding(max(1, batchAging)), lowCount > 0 ? queue[queue.count - 1].promoteAt : .min) : .min
+        let caps = isBatch ? limits.reservingForInteractive() : limits
         // Past `validUntil` the schedule's next limits are due: neither admit nor refuse on
         // these, queue (handing over the next limits pumps the queue).
         let current = now < limits.validUntil
+        // Nobody it would queue behind: an interactive call goes ahead of unpromoted batch calls.
+        let first = queue.isEmpty || (!isBatch && lowCount == queue.count)
         var refusedByProvider: Rejection?
-        if current && queue.isEmpty && inFlight < limits.maxConcurrent && windowsFit(tokens, now: now) {
+        if current && first && inFlight < caps.maxConcurrent && fits(tokens, now: now, caps: caps) {
             refusedByProvider = providerRefusal(tokens: tokens, now: now)
-            if refusedByProvider == nil { return .admitted(admit(tokens: tokens, now: now), effects) }
+            if refusedByProvider == nil {
+                let admission = admit(tokens: tokens, now: now)
+                slotted = min(slotted, max(0, limits.maxConcurrent - inFlight))
+                return .admitted(admission, effects)
+            }
         }
         if deadline != .max {
             // The earliest this call could start, ignoring everyone ahead: a lower bound.
-            let windowBlock = windowsFit(tokens, now: now)
-                ? refusedByProvider ?? providerBlock(tokens: tokens, now: now) : windowRefusal(tokens: tokens, now: now)
+            let windowBlock: Rejection?
+            if isBatch && caps.reservesForInteractive {
+                windowBlock = fits(tokens, now: now, caps: caps)
+                    ? refusedByProvider ?? providerBlock(tokens: tokens, now: now)
+                    : batchRefusal(tokens: tokens, caps: caps, promoteAt: promoteAt, now: now)
+            } else {
+                windowBlock = windowsFit(tokens, now: now)
+                    ? refusedByProvider ?? providerBlock(tokens: tokens, now: now) : windowRefusal(tokens: tokens, now: now)
+            }
             if current, AdmissionRules.isHopeless(windowBlock ?? .concurrency, now: now, deadline: deadline) {
                 let rejection = windowBlock ?? queue.first.map { self.rejection(forQueued: $0, at: 0, now: now) } ?? .concurrency
                 return .rejected(AdmissionRules.refusal(rejection, now: now, waited: false), effects)
             }
             deadlineCount += 1
         }
-        queue.append(Waiter(id: id, tokens: tokens, deadline: deadline, payload: payload))
+        arrivals += 1
+        let waiter = Waiter(
+            id: id, tokens: tokens, deadline: deadline, payload: payload, isBatch: isBatch, promoteAt: promoteAt, arrival: arrivals)
+        if isBatch {
+            queue.append(waiter)
+            lowCount += 1
+            batchQueued += 1
+        } else if lowCount == 0 {
+            queue.append(waiter)
+        } else {
+            queue.insert(waiter, at: queue.count - lowCount)
+        }
         effects.merge(pump(now: now))
         return .enqueued(effects)
+    }
+
+    /// Why a batch call of `tokens` does not fit `caps` (the caps less the reserve; windows
+    /// advanced), and when it could start: when the reduced caps have room, or once promoted
+    /// at `promoteAt` and the whole caps have room, whichever comes first.
+    private func batchRefusal(tokens: TokenCounts, caps: CompiledLimits, promoteAt: Int64, now: Int64) -> Rejection {
+        var refusal = AdmissionRules.windowRefusal(in: windows, limits: caps, tokens: tokens, now: now)
+        // Above a reduced cap (within the whole one: the caller checked): only promotion helps.
+        let reducedAt = refusal.exceededCap != nil ? Int64.max : refusal.retryAt ?? .max
+        var promotedAt = promoteAt
+        if promoteAt != .max, !windowsFit(tokens, now: now) {
+            promotedAt = max(promoteAt, windowRefusal(tokens: tokens, now: now).retryAt ?? .max)
+        }
+        let at = min(reducedAt, promotedAt)
+        refusal = Rejection(kind: refusal.kind, retryAt: at == .max && refusal.kind != nil ? nil : at, forBatch: true)
+        return refusal
     }
 
     /// Removes a waiter that gave up (cancelled). Returns its payload if it was still queued.
@@ -345,6 +467,20 @@ struct GateStateMachine<Payload>: ~Copyable {
             && (!limits.hasSplitCaps || splitFits(tokens))
     }
 
+    /// ``windowsFit(_:now:)`` against other caps (a batch call's, less the reserve). Apart from
+    /// it, so that the hot path's reads of `limits` stay as they are.
+    private func fits(_ tokens: TokenCounts, now: Int64, caps: CompiledLimits) -> Bool {
+        let (input, output) = (tokens.input, tokens.output)
+        return !caps.isClosed(at: now)
+            && windows.minute?.fits(tokens: tokens.total, requestCap: caps.requestCap(0), tokenCap: caps.tokenCaps[0]) != false
+            && windows.hour?.fits(tokens: tokens.total, requestCap: caps.requestCap(1), tokenCap: caps.tokenCaps[1]) != false
+            && windows.day?.fits(tokens: tokens.total, requestCap: caps.requestCap(2), tokenCap: caps.tokenCaps[2]) != false
+            && (!caps.hasSplitCaps
+                || windows.minute?.splitFits(input: input, output: output, inputCap: caps.inputCaps[0], outputCap: caps.outputCaps[0]) != false
+                    && windows.hour?.splitFits(input: input, output: output, inputCap: caps.inputCaps[1], outputCap: caps.outputCaps[1]) != false
+                    && windows.day?.splitFits(input: input, output: output, inputCap: caps.inputCaps[2], outputCap: caps.outputCaps[2]) != false)
+    }
+
     /// Records an admitted call's input and output. Out of line, as ``splitFits(_:)``: the
     /// admission of a provider without such caps stays as small as it was.
     @inline(never)
@@ -381,6 +517,15 @@ struct GateStateMachine<Payload>: ~Copyable {
 
     private func rejection(forQueued waiter: Waiter, at index: Int, now: Int64) -> Rejection {
         guard index < slotted else { return .concurrency }
+        if index >= queue.count - lowCount && limits.reservesForInteractive {
+            // A batch waiter not yet promoted: the caps less the reserve.
+            let caps = limits.reservingForInteractive()
+            if inFlight >= caps.maxConcurrent { return Rejection(kind: .concurrency, retryAt: nil, forBatch: true) }
+            guard fits(waiter.tokens, now: now, caps: caps) else {
+                return batchRefusal(tokens: waiter.tokens, caps: caps, promoteAt: waiter.promoteAt, now: now)
+            }
+            return providerBlock(tokens: waiter.tokens, now: now) ?? .concurrency
+        }
         // A slotted waiter is blocked by windows or by the provider's feedback; if neither, it
         // is about to be admitted.
         guard windowsFit(waiter.tokens, now: now) else { return windowRefusal(tokens: waiter.tokens, now: now) }
@@ -388,7 +533,9 @@ struct GateStateMachine<Payload>: ~Copyable {
     }
 
     private mutating func remove(at index: Int) -> Waiter {
+        if index >= queue.count - lowCount { lowCount -= 1 }
         let waiter = queue.remove(at: index)
+        if waiter.isBatch { batchQueued -= 1 }
         if index < slotted { slotted -= 1 }
         if waiter.deadline != .max { deadlineCount -= 1 }
         return waiter
@@ -398,6 +545,7 @@ struct GateStateMachine<Payload>: ~Copyable {
     /// it fits; reports when to look again.
     private mutating func pump(now: Int64) -> Effects {
         var effects = Effects()
+        if lowCount > 0 { promote(now: now) }
         // A waiter may still be admitted at the very instant its deadline falls (enqueue
         // accepted it because it could fit by then), so only deadlines already past expire
         // before the admissions, and those falling exactly now after them.
@@ -413,7 +561,33 @@ struct GateStateMachine<Payload>: ~Copyable {
                 i += 1
             }
         }
+        // The next promotion: the earliest batch waiter not yet promoted (they are in order).
+        if lowCount > 0 { effects.wake = min(effects.wake ?? .max, queue[queue.count - lowCount].promoteAt) }
         return effects
+    }
+
+    /// Promotes the batch waiters whose `promoteAt` has come (a prefix of the tail): they join
+    /// the interactive waiters in arrival order. Slots stay with the front of the queue, so a
+    /// promoted waiter may take one from a batch waiter behind it.
+    private mutating func promote(now: Int64) {
+        let start = queue.count - lowCount
+        var end = start
+        while end < queue.count && queue[end].promoteAt <= now { end += 1 }
+        guard end > start else { return }
+        var merged: [Waiter] = []
+        merged.reserveCapacity(end)
+        var (i, j) = (0, start)
+        while i < start || j < end {
+            if j == end || (i < start && queue[i].arrival < queue[j].arrival) {
+                merged.append(queue[i])
+                i += 1
+            } else {
+                merged.append(queue[j])
+                j += 1
+            }
+        }
+        for (position, waiter) in merged.enumerated() { queue[position] = waiter }
+        lowCount -= end - start
     }
 
     /// Fails the waiters whose deadline is before `now` (or at it, when `including`).
@@ -462,7 +636,24 @@ struct GateStateMachine<Payload>: ~Copyable {
                 advanced = true
             }
             let refusal: Rejection
-            if windowsFit(head.tokens, now: now) {
+            if lowCount == queue.count && limits.reservesForInteractive {
+                // A batch head not yet promoted: the caps less the reserve. (A full reduced
+                // concurrency cap waits for a release or the promotion, which `pump` wakes.)
+                let caps = limits.reservingForInteractive()
+                if inFlight < caps.maxConcurrent && fits(head.tokens, now: now, caps: caps) {
+                    if let providerBlock = providerRefusal(tokens: head.tokens, now: now) {
+                        refusal = providerBlock
+                    } else {
+                        _ = remove(at: 0)
+                        effects.resume(head.payload, .success(admit(tokens: head.tokens, now: now)))
+                        continue
+                    }
+                } else if inFlight >= caps.maxConcurrent {
+                    break
+                } else {
+                    refusal = batchRefusal(tokens: head.tokens, caps: caps, promoteAt: .max, now: now)
+                }
+            } else if windowsFit(head.tokens, now: now) {
                 if let providerBlock = providerRefusal(tokens: head.tokens, now: now) {
                     refusal = providerBlock
                 } else {

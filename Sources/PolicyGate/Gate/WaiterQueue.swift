@@ -17,6 +17,10 @@ struct WaiterQueue<Element> {
 
     mutating func append(_ element: Element) { storage.append(element) }
 
+    /// Inserts `element` before the one at `position` (`count`: at the end). O(n): only an
+    /// interactive call queued ahead of batch calls does it.
+    mutating func insert(_ element: Element, at position: Int) { storage.insert(element, at: head + position) }
+
     @discardableResult
     mutating func removeFirst() -> Element {
         let element = storage[head]

@@ -15,16 +15,17 @@ struct CompiledLimits: Sendable {
     var hasSplitCaps: Bool
     /// ``PolicyLimits/countsCacheReads``.
     var countsCacheReads: Bool
-    /// Whether the provider's counters live in the service's shared store (its calls take the
-    /// store's path rather than the in-process machine's).
-    var isShared = false
-    /// For a shared provider: whether a failing store admits calls uncounted.
-    var failsOpen = false
-    /// Whether the provider has nested limits (its calls take ``ChainGate``'s path).
-    var isNested = false
+    /// Which path the provider's calls take, as bits (``isShared``, ``failsOpen``, ``isNested``):
+    /// one byte, so that the flags, the factor, the reserve and the concurrency cap share the
+    /// request caps' padding (separate flags made the limits 128 bytes).
+    private var routing: UInt8 = 0
     /// The factor adaptive mode applied to the configured caps, in thousandths
     /// (``AdaptiveState/full`` when it did not lower them). Beside the flags, in the padding.
     var adaptedBy: UInt16
+    /// ``PolicyLimits/reservedForInteractive`` in thousandths (rounded up; 0: no reserve).
+    /// Right after `adaptedBy`, in the two bytes of padding before the concurrency cap: the
+    /// limits stay 120 bytes.
+    var reservePermille: UInt16 = 0
     /// The concurrency cap, 32-bit to fit beside the flags (`Int32.max`: not set; larger caps
     /// are clamped just below, which no machine reaches). Read through ``maxConcurrent``.
     private var concurrencyCap: Int32
@@ -62,8 +63,34 @@ struct CompiledLimits: Sendable {
         outputCaps = [cap(limits.outputTokensPerMinute), cap(limits.outputTokensPerHour), cap(limits.outputTokensPerDay)]
         hasSplitCaps = limits.hasInputOutputCaps
         countsCacheReads = limits.countsCacheReads
+        reservePermille = UInt16(limits.reservePermille)
         concurrencyCap = limits.maxConcurrent.map { Int32(clamping: min($0, Int(Int32.max) - 1)) } ?? .max
         self.generation = generation
+    }
+
+    /// Whether the provider's counters live in the service's shared store (its calls take the
+    /// store's path rather than the in-process machine's).
+    var isShared: Bool {
+        @inline(__always) get { routing & 1 != 0 }
+        set { routing = newValue ? routing | 1 : routing & ~1 }
+    }
+
+    /// For a shared provider: whether a failing store admits calls uncounted.
+    var failsOpen: Bool {
+        @inline(__always) get { routing & 2 != 0 }
+        set { routing = newValue ? routing | 2 : routing & ~2 }
+    }
+
+    /// Whether the provider has nested limits (its calls take ``ChainGate``'s path).
+    var isNested: Bool {
+        @inline(__always) get { routing & 4 != 0 }
+        set { routing = newValue ? routing | 4 : routing & ~4 }
+    }
+
+    /// Whether the call takes a path other than this process's flat one (shared or nested):
+    /// one test on the hot path.
+    var isRouted: Bool {
+        @inline(__always) get { routing & 5 != 0 }
     }
 
     /// Marks the limits as kept in a shared store, with its failure policy.
@@ -114,6 +141,31 @@ struct CompiledLimits: Sendable {
     var maxConcurrent: Int {
         get { concurrencyCap == .max ? .max : Int(concurrencyCap) }
         set { concurrencyCap = newValue == .max ? .max : Int32(clamping: min(newValue, Int(Int32.max) - 1)) }
+    }
+
+    /// Whether batch calls see lower caps than interactive ones.
+    @inline(__always)
+    var reservesForInteractive: Bool { reservePermille != 0 }
+
+    /// The caps a batch call is checked against: every cap less its reserve for interactive
+    /// calls, `cap − ⌈cap × permille / 1000⌉` (so the reserve is never smaller than asked; a
+    /// small cap may leave batch calls 0). Unset caps stay unset. Only waiting and batch paths
+    /// call it.
+    func reservingForInteractive() -> CompiledLimits {
+        guard reservePermille != 0 else { return self }
+        let permille = Int64(reservePermille)
+        // Caps are at most 2^48 (tokens) or 2^32 (requests): times 1000 stays inside Int64.
+        func cut(_ cap: Int64) -> Int64 { cap == .max ? .max : cap - (cap * permille + 999) / 1_000 }
+        var batch = self
+        for w in 0..<3 {
+            let requests = requestCaps[w]
+            batch.requestCaps[w] = requests == .max ? .max : UInt32(cut(Int64(requests)))
+            batch.tokenCaps[w] = cut(tokenCaps[w])
+            batch.inputCaps[w] = cut(inputCaps[w])
+            batch.outputCaps[w] = cut(outputCaps[w])
+        }
+        if concurrencyCap != .max { batch.concurrencyCap = Int32(cut(Int64(concurrencyCap))) }
+        return batch
     }
 
     /// Whether adaptive mode lowered these caps below the configured ones (``AdaptiveState``).

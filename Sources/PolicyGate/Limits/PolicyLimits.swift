@@ -43,6 +43,23 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
     /// limits for most models (set `count_cache_reads = false`). Not a cap: a provider whose
     /// caps are all unset is unlimited whatever this says.
     public var countsCacheReads: Bool = true
+    /// The share of every cap (each window's requests, tokens, input and output tokens, and
+    /// `maxConcurrent`) that batch calls (``PolicyPriority/batch``) cannot take, in `0..<1`;
+    /// `nil` reserves nothing. A batch call sees `cap × (1 − share)`, rounded down, so the
+    /// reserve is never smaller than asked (the share is kept in thousandths, rounded up).
+    /// It applies to the caps in force (after a schedule and adaptive mode), not to what the
+    /// provider's own headers say is left. Not a cap: it gates nothing on its own.
+    public var reservedForInteractive: Double? = nil
+    /// How long a batch call waits before it is promoted: ordered among interactive calls by
+    /// its arrival time and allowed into ``reservedForInteractive``. `nil`:
+    /// ``defaultBatchAging``. Each waiter keeps the aging in force when it arrived.
+    public var batchAging: Duration? = nil
+
+    /// The aging of batch calls when ``batchAging`` is not set: 30 s.
+    public static let defaultBatchAging: Duration = .seconds(30)
+
+    /// The longest ``batchAging`` accepted: one day, the longest window.
+    public static let maximumBatchAging: Duration = .seconds(86_400)
 
     /// The largest request cap accepted: request counts are kept in 32-bit buckets so that a
     /// key's windows stay small (and `UInt32.max` itself stands for "no cap" inside the gate).
@@ -67,7 +84,9 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
         outputTokensPerHour: Int? = nil,
         outputTokensPerDay: Int? = nil,
         maxConcurrent: Int? = nil,
-        countsCacheReads: Bool = true
+        countsCacheReads: Bool = true,
+        reservedForInteractive: Double? = nil,
+        batchAging: Duration? = nil
     ) {
         self.requestsPerMinute = requestsPerMinute
         self.requestsPerHour = requestsPerHour
@@ -83,6 +102,8 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
         self.outputTokensPerDay = outputTokensPerDay
         self.maxConcurrent = maxConcurrent
         self.countsCacheReads = countsCacheReads
+        self.reservedForInteractive = reservedForInteractive
+        self.batchAging = batchAging
     }
 
     /// No caps at all: the gate lets every call through at the cost of a lookup.
@@ -131,7 +152,8 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// Checks that every set cap is positive (and request caps at most ``maximumRequestCap``).
+    /// Checks that every set cap is positive (and request caps at most ``maximumRequestCap``),
+    /// ``reservedForInteractive`` is in `0..<1` and ``batchAging`` positive and at most a day.
     /// - Parameter provider: Named in the error, if any.
     /// - Throws: ``PolicyError`` with code ``PolicyError/Code/invalidLimits`` naming the first bad cap.
     public func validate(provider: String = "") throws(PolicyError) {
@@ -148,7 +170,35 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
                     message: "\(kind) for provider '\(provider)' is \(cap); the largest supported is \(Self.maximumRequestCap)")
             }
         }
+        try validatePriority(provider: provider)
     }
+
+    /// Checks ``reservedForInteractive`` (in `0..<1`) and ``batchAging`` (positive, at most
+    /// ``maximumBatchAging``).
+    func validatePriority(provider: String) throws(PolicyError) {
+        if let share = reservedForInteractive, !(share >= 0 && share < 1) {
+            throw PolicyError(
+                .invalidLimits,
+                message: "reservedForInteractive for provider '\(provider)' must be at least 0 and below 1, got \(share)")
+        }
+        if let aging = batchAging, aging <= .zero || aging > Self.maximumBatchAging {
+            throw PolicyError(
+                .invalidLimits,
+                message: "batchAging for provider '\(provider)' must be positive and at most \(Self.maximumBatchAging), got \(aging)")
+        }
+    }
+
+    /// ``reservedForInteractive`` in thousandths, rounded up (so the reserve is never smaller
+    /// than asked); 0 when not set.
+    var reservePermille: Int {
+        guard let share = reservedForInteractive, share > 0 else { return 0 }
+        // Less a hair, so that a share written in thousandths (0.3 is 299.999… × 10⁻³ in binary)
+        // is not rounded up past itself.
+        return min(1_000, max(1, Int((share * 1_000 - 1e-9).rounded(.up))))
+    }
+
+    /// ``batchAging`` or its default, in nanoseconds.
+    var batchAgingNanoseconds: Int64 { (batchAging ?? Self.defaultBatchAging).nanosecondsSaturating }
 
     /// Whether an input or output cap is set.
     public var hasInputOutputCaps: Bool {
@@ -160,6 +210,8 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
         var set = PolicyLimitKind.allCases.compactMap { kind in self[kind].map { "\(kind)=\($0)" } }
         if set.isEmpty { return "unlimited" }
         if !countsCacheReads { set.append("countsCacheReads=false") }
+        if let share = reservedForInteractive { set.append("reservedForInteractive=\(share)") }
+        if let aging = batchAging { set.append("batchAging=\(aging)") }
         return set.joined(separator: " ")
     }
 }

@@ -31,10 +31,12 @@ extension PolicyService {
     /// the admission path without telemetry stays as small as it was.
     @inline(never)
     nonisolated func reportAdmission(
-        _ key: PolicyKey, estimate: Estimate, storage: KeyStorage, admission: Admission, tokens: TokenCounts, waited: Int64
+        _ key: PolicyKey, estimate: Estimate, storage: KeyStorage, admission: Admission, tokens: TokenCounts, waited: Int64,
+        priority: PolicyPriority = .interactive
     ) {
         let environment = core.environment
-        environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(waited)))
+        environment.telemetry?.didAcquire(
+            PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(waited), priority: priority))
         environment.holdWatch.admitted(.init(storage, admission), key: key, at: admission.time, estimated: Int(tokens.total))
     }
 

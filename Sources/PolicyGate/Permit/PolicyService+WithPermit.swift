@@ -32,14 +32,15 @@ extension PolicyService {
     ///   - key: The provider and scope to count the call under.
     ///   - estimatedTokens: The pre-flight estimate, as in ``acquire(_:estimatedTokens:maxWait:)``.
     ///   - maxWait: The longest to wait for admission; `nil` waits as long as it takes.
+    ///   - priority: Its class, as in ``acquire(_:estimatedTokens:maxWait:priority:)``.
     ///   - body: The call, given the permit to commit usage or feed back headers on.
     /// - Throws: What ``acquire(_:estimatedTokens:maxWait:)`` throws (the body then never runs),
     ///   or what `body` throws.
     nonisolated(nonsending) public func withPermit<R: ~Copyable>(
-        _ key: PolicyKey, estimatedTokens: Int = 0, maxWait: Duration? = nil,
+        _ key: PolicyKey, estimatedTokens: Int = 0, maxWait: Duration? = nil, priority: PolicyPriority = .interactive,
         _ body: nonisolated(nonsending) (inout PolicyPermit) async throws -> R
     ) async throws -> R {
-        var permit = try await acquire(key, estimate: .total(estimatedTokens), maxWait: maxWait)
+        var permit = try await acquire(key, estimate: .total(estimatedTokens), maxWait: maxWait, priority: priority)
         let result = try await body(&permit)
         permit.release()
         return result
@@ -51,10 +52,12 @@ extension PolicyService {
     /// `max_tokens`) against the output-token caps.
     nonisolated(nonsending) public func withPermit<R: ~Copyable>(
         _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, maxWait: Duration? = nil,
+        priority: PolicyPriority = .interactive,
         _ body: nonisolated(nonsending) (inout PolicyPermit) async throws -> R
     ) async throws -> R {
         var permit = try await acquire(
-            key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens), maxWait: maxWait)
+            key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens), maxWait: maxWait,
+            priority: priority)
         let result = try await body(&permit)
         permit.release()
         return result

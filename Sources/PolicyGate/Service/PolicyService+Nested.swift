@@ -4,14 +4,16 @@ extension PolicyService {
     /// (Kept inlinable: out of line, passing `pending` by address cost every flat call ≈ 60
     /// instructions.)
     nonisolated func admitNested(
-        _ key: PolicyKey, estimate: Estimate, tokens: TokenCounts, limits: CompiledLimits, now: Int64, pending: inout Pending?
+        _ key: PolicyKey, estimate: Estimate, tokens: TokenCounts, limits: CompiledLimits, now: Int64, pending: inout Pending?,
+        priority: PolicyPriority
     ) -> PolicyPermit? {
         let gate = core.chainGate(for: key, now: now)
         let (leaf, result) = gate.tryAdmit(key, tokens: tokens, account: limits, now: now)
         switch result {
         case .success(let admission):
             if core.environment.hasTelemetry {
-                reportChainAdmission(key, estimate: estimate, gate: gate, admission: admission, tokens: tokens, waited: 0)
+                reportChainAdmission(
+                    key, estimate: estimate, gate: gate, admission: admission, tokens: tokens, waited: 0, priority: priority)
             }
             return PolicyPermit(chain: gate, leaf: leaf, admission: admission, estimated: tokens)
         case .failure(let refusal):
@@ -26,10 +28,12 @@ extension PolicyService {
     /// Reports a nested provider's admission to telemetry and to the hold warning.
     @inline(never)
     nonisolated func reportChainAdmission(
-        _ key: PolicyKey, estimate: Estimate, gate: ChainGate, admission: Admission, tokens: TokenCounts, waited: Int64
+        _ key: PolicyKey, estimate: Estimate, gate: ChainGate, admission: Admission, tokens: TokenCounts, waited: Int64,
+        priority: PolicyPriority = .interactive
     ) {
         let environment = core.environment
-        environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(waited)))
+        environment.telemetry?.didAcquire(
+            PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(waited), priority: priority))
         environment.holdWatch.admitted(.init(gate, admission), key: key, at: admission.time, estimated: Int(tokens.total))
     }
 }

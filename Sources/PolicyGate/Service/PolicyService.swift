@@ -65,8 +65,9 @@ public actor PolicyService {
         try Self.validate(limits: limits, schedules: schedules)
         try Self.validate(storage: storage, store: store)
         try Self.validate(split: limits, schedules: schedules, storage: storage)
+        try Self.validate(reserve: limits, storage: storage)
         try Self.validate(adaptive: adaptive, feedbackScopes: feedbackScopes)
-        try Self.validate(scopeLimits: scopeLimits, storage: storage)
+        try Self.validate(scopeLimits: scopeLimits, storage: storage, limits: limits)
         core = GateCore(
             limits: limits, schedules: schedules, storage: storage, store: store, time: makeTimeSource(clock),
             startDate: startDate, telemetry: telemetry, feedbackScopes: feedbackScopes, adaptive: adaptive,
@@ -102,11 +103,22 @@ public actor PolicyService {
     static let nestedNotShared =
         "nested limits (per.<kind> tables) are not supported for a provider kept in a shared store yet"
 
-    /// Checks nested limits: every cap valid, no kind named `global`, no shared provider.
-    static func validate(scopeLimits: [String: [String: PolicyLimits]], storage: [String: PolicyStorage]) throws(PolicyError) {
+    static let reserveNotNested =
+        "reserved_for_interactive is not supported with nested limits (per.<kind> tables) yet: their waiters queue in arrival order"
+
+    /// Checks nested limits: every cap valid, no kind named `global`, no shared provider, no
+    /// reserve for interactive calls.
+    static func validate(
+        scopeLimits: [String: [String: PolicyLimits]], storage: [String: PolicyStorage], limits: [String: PolicyLimits]
+    ) throws(PolicyError) {
         for (provider, kinds) in scopeLimits.sorted(by: { $0.key < $1.key }) {
             if let place = storage[provider], place.store != .memory, !kinds.isEmpty {
                 throw PolicyError(.invalidLimits, message: "provider '\(provider)': \(nestedNotShared)")
+            }
+            if !kinds.isEmpty,
+                limits[provider]?.reservedForInteractive ?? 0 > 0 || kinds.values.contains(where: { $0.reservedForInteractive ?? 0 > 0 })
+            {
+                throw PolicyError(.invalidLimits, message: "provider '\(provider)': \(reserveNotNested)")
             }
             for (kind, caps) in kinds.sorted(by: { $0.key < $1.key }) {
                 guard !kind.isEmpty, kind != "global" else {
@@ -153,6 +165,23 @@ public actor PolicyService {
             }
         }
     }
+
+    /// Checks that no provider kept in a shared store reserves capacity for interactive calls:
+    /// the store's admission knows no classes yet (its callers in one process are still
+    /// ordered by class).
+    static func validate(
+        reserve limits: [String: PolicyLimits], storage: [String: PolicyStorage]
+    ) throws(PolicyError) {
+        for (provider, place) in storage.sorted(by: { $0.key < $1.key }) where place.store != .memory {
+            if limits[provider]?.reservePermille ?? 0 > 0 {
+                throw PolicyError(.invalidLimits, message: "provider '\(provider)': \(reserveNotShared)")
+            }
+        }
+    }
+
+    static let reserveNotShared =
+        "reserved_for_interactive is not supported for a provider kept in a shared store yet (the store admits calls without classes); "
+        + "remove it or keep the provider in memory"
 
     static let splitCapsNotShared =
         "input and output token caps are not supported for a provider kept in a shared store yet; use total-token caps there"
@@ -204,15 +233,19 @@ public actor PolicyService {
     ///     caps; may be 0 otherwise.
     ///   - maxWait: The longest to wait; `nil` waits as long as it takes. If the call could
     ///     not be admitted within it even with nobody ahead, it fails at once.
+    ///   - priority: Its class (``PolicyPriority``): a waiting interactive call is admitted
+    ///     before any waiting batch call of the key; batch calls cannot take the provider's
+    ///     ``PolicyLimits/reservedForInteractive`` share of the caps until they have waited
+    ///     ``PolicyLimits/batchAging``. Interactive by default.
     /// - Returns: A permit that holds the call's slot until released.
     /// - Throws: ``PolicyError`` — ``PolicyError/Code/rateLimited`` when it cannot be admitted
     ///   within `maxWait`, ``PolicyError/Code/timedOut`` when the wait ran out,
     ///   ``PolicyError/Code/oversized`` when the estimate exceeds a token cap,
     ///   ``PolicyError/Code/invalidTokenCount``; or `CancellationError`.
     nonisolated(nonsending) public func acquire(
-        _ key: PolicyKey, estimatedTokens: Int = 0, maxWait: Duration? = nil
+        _ key: PolicyKey, estimatedTokens: Int = 0, maxWait: Duration? = nil, priority: PolicyPriority = .interactive
     ) async throws -> PolicyPermit {
-        try await acquire(key, estimate: .total(estimatedTokens), maxWait: maxWait)
+        try await acquire(key, estimate: .total(estimatedTokens), maxWait: maxWait, priority: priority)
     }
 
     /// Waits until `key` may make one call estimated at `estimatedInputTokens` in and
@@ -225,18 +258,21 @@ public actor PolicyService {
     /// - Throws: As ``acquire(_:estimatedTokens:maxWait:)``; ``PolicyError/Code/invalidTokenCount``
     ///   also when a part is 0 while a cap counts it.
     nonisolated(nonsending) public func acquire(
-        _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, maxWait: Duration? = nil
+        _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, maxWait: Duration? = nil, priority: PolicyPriority = .interactive
     ) async throws -> PolicyPermit {
-        try await acquire(key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens), maxWait: maxWait)
+        try await acquire(
+            key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens), maxWait: maxWait, priority: priority)
     }
 
     @inline(__always)
-    nonisolated(nonsending) func acquire(_ key: PolicyKey, estimate: Estimate, maxWait: Duration?) async throws -> PolicyPermit {
+    nonisolated(nonsending) func acquire(
+        _ key: PolicyKey, estimate: Estimate, maxWait: Duration?, priority: PolicyPriority = .interactive
+    ) async throws -> PolicyPermit {
         var pending: Pending?
-        if let permit = try admitAtOnce(key, estimate: estimate, pending: &pending) { return permit }
+        if let permit = try admitAtOnce(key, estimate: estimate, priority: priority, pending: &pending) { return permit }
         guard let waiting = pending else { throw Self.unreachable(key) }
         let deadline = maxWait.map { waiting.now.clampedAdding(max(0, $0.nanosecondsSaturating)) } ?? .max
-        return try await acquireSlowly(key, estimate: estimate, pending: waiting, deadline: deadline)
+        return try await acquireSlowly(key, estimate: estimate, priority: priority, pending: waiting, deadline: deadline)
     }
 
     /// Waits until `key` may make one call, or until `deadline` on the service's clock.
@@ -245,9 +281,9 @@ public actor PolicyService {
     /// - Throws: As ``acquire(_:estimatedTokens:maxWait:)``, and ``PolicyError/Code/invalidArgument``
     ///   if `deadline` is an instant of another clock than the service's.
     nonisolated(nonsending) public func acquire<I: InstantProtocol>(
-        _ key: PolicyKey, estimatedTokens: Int = 0, deadline: I
+        _ key: PolicyKey, estimatedTokens: Int = 0, deadline: I, priority: PolicyPriority = .interactive
     ) async throws -> PolicyPermit where I.Duration == Duration {
-        try await acquire(key, estimate: .total(estimatedTokens), deadline: deadline)
+        try await acquire(key, estimate: .total(estimatedTokens), deadline: deadline, priority: priority)
     }
 
     /// Waits until `key` may make one call estimated at `estimatedInputTokens` in and
@@ -256,23 +292,25 @@ public actor PolicyService {
     /// Like ``acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:)`` with the maximum
     /// wait given as an instant.
     nonisolated(nonsending) public func acquire<I: InstantProtocol>(
-        _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, deadline: I
+        _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, deadline: I, priority: PolicyPriority = .interactive
     ) async throws -> PolicyPermit where I.Duration == Duration {
-        try await acquire(key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens), deadline: deadline)
+        try await acquire(
+            key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens), deadline: deadline, priority: priority)
     }
 
     nonisolated(nonsending) func acquire<I: InstantProtocol>(
-        _ key: PolicyKey, estimate: Estimate, deadline: I
+        _ key: PolicyKey, estimate: Estimate, deadline: I, priority: PolicyPriority = .interactive
     ) async throws -> PolicyPermit where I.Duration == Duration {
         var pending: Pending?
-        if let permit = try admitAtOnce(key, estimate: estimate, pending: &pending) { return permit }
+        if let permit = try admitAtOnce(key, estimate: estimate, priority: priority, pending: &pending) { return permit }
         guard let waiting = pending else { throw Self.unreachable(key) }
         guard let offset = core.environment.time.offset(of: deadline) else {
             throw core.reject(key, estimate.total, PolicyError(
-                .invalidArgument, key: key, message: "the deadline is an instant of another clock than the service's"))
+                .invalidArgument, key: key, message: "the deadline is an instant of another clock than the service's"),
+                priority: priority)
         }
         return try await acquireSlowly(
-            key, estimate: estimate, pending: waiting, deadline: offset == .max ? .max - 1 : offset)
+            key, estimate: estimate, priority: priority, pending: waiting, deadline: offset == .max ? .max - 1 : offset)
     }
 
     /// Admits one call for `key` now or throws at once; never waits and never jumps the queue.
@@ -282,33 +320,43 @@ public actor PolicyService {
     ///   call succeeds if nothing else arrives. While other callers of the key are queued it is
     ///   refused with the limit the head of the queue waits for (its `retryAfter` is then a
     ///   lower bound). Also ``PolicyError/Code/oversized`` and ``PolicyError/Code/invalidTokenCount``.
-    public nonisolated func tryAcquire(_ key: PolicyKey, estimatedTokens: Int = 0) throws(PolicyError) -> PolicyPermit {
-        try tryAcquire(key, estimate: .total(estimatedTokens))
+    ///
+    /// An interactive call is admitted past queued batch calls not yet promoted (it would be
+    /// queued ahead of them). A batch call is checked against the caps less the provider's
+    /// ``PolicyLimits/reservedForInteractive`` share; refused there, its error names the cap
+    /// and says it is exhausted for batch calls.
+    public nonisolated func tryAcquire(
+        _ key: PolicyKey, estimatedTokens: Int = 0, priority: PolicyPriority = .interactive
+    ) throws(PolicyError) -> PolicyPermit {
+        try tryAcquire(key, estimate: .total(estimatedTokens), priority: priority)
     }
 
     /// Admits one call estimated at `estimatedInputTokens` in and `estimatedOutputTokens` out
     /// now, or throws at once: ``tryAcquire(_:estimatedTokens:)`` with the estimate in parts.
     public nonisolated func tryAcquire(
-        _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int
+        _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, priority: PolicyPriority = .interactive
     ) throws(PolicyError) -> PolicyPermit {
-        try tryAcquire(key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens))
+        try tryAcquire(key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens), priority: priority)
     }
 
     @inline(__always)
-    nonisolated func tryAcquire(_ key: PolicyKey, estimate: Estimate) throws(PolicyError) -> PolicyPermit {
+    nonisolated func tryAcquire(
+        _ key: PolicyKey, estimate: Estimate, priority: PolicyPriority = .interactive
+    ) throws(PolicyError) -> PolicyPermit {
         var pending: Pending?
-        if let permit = try admitAtOnce(key, estimate: estimate, pending: &pending) { return permit }
+        if let permit = try admitAtOnce(key, estimate: estimate, priority: priority, pending: &pending) { return permit }
         guard let waiting = pending else { throw Self.unreachable(key) }
         if waiting.isShared {
             throw core.reject(key, estimate.total, PolicyError(
                 .invalidArgument, key: key,
-                message: "tryAcquire cannot ask a shared store without waiting; use acquire(_:estimatedTokens:maxWait: .zero)"))
+                message: "tryAcquire cannot ask a shared store without waiting; use acquire(_:estimatedTokens:maxWait: .zero)"),
+                priority: priority)
         }
         var error = waiting.rejection.exceededCap != nil
             ? AdmissionRules.oversizedError(waiting.rejection, tokens: waiting.tokens)
             : AdmissionRules.error(.rateLimited, waiting.rejection, now: waiting.now, "not admitted now")
         if waiting.nestedLevel >= 0 { error = error.at(level: key.level(Int(waiting.nestedLevel))) }
-        throw core.reject(key, estimate.total, core.naming(error.with(key: key)))
+        throw core.reject(key, estimate.total, core.naming(error.with(key: key)), priority: priority)
     }
 
     /// A pre-flight estimate as the caller gave it.
@@ -350,7 +398,7 @@ public actor PolicyService {
     /// provider without caps, a permit if the call fits now, or `nil` with `pending` set.
     @inline(__always)
     nonisolated func admitAtOnce(
-        _ key: PolicyKey, estimate: Estimate, pending: inout Pending?
+        _ key: PolicyKey, estimate: Estimate, priority: PolicyPriority = .interactive, pending: inout Pending?
     ) throws(PolicyError) -> PolicyPermit? {
         // A provider without caps costs a lookup, not a clock read.
         guard let stored = core.compiledLimits(for: key) else { return try Self.inertPermit(estimate) }
@@ -358,21 +406,25 @@ public actor PolicyService {
         guard let limits = core.limits(stored, for: key, at: now) else { return try Self.inertPermit(estimate) }
         let tokens: TokenCounts
         switch estimate {
-        case .total(let estimatedTokens): tokens = try core.validate(estimate: estimatedTokens, limits: limits, key: key)
-        case .split(let input, let output): tokens = try core.validate(input: input, output: output, limits: limits, key: key)
+        case .total(let estimatedTokens):
+            tokens = try core.validate(estimate: estimatedTokens, limits: limits, key: key, priority: priority)
+        case .split(let input, let output):
+            tokens = try core.validate(input: input, output: output, limits: limits, key: key, priority: priority)
         }
-        if limits.isShared || limits.isNested {
+        if limits.isRouted {
             // A nested provider's tree, out of line: the flat path below stays as it was.
-            if limits.isNested { return admitNested(key, estimate: estimate, tokens: tokens, limits: limits, now: now, pending: &pending) }
+            if limits.isNested { return admitNested(
+                    key, estimate: estimate, tokens: tokens, limits: limits, now: now, pending: &pending, priority: priority) }
             // The store is asked on the asynchronous path, in the key's turn.
             pending = Pending(limits: limits, tokens: tokens, now: now, rejection: Rejection(kind: nil, retryAt: nil), isShared: true)
             return nil
         }
-        let (storage, result) = core.admitNow(key, tokens: tokens, limits: limits, now: now)
+        let (storage, result) = core.admitNow(key, tokens: tokens, limits: limits, now: now, priority: priority)
         switch result {
         case .success(let admission):
             if core.environment.hasTelemetry {
-                reportAdmission(key, estimate: estimate, storage: storage, admission: admission, tokens: tokens, waited: 0)
+                reportAdmission(
+                    key, estimate: estimate, storage: storage, admission: admission, tokens: tokens, waited: 0, priority: priority)
             }
             return PolicyPermit(storage: storage, admission: admission, estimated: tokens)
         case .failure(let rejection):
@@ -382,10 +434,10 @@ public actor PolicyService {
     }
 
     nonisolated(nonsending) func acquireSlowly(
-        _ key: PolicyKey, estimate: Estimate, pending: Pending, deadline: Int64
+        _ key: PolicyKey, estimate: Estimate, priority: PolicyPriority = .interactive, pending: Pending, deadline: Int64
     ) async throws -> PolicyPermit {
         if pending.isShared {
-            return try await acquireShared(key, estimate: estimate, pending: pending, deadline: deadline)
+            return try await acquireShared(key, estimate: estimate, priority: priority, pending: pending, deadline: deadline)
         }
         do {
             if pending.nestedLevel >= 0 {
@@ -394,21 +446,23 @@ public actor PolicyService {
                 if core.environment.hasTelemetry {
                     reportChainAdmission(
                         key, estimate: estimate, gate: gate, admission: grant.admission, tokens: pending.tokens,
-                        waited: grant.admission.time - pending.now)
+                        waited: grant.admission.time - pending.now, priority: priority)
                 }
                 return PolicyPermit(chain: gate, leaf: grant.leaf, admission: grant.admission, estimated: pending.tokens)
             }
-            let grant = try await core.wait(key, tokens: pending.tokens, limits: pending.limits, deadline: deadline)
+            let grant = try await core.wait(key, tokens: pending.tokens, limits: pending.limits, deadline: deadline, priority: priority)
             if core.environment.hasTelemetry {
                 reportAdmission(
                     key, estimate: estimate, storage: grant.storage, admission: grant.admission, tokens: pending.tokens,
-                    waited: grant.admission.time - pending.now)
+                    waited: grant.admission.time - pending.now, priority: priority)
             }
             return PolicyPermit(storage: grant.storage, admission: grant.admission, estimated: pending.tokens)
         } catch var error as PolicyError {
             error = core.naming(error)
             if core.environment.hasTelemetry {
-                core.environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimate.total, error: error))
+                var event = PolicyRejectEvent(key: key, estimatedTokens: estimate.total, error: error)
+                event.priority = priority
+                core.environment.telemetry?.didReject(event)
             }
             throw error
         }
@@ -416,21 +470,24 @@ public actor PolicyService {
 
     /// The shared store's path: the key's turn in this process, then the store.
     nonisolated(nonsending) func acquireShared(
-        _ key: PolicyKey, estimate: Estimate, pending: Pending, deadline: Int64
+        _ key: PolicyKey, estimate: Estimate, priority: PolicyPriority, pending: Pending, deadline: Int64
     ) async throws -> PolicyPermit {
         guard let shared = core.shared else {
             // Unreachable: a shared provider is refused (invalidArgument) by a service without a store.
             throw core.reject(key, estimate.total, PolicyError(
-                .storeUnavailable, key: key, message: "the provider is shared but the gate has no store"))
+                .storeUnavailable, key: key, message: "the provider is shared but the gate has no store"), priority: priority)
         }
         let environment = core.environment
         let outcome: SharedGate.Outcome
         do {
-            outcome = try await shared.acquire(key, tokens: pending.tokens.total, deadline: deadline, core: core)
+            let aging = priority == .batch ? core.providers.withLock { $0.batchAging(ProviderName(of: key)) } : nil
+            outcome = try await shared.acquire(key, tokens: pending.tokens.total, deadline: deadline, core: core, batchAging: aging)
         } catch var error as PolicyError {
             error = core.naming(error.key == nil ? error.with(key: key) : error)
             if environment.hasTelemetry {
-                environment.telemetry?.didReject(PolicyRejectEvent(key: key, estimatedTokens: estimate.total, error: error))
+                var event = PolicyRejectEvent(key: key, estimatedTokens: estimate.total, error: error)
+                event.priority = priority
+                environment.telemetry?.didReject(event)
             }
             throw error
         }
@@ -439,7 +496,8 @@ public actor PolicyService {
             let now = environment.time.now()
             let sharedLease = SharedLease(key: key, lease: lease, gate: shared)
             if environment.hasTelemetry {
-                environment.telemetry?.didAcquire(PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(now - since)))
+                environment.telemetry?.didAcquire(
+                    PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(now - since), priority: priority))
                 environment.holdWatch.admitted(.init(sharedLease), key: key, at: now, estimated: Int(pending.tokens.total))
             }
             return PolicyPermit(shared: sharedLease, admission: Admission(time: now, sequence: 0), estimated: pending.tokens)
@@ -449,9 +507,9 @@ public actor PolicyService {
             // A reload moved the provider into this process meanwhile. That path reports its
             // own refusals: outside the `do` above, so that none is reported twice.
             var again: Pending?
-            if let permit = try admitAtOnce(key, estimate: estimate, pending: &again) { return permit }
+            if let permit = try admitAtOnce(key, estimate: estimate, priority: priority, pending: &again) { return permit }
             guard let again else { throw Self.unreachable(key) }
-            return try await acquireSlowly(key, estimate: estimate, pending: again, deadline: deadline)
+            return try await acquireSlowly(key, estimate: estimate, priority: priority, pending: again, deadline: deadline)
         }
     }
 
@@ -552,6 +610,8 @@ public actor PolicyService {
         try limits.validate(provider: provider)
         let entry = core.entry(for: provider)
         try Self.validate(split: [provider: limits], schedules: [:], storage: [provider: entry?.storage ?? .memory])
+        try Self.validate(reserve: [provider: limits], storage: [provider: entry?.storage ?? .memory])
+        try Self.validate(scopeLimits: [provider: entry?.scopeLimits ?? [:]], storage: [:], limits: [provider: limits])
         swap(
             [provider: ProviderChange(
                 limits: limits, schedule: entry?.schedule?.schedule, storage: entry?.storage ?? .memory,
@@ -639,7 +699,7 @@ public actor PolicyService {
         if let entry, entry.compiled.isNested { return nestedState(for: key, entry: entry, now: now) }
         struct Raw {
             var usage: [GateStateMachine<Void>.WindowUsage] = []
-            var inFlight = 0, queued = 0, slotted = 0
+            var inFlight = 0, queued = 0, slotted = 0, batch = 0, promoted = 0
             var blockedBy: PolicyLimitKind?
             var nextExpiry: Int64?
         }
@@ -652,7 +712,8 @@ public actor PolicyService {
             }
             return Raw(
                 usage: usage, inFlight: storage.machine.inFlight, queued: storage.machine.queued,
-                slotted: storage.machine.slotted, blockedBy: storage.machine.blocker(tokens: 0, now: now)?.kind,
+                slotted: storage.machine.slotted, batch: storage.machine.batchQueued, promoted: storage.machine.promotedBatch,
+                blockedBy: storage.machine.blocker(tokens: 0, now: now)?.kind,
                 nextExpiry: storage.machine.nextExpiry())
         }
         var windows: [PolicyState.Window] = []
@@ -678,6 +739,8 @@ public actor PolicyService {
             nextTransition: resolution?.validUntil,
             nextCapacityIn: raw?.nextExpiry.map { .nanoseconds(max(0, $0 - now)) })
         state.providerFeedback = core.existingFeedback(for: key)?.readout(at: now)
+        state.queuedBatch = raw?.batch ?? 0
+        state.promotedBatch = raw?.promoted ?? 0
         if let adaptive = entry?.adaptive {
             let next = adaptive.nextStep(after: now)
             state.adaptive = PolicyState.Adaptive(

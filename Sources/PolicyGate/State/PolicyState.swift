@@ -98,6 +98,15 @@ public struct PolicyState: Sendable, CustomStringConvertible {
     /// every key below it. Empty for a provider without nested limits.
     public internal(set) var levels: [PolicyState] = []
 
+    /// Of the queued callers, those queued as batch calls (``PolicyPriority/batch``), promoted
+    /// by aging or not.
+    public internal(set) var queuedBatch = 0
+    /// Of the queued callers, those queued as interactive calls.
+    public var queuedInteractive: Int { queued - queuedBatch }
+    /// Of the batch callers queued, those promoted by aging (``PolicyLimits/batchAging``):
+    /// ordered among the interactive ones and allowed into the reserve.
+    public internal(set) var promotedBatch = 0
+
     /// The window entry for `window`, if it is capped.
     public subscript(window: PolicyWindow) -> Window? {
         windows.first { $0.window == window }
@@ -106,6 +115,7 @@ public struct PolicyState: Sendable, CustomStringConvertible {
     /// A one-line summary.
     public var description: String {
         var parts = ["\(key)", "inFlight=\(inFlight)", "queued=\(queued)"]
+        if queuedBatch > 0 { parts.append("queuedBatch=\(queuedBatch)") }
         for w in windows {
             var line = "\(w.window): requests \(w.requests.used)/\(w.requests.cap.map(String.init) ?? "-") tokens \(w.tokens.used)/\(w.tokens.cap.map(String.init) ?? "-")"
             if let input = w.inputTokens { line += " input \(input.used)/\(input.cap.map(String.init) ?? "-")" }

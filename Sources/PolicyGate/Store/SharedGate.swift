@@ -47,17 +47,20 @@ final class SharedGate: Sendable {
 
     /// Waits for `key`'s turn in this process, then asks the store until it admits the call,
     /// the deadline passes, or the store fails.
-    func acquire(_ key: PolicyKey, tokens: Int64, deadline: Int64, core: GateCore) async throws -> Outcome {
+    /// - Parameter batchAging: For a batch call, how long interactive callers of this process
+    ///   may pass it in the key's turn; `nil` for an interactive call.
+    func acquire(_ key: PolicyKey, tokens: Int64, deadline: Int64, core: GateCore, batchAging: Int64? = nil) async throws -> Outcome {
         let id = ids.withLock { $0 &+= 1; return $0 }
         let name = key.storeName
         let start = environment.time.now()
+        let promoteAt = batchAging.map { start.clampedAdding(max(1, $0)) } ?? .min
         defer { leave(name, id) }
         // Whether the store was told this call waits for news of the key (after its first
         // refusal by the store), so that it announces the key to this process.
         var waiting = false
         defer { if waiting { store.endWaiting(for: name) } }
         var waited = false
-        if !keys.withLock({ table in table[name, default: SharedTurns()].enter(id) }) {
+        if !keys.withLock({ table in table[name, default: SharedTurns()].enter(id, promoteAt: promoteAt, now: start) }) {
             try await waitForTurn(name, id, deadline: deadline, key: key)
             waited = true
         }

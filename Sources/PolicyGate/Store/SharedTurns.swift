@@ -1,7 +1,9 @@
 /// The callers of one shared key in this process, in arrival order, and the news they wait for.
 ///
 /// Only the head talks to the store, so a process sends at most one admission per key at a
-/// time and FIFO holds within the process. A pure value: ``SharedGate`` drives it under its
+/// time and FIFO holds within the process, per class: an interactive caller queues ahead of
+/// batch callers not yet promoted (never ahead of the head, which may be asking the store), so
+/// a batch caller is passed only until it has waited its aging. A pure value: ``SharedGate`` drives it under its
 /// lock and resumes the continuations it hands back outside the lock.
 struct SharedTurns<Payload> {
     private var queue = WaiterQueue<Turn>()
@@ -13,13 +15,34 @@ struct SharedTurns<Payload> {
     private struct Turn {
         let id: UInt64
         var parked: Payload?
+        /// For a batch caller: when it is promoted (interactive callers no longer pass it);
+        /// `.min` for an interactive one.
+        var promoteAt: Int64 = .min
     }
 
     var isIdle: Bool { queue.isEmpty && listeners.isEmpty }
 
     /// Queues caller `id`; returns whether it is the head (and may talk to the store now).
-    mutating func enter(_ id: UInt64) -> Bool {
-        queue.append(Turn(id: id, parked: nil))
+    /// - Parameters:
+    ///   - promoteAt: For a batch caller, when interactive callers stop passing it; `.min`
+    ///     (the default) for an interactive caller.
+    ///   - now: The present, to tell which batch callers are promoted.
+    mutating func enter(_ id: UInt64, promoteAt: Int64 = .min, now: Int64 = .min) -> Bool {
+        var turn = Turn(id: id, parked: nil, promoteAt: promoteAt)
+        if promoteAt != .min {
+            // Never promoted before an earlier batch caller: the promoted ones stay a prefix of
+            // the batch callers, which an interactive caller then queues behind.
+            var i = queue.count - 1
+            while i >= 0 && queue[i].promoteAt == .min { i -= 1 }
+            if i >= 0 { turn.promoteAt = max(promoteAt, queue[i].promoteAt) }
+        }
+        if promoteAt == .min, queue.count > 1,
+            let first = (1..<queue.count).first(where: { queue[$0].promoteAt > now })
+        {
+            queue.insert(turn, at: first)
+            return false
+        }
+        queue.append(turn)
         return queue.count == 1
     }
 

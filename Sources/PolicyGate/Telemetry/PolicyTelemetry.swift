@@ -78,6 +78,8 @@ public struct PolicyAcquireEvent: Sendable, Hashable {
     public let estimatedOutputTokens: Int?
     /// How long it waited for a slot and for capacity (zero when admitted at once).
     public let waited: Duration
+    /// The class it was acquired in (``PolicyPriority``).
+    public var priority: PolicyPriority = .interactive
 
     /// Creates the event (the gate does; adapters' tests and fakes may too).
     public init(
@@ -91,11 +93,12 @@ public struct PolicyAcquireEvent: Sendable, Hashable {
         self.waited = waited
     }
 
-    init(key: PolicyKey, estimate: PolicyService.Estimate, waited: Duration) {
+    init(key: PolicyKey, estimate: PolicyService.Estimate, waited: Duration, priority: PolicyPriority = .interactive) {
         let parts = estimate.parts
         self.init(
             key: key, estimatedTokens: estimate.total, estimatedInputTokens: parts?.input, estimatedOutputTokens: parts?.output,
             waited: waited)
+        self.priority = priority
     }
 }
 
@@ -150,6 +153,8 @@ public struct PolicyRejectEvent: Sendable, Hashable {
     public let estimatedTokens: Int
     /// Why: its ``PolicyError/code``, ``PolicyError/limit`` and ``PolicyError/retryAfter``.
     public let error: PolicyError
+    /// The class it was asked in (``PolicyPriority``).
+    public var priority: PolicyPriority = .interactive
 
     /// Creates the event (the gate does; adapters' tests and fakes may too).
     public init(key: PolicyKey, estimatedTokens: Int, error: PolicyError) {

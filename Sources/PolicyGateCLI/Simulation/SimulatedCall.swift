@@ -29,6 +29,8 @@ package struct SimulatedCall: Sendable, Hashable {
     /// The reported usage in parts, when the call commits them
     /// (`commitTokens(input:output:cacheReads:)`); `nil` commits ``actualTokens`` alone.
     package var actualParts: SimulatedTokenParts?
+    /// The class it acquires in (the trace's `priority`): interactive unless it says `batch`.
+    package var priority: PolicyPriority = .interactive
 
     /// When the call arrives, from the start of the simulation (to the nanosecond).
     package var at: Duration {

@@ -44,6 +44,15 @@ package struct SimulationOptions: Sendable {
 /// `actualTokens` (or its actual parts, with `commitTokens(input:output:cacheReads:)`) and
 /// releases it; a call with estimated parts acquires with them. Everything the gate decides is the gate's own rules.
 ///
+/// Priority classes (a trace's `priority`): each key keeps its interactive and its batch callers
+/// in two queues; the head is the first interactive caller, unless the first batch caller has
+/// waited the provider's batch aging and arrived earlier (it is then promoted, as in the gate),
+/// and with no interactive caller waiting, the first batch caller. A caller is asked for as its
+/// class (`tryAcquire(…, priority:)`: a batch caller not yet promoted sees the caps less the
+/// reserve), an interactive arrival with only unpromoted batch callers waiting is asked for at
+/// once, as `acquire` admits it past them, and the key is retried when its first batch caller is
+/// promoted.
+///
 /// At one instant, completions come first, then arrivals (in trace order), then retries, then
 /// deadlines, so a waiter may still be admitted at the instant its `max_wait` ends, as with
 /// `acquire`.
@@ -63,6 +72,9 @@ package struct SimulationOptions: Sendable {
 /// - Timed-out calls are counted under the limit the head of their key's queue was waiting for;
 ///   the gate names concurrency for a waiter still without a slot.
 /// - Telemetry is not installed.
+/// - A batch caller with a `max_wait` arriving behind others, under a provider with
+///   `reserved_for_interactive`, is queued and times out at its deadline rather than being
+///   refused at once.
 package struct Simulation: Sendable {
     /// The limits and schedules of the gate the calls are replayed through.
     package var configuration: PolicyConfiguration
@@ -207,6 +219,10 @@ struct SimulationEngine: ~Copyable {
         /// the requests and tokens (total, input, output) added since: together a bound its
         /// usage cannot exceed, so that sampling reads only the keys that may be the busiest.
         var lastRead = InlineArray<12, Int>(repeating: 0)
+        /// Where the key's batch queue (in `batchQueues`) starts, and its callers still waiting
+        /// (counted in `waiting` too).
+        var batchQueueHead = 0
+        var batchWaiting = 0
         var addedRequests = 0
         var addedTokens = 0
         var addedInputTokens = 0
@@ -238,6 +254,10 @@ struct SimulationEngine: ~Copyable {
         /// The concurrency cap in force, and until when it holds (a schedule transition).
         var slotCap = Int.max
         var slotCapUntil: Int64 = .min
+        /// Admitted calls per class (interactive, batch) and of those the ones admitted at once:
+        /// kept only when the provider has batch calls.
+        var classAdmitted = InlineArray<2, Int>(repeating: 0)
+        var classAtOnce = InlineArray<2, Int>(repeating: 0)
     }
 
     /// A provider's configuration, keys, and timeline as it is sampled.
@@ -277,8 +297,20 @@ struct SimulationEngine: ~Copyable {
     var keys: [KeyTally]
     /// Each key, for asking the gate.
     let keyOf: [PolicyKey]
-    /// Each key's waiting calls in arrival order, some finished (skipped at the front).
+    /// Each key's waiting calls in arrival order, some finished (skipped at the front): its
+    /// interactive callers, and apart its batch callers.
     var queues: [[Int32]]
+    var batchQueues: [[Int32]]
+    /// Whether each call is a batch call.
+    let isBatch: [Bool]
+    /// Per provider: how long a batch caller waits before it is promoted, whether batch calls
+    /// see a reserve, and whether any of its calls is a batch call (waits are then kept per class).
+    let aging: [Int64]
+    let reserves: [Bool]
+    let hasBatch: [Bool]
+    /// Non-zero waits of each provider's admitted calls per class (interactive, batch), when it
+    /// has batch calls.
+    var classWaits: [[[Int64]]]
     var providers: [ProviderTrack]
     var tallies: [ProviderTally]
     /// Non-zero waits of each provider's admitted calls, in nanoseconds.
@@ -316,6 +348,8 @@ struct SimulationEngine: ~Copyable {
         var providers: [ProviderTrack] = []
         calls.reserveCapacity(input.count)
         var lastKey: (key: PolicyKey, index: Int32)?
+        var isBatch: [Bool] = []
+        isBatch.reserveCapacity(input.count)
         for position in order {
             let key = input[position].key
             let k: Int32
@@ -339,6 +373,7 @@ struct SimulationEngine: ~Copyable {
                 providers[p].keys.append(k)
             }
             lastKey = (key, k)
+            isBatch.append(input[position].priority == .batch)
             var (call, split) = try Self.compact(input[position], key: k, number: position + 1)
             if let split {
                 call.parts = Int32(parts.count)
@@ -359,6 +394,14 @@ struct SimulationEngine: ~Copyable {
         self.keys = keys
         self.keyOf = keyOf
         queues = Array(repeating: [], count: keys.count)
+        batchQueues = Array(repeating: [], count: keys.count)
+        self.isBatch = isBatch
+        aging = providers.map { ($0.base.batchAging ?? PolicyLimits.defaultBatchAging).nanosecondsSaturating }
+        reserves = providers.map { $0.base.reservedForInteractive ?? 0 > 0 }
+        var hasBatch = Array(repeating: false, count: providers.count)
+        for c in calls.indices where isBatch[c] { hasBatch[keys[Int(calls[c].key)].provider] = true }
+        self.hasBatch = hasBatch
+        classWaits = Array(repeating: [[], []], count: providers.count)
         self.providers = providers
         tallies = providers.map { ProviderTally(hasSchedule: $0.hasSchedule) }
         models = providers.map { track in options.capacities[track.name].map { ProviderModel(capacity: $0) } }
@@ -523,7 +566,7 @@ struct SimulationEngine: ~Copyable {
         let k = Int(calls[c].key)
         let p = keys[k].provider
         tallies[p].calls += 1
-        if keys[k].waiting > 0 {
+        if keys[k].waiting > 0 && !passes(c, k) {
             // Behind others: `acquire` would find the gate's queue non-empty and join it, unless
             // the call's deadline is already here or its windows cannot free by then.
             let label = keys[k].blockedBy
@@ -556,6 +599,24 @@ struct SimulationEngine: ~Copyable {
         }
     }
 
+    /// Whether call `c` is asked for at once although `k` has callers waiting: an interactive
+    /// call with only batch callers not yet promoted waiting (it would queue ahead of them).
+    private mutating func passes(_ c: Int, _ k: Int) -> Bool {
+        guard !isBatch[c], keys[k].batchWaiting == keys[k].waiting else { return false }
+        return !isPromoted(batchHead(k))
+    }
+
+    /// Whether batch call `c` has waited its provider's aging at `now` (the gate then orders it
+    /// among interactive callers by arrival, and lets it into the reserve).
+    private func isPromoted(_ c: Int) -> Bool {
+        now >= promotion(c)
+    }
+
+    /// When batch call `c` is promoted.
+    private func promotion(_ c: Int) -> Int64 {
+        calls[c].at.clampedAdding(aging[keys[Int(calls[c].key)].provider])
+    }
+
     /// For a call with a deadline arriving behind `k`'s queue: the limit and the instant its
     /// windows (or a closed schedule) would let it in with nobody ahead, as `acquire` checks it
     /// before queueing; `.unknown` when it surely fits in time, or when asking could admit it.
@@ -574,6 +635,8 @@ struct SimulationEngine: ~Copyable {
         // after the arrivals of this instant).
         let p = keys[k].provider
         guard calls[c].waitUntil != .max, !tallies[p].hasSchedule || now < tallies[p].nextTransition else { return .unknown }
+        // A batch call sees other caps than the head, and may be promoted before its deadline.
+        if isBatch[c] && reserves[p] { return .unknown }
         let blockedBy = keys[k].blockedBy
         let head = head(k)
         // Needing no more than the head, it fits no later than the head: in time, then.
@@ -614,11 +677,14 @@ struct SimulationEngine: ~Copyable {
     /// (in parts or as a total).
     private func tryAcquire(_ c: Int, _ k: Int) throws(PolicyError) -> PolicyPermit {
         let index = Int(calls[c].parts)
+        // A promoted batch call is an interactive one in every respect.
+        let priority: PolicyPriority = isBatch[c] && !isPromoted(c) ? .batch : .interactive
         if index >= 0, parts[index].splitEstimate {
             return try gate.tryAcquire(
-                keyOf[k], estimatedInputTokens: parts[index].estimateInput, estimatedOutputTokens: parts[index].estimateOutput)
+                keyOf[k], estimatedInputTokens: parts[index].estimateInput, estimatedOutputTokens: parts[index].estimateOutput,
+                priority: priority)
         }
-        return try gate.tryAcquire(keyOf[k], estimatedTokens: calls[c].estimate)
+        return try gate.tryAcquire(keyOf[k], estimatedTokens: calls[c].estimate, priority: priority)
     }
 
     enum WindowsBlock {
@@ -674,6 +740,11 @@ struct SimulationEngine: ~Copyable {
             }
             at = min(at, tallies[p].adaptiveStepAt)
         }
+        if keys[k].batchWaiting > 0 {
+            // The first batch caller's promotion may make it the head, or let it into the reserve.
+            let promotedAt = promotion(batchHead(k))
+            if promotedAt > now { at = min(at, promotedAt) }
+        }
         guard at != .max else { return }
         at = max(at, now + 1)
         if at < keys[k].retryAt {
@@ -694,6 +765,11 @@ struct SimulationEngine: ~Copyable {
         admittedAt[c] = now
         tallies[p].admitted += 1
         if wait == 0 { tallies[p].admittedAtOnce += 1 } else { waits[p].append(wait) }
+        if hasBatch[p] {
+            let cls = isBatch[c] ? 1 : 0
+            tallies[p].classAdmitted[cls] += 1
+            if wait == 0 { tallies[p].classAtOnce[cls] += 1 } else { classWaits[p][cls].append(wait) }
+        }
         let counts = estimate(c)
         tallies[p].estimatedTokens += counts.total
         tallies[p].estimatedInputTokens += counts.input
@@ -806,8 +882,19 @@ struct SimulationEngine: ~Copyable {
     private mutating func enqueue(_ c: Int, _ k: Int, label: Int) {
         let p = keys[k].provider
         phase[c] = .waiting
-        queues[k].append(Int32(c))
         keys[k].waiting += 1
+        if isBatch[c] {
+            batchQueues[k].append(Int32(c))
+            keys[k].batchWaiting += 1
+            // Retried when it is promoted, in case it is the first batch caller by then.
+            let at = max(promotion(c), now + 1)
+            if at < keys[k].retryAt {
+                keys[k].retryAt = at
+                events.push(time: at, kind: SimulationEvents.retry, index: k)
+            }
+        } else {
+            queues[k].append(Int32(c))
+        }
         tallies[p].delayed[label] += 1
         tallies[p].queued += 1
         if tallies[p].queued > tallies[p].peakQueued {
@@ -818,8 +905,19 @@ struct SimulationEngine: ~Copyable {
         if deadline != .max { events.push(time: deadline, kind: SimulationEvents.deadline, index: c) }
     }
 
-    /// The first call of `k`'s queue still waiting (there must be one).
+    /// The call of `k`'s queue served next (there must be one): the first interactive caller,
+    /// unless the first batch caller is promoted and arrived before it (calls are numbered in
+    /// arrival order), or no interactive caller waits.
     private mutating func head(_ k: Int) -> Int {
+        guard keys[k].batchWaiting > 0 else { return interactiveHead(k) }
+        let batch = batchHead(k)
+        guard keys[k].waiting > keys[k].batchWaiting else { return batch }
+        let interactive = interactiveHead(k)
+        return batch < interactive && isPromoted(batch) ? batch : interactive
+    }
+
+    /// The first interactive call of `k`'s queue still waiting (there must be one).
+    private mutating func interactiveHead(_ k: Int) -> Int {
         while phase[Int(queues[k][keys[k].queueHead])] != .waiting { keys[k].queueHead += 1 }
         let head = keys[k].queueHead
         if head >= 1_024 && head * 2 >= queues[k].count {
@@ -829,14 +927,32 @@ struct SimulationEngine: ~Copyable {
         return Int(queues[k][keys[k].queueHead])
     }
 
+    /// The first batch call of `k`'s queue still waiting (there must be one).
+    private mutating func batchHead(_ k: Int) -> Int {
+        while phase[Int(batchQueues[k][keys[k].batchQueueHead])] != .waiting { keys[k].batchQueueHead += 1 }
+        let head = keys[k].batchQueueHead
+        if head >= 1_024 && head * 2 >= batchQueues[k].count {
+            batchQueues[k].removeFirst(head)
+            keys[k].batchQueueHead = 0
+        }
+        return Int(batchQueues[k][keys[k].batchQueueHead])
+    }
+
     /// Takes a waiting call out of its queue (lazily: it is skipped when it reaches the front).
     private mutating func dequeue(_ c: Int, _ k: Int) {
         phase[c] = .done
         keys[k].waiting -= 1
+        if isBatch[c] { keys[k].batchWaiting -= 1 }
         tallies[keys[k].provider].queued -= 1
-        if keys[k].waiting == 0 {
+        if keys[k].batchWaiting == 0 && !batchQueues[k].isEmpty {
+            batchQueues[k].removeAll(keepingCapacity: true)
+            keys[k].batchQueueHead = 0
+        }
+        if keys[k].waiting == keys[k].batchWaiting && !queues[k].isEmpty {
             queues[k].removeAll(keepingCapacity: true)
             keys[k].queueHead = 0
+        }
+        if keys[k].waiting == 0 {
             keys[k].retryAt = .max  // nobody left to retry: a pending retry is stale
         }
     }
@@ -1070,6 +1186,13 @@ struct SimulationEngine: ~Copyable {
                 timedOut: named(tally.timedOut), cancelled: tally.cancelled, cutShort: tally.cutShort,
                 unfinished: tally.unfinished,
                 wait: WaitStatistics(zeroCount: tally.admittedAtOnce, sortedNonZero: sortedWaits),
+                waitByPriority: hasBatch[p]
+                    ? [
+                        PolicyPriority.interactive.description: WaitStatistics(
+                            zeroCount: tally.classAtOnce[0], sortedNonZero: classWaits[p][0].sorted()),
+                        PolicyPriority.batch.description: WaitStatistics(
+                            zeroCount: tally.classAtOnce[1], sortedNonZero: classWaits[p][1].sorted()),
+                    ] : nil,
                 peakInFlight: tally.peakInFlight, peakInFlightAt: seconds(tally.peakInFlightAt),
                 peakQueued: tally.peakQueued, peakQueuedAt: seconds(tally.peakQueuedAt),
                 estimatedTokens: tally.estimatedTokens, committedTokens: tally.committedTokens,

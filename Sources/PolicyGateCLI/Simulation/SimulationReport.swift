@@ -82,6 +82,9 @@ package struct ProviderReport: Codable, Sendable, Hashable {
     package var unfinished: Int
     /// Time from arrival to admission of the admitted calls.
     package var wait: WaitStatistics
+    /// The same per class (`interactive`, `batch`), when the provider had batch calls; `nil`
+    /// otherwise, and left out of the JSON.
+    package var waitByPriority: [String: WaitStatistics]? = nil
     /// The most calls in flight at once, over all its keys.
     package var peakInFlight: Int
     /// When that peak was first reached.

@@ -21,6 +21,7 @@ import PolicyGate
 /// | `duration` | required | seconds the provider call took |
 /// | `max_wait` | optional | seconds the caller waits at most for admission (`null`: no limit) |
 /// | `cancel_after` | optional | seconds after `at` at which the caller gives up (`null`: never) |
+/// | `priority` | optional | `"interactive"` (the default) or `"batch"`: the call's class (``PolicyPriority``) |
 ///
 /// ¹ `estimated_tokens` may be left out when both estimated parts are given, and `actual_tokens`
 /// when both actual parts are; given as well, each must equal the sum of its parts (for
@@ -39,7 +40,7 @@ package enum TraceReader {
     /// The fields a line may have.
     package static let optionalFields = [
         "scope", "max_wait", "cancel_after", "estimated_input_tokens", "estimated_output_tokens", "actual_input_tokens",
-        "actual_output_tokens", "actual_cache_read_tokens",
+        "actual_output_tokens", "actual_cache_read_tokens", "priority",
     ]
     /// The largest number of seconds accepted for `at` and the durations (about 31 years).
     static let maximumSeconds = 1e9
@@ -227,6 +228,16 @@ package enum TraceReader {
             cancelAfter: try seconds("cancel_after"))
         call.estimatedParts = estimate.parts
         call.actualParts = usage.parts
+        switch values["priority"] {
+        case nil, .null?: break
+        case .string(let text)?:
+            guard let priority = PolicyPriority(text) else {
+                throw SimulationError(line: line, field: "priority", "expected 'interactive' or 'batch', got '\(text)'")
+            }
+            call.priority = priority
+        case let other?:
+            throw SimulationError(line: line, field: "priority", "expected 'interactive' or 'batch', got \(other.kind)")
+        }
         return Pending(call: call, date: date, line: line)
     }
 
