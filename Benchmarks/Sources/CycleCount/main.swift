@@ -20,9 +20,35 @@ import Darwin
 #endif
 
 let arguments = CommandLine.arguments
-guard arguments.count == 3, let iterations = Int(arguments[2]), ["capped", "noop", "split", "nested"].contains(arguments[1]) else {
-    print("usage: CycleCount capped|noop|split|nested ITERATIONS")
+guard arguments.count == 3, let iterations = Int(arguments[2]),
+    ["capped", "noop", "split", "nested", "nested-contended", "flat-contended"].contains(arguments[1])
+else {
+    print("usage: CycleCount capped|noop|split|nested|nested-contended|flat-contended ITERATIONS")
     exit(2)
+}
+if arguments[1].hasSuffix("-contended") {
+    // 64 tasks on 8 keys, 4 slots each: 8 users in 2 orgs under one account, or 8 flat keys; for
+    // timing and profiling the waiting path (not in the script's loop).
+    let nested = arguments[1] == "nested-contended"
+    let gate = nested
+        ? try PolicyService(
+            limits: ["n": typicalLimits(maxConcurrent: 64)],
+            scopeLimits: ["n": ["org": typicalLimits(maxConcurrent: 16), "user": typicalLimits(maxConcurrent: 4)]])
+        : try PolicyService(limits: ["n": typicalLimits(maxConcurrent: 4)])
+    let keys = (0..<8).map { PolicyKey(provider: "n", scope: .user("u-\($0)"), within: nested ? [.org("o-\($0 % 2)")] : []) }
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for task in 0..<64 {
+            group.addTask {
+                for _ in 0..<(iterations / 64) {
+                    var permit = try await gate.acquire(keys[task % 8], estimatedTokens: 100)
+                    try permit.commitTokens(90)
+                    permit.release()
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+    exit(0)
 }
 // The nested provider in a gate of its own, so that the other cases' provider table is the same
 // as before it existed.

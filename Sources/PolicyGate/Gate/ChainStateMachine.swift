@@ -44,7 +44,6 @@ struct ChainStateMachine<Payload>: ~Copyable {
         let leaf: Int32
         let tokens: TokenCounts
         let deadline: Int64
-        let payload: Payload
         /// The highest bucket whose queue it is in.
         var top: Int32
     }
@@ -60,7 +59,10 @@ struct ChainStateMachine<Payload>: ~Copyable {
     private(set) var buckets: [Bucket]
     private var freeSlots: [Int32] = []
     private var index: [HashedKey: Int32] = [:]
+    /// What the rules read of each waiter: a plain value, so that the pump's lookups copy no
+    /// references (the payloads, with their keys, are kept apart).
     private var waiters: [UInt64: Waiter] = [:]
+    private var payloads: [UInt64: Payload] = [:]
     private var deadlines = 0
     private var sequence: UInt64 = 0
     private var latest: Int64
@@ -339,7 +341,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
             }
             deadlines += 1
         }
-        waiters[id] = Waiter(leaf: leaf, tokens: tokens, deadline: deadline, payload: payload, top: leaf)
+        waiters[id] = Waiter(leaf: leaf, tokens: tokens, deadline: deadline, top: leaf)
+        payloads[id] = payload
         buckets[Int(leaf)].queue.append(id)
         effects.merge(pump(now: now))
         return .enqueued(effects)
@@ -347,8 +350,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
 
     /// Removes a waiter that gave up (cancelled). Returns its payload if it was still queued.
     mutating func cancel(id: UInt64, now: Int64) -> (Payload?, Effects) {
-        guard let waiter = remove(id) else { return (nil, Effects()) }
-        return (waiter.payload, pump(now: monotonic(now)))
+        guard let (_, payload) = remove(id) else { return (nil, Effects()) }
+        return (payload, pump(now: monotonic(now)))
     }
 
     /// Runs what time made due: expired deadlines, waiters that now fit.
@@ -487,8 +490,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
     // MARK: Internals
 
     /// Removes a waiter from every queue it is in.
-    private mutating func remove(_ id: UInt64) -> Waiter? {
-        guard let waiter = waiters.removeValue(forKey: id) else { return nil }
+    private mutating func remove(_ id: UInt64) -> (Waiter, Payload)? {
+        guard let waiter = waiters.removeValue(forKey: id), let payload = payloads.removeValue(forKey: id) else { return nil }
         if waiter.deadline != .max { deadlines -= 1 }
         var b = waiter.leaf
         while b >= 0 {
@@ -496,7 +499,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
             if b == waiter.top { break }
             b = buckets[Int(b)].parent
         }
-        return waiter
+        return (waiter, payload)
     }
 
     /// Takes `id` out of bucket `b`'s queue; the head's pass goes with it.
@@ -534,9 +537,9 @@ struct ChainStateMachine<Payload>: ~Copyable {
                 ? refusal(at: top, tokens: waiter.tokens, now: now).map { Refusal(rejection: $0, level: buckets[Int(top)].key) }
                 : nil
             let blocking = why ?? Refusal(rejection: .concurrency, level: buckets[Int(top)].key)
-            _ = remove(id)
+            guard let (_, payload) = remove(id) else { continue }
             effects.resume(
-                waiter.payload, .failure(AdmissionRules.refusal(blocking.rejection, now: now, waited: true).at(level: blocking.level)))
+                payload, .failure(AdmissionRules.refusal(blocking.rejection, now: now, waited: true).at(level: blocking.level)))
         }
         return !due.isEmpty
     }
@@ -554,8 +557,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
                 buckets[i].windows.advance(to: now)
                 if let oversized = AdmissionRules.oversized(waiter.tokens, limits: buckets[i].limits) {
                     // Limits lowered below this estimate while it waited: it can never fit.
-                    _ = remove(id)
-                    effects.resume(waiter.payload, .failure(
+                    guard let (_, payload) = remove(id) else { continue }
+                    effects.resume(payload, .failure(
                         AdmissionRules.oversizedError(oversized, tokens: waiter.tokens).at(level: buckets[i].key)))
                     progressed = true
                     continue
@@ -583,8 +586,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
                     continue
                 }
                 if providerRefusal(waiter.tokens, now: now) != nil { continue }
-                _ = remove(id)
-                effects.resume(waiter.payload, .success(admit(leaf: waiter.leaf, tokens: waiter.tokens, now: now)))
+                guard let (_, payload) = remove(id) else { continue }
+                effects.resume(payload, .success(admit(leaf: waiter.leaf, tokens: waiter.tokens, now: now)))
                 progressed = true
             }
         }
