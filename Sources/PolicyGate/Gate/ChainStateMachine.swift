@@ -261,13 +261,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
         leaf: Int32, tokens: TokenCounts, account: CompiledLimits, now: Int64
     ) -> (Result<Admission, Refusal>, Effects) {
         let now = monotonic(now)
-        var effects = Effects()
-        if account.generation > buckets[0].limits.generation {
-            // A change of limits is under way and this caller saw it first.
-            effects = setLimits(account: account, kinds: nil, now: now)
-        } else if !waiters.isEmpty {
-            effects = pump(now: now)
-        }
+        let effects = catchUp(account: account, now: now)
         // One pass up the chain: nobody queued and room at every level.
         var b = Int(leaf)
         while b >= 0 {
@@ -281,6 +275,14 @@ struct ChainStateMachine<Payload>: ~Copyable {
             return (.failure(Refusal(rejection: provider, level: buckets[0].key)), effects)
         }
         return (.success(admit(leaf: leaf, tokens: tokens, now: now)), effects)
+    }
+
+    /// Adopts the account limits a caller read if they are newer (a change of limits is under
+    /// way and it saw it first), else runs what is due for the waiters.
+    @inline(__always)
+    private mutating func catchUp(account: CompiledLimits, now: Int64) -> Effects {
+        if account.generation > buckets[0].limits.generation { return setLimits(account: account, kinds: nil, now: now) }
+        return waiters.isEmpty ? Effects() : pump(now: now)
     }
 
     /// Whether `tokens` fits bucket `b` now (its windows advanced), ignoring its queue.
@@ -312,12 +314,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
         id: UInt64, leaf: Int32, tokens: TokenCounts, account: CompiledLimits, deadline: Int64, payload: Payload, now: Int64
     ) -> EnqueueResult {
         let now = monotonic(now)
-        var effects = Effects()
-        if account.generation > buckets[0].limits.generation {
-            effects = setLimits(account: account, kinds: nil, now: now)
-        } else if !waiters.isEmpty {
-            effects = pump(now: now)
-        }
+        var effects = catchUp(account: account, now: now)
         advanceChain(leaf, to: now)
         for b in chain(of: leaf) {
             if let oversized = AdmissionRules.oversized(tokens, limits: buckets[Int(b)].limits) {
