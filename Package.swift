@@ -12,7 +12,11 @@ let strictSettings: [SwiftSetting] = [
 
 let package = Package(
     name: "PolicyGate",
-    platforms: [.macOS(.v15)],
+    // Linux is first-class. On Apple platforms the floor is the OS shipping the Swift 6.2 runtime:
+    // the gate's sliding windows use `InlineArray` (Swift 6.2 stdlib: macOS/iOS/tvOS/watchOS/
+    // visionOS 26); `Mutex`/`Atomic`, `Clock` and typed throws need less (macOS 15, iOS 18).
+    // Versions as strings: `.v26` needs tools version 6.2.
+    platforms: [.macOS("26.0"), .iOS("26.0"), .tvOS("26.0"), .watchOS("26.0"), .visionOS("26.0")],
     products: [
         .library(name: "PolicyGate", targets: ["PolicyGate"]),
         .library(name: "PolicyGateTOML", targets: ["PolicyGateTOML"]),
@@ -28,6 +32,8 @@ let package = Package(
         .library(name: "PolicyGateTracing", targets: ["PolicyGateTracing"]),
         // A shared quota on PostgreSQL; empty unless the `Postgres` trait is enabled.
         .library(name: "PolicyGatePostgres", targets: ["PolicyGatePostgres"]),
+        // The gate as a swift-service-lifecycle `Service`; empty unless the `ServiceLifecycle` trait is enabled.
+        .library(name: "PolicyGateServiceLifecycle", targets: ["PolicyGateServiceLifecycle"]),
         .executable(name: "policy-gate-demo", targets: ["PolicyGateDemo"]),
         .executable(name: "toml-test-decoder", targets: ["toml-test-decoder"]),
         .executable(name: "policy-gate", targets: ["policy-gate"]),
@@ -40,6 +46,7 @@ let package = Package(
         .trait(name: "Tracing", description: "PolicyGateTracing: waits as spans through swift-distributed-tracing."),
         .trait(name: "Postgres", description: "PolicyGatePostgres: counters shared by many processes in PostgreSQL (postgres-nio)."),
         .trait(name: "AsyncHTTPClient", description: "PolicyGateAsyncHTTPClient: one gated provider call over swift-server's AsyncHTTPClient."),
+        .trait(name: "ServiceLifecycle", description: "PolicyGateServiceLifecycle: the gate as a Service that shuts down gracefully in a ServiceGroup."),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -48,6 +55,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.100.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // The gate. Reads TOML configuration through PolicyGateTOML without re-exporting it.
@@ -119,6 +127,15 @@ let package = Package(
             resources: [.copy("Migrations")],
             swiftSettings: strictSettings
         ),
+        // The gate as a `Service`: graceful shutdown in a `ServiceGroup` (see `PolicyService.shutDown`).
+        .target(
+            name: "PolicyGateServiceLifecycle",
+            dependencies: [
+                "PolicyGate",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle", condition: .when(traits: ["ServiceLifecycle"])),
+            ],
+            swiftSettings: strictSettings
+        ),
         // A worker process for the many-processes tests and benchmark: it hammers one shared key.
         .executableTarget(
             name: "policy-gate-store-worker",
@@ -186,6 +203,16 @@ let package = Package(
                 "PolicyGatePostgres", "PolicyGate", "PolicyGateTestKit",
                 .product(name: "PostgresNIO", package: "postgres-nio", condition: .when(traits: ["Postgres"])),
                 .product(name: "Logging", package: "swift-log", condition: .when(traits: ["Postgres"])),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // Against a real `ServiceGroup`; empty unless the trait is enabled.
+        .testTarget(
+            name: "PolicyGateServiceLifecycleTests",
+            dependencies: [
+                "PolicyGateServiceLifecycle", "PolicyGate", "PolicyGateTestKit",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle", condition: .when(traits: ["ServiceLifecycle"])),
+                .product(name: "Logging", package: "swift-log", condition: .when(traits: ["ServiceLifecycle"])),
             ],
             swiftSettings: strictSettings
         ),

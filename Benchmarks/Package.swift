@@ -20,7 +20,7 @@ let settings: [SwiftSetting] = [
 
 let package = Package(
     name: "PolicyGateBenchmarks",
-    platforms: [.macOS(.v15)],
+    platforms: [.macOS("26.0")],  // the root package's floor (InlineArray: the Swift 6.2 runtime)
     // Off by default, so that building the benchmarks does not build postgres-nio.
     traits: [
         .trait(name: "Postgres", description: "PostgresStoreBenchmark against a local PostgreSQL server."),

@@ -231,6 +231,7 @@ struct CheckReport {
     // MARK: JSON
 
     private struct JSONReport: Encodable {
+        var schemaVersion = jsonSchemaVersion
         var file: String
         var valid: Bool
         var from: String

@@ -172,15 +172,52 @@ package enum Values {
 
 }
 
+/// The version of every JSON report the tool writes (`schema_version`); bumped when a key is
+/// renamed or removed, not when one is added.
+let jsonSchemaVersion = 1
+
 /// Pretty JSON with sorted keys and a final newline; the types encoded here cannot fail.
+///
+/// Every key is snake_case, as in the configuration: a property's name is converted
+/// (`admittedAtOnce` → `admitted_at_once`). Only the keys of a type's `CodingKeys` are: a
+/// dictionary's keys are data (limit names, and maybe names a user chose) and stay as they are.
 func encodeJSON(_ value: some Encodable) -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    encoder.keyEncodingStrategy = .custom { path in
+        let key = path[path.count - 1]
+        guard String(describing: type(of: key)).hasSuffix("CodingKeys") else { return key }
+        return SnakeCaseKey(snakeCase(key.stringValue))
+    }
     do {
         return String(decoding: try encoder.encode(value), as: UTF8.self) + "\n"
     } catch {
         return "{\"error\": \"cannot encode the result: \(error)\"}\n"
     }
+}
+
+/// A key written as given.
+private struct SnakeCaseKey: CodingKey {
+    let stringValue: String
+    var intValue: Int? { nil }
+    init(_ string: String) { stringValue = string }
+    init?(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
+/// `admittedAtOnce` → `admitted_at_once`; a name without capitals is returned as it is.
+func snakeCase(_ name: String) -> String {
+    var result = ""
+    result.reserveCapacity(name.count + 4)
+    for character in name {
+        if character.isUppercase {
+            if !result.isEmpty { result.append("_") }
+            result += character.lowercased()
+        } else {
+            result.append(character)
+        }
+    }
+    return result
 }
 
 /// `1 provider`, `3 providers`, `14,492 calls`.

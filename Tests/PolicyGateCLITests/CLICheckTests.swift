@@ -123,6 +123,7 @@ struct CLICheckTests {
         #expect(run.status == 0)
         let json = try #require(parseJSON(run.stdout), "not JSON: \(run.stdout)")
         #expect(json["valid"] as? Bool == true)
+        #expect(json["schema_version"] as? Int == 1)
         #expect(json["from"] as? String == "2026-03-28T09:00:00Z")
         #expect(json["to"] as? String == "2026-03-30T09:00:00Z")
         let providers = try #require(json["providers"] as? [[String: Any]])

@@ -71,7 +71,7 @@ struct CLIExecutableTests {
         #expect(run.status == 0, "\(run.stderr)")
         let json = try #require(parseJSON(run.stdout), "not JSON: \(run.stdout)")
         let api = try #require((json["providers"] as? [[String: Any]])?.first)
-        #expect(api["admittedAtOnce"] as? Int == 5)
+        #expect(api["admitted_at_once"] as? Int == 5)
         #expect(api["admitted"] as? Int == 10)
         #expect(run.stderr.hasSuffix("simulating: 100%\n"), "\(run.stderr)")
     }

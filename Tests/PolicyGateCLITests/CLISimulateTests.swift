@@ -71,9 +71,9 @@ struct CLISimulateTests {
         #expect(tokens?.hasSuffix(" 600 estimated (400 in, 300 out), 490 committed (370 in, 210 out)") == true, "\(run.stdout)")
         let json = runTool(["simulate", "--config", config, "--trace", trace, "--json"])
         let api = try #require((parseJSON(json.stdout)?["providers"] as? [[String: Any]])?.first)
-        #expect(api["estimatedTokens"] as? Int == 600 && api["committedTokens"] as? Int == 490)
-        #expect(api["estimatedInputTokens"] as? Int == 400 && api["estimatedOutputTokens"] as? Int == 300)
-        #expect(api["committedInputTokens"] as? Int == 370 && api["committedOutputTokens"] as? Int == 210)
+        #expect(api["estimated_tokens"] as? Int == 600 && api["committed_tokens"] as? Int == 490)
+        #expect(api["estimated_input_tokens"] as? Int == 400 && api["estimated_output_tokens"] as? Int == 300)
+        #expect(api["committed_input_tokens"] as? Int == 370 && api["committed_output_tokens"] as? Int == 210)
     }
 
     @Test("--json: the same answer, readable by scripts")
@@ -86,20 +86,20 @@ struct CLISimulateTests {
         let providers = try #require(json["providers"] as? [[String: Any]])
         let api = try #require(providers.first { $0["provider"] as? String == "api" })
         #expect(api["admitted"] as? Int == 10)
-        #expect(api["admittedAtOnce"] as? Int == 5)
+        #expect(api["admitted_at_once"] as? Int == 5)
         #expect(api["delayed"] as? [String: Int] == ["requests_per_minute": 5])
         #expect(api["rejected"] as? [String: Int] == [:])
-        #expect(api["peakInFlight"] as? Int == 5)
-        #expect(api["peakQueued"] as? Int == 5)
-        #expect(api["estimatedInputTokens"] == nil)  // no call gave parts
+        #expect(api["peak_in_flight"] as? Int == 5)
+        #expect(api["peak_queued"] as? Int == 5)
+        #expect(api["estimated_input_tokens"] == nil)  // no call gave parts
         let wait = try #require(api["wait"] as? [String: Double])
         #expect(wait == ["p50": 61, "p95": 61, "p99": 61, "max": 61, "mean": 30.5])
-        #expect(json["simulatedSeconds"] as? Double == 62)
+        #expect(json["simulated_seconds"] as? Double == 62)
         let limits = try #require(api["limits"] as? [[String: Any]])
         let rpm = try #require(limits.first { $0["limit"] as? String == "requests_per_minute" })
         #expect(rpm["cap"] as? Int == 5)
-        #expect(rpm["peakUsed"] as? Int == 5)
-        #expect(rpm["firstHitAt"] as? Double == 0)
+        #expect(rpm["peak_used"] as? Int == 5)
+        #expect(rpm["first_hit_at"] as? Double == 0)
         #expect(rpm["hits"] as? Int == 5)
         // Nothing but the JSON on stdout, so `| jq` works; progress went to stderr.
         #expect(run.stdout.hasPrefix("{"))
@@ -169,7 +169,7 @@ struct CLISimulateTests {
         #expect(christmas["admitted"] as? Int == 0)
         #expect(christmas["rejected"] as? [String: Int] == ["closed": 1])
         let eve = try outcome("2026-12-24T10:00:00Z")
-        #expect(eve["admittedAtOnce"] as? Int == 1)
+        #expect(eve["admitted_at_once"] as? Int == 1)
     }
 
     @Test("a provider the configuration does not know: a warning, its calls let through")
@@ -259,7 +259,7 @@ extension String {
     /// This output with the lines that depend on the machine's speed (wall time, calls per
     /// second) taken from `other`, so two runs can be compared.
     func replacingWallTime(from other: String) -> String {
-        let machineDependent = ["Replayed in ", "\"wallSeconds\"", "\"callsPerSecond\""]
+        let machineDependent = ["Replayed in ", "\"wall_seconds\"", "\"calls_per_second\""]
         let mine = split(separator: "\n", omittingEmptySubsequences: false)
         let theirs = other.split(separator: "\n", omittingEmptySubsequences: false)
         guard mine.count == theirs.count else { return self }

@@ -12,7 +12,11 @@ struct SimulationProviderModelTests {
     func adaptiveReducesThrottling() throws {
         let run = runTool(["simulate", "--duration", "2h", "--seed", "1", "--capacity", "openai=200rpm", "--json", "--quiet"])
         #expect(run.status == 0, "\(run.stderr)")
-        let report = try JSONDecoder().decode(SimulationReport.self, from: Data(run.stdout.utf8))
+        // The JSON's keys are snake_case (dictionary keys, limit names, come back camelCased:
+        // unread here).
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let report = try decoder.decode(SimulationReport.self, from: Data(run.stdout.utf8))
         let model = try #require(report[provider: "openai"]?.providerModel)
         #expect(model.capacity == ProviderCapacity(requestsPerMinute: 200) && !model.adaptive)
         let comparison = try #require(report.adaptiveComparison?.first)

@@ -29,8 +29,32 @@ struct SimulationReportTests {
         #expect(try encoder.encode(decoded) == data)
         let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         #expect(Set(object.keys) == [
-            "calls", "callsPerSecond", "providers", "sampleIntervalSeconds", "simulatedSeconds", "startDate", "wallSeconds",
+            "calls", "callsPerSecond", "providers", "sampleIntervalSeconds", "schemaVersion", "simulatedSeconds", "startDate",
+            "wallSeconds",
         ])
+    }
+
+    @Test("simulate --json writes snake_case keys only, with schema_version; and the limit names it is keyed by")
+    func snakeCaseJSON() throws {
+        let json = Data(Self.hour.json.utf8)
+        let object = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Any])
+        #expect(Set(object.keys) == [
+            "calls", "calls_per_second", "providers", "sample_interval_seconds", "schema_version", "simulated_seconds",
+            "start_date", "wall_seconds",
+        ])
+        #expect(object["schema_version"] as? Int == 1)
+        var keys: Set<String> = []
+        func collect(_ value: Any) {
+            if let dictionary = value as? [String: Any] {
+                keys.formUnion(dictionary.keys)
+                dictionary.values.forEach(collect)
+            } else if let array = value as? [Any] {
+                array.forEach(collect)
+            }
+        }
+        collect(object)
+        #expect(keys.filter { $0.contains(where: \.isUppercase) }.isEmpty)
+        #expect(keys.isSuperset(of: ["admitted_at_once", "peak_in_flight", "timed_out", "in_flight", "peak_used"]))
     }
 
     @Test("The synthetic workload is reproducible and exercises every limit of the example")

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import PolicyGate
 import PolicyGateTestKit
 import Testing
@@ -332,6 +333,31 @@ struct NestedLimitsLifecycleTests {
             #expect(error.closedBy == "maintenance", "\(error)")
         }
         _ = consume a
+    }
+
+    @Test("a graceful shutdown refuses a tree's waiters and new calls, and waits for its permits")
+    func shutDown() async throws {
+        let gate = try PolicyService(configuration: PolicyConfiguration(toml: NestedLimitsTests.toml), clock: clock)
+        var a = try gate.tryAcquire(user("u1"), estimatedTokens: 10)
+        let b = try gate.tryAcquire(user("u2"), estimatedTokens: 10)
+        let (waiter, waiterTask) = startWaiter(gate, user("u3"), tokens: 10)  // the org's two slots are taken
+        await eventually("u3 waits at the org") { gate.currentState(for: PolicyKey(provider: "openai", scope: .org("acme"))).queued == 1 }
+        let done = Locked(false)
+        let shutdown = Task {
+            await gate.shutDown(gracePeriod: .seconds(30))
+            done.withLock { $0 = true }
+        }
+        await waiterTask.value
+        #expect((waiter.error as? PolicyError)?.code == .shutDown)
+        #expect(gate.currentState(for: user("u3")).levels.map(\.queued) == [0, 0, 0])
+        #expect(throws: PolicyError.self) { _ = try gate.tryAcquire(user("u4"), estimatedTokens: 10) }
+        try a.commitTokens(5)
+        a.release()
+        for _ in 0..<1_000 { await Task.yield() }
+        #expect(!done.withLock { $0 })  // b is still held
+        _ = consume b
+        await shutdown.value
+        #expect(done.withLock { $0 })
     }
 
     @Test("active keys list every level in use, and idle levels are dropped")

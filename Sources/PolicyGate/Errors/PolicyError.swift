@@ -25,6 +25,10 @@ public struct PolicyError: Error, Hashable, Sendable, CustomStringConvertible {
         /// The provider's shared store failed (an error, or no answer in time) and the provider
         /// fails closed. Nothing was recorded.
         public static let storeUnavailable = Code("storeUnavailable")
+        /// The gate was shut down (``PolicyService/shutDown(gracePeriod:)``): it admits nothing
+        /// more, and callers that were waiting were refused. Permits already held still commit
+        /// and release.
+        public static let shutDown = Code("shutDown")
 
         /// The code's name.
         public var description: String { name }

@@ -159,6 +159,7 @@ final class ChainGate: @unchecked Sendable {  // mutable state only touched unde
 
     func release(leaf: Int32) {
         if lock.withLock({ _ in machine.release(leaf: leaf) }) { tickNow() }
+        if environment.lifecycle.isStopping { environment.lifecycle.permitReleased() }
     }
 
     /// Lets waiters through after something was freed or changed.

@@ -351,6 +351,15 @@ struct ChainStateMachine<Payload>: ~Copyable {
         return (payload, pump(now: monotonic(now)))
     }
 
+    /// Fails every waiter with `error` (the gate is shutting down).
+    mutating func failAll(_ error: PolicyError) -> Effects {
+        var effects = Effects()
+        for id in waiters.keys.sorted() {
+            if let (_, payload) = remove(id) { effects.resume(payload, .failure(error)) }
+        }
+        return effects
+    }
+
     /// Runs what time made due: expired deadlines, waiters that now fit.
     mutating func tick(now: Int64) -> Effects {
         waiters.isEmpty ? Effects() : pump(now: monotonic(now))

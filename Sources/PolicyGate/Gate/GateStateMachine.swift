@@ -303,6 +303,15 @@ struct GateStateMachine<Payload>: ~Copyable {
         return (waiter.payload, pump(now: now))
     }
 
+    /// Fails every waiter with `error` (the gate is shutting down); the queue is empty after.
+    mutating func failAll(_ error: PolicyError) -> Effects {
+        var effects = Effects()
+        while !queue.isEmpty { effects.resume(queue.removeFirst().payload, .failure(error)) }
+        slotted = 0
+        deadlineCount = 0
+        return effects
+    }
+
     /// Runs what time made due: expired deadlines, admissions that now fit.
     mutating func tick(now: Int64) -> Effects {
         queue.isEmpty ? Effects() : pump(now: monotonic(now))

@@ -17,6 +17,8 @@ final class GateEnvironment: Sendable {
     /// Reports permits held too long (``PolicyService/permitHoldWarning``). Called only where
     /// telemetry is reported, so that a service without telemetry pays nothing for it.
     let holdWatch: PermitHoldWatch
+    /// Whether the gate is shutting down, and who waits for its permits to be released.
+    let lifecycle = GateLifecycle()
 
     /// The core that made this environment, for what permits report back (provider feedback).
     /// Weak, so that permits may outlive their service.
@@ -163,6 +165,7 @@ final class KeyStorage: @unchecked Sendable {  // mutable state only touched und
     @inline(__always)
     func release() {
         if shard.table.withLock({ _ in machine.release() }) { tickNow() }
+        if environment.lifecycle.isStopping { environment.lifecycle.permitReleased() }
     }
 
     /// Lets waiters through after a commit or release freed something.

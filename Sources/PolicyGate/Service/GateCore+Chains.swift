@@ -48,6 +48,8 @@ extension GateCore {
                     // Checked under the lock: a cancellation handler that ran before this found
                     // nothing to remove, and one that runs after will find this waiter.
                     if Task.isCancelled { return (.cancelled, .init()) }
+                    // Checked under the lock, as the shutdown fails the waiters under it.
+                    if environment.lifecycle.isStopping { return (.rejected(GateLifecycle.refusal(key)), .init()) }
                     let leaf = machine.leaf(for: key, now: now)
                     let parked = ChainGate.Parked(continuation: continuation, key: key, leaf: leaf)
                     switch machine.enqueue(

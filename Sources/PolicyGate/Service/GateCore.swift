@@ -493,7 +493,7 @@ final class GateCore: Sendable {
     /// the old task is swapped for the new one under one lock, so two callers at once cannot
     /// leave a timer running that nobody cancels.
     func armScheduleTimer() {
-        let hasTransitions = providers.withLock { $0.hasTransitions }
+        let hasTransitions = !environment.lifecycle.isStopping && providers.withLock { $0.hasTransitions }
         let previous = scheduleTimer.withLock { timer -> Task<Void, Never>? in
             let previous = timer
             timer = hasTransitions ? makeTransitionTimer() : nil
@@ -511,6 +511,13 @@ final class GateCore: Sendable {
                 advanceSchedules(now: environment.time.now())
             }
         }
+    }
+
+    /// Cancels the schedule timer and the hold watch's.
+    func stopTimers() {
+        scheduleTimer.withLock { $0.take() }?.cancel()
+        for gate in chains.withLock({ Array($0.values) }) { gate.shutdown() }
+        environment.holdWatch.stop()
     }
 
     func entry(for provider: String) -> ProviderEntry? {
@@ -615,6 +622,9 @@ final class GateCore: Sendable {
                     // Checked under the lock: a cancellation handler that ran before this found
                     // nothing to remove, and one that runs after will find this waiter.
                     if Task.isCancelled { return (.cancelled, aftermath) }
+                    // Under the lock, like cancellation: a shutdown's sweep of this shard either
+                    // finds this waiter or runs before it and is seen here.
+                    if environment.lifecycle.isStopping { return (.rejected(GateLifecycle.refusal(key)), aftermath) }
                     let storage = table.storage(
                         for: key, limits: limits, now: now, core: self, shard: shard, aftermath: &aftermath)
                     let outcome: Outcome
@@ -674,9 +684,7 @@ final class GateCore: Sendable {
     /// Drops every key and cancels every timer: the service is going away. Permits still held
     /// keep their key's storage alive and release into it harmlessly.
     func shutdown() {
-        scheduleTimer.withLock { $0.take() }?.cancel()
-        for gate in chains.withLock({ Array($0.values) }) { gate.shutdown() }
-        environment.holdWatch.stop()
+        stopTimers()
         for shard in shards {
             let aftermath = shard.table.withLock { table in
                 var aftermath = Aftermath()

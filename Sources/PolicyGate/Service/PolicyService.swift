@@ -400,6 +400,7 @@ public actor PolicyService {
     nonisolated func admitAtOnce(
         _ key: PolicyKey, estimate: Estimate, priority: PolicyPriority = .interactive, pending: inout Pending?
     ) throws(PolicyError) -> PolicyPermit? {
+        if core.environment.lifecycle.isStopping { throw core.reject(key, estimate.total, GateLifecycle.refusal(key)) }
         // A provider without caps costs a lookup, not a clock read.
         guard let stored = core.compiledLimits(for: key) else { return try Self.inertPermit(estimate) }
         let now = core.environment.time.now()

@@ -20,6 +20,9 @@ final class SharedGate: Sendable {
     private let ids = Locked<UInt64>(0)
     /// Commits and releases not yet written, and who waits for them.
     private let writes = Locked(Writes<UnsafeContinuation<Void, Never>>())
+    /// The leases of shared permits not yet released, for a shutdown to give back (weak: the
+    /// permit owns its lease).
+    private let live = Locked<[ObjectIdentifier: WeakLease]>([:])
 
     init(store: any PolicyQuotaStore, environment: GateEnvironment) {
         self.store = store
@@ -77,6 +80,9 @@ final class SharedGate: Sendable {
             }
             let rejection: Rejection
             let seen = keys.withLock { $0[name]?.generation ?? 0 }
+            // After reading `seen`: a shutdown announces every key after setting its flag, so a
+            // caller that missed the flag here is woken by that news.
+            if environment.lifecycle.isStopping { throw GateLifecycle.refusal(key) }
             let feedback = core.existingFeedback(for: key)
             if let closed = AdmissionRules.closed(limits, now: now) {
                 rejection = closed
@@ -263,6 +269,32 @@ final class SharedGate: Sendable {
         for continuation in woken { continuation.resume() }
     }
 
+    // MARK: Leases held
+
+    /// Notes a lease admitted for a permit.
+    func track(_ lease: SharedLease) {
+        live.withLock { $0[ObjectIdentifier(lease)] = WeakLease(lease: lease) }
+    }
+
+    /// Forgets a lease whose permit was released.
+    func forget(_ lease: SharedLease) {
+        _ = live.withLock { $0.removeValue(forKey: ObjectIdentifier(lease)) }
+    }
+
+    /// How many shared permits are held.
+    var heldCount: Int { live.withLock { $0.count } }
+
+    /// Gives every lease still held back to the store (the gate is shutting down): its slot
+    /// frees for other processes now rather than when the lease expires. The permits stay
+    /// valid; their later commits and releases write nothing more.
+    func giveBackAll() {
+        let leases = live.withLock { live in
+            defer { live = [:] }
+            return live.values.compactMap(\.lease)
+        }
+        for lease in leases { lease.giveBack() }
+    }
+
     // MARK: Writes
 
     /// Runs `write` after `previous` (the permit's earlier write), retrying it on failure for
@@ -368,10 +400,27 @@ final class SharedLease: Sendable {
     /// The commit held back for the release to carry (see ``PolicyQuotaStore/commitHold``).
     private let held = Locked(HeldCommit())
 
+    /// Whether the slot was given back to the store (by the permit, or by a shutdown).
+    private let givenBack = Locked(false)
+
     init(key: PolicyKey, lease: PolicyStoreLease, gate: SharedGate) {
         self.key = key
         self.lease = lease
         self.gate = gate
+        gate.track(self)
+    }
+
+    /// Takes the right to give the slot back: `true` once.
+    private func claimGiveBack() -> Bool {
+        givenBack.withLock { done in
+            defer { done = true }
+            return !done
+        }
+    }
+
+    /// Gives the slot back now, for a shutdown whose grace period ended with this permit held.
+    func giveBack() {
+        if claimGiveBack() { writeRelease() }
     }
 
     // Not inlined into the permit: its commit and `deinit` stay small for in-process permits.
@@ -424,6 +473,19 @@ final class SharedLease: Sendable {
     /// Gives the slot back in the background and reports how long it was held.
     @inline(never)
     func release(admittedAt: Int64, tokens: Int) {
+        gate.forget(self)
+        if claimGiveBack() { writeRelease() }
+        let environment = gate.environment
+        if environment.hasTelemetry, let telemetry = environment.telemetry {
+            let held = environment.time.now() - admittedAt
+            telemetry.didRelease(PolicyReleaseEvent(key: key, held: .nanoseconds(held), tokens: tokens))
+            environment.holdWatch.released(.init(self))
+        }
+        if environment.lifecycle.isStopping { environment.lifecycle.permitReleased() }
+    }
+
+    /// Ends the lease's renewal and writes its release, carrying a commit held back.
+    private func writeRelease() {
         let lease = lease
         // No longer renewed from now on, even if the release cannot be written: its slot
         // then comes back when the lease expires.
@@ -439,18 +501,14 @@ final class SharedLease: Sendable {
         enqueue(.release) { [self] store in
             try await store.release(lease, committing: held.withLock { $0.handedOver })
         }
-        let environment = gate.environment
-        if environment.hasTelemetry, let telemetry = environment.telemetry {
-            let held = environment.time.now() - admittedAt
-            telemetry.didRelease(PolicyReleaseEvent(key: key, held: .nanoseconds(held), tokens: tokens))
-            environment.holdWatch.released(.init(self))
-        }
     }
 
     private func enqueue(
         _ operation: PolicyStoreFailureEvent.Operation, prepare: (@Sendable () async -> Bool)? = nil,
         _ body: @escaping @Sendable (any PolicyQuotaStore) async throws -> Void
     ) {
+        // A commit after a shutdown gave the slot back: the lease is gone from the store.
+        if operation == .commit, givenBack.withLock({ $0 }) { return }
         last.withLock { last in
             last = gate.write(after: last, key: key, operation, prepare: prepare, body)
         }
@@ -495,6 +553,11 @@ final class SharedLease: Sendable {
             return true
         }
     }
+}
+
+/// A lease that a shutdown may give back, without keeping it alive.
+struct WeakLease: Sendable {
+    weak var lease: SharedLease?
 }
 
 /// A shared permit's commit on its way: held back for the release, or being sent alone.

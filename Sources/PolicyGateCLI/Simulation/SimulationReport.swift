@@ -7,6 +7,8 @@ import Foundation
 /// keys (`requests_per_minute` … `tokens_per_day`, `max_concurrent`), and `closed` stands for a
 /// schedule entry that closes the gate.
 package struct SimulationReport: Codable, Sendable, Hashable {
+    /// The report's JSON schema (`schema_version`; see `encodeJSON`).
+    package var schemaVersion = jsonSchemaVersion
     /// The wall-clock date of time zero (ISO 8601), against which schedules were read.
     package var startDate: String
     /// The simulated time from the start to the last event (the last call's end), in seconds.
@@ -205,4 +207,10 @@ package struct UsageSeries: Codable, Sendable, Hashable {
     package var used: [Int]
     /// The cap in force at each sample (`nil` while none is set).
     package var cap: [Int?]
+}
+
+extension SimulationReport {
+    /// The report as `simulate --json` writes it: snake_case keys and `schema_version`
+    /// (see `encodeJSON`).
+    package var json: String { encodeJSON(self) }
 }
