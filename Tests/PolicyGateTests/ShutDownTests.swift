@@ -63,6 +63,25 @@ struct ShutDownTests {
         #expect(recorder.rejects.filter { $0.error.code == .shutDown }.count == 3)
     }
 
+    @Test("batch waiters are refused too, and the readouts count no queued batch call afterwards")
+    func batchWaiters() async throws {
+        let clock = ManualClock()
+        let gate = try PolicyService(limits: ["llm": PolicyLimits(maxConcurrent: 1)], clock: clock)
+        let held = try gate.tryAcquire(Self.key)
+        let box = PermitBox()
+        let task = Task {
+            do { box.store(try await gate.acquire(Self.key, priority: .batch)) } catch { box.fail(error) }
+        }
+        await eventually("batch waiter queued") { gate.currentState(for: Self.key).queuedBatch == 1 }
+        let shutdown = Shutdown(gate, grace: .seconds(5))
+        await task.value
+        #expect((box.error as? PolicyError)?.code == .shutDown)
+        let state = gate.currentState(for: Self.key)
+        #expect(state.queued == 0 && state.queuedBatch == 0 && state.promotedBatch == 0)
+        _ = consume held
+        await shutdown.task.value
+    }
+
     @Test("when the grace period ends with a permit held the shutdown returns; the permit releases harmlessly later")
     func gracePeriodEnds() async throws {
         let clock = ManualClock()

@@ -309,6 +309,9 @@ struct GateStateMachine<Payload>: ~Copyable {
         while !queue.isEmpty { effects.resume(queue.removeFirst().payload, .failure(error)) }
         slotted = 0
         deadlineCount = 0
+        // Priority's counts of the queue, which is now empty.
+        lowCount = 0
+        batchQueued = 0
         return effects
     }
 
