@@ -153,6 +153,32 @@ struct SimulationTraceTests {
         }
     }
 
+    @Test("A scope path names a chain for nested limits, and replays through them")
+    func scopePaths() throws {
+        let text = """
+            {"at": 0, "provider": "openai", "scope": "org:acme/user:u1", "estimated_tokens": 600, "actual_tokens": 600, "duration": 1}
+            {"at": 0.1, "provider": "openai", "scope": "org:acme/user:u2", "estimated_tokens": 600, "actual_tokens": 600, "duration": 1}
+            {"at": 0.2, "provider": "openai", "scope": "org:globex/user:u1", "estimated_tokens": 600, "actual_tokens": 600, "duration": 1}
+            """
+        let calls = try TraceReader.read(text)
+        #expect(calls.map(\.key) == [
+            PolicyKey(provider: "openai", scope: .user("u1"), within: [.org("acme")]),
+            PolicyKey(provider: "openai", scope: .user("u2"), within: [.org("acme")]),
+            PolicyKey(provider: "openai", scope: .user("u1"), within: [.org("globex")]),
+        ])
+        #expect(throws: SimulationError.self) { _ = try TraceReader.read(#"{"at": 0, "provider": "p", "scope": "org:acme//user:u1", "estimated_tokens": 1, "actual_tokens": 1, "duration": 1}"#) }
+        // Each org may use 1 000 tokens a minute: acme's second call waits a minute, globex's does not.
+        let configuration = try PolicyConfiguration(toml: """
+            [limits.openai]
+            tokens_per_minute = 10_000
+            [limits.openai.per.org]
+            tokens_per_minute = 1_000
+            """)
+        let report = try Simulation(configuration: configuration).run(calls)
+        let openai = try #require(report.providers.first)
+        #expect(openai.admitted == 3 && openai.admittedAtOnce == 2, "\(openai)")
+    }
+
     @Test("Examples/calls.jsonl reads, and replays through Examples/policy.toml")
     func example() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
