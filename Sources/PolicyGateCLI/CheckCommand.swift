@@ -88,6 +88,8 @@ struct CheckReport {
     var from: Date
     var days: Int
     var providers: [Provider] = []
+    /// `[gate] permit_hold_warning`, if set.
+    var permitHoldWarning: Duration?
 
     var to: Date { from.addingTimeInterval(Double(days) * 86_400) }
 
@@ -97,6 +99,7 @@ struct CheckReport {
         self.diagnostics = configuration.warnings
         self.from = from
         self.days = days
+        self.permitHoldWarning = configuration.permitHoldWarning
         let to = from.addingTimeInterval(Double(days) * 86_400)
         providers = Set(configuration.limits.keys).union(configuration.schedules.keys).sorted().map { name in
             Provider(
@@ -173,6 +176,9 @@ struct CheckReport {
                 "  Adaptive caps (\(adaptive.joined(separator: ", "))): after a 429, 0.7 of these; back by 5 % of them "
                     + "every 5 s without one.")
         }
+        if let permitHoldWarning {
+            lines.append("  Permits held longer than \(Values.readable(permitHoldWarning)) are reported (permit_hold_warning).")
+        }
         guard !scheduled.isEmpty else { return lines.joined(separator: "\n") + "\n" }
 
         lines.append("")
@@ -240,6 +246,8 @@ struct CheckReport {
         var errors: [JSONDiagnostic]
         var warnings: [JSONDiagnostic]
         var providers: [JSONProvider]
+        /// `[gate] permit_hold_warning` in seconds, when set.
+        var permitHoldWarningSeconds: Double?
     }
 
     private struct JSONDiagnostic: Encodable {
@@ -333,6 +341,7 @@ struct CheckReport {
         return encodeJSON(
             JSONReport(
                 file: file, valid: valid, from: Values.iso8601(from), to: Values.iso8601(to), days: days,
-                errors: diagnostics(.error), warnings: diagnostics(.warning), providers: providers.map(provider)))
+                errors: diagnostics(.error), warnings: diagnostics(.warning), providers: providers.map(provider),
+                permitHoldWarningSeconds: permitHoldWarning.map(Values.seconds)))
     }
 }

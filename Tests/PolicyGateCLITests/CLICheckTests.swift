@@ -281,6 +281,33 @@ struct CLICheckTests {
         #expect(run.stdout.contains("  openai          5  base\n"), "\(run.stdout)")
     }
 
+    @Test("nested levels and the permit hold warning are shown, in text and JSON")
+    func levelsAndHoldWarning() throws {
+        let directory = try TemporaryDirectory()
+        let path = try directory.write(
+            "teams.toml",
+            """
+            [gate]
+            permit_hold_warning = "10m"
+
+            [limits.openai]
+            requests_per_minute = 500
+
+            [limits.openai.per.user]
+            requests_per_minute = 20
+            """)
+        let run = runTool(["check", path, "--from", "2026-12-24T09:00:00Z"])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("    per user       20  each user, inside openai\n"), "\(run.stdout)")
+        #expect(run.stdout.contains("Permits held longer than 10m 00s are reported (permit_hold_warning)."), "\(run.stdout)")
+        let json = runTool(["check", "--json", path, "--from", "2026-12-24T09:00:00Z"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        #expect(object["permit_hold_warning_seconds"] as? Double == 600)
+        let providers = try #require(object["providers"] as? [[String: Any]])
+        let per = try #require(providers.first?["per"] as? [String: [String: Int]])
+        #expect(per == ["user": ["requests_per_minute": 20]])
+    }
+
     @Test("the example configuration in Examples/ is valid")
     func exampleConfiguration() throws {
         let example = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
