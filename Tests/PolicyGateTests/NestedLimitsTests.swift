@@ -170,6 +170,53 @@ struct NestedLimitsTests {
         await quickTask.value
     }
 
+    /// Starts a task waiting in `acquire` with `priority`.
+    func waiter(_ gate: PolicyService, _ key: PolicyKey, _ priority: PolicyPriority) -> (PermitBox, Task<Void, Never>) {
+        let box = PermitBox()
+        let task = Task {
+            do { box.store(try await gate.acquire(key, estimatedTokens: 10, priority: priority)) } catch { box.fail(error) }
+        }
+        return (box, task)
+    }
+
+    @Test("in every bucket an interactive waiter goes before a batch one; a batch waiter is promoted after its aging")
+    func priorityClasses() async throws {
+        let gate = try gate()
+        var a = try gate.tryAcquire(user("u1"), estimatedTokens: 10)
+        let b = try gate.tryAcquire(user("u2"), estimatedTokens: 10)  // the org's two slots
+        let (batch, batchTask) = waiter(gate, user("u3"), .batch)
+        await eventually("the batch call waits at the org") { gate.currentState(for: acme).queued == 1 }
+        let (interactive, interactiveTask) = waiter(gate, user("u4"), .interactive)
+        await eventually("the interactive call waits at the org too") { gate.currentState(for: acme).queued == 2 }
+        a.release()
+        await eventually("the interactive call went first") { interactive.hasPermit }
+        #expect(!batch.isDone)
+        interactive.release()
+        await eventually("then the batch call") { batch.hasPermit }
+        batch.release()
+        await batchTask.value
+        await interactiveTask.value
+
+        // Aging: a batch call waiting past 30 s (the default) queues as an interactive one.
+        a = try gate.tryAcquire(user("u1"), estimatedTokens: 10)
+        let (old, oldTask) = waiter(gate, user("u5"), .batch)
+        await eventually("the batch call waits") { gate.currentState(for: acme).queued == 1 }
+        await eventually("its promotion timer is armed") { clock.sleeperCount >= 1 }
+        clock.advance(by: .seconds(31))
+        for _ in 0..<1_000 { await Task.yield() }
+        let (late, lateTask) = waiter(gate, user("u6"), .interactive)
+        await eventually("an interactive call queues behind it") { gate.currentState(for: acme).queued == 2 }
+        b.release()
+        await eventually("the promoted batch call went first") { old.hasPermit }
+        #expect(!late.isDone)
+        old.release()
+        await eventually("then the interactive one") { late.hasPermit }
+        late.release()
+        await oldTask.value
+        await lateTask.value
+        _ = consume a
+    }
+
     @Test("a cancelled or timed-out waiter records nothing at any level and leaves no queue behind")
     func cancellation() async throws {
         let gate = try gate()

@@ -31,7 +31,7 @@ struct NestedModelTests {
         }
         #expect(
             total.admitted > 2_000 && total.waited > 500 && total.timedOut > 50 && total.cancelled > 100
-                && total.oversized > 5 && total.changes > 300 && total.refusedAt.count == 3,
+                && total.oversized > 5 && total.changes > 300 && total.refusedAt.count == 3 && total.batchAdmitted > 100,
             "not every path was exercised: \(total)")
         print("nested model: \(seeds.count) seeds: \(total)")
     }
@@ -58,20 +58,25 @@ private final class NestedHarness {
         let tokens: Int64
         let deadline: Int64
         let arrival: Int
+        /// Queued as a batch call (promoted after `aging`).
+        var batch = false
     }
 
+    /// Batch calls' aging in the model's provider.
+    static let aging: Int64 = 30 * second
+
     struct Counts: CustomStringConvertible {
-        var admitted = 0, waited = 0, timedOut = 0, cancelled = 0, oversized = 0, changes = 0
+        var admitted = 0, waited = 0, timedOut = 0, cancelled = 0, oversized = 0, changes = 0, batchAdmitted = 0
         var refusedAt: Set<Int> = []
 
         mutating func add(_ o: Counts) {
             admitted += o.admitted; waited += o.waited; timedOut += o.timedOut; cancelled += o.cancelled
-            oversized += o.oversized; changes += o.changes; refusedAt.formUnion(o.refusedAt)
+            oversized += o.oversized; changes += o.changes; batchAdmitted += o.batchAdmitted; refusedAt.formUnion(o.refusedAt)
         }
 
         var description: String {
             "admitted \(admitted), waited \(waited), timed out \(timedOut), cancelled \(cancelled), oversized \(oversized), "
-                + "changes \(changes), refused at levels \(refusedAt.sorted())"
+                + "changes \(changes), batch admitted after waiting \(batchAdmitted), refused at levels \(refusedAt.sorted())"
         }
     }
 
@@ -202,9 +207,13 @@ private final class NestedHarness {
             }
             switch resume.result {
             case .success(let admission):
-                // FIFO per user: nobody of the same user who arrived earlier is still waiting.
-                let earlier = waiters.values.filter { $0.user == waiter.user && $0.arrival < waiter.arrival }
-                #expect(earlier.isEmpty, "seed \(seed): waiter of user \(waiter.user) admitted past an earlier one")
+                // FIFO per user within each class: nobody of the same user and class who arrived
+                // earlier is still waiting (batch calls are promoted in arrival order).
+                let earlier = waiters.values.filter {
+                    $0.user == waiter.user && $0.arrival < waiter.arrival && $0.batch == waiter.batch
+                }
+                #expect(earlier.isEmpty, "seed \(seed): waiter of user \(waiter.user) admitted past an earlier one of its class")
+                if waiter.batch { counts.batchAdmitted += 1 }
                 let leaf = machine.existingLeaf(for: key(waiter.user)) ?? -1
                 let call = Call(user: waiter.user, at: admission.time, tokens: waiter.tokens, alive: true, admission: admission, leaf: leaf)
                 checkAdmission(call)
@@ -281,9 +290,11 @@ private final class NestedHarness {
         nextID += 1
         arrivals += 1
         let deadline = Bool.random(using: &rng) ? Int64.max : now + Int64.random(in: 0...(90 * Self.second), using: &rng)
-        waiters[id] = Waiter(user: user, tokens: tokens, deadline: deadline, arrival: arrivals)
+        let batch = Int.random(in: 0..<10, using: &rng) < 3
+        waiters[id] = Waiter(user: user, tokens: tokens, deadline: deadline, arrival: arrivals, batch: batch)
         switch machine.enqueue(
-            id: UInt64(id), leaf: leaf, tokens: TokenCounts(total: tokens), account: compiledAccount(), deadline: deadline, payload: id, now: now)
+            id: UInt64(id), leaf: leaf, tokens: TokenCounts(total: tokens), account: compiledAccount(), deadline: deadline, payload: id, now: now,
+            priority: batch ? .batch : .interactive, aging: Self.aging)
         {
         case .admitted(let admission, let effects):
             waiters[id] = nil
@@ -345,24 +356,26 @@ private final class NestedHarness {
         apply(machine.setLimits(account: compiledAccount(), kinds: compiledKinds(), now: now))
     }
 
-    /// Releases everything and lets only the machine's wake-ups run for two days: every waiter
-    /// must have been admitted (then released) or told by then.
-    func drain() {
-        for i in calls.indices where calls[i].alive {
+    /// Releases every call in flight, and those a release admits, until none is left.
+    func releaseAll() {
+        while let i = calls.firstIndex(where: \.alive) {
             calls[i].alive = false
             if machine.release(leaf: calls[i].leaf) { apply(machine.tick(now: now)) }
         }
+    }
+
+    /// Releases everything and lets only the machine's wake-ups run for two days: every waiter
+    /// must have been admitted (then released) or told by then.
+    func drain() {
+        releaseAll()
         let end = now + 2 * 86_400 * Self.second
         while !waiters.isEmpty, timerAt <= end {
             advance(to: timerAt)
-            for i in calls.indices where calls[i].alive {
-                calls[i].alive = false
-                if machine.release(leaf: calls[i].leaf) { apply(machine.tick(now: now)) }
-            }
+            releaseAll()
         }
         #expect(waiters.isEmpty, "seed \(seed): \(waiters.count) waiters stranded (timer at \(timerAt), now \(now))")
         advance(to: end)
         let idle = machine.isIdle(now: now)
-        #expect(idle, "seed \(seed): the tree is not idle after everything ended")
+        #expect(idle, "seed \(seed): the tree is not idle after everything ended: \(machine.debugSummary)")
     }
 }

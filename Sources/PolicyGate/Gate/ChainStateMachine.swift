@@ -17,6 +17,9 @@
 /// organisation, waits only ever point upwards (no deadlock), and any change at any level pumps
 /// the whole tree (no lost wake-up).
 ///
+/// **Priority.** In every queue, interactive waiters (and batch ones promoted by aging) come
+/// before the batch waiters not yet promoted, never ahead of a head that has passed the bucket.
+///
 /// **Sequences.** One counter for the whole tree numbers the admissions, so a permit's
 /// ``Admission`` names its call in every bucket of its chain.
 struct ChainStateMachine<Payload>: ~Copyable {
@@ -46,6 +49,10 @@ struct ChainStateMachine<Payload>: ~Copyable {
         let deadline: Int64
         /// The highest bucket whose queue it is in.
         var top: Int32
+        /// A batch call not yet promoted: it queues behind every interactive (or promoted) one.
+        var isLow = false
+        /// When a batch call is promoted (`.max` for an interactive one).
+        var promoteAt: Int64 = .max
     }
 
     typealias Refusal = ChainRefusal
@@ -64,6 +71,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
     private var waiters: [UInt64: Waiter] = [:]
     private var payloads: [UInt64: Payload] = [:]
     private var deadlines = 0
+    /// Batch waiters not yet promoted.
+    private var lowWaiters = 0
     private var sequence: UInt64 = 0
     private var latest: Int64
     private var cursor = 1
@@ -311,7 +320,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
     /// Queues a call that could not be admitted at once, or admits or rejects it if the state
     /// changed meanwhile or its deadline can never be met.
     mutating func enqueue(
-        id: UInt64, leaf: Int32, tokens: TokenCounts, account: CompiledLimits, deadline: Int64, payload: Payload, now: Int64
+        id: UInt64, leaf: Int32, tokens: TokenCounts, account: CompiledLimits, deadline: Int64, payload: Payload, now: Int64,
+        priority: PolicyPriority = .interactive, aging: Int64 = 0
     ) -> EnqueueResult {
         let now = monotonic(now)
         var effects = catchUp(account: account, now: now)
@@ -338,9 +348,15 @@ struct ChainStateMachine<Payload>: ~Copyable {
             }
             deadlines += 1
         }
-        waiters[id] = Waiter(leaf: leaf, tokens: tokens, deadline: deadline, top: leaf)
+        var waiter = Waiter(leaf: leaf, tokens: tokens, deadline: deadline, top: leaf)
+        if priority == .batch {
+            waiter.isLow = true
+            waiter.promoteAt = now.clampedAdding(max(0, aging))
+            lowWaiters += 1
+        }
+        waiters[id] = waiter
         payloads[id] = payload
-        buckets[Int(leaf)].queue.append(id)
+        join(id, leaf)
         effects.merge(pump(now: now))
         return .enqueued(effects)
     }
@@ -440,6 +456,13 @@ struct ChainStateMachine<Payload>: ~Copyable {
         return waiters.isEmpty ? Effects() : pump(now: now)
     }
 
+    /// A one-line summary of every live bucket, for test failures.
+    var debugSummary: String {
+        buckets.indices.filter { buckets[$0].isLive }.map { i in
+            "\(i)[\(buckets[i].key) inFlight \(buckets[i].inFlight) children \(buckets[i].children) queue \(buckets[i].queue.count) passed \(buckets[i].headPassed)]"
+        }.joined(separator: " ") + " waiters \(waiters.count) low \(lowWaiters)"
+    }
+
     /// Whether nothing is held, queued or counted any more in the whole tree.
     mutating func isIdle(now: Int64) -> Bool {
         sweepAll(now: now)
@@ -499,6 +522,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
     private mutating func remove(_ id: UInt64) -> (Waiter, Payload)? {
         guard let waiter = waiters.removeValue(forKey: id), let payload = payloads.removeValue(forKey: id) else { return nil }
         if waiter.deadline != .max { deadlines -= 1 }
+        if waiter.isLow { lowWaiters -= 1 }
         var b = waiter.leaf
         while b >= 0 {
             leave(id, b)
@@ -506,6 +530,42 @@ struct ChainStateMachine<Payload>: ~Copyable {
             b = buckets[Int(b)].parent
         }
         return (waiter, payload)
+    }
+
+    /// Puts `id` in bucket `b`'s queue: a batch call not yet promoted at the end, any other
+    /// call behind the others of its class but ahead of those batch calls (never ahead of a
+    /// head that has passed the bucket: it holds its turn there).
+    private mutating func join(_ id: UInt64, _ b: Int32) {
+        let i = Int(b)
+        guard waiters[id]?.isLow == false else {
+            buckets[i].queue.append(id)
+            return
+        }
+        var position = buckets[i].queue.count
+        let first = buckets[i].headPassed ? 1 : 0
+        while position > first, waiters[buckets[i].queue[position - 1]]?.isLow == true { position -= 1 }
+        buckets[i].queue.insert(id, at: position)
+    }
+
+    /// Promotes the batch waiters whose aging has run out: from now on each queues, in every
+    /// bucket it is in, as an interactive call arriving now (a head keeps its place).
+    private mutating func promote(now: Int64) {
+        guard lowWaiters > 0 else { return }
+        let due = waiters.filter { $0.value.isLow && $0.value.promoteAt <= now }.keys.sorted()
+        for id in due {
+            guard let waiter = waiters[id] else { continue }
+            waiters[id]?.isLow = false
+            lowWaiters -= 1
+            var b = waiter.leaf
+            while b >= 0 {
+                if let position = buckets[Int(b)].queue.firstIndex(where: { $0 == id }), position > 0 {
+                    buckets[Int(b)].queue.remove(at: position)
+                    join(id, b)
+                }
+                if b == waiter.top { break }
+                b = buckets[Int(b)].parent
+            }
+        }
     }
 
     /// Takes `id` out of bucket `b`'s queue; the head's pass goes with it.
@@ -519,14 +579,16 @@ struct ChainStateMachine<Payload>: ~Copyable {
     /// reports when to look again.
     private mutating func pump(now: Int64) -> Effects {
         var effects = Effects()
+        promote(now: now)
         if deadlines > 0 { expire(now: now, including: false, into: &effects) }
         advance(now: now, into: &effects)
         if deadlines > 0, expire(now: now, including: true, into: &effects) {
             advance(now: now, into: &effects)
         }
-        if deadlines > 0 {
-            for waiter in waiters.values where waiter.deadline != .max {
-                effects.wake = min(effects.wake ?? .max, waiter.deadline)
+        if deadlines > 0 || lowWaiters > 0 {
+            for waiter in waiters.values {
+                if waiter.deadline != .max { effects.wake = min(effects.wake ?? .max, waiter.deadline) }
+                if waiter.isLow { effects.wake = min(effects.wake ?? .max, waiter.promoteAt) }
             }
         }
         return effects
@@ -573,8 +635,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
                 if buckets[i].parent >= 0 {
                     buckets[i].headPassed = true
                     let parent = buckets[i].parent
-                    buckets[Int(parent)].queue.append(id)
                     waiters[id]?.top = parent
+                    join(id, parent)
                     progressed = true
                     continue
                 }

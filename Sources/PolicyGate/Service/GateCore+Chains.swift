@@ -36,9 +36,12 @@ extension GateCore {
 
     /// Waits in `key`'s chain until admitted, rejected, timed out or cancelled.
     func wait(
-        in gate: ChainGate, _ key: PolicyKey, tokens: TokenCounts, limits: CompiledLimits, deadline: Int64
+        in gate: ChainGate, _ key: PolicyKey, tokens: TokenCounts, limits: CompiledLimits, deadline: Int64,
+        priority: PolicyPriority = .interactive
     ) async throws -> ChainGrant {
         let id = nextWaiterID()
+        let provider = ProviderName(of: key)
+        let aging = priority == .batch ? providers.withLock { $0.batchAging(provider) } : 0
         let environment = environment
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<ChainGrant, any Error>) in
@@ -53,7 +56,8 @@ extension GateCore {
                     let leaf = machine.leaf(for: key, now: now)
                     let parked = ChainGate.Parked(continuation: continuation, key: key, leaf: leaf)
                     switch machine.enqueue(
-                        id: id, leaf: leaf, tokens: tokens, account: limits, deadline: deadline, payload: parked, now: now)
+                        id: id, leaf: leaf, tokens: tokens, account: limits, deadline: deadline, payload: parked, now: now,
+                        priority: priority, aging: aging)
                     {
                     case .admitted(let admission, let effects): return (.admitted(leaf, admission), effects)
                     case .rejected(let error, let effects): return (.rejected(error.with(key: key)), effects)

@@ -104,7 +104,7 @@ public actor PolicyService {
         "nested limits (per.<kind> tables) are not supported for a provider kept in a shared store yet"
 
     static let reserveNotNested =
-        "reserved_for_interactive is not supported with nested limits (per.<kind> tables) yet: their waiters queue in arrival order"
+        "reserved_for_interactive is not supported with nested limits (per.<kind> tables) yet: the reserve is not applied per level"
 
     /// Checks nested limits: every cap valid, no kind named `global`, no shared provider, no
     /// reserve for interactive calls.
@@ -443,7 +443,8 @@ public actor PolicyService {
         do {
             if pending.nestedLevel >= 0 {
                 let gate = core.chainGate(for: key, now: pending.now)
-                let grant = try await core.wait(in: gate, key, tokens: pending.tokens, limits: pending.limits, deadline: deadline)
+                let grant = try await core.wait(
+                    in: gate, key, tokens: pending.tokens, limits: pending.limits, deadline: deadline, priority: priority)
                 if core.environment.hasTelemetry {
                     reportChainAdmission(
                         key, estimate: estimate, gate: gate, admission: grant.admission, tokens: pending.tokens,
