@@ -147,7 +147,7 @@ final class ChainGate: @unchecked Sendable {  // mutable state only touched unde
         do {
             (waiters, new) = try lock.withLock { (_) throws(PolicyError) -> (Bool, TokenCounts) in
                 let new = TokenCounts.usage(
-                    input: input, output: output, cacheReads: cacheReads, countsCacheReads: machine.countsCacheReads(leaf: leaf))
+                    input: input, output: output, cacheReads: cacheReads, countsCacheReads: machine.countsCacheReads)
                 return (try machine.commit(leaf: leaf, admission, from: old, to: new), new)
             }
         } catch {

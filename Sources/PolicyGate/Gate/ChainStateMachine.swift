@@ -414,9 +414,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
         return (delta < 0 || input < 0 || output < 0) && !waiters.isEmpty
     }
 
-    /// Whether cache reads count as input at `leaf`'s innermost level with input caps (the
-    /// account's setting otherwise).
-    func countsCacheReads(leaf: Int32) -> Bool { buckets[0].limits.countsCacheReads }
+    /// Whether cache reads count as input: the account's setting, for every level.
+    var countsCacheReads: Bool { buckets[0].limits.countsCacheReads }
 
     // MARK: Administration
 

@@ -99,7 +99,8 @@ extension PolicyService {
         return state
     }
 
-    /// The readout of every capped window of `limits`, from the machine's usage.
+    /// The readout of every capped window of `limits`, from a machine's usage: for the flat
+    /// and the nested `currentState` alike.
     static func readouts(_ limits: PolicyLimits, _ usage: [GateStateMachine<Void>.WindowUsage]) -> [PolicyState.Window] {
         var windows: [PolicyState.Window] = []
         for window in PolicyWindow.allCases {

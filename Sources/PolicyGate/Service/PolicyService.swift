@@ -718,22 +718,7 @@ public actor PolicyService {
                 blockedBy: storage.machine.blocker(tokens: 0, now: now)?.kind,
                 nextExpiry: storage.machine.nextExpiry())
         }
-        var windows: [PolicyState.Window] = []
-        for window in PolicyWindow.allCases {
-            let requestCap = enforced[.requests(window)]
-            let tokenCap = enforced[.tokens(window)]
-            let inputCap = enforced[.inputTokens(window)]
-            let outputCap = enforced[.outputTokens(window)]
-            guard requestCap != nil || tokenCap != nil || inputCap != nil || outputCap != nil else { continue }
-            let used = raw?.usage.first { $0.window == window }
-            var readout = PolicyState.Window(
-                window: window,
-                requests: .init(used: Int(used?.requests ?? 0), cap: requestCap),
-                tokens: .init(used: Int(used?.tokens ?? 0), cap: tokenCap))
-            if let inputCap { readout.inputTokens = .init(used: Int(used?.inputTokens ?? 0), cap: inputCap) }
-            if let outputCap { readout.outputTokens = .init(used: Int(used?.outputTokens ?? 0), cap: outputCap) }
-            windows.append(readout)
-        }
+        let windows = Self.readouts(enforced, raw?.usage ?? [])
         var state = PolicyState(
             key: key, limits: limits, windows: windows, inFlight: raw?.inFlight ?? 0, queued: raw?.queued ?? 0,
             waitingForCapacity: raw?.slotted ?? 0, blockedBy: raw?.blockedBy,
