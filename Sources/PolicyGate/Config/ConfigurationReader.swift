@@ -42,6 +42,28 @@ struct ConfigurationReader {
                 store: choice.store ?? configuration.defaultStorage.store,
                 failurePolicy: choice.failurePolicy ?? configuration.defaultStorage.failurePolicy)
         }
+        for (provider, groups) in modelGroups where !groups.isEmpty {
+            configuration.modelGroups[provider] = groups
+            let path: [TOMLPathComponent] = [.key("limits"), .key(provider), .key("models")]
+            if configuration.limits[provider]?.reservePermille ?? 0 > 0 {
+                error([.key("limits"), .key(provider), .key(PolicyLimits.reservedForInteractiveKey)], PolicyService.reserveNotGrouped)
+            }
+            if feedbackScopes[provider] == .key {
+                error([.key("limits"), .key(provider), .key("feedback_scope")], PolicyService.groupsNotPerKeyFeedback)
+            }
+            var owners: [String: String] = [:]
+            for (name, group) in groups.sorted(by: { $0.key < $1.key }) {
+                for pattern in Set(group.match).sorted() {
+                    if let other = owners[pattern] {
+                        error(path + [.key(name), .key("match")], "'\(pattern)' is also in model group '\(other)'; a model counts in one group")
+                    }
+                    owners[pattern] = name
+                }
+            }
+            if configuration.limits[provider] == nil, configuration.schedules[provider] == nil {
+                configuration.limits[provider] = PolicyLimits()
+            }
+        }
         for (provider, kinds) in levels where !kinds.isEmpty {
             configuration.scopeLimits[provider] = kinds
             if configuration.limits[provider]?.reservePermille ?? 0 > 0 || kinds.values.contains(where: { $0.reservePermille > 0 }) {
@@ -55,6 +77,9 @@ struct ConfigurationReader {
         where configuration.storage(for: provider).store != .memory {
             if configuration.scopeLimits[provider] != nil {
                 error([.key("limits"), .key(provider), .key("per")], PolicyService.nestedNotShared)
+            }
+            if configuration.modelGroups[provider] != nil {
+                error([.key("limits"), .key(provider), .key("models")], PolicyService.groupsNotShared)
             }
             if let kind = PolicyService.splitCap(configuration.limits[provider], configuration.schedules[provider]) {
                 error([.key("limits"), .key(provider), .key(kind.configurationKey)], PolicyService.splitCapsNotShared)
@@ -284,6 +309,8 @@ struct ConfigurationReader {
                 }
             case "per":
                 readLevels(table, key, provider: name, path: keyPath)
+            case "models":
+                readModelGroups(table, key, provider: name, path: keyPath)
             default:
                 readCap(table, key, path: keyPath, into: &limits, known: Self.providerKeys)
             }
@@ -315,6 +342,10 @@ struct ConfigurationReader {
                 error(kindPath, "must name a kind of scope (user, org, project or your own); the account's caps go in [limits.\(provider)]")
                 continue
             }
+            guard name != PolicyModelGroup.scopeKind else {
+                error(kindPath, "'model' names model groups' levels; caps per model family go in [limits.\(provider).models.<group>]")
+                continue
+            }
             var limits = PolicyLimits()
             for capKey in caps.allKeys {
                 readCap(caps, capKey, path: kindPath + [.key(capKey.stringValue)], into: &limits, known: Self.levelKeys)
@@ -326,6 +357,66 @@ struct ConfigurationReader {
 
     /// `[limits.<provider>.per.<kind>]` caps as read.
     private(set) var levels: [String: [String: PolicyLimits]] = [:]
+
+    /// Reads `[limits.<provider>.models.<group>]` tables: `match` (a pattern or a list of them)
+    /// and the group's caps.
+    private mutating func readModelGroups(
+        _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, provider: String, path: [TOMLPathComponent]
+    ) {
+        guard let groups = nested(table, key, path: path, what: "a table of model groups, such as [limits.\(provider).models.sonnet]")
+        else { return }
+        for groupKey in groups.allKeys {
+            let name = groupKey.stringValue
+            let groupPath = path + [.key(name)]
+            guard let caps = nested(groups, groupKey, path: groupPath, what: "a table with match and caps") else { continue }
+            if name.isEmpty {
+                error(groupPath, "a model group needs a name")
+                continue
+            }
+            var group = PolicyModelGroup(match: [], limits: PolicyLimits())
+            var hasMatch = false
+            for capKey in caps.allKeys {
+                let capPath = groupPath + [.key(capKey.stringValue)]
+                guard capKey.stringValue == "match" else {
+                    readCap(caps, capKey, path: capPath, into: &group.limits, known: Self.modelGroupKeys)
+                    continue
+                }
+                hasMatch = true
+                let what = "a model name or pattern such as \"claude-sonnet-4*\", or a list of them"
+                if let one = try? caps.decode(String.self, forKey: capKey) {
+                    group.match = [one]
+                } else if let many = try? caps.decode([String].self, forKey: capKey) {
+                    group.match = many
+                } else {
+                    error(capPath, "must be \(what)")
+                }
+            }
+            if !hasMatch {
+                error(groupPath, "needs match = \"pattern\" (or a list): the models whose calls count in this group")
+            }
+            check(group, provider: provider, name: name, path: groupPath)
+            modelGroups[provider, default: [:]][name] = group
+        }
+    }
+
+    /// `[limits.<provider>.models.<group>]` groups as read.
+    private(set) var modelGroups: [String: [String: PolicyModelGroup]] = [:]
+
+    static let modelGroupKeys = PolicyLimits.configurationKeyNames + ["match"]
+
+    /// The patterns and caps of one model group.
+    mutating func check(_ group: PolicyModelGroup, provider: String, name: String, path: [TOMLPathComponent]? = nil) {
+        let path = path ?? [.key("limits"), .key(provider), .key("models"), .key(name)]
+        var seen: Set<String> = []
+        for pattern in group.match {
+            if ModelPattern(pattern) == nil {
+                error(path + [.key("match")], "'\(pattern)' is not a model name or pattern: it needs a character other than *")
+            } else if !seen.insert(pattern).inserted {
+                error(path + [.key("match")], "lists '\(pattern)' twice")
+            }
+        }
+        check(group.limits, provider: "\(provider).models.\(name)", path: path, reportEmpty: true)
+    }
 
     /// The schedule's own rules (names, cron or dates present, …), reported at the entry.
     private mutating func checkRules(of schedule: PolicySchedule, path: [TOMLPathComponent]) {
@@ -527,7 +618,7 @@ struct ConfigurationReader {
     }
 
     static let providerKeys = PolicyLimits.configurationKeyNames + PolicyLimits.providerSettingKeys
-        + ["timezone", "schedule", "store", "on_store_failure", "feedback_scope", "adaptive", "per"]
+        + ["timezone", "schedule", "store", "on_store_failure", "feedback_scope", "adaptive", "per", "models"]
     static let levelKeys = PolicyLimits.configurationKeyNames + [PolicyLimits.countCacheReadsKey]
     static let entryKeys = ["name", "cron", "dates", "closed"] + PolicyLimits.configurationKeyNames
 

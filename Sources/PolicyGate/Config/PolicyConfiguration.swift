@@ -67,6 +67,13 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
     /// its own under ``limits``.
     public var scopeLimits: [String: [String: PolicyLimits]] = [:]
 
+    /// Model groups per provider, by group name, from `[limits.<provider>.models.<group>]`
+    /// tables (`match` and caps): caps shared by a family of models, counted where the
+    /// provider's own caps count (per key, or for the account with ``scopeLimits``). A call
+    /// naming a model of a group is admitted only when it fits the group's caps and the
+    /// provider's. See ``PolicyModelGroup``.
+    public var modelGroups: [String: [String: PolicyModelGroup]] = [:]
+
     /// How to reach PostgreSQL (`[store.postgres]`), when some provider is kept there. Fields
     /// left out are read from the environment by the store.
     public var postgres: PolicyPostgresSettings?
@@ -84,7 +91,9 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
     /// Every configured provider's storage, the defaults resolved: what a gate is built with.
     var resolvedStorage: [String: PolicyStorage] {
         var resolved: [String: PolicyStorage] = [:]
-        for provider in Set(limits.keys).union(schedules.keys).union(scopeLimits.keys) { resolved[provider] = storage(for: provider) }
+        for provider in Set(limits.keys).union(schedules.keys).union(scopeLimits.keys).union(modelGroups.keys) {
+            resolved[provider] = storage(for: provider)
+        }
         return resolved
     }
 
@@ -122,10 +131,11 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         var providers = container.nestedContainer(keyedBy: AnyKey.self, forKey: .limits)
-        for provider in Set(limits.keys).union(schedules.keys).sorted() {
+        for provider in Set(limits.keys).union(schedules.keys).union(modelGroups.keys).sorted() {
             let table = EncodedProviderTable(
                 limits: limits[provider] ?? .unlimited, schedule: schedules[provider], storage: storage[provider],
-                feedbackScope: feedbackScope[provider], adaptive: adaptive.contains(provider), levels: scopeLimits[provider] ?? [:])
+                feedbackScope: feedbackScope[provider], adaptive: adaptive.contains(provider), levels: scopeLimits[provider] ?? [:],
+                groups: modelGroups[provider] ?? [:])
             try providers.encode(table, forKey: AnyKey(stringValue: provider))
         }
         if defaultStorage != .memory || postgres != nil {
@@ -158,7 +168,7 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
         lhs.limits == rhs.limits && lhs.schedules == rhs.schedules && lhs.storage == rhs.storage
             && lhs.defaultStorage == rhs.defaultStorage && lhs.postgres == rhs.postgres
             && lhs.feedbackScope == rhs.feedbackScope && lhs.adaptive == rhs.adaptive && lhs.scopeLimits == rhs.scopeLimits
-            && lhs.permitHoldWarning == rhs.permitHoldWarning
+            && lhs.modelGroups == rhs.modelGroups && lhs.permitHoldWarning == rhs.permitHoldWarning
     }
 
     /// Hashes the limits and schedules.
@@ -171,6 +181,7 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
         hasher.combine(feedbackScope)
         hasher.combine(adaptive)
         hasher.combine(scopeLimits)
+        hasher.combine(modelGroups)
         hasher.combine(permitHoldWarning)
     }
 
@@ -190,6 +201,11 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
                     reportEmpty: true)
             }
         }
+        for (provider, groups) in modelGroups.sorted(by: { $0.key < $1.key }) {
+            for (name, group) in groups.sorted(by: { $0.key < $1.key }) {
+                reader.check(group, provider: provider, name: name)
+            }
+        }
         reader.check(permitHoldWarning: permitHoldWarning)
         return reader.diagnostics.sorted { $0.severity == .error && $1.severity == .warning }
     }
@@ -203,6 +219,7 @@ private struct EncodedProviderTable: Encodable {
     let feedbackScope: PolicyFeedbackScope?
     let adaptive: Bool
     let levels: [String: PolicyLimits]
+    let groups: [String: PolicyModelGroup]
 
     func encode(to encoder: any Encoder) throws {
         try limits.encode(to: encoder)
@@ -210,6 +227,12 @@ private struct EncodedProviderTable: Encodable {
         if !levels.isEmpty {
             var per = container.nestedContainer(keyedBy: AnyKey.self, forKey: AnyKey(stringValue: "per"))
             for (kind, caps) in levels.sorted(by: { $0.key < $1.key }) { try per.encode(caps, forKey: AnyKey(stringValue: kind)) }
+        }
+        if !groups.isEmpty {
+            var models = container.nestedContainer(keyedBy: AnyKey.self, forKey: AnyKey(stringValue: "models"))
+            for (name, group) in groups.sorted(by: { $0.key < $1.key }) {
+                try models.encode(EncodedModelGroup(group: group), forKey: AnyKey(stringValue: name))
+            }
         }
         if let feedbackScope { try container.encode(feedbackScope.rawValue, forKey: AnyKey(stringValue: "feedback_scope")) }
         if adaptive { try container.encode(true, forKey: AnyKey(stringValue: "adaptive")) }
@@ -232,5 +255,16 @@ private struct EncodedProviderTable: Encodable {
                 if let cap = entry.limits[kind] { try table.encode(cap, forKey: AnyKey(stringValue: kind.configurationKey)) }
             }
         }
+    }
+}
+
+/// One model group's table as encoded: its caps, then `match`.
+private struct EncodedModelGroup: Encodable {
+    let group: PolicyModelGroup
+
+    func encode(to encoder: any Encoder) throws {
+        try group.limits.encode(to: encoder)
+        var container = encoder.container(keyedBy: AnyKey.self)
+        try container.encode(group.match, forKey: AnyKey(stringValue: "match"))
     }
 }

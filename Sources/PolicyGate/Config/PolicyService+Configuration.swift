@@ -48,7 +48,7 @@ extension PolicyService {
             limits: configuration.limits, schedules: configuration.schedules, storage: configuration.resolvedStorage,
             store: store,
             clock: clock, startDate: startDate, telemetry: telemetry, feedbackScopes: configuration.feedbackScope,
-            adaptive: configuration.adaptive, scopeLimits: configuration.scopeLimits)
+            adaptive: configuration.adaptive, scopeLimits: configuration.scopeLimits, modelGroups: configuration.modelGroups)
         core.environment.holdWatch.set(configuration.permitHoldWarning)
     }
 
@@ -81,12 +81,17 @@ extension PolicyService {
         try Self.validate(reserve: configuration.limits, storage: storage)
         try Self.validate(adaptive: configuration.adaptive, feedbackScopes: configuration.feedbackScope)
         try Self.validate(scopeLimits: configuration.scopeLimits, storage: storage, limits: configuration.limits)
+        try Self.validate(
+            modelGroups: configuration.modelGroups, storage: storage, limits: configuration.limits,
+            feedbackScopes: configuration.feedbackScope)
         try Self.validate(permitHoldWarning: configuration.permitHoldWarning)
         var changes: [String: ProviderChange] = [:]
         for (provider, storage) in storage {
             changes[provider] = ProviderChange(
                 limits: configuration.limits[provider] ?? .unlimited, schedule: configuration.schedules[provider], storage: storage,
-                adaptive: configuration.adaptive.contains(provider), scopes: configuration.scopeLimits[provider] ?? [:])
+                adaptive: configuration.adaptive.contains(provider),
+                scopes: ProviderLevels(
+                    kinds: configuration.scopeLimits[provider] ?? [:], groups: configuration.modelGroups[provider] ?? [:]))
         }
         swap(changes, replacingAll: true)
         core.setFeedbackScopes(configuration.feedbackScope)
@@ -104,7 +109,8 @@ extension PolicyService {
                 if let schedule = entry.schedule?.schedule { configuration.schedules[name.name] = schedule }
                 if entry.storage != .memory { configuration.storage[name.name] = entry.storage }
                 if entry.adaptive != nil { configuration.adaptive.insert(name.name) }
-                if !entry.scopeLimits.isEmpty { configuration.scopeLimits[name.name] = entry.scopeLimits }
+                if !entry.levels.kinds.isEmpty { configuration.scopeLimits[name.name] = entry.levels.kinds }
+                if !entry.levels.groups.isEmpty { configuration.modelGroups[name.name] = entry.levels.groups }
             }
             configuration.feedbackScope = core.feedbackScopesByProvider.filter { table[ProviderName($0.key)] != nil }
             configuration.permitHoldWarning = permitHoldWarning

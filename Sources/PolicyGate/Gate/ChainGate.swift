@@ -27,14 +27,19 @@ final class ChainGate: @unchecked Sendable {  // mutable state only touched unde
     @exclusivity(unchecked) private var timer: Task<Void, Never>?
 
     init(
-        provider: String, account: CompiledLimits, kinds: [String: CompiledLimits], now: Int64, environment: GateEnvironment,
-        feedback: ProviderFeedbackState?
+        provider: String, account: CompiledLimits, kinds: [String: CompiledLimits], groups: [ModelGroupCaps] = [], now: Int64,
+        environment: GateEnvironment, feedback: ProviderFeedbackState?
     ) {
         self.provider = provider
         self.environment = environment
         self.feedback = feedback
-        machine = Machine(provider: provider, account: account, kinds: kinds, now: now, feedback: feedback)
+        // Without per-scope tables, the provider's caps count per key (its model groups too).
+        machine = Machine(
+            provider: provider, account: account, kinds: kinds, groups: groups, flat: kinds.isEmpty, now: now, feedback: feedback)
     }
+
+    /// Whether the tree counts the provider's caps per key (no per-scope tables).
+    var isFlat: Bool { lock.withLock { _ in machine.isFlat } }
 
     /// Consults `feedback` from now on.
     func adopt(feedback: ProviderFeedbackState) {
@@ -109,15 +114,22 @@ final class ChainGate: @unchecked Sendable {  // mutable state only touched unde
 
     /// One locked attempt to admit `key` now; effects are carried out only if there are any.
     @inline(__always)
-    func tryAdmit(_ key: PolicyKey, tokens: TokenCounts, account: CompiledLimits, now: Int64) -> (Int32, Result<Admission, ChainRefusal>) {
+    func tryAdmit(
+        _ key: PolicyKey, model: String?, tokens: TokenCounts, account: CompiledLimits, now: Int64
+    ) -> (Int32, Result<Admission, ChainRefusal>) {
         let (leaf, result, work) = lock.withLock { _ -> (Int32, Result<Admission, ChainRefusal>, Work?) in
-            let leaf = machine.leaf(for: key, now: now)
+            let leaf = machine.leaf(for: key, model: model, now: now)
             let (result, effects) = machine.tryAdmit(leaf: leaf, tokens: tokens, account: account, now: now)
             let work = effects.resumes.items == nil && effects.wake == nil ? nil : settle(effects)
             return (leaf, result, work)
         }
         work?.run(self)
         return (leaf, result)
+    }
+
+    /// The level naming `model`'s group for calls of `key` (refusals name it), if any.
+    func groupLevel(of key: PolicyKey, model: String) -> PolicyKey? {
+        lock.withLock { _ in machine.groupLevel(of: key, model: model) }
     }
 
     // MARK: Permit paths

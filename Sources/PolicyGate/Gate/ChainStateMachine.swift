@@ -26,10 +26,13 @@ struct ChainStateMachine<Payload>: ~Copyable {
     typealias Effects = GateStateMachine<Payload>.Effects
 
     struct Bucket {
-        /// The level's own key (the account's is the provider's `.global` key).
+        /// The level's own key (the account's is the provider's `.global` key; a model group's
+        /// names the group as a `model` scope; a route's is its key's).
         let key: PolicyKey
         /// The bucket above; -1 for the account.
         let parent: Int32
+        /// What the bucket stands for (a level, a model group or a route to one).
+        var role: Role = .level
         var limits: CompiledLimits
         var windows: WindowSlots
         var inFlight = 0
@@ -41,6 +44,29 @@ struct ChainStateMachine<Payload>: ~Copyable {
         var headPassed = false
         /// Whether the slot is in use (slots of dropped buckets are reused).
         var isLive = true
+        /// Waiters admitted through this route (queued at its key's bucket, not here): it is
+        /// kept while any exists.
+        var routeWaiters: Int32 = 0
+    }
+
+    /// Levels are the scopes a key names. A provider's model groups (``PolicyModelGroup``) add a
+    /// *group* bucket per group (under the account, or under each key when the provider's caps
+    /// count per key) and, for each key calling a group's models, a *route*: an uncapped bucket
+    /// below the key's own whose chain takes the group bucket just below the account. So a
+    /// permit still names one bucket (the route), and every chain keeps one order — scopes
+    /// innermost first, then the group, then the account — so waits still only point upwards.
+    enum Role: Equatable {
+        case level
+        /// Model group `group` of `owner` (the account, or a key's bucket when flat).
+        case group(owner: Int32, group: Int32)
+        /// Calls of `leaf`'s key for models of a group: `side` is that group's bucket.
+        case route(leaf: Int32, group: Int32, side: Int32)
+    }
+
+    /// A pair of bucket and group numbers, as the model groups' indexes key them.
+    struct GroupSlot: Hashable {
+        let bucket: Int32
+        let group: Int32
     }
 
     struct Waiter {
@@ -78,6 +104,26 @@ struct ChainStateMachine<Payload>: ~Copyable {
     private var cursor = 1
     /// Caps per scope kind (`org`, `user`…); a kind not listed has none.
     private(set) var kindLimits: [String: CompiledLimits]
+    /// Model groups by number (their order by name). A change of limits renumbers them and
+    /// their buckets by name; the buckets of a group that went drain uncapped.
+    private(set) var groups: [ModelGroupCaps]
+    /// The groups' patterns, most specific first, to their numbers.
+    private var models: ModelTable<Int32>
+    /// Models already matched (names to group numbers, -1: none): a call's model is matched
+    /// once, then looked up. Emptied when the groups change, and when it grows past
+    /// ``modelCacheLimit`` (model names come from callers).
+    private var modelCache: [String: Int32] = [:]
+    static var modelCacheLimit: Int { 1_024 }
+    /// A flat provider's caps, which every key's bucket holds.
+    private var flatCaps: CompiledLimits?
+    /// Group buckets by owner and group, and routes by key bucket and group.
+    private var groupIndex: [GroupSlot: Int32] = [:]
+    private var routeIndex: [GroupSlot: Int32] = [:]
+    /// The provider's caps count per key, not for the whole account (a provider with model
+    /// groups but no per-scope tables): every key has one bucket under the account holding the
+    /// provider's caps, and the account bucket only carries what is provider-wide (schedule
+    /// closures, the limits' validity, provider feedback).
+    let isFlat: Bool
     /// The generation of the account limits `kindLimits` came with.
     private var kindsGeneration: UInt64
     private let unlimited: CompiledLimits
@@ -86,17 +132,38 @@ struct ChainStateMachine<Payload>: ~Copyable {
     private var feedbackReference: Unmanaged<ProviderFeedbackState>?
 
     init(
-        provider: String, account: CompiledLimits, kinds: [String: CompiledLimits], now: Int64,
-        feedback: ProviderFeedbackState? = nil
+        provider: String, account: CompiledLimits, kinds: [String: CompiledLimits], groups: [ModelGroupCaps] = [],
+        flat: Bool = false, now: Int64, feedback: ProviderFeedbackState? = nil
     ) {
         latest = now
         kindLimits = kinds
+        self.groups = groups
+        models = Self.table(of: groups)
+        isFlat = flat
+        flatCaps = flat ? account : nil
         kindsGeneration = account.generation
         unlimited = CompiledLimits(.unlimited, generation: 0)
         feedbackReference = feedback.map { Unmanaged.passUnretained($0) }
         let key = PolicyKey(provider: provider)
-        buckets = [Bucket(key: key, parent: -1, limits: account, windows: WindowSlots(limits: account, now: now, firstSequence: 1))]
-        index[HashedKey(key)] = 0
+        let top = flat ? account.accountPart : account
+        buckets = [Bucket(key: key, parent: -1, limits: top, windows: WindowSlots(limits: top, now: now, firstSequence: 1))]
+        // Flat, a `.global` key has a bucket of its own under the account.
+        if !flat { index[HashedKey(key)] = 0 }
+    }
+
+    /// The next bucket up `b`'s chain from a leaf whose route goes through `side` (-1: none):
+    /// the parent, except that the group bucket comes between the outermost level and the account.
+    @inline(__always)
+    private func up(_ b: Int32, side: Int32) -> Int32 {
+        let parent = buckets[Int(b)].parent
+        return parent == 0 && side > 0 && b != side ? side : parent
+    }
+
+    /// The group bucket a chain starting at `leaf` goes through, or -1.
+    @inline(__always)
+    private func side(of leaf: Int32) -> Int32 {
+        if case .route(_, _, let side) = buckets[Int(leaf)].role { return side }
+        return -1
     }
 
     /// The account's limits.
@@ -119,6 +186,12 @@ struct ChainStateMachine<Payload>: ~Copyable {
         if let found = index[HashedKey(key)] { return found }
         let now = monotonic(now)
         sweep(count: 2, now: now)
+        if isFlat {
+            let slot = place(Bucket(
+                key: key, parent: 0, limits: flatLimits, windows: WindowSlots(limits: flatLimits, now: now, firstSequence: sequence + 1)))
+            index[HashedKey(key)] = slot
+            return slot
+        }
         var parent: Int32 = 0
         var path: [PolicyScope] = []
         for scope in key.levels {
@@ -129,23 +202,95 @@ struct ChainStateMachine<Payload>: ~Copyable {
                 continue
             }
             let limits = kindLimits[scope.kind] ?? unlimited
-            let bucket = Bucket(
+            let slot = place(Bucket(
                 key: levelKey, parent: parent, limits: limits,
-                windows: WindowSlots(limits: limits, now: now, firstSequence: sequence + 1))
-            let slot: Int32
-            if let free = freeSlots.popLast() {
-                slot = free
-                buckets[Int(slot)] = bucket
-            } else {
-                slot = Int32(buckets.count)
-                buckets.append(bucket)
-            }
-            buckets[Int(parent)].children += 1
+                windows: WindowSlots(limits: limits, now: now, firstSequence: sequence + 1)))
             index[HashedKey(levelKey)] = slot
             parent = slot
         }
         return parent
     }
+
+    /// The route of `leaf`'s key for model group `group` (its group bucket made if absent):
+    /// the bucket a call of that key for one of the group's models is admitted at.
+    /// The number of the group `model` belongs to, or -1.
+    mutating func group(of model: String) -> Int32 {
+        if let found = modelCache[model] { return found }
+        let group = models.match(model)?.value ?? -1
+        if modelCache.count >= Self.modelCacheLimit { modelCache.removeAll(keepingCapacity: true) }
+        modelCache[model] = group
+        return group
+    }
+
+    /// Where a call of `key` for `model` is admitted: the route of its key's bucket for the
+    /// model's group, or the key's bucket itself (no model, or a model of no group).
+    @inline(__always)
+    mutating func leaf(for key: PolicyKey, model: String?, now: Int64) -> Int32 {
+        let leaf = leaf(for: key, now: now)
+        guard let model, !groups.isEmpty else { return leaf }
+        return route(from: leaf, group: group(of: model), now: now)
+    }
+
+    /// How a group bucket is named: `model:<group>` inside its owner's levels.
+    static func groupKey(_ name: String, of owner: PolicyKey) -> PolicyKey {
+        PolicyKey(
+            provider: owner.provider, scope: .custom(kind: PolicyModelGroup.scopeKind, id: name),
+            within: owner.scope == .global ? owner.parents : owner.parents + [owner.scope])
+    }
+
+    /// The level naming `model`'s group for calls of `key`, if the model is in one.
+    mutating func groupLevel(of key: PolicyKey, model: String) -> PolicyKey? {
+        let group = group(of: model)
+        guard group >= 0 else { return nil }
+        return Self.groupKey(groups[Int(group)].name, of: isFlat ? key : PolicyKey(provider: key.provider))
+    }
+
+    /// The route of `leaf`'s key for model group `group` (its group bucket made if absent).
+    mutating func route(from leaf: Int32, group: Int32, now: Int64) -> Int32 {
+        guard group >= 0, Int(group) < groups.count else { return leaf }
+        let caps = groups[Int(group)]
+        if let found = routeIndex[GroupSlot(bucket: leaf, group: group)] { return found }
+        let now = monotonic(now)
+        let owner: Int32 = isFlat ? leaf : 0
+        let side: Int32
+        if let found = groupIndex[GroupSlot(bucket: owner, group: group)] {
+            side = found
+        } else {
+            let key = Self.groupKey(caps.name, of: buckets[Int(owner)].key)
+            let limits = caps.limits
+            var bucket = Bucket(key: key, parent: 0, limits: limits, windows: WindowSlots(limits: limits, now: now, firstSequence: sequence + 1))
+            bucket.role = .group(owner: owner, group: group)
+            side = place(bucket)
+            groupIndex[GroupSlot(bucket: owner, group: group)] = side
+            // A flat key's group bucket keeps the key's bucket alive with it.
+            if owner != 0 { buckets[Int(owner)].children += 1 }
+        }
+        var route = Bucket(
+            key: buckets[Int(leaf)].key, parent: leaf, limits: unlimited,
+            windows: WindowSlots(limits: unlimited, now: now, firstSequence: sequence + 1))
+        route.role = .route(leaf: leaf, group: group, side: side)
+        let slot = place(route)
+        buckets[Int(side)].children += 1
+        routeIndex[GroupSlot(bucket: leaf, group: group)] = slot
+        return slot
+    }
+
+    /// Puts `bucket` in a free slot (or a new one) and counts it as its parent's child.
+    private mutating func place(_ bucket: Bucket) -> Int32 {
+        let slot: Int32
+        if let free = freeSlots.popLast() {
+            slot = free
+            buckets[Int(slot)] = bucket
+        } else {
+            slot = Int32(buckets.count)
+            buckets.append(bucket)
+        }
+        if bucket.parent >= 0 { buckets[Int(bucket.parent)].children += 1 }
+        return slot
+    }
+
+    /// The caps of a flat provider's key buckets: the provider's own.
+    private var flatLimits: CompiledLimits { flatCaps ?? unlimited }
 
     /// The bucket of `key`, if it exists.
     func existingLeaf(for key: PolicyKey) -> Int32? { index[HashedKey(key)] }
@@ -153,10 +298,11 @@ struct ChainStateMachine<Payload>: ~Copyable {
     /// The chain of `leaf`, innermost first, the account last.
     func chain(of leaf: Int32) -> [Int32] {
         var result: [Int32] = []
+        let side = side(of: leaf)
         var b = leaf
         while b >= 0 {
             result.append(b)
-            b = buckets[Int(b)].parent
+            b = up(b, side: side)
         }
         return result
     }
@@ -184,12 +330,22 @@ struct ChainStateMachine<Payload>: ~Copyable {
     @discardableResult
     private mutating func dropIfIdle(_ b: Int32, now: Int64) -> Bool {
         let i = Int(b)
-        guard b > 0, buckets[i].isLive, buckets[i].inFlight == 0, buckets[i].children == 0, buckets[i].queue.isEmpty else {
+        guard b > 0, buckets[i].isLive, buckets[i].inFlight == 0, buckets[i].children == 0, buckets[i].queue.isEmpty,
+            buckets[i].routeWaiters == 0
+        else {
             return false
         }
         buckets[i].windows.advance(to: now)
         guard buckets[i].windows.isEmpty else { return false }
-        index[HashedKey(buckets[i].key)] = nil
+        switch buckets[i].role {
+        case .level: index[HashedKey(buckets[i].key)] = nil
+        case .group(let owner, let group):
+            if group >= 0 { groupIndex[GroupSlot(bucket: owner, group: group)] = nil }
+            if owner != 0 { buckets[Int(owner)].children -= 1 }
+        case .route(let leaf, let group, let side):
+            if group >= 0 { routeIndex[GroupSlot(bucket: leaf, group: group)] = nil }
+            buckets[Int(side)].children -= 1
+        }
         buckets[Int(buckets[i].parent)].children -= 1
         buckets[i].isLive = false
         buckets[i].windows = WindowSlots()
@@ -226,21 +382,23 @@ struct ChainStateMachine<Payload>: ~Copyable {
     /// level first; `nil` if it fits everywhere.
     private func chainRefusal(leaf: Int32, tokens: TokenCounts, now: Int64) -> Refusal? {
         var worst: Refusal?
+        let side = side(of: leaf)
         var b = leaf
         while b >= 0 {
             if let rejection = refusal(at: b, tokens: tokens, now: now) {
                 worst = Self.worse(worst, Refusal(rejection: rejection, level: buckets[Int(b)].key))
             }
-            b = buckets[Int(b)].parent
+            b = up(b, side: side)
         }
         return worst
     }
 
     private func advanceChain(_ leaf: Int32, to now: Int64) {
+        let side = side(of: leaf)
         var b = leaf
         while b >= 0 {
             buckets[Int(b)].windows.advance(to: now)
-            b = buckets[Int(b)].parent
+            b = up(b, side: side)
         }
     }
 
@@ -252,11 +410,12 @@ struct ChainStateMachine<Payload>: ~Copyable {
     @inline(__always)
     private mutating func admit(leaf: Int32, tokens: TokenCounts, now: Int64) -> Admission {
         sequence += 1
-        var b = Int(leaf)
+        let side = side(of: leaf)
+        var b = leaf
         while b >= 0 {
-            buckets[b].windows.record(tokens, limits: buckets[b].limits)
-            buckets[b].inFlight += 1
-            b = Int(buckets[b].parent)
+            buckets[Int(b)].windows.record(tokens, limits: buckets[Int(b)].limits)
+            buckets[Int(b)].inFlight += 1
+            b = up(b, side: side)
         }
         return Admission(time: now, sequence: sequence)
     }
@@ -272,13 +431,14 @@ struct ChainStateMachine<Payload>: ~Copyable {
         let now = monotonic(now)
         let effects = catchUp(account: account, now: now)
         // One pass up the chain: nobody queued and room at every level.
-        var b = Int(leaf)
+        let side = side(of: leaf)
+        var b = leaf
         while b >= 0 {
-            buckets[b].windows.advance(to: now)
-            guard buckets[b].queue.isEmpty, passes(b, tokens, now: now) else {
+            buckets[Int(b)].windows.advance(to: now)
+            guard buckets[Int(b)].queue.isEmpty, passes(Int(b), tokens, now: now) else {
                 return (.failure(refusal(leaf: leaf, tokens: tokens, now: now)), effects)
             }
-            b = Int(buckets[b].parent)
+            b = up(b, side: side)
         }
         if let provider = providerRefusal(tokens, now: now) {
             return (.failure(Refusal(rejection: provider, level: buckets[0].key)), effects)
@@ -306,13 +466,14 @@ struct ChainStateMachine<Payload>: ~Copyable {
     @inline(never)
     private func refusal(leaf: Int32, tokens: TokenCounts, now: Int64) -> Refusal {
         advanceChain(leaf, to: now)
+        let side = side(of: leaf)
         var b = leaf
         while b >= 0 {
             if let head = buckets[Int(b)].queue.first, let waiter = waiters[head] {
                 let rejection = refusal(at: b, tokens: waiter.tokens, now: now) ?? .concurrency
                 return Refusal(rejection: rejection, level: buckets[Int(b)].key)
             }
-            b = buckets[Int(b)].parent
+            b = up(b, side: side)
         }
         return chainRefusal(leaf: leaf, tokens: tokens, now: now) ?? Refusal(rejection: .concurrency, level: buckets[0].key)
     }
@@ -348,7 +509,11 @@ struct ChainStateMachine<Payload>: ~Copyable {
             }
             deadlines += 1
         }
-        var waiter = Waiter(leaf: leaf, tokens: tokens, deadline: deadline, top: leaf)
+        // A route has no caps: its waiters queue at their key's bucket, with the key's other
+        // calls, so that a key's waiters reach it in arrival order whatever their models.
+        let start = side(of: leaf) >= 0 ? buckets[Int(leaf)].parent : leaf
+        if start != leaf { buckets[Int(leaf)].routeWaiters += 1 }
+        var waiter = Waiter(leaf: leaf, tokens: tokens, deadline: deadline, top: start)
         if priority == .batch {
             waiter.isLow = true
             waiter.promoteAt = now.clampedAdding(max(0, aging))
@@ -356,7 +521,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
         }
         waiters[id] = waiter
         payloads[id] = payload
-        join(id, leaf)
+        join(id, start)
         effects.merge(pump(now: now))
         return .enqueued(effects)
     }
@@ -385,10 +550,11 @@ struct ChainStateMachine<Payload>: ~Copyable {
 
     /// A permit of `leaf`'s chain gave back its slot. Returns whether waiters may now proceed.
     mutating func release(leaf: Int32) -> Bool {
+        let side = side(of: leaf)
         var b = leaf
         while b >= 0 {
             buckets[Int(b)].inFlight -= 1
-            b = buckets[Int(b)].parent
+            b = up(b, side: side)
         }
         return !waiters.isEmpty
     }
@@ -398,18 +564,19 @@ struct ChainStateMachine<Payload>: ~Copyable {
     mutating func commit(leaf: Int32, _ admission: Admission, from old: TokenCounts, to new: TokenCounts) throws(PolicyError) -> Bool {
         let (delta, input, output) = (new.total - old.total, new.input - old.input, new.output - old.output)
         if delta == 0 && input == 0 && output == 0 { return false }
+        let side = side(of: leaf)
         var b = leaf
         // Only a count that grows can overflow a window's total.
         while b >= 0 && (delta > 0 || input > 0 || output > 0) {
             guard buckets[Int(b)].windows.canAdjust(admission, by: delta, input: input, output: output) else {
                 throw PolicyError(.invalidTokenCount, message: "committing \(new.total) tokens would overflow the window's total")
             }
-            b = buckets[Int(b)].parent
+            b = up(b, side: side)
         }
         b = leaf
         while b >= 0 {
             buckets[Int(b)].windows.adjust(admission, by: delta, input: input, output: output)
-            b = buckets[Int(b)].parent
+            b = up(b, side: side)
         }
         return (delta < 0 || input < 0 || output < 0) && !waiters.isEmpty
     }
@@ -422,24 +589,71 @@ struct ChainStateMachine<Payload>: ~Copyable {
     /// Adopts newer account limits and per-kind caps, keeping every window's usage.
     /// Permits in flight keep their slots; from now on nobody passes a level whose permits in
     /// flight reach its new cap.
-    mutating func setLimits(account: CompiledLimits?, kinds: [String: CompiledLimits]?, now: Int64) -> Effects {
+    mutating func setLimits(
+        account: CompiledLimits?, kinds: [String: CompiledLimits]?, groups: [ModelGroupCaps]? = nil, now: Int64
+    ) -> Effects {
         let now = monotonic(now)
         if let account, account.generation > buckets[0].limits.generation {
-            buckets[0].windows.advance(to: now)
-            buckets[0].windows.adopt(account, now: now, firstSequence: sequence + 1)
-            buckets[0].limits = account
+            adopt(isFlat ? account.accountPart : account, at: 0, now: now)
+            if isFlat {
+                // Flat, the provider's caps are every key's.
+                flatCaps = account
+                for i in 1..<max(1, buckets.count) where buckets[i].isLive && buckets[i].role == .level {
+                    adopt(account, at: i, now: now)
+                }
+            }
         }
         if let kinds, let generation = account?.generation, generation > kindsGeneration {
             kindsGeneration = generation
             kindLimits = kinds
+            if let groups { renumber(groups) }
             for i in 1..<max(1, buckets.count) where buckets[i].isLive {
-                let limits = kinds[buckets[i].key.scope.kind] ?? unlimited
-                buckets[i].windows.advance(to: now)
-                buckets[i].windows.adopt(limits, now: now, firstSequence: sequence + 1)
-                buckets[i].limits = limits
+                switch buckets[i].role {
+                case .level where !isFlat: adopt(kinds[buckets[i].key.scope.kind] ?? unlimited, at: i, now: now)
+                case .group(_, let group): adopt(group >= 0 ? self.groups[Int(group)].limits : unlimited, at: i, now: now)
+                case .level, .route: break
+                }
             }
         }
         return waiters.isEmpty ? Effects() : pump(now: now)
+    }
+
+    /// Adopts a new list of model groups: buckets of groups kept are renumbered (by name), those
+    /// of groups gone are retired (no new call reaches them; they drain, then go).
+    private mutating func renumber(_ new: [ModelGroupCaps]) {
+        var numbers: [String: Int32] = [:]
+        for (number, group) in new.enumerated() { numbers[group.name] = Int32(number) }
+        let old = groups
+        func renumbered(_ group: Int32) -> Int32 { group >= 0 ? numbers[old[Int(group)].name] ?? -1 : -1 }
+        groups = new
+        models = Self.table(of: new)
+        modelCache.removeAll()
+        groupIndex.removeAll()
+        routeIndex.removeAll()
+        for i in 1..<max(1, buckets.count) where buckets[i].isLive {
+            switch buckets[i].role {
+            case .level: break
+            case .group(let owner, let group):
+                let number = renumbered(group)
+                buckets[i].role = .group(owner: owner, group: number)
+                if number >= 0 { groupIndex[GroupSlot(bucket: owner, group: number)] = Int32(i) }
+            case .route(let leaf, let group, let side):
+                let number = renumbered(group)
+                buckets[i].role = .route(leaf: leaf, group: number, side: side)
+                if number >= 0 { routeIndex[GroupSlot(bucket: leaf, group: number)] = Int32(i) }
+            }
+        }
+    }
+
+    private static func table(of groups: [ModelGroupCaps]) -> ModelTable<Int32> {
+        ModelTable(groups.enumerated().flatMap { number, group in group.patterns.map { (pattern: $0, value: Int32(number)) } })
+    }
+
+    /// Bucket `i` counts against `limits` from now on, keeping its usage.
+    private mutating func adopt(_ limits: CompiledLimits, at i: Int, now: Int64) {
+        buckets[i].windows.advance(to: now)
+        buckets[i].windows.adopt(limits, now: now, firstSequence: sequence + 1)
+        buckets[i].limits = limits
     }
 
     /// Consults `feedback` from now on; the caller keeps it alive.
@@ -477,8 +691,10 @@ struct ChainStateMachine<Payload>: ~Copyable {
     mutating func activeKeys(now: Int64) -> [PolicyKey] {
         sweepAll(now: now)
         buckets[0].windows.advance(to: max(now, latest))
-        let accountActive = buckets[0].inFlight > 0 || !buckets[0].queue.isEmpty || !buckets[0].windows.isEmpty
-        return buckets.indices.filter { buckets[$0].isLive && ($0 > 0 || accountActive) }.map { buckets[$0].key }
+        // Flat, the account is no key's; model groups and routes are not keys either.
+        let accountActive = !isFlat && (buckets[0].inFlight > 0 || !buckets[0].queue.isEmpty || !buckets[0].windows.isEmpty)
+        return buckets.indices.filter { buckets[$0].isLive && buckets[$0].role == .level && ($0 > 0 || accountActive) }
+            .map { buckets[$0].key }
     }
 
     /// A bucket's usage at `now` (its windows advanced).
@@ -522,11 +738,13 @@ struct ChainStateMachine<Payload>: ~Copyable {
         guard let waiter = waiters.removeValue(forKey: id), let payload = payloads.removeValue(forKey: id) else { return nil }
         if waiter.deadline != .max { deadlines -= 1 }
         if waiter.isLow { lowWaiters -= 1 }
+        let side = side(of: waiter.leaf)
+        if side >= 0 { buckets[Int(waiter.leaf)].routeWaiters -= 1 }
         var b = waiter.leaf
         while b >= 0 {
             leave(id, b)
             if b == waiter.top { break }
-            b = buckets[Int(b)].parent
+            b = up(b, side: side)
         }
         return (waiter, payload)
     }
@@ -555,6 +773,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
             guard let waiter = waiters[id] else { continue }
             waiters[id]?.isLow = false
             lowWaiters -= 1
+            let side = side(of: waiter.leaf)
             var b = waiter.leaf
             while b >= 0 {
                 if let position = buckets[Int(b)].queue.firstIndex(where: { $0 == id }), position > 0 {
@@ -562,7 +781,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
                     join(id, b)
                 }
                 if b == waiter.top { break }
-                b = buckets[Int(b)].parent
+                b = up(b, side: side)
             }
         }
     }
@@ -631,11 +850,12 @@ struct ChainStateMachine<Payload>: ~Copyable {
                     continue
                 }
                 guard fits(b, waiter.tokens, now: now) else { continue }
-                if buckets[i].parent >= 0 {
+                let side = side(of: waiter.leaf)
+                let next = up(b, side: side)
+                if next >= 0 {
                     buckets[i].headPassed = true
-                    let parent = buckets[i].parent
-                    waiters[id]?.top = parent
-                    join(id, parent)
+                    waiters[id]?.top = next
+                    join(id, next)
                     progressed = true
                     continue
                 }
@@ -645,7 +865,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
                 var c = waiter.leaf
                 while c > 0 {
                     if lowest == nil, !fits(c, waiter.tokens, now: now) { lowest = c }
-                    c = buckets[Int(c)].parent
+                    c = up(c, side: side)
                 }
                 if let lowest {
                     fallBack(id, to: lowest)
@@ -677,11 +897,12 @@ struct ChainStateMachine<Payload>: ~Copyable {
     /// queue above `level` and waits there again, still its head.
     private mutating func fallBack(_ id: UInt64, to level: Int32) {
         guard let waiter = waiters[id] else { return }
-        var b = buckets[Int(level)].parent
+        let side = side(of: waiter.leaf)
+        var b = up(level, side: side)
         while b >= 0 {
             leave(id, b)
             if b == waiter.top { break }
-            b = buckets[Int(b)].parent
+            b = up(b, side: side)
         }
         buckets[Int(level)].headPassed = false
         waiters[id]?.top = level
@@ -701,4 +922,11 @@ extension PolicyError {
         error.level = level
         return error
     }
+}
+
+/// One model group as a tree counts it: its name (for readouts and refusals) and its caps.
+struct ModelGroupCaps: Sendable {
+    let name: String
+    let patterns: [ModelPattern]
+    let limits: CompiledLimits
 }

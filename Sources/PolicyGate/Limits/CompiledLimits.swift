@@ -217,3 +217,17 @@ struct CompiledLimits: Sendable {
         return count > bound ? bound : nil
     }
 }
+
+extension CompiledLimits {
+    /// What of these limits is provider-wide when the caps count per key (a tree of a flat
+    /// provider with model groups): no caps, but the same generation, flags, schedule validity
+    /// and closure, so the account still closes and still goes stale with the schedule.
+    var accountPart: CompiledLimits {
+        var part = CompiledLimits(.unlimited, generation: generation)
+        part.routing = routing
+        part.countsCacheReads = countsCacheReads
+        part.validUntil = validUntil
+        part.closedUntil = closedUntil
+        return part
+    }
+}

@@ -10,7 +10,8 @@ extension GateCore {
             let entry = providers.withLock { $0[name] }
             let account = entry?.compiled ?? CompiledLimits(.unlimited, generation: 0)
             let gate = ChainGate(
-                provider: key.provider, account: account, kinds: entry?.compiledScopes ?? [:], now: now,
+                provider: key.provider, account: account, kinds: entry?.compiledScopes ?? [:],
+                groups: entry?.compiledGroups ?? [], now: now,
                 environment: environment, feedback: feedback(for: PolicyKey(provider: key.provider)))
             gates[name] = gate
             return gate
@@ -24,8 +25,10 @@ extension GateCore {
         for change in changes {
             let name = ProviderName(change.provider)
             guard let gate = chains.withLock({ $0[name] }) else { continue }
-            if let current = change.current, current.compiled.isNested {
-                gate.setLimits(account: current.compiled, kinds: current.compiledScopes, now: now)
+            // A tree counts the provider's caps per key or per account for good: a provider
+            // that gains or loses its per-scope tables gets a new tree, like one that leaves.
+            if let current = change.current, current.compiled.isNested, current.levels.kinds.isEmpty == gate.isFlat {
+                gate.setLimits(account: current.compiled, kinds: current.compiledScopes, groups: current.compiledGroups, now: now)
             } else {
                 chains.withLock { gates in if gates[name] === gate { gates[name] = nil } }
                 let account = change.current?.compiled ?? ungated ?? CompiledLimits(.unlimited, generation: nextGeneration())
@@ -36,7 +39,7 @@ extension GateCore {
 
     /// Waits in `key`'s chain until admitted, rejected, timed out or cancelled.
     func wait(
-        in gate: ChainGate, _ key: PolicyKey, tokens: TokenCounts, limits: CompiledLimits, deadline: Int64,
+        in gate: ChainGate, _ key: PolicyKey, model: String?, tokens: TokenCounts, limits: CompiledLimits, deadline: Int64,
         priority: PolicyPriority = .interactive
     ) async throws -> ChainGrant {
         let id = nextWaiterID()
@@ -53,7 +56,7 @@ extension GateCore {
                     if Task.isCancelled { return (.cancelled, .init()) }
                     // Checked under the lock, as the shutdown fails the waiters under it.
                     if environment.lifecycle.isStopping { return (.rejected(GateLifecycle.refusal(key)), .init()) }
-                    let leaf = machine.leaf(for: key, now: now)
+                    let leaf = machine.leaf(for: key, model: model, now: now)
                     let parked = ChainGate.Parked(continuation: continuation, key: key, leaf: leaf)
                     switch machine.enqueue(
                         id: id, leaf: leaf, tokens: tokens, account: limits, deadline: deadline, payload: parked, now: now,
@@ -82,7 +85,7 @@ extension GateCore {
 
 extension ChainGate {
     /// Adopts new limits for the account and every level.
-    func setLimits(account: CompiledLimits, kinds: [String: CompiledLimits], now: Int64) {
-        withMachine { machine in ((), machine.setLimits(account: account, kinds: kinds, now: now)) }
+    func setLimits(account: CompiledLimits, kinds: [String: CompiledLimits], groups: [ModelGroupCaps] = [], now: Int64) {
+        withMachine { machine in ((), machine.setLimits(account: account, kinds: kinds, groups: groups, now: now)) }
     }
 }

@@ -15,13 +15,16 @@ struct ProviderEntry: Sendable {
     /// For a provider in adaptive mode: its factor (``AdaptiveState``), which `compiled`
     /// already applies.
     var adaptive: AdaptiveState?
-    /// Nested limits per scope kind (``PolicyConfiguration/scopeLimits``); empty when flat.
-    var scopeLimits: [String: PolicyLimits] = [:]
+    /// Nested limits per scope kind and model groups; empty when flat.
+    var levels = ProviderLevels()
 
     /// The nested limits compiled, with the account's generation.
     var compiledScopes: [String: CompiledLimits] {
-        scopeLimits.mapValues { CompiledLimits($0, generation: compiled.generation) }
+        levels.kinds.mapValues { CompiledLimits($0, generation: compiled.generation) }
     }
+
+    /// The model groups compiled, in the order a tree numbers them.
+    var compiledGroups: [ModelGroupCaps] { levels.compiledGroups(generation: compiled.generation) }
 }
 
 /// A provider's schedule with its latest resolution.
@@ -45,7 +48,7 @@ struct ProviderTable: Sendable {
     /// Adaptive providers' factors, apart for the same reason as the schedules.
     private var adaptive: [ProviderName: AdaptiveState] = [:]
     /// Nested limits, apart for the same reason.
-    private var scopes: [ProviderName: [String: PolicyLimits]] = [:]
+    private var scopes: [ProviderName: ProviderLevels] = [:]
 
     /// The compiled limits of a provider: the only lookup on the hot path.
     @inline(__always)
@@ -56,14 +59,14 @@ struct ProviderTable: Sendable {
             stored[name].map {
                 ProviderEntry(
                     limits: $0.limits, compiled: $0.compiled, schedule: tracks[name], storage: $0.storage,
-                    adaptive: adaptive[name], scopeLimits: scopes[name] ?? [:])
+                    adaptive: adaptive[name], levels: scopes[name] ?? ProviderLevels())
             }
         }
         set {
             stored[name] = newValue.map { Stored(limits: $0.limits, compiled: $0.compiled, storage: $0.storage) }
             tracks[name] = newValue?.schedule
             adaptive[name] = newValue?.adaptive
-            scopes[name] = newValue.flatMap { $0.scopeLimits.isEmpty ? nil : $0.scopeLimits }
+            scopes[name] = newValue.flatMap { $0.levels.isEmpty ? nil : $0.levels }
         }
     }
 
@@ -165,7 +168,7 @@ final class GateCore: Sendable {
         limits: [String: PolicyLimits], schedules: [String: PolicySchedule], storage: [String: PolicyStorage],
         store: (any PolicyQuotaStore)?, time: any TimeSource, startDate: Date, telemetry: (any PolicyTelemetry)?,
         feedbackScopes: [String: PolicyFeedbackScope] = [:], adaptive: Set<String> = [],
-        scopeLimits: [String: [String: PolicyLimits]] = [:]
+        scopeLimits: [String: [String: PolicyLimits]] = [:], modelGroups: [String: [String: PolicyModelGroup]] = [:]
     ) {
         self.feedbackScopes = Locked(Self.perKey(feedbackScopes))
         let environment = GateEnvironment(time: time, telemetry: telemetry)
@@ -175,9 +178,9 @@ final class GateCore: Sendable {
         wallClock = WallClock(start: startDate)
         let now = time.now()
         var table = ProviderTable()
-        for name in Set(limits.keys).union(schedules.keys).union(scopeLimits.keys) {
+        for name in Set(limits.keys).union(schedules.keys).union(scopeLimits.keys).union(modelGroups.keys) {
             let base = limits[name] ?? .unlimited
-            let scopes = scopeLimits[name] ?? [:]
+            let scopes = ProviderLevels(kinds: scopeLimits[name] ?? [:], groups: modelGroups[name] ?? [:])
             guard !base.isUnlimited || schedules[name] != nil || !scopes.isEmpty else { continue }
             table[ProviderName(name)] = Self.entry(
                 base, schedules[name], storage: storage[name] ?? .memory, generation: 1, now: now, wallClock: wallClock,
@@ -201,7 +204,7 @@ final class GateCore: Sendable {
     /// the schedule's next transition and the factor's next step.
     static func entry(
         _ base: PolicyLimits, _ schedule: PolicySchedule?, storage: PolicyStorage, generation: UInt64, now: Int64,
-        wallClock: WallClock, adaptive: AdaptiveState? = nil, scopes: [String: PolicyLimits] = [:]
+        wallClock: WallClock, adaptive: AdaptiveState? = nil, scopes: ProviderLevels = ProviderLevels()
     ) -> ProviderEntry {
         let factor = adaptive?.factor(at: now) ?? AdaptiveState.full
         let adaptiveUntil = adaptive?.nextStep(after: now) ?? .max
@@ -210,7 +213,7 @@ final class GateCore: Sendable {
             compiled.validUntil = adaptiveUntil
             compiled.share(storage)
             compiled.isNested = !scopes.isEmpty
-            return ProviderEntry(limits: base, compiled: compiled, storage: storage, adaptive: adaptive, scopeLimits: scopes)
+            return ProviderEntry(limits: base, compiled: compiled, storage: storage, adaptive: adaptive, levels: scopes)
         }
         let date = wallClock.date(at: now)
         let resolution = schedule.resolve(base: base, at: date)
@@ -225,7 +228,7 @@ final class GateCore: Sendable {
         compiled.isNested = !scopes.isEmpty
         return ProviderEntry(
             limits: base, compiled: compiled, schedule: ScheduleTrack(schedule: schedule, resolution: resolution),
-            storage: storage, adaptive: adaptive, scopeLimits: scopes)
+            storage: storage, adaptive: adaptive, levels: scopes)
     }
 
     @inline(__always)
@@ -387,7 +390,7 @@ final class GateCore: Sendable {
             guard adaptive.throttled(at: now, pausedUntil: pausedUntil) else { return }
             let next = Self.entry(
                 entry.limits, entry.schedule?.schedule, storage: entry.storage, generation: nextGeneration(), now: now,
-                wallClock: wallClock, adaptive: adaptive, scopes: entry.scopeLimits)
+                wallClock: wallClock, adaptive: adaptive, scopes: entry.levels)
             table[provider] = next
             change = LimitsChange(provider: provider.name, previous: entry, current: next, isReported: false)
             event = next.adaptiveEvent(provider: provider.name, previousFactor: before, now: now)
@@ -418,7 +421,7 @@ final class GateCore: Sendable {
                 guard entry.compiled.validUntil <= now, entry.schedule != nil || entry.adaptive != nil else { continue }
                 let next = Self.entry(
                     entry.limits, entry.schedule?.schedule, storage: entry.storage, generation: nextGeneration(), now: now,
-                    wallClock: wallClock, adaptive: entry.adaptive, scopes: entry.scopeLimits)
+                    wallClock: wallClock, adaptive: entry.adaptive, scopes: entry.levels)
                 table[name] = next
                 // Same caps, only a later `validUntil` (the search horizon, an adaptive step):
                 // nothing to report as a schedule's change, but keys still need the new limits,

@@ -4,11 +4,11 @@ extension PolicyService {
     /// (Kept inlinable: out of line, passing `pending` by address cost every flat call ≈ 60
     /// instructions.)
     nonisolated func admitNested(
-        _ key: PolicyKey, estimate: Estimate, tokens: TokenCounts, limits: CompiledLimits, now: Int64, pending: inout Pending?,
-        priority: PolicyPriority
+        _ key: PolicyKey, estimate: Estimate, model: String?, tokens: TokenCounts, limits: CompiledLimits, now: Int64,
+        pending: inout Pending?, priority: PolicyPriority
     ) -> PolicyPermit? {
         let gate = core.chainGate(for: key, now: now)
-        let (leaf, result) = gate.tryAdmit(key, tokens: tokens, account: limits, now: now)
+        let (leaf, result) = gate.tryAdmit(key, model: model, tokens: tokens, account: limits, now: now)
         switch result {
         case .success(let admission):
             if core.environment.hasTelemetry {
@@ -17,7 +17,8 @@ extension PolicyService {
             }
             return PolicyPermit(chain: gate, leaf: leaf, admission: admission, estimated: tokens)
         case .failure(let refusal):
-            let depth = refusal.level.scope == .global ? 0 : refusal.level.parents.count + 1
+            let depth = refusal.level.scope.kind == PolicyModelGroup.scopeKind
+                ? Pending.groupLevel : refusal.level.scope == .global ? 0 : refusal.level.parents.count + 1
             pending = Pending(limits: limits, tokens: tokens, now: now, rejection: refusal.rejection, nestedLevel: Int8(clamping: depth))
             return nil
         }
@@ -50,9 +51,11 @@ extension PolicyKey {
 extension PolicyService {
     /// ``currentState(for:)`` of a key of a provider with nested limits: its own level's state,
     /// with every level of its chain in ``PolicyState/levels``.
-    nonisolated func nestedState(for key: PolicyKey, entry: ProviderEntry, now: Int64) -> PolicyState {
+    nonisolated func nestedState(for key: PolicyKey, model: String?, entry: ProviderEntry, now: Int64) -> PolicyState {
         struct Level {
             let key: PolicyKey
+            /// 0: the account, 1: a scope's level, 2: a model group.
+            let role: Int
             let usage: [GateStateMachine<Void>.WindowUsage]
             let inFlight: Int
             let queued: Int
@@ -60,10 +63,21 @@ extension PolicyService {
         }
         let gate = core.chainGate(for: key, now: now)
         let (levels, nextExpiry) = gate.withMachine { machine -> (([Level], Int64?), ChainGate.Machine.Effects) in
-            let leaf = machine.leaf(for: key, now: now)
-            let levels = machine.chain(of: leaf).reversed().map { b in
-                Level(
-                    key: machine.buckets[Int(b)].key,
+            let leaf = machine.leaf(for: key, model: model, now: now)
+            let flat = machine.isFlat
+            // A route is internal, and a flat tree's account holds no caps: neither is a level.
+            let shown = machine.chain(of: leaf).reversed().filter { b in
+                if case .route = machine.buckets[Int(b)].role { return false }
+                return !(flat && b == 0)
+            }
+            let levels = shown.map { b in
+                let role: Int
+                switch machine.buckets[Int(b)].role {
+                case .group: role = 2
+                case .level, .route: role = b == 0 ? 0 : 1
+                }
+                return Level(
+                    key: machine.buckets[Int(b)].key, role: role,
                     usage: machine.usage(of: b, now: now).map {
                         .init(window: $0.window, requests: $0.requests, tokens: $0.tokens, inputTokens: $0.inputTokens, outputTokens: $0.outputTokens)
                     },
@@ -75,9 +89,16 @@ extension PolicyService {
         let factor = entry.adaptive?.factor(at: now) ?? AdaptiveState.full
         let resolution = entry.schedule?.resolution
         var states: [PolicyState] = []
-        for (position, level) in levels.enumerated() {
-            let isAccount = position == 0
-            let limits = isAccount ? entry.effectiveLimits : entry.scopeLimits[level.key.scope.kind] ?? .unlimited
+        let flat = entry.levels.kinds.isEmpty
+        for level in levels {
+            // Where the provider's own caps are: the account, or (flat) each key's bucket.
+            let isAccount = flat ? level.role == 1 : level.role == 0
+            let limits: PolicyLimits
+            switch level.role {
+            case 2:
+                if case .custom(_, let name) = level.key.scope { limits = entry.levels.groups[name]?.limits ?? .unlimited } else { limits = .unlimited }
+            default: limits = isAccount ? entry.effectiveLimits : entry.levels.kinds[level.key.scope.kind] ?? .unlimited
+            }
             let enforced = isAccount ? limits.adapted(by: factor) : limits
             var state = PolicyState(
                 key: level.key, limits: limits, windows: Self.readouts(enforced, level.usage), inFlight: level.inFlight,
@@ -85,7 +106,7 @@ extension PolicyService {
                 scheduleEntry: resolution?.entry, isClosed: resolution?.isClosed ?? false, nextTransition: resolution?.validUntil,
                 nextCapacityIn: nextExpiry.map { .nanoseconds(max(0, $0 - now)) })
             if isAccount {
-                state.providerFeedback = core.existingFeedback(for: level.key)?.readout(at: now)
+                state.providerFeedback = core.existingFeedback(for: PolicyKey(provider: key.provider))?.readout(at: now)
                 if let adaptive = entry.adaptive {
                     let next = adaptive.nextStep(after: now)
                     state.adaptive = PolicyState.Adaptive(
@@ -94,7 +115,8 @@ extension PolicyService {
             }
             states.append(state)
         }
-        var state = states[states.count - 1]
+        // The key's own level (the innermost that is not a model group).
+        var state = Array(zip(levels, states)).last { $0.0.role != 2 }?.1 ?? states[states.count - 1]
         state.levels = states
         return state
     }

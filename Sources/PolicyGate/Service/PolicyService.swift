@@ -60,7 +60,7 @@ public actor PolicyService {
         limits: [String: PolicyLimits], schedules: [String: PolicySchedule], storage: [String: PolicyStorage] = [:],
         store: (any PolicyQuotaStore)? = nil, clock: C, startDate: Date, telemetry: (any PolicyTelemetry)?,
         feedbackScopes: [String: PolicyFeedbackScope] = [:], adaptive: Set<String> = [],
-        scopeLimits: [String: [String: PolicyLimits]] = [:]
+        scopeLimits: [String: [String: PolicyLimits]] = [:], modelGroups: [String: [String: PolicyModelGroup]] = [:]
     ) throws(PolicyError) where C.Duration == Duration {
         try Self.validate(limits: limits, schedules: schedules)
         try Self.validate(storage: storage, store: store)
@@ -68,10 +68,70 @@ public actor PolicyService {
         try Self.validate(reserve: limits, storage: storage)
         try Self.validate(adaptive: adaptive, feedbackScopes: feedbackScopes)
         try Self.validate(scopeLimits: scopeLimits, storage: storage, limits: limits)
+        try Self.validate(modelGroups: modelGroups, storage: storage, limits: limits, feedbackScopes: feedbackScopes)
         core = GateCore(
             limits: limits, schedules: schedules, storage: storage, store: store, time: makeTimeSource(clock),
             startDate: startDate, telemetry: telemetry, feedbackScopes: feedbackScopes, adaptive: adaptive,
-            scopeLimits: scopeLimits)
+            scopeLimits: scopeLimits, modelGroups: modelGroups)
+    }
+
+    /// Creates a gate whose providers' limits also count per model group (see
+    /// ``PolicyModelGroup``), with nested limits if `scopeLimits` has any, on `clock`.
+    /// - Parameters:
+    ///   - limits: The caps per provider name: per key, or for the whole account when the
+    ///     provider has `scopeLimits`.
+    ///   - scopeLimits: Caps per provider and scope kind (see ``PolicyConfiguration/scopeLimits``).
+    ///   - modelGroups: Model groups per provider, by group name.
+    ///   - clock: The clock every window and wait is measured on.
+    ///   - telemetry: Receives every acquire, commit, reject and release, if given.
+    /// - Throws: ``PolicyError/Code/invalidLimits`` for a bad cap or pattern.
+    public init<C: Clock>(
+        limits: [String: PolicyLimits] = [:], scopeLimits: [String: [String: PolicyLimits]] = [:],
+        modelGroups: [String: [String: PolicyModelGroup]], clock: C, telemetry: (any PolicyTelemetry)? = nil
+    ) throws(PolicyError) where C.Duration == Duration {
+        try self.init(
+            limits: limits, schedules: [:], clock: clock, startDate: Date(), telemetry: telemetry, scopeLimits: scopeLimits,
+            modelGroups: modelGroups)
+    }
+
+    static let groupsNotShared = "model groups are not supported for a provider kept in a shared store yet"
+    static let groupsNotPerKeyFeedback =
+        "model groups need feedback_scope = \"provider\": a provider with model groups reads provider feedback for the whole provider"
+    static let reserveNotGrouped =
+        "reserved_for_interactive is not supported with model groups yet: the reserve is not applied per group"
+
+    /// Checks model groups: every pattern and cap valid, no pattern in two groups of a
+    /// provider, no shared provider, no feedback kept per key, no reserve for interactive calls.
+    static func validate(
+        modelGroups: [String: [String: PolicyModelGroup]], storage: [String: PolicyStorage], limits: [String: PolicyLimits],
+        feedbackScopes: [String: PolicyFeedbackScope]
+    ) throws(PolicyError) {
+        for (provider, groups) in modelGroups.sorted(by: { $0.key < $1.key }) where !groups.isEmpty {
+            if let place = storage[provider], place.store != .memory {
+                throw PolicyError(.invalidLimits, message: "provider '\(provider)': \(groupsNotShared)")
+            }
+            if feedbackScopes[provider] == .key {
+                throw PolicyError(.invalidLimits, message: "provider '\(provider)': \(groupsNotPerKeyFeedback)")
+            }
+            if limits[provider]?.reservedForInteractive ?? 0 > 0 {
+                throw PolicyError(.invalidLimits, message: "provider '\(provider)': \(reserveNotGrouped)")
+            }
+            var owners: [String: String] = [:]
+            for (name, group) in groups.sorted(by: { $0.key < $1.key }) {
+                guard !name.isEmpty else {
+                    throw PolicyError(.invalidLimits, message: "provider '\(provider)': a model group needs a name")
+                }
+                try group.validate(provider: provider, group: name)
+                for pattern in group.match {
+                    if let other = owners[pattern] {
+                        throw PolicyError(
+                            .invalidLimits,
+                            message: "provider '\(provider)': '\(pattern)' is in model groups '\(other)' and '\(name)'; a model counts in one group")
+                    }
+                    owners[pattern] = name
+                }
+            }
+        }
     }
 
     /// Creates a gate with nested limits: each provider's `limits` count once for its whole
@@ -121,7 +181,7 @@ public actor PolicyService {
                 throw PolicyError(.invalidLimits, message: "provider '\(provider)': \(reserveNotNested)")
             }
             for (kind, caps) in kinds.sorted(by: { $0.key < $1.key }) {
-                guard !kind.isEmpty, kind != "global" else {
+                guard !kind.isEmpty, kind != "global", kind != PolicyModelGroup.scopeKind else {
                     throw PolicyError(
                         .invalidLimits, message: "provider '\(provider)': a nested level must name a kind of scope, got '\(kind)'")
                 }
@@ -365,7 +425,13 @@ public actor PolicyService {
         var error = waiting.rejection.exceededCap != nil
             ? AdmissionRules.oversizedError(waiting.rejection, tokens: waiting.tokens)
             : AdmissionRules.error(.rateLimited, waiting.rejection, now: waiting.now, "not admitted now")
-        if waiting.nestedLevel >= 0 { error = error.at(level: key.level(Int(waiting.nestedLevel))) }
+        if waiting.nestedLevel == Pending.groupLevel, let model,
+            let level = core.chainGate(for: key, now: waiting.now).groupLevel(of: key, model: model)
+        {
+            error = error.at(level: level)
+        } else if waiting.nestedLevel >= 0 {
+            error = error.at(level: key.level(Int(waiting.nestedLevel)))
+        }
         throw core.reject(key, estimate.total, core.naming(error.with(key: key)), priority: priority)
     }
 
@@ -402,6 +468,8 @@ public actor PolicyService {
         /// account); -1 otherwise. A plain integer: `Pending` is built on every call, and a
         /// reference or a key in it made that cost a value witness each time.
         var nestedLevel: Int8 = -1
+        /// ``nestedLevel`` when the model's group refused the call.
+        static var groupLevel: Int { Int(Int8.max) }
     }
 
     /// The synchronous fast path shared by every way of acquiring: an inert permit for a
@@ -426,7 +494,8 @@ public actor PolicyService {
         if limits.isRouted {
             // A nested provider's tree, out of line: the flat path below stays as it was.
             if limits.isNested { return admitNested(
-                    key, estimate: estimate, tokens: tokens, limits: limits, now: now, pending: &pending, priority: priority) }
+                    key, estimate: estimate, model: model, tokens: tokens, limits: limits, now: now, pending: &pending,
+                    priority: priority) }
             // The store is asked on the asynchronous path, in the key's turn.
             pending = Pending(limits: limits, tokens: tokens, now: now, rejection: Rejection(kind: nil, retryAt: nil), isShared: true)
             return nil
@@ -456,7 +525,7 @@ public actor PolicyService {
             if pending.nestedLevel >= 0 {
                 let gate = core.chainGate(for: key, now: pending.now)
                 let grant = try await core.wait(
-                    in: gate, key, tokens: pending.tokens, limits: pending.limits, deadline: deadline, priority: priority)
+                    in: gate, key, model: model, tokens: pending.tokens, limits: pending.limits, deadline: deadline, priority: priority)
                 if core.environment.hasTelemetry {
                     reportChainAdmission(
                         key, estimate: estimate, gate: gate, admission: grant.admission, tokens: pending.tokens,
@@ -625,11 +694,13 @@ public actor PolicyService {
         let entry = core.entry(for: provider)
         try Self.validate(split: [provider: limits], schedules: [:], storage: [provider: entry?.storage ?? .memory])
         try Self.validate(reserve: [provider: limits], storage: [provider: entry?.storage ?? .memory])
-        try Self.validate(scopeLimits: [provider: entry?.scopeLimits ?? [:]], storage: [:], limits: [provider: limits])
+        try Self.validate(scopeLimits: [provider: entry?.levels.kinds ?? [:]], storage: [:], limits: [provider: limits])
+        try Self.validate(
+            modelGroups: [provider: entry?.levels.groups ?? [:]], storage: [:], limits: [provider: limits], feedbackScopes: [:])
         swap(
             [provider: ProviderChange(
                 limits: limits, schedule: entry?.schedule?.schedule, storage: entry?.storage ?? .memory,
-                adaptive: entry?.adaptive != nil, scopes: entry?.scopeLimits ?? [:])],
+                adaptive: entry?.adaptive != nil, scopes: entry?.levels ?? ProviderLevels())],
             replacingAll: false)
     }
 
@@ -639,7 +710,7 @@ public actor PolicyService {
         var schedule: PolicySchedule? = nil
         var storage: PolicyStorage = .memory
         var adaptive = false
-        var scopes: [String: PolicyLimits] = [:]
+        var scopes = ProviderLevels()
     }
 
     /// Replaces the limits and schedules of the providers in `changes` at once (and, when
@@ -661,7 +732,7 @@ public actor PolicyService {
                 let (limits, schedule, storage, adaptive) = (change.limits, change.schedule, change.storage, change.adaptive)
                 guard limits != (previous?.limits ?? .unlimited) || schedule != previous?.schedule?.schedule
                     || storage != (previous?.storage ?? .memory) || adaptive != (previous?.adaptive != nil)
-                    || change.scopes != (previous?.scopeLimits ?? [:])
+                    || change.scopes != (previous?.levels ?? ProviderLevels())
                 else { continue }
                 let current = limits.isUnlimited && schedule == nil && change.scopes.isEmpty
                     ? nil
@@ -703,6 +774,12 @@ public actor PolicyService {
 
     /// A snapshot of `key`: usage per capped window, permits in flight, callers queued.
     public nonisolated func currentState(for key: PolicyKey) -> PolicyState {
+        currentState(for: key, model: nil)
+    }
+
+    /// A snapshot of `key` as calls for `model` see it: ``currentState(for:)``, with the level
+    /// of the model's group (``PolicyModelGroup``) in ``PolicyState/levels`` when it is in one.
+    public nonisolated func currentState(for key: PolicyKey, model: String?) -> PolicyState {
         let now = core.environment.time.now()
         if let stored = core.compiledLimits(for: key) { _ = core.limits(stored, for: key, at: now) }  // applies a due transition
         let entry = core.entry(for: key.provider)
@@ -710,7 +787,7 @@ public actor PolicyService {
         let factor = entry?.adaptive?.factor(at: now) ?? AdaptiveState.full
         let enforced = limits.adapted(by: factor)
         let resolution = entry?.schedule?.resolution
-        if let entry, entry.compiled.isNested { return nestedState(for: key, entry: entry, now: now) }
+        if let entry, entry.compiled.isNested { return nestedState(for: key, model: model, entry: entry, now: now) }
         struct Raw {
             var usage: [GateStateMachine<Void>.WindowUsage] = []
             var inFlight = 0, queued = 0, slotted = 0, batch = 0, promoted = 0
