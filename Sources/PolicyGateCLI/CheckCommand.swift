@@ -21,6 +21,9 @@ package enum CheckCommand {
                     + "(2026-12-24T09:00:00Z, 2026-12-24T10:00+01:00) or 'now' (the default)."),
             OptionSpec("--days", value: "n", "How many days of transitions to list, 1 to 366 (default 7)."),
             OptionSpec(
+                "--model", value: "name",
+                "Also say which model group of each provider a call for this model counts in (or none)."),
+            OptionSpec(
                 "--json",
                 "Print the result as JSON on standard output (also for an invalid file: 'valid' is false "
                     + "and 'errors' lists the problems)."),
@@ -45,7 +48,7 @@ package enum CheckCommand {
         let report: CheckReport
         do {
             let configuration = try PolicyConfiguration(contentsOfFile: path)
-            report = CheckReport(file: path, configuration: configuration, from: from, days: days)
+            report = CheckReport(file: path, configuration: configuration, from: from, days: days, model: parsed.value("--model"))
         } catch {
             report = CheckReport(file: path, error: error, from: from, days: days)
         }
@@ -79,7 +82,14 @@ struct CheckReport {
         var adaptive = false
         /// Nested limits per scope kind (`[limits.<provider>.per.<kind>]`).
         var levels: [String: PolicyLimits] = [:]
+        /// Model groups by name (`[limits.<provider>.models.<group>]`).
+        var groups: [String: PolicyModelGroup] = [:]
+        /// With `--model`: the group that model counts in (`nil`: none).
+        var modelGroup: String?
     }
+
+    /// `--model`, if given.
+    var model: String?
 
     var file: String
     var valid: Bool
@@ -93,8 +103,9 @@ struct CheckReport {
 
     var to: Date { from.addingTimeInterval(Double(days) * 86_400) }
 
-    init(file: String, configuration: PolicyConfiguration, from: Date, days: Int) {
+    init(file: String, configuration: PolicyConfiguration, from: Date, days: Int, model: String? = nil) {
         self.file = file
+        self.model = model
         self.valid = true
         self.diagnostics = configuration.warnings
         self.from = from
@@ -106,7 +117,9 @@ struct CheckReport {
                 name: name, base: configuration.limits[name] ?? .unlimited, schedule: configuration.schedules[name],
                 now: configuration.effectiveLimits(for: name, at: from),
                 transitions: configuration.transitions(for: name, from: from, to: to),
-                adaptive: configuration.adaptive.contains(name), levels: configuration.scopeLimits[name] ?? [:])
+                adaptive: configuration.adaptive.contains(name), levels: configuration.scopeLimits[name] ?? [:],
+                groups: configuration.modelGroups[name] ?? [:],
+                modelGroup: model.flatMap { configuration.modelGroup(for: $0, provider: name) })
         }
     }
 
@@ -129,6 +142,7 @@ struct CheckReport {
             providers.contains { provider in
                 provider.base[kind] != nil || provider.schedule?.entries.contains { $0.limits[kind] != nil } == true
                     || provider.levels.values.contains { $0[kind] != nil }
+                    || provider.groups.values.contains { $0.limits[kind] != nil }
             }
         }
     }
@@ -157,6 +171,13 @@ struct CheckReport {
                 table.append(
                     ["  per \(kind)"] + kinds.map { caps[$0].map(Values.count) ?? "-" } + ["each \(kind), inside \(provider.name)"])
             }
+            // Model groups, counted where the provider's caps are: per key, or for the account.
+            let owner = provider.levels.isEmpty ? "each key's" : "the account's"
+            for (name, group) in provider.groups.sorted(by: { $0.key < $1.key }) {
+                table.append(
+                    ["  model \(name)"] + kinds.map { group.limits[$0].map(Values.count) ?? "-" }
+                        + ["\(group.match.joined(separator: ", ")), inside \(owner) caps"])
+            }
         }
         lines += table.render(indent: 2)
         if table.rows.joined().contains("-") { lines.append("  (- no cap)") }
@@ -175,6 +196,16 @@ struct CheckReport {
             lines.append(
                 "  Adaptive caps (\(adaptive.joined(separator: ", "))): after a 429, 0.7 of these; back by 5 % of them "
                     + "every 5 s without one.")
+        }
+        if let model {
+            for provider in providers where !provider.groups.isEmpty {
+                lines.append(
+                    "  Model '\(model)' of \(provider.name): "
+                        + (provider.modelGroup.map { "in model group '\($0)'" } ?? "in no model group (the provider's caps only)"))
+            }
+            if !providers.contains(where: { !$0.groups.isEmpty }) {
+                lines.append("  Model '\(model)': no provider has model groups; every call counts under its provider's caps only.")
+            }
         }
         if let permitHoldWarning {
             lines.append("  Permits held longer than \(Values.readable(permitHoldWarning)) are reported (permit_hold_warning).")
@@ -268,6 +299,10 @@ struct CheckReport {
         var adaptive: Bool
         /// Nested limits per scope kind, as in the file's `per` tables.
         var per: [String: [String: Int]]
+        /// Model groups: their patterns and caps, as in the file's `models` tables.
+        var models: [String: JSONModelGroup]
+        /// With `--model`: the group it counts in (`null`: none); absent without `--model`.
+        var modelGroup: String??
         /// ``PolicyLimits/reservedForInteractive`` (0 when not set) and the batch aging in
         /// seconds, under their configuration keys.
         var reservedForInteractive: Double
@@ -276,11 +311,17 @@ struct CheckReport {
         var transitions: [JSONState]
 
         enum CodingKeys: String, CodingKey {
-            case name, timezone, base, adaptive, per, effective, transitions
+            case name, timezone, base, adaptive, per, models, effective, transitions
+            case modelGroup = "model_group"
             case countCacheReads = "count_cache_reads"
             case reservedForInteractive = "reserved_for_interactive"
             case batchAgingSeconds = "batch_aging_seconds"
         }
+    }
+
+    private struct JSONModelGroup: Encodable {
+        var match: [String]
+        var limits: [String: Int]
     }
 
     /// A state: at `--from` (`effective`, with `until`: the next transition in the interval, if
@@ -326,6 +367,8 @@ struct CheckReport {
                 name: provider.name, timezone: provider.schedule?.timeZone.identifier, base: Self.keyed(provider.base),
                 countCacheReads: provider.base.countsCacheReads,
                 adaptive: provider.adaptive, per: provider.levels.mapValues(Self.keyed),
+                models: provider.groups.mapValues { JSONModelGroup(match: $0.match, limits: Self.keyed($0.limits)) },
+                modelGroup: model == nil ? nil : .some(provider.modelGroup),
                 reservedForInteractive: provider.base.reservedForInteractive ?? 0,
                 batchAgingSeconds: Values.seconds(provider.base.batchAging ?? PolicyLimits.defaultBatchAging),
                 effective: JSONState(

@@ -55,7 +55,8 @@ package struct GatedAttempts: Sendable {
         count += 1
         return try await gate.acquire(
             key, estimatedInputTokens: estimate.input, estimatedOutputTokens: estimate.output,
-            maxWait: deadline.map { max(.zero, clock.now.duration(to: $0)) })
+            // The request's model: the provider's model groups (and prices) apply by it.
+            model: estimate.model, maxWait: deadline.map { max(.zero, clock.now.duration(to: $0)) })
     }
 
     /// Whether a throttled attempt should be retried: retrying is on, attempts are left, and a

@@ -308,6 +308,50 @@ struct CLICheckTests {
         #expect(per == ["user": ["requests_per_minute": 20]])
     }
 
+    @Test("model groups are shown, and --model says which group a model counts in, in text and JSON")
+    func modelGroups() throws {
+        let directory = try TemporaryDirectory()
+        let path = try directory.write(
+            "models.toml",
+            """
+            [limits.anthropic]
+            requests_per_minute = 500
+
+            [limits.anthropic.models.sonnet]
+            match               = ["claude-sonnet-4*", "claude-3-7-sonnet*"]
+            requests_per_minute = 50
+
+            [limits.anthropic.models.sonnet45]
+            match               = "claude-sonnet-4-5"
+            requests_per_minute = 20
+
+            [limits.openai]
+            requests_per_minute = 100
+            """)
+        let run = runTool(["check", path, "--from", "2026-12-24T09:00:00Z", "--model", "claude-sonnet-4-0"])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("    model sonnet         50  claude-sonnet-4*, claude-3-7-sonnet*, inside each key's caps\n"), "\(run.stdout)")
+        #expect(run.stdout.contains("Model 'claude-sonnet-4-0' of anthropic: in model group 'sonnet'"), "\(run.stdout)")
+        // The exact name is more specific than the pattern; an unknown model is in no group.
+        let exact = runTool(["check", path, "--from", "2026-12-24T09:00:00Z", "--model", "claude-sonnet-4-5"])
+        #expect(exact.stdout.contains("Model 'claude-sonnet-4-5' of anthropic: in model group 'sonnet45'"), "\(exact.stdout)")
+        let none = runTool(["check", path, "--from", "2026-12-24T09:00:00Z", "--model", "claude-opus-4-1"])
+        #expect(none.stdout.contains("Model 'claude-opus-4-1' of anthropic: in no model group (the provider's caps only)"), "\(none.stdout)")
+        let json = runTool(["check", "--json", path, "--from", "2026-12-24T09:00:00Z", "--model", "claude-3-7-sonnet-latest"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        let providers = try #require(object["providers"] as? [[String: Any]])
+        let anthropic = try #require(providers.first { $0["name"] as? String == "anthropic" })
+        let models = try #require(anthropic["models"] as? [String: [String: Any]])
+        #expect(models["sonnet"]?["match"] as? [String] == ["claude-sonnet-4*", "claude-3-7-sonnet*"])
+        #expect(models["sonnet"]?["limits"] as? [String: Int] == ["requests_per_minute": 50])
+        #expect(anthropic["model_group"] as? String == "sonnet")
+        let openai = try #require(providers.first { $0["name"] as? String == "openai" })
+        #expect(openai["model_group"] is NSNull, "\(openai)")
+        let plain = runTool(["check", "--json", path, "--from", "2026-12-24T09:00:00Z"])
+        let plainObject = try #require(try JSONSerialization.jsonObject(with: Data(plain.stdout.utf8)) as? [String: Any])
+        #expect((plainObject["providers"] as? [[String: Any]])?.first?["model_group"] == nil)
+    }
+
     @Test("the example configuration in Examples/ is valid")
     func exampleConfiguration() throws {
         let example = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

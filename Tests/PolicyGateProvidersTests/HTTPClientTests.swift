@@ -67,6 +67,34 @@ struct HTTPClientTests {
         #expect(accuracy.samples == 1)
     }
 
+    @Test("the request's model names its model group: the call counts in the group's caps too")
+    func modelGroup() async throws {
+        let server = try FakeProvider { _ in
+            .json(#"{"id": "chatcmpl-1", "choices": [], "usage": {"prompt_tokens": 60, "completion_tokens": 25}}"#)
+        }
+        defer { server.stop() }
+        let gate = try PolicyService(
+            limits: ["openai": PolicyLimits(requestsPerMinute: 1_000, tokensPerMinute: 1_000_000)],
+            modelGroups: ["openai": ["4o": PolicyModelGroup(match: ["gpt-4o*"], limits: PolicyLimits(requestsPerMinute: 1))]],
+            clock: ContinuousClock())
+        let client = PolicyGateHTTPClient(gate: gate)
+        let body = #"{"model": "gpt-4o-mini", "max_completion_tokens": 20, "messages": [{"role": "user", "content": "Hi"}]}"#
+        let reply = try await client.send(request(server, "/v1/chat/completions", body), api: .openAIChatCompletions, key: openAI)
+        #expect(reply.status == 200)
+        let group = gate.currentState(for: openAI, model: "gpt-4o-mini").levels.first
+        #expect(group?.key.scope == .custom(kind: "model", id: "4o"), "\(String(describing: group))")
+        #expect(group?.windows.first?.requests.used == 1 && group?.windows.first?.tokens.used == 85)
+        // The group's one request a minute is spent: the next call for one of its models waits
+        // (here: is refused, its maximum wait being zero) while another model goes through.
+        let refused = await #expect(throws: PolicyError.self) {
+            _ = try await client.send(
+                request(server, "/v1/chat/completions", body), api: .openAIChatCompletions, key: openAI, maxWait: .zero)
+        }
+        #expect(refused?.limit == .requestsPerMinute && refused?.level?.scope == .custom(kind: "model", id: "4o"))
+        let other = #"{"model": "o3", "max_completion_tokens": 20, "messages": [{"role": "user", "content": "Hi"}]}"#
+        #expect(try await client.send(request(server, "/v1/chat/completions", other), api: .openAIChatCompletions, key: openAI).status == 200)
+    }
+
     @Test("Anthropic 429 with retry-after: the provider is paused, the call retried after the hint and committed once")
     func anthropicThrottledThenRetried() async throws {
         let calls = Locked(0)

@@ -48,6 +48,19 @@ public struct PolicyModelGroup: Hashable, Sendable {
     }
 }
 
+extension PolicyConfiguration {
+    /// The name of `provider`'s model group that `model` counts in, or `nil` when it is in
+    /// none (it then counts under the provider's caps only). Most specific pattern first, as
+    /// the gate matches: an exact name, else the pattern with the most literal characters.
+    public func modelGroup(for model: String, provider: String) -> String? {
+        guard let groups = modelGroups[provider], !groups.isEmpty else { return nil }
+        let table = ModelTable(groups.flatMap { name, group in
+            group.match.compactMap(ModelPattern.init).map { (pattern: $0, value: name) }
+        })
+        return table.match(model)?.value
+    }
+}
+
 /// What a provider counts besides its own caps: per-scope caps (nested limits) and model groups.
 struct ProviderLevels: Hashable, Sendable {
     /// Caps per scope kind (``PolicyConfiguration/scopeLimits``).
