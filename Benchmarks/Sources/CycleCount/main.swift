@@ -8,7 +8,8 @@
 // `commitTokens` + release on one key: capped (requests per minute, tokens per minute and day,
 // concurrency) or of a provider without caps; `split` is the capped cycle with the token caps
 // on input and output apart, estimated and committed in parts; `nested` is the capped cycle on
-// a three-level chain (the same caps at the account, the org and the user).
+// a three-level chain (the same caps at the account, the org and the user); `grouped` is the
+// capped cycle for a model of a model group with the same caps (flat: the key, then the group).
 
 import BenchmarkFixtures
 import PolicyGate
@@ -21,9 +22,9 @@ import Darwin
 
 let arguments = CommandLine.arguments
 guard arguments.count == 3, let iterations = Int(arguments[2]),
-    ["capped", "noop", "split", "nested", "nested-contended", "flat-contended"].contains(arguments[1])
+    ["capped", "noop", "split", "nested", "grouped", "nested-contended", "flat-contended"].contains(arguments[1])
 else {
-    print("usage: CycleCount capped|noop|split|nested|nested-contended|flat-contended ITERATIONS")
+    print("usage: CycleCount capped|noop|split|nested|grouped|nested-contended|flat-contended ITERATIONS")
     exit(2)
 }
 if arguments[1].hasSuffix("-contended") {
@@ -56,6 +57,11 @@ let gate = arguments[1] == "nested"
     ? try PolicyService(
         limits: ["nested": typicalLimits(maxConcurrent: 8)],
         scopeLimits: ["nested": ["org": typicalLimits(maxConcurrent: 8), "user": typicalLimits(maxConcurrent: 8)]])
+    : arguments[1] == "grouped"
+    ? try PolicyService(
+        limits: ["grouped": typicalLimits(maxConcurrent: 8)],
+        modelGroups: ["grouped": ["g": PolicyModelGroup(match: ["model-*"], limits: typicalLimits(maxConcurrent: 8))]],
+        clock: ContinuousClock())
     : try PolicyService(limits: ["capped": typicalLimits(maxConcurrent: 8), "split": typicalSplitLimits(maxConcurrent: 8)])
 let key = PolicyKey(provider: arguments[1], scope: .user("u-1"), within: arguments[1] == "nested" ? [.org("acme")] : [])
 var committed = 0
@@ -63,6 +69,12 @@ if arguments[1] == "split" {
     for _ in 0..<iterations {
         var permit = try gate.tryAcquire(key, estimatedInputTokens: 70, estimatedOutputTokens: 30)
         try permit.commitTokens(input: 60, output: 30)
+        committed &+= permit.committedTokens
+    }
+} else if arguments[1] == "grouped" {
+    for _ in 0..<iterations {
+        var permit = try gate.tryAcquire(key, estimatedTokens: 100, model: "model-1")
+        try permit.commitTokens(90)
         committed &+= permit.committedTokens
     }
 } else {

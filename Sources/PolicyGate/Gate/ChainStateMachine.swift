@@ -33,6 +33,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
         let parent: Int32
         /// What the bucket stands for (a level, a model group or a route to one).
         var role: Role = .level
+        /// For a route, its group bucket (as in `role`, read on every walk); -1 otherwise.
+        var side: Int32 = -1
         var limits: CompiledLimits
         var windows: WindowSlots
         var inFlight = 0
@@ -162,8 +164,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
     /// The group bucket a chain starting at `leaf` goes through, or -1.
     @inline(__always)
     private func side(of leaf: Int32) -> Int32 {
-        if case .route(_, _, let side) = buckets[Int(leaf)].role { return side }
-        return -1
+        buckets[Int(leaf)].side
     }
 
     /// The account's limits.
@@ -269,6 +270,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
             key: buckets[Int(leaf)].key, parent: leaf, limits: unlimited,
             windows: WindowSlots(limits: unlimited, now: now, firstSequence: sequence + 1))
         route.role = .route(leaf: leaf, group: group, side: side)
+        route.side = side
         let slot = place(route)
         buckets[Int(side)].children += 1
         routeIndex[GroupSlot(bucket: leaf, group: group)] = slot
