@@ -72,6 +72,18 @@ public protocol PolicyQuotaStore: AnyObject, Sendable {
     /// (cleanup, waiter registrations) fails. The gate reports it as
     /// ``PolicyTelemetry/didFailStore(_:)``.
     func observeFailures(_ onFailure: @escaping @Sendable (PolicyStoreFailureEvent) -> Void)
+
+    /// One atomic admission of a call at every level of a nested chain (the account, each
+    /// parent, the key), in one round trip: recorded in all of them or in none. The lease it
+    /// returns is committed and released like a single key's, and the store then corrects
+    /// every level. Its changes are announced per level: ``observeChanges(_:)`` gets the
+    /// ``PolicyStoreRequest/keyName`` of each level that may have room again. The default
+    /// implementation throws ``PolicyStoreRequestError`` (see ``supportsChains``).
+    func admitChain(_ request: PolicyStoreChainRequest) async throws -> PolicyStoreChainDecision
+
+    /// Whether the store implements ``admitChain(_:)``; a gate refuses nested limits for a
+    /// provider kept in a store without it.
+    var supportsChains: Bool { get }
 }
 
 extension PolicyQuotaStore {
