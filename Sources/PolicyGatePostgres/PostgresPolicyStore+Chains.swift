@@ -56,7 +56,7 @@ extension PostgresPolicyStore {
                 return .admitted(lease)
             }
             guard let level, levels.indices.contains(Int(level)) else { continue }
-            if registered { registered(keys[Int(level)], token: nonce) }
+            if registered { self.registered(keys[Int(level)], token: nonce) }
             let decision: PolicyStoreDecision
             if refusedBy == "concurrency" {
                 decision = .concurrencyFull(retryAfter: leaseExpiry.map { .microseconds(max(0, $0 - now)) })

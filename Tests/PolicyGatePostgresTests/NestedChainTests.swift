@@ -19,6 +19,11 @@ extension PostgresStoreTests {
         return try PolicyService(configuration: configuration, store: store)
     }
 
+    /// The levels of a member's chain: the account, its org, itself.
+    static func chain(of key: PolicyKey) -> [PolicyKey] {
+        [PolicyKey(provider: key.provider)] + key.parents.map { PolicyKey(provider: key.provider, scope: $0) } + [key]
+    }
+
     static func member(_ provider: String, _ user: String, _ org: String) -> PolicyKey {
         PolicyKey(provider: provider, scope: .user(user), within: [.org(org)])
     }
@@ -26,7 +31,7 @@ extension PostgresStoreTests {
     /// Requests counted in a key's live minute window, from the store's own table.
     static func minuteRequests(_ key: PolicyKey) async throws -> Int64 {
         try await TestDatabase.scalar(
-            "SELECT coalesce(sum(requests), 0)::bigint FROM policygate.usage WHERE key = \(key.storeName) AND win = 0") ?? -1
+            "SELECT coalesce(sum(requests), 0)::bigint FROM policygate.usage WHERE key = \(key.chainStoreName) AND win = 0") ?? -1
     }
 
     @Test("a nested chain across two gates: one statement per admission, refusals name the level, every level counted, a release at the org wakes the other gate")
@@ -36,7 +41,7 @@ extension PostgresStoreTests {
         defer { stores.forEach { $0.close() } }
         let counting = CountingStore(stores[0])
         let account = PolicyLimits(requestsPerMinute: 100, tokensPerMinute: 10_000, maxConcurrent: 3)
-        let org = PolicyLimits(maxConcurrent: 2)
+        let org = PolicyLimits(requestsPerMinute: 100, maxConcurrent: 2)
         let user = PolicyLimits(requestsPerMinute: 2)
         let a = try Self.nestedGate(provider, account: account, org: org, user: user, store: counting)
         let b = try Self.nestedGate(provider, account: account, org: org, user: user, store: stores[1])
@@ -46,46 +51,47 @@ extension PostgresStoreTests {
         #expect(counting.calls.withLock { $0 } == ["admitChain"])
         let second = try await b.acquire(u2, estimatedTokens: 500, maxWait: .zero)
         // acme holds its two: refused at the org level, counted nowhere.
-        let refused = await #expect(throws: PolicyError.self) { _ = try await b.acquire(u3, maxWait: .zero) }
+        let refused = await #expect(throws: PolicyError.self) { _ = try await b.acquire(u3, estimatedTokens: 10, maxWait: .zero) }
         #expect(refused?.limit == .concurrency)
-        #expect(refused?.level == u3.level(1))
+        #expect(refused?.level == Self.chain(of: u3)[1])
         #expect(try await Self.minuteRequests(u3) == 0)
-        #expect(try await Self.minuteRequests(u1.level(0)) == 2)
-        #expect(try await Self.minuteRequests(u1.level(1)) == 2)
+        #expect(try await Self.minuteRequests(Self.chain(of: u1)[0]) == 2)
+        #expect(try await Self.minuteRequests(Self.chain(of: u1)[1]) == 2)
         #expect(try await Self.minuteRequests(u1) == 1)
 
         // A waiter in gate b under acme is woken by gate a's release of another user of acme.
-        let waiter = Task { try await b.acquire(u3, maxWait: .seconds(10)) }
+        let waiter = Task { try await b.acquire(u3, estimatedTokens: 10, maxWait: .seconds(10)).isInert }
         try await Task.sleep(for: .milliseconds(300))
         try first.commitTokens(100)  // at every level
         let released = ContinuousClock.now
         first.release()
         await a.flushStoreWrites()
-        let third = try await withTimeout(seconds: 10) { try await waiter.value }
+        let thirdInert = try await withTimeout(seconds: 10) { try await waiter.value }
+        #expect(!thirdInert)
         print("nested chain: waiter in another gate admitted \(ContinuousClock.now - released) after the release at its org")
         let tokens = try await TestDatabase.scalar(
-            "SELECT coalesce(sum(tokens), 0)::bigint FROM policygate.usage WHERE key = \(u1.level(0).storeName) AND win = 0")
-        #expect(tokens == 100 + 500 + 0)
+            "SELECT coalesce(sum(tokens), 0)::bigint FROM policygate.usage WHERE key = \(Self.chain(of: u1)[0].chainStoreName) AND win = 0")
+        #expect(tokens == 100 + 500 + 10)
         let leafTokens = try await TestDatabase.scalar(
-            "SELECT coalesce(sum(tokens), 0)::bigint FROM policygate.usage WHERE key = \(u1.storeName) AND win = 0")
+            "SELECT coalesce(sum(tokens), 0)::bigint FROM policygate.usage WHERE key = \(u1.chainStoreName) AND win = 0")
         #expect(leafTokens == 100)
         // Commit and release: one statement each (or one for both, the commit carried).
         let calls = counting.calls.withLock { $0 }
         #expect(calls.first == "admitChain" && calls.dropFirst().allSatisfy { $0 == "commit" || $0 == "release" } && calls.count <= 3, "\(calls)")
 
         // The user's window: u1's second call fits, its third is refused at the user level.
-        _ = try await a.acquire(u1, maxWait: .zero)
-        let window = await #expect(throws: PolicyError.self) { _ = try await a.acquire(u1, maxWait: .zero) }
+        let again = try await a.acquire(u1, estimatedTokens: 10, maxWait: .zero)
+        let window = await #expect(throws: PolicyError.self) { _ = try await a.acquire(u1, estimatedTokens: 10, maxWait: .zero) }
         #expect(window?.limit == .requestsPerMinute)
         #expect(window?.level == u1)
         let retry = try #require(window?.retryAfter)
         #expect(retry > .seconds(55) && retry <= .seconds(61), "retryAfter \(retry)")
         _ = consume second
-        _ = consume third
+        _ = consume again
         await a.flushStoreWrites()
         await b.flushStoreWrites()
         let live = try await TestDatabase.scalar(
-            "SELECT count(*)::bigint FROM policygate.leases WHERE key IN (\(u1.level(0).storeName), \(u1.level(1).storeName))")
+            "SELECT count(*)::bigint FROM policygate.leases WHERE key IN (\(Self.chain(of: u1)[0].chainStoreName), \(Self.chain(of: u1)[1].chainStoreName))")
         #expect(live == 0)
     }
 
@@ -108,17 +114,14 @@ extension PostgresStoreTests {
         }
         let orgs = ["acme", "beta", "gamma"]
         let keys = orgs.flatMap { org in (0..<3).map { Self.member(provider, "u\($0)", org) } }
-        let held = Mutex<[String: Int]>([:])
-        let over = Mutex<[String]>([])
-        let admitted = Atomic<Int>(0)
-        let unavailable = Atomic<Int>(0)
-        let unavailableDirect = Atomic<Int>(0)
+        let tally = ChainTally()
+        let userCap = caps.user, accountCap = caps.account, orgCap = caps.org
         @Sendable func hold(_ key: PolicyKey, _ delta: Int) {
-            held.withLock { table in
-                for level in [key.level(0), key.level(1), key] {
-                    table[level.storeName, default: 0] += delta
-                    let cap = level == key ? caps.user : level.scope == .global ? caps.account : caps.org
-                    if table[level.storeName]! > cap { over.withLock { $0.append("\(level) holds \(table[level.storeName]!)") } }
+            tally.held.withLock { table in
+                for level in Self.chain(of: key) {
+                    table[level.chainStoreName, default: 0] += delta
+                    let cap = level == key ? userCap : level.scope == .global ? accountCap : orgCap
+                    if table[level.chainStoreName]! > cap { tally.over.withLock { $0.append("\(level) holds \(table[level.chainStoreName]!)") } }
                 }
             }
         }
@@ -143,14 +146,18 @@ extension PostgresStoreTests {
                     do {
                         let permit = try await gate.acquire(key, maxWait: .seconds(3))
                         hold(key, 1)
-                        admitted.add(1, ordering: .relaxed)
+                        tally.admitted.add(1, ordering: .relaxed)
                         try? await Task.sleep(for: .milliseconds(plan.holdMs))
                         hold(key, -1)
                         _ = consume permit
                     } catch let error as PolicyError where error.code == .storeUnavailable {
                         // Only the gate behind the proxy may find the store unavailable (a
                         // deadlock or a failed statement would show up here for the others).
-                        (plan.gate == 3 ? unavailable : unavailableDirect).add(1, ordering: .relaxed)
+                        if plan.gate == 3 {
+                            tally.unavailable.add(1, ordering: .relaxed)
+                        } else {
+                            tally.unavailableDirect.add(1, ordering: .relaxed)
+                        }
                     } catch {}
                 }
                 group.addTask {
@@ -164,15 +171,15 @@ extension PostgresStoreTests {
         }
         await cut.value
         for gate in gates { await gate.flushStoreWrites() }
-        #expect(unavailableDirect.load(ordering: .relaxed) == 0)
-        #expect(over.withLock { $0 }.isEmpty, "\(over.withLock { $0 }.prefix(5))")
+        #expect(tally.unavailableDirect.load(ordering: .relaxed) == 0)
+        #expect(tally.over.withLock { $0 }.isEmpty, "\(tally.over.withLock { $0 }.prefix(5))")
         // All or nothing: every level counted exactly the calls of the keys under it.
-        let accountCount = try await Self.minuteRequests(keys[0].level(0))
+        let accountCount = try await Self.minuteRequests(Self.chain(of: keys[0])[0])
         var orgSum: Int64 = 0
         var userSum: Int64 = 0
         for org in orgs {
-            let members = keys.filter { $0.level(1) == Self.member(provider, "u0", org).level(1) }
-            let orgCount = try await Self.minuteRequests(members[0].level(1))
+            let members = keys.filter { $0.parents == [.org(org)] }
+            let orgCount = try await Self.minuteRequests(Self.chain(of: members[0])[1])
             var users: Int64 = 0
             for member in members {
                 let count = try await Self.minuteRequests(member)
@@ -187,10 +194,10 @@ extension PostgresStoreTests {
         #expect(accountCount <= Int64(caps.accountRPM))
         // Admissions the callers got are counted; the store may count more (answers that came
         // after their caller left are counted and given back).
-        #expect(accountCount >= Int64(admitted.load(ordering: .relaxed)))
-        print("nested randomised: \(admitted.load(ordering: .relaxed)) admitted, \(accountCount) counted, \(unavailable.load(ordering: .relaxed)) refused while cut off")
+        #expect(accountCount >= Int64(tally.admitted.load(ordering: .relaxed)))
+        print("nested randomised: \(tally.admitted.load(ordering: .relaxed)) admitted, \(accountCount) counted, \(tally.unavailable.load(ordering: .relaxed)) refused while cut off")
         let live = try await TestDatabase.scalar(
-            "SELECT count(*)::bigint FROM policygate.leases WHERE key = \(keys[0].level(0).storeName) AND expires_us > policygate.now_us()")
+            "SELECT count(*)::bigint FROM policygate.leases WHERE key = \(Self.chain(of: keys[0])[0].chainStoreName) AND expires_us > policygate.now_us()")
         #expect(live == 0)
     }
 
@@ -223,6 +230,15 @@ extension PostgresStoreTests {
         let chain = try await measure(nested, Self.member(provider, "u1", "acme"))
         print("store admission median: single key \(single), three-level chain \(chain) (200 sequential calls each)")
     }
+}
+
+/// What the randomised test's callers saw: what they held per level, what went over a cap.
+final class ChainTally: Sendable {
+    let held = Mutex<[String: Int]>([:])
+    let over = Mutex<[String]>([])
+    let admitted = Atomic<Int>(0)
+    let unavailable = Atomic<Int>(0)
+    let unavailableDirect = Atomic<Int>(0)
 }
 
 /// Forwards to a store and records which calls reached it, to count round trips.

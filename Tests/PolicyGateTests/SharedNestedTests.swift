@@ -37,6 +37,11 @@ struct SharedNestedTests {
         #expect(request.levels.map(\.maxConcurrent) == [3, 2, 1])
         #expect(request.levels[2].requestCaps == [100, nil, nil])
         #expect(request.tokens == 10)
+        // User u1 of acme is not user u1 of another org (nor u1 without parents).
+        #expect(request.levels[2].keyName == key.chainStoreName)
+        #expect(key.chainStoreName != Self.user("u1", org: "beta").chainStoreName)
+        #expect(key.chainStoreName != PolicyKey(provider: Self.provider, scope: .user("u1")).chainStoreName)
+        #expect(PolicyKey(provider: Self.provider, scope: .user("u1")).chainStoreName == PolicyKey(provider: Self.provider, scope: .user("u1")).storeName)
         for level in request.levels { #expect(store.liveCount(at: level.keyName) == 1) }
         try permit.commitTokens(7)
         permit.release()
@@ -125,9 +130,9 @@ struct SharedNestedTests {
             try PolicyService(configuration: Self.configuration(), store: store, clock: clock, telemetry: nil)
         }
         let keys = (0..<6).map { Self.user("u\($0 % 3)", org: $0 < 3 ? "acme" : "beta") }
-        let names = Set(keys.flatMap { [$0.storeName, $0.level(1).storeName, $0.level(0).storeName] })
+        let names = Set(keys.flatMap { [$0.chainStoreName, $0.level(1).chainStoreName, $0.level(0).chainStoreName] })
         let caps = Dictionary(uniqueKeysWithValues: names.map { name in
-            (name, name == keys[0].level(0).storeName ? 3 : keys.contains { $0.level(1).storeName == name } ? 2 : 1)
+            (name, name == keys[0].level(0).chainStoreName ? 3 : keys.contains { $0.level(1).chainStoreName == name } ? 2 : 1)
         })
         func checkCaps() {
             for name in names { #expect(store.liveCount(at: name) <= caps[name]!, "over the cap at a level") }

@@ -37,7 +37,7 @@ extension SharedGate {
         let found = try await attempt(key, limits: limits, now: now, deadline: deadline, { maximumWait in
             let levels = chain.map { level in
                 PolicyStoreRequest(
-                    key: level.key, tokens: Int(tokens),
+                    key: level.key, keyName: level.key.chainStoreName, tokens: Int(tokens),
                     requestCaps: [cap(level.limits.requestCap(0)), cap(level.limits.requestCap(1)), cap(level.limits.requestCap(2))],
                     tokenCaps: [cap(level.limits.tokenCaps[0]), cap(level.limits.tokenCaps[1]), cap(level.limits.tokenCaps[2])],
                     maxConcurrent: level.limits.maxConcurrent == .max ? nil : level.limits.maxConcurrent,
@@ -112,6 +112,6 @@ extension SharedGate {
     func announceWrite(of key: PolicyKey) {
         announce(key.storeName)
         guard !key.levels.isEmpty, let limits = environment.core?.compiledLimits(for: key), limits.isNested else { return }
-        for depth in 0..<key.levels.count { announce(key.level(depth).storeName) }
+        for depth in 0...key.levels.count { announce(key.level(depth).chainStoreName) }
     }
 }

@@ -92,7 +92,7 @@ final class SharedGate: Sendable {
             }
             // Before `seen` is read: news of a level from now on reaches this key's turns.
             if let chain, watched.isEmpty {
-                watched = chain.map(\.key.storeName).filter { $0 != name }
+                watched = chain.map(\.key.chainStoreName).filter { $0 != name }
                 watch(watched, by: name)
             }
             var rejection: Rejection
@@ -112,7 +112,7 @@ final class SharedGate: Sendable {
                     feedback?.consume(tokens: tokens, now: environment.time.now())
                     return .admitted(lease, waitedSince: start)
                 case .refused(let refusal, let levels):
-                    for level in levels { wait(for: chain[level].key.storeName) }
+                    for level in levels { wait(for: chain[level].key.chainStoreName) }
                     rejection = refusal.rejection
                     refusedLevel = refusal.level
                 case .uncounted:
