@@ -202,6 +202,28 @@ extension PostgresStoreTests {
         #expect(live == 0)
     }
 
+    @Test("a chain's lease is renewed at every level while its permit is held, and released at every level")
+    func nestedChainLeaseRenewal() async throws {
+        let provider = TestDatabase.uniqueProvider("chainlease")
+        let store = try await TestDatabase.store(lease: .milliseconds(1_500))
+        defer { store.close() }
+        let gate = try Self.nestedGate(
+            provider, account: PolicyLimits(maxConcurrent: 5), org: PolicyLimits(maxConcurrent: 5),
+            user: PolicyLimits(maxConcurrent: 1), store: store)
+        let key = Self.member(provider, "u1", "acme")
+        let names = Self.chain(of: key).map(\.chainStoreName)
+        let permit = try await gate.acquire(key, maxWait: .zero)
+        try await Task.sleep(for: .seconds(3))  // two lease lengths: only renewals keep them
+        let live = try await TestDatabase.scalar(
+            "SELECT count(*)::bigint FROM policygate.leases WHERE key = ANY(\(names)) AND expires_us > policygate.now_us()")
+        #expect(live == 3)
+        #expect(store.lostLeases == 0)
+        _ = consume permit
+        await gate.flushStoreWrites()
+        let after = try await TestDatabase.scalar("SELECT count(*)::bigint FROM policygate.leases WHERE key = ANY(\(names))")
+        #expect(after == 0)
+    }
+
     @Test("latency: a three-level chain's admission and release vs a single key's (printed, not asserted)")
     func nestedChainLatency() async throws {
         let store = try await TestDatabase.store()

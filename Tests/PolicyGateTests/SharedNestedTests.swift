@@ -121,6 +121,44 @@ struct SharedNestedTests {
         await #expect(throws: PolicyStoreRequestError.self) { _ = try await flat.admitChain(PolicyStoreChainRequest(levels: [])) }
     }
 
+    @Test("a chain admitted after its caller's deadline is given back at every level; a shutdown refuses a waiter and gives back held chains")
+    func lateAdmissionAndShutdown() async throws {
+        let clock = ManualClock()
+        let store = FakeQuotaStore(clock: clock)
+        let gate = try PolicyService(configuration: Self.configuration(), store: store, clock: clock, telemetry: nil)
+        let key = Self.user("u1", org: "acme")
+        store.script([.held])
+        let (box, task) = startWaiter(gate, key, tokens: 0, maxWait: .seconds(1))
+        await eventually("admission sent") { store.heldAdmissionCount == 1 }
+        await eventually("timer armed") { clock.nextDeadline != nil }
+        clock.advance(by: .seconds(1))
+        await task.value
+        #expect((box.error as? PolicyError)?.code == .timedOut)
+        store.answerHeldAdmissions()  // recorded at every level after the caller left
+        await eventually("late chain released") { store.releaseCount == 1 }
+        let levels = try #require(store.chainRequests.first?.levels)
+        for level in levels { #expect(store.liveCount(at: level.keyName) == 0) }
+
+        // Held: u1 and u2 fill acme; u3 waits under it. A shutdown refuses u3 and, once its
+        // grace period ends, gives both chains back.
+        let first = PermitBox()
+        first.store(try await gate.acquire(key))
+        let second = PermitBox()
+        second.store(try await gate.acquire(Self.user("u2", org: "acme")))
+        let (waiter, waiting) = startWaiter(gate, Self.user("u3", org: "acme"), tokens: 0)
+        await eventually("u3 refused by the store") { store.chainRequests.count == 4 }
+        let shutdown = Task { await gate.shutDown(gracePeriod: .seconds(5)) }
+        await waiting.value
+        #expect((waiter.error as? PolicyError)?.code == .shutDown)
+        await eventually("grace timer armed") { clock.nextDeadline != nil }
+        clock.advance(by: .seconds(5))
+        await shutdown.value
+        #expect(store.liveLeases.isEmpty)
+        for level in levels { #expect(store.liveCount(at: level.keyName) == 0) }
+        first.release()
+        second.release()
+    }
+
     @Test("several services share one account: no level is ever over its cap, cancellations and a fault included", arguments: [1, 2, 3])
     func randomisedProcesses(seed: UInt64) async throws {
         var random = SeededGenerator(seed: seed)
