@@ -95,7 +95,7 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     /// How the connections are protected: ``PolicyPostgresSettings/tls``, the URL's `sslmode`,
     /// `PGSSLMODE`, or the host's default (`verify-full`; `prefer` for loopback).
     public var tls: PolicyPostgresSettings.TLSMode { endpoint.tls }
-    private let client: PostgresClient
+    let client: PostgresClient
     /// The listener's configuration, also used by ``migrate(_:)`` and ``checkSchema()``.
     let connection: PostgresConnection.Configuration
     let endpoint: Endpoint
@@ -111,7 +111,7 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     private let lost = Atomic<Int>(0)
     private let failureObserver = Mutex<Observer<PolicyStoreFailureEvent>?>(nil)
     /// This store instance, as `policygate.waiters` names it.
-    private let waiterID = Int64.random(in: .min ... .max)
+    let waiterID = Int64.random(in: .min ... .max)
     /// Keys this process's callers wait for news of: how many, and the token of the
     /// registration in `policygate.waiters` (nil: not known to be registered).
     private let waiting = Mutex<[String: Waiting]>([:])
@@ -248,13 +248,10 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
         }
         var decision: PolicyStoreDecision?
         for (admitted, id, now, refusedBy, leaseExpiry, wins, buckets, requests, tokens, registered) in rows {
-            if registered {
-                // Refused, and registered as waiting: the caller's beginWaiting keeps it.
-                waiting.withLock { $0[request.keyName, default: Waiting()].token = nonce }
-            }
+            if registered { self.registered(request.keyName, token: nonce) }
             if admitted, let id {
                 let lease = PolicyStoreLease(id: id, admittedAt: now, nonce: nonce)
-                leases.withLock { $0.held[id] = HeldLease(lease: lease, key: request.key, confirmed: sent) }
+                holdLease(lease, key: request.key, confirmed: sent)
                 decision = .admitted(lease)
             } else if refusedBy == "concurrency" {
                 decision = .concurrencyFull(retryAfter: leaseExpiry.map { .microseconds(max(0, $0 - now)) })
@@ -270,6 +267,16 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
         }
         guard let decision else { throw PostgresStoreError("policygate.admit returned no row") }
         return decision
+    }
+
+    /// Refused, and registered as waiting for `keyName`: the caller's beginWaiting keeps it.
+    func registered(_ keyName: String, token: Int64) {
+        waiting.withLock { $0[keyName, default: Waiting()].token = token }
+    }
+
+    /// Keeps `lease` alive (renewed) until its permit releases it.
+    func holdLease(_ lease: PolicyStoreLease, key: PolicyKey, confirmed: ContinuousClock.Instant) {
+        leases.withLock { $0.held[lease.id] = HeldLease(lease: lease, key: key, confirmed: confirmed) }
     }
 
     /// One statement: `policygate.commit` sets the call's tokens (idempotent).
@@ -621,7 +628,7 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     /// A data exception (SQLSTATE class 22) or a program limit (54) says the request cannot be
     /// recorded as given, not that the database is unavailable: it becomes
     /// `PolicyStoreRequestError`, to which the gate applies no failure policy.
-    private func describing<T>(_ body: () async throws -> T) async throws -> T {
+    func describing<T>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
         } catch let error as CancellationError {

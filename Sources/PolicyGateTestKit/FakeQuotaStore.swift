@@ -16,6 +16,8 @@ import PolicyGate
 ///
 /// It counts concurrency only: a key's live leases against the request's `maxConcurrent`.
 /// Windows always fit. A release announces the key, as a real store's notification would.
+/// Chains (``admitChain(_:)``) are counted the same way at every level, all or nothing; their
+/// release announces every level.
 public final class FakeQuotaStore: PolicyQuotaStore {
     /// What one call to the store does.
     public enum Behavior: Sendable, Hashable {
@@ -32,12 +34,16 @@ public final class FakeQuotaStore: PolicyQuotaStore {
         case refuse(String)
     }
 
-    private struct State {
+    fileprivate struct State {
         var nextID: Int64 = 0
         var admitScript: [Behavior] = []
         var keyScripts: [String: [Behavior]] = [:]
         var writeScript: [Behavior] = []
         var requests: [PolicyStoreRequest] = []
+        var chainRequests: [PolicyStoreChainRequest] = []
+        /// The chains of live chain leases, by id (their entry in `live` holds the key's level).
+        var chains: [Int64: PolicyStoreChainRequest] = [:]
+        var calls = 0
         /// Admitted and not released, by id, with the key's store name.
         var live: [Int64: (lease: PolicyStoreLease, request: PolicyStoreRequest)] = [:]
         /// Live leases the store would still keep alive (no ``endRenewal(of:)`` yet).
@@ -76,6 +82,14 @@ public final class FakeQuotaStore: PolicyQuotaStore {
     /// Queues what the next commits and releases do, in order; then they succeed at once.
     public func scriptWrites(_ behaviors: [Behavior]) { state.withLock { $0.writeScript += behaviors } }
 
+    /// Every chain admission request so far, oldest first.
+    public var chainRequests: [PolicyStoreChainRequest] { state.withLock { $0.chainRequests } }
+    /// How many leases the store handed out (single keys' and chains').
+    public var admissionCount: Int { state.withLock { Int($0.nextID) } }
+    /// How many calls reached the store: admissions (single and chain), commits and releases.
+    public var callCount: Int { state.withLock { $0.calls } }
+    /// How many live leases hold a slot at the key named `keyName` (a chain's at each level).
+    public func liveCount(at keyName: String) -> Int { state.withLock { $0.liveCount(at: keyName) } }
     /// Every admission request so far, oldest first.
     public var requests: [PolicyStoreRequest] { state.withLock { $0.requests } }
     /// The leases admitted and not released, by id.
@@ -122,6 +136,7 @@ public final class FakeQuotaStore: PolicyQuotaStore {
     /// Decides against the live leases, after the scripted behaviour.
     public func admit(_ request: PolicyStoreRequest) async throws -> PolicyStoreDecision {
         let behavior = state.withLock { state in
+            state.calls += 1
             state.requests.append(request)
             if let next = state.keyScripts[request.keyName]?.first {
                 state.keyScripts[request.keyName]?.removeFirst()
@@ -131,9 +146,7 @@ public final class FakeQuotaStore: PolicyQuotaStore {
         }
         try await perform(behavior, hold: { state, continuation in state.heldAdmissions.append(continuation) })
         return state.withLock { state in
-            let name = request.keyName
-            let live = state.live.values.filter { $0.request.keyName == name }.count
-            if let cap = request.maxConcurrent, live >= cap { return .concurrencyFull(retryAfter: nil) }
+            if let cap = request.maxConcurrent, state.liveCount(at: request.keyName) >= cap { return .concurrencyFull(retryAfter: nil) }
             state.nextID += 1
             let lease = PolicyStoreLease(id: state.nextID, admittedAt: 0, nonce: state.nextID &* 7_919)
             state.live[lease.id] = (lease, request)
@@ -142,24 +155,62 @@ public final class FakeQuotaStore: PolicyQuotaStore {
         }
     }
 
+    /// `true`: chains are counted at every level.
+    public var supportsChains: Bool { true }
+
+    /// Decides every level against its live leases, after the scripted behaviour (the script
+    /// of the chain's innermost key first): admitted at all levels, or refused naming each
+    /// full level.
+    public func admitChain(_ request: PolicyStoreChainRequest) async throws -> PolicyStoreChainDecision {
+        guard let leaf = request.levels.last else { throw PolicyStoreRequestError("a chain without levels") }
+        let behavior = state.withLock { state in
+            state.calls += 1
+            state.chainRequests.append(request)
+            if let next = state.keyScripts[leaf.keyName]?.first {
+                state.keyScripts[leaf.keyName]?.removeFirst()
+                return next
+            }
+            return state.admitScript.isEmpty ? Behavior.immediate : state.admitScript.removeFirst()
+        }
+        try await perform(behavior, hold: { state, continuation in state.heldAdmissions.append(continuation) })
+        return state.withLock { state in
+            var refused: [PolicyStoreLevelRefusal] = []
+            for (index, level) in request.levels.enumerated() {
+                if let cap = level.maxConcurrent, state.liveCount(at: level.keyName) >= cap {
+                    refused.append(PolicyStoreLevelRefusal(level: index, decision: .concurrencyFull(retryAfter: nil)))
+                }
+            }
+            if !refused.isEmpty { return .refused(refused) }
+            state.nextID += 1
+            let lease = PolicyStoreLease(id: state.nextID, admittedAt: 0, nonce: state.nextID &* 7_919)
+            state.live[lease.id] = (lease, leaf)
+            state.chains[lease.id] = request
+            state.renewed.insert(lease.id)
+            return .admitted(lease)
+        }
+    }
+
     /// Records the commit, after the scripted behaviour.
     public func commit(_ lease: PolicyStoreLease, tokens: Int) async throws {
+        state.withLock { $0.calls += 1 }
         try await perform(nextWrite(), hold: { state, continuation in state.heldWrites.append(continuation) })
         state.withLock { $0.commits.append((lease, tokens)) }
     }
 
     /// Frees the slot and announces the key, after the scripted behaviour.
     public func release(_ lease: PolicyStoreLease) async throws {
+        state.withLock { $0.calls += 1 }
         try await perform(nextWrite(), hold: { state, continuation in state.heldWrites.append(continuation) })
-        let (name, onChange) = state.withLock { state in
+        let (names, onChange) = state.withLock { state in
             state.releases += 1
             state.renewed.remove(lease.id)
             let entry = state.live[lease.id]
-            guard entry?.lease == lease else { return (String?.none, state.onChange) }
+            guard let entry, entry.lease == lease else { return ([String](), state.onChange) }
             state.live[lease.id] = nil
-            return (entry?.request.keyName, state.onChange)
+            if let chain = state.chains.removeValue(forKey: lease.id) { return (chain.levels.map(\.keyName), state.onChange) }
+            return ([entry.request.keyName], state.onChange)
         }
-        if let name { onChange?(name) }
+        for name in names { onChange?(name) }
     }
 
     /// Keeps `onChange` for releases.
@@ -193,6 +244,16 @@ public final class FakeQuotaStore: PolicyQuotaStore {
             throw FakeQuotaStoreError(message: message)
         case .refuse(let message):
             throw PolicyStoreRequestError(message)
+        }
+    }
+}
+
+extension FakeQuotaStore.State {
+    /// Live leases holding a slot at `keyName`: single keys' and chains' at any level.
+    func liveCount(at keyName: String) -> Int {
+        live.reduce(0) { count, entry in
+            if let chain = chains[entry.key] { return count + (chain.levels.contains { $0.keyName == keyName } ? 1 : 0) }
+            return count + (entry.value.request.keyName == keyName ? 1 : 0)
         }
     }
 }

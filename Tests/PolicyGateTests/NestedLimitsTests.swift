@@ -54,7 +54,17 @@ struct NestedLimitsTests {
         #expect(found["limits.a.per.user.request_per_minute"]?.line == 2)
         #expect(found["limits.a.per.global"]?.message.contains("kind of scope") == true, "\(error)")
         #expect(found["limits.b.per"] != nil, "\(error)")
-        // Nested limits cannot be kept in a shared store yet: refused by the reader and the gate.
+        // Nested limits may be kept in a shared store, but not with input or output caps at a
+        // level (the store counts one token total per call).
+        let sharedNested = try PolicyConfiguration(toml: """
+            [store]
+            default = "postgres"
+            [limits.a]
+            requests_per_minute = 5
+            [limits.a.per.user]
+            requests_per_minute = 2
+            """)
+        #expect(sharedNested.scopeLimits["a"]?["user"] == PolicyLimits(requestsPerMinute: 2))
         let shared = try #require(throws: PolicyConfigurationError.self) {
             try PolicyConfiguration(toml: """
                 [store]
@@ -62,10 +72,10 @@ struct NestedLimitsTests {
                 [limits.a]
                 requests_per_minute = 5
                 [limits.a.per.user]
-                requests_per_minute = 2
+                input_tokens_per_minute = 2
                 """)
         }
-        #expect(shared.diagnostics.contains { $0.keyPath == "limits.a.per" }, "\(shared)")
+        #expect(shared.diagnostics.contains { $0.keyPath == "limits.a.per.user.input_tokens_per_minute" }, "\(shared)")
         #expect(throws: PolicyError.self) {
             _ = try PolicyService(limits: [:], scopeLimits: ["a": ["user": PolicyLimits(requestsPerMinute: 0)]], clock: clock)
         }

@@ -75,8 +75,12 @@ struct ConfigurationReader {
         }
         for provider in Set(configuration.limits.keys).union(configuration.schedules.keys).sorted()
         where configuration.storage(for: provider).store != .memory {
-            if configuration.scopeLimits[provider] != nil {
-                error([.key("limits"), .key(provider), .key("per")], PolicyService.nestedNotShared)
+            // Nested limits are shared too (the store admits a chain at once), but its schema
+            // counts one token total per call, at every level.
+            for (kind, caps) in (configuration.scopeLimits[provider] ?? [:]).sorted(by: { $0.key < $1.key }) {
+                if let split = PolicyService.splitCap(caps, nil) {
+                    error([.key("limits"), .key(provider), .key("per"), .key(kind), .key(split.configurationKey)], PolicyService.splitCapsNotShared)
+                }
             }
             if configuration.modelGroups[provider] != nil {
                 error([.key("limits"), .key(provider), .key("models")], PolicyService.groupsNotShared)

@@ -80,7 +80,7 @@ extension PolicyService {
         try Self.validate(split: configuration.limits, schedules: configuration.schedules, storage: storage)
         try Self.validate(reserve: configuration.limits, storage: storage)
         try Self.validate(adaptive: configuration.adaptive, feedbackScopes: configuration.feedbackScope)
-        try Self.validate(scopeLimits: configuration.scopeLimits, storage: storage, limits: configuration.limits)
+        try Self.validate(scopeLimits: configuration.scopeLimits, storage: storage, limits: configuration.limits, store: core.shared?.store)
         try Self.validate(
             modelGroups: configuration.modelGroups, storage: storage, limits: configuration.limits,
             feedbackScopes: configuration.feedbackScope)

@@ -67,7 +67,7 @@ public actor PolicyService {
         try Self.validate(split: limits, schedules: schedules, storage: storage)
         try Self.validate(reserve: limits, storage: storage)
         try Self.validate(adaptive: adaptive, feedbackScopes: feedbackScopes)
-        try Self.validate(scopeLimits: scopeLimits, storage: storage, limits: limits)
+        try Self.validate(scopeLimits: scopeLimits, storage: storage, limits: limits, store: store)
         try Self.validate(modelGroups: modelGroups, storage: storage, limits: limits, feedbackScopes: feedbackScopes)
         core = GateCore(
             limits: limits, schedules: schedules, storage: storage, store: store, time: makeTimeSource(clock),
@@ -161,7 +161,7 @@ public actor PolicyService {
     }
 
     static let nestedNotShared =
-        "nested limits (per.<kind> tables) are not supported for a provider kept in a shared store yet"
+        "nested limits (per.<kind> tables) need a shared store that admits a chain at once (PolicyQuotaStore.supportsChains)"
 
     static let reserveNotNested =
         "reserved_for_interactive is not supported with nested limits (per.<kind> tables) yet: the reserve is not applied per level"
@@ -169,11 +169,21 @@ public actor PolicyService {
     /// Checks nested limits: every cap valid, no kind named `global`, no shared provider, no
     /// reserve for interactive calls.
     static func validate(
-        scopeLimits: [String: [String: PolicyLimits]], storage: [String: PolicyStorage], limits: [String: PolicyLimits]
+        scopeLimits: [String: [String: PolicyLimits]], storage: [String: PolicyStorage], limits: [String: PolicyLimits],
+        store: (any PolicyQuotaStore)? = nil
     ) throws(PolicyError) {
         for (provider, kinds) in scopeLimits.sorted(by: { $0.key < $1.key }) {
             if let place = storage[provider], place.store != .memory, !kinds.isEmpty {
-                throw PolicyError(.invalidLimits, message: "provider '\(provider)': \(nestedNotShared)")
+                // Without a store at all, validate(storage:store:) says so.
+                if let store, !store.supportsChains {
+                    throw PolicyError(.invalidLimits, message: "provider '\(provider)': \(nestedNotShared)")
+                }
+                for (kind, caps) in kinds.sorted(by: { $0.key < $1.key }) {
+                    if let split = splitCap(caps, nil) {
+                        throw PolicyError(
+                            .invalidLimits, limit: split, message: "provider '\(provider)' level '\(kind)': \(splitCapsNotShared)")
+                    }
+                }
             }
             if !kinds.isEmpty,
                 limits[provider]?.reservedForInteractive ?? 0 > 0 || kinds.values.contains(where: { $0.reservedForInteractive ?? 0 > 0 })
@@ -493,10 +503,11 @@ public actor PolicyService {
         }
         if limits.isRouted {
             // A nested provider's tree, out of line: the flat path below stays as it was.
-            if limits.isNested { return admitNested(
+            if limits.isNested && !limits.isShared { return admitNested(
                     key, estimate: estimate, model: model, tokens: tokens, limits: limits, now: now, pending: &pending,
                     priority: priority) }
-            // The store is asked on the asynchronous path, in the key's turn.
+            // The store is asked on the asynchronous path, in the key's turn (a nested
+            // provider's whole chain at once).
             pending = Pending(limits: limits, tokens: tokens, now: now, rejection: Rejection(kind: nil, retryAt: nil), isShared: true)
             return nil
         }

@@ -72,6 +72,18 @@ public protocol PolicyQuotaStore: AnyObject, Sendable {
     /// (cleanup, waiter registrations) fails. The gate reports it as
     /// ``PolicyTelemetry/didFailStore(_:)``.
     func observeFailures(_ onFailure: @escaping @Sendable (PolicyStoreFailureEvent) -> Void)
+
+    /// One atomic admission of a call at every level of a nested chain (the account, each
+    /// parent, the key), in one round trip: recorded in all of them or in none. The lease it
+    /// returns is committed and released like a single key's, and the store then corrects
+    /// every level. Its changes are announced per level: ``observeChanges(_:)`` gets the
+    /// ``PolicyStoreRequest/keyName`` of each level that may have room again. The default
+    /// implementation throws ``PolicyStoreRequestError`` (see ``supportsChains``).
+    func admitChain(_ request: PolicyStoreChainRequest) async throws -> PolicyStoreChainDecision
+
+    /// Whether the store implements ``admitChain(_:)``; a gate refuses nested limits for a
+    /// provider kept in a store without it.
+    var supportsChains: Bool { get }
 }
 
 extension PolicyQuotaStore {
@@ -136,8 +148,18 @@ public struct PolicyStoreRequest: Sendable, Hashable {
         key: PolicyKey, tokens: Int, requestCaps: [Int?], tokenCaps: [Int?], maxConcurrent: Int?,
         maximumWait: Duration? = nil
     ) {
+        self.init(
+            key: key, keyName: key.storeName, tokens: tokens, requestCaps: requestCaps, tokenCaps: tokenCaps,
+            maxConcurrent: maxConcurrent, maximumWait: maximumWait)
+    }
+
+    /// A request naming the key `keyName` in the store (a level of a chain: ``PolicyKey/chainStoreName``).
+    init(
+        key: PolicyKey, keyName: String, tokens: Int, requestCaps: [Int?], tokenCaps: [Int?], maxConcurrent: Int?,
+        maximumWait: Duration?
+    ) {
         self.key = key
-        self.keyName = key.storeName
+        self.keyName = keyName
         self.tokens = tokens
         self.requestCaps = requestCaps
         self.tokenCaps = tokenCaps
@@ -282,20 +304,35 @@ extension PolicyKey {
         return String(label)
     }
 
+    /// The key's name in a shared store as a level of a nested chain: ``storeName`` for a key
+    /// without parents; otherwise the digest covers its parents too, since user `u1` of `acme`
+    /// and user `u1` of another org are different levels. (A flat provider ignores parents, so
+    /// its keys keep ``storeName``.)
+    public var chainStoreName: String {
+        guard !parents.isEmpty else { return storeName }
+        // Every part length-prefixed, after a prefix no ``unambiguousName`` starts with.
+        var name = "n:\(provider.utf8.count):\(provider)"
+        for part in (parents + [scope]).map(Self.unambiguous) { name += "/\(part.utf8.count):\(part)" }
+        return SHA256.hexDigest(of: name.utf8)
+    }
+
     /// The most characters (Unicode scalars) of ``storeLabel``.
     public static let storeLabelLimit = 200
 
     /// Provider, scope and identifier in one string, unambiguous (lengths prefix the
     /// free-form parts): what ``storeName`` digests.
     var unambiguousName: String {
-        let scope: String
-        switch self.scope {
-        case .global: scope = "g"
-        case .user(let id): scope = "u:\(id)"
-        case .org(let id): scope = "o:\(id)"
-        case .project(let id): scope = "p:\(id)"
-        case .custom(let kind, let id): scope = "c\(kind.utf8.count):\(kind):\(id)"
+        "\(provider.utf8.count):\(provider)/\(Self.unambiguous(scope))"
+    }
+
+    /// A scope in one string (its kind, then its identifier).
+    static func unambiguous(_ scope: PolicyScope) -> String {
+        switch scope {
+        case .global: "g"
+        case .user(let id): "u:\(id)"
+        case .org(let id): "o:\(id)"
+        case .project(let id): "p:\(id)"
+        case .custom(let kind, let id): "c\(kind.utf8.count):\(kind):\(id)"
         }
-        return "\(provider.utf8.count):\(provider)/\(scope)"
     }
 }

@@ -23,6 +23,9 @@ final class SharedGate: Sendable {
     /// The leases of shared permits not yet released, for a shutdown to give back (weak: the
     /// permit owns its lease).
     private let live = Locked<[ObjectIdentifier: WeakLease]>([:])
+    /// For nested providers: the keys (store names) whose turns watch each level's news, with
+    /// how many callers watch it for them (a level's change wakes the keys waiting under it).
+    let watchers = Locked<[String: [String: Int]]>([:])
 
     init(store: any PolicyQuotaStore, environment: GateEnvironment) {
         self.store = store
@@ -58,10 +61,15 @@ final class SharedGate: Sendable {
         let start = environment.time.now()
         let promoteAt = batchAging.map { start.clampedAdding(max(1, $0)) } ?? .min
         defer { leave(name, id) }
-        // Whether the store was told this call waits for news of the key (after its first
-        // refusal by the store), so that it announces the key to this process.
-        var waiting = false
-        defer { if waiting { store.endWaiting(for: name) } }
+        // The keys the store was told this call waits for news of (after a refusal by the
+        // store: the key, or the levels of its chain that refused), so that it announces them.
+        var waiting: Set<String> = []
+        defer { for level in waiting { store.endWaiting(for: level) } }
+        func wait(for level: String) { if waiting.insert(level).inserted { store.beginWaiting(for: level) } }
+        // For a nested provider: the levels this key's turns watch (see `watchers`).
+        var watched: [String] = []
+        defer { if !watched.isEmpty { unwatch(watched, by: name) } }
+        var refusedLevel: PolicyKey?
         var waited = false
         if !keys.withLock({ table in table[name, default: SharedTurns()].enter(id, promoteAt: promoteAt, now: start) }) {
             try await waitForTurn(name, id, deadline: deadline, key: key)
@@ -75,10 +83,19 @@ final class SharedGate: Sendable {
                 return .uncounted  // no longer gated: nothing to count
             }
             guard limits.isShared else { return .notShared }
-            if let oversized = AdmissionRules.oversized(TokenCounts(total: tokens), limits: limits) {
-                throw AdmissionRules.oversizedError(oversized, tokens: TokenCounts(total: tokens)).with(key: key)
+            let chain = limits.isNested ? chainLevels(of: key, account: limits, core: core) : nil
+            for (depth, level) in (chain ?? [(key, limits)]).enumerated() {
+                if let oversized = AdmissionRules.oversized(TokenCounts(total: tokens), limits: level.limits) {
+                    let error = AdmissionRules.oversizedError(oversized, tokens: TokenCounts(total: tokens)).with(key: key)
+                    throw chain == nil ? error : error.at(level: chain![depth].key)
+                }
             }
-            let rejection: Rejection
+            // Before `seen` is read: news of a level from now on reaches this key's turns.
+            if let chain, watched.isEmpty {
+                watched = chain.map(\.key.chainStoreName).filter { $0 != name }
+                watch(watched, by: name)
+            }
+            var rejection: Rejection
             let seen = keys.withLock { $0[name]?.generation ?? 0 }
             // After reading `seen`: a shutdown announces every key after setting its flag, so a
             // caller that missed the flag here is woken by that news.
@@ -88,6 +105,19 @@ final class SharedGate: Sendable {
                 rejection = closed
             } else if let providerBlock = feedback?.refusal(tokens: tokens, now: now) {
                 rejection = providerBlock  // what the provider said: this process does not ask the store
+            } else if let chain {
+                attempts += 1
+                switch try await admitChain(key, chain, tokens: tokens, limits: limits, now: now, deadline: deadline) {
+                case .admitted(let lease):
+                    feedback?.consume(tokens: tokens, now: environment.time.now())
+                    return .admitted(lease, waitedSince: start)
+                case .refused(let refusal, let levels):
+                    for level in levels { wait(for: chain[level].key.chainStoreName) }
+                    rejection = refusal.rejection
+                    refusedLevel = refusal.level
+                case .uncounted:
+                    return .uncounted
+                }
             } else {
                 attempts += 1
                 switch try await admit(key, tokens: tokens, limits: limits, now: now, deadline: deadline) {
@@ -95,11 +125,11 @@ final class SharedGate: Sendable {
                     feedback?.consume(tokens: tokens, now: environment.time.now())
                     return .admitted(lease, waitedSince: start)
                 case .decided(.concurrencyFull(let retryAfter)):
-                    if !waiting { store.beginWaiting(for: name); waiting = true }
+                    wait(for: name)
                     let at = environment.time.now()
                     rejection = Rejection(kind: .concurrency, retryAt: retryAfter.map { at.clampedAdding($0.nanosecondsSaturating) })
                 case .decided(.windowsFull(let usage)):
-                    if !waiting { store.beginWaiting(for: name); waiting = true }
+                    wait(for: name)
                     rejection = Self.rejection(usage, limits: limits, tokens: tokens, localNow: environment.time.now())
                 case .uncounted:
                     return .uncounted
@@ -109,8 +139,10 @@ final class SharedGate: Sendable {
             // (the machine's rule: ``AdmissionRules/isHopeless(_:now:deadline:)``).
             let now2 = environment.time.now()
             if AdmissionRules.isHopeless(rejection, now: now2, deadline: deadline) {
-                throw AdmissionRules.refusal(rejection, now: now2, waited: attempts > 1 || waited).with(key: key)
+                let error = AdmissionRules.refusal(rejection, now: now2, waited: attempts > 1 || waited).with(key: key)
+                throw refusedLevel.map { error.at(level: $0) } ?? error
             }
+            refusedLevel = nil
             waited = true
             try await waitForNews(name, since: seen, until: min(rejection.retryAt ?? .max, deadline))
         }
@@ -124,25 +156,41 @@ final class SharedGate: Sendable {
     /// One store call, bounded by the store's timeout and the caller's deadline; a failure
     /// meets the provider's policy.
     private func admit(_ key: PolicyKey, tokens: Int64, limits: CompiledLimits, now: Int64, deadline: Int64) async throws -> Attempt {
-        func cap(_ value: Int64) -> Int? { value == .max ? nil : Int(value) }
+        let store = store
+        let decision = try await attempt(key, limits: limits, now: now, deadline: deadline, { maximumWait in
+            func cap(_ value: Int64) -> Int? { value == .max ? nil : Int(value) }
+            let request = PolicyStoreRequest(
+                key: key, tokens: Int(tokens),
+                requestCaps: [cap(limits.requestCap(0)), cap(limits.requestCap(1)), cap(limits.requestCap(2))],
+                tokenCaps: [cap(limits.tokenCaps[0]), cap(limits.tokenCaps[1]), cap(limits.tokenCaps[2])],
+                maxConcurrent: limits.maxConcurrent == .max ? nil : limits.maxConcurrent,
+                maximumWait: maximumWait)
+            return try await store.admit(request)
+        }, lease: { decision in
+            if case .admitted(let lease) = decision { return lease }
+            return nil
+        })
+        return decision.map { .decided($0) } ?? .uncounted
+    }
+
+    /// One store call of an admission (`call`, given the caller's remaining wait), bounded by
+    /// the store's timeout and the caller's deadline; `nil` when the store failed and the
+    /// provider fails open. `lease` finds the lease in a decision that came too late.
+    func attempt<D: Sendable>(
+        _ key: PolicyKey, limits: CompiledLimits, now: Int64, deadline: Int64,
+        _ call: @escaping @Sendable (Duration) async throws -> D, lease: @escaping @Sendable (D) -> PolicyStoreLease?
+    ) async throws -> D? {
         let storeLimit = now.clampedAdding(store.callTimeout.nanosecondsSaturating)
         // A maximum wait shorter than a round trip (even zero: "do not queue") still gets one
         // attempt of up to `minimumAttempt`, else no shared call could ever be admitted at once.
         let callDeadline = min(storeLimit, max(deadline, now.clampedAdding(Self.minimumAttempt)))
-        let request = PolicyStoreRequest(
-            key: key, tokens: Int(tokens),
-            requestCaps: [cap(limits.requestCap(0)), cap(limits.requestCap(1)), cap(limits.requestCap(2))],
-            tokenCaps: [cap(limits.tokenCaps[0]), cap(limits.tokenCaps[1]), cap(limits.tokenCaps[2])],
-            maxConcurrent: limits.maxConcurrent == .max ? nil : limits.maxConcurrent,
-            maximumWait: .nanoseconds(callDeadline - now))
-        let store = store
+        let maximumWait = Duration.nanoseconds(callDeadline - now)
         do {
             // The call is not cancelled when its caller leaves (the statement may commit all the
             // same): it runs to its end, and an admission that comes too late is given back.
-            let decision = try await withTimeout(until: callDeadline, time: environment.time, late: { [self] decision in
-                if case .admitted(let lease) = decision { giveBack(lease, key: key) }
-            }) { try await store.admit(request) }
-            return .decided(decision)
+            return try await withTimeout(until: callDeadline, time: environment.time, late: { [self] decision in
+                if let lease = lease(decision) { giveBack(lease, key: key) }
+            }) { try await call(maximumWait) }
         } catch is CancellationError where Task.isCancelled {
             throw CancellationError()
         } catch let error as PolicyStoreRequestError {
@@ -158,7 +206,7 @@ final class SharedGate: Sendable {
                 ? "the store did not answer within \(store.callTimeout)" : String(describing: error)
             if limits.failsOpen {
                 report(key, .admit, .admittedUncounted, description)
-                return .uncounted
+                return nil
             }
             report(key, .admit, .refused, description)
             throw PolicyError(.storeUnavailable, key: key, message: "the shared store failed: \(description)")
@@ -258,13 +306,18 @@ final class SharedGate: Sendable {
 
     /// News of `name` (or of every key, for `nil`): a slot or tokens may be free again.
     func announce(_ name: String?) {
+        // The keys waiting under this level of a nested chain (read first: a watcher is added
+        // before its key's `seen` is read, so news after that bumps its generation).
+        let under = name.map { name in watchers.withLock { $0[name].map { Array($0.keys) } ?? [] } } ?? []
         let woken = keys.withLock { table -> [Parked] in
             guard let name else {
                 var all: [Parked] = []
                 for key in table.keys { all += table[key]?.announce() ?? [] }
                 return all
             }
-            return table[name]?.announce() ?? []
+            var woken = table[name]?.announce() ?? []
+            for leaf in under { woken += table[leaf]?.announce() ?? [] }
+            return woken
         }
         for continuation in woken { continuation.resume() }
     }
@@ -325,7 +378,7 @@ final class SharedGate: Sendable {
             let now = time.now()
             do {
                 try await withTimeout(until: now.clampedAdding(store.callTimeout.nanosecondsSaturating), time: time) { try await body(store) }
-                announce(key.storeName)  // a slot or tokens may be free again
+                announceWrite(of: key)  // a slot or tokens may be free again
                 return
             } catch {
                 let description = error is TimeoutError
