@@ -64,6 +64,13 @@ public final class GatedAsyncHTTPClient: Sendable {
     /// whole reply, as `PolicyGateHTTPClient.send(_:api:key:maxWait:retryThrottled:maxAttempts:)`
     /// does over `URLSession`.
     /// - Parameters:
+    ///   - request: The provider call (method, URL, headers); its body is `body`.
+    ///   - body: The request's body, in `api`'s JSON.
+    ///   - api: The provider's wire format, which the estimate and the usage are read with.
+    ///   - key: The provider and scope the call counts under.
+    ///   - maxWait: The longest to wait for the gate, over all attempts; `nil` waits as long as it takes.
+    ///   - retryThrottled: Whether a 429 is sent again once the gate admits, within `maxWait`.
+    ///   - maxAttempts: The most calls sent, first included.
     ///   - timeout: The longest one exchange may take.
     ///   - maxBodyBytes: The largest body read.
     public func send(
