@@ -6,7 +6,7 @@ import NIOHTTP1
 import PolicyGate
 import PolicyGateProviders
 
-/// ``PolicyGateProviders/PolicyGateHTTPClient`` over swift-server's AsyncHTTPClient instead of
+/// `PolicyGateHTTPClient` over swift-server's AsyncHTTPClient instead of
 /// `URLSession`: the same estimate, wait, send, commit and feedback in one call.
 ///
 /// ```swift
@@ -24,7 +24,7 @@ public final class GatedAsyncHTTPClient: Sendable {
     public let client: HTTPClient
     /// Whether ``stream(_:body:api:key:maxWait:retryThrottled:maxAttempts:timeout:)`` adds
     /// `"stream_options": {"include_usage": true}` to a streamed OpenAI chat request that does not
-    /// say, as ``PolicyGateProviders/PolicyGateHTTPClient/requestsStreamUsage`` does.
+    /// say, as `PolicyGateHTTPClient.requestsStreamUsage` does.
     public let requestsStreamUsage: Bool
 
     /// Creates a client.
@@ -61,9 +61,16 @@ public final class GatedAsyncHTTPClient: Sendable {
     }
 
     /// Sends `request` with `body` (`api`'s JSON) through the gate under `key` and returns the
-    /// whole reply, as ``PolicyGateProviders/PolicyGateHTTPClient/send(_:api:key:maxWait:retryThrottled:maxAttempts:)``
+    /// whole reply, as `PolicyGateHTTPClient.send(_:api:key:maxWait:retryThrottled:maxAttempts:)`
     /// does over `URLSession`.
     /// - Parameters:
+    ///   - request: The provider call (method, URL, headers); its body is `body`.
+    ///   - body: The request's body, in `api`'s JSON.
+    ///   - api: The provider's wire format, which the estimate and the usage are read with.
+    ///   - key: The provider and scope the call counts under.
+    ///   - maxWait: The longest to wait for the gate, over all attempts; `nil` waits as long as it takes.
+    ///   - retryThrottled: Whether a 429 is sent again once the gate admits, within `maxWait`.
+    ///   - maxAttempts: The most calls sent, first included.
     ///   - timeout: The longest one exchange may take.
     ///   - maxBodyBytes: The largest body read.
     public func send(
@@ -99,7 +106,7 @@ public final class GatedAsyncHTTPClient: Sendable {
 
     /// Sends a streaming request through the gate; the body's chunks arrive as they come and
     /// the call is committed when the stream ends, fails, or is dropped early (as
-    /// ``PolicyGateProviders/PolicyGateHTTPClient/stream(_:api:key:maxWait:retryThrottled:maxAttempts:)``
+    /// `PolicyGateHTTPClient.stream(_:api:key:maxWait:retryThrottled:maxAttempts:)`
     /// says). 429s are handled as in ``send(_:body:api:key:maxWait:retryThrottled:maxAttempts:timeout:maxBodyBytes:)``.
     /// A streamed OpenAI chat request is sent asking for its usage unless it says otherwise
     /// (see ``requestsStreamUsage``).

@@ -6,7 +6,7 @@ import Logging
 import PolicyGate
 import PolicyGateTelemetrySupport
 
-/// A ``PolicyTelemetry`` that writes one structured log line per gate event through swift-log.
+/// A `PolicyTelemetry` that writes one structured log line per gate event through swift-log.
 ///
 /// ```swift
 /// let gate = try PolicyService(limits: limits, telemetry: PolicyLogging(logger: logger))
@@ -25,7 +25,7 @@ import PolicyGateTelemetrySupport
 /// | permit held too long | `warning` | `PolicyGate permit held too long` | provider, scope_kind, scope, held_seconds, threshold_seconds, estimated_tokens, committed_tokens (when it committed) |
 ///
 /// Metadata keys carry the prefix `policygate.` (`policygate.provider`, …) so they cannot clash
-/// with the application's own. A refusal also passes its ``PolicyError`` as the log's `error`.
+/// with the application's own. A refusal also passes its `PolicyError` as the log's `error`.
 /// A line below the logger's level costs one comparison: its metadata is never built.
 public struct PolicyLogging: PolicyTelemetry {
     /// The level each kind of event is logged at.

@@ -5,7 +5,7 @@ import CoreMetrics
 import PolicyGate
 import PolicyGateTelemetrySupport
 
-/// A ``PolicyTelemetry`` that records the gate's counters, timers and gauges through
+/// A `PolicyTelemetry` that records the gate's counters, timers and gauges through
 /// swift-metrics, named as Prometheus users expect.
 ///
 /// ```swift
@@ -26,7 +26,7 @@ import PolicyGateTelemetrySupport
 /// | `policygate_output_tokens_total` | counter | tokens | | per commit in parts |
 /// | `policygate_cache_read_tokens_total` | counter | tokens | | per commit in parts |
 /// | `policygate_store_failures_total` | counter | failures | `operation`, `outcome` | per shared-store failure |
-/// | `policygate_permits_held_too_long_total` | counter | permits | | per permit held past ``PolicyGate/PolicyService/permitHoldWarning`` (once each) |
+/// | `policygate_permits_held_too_long_total` | counter | permits | | per permit held past `PolicyService.permitHoldWarning` (once each) |
 /// | `policygate_estimate_ratio` | recorder (histogram) | actual ÷ estimate | labels `provider` only | per commit with an estimate and a count above 0 |
 /// | `policygate_queue_wait_seconds` | timer | seconds | | per admission (0 when admitted at once) |
 /// | `policygate_hold_seconds` | timer | seconds | | per release |
@@ -43,7 +43,7 @@ import PolicyGateTelemetrySupport
 /// `reason` is the error code in snake case (`rate_limited`, `timed_out`, `oversized`,
 /// `invalid_token_count`, `invalid_argument`).
 ///
-/// **Estimate error.** `policygate_estimate_ratio` records ``PolicyGate/PolicyCommitEvent/estimateRatio``
+/// **Estimate error.** `policygate_estimate_ratio` records `PolicyCommitEvent.estimateRatio`
 /// (1 is exact, above 1 an under-estimate) per provider. Commits without an estimate (0, allowed
 /// without token caps) have no ratio, and commits of 0 are left out: 0 is how a failed call is
 /// recorded, which says nothing of the estimate and would pull the distribution towards 0.
@@ -53,8 +53,8 @@ import PolicyGateTelemetrySupport
 /// the id (empty for `.global`), and every scope ever seen keeps its counter series.
 ///
 /// **Gauges.** The gate's events do not say how many callers wait or how much capacity is
-/// left, so ``recordGauges(of:)`` reads them from the gate (``PolicyService/activeKeys()`` and
-/// ``PolicyService/currentState(for:)``) when called, and ``recordGauges(of:every:clock:)``
+/// left, so ``recordGauges(of:)`` reads them from the gate (`PolicyService.activeKeys()` and
+/// `PolicyService.currentState(for:)`) when called, and ``recordGauges(of:every:clock:)``
 /// calls it periodically. Per label set, `policygate_queued` and `policygate_active_keys` are
 /// sums over the gate's active keys and `policygate_remaining` is the *least* left among them
 /// (an idle key has the whole cap), so a per-user cap nearing exhaustion for any one user shows.
@@ -402,7 +402,7 @@ struct GroupKey: Hashable, Sendable {
 }
 
 extension PolicyScope {
-    /// The id without its kind, as the `scope` label; empty for ``PolicyScope/global``.
+    /// The id without its kind, as the `scope` label; empty for `PolicyScope.global`.
     var labelID: String {
         switch self {
         case .global: ""

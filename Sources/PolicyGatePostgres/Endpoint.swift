@@ -10,7 +10,7 @@ struct Endpoint {
     var user = "postgres"
     var database: String?
     var password: String?
-    /// The TLS mode in force (``PolicyPostgresSettings/tls``, the URL's `sslmode`, `PGSSLMODE`,
+    /// The TLS mode in force (`PolicyPostgresSettings.tls`, the URL's `sslmode`, `PGSSLMODE`,
     /// or the default for the host).
     var tls: PolicyPostgresSettings.TLSMode = .verifyFull
     /// The PEM file of trusted authorities; `nil`: the system's trust store.
@@ -76,7 +76,7 @@ struct Endpoint {
     /// `host:port`, for messages.
     var address: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
-    /// NIOSSL's configuration for ``tls``; `nil` for ``PolicyPostgresSettings/TLSMode/disable``.
+    /// NIOSSL's configuration for ``tls``; `nil` for `PolicyPostgresSettings.TLSMode.disable`.
     var tlsConfiguration: TLSConfiguration? {
         var configuration = TLSConfiguration.makeClientConfiguration()
         switch tls {

@@ -18,7 +18,7 @@ extension PolicyService {
     ///   - telemetry: Receives every event, store failures included.
     /// - Throws: ``PostgresStoreError`` if the database cannot be reached (its code says why:
     ///   TLS, authentication…) or its schema is not this library's version;
-    ///   ``PolicyError`` for an invalid configuration built in code.
+    ///   `PolicyError` for an invalid configuration built in code.
     public static func connecting(
         configuration: PolicyConfiguration, options: PostgresPolicyStore.Options? = nil,
         telemetry: (any PolicyTelemetry)? = nil

@@ -25,15 +25,15 @@ import Synchronization
 /// (a refused admission registers; ``endWaiting(for:)`` unregisters), waking their head
 /// waiters; nobody polls, and an uncontended call sends no NOTIFY.
 ///
-/// Keys are stored and announced by a fixed-size digest (``PolicyKey/storeName``), with a
+/// Keys are stored and announced by a fixed-size digest (`PolicyKey.storeName`), with a
 /// readable label in `policygate.admissions.key_label`. Each admission carries a random nonce
 /// that every later statement about it must name. Every statement is bounded on both sides
 /// (the server's `statement_timeout` and a client-side timeout), an admission waits for its
 /// key's lock no longer than its caller waits, and sessions run under READ COMMITTED whatever
 /// the database's default. When no renewal succeeds within the lease minus
 /// ``Options/fencingMargin``, the store counts its leases lost, reports each through
-/// ``PolicyTelemetry/didLoseLease(_:)``, and refuses admissions (fail_closed callers get
-/// ``PolicyError/Code/storeUnavailable``) until the database answers again.
+/// `PolicyTelemetry.didLoseLease(_:)`, and refuses admissions (fail_closed callers get
+/// `PolicyError.Code.storeUnavailable`) until the database answers again.
 ///
 /// The schema is in versioned SQL files (`Sources/PolicyGatePostgres/Migrations/`), applied by
 /// ``migrate(_:)`` as the schema's owner, once per upgrade (`policy-gate migrate`); the
@@ -66,7 +66,7 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
         /// How long ended admissions are kept in the log.
         public var admissionsRetention: Duration = .seconds(2 * 86_400)
         /// How long a permit's commit waits for its release to carry it, before it is
-        /// written on its own (see ``PolicyQuotaStore/commitHold``). A permit that commits
+        /// written on its own (see `PolicyQuotaStore.commitHold`). A permit that commits
         /// and then releases within this costs one statement less.
         public var commitHold: Duration = .milliseconds(50)
         /// How long before a lease would expire, counted from the last renewal sent that
@@ -92,7 +92,7 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     /// Who holds this store's slots, as the database's `admissions.holder` records it
     /// (host and process id, unless given).
     public let holder: String
-    /// How the connections are protected: ``PolicyPostgresSettings/tls``, the URL's `sslmode`,
+    /// How the connections are protected: `PolicyPostgresSettings.tls`, the URL's `sslmode`,
     /// `PGSSLMODE`, or the host's default (`verify-full`; `prefer` for loopback).
     public var tls: PolicyPostgresSettings.TLSMode { endpoint.tls }
     let client: PostgresClient
@@ -120,8 +120,8 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     ///
     /// Fields missing from `settings` come from `POLICYGATE_POSTGRES_URL`, then `PGHOST`,
     /// `PGPORT`, `PGUSER`, `PGDATABASE`; the password from the variable
-    /// ``PolicyPostgresSettings/passwordEnvironmentVariable`` names (`PGPASSWORD` by default);
-    /// TLS from ``PolicyPostgresSettings/tls`` and ``PolicyPostgresSettings/tlsRootCertificate``,
+    /// `PolicyPostgresSettings.passwordEnvironmentVariable` names (`PGPASSWORD` by default);
+    /// TLS from `PolicyPostgresSettings.tls` and `PolicyPostgresSettings.tlsRootCertificate`,
     /// then the URL's `sslmode` and `sslrootcert`, then `PGSSLMODE` and `PGSSLROOTCERT`.
     /// Connections are opened lazily; ``checkSchema()`` (which `PolicyService.connecting`
     /// calls) connects once and checks the schema's version.
@@ -212,7 +212,7 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     public var writeRetryPeriod: Duration { options.writeRetryPeriod }
 
     /// One statement: `policygate.admit` checks and records the call under the key's row lock,
-    /// waiting for that lock no longer than ``PolicyStoreRequest/maximumWait``.
+    /// waiting for that lock no longer than `PolicyStoreRequest.maximumWait`.
     /// - Throws: ``PostgresStoreError`` when the database fails or does not answer in time, or
     ///   while the store is fenced (``isFenced``); `PolicyStoreRequestError` when it refuses the
     ///   request's values (SQLSTATE classes 22 and 54).
@@ -395,7 +395,7 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
         failureObserver.withLock { $0 = Observer(onFailure) }
     }
 
-    /// The key that ``PolicyStoreFailureEvent``s of the store's own work name.
+    /// The key that `PolicyStoreFailureEvent`s of the store's own work name.
     static let storeKey = PolicyKey(provider: "policygate.store")
 
     private func reportFailure(_ operation: PolicyStoreFailureEvent.Operation, _ error: any Error) {
@@ -595,7 +595,7 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
     /// and ended admissions older than ``Options/admissionsRetention``, in batches of
     /// ``Options/cleanupBatch`` rows of each kind (one short transaction each), until nothing
     /// is left or ``Options/cleanupBudget`` is spent. Runs every ``Options/cleanupInterval``
-    /// on its own, reporting failures as ``PolicyStoreFailureEvent/Operation/cleanup``; one
+    /// on its own, reporting failures as `PolicyStoreFailureEvent.Operation.cleanup`; one
     /// process at a time does the work.
     /// - Returns: How many rows were deleted.
     @discardableResult

@@ -7,7 +7,7 @@ import PolicyGate
 ///
 /// How a reply is settled:
 /// - every reply's rate-limit headers are fed back to the gate;
-/// - a 429 pauses the provider for its retry hint (``PolicyGate/PolicyService/defaultThrottlePause``
+/// - a 429 pauses the provider for its retry hint (`PolicyService.defaultThrottlePause`
 ///   without one), commits 0 and releases; it is sent again if retrying is on, attempts are
 ///   left and the pause ends within the maximum wait;
 /// - a 2xx reply commits the usage it reports, in parts, and calibrates the estimator; one

@@ -22,7 +22,7 @@ public struct ProviderResponse: @unchecked Sendable {
     public var status: Int { http.statusCode }
 }
 
-/// Provider calls through a ``PolicyGate/PolicyService`` in one line: estimate, wait, send,
+/// Provider calls through a `PolicyService` in one line: estimate, wait, send,
 /// commit, feed back.
 ///
 /// ```swift
@@ -32,9 +32,9 @@ public struct ProviderResponse: @unchecked Sendable {
 ///
 /// Each call estimates its tokens from the request body (``TokenEstimator``), acquires a permit
 /// with that estimate, sends the request with `URLSession`, feeds the response's rate-limit
-/// headers back to the gate (``PolicyGate/PolicyPermit/observe(headers:)``), commits the usage
+/// headers back to the gate (`PolicyPermit.observe(headers:)`), commits the usage
 /// the provider reported (0 for a failed call, as the provider bills it) and releases the
-/// permit. A 429 pauses the provider (``PolicyGate/PolicyPermit/reportThrottled(retryAfter:)``
+/// permit. A 429 pauses the provider (`PolicyPermit.reportThrottled(retryAfter:)`
 /// with its retry hint) and is retried, if asked, once the gate admits again within the
 /// caller's maximum wait. Commits never throw after the provider answered: a count the gate
 /// cannot record is clamped and reported to telemetry.
@@ -81,14 +81,17 @@ public final class PolicyGateHTTPClient: Sendable {
     /// whole reply.
     ///
     /// - Parameters:
+    ///   - request: The provider call, its body in `api`'s JSON.
+    ///   - api: The provider's wire format, which the estimate and the usage are read with.
+    ///   - key: The provider and scope the call counts under.
     ///   - maxWait: The longest to wait for the gate, over all attempts; `nil` waits as long as it takes.
     ///   - retryThrottled: Whether a 429 is sent again once the gate admits (after the provider's
-    ///     retry hint, or ``PolicyGate/PolicyService/defaultThrottlePause`` without one); a retry
+    ///     retry hint, or `PolicyService.defaultThrottlePause` without one); a retry
     ///     that would start later than `maxWait` allows is not attempted and the 429 is returned.
     ///   - maxAttempts: The most calls sent, first included.
     /// - Returns: The reply; a non-2xx status is returned, not thrown.
     /// - Throws: ``ProviderWireError`` if the request body cannot be read, what
-    ///   ``PolicyGate/PolicyService/acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:)``
+    ///   `PolicyService.acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:)`
     ///   throws, or the transport's error (the call then committed 0).
     public func send(
         _ request: URLRequest, api: ProviderAPI, key: PolicyKey, maxWait: Duration? = nil,

@@ -21,7 +21,7 @@ public enum ProviderAPI: String, Sendable, Hashable, CaseIterable, CustomStringC
     public var description: String { rawValue }
 }
 
-/// What a provider reported a call used, in the parts ``PolicyGate/PolicyPermit/commitTokens(input:output:cacheReads:)`` takes.
+/// What a provider reported a call used, in the parts `PolicyPermit.commitTokens(input:output:cacheReads:)` takes.
 ///
 /// `input` excludes the cache reads (OpenAI counts them inside its prompt tokens; they are
 /// taken out here) and includes Anthropic's cache writes, which Anthropic bills and rate-limits

@@ -1,7 +1,7 @@
 import Foundation
 import PolicyGate
 
-/// A pre-flight estimate of one call, in the parts ``PolicyGate/PolicyService/acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:)`` takes.
+/// A pre-flight estimate of one call, in the parts `PolicyService.acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:)` takes.
 public struct TokenEstimate: Sendable, Hashable {
     /// The API the request is for.
     public var api: ProviderAPI

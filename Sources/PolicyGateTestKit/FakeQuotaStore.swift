@@ -1,6 +1,6 @@
 import PolicyGate
 
-/// A ``PolicyQuotaStore`` in memory whose every answer a test controls: it answers at once,
+/// A `PolicyQuotaStore` in memory whose every answer a test controls: it answers at once,
 /// after a delay on a ``ManualClock``, late (held until the test lets it go), or with an
 /// error. For testing the shared path's deadlines, cancellation, retries and late admissions
 /// without a database, and without sleeping.

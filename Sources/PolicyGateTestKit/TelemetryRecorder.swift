@@ -1,6 +1,6 @@
 import PolicyGate
 
-/// A ``PolicyTelemetry`` that keeps every event in memory, in order, for tests.
+/// A `PolicyTelemetry` that keeps every event in memory, in order, for tests.
 ///
 /// ```swift
 /// let recorder = TelemetryRecorder()

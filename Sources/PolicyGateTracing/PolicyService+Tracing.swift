@@ -4,7 +4,7 @@ import PolicyGate
 import Tracing
 
 extension PolicyService {
-    /// Acquires like ``PolicyGate/PolicyService/acquire(_:estimatedTokens:maxWait:)``, inside a
+    /// Acquires like `PolicyService.acquire(_:estimatedTokens:maxWait:)`, inside a
     /// `policygate.acquire` span that covers the whole call: the wait, and how it ended.
     ///
     /// ```swift
@@ -22,7 +22,7 @@ extension PolicyService {
     ///   - maxWait: The longest to wait; `nil` waits as long as it takes.
     ///   - tracer: The tracer, such as `InstrumentationSystem.tracer`.
     /// - Returns: The permit.
-    /// - Throws: As ``PolicyGate/PolicyService/acquire(_:estimatedTokens:maxWait:)``.
+    /// - Throws: As `PolicyService.acquire(_:estimatedTokens:maxWait:)`.
     nonisolated(nonsending) public func acquire(
         _ key: PolicyKey, estimatedTokens: Int = 0, maxWait: Duration? = nil, tracer: some Tracer
     ) async throws -> PolicyPermit {
@@ -31,7 +31,7 @@ extension PolicyService {
         }
     }
 
-    /// Acquires like ``PolicyGate/PolicyService/acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:)``,
+    /// Acquires like `PolicyService.acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:)`,
     /// inside a `policygate.acquire` span that covers the whole call (see
     /// ``acquire(_:estimatedTokens:maxWait:tracer:)``), with the input and output estimates as
     /// attributes too.
@@ -42,7 +42,7 @@ extension PolicyService {
     ///   - maxWait: The longest to wait; `nil` waits as long as it takes.
     ///   - tracer: The tracer, such as `InstrumentationSystem.tracer`.
     /// - Returns: The permit.
-    /// - Throws: As ``PolicyGate/PolicyService/acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:)``.
+    /// - Throws: As `PolicyService.acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:)`.
     nonisolated(nonsending) public func acquire(
         _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, maxWait: Duration? = nil, tracer: some Tracer
     ) async throws -> PolicyPermit {
@@ -56,7 +56,7 @@ extension PolicyService {
         }
     }
 
-    /// Acquires like ``PolicyGate/PolicyService/acquire(_:estimatedTokens:deadline:)``, inside a
+    /// Acquires like `PolicyService.acquire(_:estimatedTokens:deadline:)`, inside a
     /// `policygate.acquire` span that covers the whole call.
     ///
     /// See ``acquire(_:estimatedTokens:maxWait:tracer:)`` for the span.
@@ -66,7 +66,7 @@ extension PolicyService {
     ///   - deadline: The instant, on the gate's clock, after which the call gives up.
     ///   - tracer: The tracer, such as `InstrumentationSystem.tracer`.
     /// - Returns: The permit.
-    /// - Throws: As ``PolicyGate/PolicyService/acquire(_:estimatedTokens:deadline:)``.
+    /// - Throws: As `PolicyService.acquire(_:estimatedTokens:deadline:)`.
     nonisolated(nonsending) public func acquire<I: InstantProtocol>(
         _ key: PolicyKey, estimatedTokens: Int = 0, deadline: I, tracer: some Tracer
     ) async throws -> PolicyPermit where I.Duration == Duration {

@@ -6,7 +6,7 @@ import PolicyGate
 import PolicyGateTelemetrySupport
 import Tracing
 
-/// A ``PolicyTelemetry`` that records the gate's waits and refusals as spans through
+/// A `PolicyTelemetry` that records the gate's waits and refusals as spans through
 /// swift-distributed-tracing, children of the caller's current span.
 ///
 /// ```swift
@@ -25,10 +25,10 @@ import Tracing
 ///
 /// The hooks see a wait only once it ended and never see a cancellation, so a timed-out wait
 /// shows as a point, not its length. For exact spans of one call site, timeouts and
-/// cancellations included, use ``PolicyGate/PolicyService/acquire(_:estimatedTokens:maxWait:tracer:)``;
+/// cancellations included, use `PolicyService.acquire(_:estimatedTokens:maxWait:tracer:)`;
 /// inside it these hooks record nothing, so using both never duplicates a span.
 ///
-/// A permit held longer than the service's ``PolicyGate/PolicyService/permitHoldWarning`` gets
+/// A permit held longer than the service's `PolicyService.permitHoldWarning` gets
 /// a `policygate.long_hold` span from its admission to the report (the report comes from the
 /// gate's timer, so the span has no parent), with the key's attributes,
 /// `policygate.held_seconds`, `policygate.threshold_seconds`, `policygate.estimated_tokens` and,

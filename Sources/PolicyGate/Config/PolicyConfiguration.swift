@@ -45,7 +45,7 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
     /// `default` and `on_failure`): in this process unless the file says otherwise.
     public var defaultStorage: PolicyStorage = .memory
 
-    /// Which keys a provider's feedback (``PolicyPermit/observe(headers:)``, 429s) applies to,
+    /// Which keys a provider's feedback (``PolicyPermit/observe(headers:)-([String:String])``, 429s) applies to,
     /// for providers whose table says `feedback_scope`; the others share it provider-wide.
     public var feedbackScope: [String: PolicyFeedbackScope] = [:]
 

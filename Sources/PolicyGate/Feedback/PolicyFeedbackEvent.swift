@@ -1,4 +1,4 @@
-/// A provider's own feedback was read (``PolicyPermit/observe(headers:)``,
+/// A provider's own feedback was read (``PolicyPermit/observe(headers:)-([String:String])``,
 /// ``PolicyService/reportThrottled(_:retryAfter:)``): what the gate adopted.
 public struct PolicyFeedbackEvent: Sendable, Hashable {
     /// The key whose call the feedback came with; it applies to every key of the provider.

@@ -1,4 +1,4 @@
-/// The right to make one provider call, handed out by ``PolicyService/acquire(_:estimatedTokens:maxWait:)``.
+/// The right to make one provider call, handed out by ``PolicyService/acquire(_:estimatedTokens:maxWait:priority:)``.
 ///
 /// A permit holds a concurrency slot of its key from admission until it is released, which
 /// happens exactly once: when the permit goes out of scope (its `deinit`) or when ``release()``
@@ -201,7 +201,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
     }
 
     /// Tells the gate what the provider said about its limits in this call's response headers
-    /// (see ``PolicyService/observe(headers:for:)``): it applies to every key of the provider.
+    /// (see ``PolicyService/observe(headers:for:)-([String:String],_)``): it applies to every key of the provider.
     /// Does nothing for an inert permit.
     public func observe(headers: [String: String]) {
         observe(headers: headers.map { ($0.key, $0.value) })

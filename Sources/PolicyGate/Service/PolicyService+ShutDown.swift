@@ -9,8 +9,8 @@ extension PolicyService {
     /// its timers.
     ///
     /// In order:
-    /// 1. From the call on, every ``acquire(_:estimatedTokens:maxWait:)`` and
-    ///    ``tryAcquire(_:estimatedTokens:)`` fails with ``PolicyError/Code/shutDown``, and so does
+    /// 1. From the call on, every ``acquire(_:estimatedTokens:maxWait:priority:)`` and
+    ///    ``tryAcquire(_:estimatedTokens:priority:)`` fails with ``PolicyError/Code/shutDown``, and so does
     ///    every caller already waiting (in this process's queues or for the shared store).
     /// 2. Permits already held keep working: they commit and release as usual. The call waits
     ///    until none is held or `gracePeriod` has passed on the gate's clock, whichever is first.
@@ -21,7 +21,7 @@ extension PolicyService {
     ///
     /// Calling it again, or from several tasks, is harmless: every call returns once the first
     /// has finished. Cancelling the calling task skips what is left of the grace period.
-    /// The ``Service`` of the `PolicyGateServiceLifecycle` module (trait `ServiceLifecycle`)
+    /// `PolicyGateService` in the `PolicyGateServiceLifecycle` module (trait `ServiceLifecycle`)
     /// calls this when its service group shuts down.
     /// - Parameter gracePeriod: The longest to wait for permits in flight (negative: zero).
     public nonisolated func shutDown(gracePeriod: Duration = PolicyService.defaultShutdownGracePeriod) async {

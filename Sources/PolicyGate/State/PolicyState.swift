@@ -56,7 +56,7 @@ public struct PolicyState: Sendable, CustomStringConvertible {
     /// nothing is recorded.
     public let nextCapacityIn: Duration?
 
-    /// What the provider itself said about its limits (``PolicyPermit/observe(headers:)``,
+    /// What the provider itself said about its limits (``PolicyPermit/observe(headers:)-([String:String])``,
     /// ``PolicyService/reportThrottled(_:retryAfter:)``), while some of it is in force.
     public struct ProviderFeedback: Sendable, Hashable {
         /// How long the provider still pauses the gate, if it does.

@@ -132,7 +132,7 @@ public struct PolicyStoreRequest: Sendable, Hashable {
     public var keyLabel: String { key.storeLabel }
     /// The call's estimated tokens.
     public let tokens: Int
-    /// Request caps per window (index ``PolicyWindow/rawValue``); `nil` when not capped.
+    /// Request caps per window (indexed by a ``PolicyWindow``'s raw value); `nil` when not capped.
     public let requestCaps: [Int?]
     /// Token caps per window; `nil` when not capped.
     public let tokenCaps: [Int?]
@@ -241,7 +241,7 @@ public struct PolicyStoreUsage: Sendable, Hashable {
 
 /// Where a provider's counters are kept, and what the gate does when that store fails.
 public struct PolicyStorage: Sendable, Hashable, CustomStringConvertible {
-    /// The store's name: ``memory`` (in this process) or ``postgres``.
+    /// The store's name: `memory` (in this process) or `postgres`.
     public var store: Store
     /// What happens to calls when the store cannot be reached in time.
     public var failurePolicy: FailurePolicy
@@ -288,7 +288,7 @@ extension PolicyKey {
     /// can be stored, indexed and announced (a NUL or a 10 KB identifier included).
     public var storeName: String { SHA256.hexDigest(of: unambiguousName.utf8) }
 
-    /// The key as people read it in a store's readouts: ``unambiguousName`` with control
+    /// The key as people read it in a store's readouts: `unambiguousName` with control
     /// characters replaced by `\u{FFFD}`, cut to ``storeLabelLimit`` characters (then ending
     /// in `…`). Not unique: ``storeName`` is what identifies the key.
     public var storeLabel: String {

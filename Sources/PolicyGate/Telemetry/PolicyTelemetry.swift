@@ -227,7 +227,7 @@ public struct PolicyLimitsChangeEvent: Sendable, Hashable {
 public struct PolicyStoreFailureEvent: Sendable, Hashable {
     /// What the gate asked the store.
     public enum Operation: String, Sendable, Hashable {
-        /// An admission (``PolicyService/acquire(_:estimatedTokens:maxWait:)``).
+        /// An admission (``PolicyService/acquire(_:estimatedTokens:maxWait:priority:)``).
         case admit
         /// A permit's ``PolicyPermit/commitTokens(_:)``.
         case commit
