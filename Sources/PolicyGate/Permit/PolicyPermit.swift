@@ -33,6 +33,9 @@ public struct PolicyPermit: ~Copyable, Sendable {
     let admission: Admission
     /// What the call counts for now: the estimate until a commit replaces it.
     private(set) var counted: TokenCounts
+    /// The model's prices, for a provider with spend caps (``PolicyLimits/prices``): a commit
+    /// settles the call's actual cost at them. Zero otherwise.
+    let price: CostPrice
 
     /// The tokens estimated when acquiring (input plus output when estimated in parts).
     public let estimatedTokens: Int
@@ -44,8 +47,12 @@ public struct PolicyPermit: ~Copyable, Sendable {
     public var countedInputTokens: Int { Int(counted.input) }
     /// The tokens this call counts for against the provider's output-token caps.
     public var countedOutputTokens: Int { Int(counted.output) }
+    /// What this call counts for against the provider's spend caps: its estimated cost until a
+    /// commit settles the actual cost (rounded up to the micro-unit). Zero for a provider
+    /// without spend caps.
+    public var countedCost: PolicyMoney { PolicyMoney(microUnits: counted.cost) }
 
-    init(storage: KeyStorage?, admission: Admission, estimated: TokenCounts) {
+    init(storage: KeyStorage?, admission: Admission, estimated: TokenCounts, price: CostPrice = .zero) {
         self.storage = storage
         self.sharedLease = nil
         self.chainGate = nil
@@ -53,9 +60,10 @@ public struct PolicyPermit: ~Copyable, Sendable {
         self.admission = admission
         self.estimatedTokens = Int(estimated.total)
         self.counted = estimated
+        self.price = price
     }
 
-    init(shared: SharedLease, admission: Admission, estimated: TokenCounts) {
+    init(shared: SharedLease, admission: Admission, estimated: TokenCounts, price: CostPrice = .zero) {
         self.storage = nil
         self.sharedLease = .passRetained(shared)
         self.chainGate = nil
@@ -63,9 +71,10 @@ public struct PolicyPermit: ~Copyable, Sendable {
         self.admission = admission
         self.estimatedTokens = Int(estimated.total)
         self.counted = estimated
+        self.price = price
     }
 
-    init(chain: ChainGate, leaf: Int32, admission: Admission, estimated: TokenCounts) {
+    init(chain: ChainGate, leaf: Int32, admission: Admission, estimated: TokenCounts, price: CostPrice = .zero) {
         self.storage = nil
         self.sharedLease = nil
         self.chainGate = .passRetained(chain)
@@ -73,6 +82,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
         self.admission = admission
         self.estimatedTokens = Int(estimated.total)
         self.counted = estimated
+        self.price = price
     }
 
     /// The shared lease, if any, without taking a reference.
@@ -100,7 +110,8 @@ public struct PolicyPermit: ~Copyable, Sendable {
     ///   negative or too large; the permit and the windows are then unchanged.
     public mutating func commitTokens(_ actual: Int) throws(PolicyError) {
         guard AdmissionRules.isRecordable(actual) else { throw refuse(actual, "committed tokens") }
-        let new = TokenCounts(total: Int64(actual))
+        var new = TokenCounts(total: Int64(actual))
+        if !price.isZero { new.cost = price.cost(total: new.total) }
         guard let storage else {
             if let chain {
                 try chain.commit(leaf: leaf, admission, from: counted, to: new)
@@ -161,7 +172,8 @@ public struct PolicyPermit: ~Copyable, Sendable {
             }
             return
         }
-        let new = try storage.commit(admission, from: previous, input: input, output: output, cacheReads: cacheReads)
+        let cost = price.isZero ? 0 : price.cost(input: Int64(input), output: Int64(output), cacheReads: Int64(cacheReads))
+        let new = try storage.commit(admission, from: previous, input: input, output: output, cacheReads: cacheReads, cost: cost)
         counted = new
         if storage.environment.hasTelemetry {
             reportCommit(PolicyCommitEvent(

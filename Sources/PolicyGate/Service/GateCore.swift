@@ -17,6 +17,8 @@ struct ProviderEntry: Sendable {
     var adaptive: AdaptiveState?
     /// Nested limits per scope kind (``PolicyConfiguration/scopeLimits``); empty when flat.
     var scopeLimits: [String: PolicyLimits] = [:]
+    /// The provider's spend caps and prices, when it has spend caps (``CostPolicy``).
+    var costs: CostPolicy?
 
     /// The nested limits compiled, with the account's generation.
     var compiledScopes: [String: CompiledLimits] {
@@ -46,6 +48,12 @@ struct ProviderTable: Sendable {
     private var adaptive: [ProviderName: AdaptiveState] = [:]
     /// Nested limits, apart for the same reason.
     private var scopes: [ProviderName: [String: PolicyLimits]] = [:]
+    /// Spend caps and prices, apart for the same reason: read only when the compiled limits
+    /// say the provider has them.
+    private var costs: [ProviderName: CostPolicy] = [:]
+
+    /// A provider's spend caps and prices, if it has spend caps.
+    func costs(_ name: ProviderName) -> CostPolicy? { costs[name] }
 
     /// The compiled limits of a provider: the only lookup on the hot path.
     @inline(__always)
@@ -56,7 +64,7 @@ struct ProviderTable: Sendable {
             stored[name].map {
                 ProviderEntry(
                     limits: $0.limits, compiled: $0.compiled, schedule: tracks[name], storage: $0.storage,
-                    adaptive: adaptive[name], scopeLimits: scopes[name] ?? [:])
+                    adaptive: adaptive[name], scopeLimits: scopes[name] ?? [:], costs: costs[name])
             }
         }
         set {
@@ -64,6 +72,7 @@ struct ProviderTable: Sendable {
             tracks[name] = newValue?.schedule
             adaptive[name] = newValue?.adaptive
             scopes[name] = newValue.flatMap { $0.scopeLimits.isEmpty ? nil : $0.scopeLimits }
+            costs[name] = newValue?.costs
         }
     }
 
@@ -205,12 +214,15 @@ final class GateCore: Sendable {
     ) -> ProviderEntry {
         let factor = adaptive?.factor(at: now) ?? AdaptiveState.full
         let adaptiveUntil = adaptive?.nextStep(after: now) ?? .max
+        let costs = costPolicy(base, schedule: schedule, wallClock: wallClock)
         guard let schedule else {
             var compiled = CompiledLimits(base, adaptedBy: factor, generation: generation)
             compiled.validUntil = adaptiveUntil
             compiled.share(storage)
             compiled.isNested = !scopes.isEmpty
-            return ProviderEntry(limits: base, compiled: compiled, storage: storage, adaptive: adaptive, scopeLimits: scopes)
+            compiled.hasCostCaps = costs != nil
+            return ProviderEntry(
+                limits: base, compiled: compiled, storage: storage, adaptive: adaptive, scopeLimits: scopes, costs: costs)
         }
         let date = wallClock.date(at: now)
         let resolution = schedule.resolve(base: base, at: date)
@@ -223,9 +235,24 @@ final class GateCore: Sendable {
         }
         compiled.share(storage)
         compiled.isNested = !scopes.isEmpty
+        compiled.hasCostCaps = costs != nil
         return ProviderEntry(
             limits: base, compiled: compiled, schedule: ScheduleTrack(schedule: schedule, resolution: resolution),
-            storage: storage, adaptive: adaptive, scopeLimits: scopes)
+            storage: storage, adaptive: adaptive, scopeLimits: scopes, costs: costs)
+    }
+
+    /// A provider's spend caps, prices and calendar, or `nil` without spend caps. Its months
+    /// are those of ``PolicyLimits/costTimeZone``, else of its schedule's zone, else UTC.
+    static func costPolicy(_ base: PolicyLimits, schedule: PolicySchedule?, wallClock: WallClock) -> CostPolicy? {
+        guard base.hasCostCaps else { return nil }
+        let zone = base.costTimeZone ?? schedule?.timeZone ?? .gmt
+        return CostPolicy(caps: CostCaps(base), prices: PriceTable(base.prices), calendar: MonthCalendar(timeZone: zone, wallClock: wallClock))
+    }
+
+    /// The spend caps and prices of `key`'s provider, if it has spend caps.
+    func costs(for key: PolicyKey) -> CostPolicy? {
+        let name = ProviderName(of: key)
+        return providers.withLock { $0.costs(name) }
     }
 
     @inline(__always)
@@ -469,9 +496,12 @@ final class GateCore: Sendable {
                 byProvider[change.provider] = limits
             }
         }
+        var costs: [String: CostPolicy] = [:]
+        for change in changes { if let policy = change.current?.costs { costs[change.provider] = policy } }
         forEachStorage(of: nil) { storage, aftermath in
             guard let compiled = byProvider[storage.key.provider] else { return }
-            storage.settle(storage.machine.setLimits(compiled, now: now), into: &aftermath)
+            let policy = costs[storage.key.provider]
+            storage.settle(storage.machine.setLimits(compiled, costs: policy, now: now), into: &aftermath)
         }
         handOverToChains(changes, ungated: ungated, now: now)
         // Shared keys read the limits afresh on every attempt: wake their waiting heads.

@@ -126,6 +126,11 @@ public actor PolicyService {
                         .invalidLimits, message: "provider '\(provider)': a nested level must name a kind of scope, got '\(kind)'")
                 }
                 try caps.validate(provider: "\(provider)' level '\(kind)")
+                if !caps.prices.isEmpty {
+                    throw PolicyError(
+                        .invalidLimits,
+                        message: "provider '\(provider)' level '\(kind)': prices are set on the provider only (every level counts at them)")
+                }
             }
         }
     }
@@ -176,8 +181,15 @@ public actor PolicyService {
             if limits[provider]?.reservePermille ?? 0 > 0 {
                 throw PolicyError(.invalidLimits, message: "provider '\(provider)': \(reserveNotShared)")
             }
+            if let cap = PolicyCostCap.allCases.first(where: { limits[provider]?[cost: $0] != nil }) {
+                throw PolicyError(.invalidLimits, costCap: cap, message: "provider '\(provider)': \(costsNotShared)")
+            }
         }
     }
+
+    static let costsNotShared =
+        "spend caps (cost_per_hour, cost_per_day, cost_per_month) are not supported for a provider kept in a shared store yet "
+        + "(the store's schema counts requests and tokens only); keep the provider in memory"
 
     static let reserveNotShared =
         "reserved_for_interactive is not supported for a provider kept in a shared store yet (the store admits calls without classes); "
