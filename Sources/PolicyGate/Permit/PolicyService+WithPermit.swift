@@ -31,16 +31,18 @@ extension PolicyService {
     /// - Parameters:
     ///   - key: The provider and scope to count the call under.
     ///   - estimatedTokens: The pre-flight estimate, as in ``acquire(_:estimatedTokens:maxWait:)``.
+    ///   - model: The model the call is for, as in ``acquire(_:estimatedTokens:model:maxWait:priority:)``.
     ///   - maxWait: The longest to wait for admission; `nil` waits as long as it takes.
     ///   - priority: Its class, as in ``acquire(_:estimatedTokens:maxWait:priority:)``.
     ///   - body: The call, given the permit to commit usage or feed back headers on.
     /// - Throws: What ``acquire(_:estimatedTokens:maxWait:)`` throws (the body then never runs),
     ///   or what `body` throws.
     nonisolated(nonsending) public func withPermit<R: ~Copyable>(
-        _ key: PolicyKey, estimatedTokens: Int = 0, maxWait: Duration? = nil, priority: PolicyPriority = .interactive,
+        _ key: PolicyKey, estimatedTokens: Int = 0, model: String? = nil, maxWait: Duration? = nil,
+        priority: PolicyPriority = .interactive,
         _ body: nonisolated(nonsending) (inout PolicyPermit) async throws -> R
     ) async throws -> R {
-        var permit = try await acquire(key, estimate: .total(estimatedTokens), maxWait: maxWait, priority: priority)
+        var permit = try await acquire(key, estimate: .total(estimatedTokens), model: model, maxWait: maxWait, priority: priority)
         let result = try await body(&permit)
         permit.release()
         return result
@@ -51,12 +53,12 @@ extension PolicyService {
     /// counts against the input-token caps, the output estimate (usually the request's
     /// `max_tokens`) against the output-token caps.
     nonisolated(nonsending) public func withPermit<R: ~Copyable>(
-        _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, maxWait: Duration? = nil,
+        _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, model: String? = nil, maxWait: Duration? = nil,
         priority: PolicyPriority = .interactive,
         _ body: nonisolated(nonsending) (inout PolicyPermit) async throws -> R
     ) async throws -> R {
         var permit = try await acquire(
-            key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens), maxWait: maxWait,
+            key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens), model: model, maxWait: maxWait,
             priority: priority)
         let result = try await body(&permit)
         permit.release()

@@ -243,6 +243,9 @@ public actor PolicyService {
     ///   - estimatedTokens: The pre-flight token estimate, replaced later by
     ///     ``PolicyPermit/commitTokens(_:)``. Required (positive) when the provider has token
     ///     caps; may be 0 otherwise.
+    ///   - model: The model the call is for, such as `"claude-sonnet-4-5"`, when the provider's
+    ///     limits depend on it (model groups, prices): the model names which of them apply.
+    ///     `nil` (the default) counts the call under the provider's caps only.
     ///   - maxWait: The longest to wait; `nil` waits as long as it takes. If the call could
     ///     not be admitted within it even with nobody ahead, it fails at once.
     ///   - priority: Its class (``PolicyPriority``): a waiting interactive call is admitted
@@ -255,9 +258,10 @@ public actor PolicyService {
     ///   ``PolicyError/Code/oversized`` when the estimate exceeds a token cap,
     ///   ``PolicyError/Code/invalidTokenCount``; or `CancellationError`.
     nonisolated(nonsending) public func acquire(
-        _ key: PolicyKey, estimatedTokens: Int = 0, maxWait: Duration? = nil, priority: PolicyPriority = .interactive
+        _ key: PolicyKey, estimatedTokens: Int = 0, model: String? = nil, maxWait: Duration? = nil,
+        priority: PolicyPriority = .interactive
     ) async throws -> PolicyPermit {
-        try await acquire(key, estimate: .total(estimatedTokens), maxWait: maxWait, priority: priority)
+        try await acquire(key, estimate: .total(estimatedTokens), model: model, maxWait: maxWait, priority: priority)
     }
 
     /// Waits until `key` may make one call estimated at `estimatedInputTokens` in and
@@ -270,21 +274,23 @@ public actor PolicyService {
     /// - Throws: As ``acquire(_:estimatedTokens:maxWait:)``; ``PolicyError/Code/invalidTokenCount``
     ///   also when a part is 0 while a cap counts it.
     nonisolated(nonsending) public func acquire(
-        _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, maxWait: Duration? = nil, priority: PolicyPriority = .interactive
+        _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, model: String? = nil, maxWait: Duration? = nil,
+        priority: PolicyPriority = .interactive
     ) async throws -> PolicyPermit {
         try await acquire(
-            key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens), maxWait: maxWait, priority: priority)
+            key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens), model: model, maxWait: maxWait,
+            priority: priority)
     }
 
     @inline(__always)
     nonisolated(nonsending) func acquire(
-        _ key: PolicyKey, estimate: Estimate, maxWait: Duration?, priority: PolicyPriority = .interactive
+        _ key: PolicyKey, estimate: Estimate, model: String? = nil, maxWait: Duration?, priority: PolicyPriority = .interactive
     ) async throws -> PolicyPermit {
         var pending: Pending?
-        if let permit = try admitAtOnce(key, estimate: estimate, priority: priority, pending: &pending) { return permit }
+        if let permit = try admitAtOnce(key, estimate: estimate, model: model, priority: priority, pending: &pending) { return permit }
         guard let waiting = pending else { throw Self.unreachable(key) }
         let deadline = maxWait.map { waiting.now.clampedAdding(max(0, $0.nanosecondsSaturating)) } ?? .max
-        return try await acquireSlowly(key, estimate: estimate, priority: priority, pending: waiting, deadline: deadline)
+        return try await acquireSlowly(key, estimate: estimate, model: model, priority: priority, pending: waiting, deadline: deadline)
     }
 
     /// Waits until `key` may make one call, or until `deadline` on the service's clock.
@@ -293,9 +299,9 @@ public actor PolicyService {
     /// - Throws: As ``acquire(_:estimatedTokens:maxWait:)``, and ``PolicyError/Code/invalidArgument``
     ///   if `deadline` is an instant of another clock than the service's.
     nonisolated(nonsending) public func acquire<I: InstantProtocol>(
-        _ key: PolicyKey, estimatedTokens: Int = 0, deadline: I, priority: PolicyPriority = .interactive
+        _ key: PolicyKey, estimatedTokens: Int = 0, model: String? = nil, deadline: I, priority: PolicyPriority = .interactive
     ) async throws -> PolicyPermit where I.Duration == Duration {
-        try await acquire(key, estimate: .total(estimatedTokens), deadline: deadline, priority: priority)
+        try await acquire(key, estimate: .total(estimatedTokens), model: model, deadline: deadline, priority: priority)
     }
 
     /// Waits until `key` may make one call estimated at `estimatedInputTokens` in and
@@ -304,17 +310,19 @@ public actor PolicyService {
     /// Like ``acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:)`` with the maximum
     /// wait given as an instant.
     nonisolated(nonsending) public func acquire<I: InstantProtocol>(
-        _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, deadline: I, priority: PolicyPriority = .interactive
+        _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, model: String? = nil, deadline: I,
+        priority: PolicyPriority = .interactive
     ) async throws -> PolicyPermit where I.Duration == Duration {
         try await acquire(
-            key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens), deadline: deadline, priority: priority)
+            key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens), model: model, deadline: deadline,
+            priority: priority)
     }
 
     nonisolated(nonsending) func acquire<I: InstantProtocol>(
-        _ key: PolicyKey, estimate: Estimate, deadline: I, priority: PolicyPriority = .interactive
+        _ key: PolicyKey, estimate: Estimate, model: String? = nil, deadline: I, priority: PolicyPriority = .interactive
     ) async throws -> PolicyPermit where I.Duration == Duration {
         var pending: Pending?
-        if let permit = try admitAtOnce(key, estimate: estimate, priority: priority, pending: &pending) { return permit }
+        if let permit = try admitAtOnce(key, estimate: estimate, model: model, priority: priority, pending: &pending) { return permit }
         guard let waiting = pending else { throw Self.unreachable(key) }
         guard let offset = core.environment.time.offset(of: deadline) else {
             throw core.reject(key, estimate.total, PolicyError(
@@ -322,7 +330,7 @@ public actor PolicyService {
                 priority: priority)
         }
         return try await acquireSlowly(
-            key, estimate: estimate, priority: priority, pending: waiting, deadline: offset == .max ? .max - 1 : offset)
+            key, estimate: estimate, model: model, priority: priority, pending: waiting, deadline: offset == .max ? .max - 1 : offset)
     }
 
     /// Admits one call for `key` now or throws at once; never waits and never jumps the queue.
@@ -338,25 +346,27 @@ public actor PolicyService {
     /// ``PolicyLimits/reservedForInteractive`` share; refused there, its error names the cap
     /// and says it is exhausted for batch calls.
     public nonisolated func tryAcquire(
-        _ key: PolicyKey, estimatedTokens: Int = 0, priority: PolicyPriority = .interactive
+        _ key: PolicyKey, estimatedTokens: Int = 0, model: String? = nil, priority: PolicyPriority = .interactive
     ) throws(PolicyError) -> PolicyPermit {
-        try tryAcquire(key, estimate: .total(estimatedTokens), priority: priority)
+        try tryAcquire(key, estimate: .total(estimatedTokens), model: model, priority: priority)
     }
 
     /// Admits one call estimated at `estimatedInputTokens` in and `estimatedOutputTokens` out
     /// now, or throws at once: ``tryAcquire(_:estimatedTokens:)`` with the estimate in parts.
     public nonisolated func tryAcquire(
-        _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, priority: PolicyPriority = .interactive
+        _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, model: String? = nil,
+        priority: PolicyPriority = .interactive
     ) throws(PolicyError) -> PolicyPermit {
-        try tryAcquire(key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens), priority: priority)
+        try tryAcquire(
+            key, estimate: .split(input: estimatedInputTokens, output: estimatedOutputTokens), model: model, priority: priority)
     }
 
     @inline(__always)
     nonisolated func tryAcquire(
-        _ key: PolicyKey, estimate: Estimate, priority: PolicyPriority = .interactive
+        _ key: PolicyKey, estimate: Estimate, model: String? = nil, priority: PolicyPriority = .interactive
     ) throws(PolicyError) -> PolicyPermit {
         var pending: Pending?
-        if let permit = try admitAtOnce(key, estimate: estimate, priority: priority, pending: &pending) { return permit }
+        if let permit = try admitAtOnce(key, estimate: estimate, model: model, priority: priority, pending: &pending) { return permit }
         guard let waiting = pending else { throw Self.unreachable(key) }
         if waiting.isShared {
             throw core.reject(key, estimate.total, PolicyError(
@@ -410,7 +420,8 @@ public actor PolicyService {
     /// provider without caps, a permit if the call fits now, or `nil` with `pending` set.
     @inline(__always)
     nonisolated func admitAtOnce(
-        _ key: PolicyKey, estimate: Estimate, priority: PolicyPriority = .interactive, pending: inout Pending?
+        _ key: PolicyKey, estimate: Estimate, model: String? = nil, priority: PolicyPriority = .interactive,
+        pending: inout Pending?
     ) throws(PolicyError) -> PolicyPermit? {
         if core.environment.lifecycle.isStopping { throw core.reject(key, estimate.total, GateLifecycle.refusal(key)) }
         // A provider without caps costs a lookup, not a clock read.
@@ -447,10 +458,11 @@ public actor PolicyService {
     }
 
     nonisolated(nonsending) func acquireSlowly(
-        _ key: PolicyKey, estimate: Estimate, priority: PolicyPriority = .interactive, pending: Pending, deadline: Int64
+        _ key: PolicyKey, estimate: Estimate, model: String? = nil, priority: PolicyPriority = .interactive, pending: Pending,
+        deadline: Int64
     ) async throws -> PolicyPermit {
         if pending.isShared {
-            return try await acquireShared(key, estimate: estimate, priority: priority, pending: pending, deadline: deadline)
+            return try await acquireShared(key, estimate: estimate, model: model, priority: priority, pending: pending, deadline: deadline)
         }
         do {
             if pending.nestedLevel >= 0 {
@@ -484,7 +496,7 @@ public actor PolicyService {
 
     /// The shared store's path: the key's turn in this process, then the store.
     nonisolated(nonsending) func acquireShared(
-        _ key: PolicyKey, estimate: Estimate, priority: PolicyPriority, pending: Pending, deadline: Int64
+        _ key: PolicyKey, estimate: Estimate, model: String?, priority: PolicyPriority, pending: Pending, deadline: Int64
     ) async throws -> PolicyPermit {
         guard let shared = core.shared else {
             // Unreachable: a shared provider is refused (invalidArgument) by a service without a store.
@@ -521,9 +533,9 @@ public actor PolicyService {
             // A reload moved the provider into this process meanwhile. That path reports its
             // own refusals: outside the `do` above, so that none is reported twice.
             var again: Pending?
-            if let permit = try admitAtOnce(key, estimate: estimate, priority: priority, pending: &again) { return permit }
+            if let permit = try admitAtOnce(key, estimate: estimate, model: model, priority: priority, pending: &again) { return permit }
             guard let again else { throw Self.unreachable(key) }
-            return try await acquireSlowly(key, estimate: estimate, priority: priority, pending: again, deadline: deadline)
+            return try await acquireSlowly(key, estimate: estimate, model: model, priority: priority, pending: again, deadline: deadline)
         }
     }
 
