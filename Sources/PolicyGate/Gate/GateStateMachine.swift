@@ -528,7 +528,12 @@ struct GateStateMachine<Payload>: ~Copyable {
         advanceWindows(to: now)
         if let head = queue.first { return rejection(forQueued: head, at: 0, now: now) }
         if inFlight >= limits.maxConcurrent { return .concurrency }
-        return windowsFit(tokens, now: now) ? nil : windowRefusal(tokens: tokens, now: now)
+        guard windowsFit(tokens, now: now) else { return windowRefusal(tokens: tokens, now: now) }
+        guard limits.hasCostCaps else { return nil }
+        // Any paid call: spend at its cap refuses it.
+        var probe = tokens
+        probe.cost = max(1, tokens.cost)
+        return spendRefusal(tokens: probe, now: now)
     }
 
     // MARK: Internals

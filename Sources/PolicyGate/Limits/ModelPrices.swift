@@ -142,19 +142,34 @@ struct CostPrice: Hashable, Sendable {
 }
 
 /// A provider's prices by model name or pattern, resolved the way model groups are: an exact
-/// name first, then the most specific `*` pattern (``ModelPattern``).
+/// name first, then the most specific `*` pattern (``ModelTable``); a `"*"` entry prices every
+/// model no other entry matches, and calls that name no model.
 struct PriceTable: Sendable {
-    private let entries: [(pattern: ModelPattern, price: CostPrice)]
-    let isEmpty: Bool
+    private let table: ModelTable<CostPrice>
+    private let fallback: CostPrice?
 
     init(_ prices: [String: PolicyModelPrice]) {
-        entries = prices.compactMap { name, price in ModelPattern(name).map { ($0, CostPrice(price)) } }
-        isEmpty = prices.isEmpty
+        var entries: [(pattern: ModelPattern, value: CostPrice)] = []
+        var fallback: CostPrice?
+        for (name, price) in prices {
+            if let pattern = ModelPattern(name) {
+                entries.append((pattern, CostPrice(price)))
+            } else if !name.isEmpty {
+                fallback = CostPrice(price)  // "*" (or "**"…): every model
+            }
+        }
+        table = ModelTable(entries)
+        self.fallback = fallback
     }
 
-    /// The price of `model`, or `nil` when no entry matches (or no model was named and there
-    /// is no `"*"` entry).
+    /// The price of `model`, or `nil` when nothing prices it.
     func price(for model: String?) -> CostPrice? {
-        ModelPattern.bestMatch(model ?? "", in: entries.map(\.pattern)).map { entries[$0].price }
+        guard let model else { return fallback }
+        return table.match(model)?.value ?? fallback
+    }
+
+    /// The pattern that prices `model` (`"*"` for the fallback), for readouts.
+    func pattern(for model: String) -> String? {
+        table.match(model)?.pattern.text ?? (fallback != nil ? "*" : nil)
     }
 }

@@ -120,6 +120,9 @@ public actor PolicyService {
             {
                 throw PolicyError(.invalidLimits, message: "provider '\(provider)': \(reserveNotNested)")
             }
+            if !kinds.isEmpty, limits[provider]?.hasCostCaps == true || kinds.values.contains(where: \.hasCostCaps) {
+                throw PolicyError(.invalidLimits, message: "provider '\(provider)': \(costsNotNested)")
+            }
             for (kind, caps) in kinds.sorted(by: { $0.key < $1.key }) {
                 guard !kind.isEmpty, kind != "global" else {
                     throw PolicyError(
@@ -186,6 +189,9 @@ public actor PolicyService {
             }
         }
     }
+
+    static let costsNotNested =
+        "spend caps (cost_per_hour, cost_per_day, cost_per_month) are not supported with nested limits (per.<kind> tables) yet"
 
     static let costsNotShared =
         "spend caps (cost_per_hour, cost_per_day, cost_per_month) are not supported for a provider kept in a shared store yet "
@@ -414,6 +420,8 @@ public actor PolicyService {
         /// account); -1 otherwise. A plain integer: `Pending` is built on every call, and a
         /// reference or a key in it made that cost a value witness each time.
         var nestedLevel: Int8 = -1
+        /// The model's prices, for a provider with spend caps.
+        var price = CostPrice.zero
     }
 
     /// The synchronous fast path shared by every way of acquiring: an inert permit for a
@@ -428,12 +436,17 @@ public actor PolicyService {
         guard let stored = core.compiledLimits(for: key) else { return try Self.inertPermit(estimate) }
         let now = core.environment.time.now()
         guard let limits = core.limits(stored, for: key, at: now) else { return try Self.inertPermit(estimate) }
-        let tokens: TokenCounts
+        var tokens: TokenCounts
         switch estimate {
         case .total(let estimatedTokens):
             tokens = try core.validate(estimate: estimatedTokens, limits: limits, key: key, priority: priority)
         case .split(let input, let output):
             tokens = try core.validate(input: input, output: output, limits: limits, key: key, priority: priority)
+        }
+        // Spend caps: the call's cost reserved from its estimate and its model's price.
+        var price = CostPrice.zero
+        if limits.hasCostCaps {
+            price = try core.price(key, model: model, tokens: &tokens, split: estimate.parts != nil, priority: priority)
         }
         if limits.isRouted {
             // A nested provider's tree, out of line: the flat path below stays as it was.
@@ -450,9 +463,9 @@ public actor PolicyService {
                 reportAdmission(
                     key, estimate: estimate, storage: storage, admission: admission, tokens: tokens, waited: 0, priority: priority)
             }
-            return PolicyPermit(storage: storage, admission: admission, estimated: tokens)
+            return PolicyPermit(storage: storage, admission: admission, estimated: tokens, price: price)
         case .failure(let rejection):
-            pending = Pending(limits: limits, tokens: tokens, now: now, rejection: rejection)
+            pending = Pending(limits: limits, tokens: tokens, now: now, rejection: rejection, price: price)
             return nil
         }
     }
@@ -482,7 +495,7 @@ public actor PolicyService {
                     key, estimate: estimate, storage: grant.storage, admission: grant.admission, tokens: pending.tokens,
                     waited: grant.admission.time - pending.now, priority: priority)
             }
-            return PolicyPermit(storage: grant.storage, admission: grant.admission, estimated: pending.tokens)
+            return PolicyPermit(storage: grant.storage, admission: grant.admission, estimated: pending.tokens, price: pending.price)
         } catch var error as PolicyError {
             error = core.naming(error)
             if core.environment.hasTelemetry {
@@ -728,6 +741,8 @@ public actor PolicyService {
             var inFlight = 0, queued = 0, slotted = 0, batch = 0, promoted = 0
             var blockedBy: PolicyLimitKind?
             var nextExpiry: Int64?
+            var spend: [(cap: PolicyCostCap, spent: Int64, limit: Int64, resetsAt: Int64?)] = []
+            var blockedByCost: PolicyCostCap?
         }
         let raw: Raw? = core.shard(for: key).table.withLock { table in
             guard let storage = table.lookup(key) else { return nil }
@@ -736,11 +751,13 @@ public actor PolicyService {
                     window: $0.window, requests: $0.requests, tokens: $0.tokens, inputTokens: $0.inputTokens,
                     outputTokens: $0.outputTokens)
             }
+            let blocker = storage.machine.blocker(tokens: 0, now: now)
             return Raw(
                 usage: usage, inFlight: storage.machine.inFlight, queued: storage.machine.queued,
                 slotted: storage.machine.slotted, batch: storage.machine.batchQueued, promoted: storage.machine.promotedBatch,
-                blockedBy: storage.machine.blocker(tokens: 0, now: now)?.kind,
-                nextExpiry: storage.machine.nextExpiry())
+                blockedBy: blocker?.kind,
+                nextExpiry: storage.machine.nextExpiry(), spend: storage.machine.spendUsage(now: now),
+                blockedByCost: blocker?.costCap)
         }
         let windows = Self.readouts(enforced, raw?.usage ?? [])
         var state = PolicyState(
@@ -752,6 +769,19 @@ public actor PolicyService {
         state.providerFeedback = core.existingFeedback(for: key)?.readout(at: now)
         state.queuedBatch = raw?.batch ?? 0
         state.promotedBatch = raw?.promoted ?? 0
+        state.blockedByCost = raw?.blockedByCost
+        if let raw {
+            state.spend = raw.spend.map {
+                PolicyState.Spend(
+                    cap: $0.cap, spent: PolicyMoney(microUnits: $0.spent), limit: PolicyMoney(microUnits: $0.limit),
+                    resetsAt: $0.resetsAt.map { core.wallClock.date(at: $0) })
+            }
+        } else if let costs = entry?.costs {
+            // A key not seen yet (or forgotten when idle) has spent nothing.
+            state.spend = PolicyCostCap.allCases.filter { costs.caps[$0.index] != .max }.map {
+                PolicyState.Spend(cap: $0, spent: .zero, limit: PolicyMoney(microUnits: costs.caps[$0.index]), resetsAt: nil)
+            }
+        }
         if let adaptive = entry?.adaptive {
             let next = adaptive.nextStep(after: now)
             state.adaptive = PolicyState.Adaptive(
