@@ -53,6 +53,21 @@ struct SpendBudgetTests {
         #expect(gate.currentState(for: key).spend.first?.spent == Self.money("0.76"))
     }
 
+    @Test("telemetry carries the reserved cost, the settled cost, and refusals naming the cost cap")
+    func telemetry() throws {
+        let telemetry = TelemetryRecorder()
+        let gate = try PolicyService(limits: ["openai": limits(hour: "0.50")], clock: ManualClock(), telemetry: telemetry)
+        var permit = try gate.tryAcquire(key, estimatedInputTokens: 100_000, estimatedOutputTokens: 10_000, model: "gpt-4o")
+        try permit.commitTokens(input: 100_000, output: 20_000)
+        #expect(telemetry.acquires.first?.estimatedCost == Self.money("0.35"))
+        #expect(telemetry.commits.first?.previousCost == Self.money("0.35") && telemetry.commits.first?.actualCost == Self.money("0.45"))
+        #expect(throws: PolicyError.self) {
+            _ = try gate.tryAcquire(key, estimatedInputTokens: 0, estimatedOutputTokens: 10_000, model: "gpt-4o")
+        }
+        #expect(telemetry.rejects.last?.error.costCap == .costPerHour)
+        _ = consume permit
+    }
+
     @Test("a call's cost is rounded up to the next micro-unit, once per call")
     func roundingUp() throws {
         let prices = ["m": PolicyModelPrice(input: Self.money("0.5"), output: Self.money("0.000001"), cacheRead: Self.money("0"))]

@@ -133,7 +133,8 @@ public struct PolicyPermit: ~Copyable, Sendable {
         counted = new
         if storage.environment.hasTelemetry {
             reportCommit(PolicyCommitEvent(
-                key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: actual))
+                key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: actual),
+                previous: previous)
         }
     }
 
@@ -178,7 +179,8 @@ public struct PolicyPermit: ~Copyable, Sendable {
         if storage.environment.hasTelemetry {
             reportCommit(PolicyCommitEvent(
                 key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: Int(new.total),
-                inputTokens: input, outputTokens: output, cacheReadTokens: cacheReads))
+                inputTokens: input, outputTokens: output, cacheReadTokens: cacheReads),
+                previous: previous)
         }
     }
 
@@ -192,8 +194,13 @@ public struct PolicyPermit: ~Copyable, Sendable {
     /// Reports a commit of an in-process permit to telemetry and to the hold warning. Kept out
     /// of line: the commit path without telemetry stays as small as it was.
     @inline(never)
-    private func reportCommit(_ event: PolicyCommitEvent) {
+    private func reportCommit(_ event: PolicyCommitEvent, previous: TokenCounts) {
         guard let storage else { return }
+        var event = event
+        if !price.isZero {
+            event.previousCost = PolicyMoney(microUnits: previous.cost)
+            event.actualCost = PolicyMoney(microUnits: counted.cost)
+        }
         storage.environment.telemetry?.didCommit(event)
         storage.environment.holdWatch.committed(.init(storage, admission), tokens: event.actualTokens)
     }

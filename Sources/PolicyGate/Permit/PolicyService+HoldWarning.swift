@@ -35,8 +35,9 @@ extension PolicyService {
         priority: PolicyPriority = .interactive
     ) {
         let environment = core.environment
-        environment.telemetry?.didAcquire(
-            PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(waited), priority: priority))
+        var event = PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(waited), priority: priority)
+        if storage.machine.limits.hasCostCaps { event.estimatedCost = PolicyMoney(microUnits: tokens.cost) }
+        environment.telemetry?.didAcquire(event)
         environment.holdWatch.admitted(.init(storage, admission), key: key, at: admission.time, estimated: Int(tokens.total))
     }
 
