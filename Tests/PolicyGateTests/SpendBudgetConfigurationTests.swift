@@ -92,24 +92,30 @@ struct SpendBudgetConfigurationTests {
         #expect(error.errors.last?.message.contains("needs input and output") == true)
     }
 
-    @Test("spend caps are refused at the key for a shared-store provider and for nested limits")
-    func unsupportedPlaces() throws {
+    @Test("spend caps are refused at the key for a shared-store provider; nested levels take them, prices stay on the provider")
+    func placesOfCaps() throws {
         let (error, summary) = try Self.errors("""
             [limits.openai]
             cost_per_day = 10
             store = "postgres"
 
+            [limits.anthropic.per.user]
+            cost_per_day = 1
+
+            [limits.anthropic.per.user.prices.x]
+            input = 1
+            output = 1
+            """)
+        #expect(summary == ["2:1 limits.openai.cost_per_day ", "8:1 limits.anthropic.per.user.prices "])
+        #expect(error.errors[0].message.contains("shared store"))
+        let nested = try PolicyConfiguration(toml: """
             [limits.anthropic]
             cost_per_month = 100
 
             [limits.anthropic.per.user]
             cost_per_day = 1
             """)
-        #expect(summary == [
-            "2:1 limits.openai.cost_per_day ", "6:1 limits.anthropic.cost_per_month ", "9:1 limits.anthropic.per.user.cost_per_day ",
-        ])
-        #expect(error.errors[0].message.contains("shared store"))
-        #expect(error.errors[1].message.contains("nested"))
+        #expect(nested.scopeLimits["anthropic"]?["user"]?.costPerDay == PolicyMoney(units: 1))
     }
 
     @Test("a configuration's spend caps reach the gate: a call past them is refused")

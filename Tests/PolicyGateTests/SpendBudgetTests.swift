@@ -304,13 +304,55 @@ struct SpendBudgetTests {
         }
     }
 
-    @Test("spend caps are refused for shared-store and nested providers, with a clear error")
-    func unsupportedPlaces() throws {
-        let nested = #expect(throws: PolicyError.self) {
-            _ = try PolicyService(
-                limits: ["openai": limits(month: "100")], scopeLimits: ["openai": ["user": PolicyLimits(requestsPerMinute: 5)]],
-                clock: ManualClock())
+    @Test("nested levels: a call is admitted only when every level's spend caps fit; refusals name the level; commits correct all")
+    func nestedLevels() throws {
+        let clock = ManualClock()
+        let gate = try PolicyService(
+            limits: ["openai": limits(day: "1.00")],
+            scopeLimits: ["openai": [
+                "org": PolicyLimits(costPerDay: Self.money("0.50")), "user": PolicyLimits(costPerHour: Self.money("0.30")),
+            ]],
+            clock: clock)
+        func user(_ name: String, _ org: String) -> PolicyKey { PolicyKey(provider: "openai", scope: .user(name), within: [.org(org)]) }
+        func call(_ key: PolicyKey, _ output: Int) throws(PolicyError) -> PolicyPermit {
+            try gate.tryAcquire(key, estimatedInputTokens: 0, estimatedOutputTokens: output, model: "gpt-4o")  // 10.00 per million
         }
-        #expect(nested?.code == .invalidLimits && nested?.message.contains("nested") == true)
+        var a = try call(user("u1", "acme"), 20_000)  // 0.20
+        do {
+            _ = try call(user("u1", "acme"), 20_000)
+            Issue.record("past the user's hour")
+        } catch {
+            #expect(error.costCap == .costPerHour && error.level == user("u1", "acme"), "\(error)")
+        }
+        let b = try call(user("u2", "acme"), 20_000)  // org 0.40
+        do {
+            _ = try call(user("u3", "acme"), 20_000)
+            Issue.record("past the org's day")
+        } catch {
+            #expect(error.costCap == .costPerDay && error.level == PolicyKey(provider: "openai", scope: .org("acme")), "\(error)")
+        }
+        let c = try call(user("u4", "beta"), 30_000)  // account 0.70
+        let d = try call(user("u5", "gamma"), 20_000)  // account 0.90
+        do {
+            _ = try call(user("u6", "delta"), 20_000)
+            Issue.record("past the account's day")
+        } catch {
+            #expect(error.costCap == .costPerDay && error.level == PolicyKey(provider: "openai"), "\(error)")
+        }
+        // A commit under the estimate corrects every level at once.
+        try a.commitTokens(input: 0, output: 5_000)  // 0.05
+        let state = gate.currentState(for: user("u1", "acme"))
+        #expect(state.levels.map { $0.spend.first?.spent } == [Self.money("0.75"), Self.money("0.25"), Self.money("0.05")])
+        #expect(state.levels.map { $0.spend.first?.cap } == [.costPerDay, .costPerDay, .costPerHour])
+        let e = try call(user("u6", "delta"), 10_000)  // account 0.85
+        #expect(e.countedCost == Self.money("0.1"))
+        _ = consume a
+        _ = consume b
+        _ = consume c
+        _ = consume d
+        _ = consume e
+        // Levels with a month's or a day's spend are kept while idle, then forgotten.
+        clock.advance(by: .seconds(86_400 + 1_500))
+        #expect(gate.currentState(for: user("u1", "acme")).levels.map { $0.spend.first?.spent } == [.zero, .zero, .zero])
     }
 }

@@ -66,16 +66,6 @@ struct ConfigurationReader {
                 error([.key("limits"), .key(provider), .key(cap.configurationKey)], PolicyService.costsNotShared)
             }
         }
-        for (provider, kinds) in levels where !kinds.isEmpty {
-            for cap in PolicyCostCap.allCases where configuration.limits[provider]?[cost: cap] != nil {
-                error([.key("limits"), .key(provider), .key(cap.configurationKey)], PolicyService.costsNotNested)
-            }
-            for (kind, caps) in kinds.sorted(by: { $0.key < $1.key }) {
-                for cap in PolicyCostCap.allCases where caps[cost: cap] != nil {
-                    error([.key("limits"), .key(provider), .key("per"), .key(kind), .key(cap.configurationKey)], PolicyService.costsNotNested)
-                }
-            }
-        }
         return configuration
     }
 

@@ -41,6 +41,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
         var headPassed = false
         /// Whether the slot is in use (slots of dropped buckets are reused).
         var isLive = true
+        /// The level's spend, while it has spend caps (its `limits` say so: ``CompiledLimits/hasCostCaps``).
+        var spend: SpendWindows? = nil
     }
 
     struct Waiter {
@@ -84,18 +86,22 @@ struct ChainStateMachine<Payload>: ~Copyable {
     /// What the provider said about its own limits, checked at the account (see
     /// ``GateStateMachine``). Kept alive by the shell.
     private var feedbackReference: Unmanaged<ProviderFeedbackState>?
+    /// The provider's spend caps per level and calendar, if any level has some.
+    private var costs: CostPolicy?
 
     init(
         provider: String, account: CompiledLimits, kinds: [String: CompiledLimits], now: Int64,
-        feedback: ProviderFeedbackState? = nil
+        feedback: ProviderFeedbackState? = nil, costs: CostPolicy? = nil
     ) {
         latest = now
         kindLimits = kinds
         kindsGeneration = account.generation
         unlimited = CompiledLimits(.unlimited, generation: 0)
         feedbackReference = feedback.map { Unmanaged.passUnretained($0) }
+        self.costs = costs
         let key = PolicyKey(provider: provider)
         buckets = [Bucket(key: key, parent: -1, limits: account, windows: WindowSlots(limits: account, now: now, firstSequence: 1))]
+        buckets[0].spend = costs?.windows(costs?.caps, now: now, firstSequence: 1)
         index[HashedKey(key)] = 0
     }
 
@@ -129,9 +135,10 @@ struct ChainStateMachine<Payload>: ~Copyable {
                 continue
             }
             let limits = kindLimits[scope.kind] ?? unlimited
-            let bucket = Bucket(
+            var bucket = Bucket(
                 key: levelKey, parent: parent, limits: limits,
                 windows: WindowSlots(limits: limits, now: now, firstSequence: sequence + 1))
+            if limits.hasCostCaps { bucket.spend = costs?.windows(costs?.kindCaps[scope.kind], now: now, firstSequence: sequence + 1) }
             let slot: Int32
             if let free = freeSlots.popLast() {
                 slot = free
@@ -189,10 +196,16 @@ struct ChainStateMachine<Payload>: ~Copyable {
         }
         buckets[i].windows.advance(to: now)
         guard buckets[i].windows.isEmpty else { return false }
+        if let spend = buckets[i].spend {
+            // A month's spend keeps its level.
+            spend.advance(to: now)
+            guard spend.isEmpty else { return false }
+        }
         index[HashedKey(buckets[i].key)] = nil
         buckets[Int(buckets[i].parent)].children -= 1
         buckets[i].isLive = false
         buckets[i].windows = WindowSlots()
+        buckets[i].spend = nil
         freeSlots.append(b)
         return true
     }
@@ -206,7 +219,10 @@ struct ChainStateMachine<Payload>: ~Copyable {
         if let oversized = AdmissionRules.oversized(tokens, limits: bucket.limits) { return oversized }
         if b == 0 && now >= bucket.limits.validUntil { return Rejection(kind: nil, retryAt: .max) }
         if bucket.windows.fit(tokens, limits: bucket.limits, now: now) {
-            return bucket.inFlight < bucket.limits.maxConcurrent ? nil : .concurrency
+            guard bucket.inFlight < bucket.limits.maxConcurrent else { return .concurrency }
+            guard let spend = bucket.spend else { return nil }
+            spend.advance(to: now)
+            return spend.refusal(cost: tokens.cost, now: now)
         }
         return AdmissionRules.windowRefusal(in: bucket.windows, limits: bucket.limits, tokens: tokens, now: now)
     }
@@ -255,6 +271,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
         var b = Int(leaf)
         while b >= 0 {
             buckets[b].windows.record(tokens, limits: buckets[b].limits)
+            if buckets[b].limits.hasCostCaps { recordSpend(b, tokens) }
             buckets[b].inFlight += 1
             b = Int(buckets[b].parent)
         }
@@ -299,6 +316,21 @@ struct ChainStateMachine<Payload>: ~Copyable {
     private func passes(_ b: Int, _ tokens: TokenCounts, now: Int64) -> Bool {
         buckets[b].inFlight < buckets[b].limits.maxConcurrent && (b != 0 || now < buckets[b].limits.validUntil)
             && buckets[b].windows.fit(tokens, limits: buckets[b].limits, now: now)
+            && (!buckets[b].limits.hasCostCaps || spendFits(b, tokens, now: now))
+    }
+
+    /// Whether the cost of `tokens` fits bucket `b`'s spend caps. Out of line: only levels
+    /// with spend caps get here.
+    @inline(never)
+    private func spendFits(_ b: Int, _ tokens: TokenCounts, now: Int64) -> Bool {
+        guard let spend = buckets[b].spend else { return true }
+        spend.advance(to: now)
+        return spend.refusal(cost: tokens.cost, now: now) == nil
+    }
+
+    @inline(never)
+    private func recordSpend(_ b: Int, _ tokens: TokenCounts) {
+        buckets[b].spend?.record(cost: tokens.cost)
     }
 
     /// Why a call of `tokens` at `leaf` is not admitted at once: behind a waiter (what holds
@@ -396,6 +428,38 @@ struct ChainStateMachine<Payload>: ~Copyable {
     /// Replaces a call's counts `old` by `new` in every bucket of its chain.
     /// - Throws: `invalidTokenCount` if a sum would overflow; nothing is changed then.
     mutating func commit(leaf: Int32, _ admission: Admission, from old: TokenCounts, to new: TokenCounts) throws(PolicyError) -> Bool {
+        if buckets[0].limits.hasCostCaps { return try commitWithSpend(leaf: leaf, admission, from: old, to: new) }
+        return try commitCounts(leaf: leaf, admission, from: old, to: new)
+    }
+
+    /// ``commit(leaf:_:from:to:)`` for a provider with spend caps: checked first, adjusted
+    /// last, so that a commit that throws changes nothing.
+    @inline(never)
+    private mutating func commitWithSpend(
+        leaf: Int32, _ admission: Admission, from old: TokenCounts, to new: TokenCounts
+    ) throws(PolicyError) -> Bool {
+        let delta = new.cost - old.cost
+        var b = leaf
+        while b >= 0 {
+            if let spend = buckets[Int(b)].spend, !spend.canAdjust(admission, by: delta) {
+                throw PolicyError(.invalidTokenCount, message: "committing a cost of \(PolicyMoney(microUnits: new.cost)) would overflow the spend's total")
+            }
+            b = buckets[Int(b)].parent
+        }
+        let freed = try commitCounts(leaf: leaf, admission, from: old, to: new)
+        guard delta != 0 else { return freed }
+        b = leaf
+        while b >= 0 {
+            buckets[Int(b)].spend?.adjust(admission, by: delta)
+            b = buckets[Int(b)].parent
+        }
+        return freed || (delta < 0 && !waiters.isEmpty)
+    }
+
+    @inline(__always)
+    private mutating func commitCounts(
+        leaf: Int32, _ admission: Admission, from old: TokenCounts, to new: TokenCounts
+    ) throws(PolicyError) -> Bool {
         let (delta, input, output) = (new.total - old.total, new.input - old.input, new.output - old.output)
         if delta == 0 && input == 0 && output == 0 { return false }
         var b = leaf
@@ -422,7 +486,9 @@ struct ChainStateMachine<Payload>: ~Copyable {
     /// Adopts newer account limits and per-kind caps, keeping every window's usage.
     /// Permits in flight keep their slots; from now on nobody passes a level whose permits in
     /// flight reach its new cap.
-    mutating func setLimits(account: CompiledLimits?, kinds: [String: CompiledLimits]?, now: Int64) -> Effects {
+    mutating func setLimits(
+        account: CompiledLimits?, kinds: [String: CompiledLimits]?, costs newCosts: CostPolicy? = nil, now: Int64
+    ) -> Effects {
         let now = monotonic(now)
         if let account, account.generation > buckets[0].limits.generation {
             buckets[0].windows.advance(to: now)
@@ -432,11 +498,18 @@ struct ChainStateMachine<Payload>: ~Copyable {
         if let kinds, let generation = account?.generation, generation > kindsGeneration {
             kindsGeneration = generation
             kindLimits = kinds
+            // Spend caps come with the kinds' caps (a caller that saw the account's limits first
+            // hands over neither).
+            costs = newCosts
+            buckets[0].spend = costs?.adopt(buckets[0].spend, costs?.caps, now: now, firstSequence: sequence + 1)
             for i in 1..<max(1, buckets.count) where buckets[i].isLive {
-                let limits = kinds[buckets[i].key.scope.kind] ?? unlimited
+                let kind = buckets[i].key.scope.kind
+                let limits = kinds[kind] ?? unlimited
                 buckets[i].windows.advance(to: now)
                 buckets[i].windows.adopt(limits, now: now, firstSequence: sequence + 1)
                 buckets[i].limits = limits
+                buckets[i].spend = limits.hasCostCaps
+                    ? costs?.adopt(buckets[i].spend, costs?.kindCaps[kind], now: now, firstSequence: sequence + 1) : nil
             }
         }
         return waiters.isEmpty ? Effects() : pump(now: now)
@@ -452,6 +525,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
     mutating func reset(_ b: Int32, now: Int64) -> Effects {
         let now = monotonic(now)
         for w in 0..<3 { buckets[Int(b)].windows[w]?.clear(firstSequence: sequence + 1) }
+        buckets[Int(b)].spend?.clear(firstSequence: sequence + 1)
         return waiters.isEmpty ? Effects() : pump(now: now)
     }
 
@@ -467,7 +541,18 @@ struct ChainStateMachine<Payload>: ~Copyable {
         sweepAll(now: now)
         guard waiters.isEmpty, bucketCount == 1, buckets[0].inFlight == 0 else { return false }
         buckets[0].windows.advance(to: max(now, latest))
+        if let spend = buckets[0].spend {
+            spend.advance(to: max(now, latest))
+            guard spend.isEmpty else { return false }
+        }
         return buckets[0].windows.isEmpty
+    }
+
+    /// A bucket's spend per capped window at `now`, in micro-units; empty without spend caps.
+    func spendUsage(of b: Int32, now: Int64) -> [(cap: PolicyCostCap, spent: Int64, limit: Int64, resetsAt: Int64?)] {
+        guard let spend = buckets[Int(b)].spend else { return [] }
+        spend.advance(to: max(now, latest))
+        return spend.usage
     }
 
     // MARK: Readouts

@@ -45,14 +45,33 @@ struct MonthCalendar: Sendable {
 /// limits (``ProviderTable``), not in them, so that providers without budgets pay one flag test
 /// (``CompiledLimits/hasCostCaps``).
 final class CostPolicy: Sendable {
+    /// The caps of the provider's own level (for nested limits, the account's).
     let caps: CostCaps
+    /// For nested limits: the caps of each scope kind that has some.
+    let kindCaps: [String: CostCaps]
     let prices: PriceTable
     let calendar: MonthCalendar
 
-    init(caps: CostCaps, prices: PriceTable, calendar: MonthCalendar) {
+    init(caps: CostCaps, kindCaps: [String: CostCaps] = [:], prices: PriceTable, calendar: MonthCalendar) {
         self.caps = caps
+        self.kindCaps = kindCaps
         self.prices = prices
         self.calendar = calendar
+    }
+
+    /// The windows of a level with `caps`, or `nil` when it has none.
+    func windows(_ caps: CostCaps?, now: Int64, firstSequence: UInt64) -> SpendWindows? {
+        guard let caps, !caps.isEmpty else { return nil }
+        return SpendWindows(caps: caps, calendar: calendar, now: now, firstSequence: firstSequence)
+    }
+
+    /// `spend` moved to `caps`: kept (with what stays capped), made, or dropped.
+    func adopt(_ spend: SpendWindows?, _ caps: CostCaps?, now: Int64, firstSequence: UInt64) -> SpendWindows? {
+        guard let caps, !caps.isEmpty else { return nil }
+        guard let spend else { return SpendWindows(caps: caps, calendar: calendar, now: now, firstSequence: firstSequence) }
+        spend.advance(to: now)
+        spend.adopt(caps: caps, calendar: calendar, now: now, firstSequence: firstSequence)
+        return spend
     }
 }
 

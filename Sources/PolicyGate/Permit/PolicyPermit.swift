@@ -114,11 +114,13 @@ public struct PolicyPermit: ~Copyable, Sendable {
         if !price.isZero { new.cost = price.cost(total: new.total) }
         guard let storage else {
             if let chain {
-                try chain.commit(leaf: leaf, admission, from: counted, to: new)
+                let previous = counted
+                try chain.commit(leaf: leaf, admission, from: previous, to: new)
+                counted = new
                 if chain.environment.hasTelemetry {
                     reportChainCommit(
                         PolicyCommitEvent(
-                            key: chain.key(of: leaf), estimatedTokens: estimatedTokens, previousTokens: Int(counted.total),
+                            key: chain.key(of: leaf), estimatedTokens: estimatedTokens, previousTokens: Int(previous.total),
                             actualTokens: actual),
                         chain)
                 }
@@ -156,7 +158,9 @@ public struct PolicyPermit: ~Copyable, Sendable {
         let previous = counted
         guard let storage else {
             if let chain {
-                let new = try chain.commit(leaf: leaf, admission, from: previous, input: input, output: output, cacheReads: cacheReads)
+                let cost = price.isZero ? 0 : price.cost(input: Int64(input), output: Int64(output), cacheReads: Int64(cacheReads))
+                let new = try chain.commit(
+                    leaf: leaf, admission, from: previous, input: input, output: output, cacheReads: cacheReads, cost: cost)
                 counted = new
                 if chain.environment.hasTelemetry {
                     reportChainCommit(

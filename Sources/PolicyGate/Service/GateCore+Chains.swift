@@ -11,7 +11,7 @@ extension GateCore {
             let account = entry?.compiled ?? CompiledLimits(.unlimited, generation: 0)
             let gate = ChainGate(
                 provider: key.provider, account: account, kinds: entry?.compiledScopes ?? [:], now: now,
-                environment: environment, feedback: feedback(for: PolicyKey(provider: key.provider)))
+                environment: environment, feedback: feedback(for: PolicyKey(provider: key.provider)), costs: entry?.costs)
             gates[name] = gate
             return gate
         }
@@ -25,7 +25,7 @@ extension GateCore {
             let name = ProviderName(change.provider)
             guard let gate = chains.withLock({ $0[name] }) else { continue }
             if let current = change.current, current.compiled.isNested {
-                gate.setLimits(account: current.compiled, kinds: current.compiledScopes, now: now)
+                gate.setLimits(account: current.compiled, kinds: current.compiledScopes, costs: current.costs, now: now)
             } else {
                 chains.withLock { gates in if gates[name] === gate { gates[name] = nil } }
                 let account = change.current?.compiled ?? ungated ?? CompiledLimits(.unlimited, generation: nextGeneration())
@@ -82,7 +82,7 @@ extension GateCore {
 
 extension ChainGate {
     /// Adopts new limits for the account and every level.
-    func setLimits(account: CompiledLimits, kinds: [String: CompiledLimits], now: Int64) {
-        withMachine { machine in ((), machine.setLimits(account: account, kinds: kinds, now: now)) }
+    func setLimits(account: CompiledLimits, kinds: [String: CompiledLimits], costs: CostPolicy? = nil, now: Int64) {
+        withMachine { machine in ((), machine.setLimits(account: account, kinds: kinds, costs: costs, now: now)) }
     }
 }

@@ -214,7 +214,7 @@ final class GateCore: Sendable {
     ) -> ProviderEntry {
         let factor = adaptive?.factor(at: now) ?? AdaptiveState.full
         let adaptiveUntil = adaptive?.nextStep(after: now) ?? .max
-        let costs = costPolicy(base, schedule: schedule, wallClock: wallClock)
+        let costs = costPolicy(base, scopes: scopes, schedule: schedule, wallClock: wallClock)
         guard let schedule else {
             var compiled = CompiledLimits(base, adaptedBy: factor, generation: generation)
             compiled.validUntil = adaptiveUntil
@@ -243,10 +243,14 @@ final class GateCore: Sendable {
 
     /// A provider's spend caps, prices and calendar, or `nil` without spend caps. Its months
     /// are those of ``PolicyLimits/costTimeZone``, else of its schedule's zone, else UTC.
-    static func costPolicy(_ base: PolicyLimits, schedule: PolicySchedule?, wallClock: WallClock) -> CostPolicy? {
-        guard base.hasCostCaps else { return nil }
+    static func costPolicy(
+        _ base: PolicyLimits, scopes: [String: PolicyLimits] = [:], schedule: PolicySchedule?, wallClock: WallClock
+    ) -> CostPolicy? {
+        let kinds = scopes.filter { $0.value.hasCostCaps }.mapValues(CostCaps.init)
+        guard base.hasCostCaps || !kinds.isEmpty else { return nil }
         let zone = base.costTimeZone ?? schedule?.timeZone ?? .gmt
-        return CostPolicy(caps: CostCaps(base), prices: PriceTable(base.prices), calendar: MonthCalendar(timeZone: zone, wallClock: wallClock))
+        return CostPolicy(
+            caps: CostCaps(base), kindCaps: kinds, prices: PriceTable(base.prices), calendar: MonthCalendar(timeZone: zone, wallClock: wallClock))
     }
 
     /// The spend caps and prices of `key`'s provider, if it has spend caps.

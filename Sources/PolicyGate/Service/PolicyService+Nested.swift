@@ -5,7 +5,7 @@ extension PolicyService {
     /// instructions.)
     nonisolated func admitNested(
         _ key: PolicyKey, estimate: Estimate, tokens: TokenCounts, limits: CompiledLimits, now: Int64, pending: inout Pending?,
-        priority: PolicyPriority
+        priority: PolicyPriority, price: CostPrice = .zero
     ) -> PolicyPermit? {
         let gate = core.chainGate(for: key, now: now)
         let (leaf, result) = gate.tryAdmit(key, tokens: tokens, account: limits, now: now)
@@ -15,10 +15,11 @@ extension PolicyService {
                 reportChainAdmission(
                     key, estimate: estimate, gate: gate, admission: admission, tokens: tokens, waited: 0, priority: priority)
             }
-            return PolicyPermit(chain: gate, leaf: leaf, admission: admission, estimated: tokens)
+            return PolicyPermit(chain: gate, leaf: leaf, admission: admission, estimated: tokens, price: price)
         case .failure(let refusal):
             let depth = refusal.level.scope == .global ? 0 : refusal.level.parents.count + 1
-            pending = Pending(limits: limits, tokens: tokens, now: now, rejection: refusal.rejection, nestedLevel: Int8(clamping: depth))
+            pending = Pending(
+                limits: limits, tokens: tokens, now: now, rejection: refusal.rejection, nestedLevel: Int8(clamping: depth), price: price)
             return nil
         }
     }
@@ -57,6 +58,7 @@ extension PolicyService {
             let inFlight: Int
             let queued: Int
             let blockedBy: PolicyLimitKind?
+            var spend: [(cap: PolicyCostCap, spent: Int64, limit: Int64, resetsAt: Int64?)] = []
         }
         let gate = core.chainGate(for: key, now: now)
         let (levels, nextExpiry) = gate.withMachine { machine -> (([Level], Int64?), ChainGate.Machine.Effects) in
@@ -68,7 +70,8 @@ extension PolicyService {
                         .init(window: $0.window, requests: $0.requests, tokens: $0.tokens, inputTokens: $0.inputTokens, outputTokens: $0.outputTokens)
                     },
                     inFlight: machine.buckets[Int(b)].inFlight, queued: machine.queued(at: b),
-                    blockedBy: machine.blocker(at: b, tokens: TokenCounts(total: 0), now: now)?.kind)
+                    blockedBy: machine.blocker(at: b, tokens: TokenCounts(total: 0), now: now)?.kind,
+                    spend: machine.spendUsage(of: b, now: now))
             }
             return ((levels, machine.nextExpiry()), .init())
         }
@@ -84,6 +87,11 @@ extension PolicyService {
                 queued: level.queued, waitingForCapacity: 0, blockedBy: level.blockedBy,
                 scheduleEntry: resolution?.entry, isClosed: resolution?.isClosed ?? false, nextTransition: resolution?.validUntil,
                 nextCapacityIn: nextExpiry.map { .nanoseconds(max(0, $0 - now)) })
+            state.spend = level.spend.map {
+                PolicyState.Spend(
+                    cap: $0.cap, spent: PolicyMoney(microUnits: $0.spent), limit: PolicyMoney(microUnits: $0.limit),
+                    resetsAt: $0.resetsAt.map { core.wallClock.date(at: $0) })
+            }
             if isAccount {
                 state.providerFeedback = core.existingFeedback(for: level.key)?.readout(at: now)
                 if let adaptive = entry.adaptive {

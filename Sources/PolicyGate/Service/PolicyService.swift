@@ -120,9 +120,6 @@ public actor PolicyService {
             {
                 throw PolicyError(.invalidLimits, message: "provider '\(provider)': \(reserveNotNested)")
             }
-            if !kinds.isEmpty, limits[provider]?.hasCostCaps == true || kinds.values.contains(where: \.hasCostCaps) {
-                throw PolicyError(.invalidLimits, message: "provider '\(provider)': \(costsNotNested)")
-            }
             for (kind, caps) in kinds.sorted(by: { $0.key < $1.key }) {
                 guard !kind.isEmpty, kind != "global" else {
                     throw PolicyError(
@@ -189,9 +186,6 @@ public actor PolicyService {
             }
         }
     }
-
-    static let costsNotNested =
-        "spend caps (cost_per_hour, cost_per_day, cost_per_month) are not supported with nested limits (per.<kind> tables) yet"
 
     static let costsNotShared =
         "spend caps (cost_per_hour, cost_per_day, cost_per_month) are not supported for a provider kept in a shared store yet "
@@ -451,7 +445,8 @@ public actor PolicyService {
         if limits.isRouted {
             // A nested provider's tree, out of line: the flat path below stays as it was.
             if limits.isNested { return admitNested(
-                    key, estimate: estimate, tokens: tokens, limits: limits, now: now, pending: &pending, priority: priority) }
+                    key, estimate: estimate, tokens: tokens, limits: limits, now: now, pending: &pending, priority: priority,
+                    price: price) }
             // The store is asked on the asynchronous path, in the key's turn.
             pending = Pending(limits: limits, tokens: tokens, now: now, rejection: Rejection(kind: nil, retryAt: nil), isShared: true)
             return nil
@@ -487,7 +482,8 @@ public actor PolicyService {
                         key, estimate: estimate, gate: gate, admission: grant.admission, tokens: pending.tokens,
                         waited: grant.admission.time - pending.now, priority: priority)
                 }
-                return PolicyPermit(chain: gate, leaf: grant.leaf, admission: grant.admission, estimated: pending.tokens)
+                return PolicyPermit(
+                    chain: gate, leaf: grant.leaf, admission: grant.admission, estimated: pending.tokens, price: pending.price)
             }
             let grant = try await core.wait(key, tokens: pending.tokens, limits: pending.limits, deadline: deadline, priority: priority)
             if core.environment.hasTelemetry {
