@@ -332,3 +332,229 @@ private final class SpendHarness {
         }
     }
 }
+
+/// The same trace over nested limits: users in orgs under one account, spend caps at every
+/// level (random, changed at random), each level checked against its own exact log.
+@Suite("Nested spend budgets against an exact model")
+struct NestedSpendModelTests {
+    @Test("random calls, commits and changes of caps never overspend any level")
+    func replay() async throws {
+        let soak = ProcessInfo.processInfo.environment["POLICYGATE_SOAK"] == "1"
+        var admitted = 0, refusedPerLevel = [0, 0, 0]
+        for seed in (soak ? Array(1...60) : Array(UInt64(1)...4)) {
+            let harness = try NestedSpendHarness(seed: seed)
+            try await harness.run(steps: soak ? 4_000 : 600)
+            admitted += harness.admitted
+            for l in 0..<3 { refusedPerLevel[l] += harness.refused[l] }
+        }
+        #expect(admitted > 500 && refusedPerLevel.allSatisfy { $0 > 10 }, "admitted \(admitted), refused per level \(refusedPerLevel)")
+        print("nested spend model: admitted \(admitted), refused at account/org/user \(refusedPerLevel)")
+    }
+}
+
+private final class NestedSpendHarness {
+    final class Held {
+        var permit: PolicyPermit
+        let call: Int
+        init(_ permit: consuming PolicyPermit, call: Int) {
+            self.permit = permit
+            self.call = call
+        }
+    }
+
+    struct Call {
+        let at: Int64
+        let index: Int
+        var cost: Int64
+        let user: Int
+    }
+
+    static let hour: Int64 = 3_600_000_000_000
+    static let day: Int64 = 86_400_000_000_000
+    /// 3 units input, 15 output per million tokens.
+    static let price = PolicyModelPrice(input: PolicyMoney(microUnits: 3_000_000), output: PolicyMoney(microUnits: 15_000_000))
+    static let users = 6
+    static func org(of user: Int) -> Int { user % 2 }
+    static func key(_ user: Int) -> PolicyKey {
+        PolicyKey(provider: "p", scope: .user("u\(user)"), within: [.org("o\(org(of: user))")])
+    }
+
+    var random: SpendRandom
+    let clock = ManualClock()
+    let gate: PolicyService
+    let start = Date(timeIntervalSince1970: 1_769_868_000)
+    let zone = TimeZone(identifier: "Asia/Kolkata")!  // UTC+5:30
+    var calendar = Calendar(identifier: .gregorian)
+    /// caps[level][window]: level 0 account, 1 org, 2 user.
+    var caps: [[Int64?]]
+    var since: [[Int]] = Array(repeating: [0, 0, 0], count: 3)
+    var calls: [Call] = []
+    var permits: [Held] = []
+    var admitted = 0
+    var refused = [0, 0, 0]
+
+    init(seed: UInt64) throws {
+        var generator = SpendRandom(state: seed &* 7_919)
+        caps = [Self.randomCaps(level: 0, &generator), Self.randomCaps(level: 1, &generator), Self.randomCaps(level: 2, &generator)]
+        random = generator
+        let (account, kinds) = Self.limits(caps, zone: TimeZone(identifier: "Asia/Kolkata")!)
+        var configuration = PolicyConfiguration(limits: ["p": account])
+        configuration.scopeLimits = ["p": kinds]
+        gate = try PolicyService(configuration: configuration, clock: clock, startDate: start)
+        calendar.timeZone = zone
+    }
+
+    static func randomCaps(level: Int, _ random: inout SpendRandom) -> [Int64?] {
+        let scale: Int64 = [4, 2, 1][level]
+        return [
+            Bool.random(using: &random) ? scale * Int64.random(in: 300_000...1_500_000, using: &random) : nil,
+            Bool.random(using: &random) ? scale * Int64.random(in: 1_000_000...6_000_000, using: &random) : nil,
+            Bool.random(using: &random) ? scale * Int64.random(in: 3_000_000...15_000_000, using: &random) : nil,
+        ]
+    }
+
+    static func limits(_ caps: [[Int64?]], zone: TimeZone) -> (PolicyLimits, [String: PolicyLimits]) {
+        func level(_ c: [Int64?]) -> PolicyLimits {
+            PolicyLimits(
+                costPerHour: c[0].map(PolicyMoney.init(microUnits:)), costPerDay: c[1].map(PolicyMoney.init(microUnits:)),
+                costPerMonth: c[2].map(PolicyMoney.init(microUnits:)))
+        }
+        var account = level(caps[0])
+        account.prices = ["m*": price]
+        account.costTimeZone = zone
+        account.requestsPerDay = 1_000_000  // the account is gated even with no spend cap of its own
+        var org = level(caps[1]), user = level(caps[2])
+        if !org.hasCostCaps { org.requestsPerDay = 1_000_000 }
+        if !user.hasCostCaps { user.requestsPerDay = 1_000_000 }
+        return (account, ["org": org, "user": user])
+    }
+
+    var now: Int64 { Int64(clock.now.offset.components.seconds) * 1_000_000_000 + clock.now.offset.components.attoseconds / 1_000_000_000 }
+
+    func month(at t: Int64) -> (Int64, Int64) {
+        let interval = calendar.dateInterval(of: .month, for: start.addingTimeInterval(Double(t) / 1e9))!
+        func nanos(_ d: Date) -> Int64 { Int64((d.timeIntervalSince(start) * 1e9).rounded(.up)) }
+        return (nanos(interval.start), nanos(interval.end))
+    }
+
+    /// Whether `call` counts at `level` for a call of `user`.
+    func shares(_ call: Call, _ level: Int, _ user: Int) -> Bool {
+        switch level {
+        case 0: true
+        case 1: Self.org(of: call.user) == Self.org(of: user)
+        default: call.user == user
+        }
+    }
+
+    func spent(_ level: Int, _ w: Int, user: Int, at t: Int64, bucketed: Bool) -> Int64 {
+        let relevant = calls.filter { $0.index >= since[level][w] && shares($0, level, user) }
+        if w == 2 {
+            let (from, to) = month(at: t)
+            return relevant.filter { $0.at >= from && $0.at < to }.reduce(0) { $0 + $1.cost }
+        }
+        let length = w == 0 ? Self.hour : Self.day
+        let width = length / 60
+        return relevant.filter { bucketed ? $0.at / width >= t / width - 60 : $0.at > t - length }.reduce(0) { $0 + $1.cost }
+    }
+
+    func run(steps: Int) async throws {
+        for _ in 0..<steps {
+            switch Int.random(in: 0..<100, using: &random) {
+            case 0..<50: acquire()
+            case 50..<70: try commit()
+            case 70..<80: if !permits.isEmpty { permits.remove(at: Int.random(in: 0..<permits.count, using: &random)) }
+            case 80..<96: clock.advance(by: .seconds(Int64.random(in: 1...Int64([60, 3_600, 40_000, 200_000].randomElement(using: &random)!), using: &random)))
+            default: try await change()
+            }
+            check()
+        }
+        permits.removeAll()
+    }
+
+    func acquire() {
+        let user = Int.random(in: 0..<Self.users, using: &random)
+        let (input, output) = (Int64.random(in: 1...150_000, using: &random), Int64.random(in: 1...40_000, using: &random))
+        let cost = (input * 3_000_000 + output * 15_000_000 + 999_999) / 1_000_000
+        let t = now
+        do {
+            let permit = try gate.tryAcquire(Self.key(user), estimatedInputTokens: Int(input), estimatedOutputTokens: Int(output), model: "m1")
+            #expect(permit.countedCost.microUnits == cost)
+            for level in 0..<3 {
+                for w in 0..<3 {
+                    if let cap = caps[level][w] {
+                        #expect(spent(level, w, user: user, at: t, bucketed: false) + cost <= cap, "admitted past level \(level) cap \(w)")
+                    }
+                }
+            }
+            calls.append(Call(at: t, index: calls.count, cost: cost, user: user))
+            permits.append(Held(permit, call: calls.count - 1))
+            admitted += 1
+        } catch {
+            let level = error.level.map { $0.scope == .global ? 0 : ($0.parents.isEmpty ? 1 : 2) } ?? -1
+            guard let cap = error.costCap, level >= 0 else {
+                Issue.record("refused without a cost cap and level: \(error)")
+                return
+            }
+            refused[level] += 1
+            let w = [PolicyCostCap.costPerHour, .costPerDay, .costPerMonth].firstIndex(of: cap)!
+            guard let limit = caps[level][w] else {
+                Issue.record("refused by a cap not set: \(error)")
+                return
+            }
+            #expect(error.code == .oversized ? cost > limit : spent(level, w, user: user, at: t, bucketed: true) + cost > limit, "\(error)")
+            let fitsAll = (0..<3).allSatisfy { l in
+                (0..<3).allSatisfy { w in caps[l][w].map { spent(l, w, user: user, at: t, bucketed: true) + cost <= $0 } ?? true }
+            }
+            #expect(!fitsAll, "refused a call that fits every level: \(error)")
+        }
+    }
+
+    func commit() throws {
+        guard !permits.isEmpty else { return }
+        let held = permits[Int.random(in: 0..<permits.count, using: &random)]
+        let (input, output) = (Int64.random(in: 0...200_000, using: &random), Int64.random(in: 0...60_000, using: &random))
+        try held.permit.commitTokens(input: Int(input), output: Int(output))
+        let cost = (input * 3_000_000 + output * 15_000_000 + 999_999) / 1_000_000
+        #expect(held.permit.countedCost.microUnits == cost)
+        calls[held.call].cost = cost
+    }
+
+    func change() async throws {
+        let next = (0..<3).map { Self.randomCaps(level: $0, &random) }
+        let (account, kinds) = Self.limits(next, zone: zone)
+        var configuration = PolicyConfiguration(limits: ["p": account])
+        configuration.scopeLimits = ["p": kinds]
+        try await gate.apply(configuration)
+        for level in 0..<3 {
+            for w in 0..<3 where (caps[level][w] == nil) != (next[level][w] == nil) { since[level][w] = calls.count }
+        }
+        caps = next
+    }
+
+    func check() {
+        let t = now
+        let user = Int.random(in: 0..<Self.users, using: &random)
+        let levels = gate.currentState(for: Self.key(user)).levels
+        guard levels.count == 3 else {
+            Issue.record("levels: \(levels.count)")
+            return
+        }
+        for level in 0..<3 {
+            for (w, cap) in [PolicyCostCap.costPerHour, .costPerDay, .costPerMonth].enumerated() {
+                let readout = levels[level].spend.first { $0.cap == cap }
+                guard caps[level][w] != nil else {
+                    #expect(readout == nil)
+                    continue
+                }
+                // A level not in the tree (never used, or forgotten idle) reads nothing.
+                let spent = readout?.spent.microUnits ?? 0
+                if w == 2 {
+                    #expect(spent == self.spent(level, 2, user: user, at: t, bucketed: false), "level \(level) month")
+                } else {
+                    let (low, high) = (self.spent(level, w, user: user, at: t, bucketed: false), self.spent(level, w, user: user, at: t, bucketed: true))
+                    #expect(spent >= low && spent <= high, "level \(level) \(cap): \(spent) not in \(low)...\(high)")
+                }
+            }
+        }
+    }
+}
