@@ -271,7 +271,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
         var b = Int(leaf)
         while b >= 0 {
             buckets[b].windows.record(tokens, limits: buckets[b].limits)
-            if buckets[b].limits.hasCostCaps { recordSpend(b, tokens) }
+            if buckets[b].limits.hasCostCaps { recordSpend(b, tokens, now: now) }
             buckets[b].inFlight += 1
             b = Int(buckets[b].parent)
         }
@@ -329,8 +329,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
     }
 
     @inline(never)
-    private func recordSpend(_ b: Int, _ tokens: TokenCounts) {
-        buckets[b].spend?.record(cost: tokens.cost)
+    private func recordSpend(_ b: Int, _ tokens: TokenCounts, now: Int64) {
+        buckets[b].spend?.record(cost: tokens.cost, now: now)
     }
 
     /// Why a call of `tokens` at `leaf` is not admitted at once: behind a waiter (what holds

@@ -155,8 +155,10 @@ final class SpendWindows {
         return nil
     }
 
-    /// Records an admitted call's cost.
-    func record(cost: Int64) {
+    /// Records an admitted call's cost at `now` (advancing first: a month that began since the
+    /// last look must not receive it in the month before's total).
+    func record(cost: Int64, now: Int64) {
+        advance(to: now)
         hour?.record(tokens: cost)
         day?.record(tokens: cost)
         if caps[2] != .max { monthTotal = monthTotal.clampedAdding(cost) }

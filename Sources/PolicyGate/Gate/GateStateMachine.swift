@@ -149,8 +149,8 @@ struct GateStateMachine<Payload>: ~Copyable {
 
     /// Records an admitted call's cost. Out of line, as ``spendRefusal(tokens:now:)``.
     @inline(never)
-    private func recordSpend(_ tokens: TokenCounts) {
-        spend?.record(cost: tokens.cost)
+    private func recordSpend(_ tokens: TokenCounts, now: Int64) {
+        spend?.record(cost: tokens.cost, now: now)
     }
 
     /// `now`, or the latest instant seen if that is later. Two callers may read the clock in one
@@ -595,7 +595,7 @@ struct GateStateMachine<Payload>: ~Copyable {
         windows.hour?.record(tokens: tokens.total)
         windows.day?.record(tokens: tokens.total)
         if limits.hasSplitCaps { recordSplit(tokens) }
-        if limits.hasCostCaps { recordSpend(tokens) }
+        if limits.hasCostCaps { recordSpend(tokens, now: now) }
         inFlight += 1
         return Admission(time: now, sequence: sequence)
     }
