@@ -122,7 +122,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
                         PolicyCommitEvent(
                             key: chain.key(of: leaf), estimatedTokens: estimatedTokens, previousTokens: Int(previous.total),
                             actualTokens: actual),
-                        chain)
+                        chain, previous: previous)
                 }
             } else if let shared {
                 shared.commit(tokens: actual, estimated: estimatedTokens, previous: committedTokens)
@@ -167,7 +167,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
                         PolicyCommitEvent(
                             key: chain.key(of: leaf), estimatedTokens: estimatedTokens, previousTokens: Int(previous.total),
                             actualTokens: Int(new.total), inputTokens: input, outputTokens: output, cacheReadTokens: cacheReads),
-                        chain)
+                        chain, previous: previous)
                 }
             } else if let shared {
                 counted = shared.commit(
@@ -190,7 +190,12 @@ public struct PolicyPermit: ~Copyable, Sendable {
 
     /// Tells telemetry and the hold warning of a commit of a nested provider's permit.
     @inline(never)
-    private func reportChainCommit(_ event: PolicyCommitEvent, _ chain: ChainGate) {
+    private func reportChainCommit(_ event: PolicyCommitEvent, _ chain: ChainGate, previous: TokenCounts) {
+        var event = event
+        if !price.isZero {
+            event.previousCost = PolicyMoney(microUnits: previous.cost)
+            event.actualCost = PolicyMoney(microUnits: counted.cost)
+        }
         chain.environment.telemetry?.didCommit(event)
         chain.environment.holdWatch.committed(.init(chain, admission), tokens: event.actualTokens)
     }

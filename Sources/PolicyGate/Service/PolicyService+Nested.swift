@@ -13,7 +13,8 @@ extension PolicyService {
         case .success(let admission):
             if core.environment.hasTelemetry {
                 reportChainAdmission(
-                    key, estimate: estimate, gate: gate, admission: admission, tokens: tokens, waited: 0, priority: priority)
+                    key, estimate: estimate, gate: gate, admission: admission, tokens: tokens, waited: 0, priority: priority,
+                    costed: limits.hasCostCaps)
             }
             return PolicyPermit(chain: gate, leaf: leaf, admission: admission, estimated: tokens, price: price)
         case .failure(let refusal):
@@ -30,11 +31,12 @@ extension PolicyService {
     @inline(never)
     nonisolated func reportChainAdmission(
         _ key: PolicyKey, estimate: Estimate, gate: ChainGate, admission: Admission, tokens: TokenCounts, waited: Int64,
-        priority: PolicyPriority = .interactive
+        priority: PolicyPriority = .interactive, costed: Bool = false
     ) {
         let environment = core.environment
-        environment.telemetry?.didAcquire(
-            PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(waited), priority: priority))
+        var event = PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(waited), priority: priority)
+        if costed { event.estimatedCost = PolicyMoney(microUnits: tokens.cost) }
+        environment.telemetry?.didAcquire(event)
         environment.holdWatch.admitted(.init(gate, admission), key: key, at: admission.time, estimated: Int(tokens.total))
     }
 }

@@ -456,7 +456,8 @@ public actor PolicyService {
         case .success(let admission):
             if core.environment.hasTelemetry {
                 reportAdmission(
-                    key, estimate: estimate, storage: storage, admission: admission, tokens: tokens, waited: 0, priority: priority)
+                    key, estimate: estimate, storage: storage, admission: admission, tokens: tokens, waited: 0, priority: priority,
+                    costed: limits.hasCostCaps)
             }
             return PolicyPermit(storage: storage, admission: admission, estimated: tokens, price: price)
         case .failure(let rejection):
@@ -480,7 +481,7 @@ public actor PolicyService {
                 if core.environment.hasTelemetry {
                     reportChainAdmission(
                         key, estimate: estimate, gate: gate, admission: grant.admission, tokens: pending.tokens,
-                        waited: grant.admission.time - pending.now, priority: priority)
+                        waited: grant.admission.time - pending.now, priority: priority, costed: pending.limits.hasCostCaps)
                 }
                 return PolicyPermit(
                     chain: gate, leaf: grant.leaf, admission: grant.admission, estimated: pending.tokens, price: pending.price)
@@ -489,7 +490,7 @@ public actor PolicyService {
             if core.environment.hasTelemetry {
                 reportAdmission(
                     key, estimate: estimate, storage: grant.storage, admission: grant.admission, tokens: pending.tokens,
-                    waited: grant.admission.time - pending.now, priority: priority)
+                    waited: grant.admission.time - pending.now, priority: priority, costed: pending.limits.hasCostCaps)
             }
             return PolicyPermit(storage: grant.storage, admission: grant.admission, estimated: pending.tokens, price: pending.price)
         } catch var error as PolicyError {
