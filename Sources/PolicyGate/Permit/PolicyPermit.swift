@@ -30,6 +30,9 @@ public struct PolicyPermit: ~Copyable, Sendable {
     /// `sharedLease`, for the same reason) and its innermost bucket there.
     let chainGate: Unmanaged<ChainGate>?
     let leaf: Int32
+    /// Whether commits settle a cost (``price`` is the model's): beside `leaf`, in its padding,
+    /// so that a commit without spend caps tests one byte.
+    let isCosted: Bool
     let admission: Admission
     /// What the call counts for now: the estimate until a commit replaces it.
     private(set) var counted: TokenCounts
@@ -61,6 +64,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
         self.estimatedTokens = Int(estimated.total)
         self.counted = estimated
         self.price = price
+        self.isCosted = !price.isZero
     }
 
     init(shared: SharedLease, admission: Admission, estimated: TokenCounts, price: CostPrice = .zero) {
@@ -72,6 +76,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
         self.estimatedTokens = Int(estimated.total)
         self.counted = estimated
         self.price = price
+        self.isCosted = !price.isZero
     }
 
     init(chain: ChainGate, leaf: Int32, admission: Admission, estimated: TokenCounts, price: CostPrice = .zero) {
@@ -83,6 +88,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
         self.estimatedTokens = Int(estimated.total)
         self.counted = estimated
         self.price = price
+        self.isCosted = !price.isZero
     }
 
     /// The shared lease, if any, without taking a reference.
@@ -111,7 +117,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
     public mutating func commitTokens(_ actual: Int) throws(PolicyError) {
         guard AdmissionRules.isRecordable(actual) else { throw refuse(actual, "committed tokens") }
         var new = TokenCounts(total: Int64(actual))
-        if !price.isZero { new.cost = price.cost(total: new.total) }
+        if isCosted { new.cost = price.cost(total: new.total) }
         guard let storage else {
             if let chain {
                 let previous = counted
@@ -158,7 +164,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
         let previous = counted
         guard let storage else {
             if let chain {
-                let cost = price.isZero ? 0 : price.cost(input: Int64(input), output: Int64(output), cacheReads: Int64(cacheReads))
+                let cost = !isCosted ? 0 : price.cost(input: Int64(input), output: Int64(output), cacheReads: Int64(cacheReads))
                 let new = try chain.commit(
                     leaf: leaf, admission, from: previous, input: input, output: output, cacheReads: cacheReads, cost: cost)
                 counted = new
@@ -177,7 +183,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
             }
             return
         }
-        let cost = price.isZero ? 0 : price.cost(input: Int64(input), output: Int64(output), cacheReads: Int64(cacheReads))
+        let cost = !isCosted ? 0 : price.cost(input: Int64(input), output: Int64(output), cacheReads: Int64(cacheReads))
         let new = try storage.commit(admission, from: previous, input: input, output: output, cacheReads: cacheReads, cost: cost)
         counted = new
         if storage.environment.hasTelemetry {
@@ -192,7 +198,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
     @inline(never)
     private func reportChainCommit(_ event: PolicyCommitEvent, _ chain: ChainGate, previous: TokenCounts) {
         var event = event
-        if !price.isZero {
+        if isCosted {
             event.previousCost = PolicyMoney(microUnits: previous.cost)
             event.actualCost = PolicyMoney(microUnits: counted.cost)
         }
@@ -206,7 +212,7 @@ public struct PolicyPermit: ~Copyable, Sendable {
     private func reportCommit(_ event: PolicyCommitEvent, previous: TokenCounts) {
         guard let storage else { return }
         var event = event
-        if !price.isZero {
+        if isCosted {
             event.previousCost = PolicyMoney(microUnits: previous.cost)
             event.actualCost = PolicyMoney(microUnits: counted.cost)
         }
