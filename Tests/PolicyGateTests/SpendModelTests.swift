@@ -21,11 +21,12 @@ import Testing
 struct SpendModelTests {
     @Test("random calls, commits, cancellations and changes of caps never overspend")
     func replay() async throws {
-        let seeds: [UInt64] = ProcessInfo.processInfo.environment["POLICYGATE_SOAK"] == "1" ? Array(1...100) : Array(1...6)
+        // With POLICYGATE_SOAK=1, 100 seeds of 5 000 steps.
+        let seeds: [UInt64] = Environment.soak ? Array(1...100) : Array(1...6)
         var total = SpendHarness.Counts()
         for seed in seeds {
             let harness = try SpendHarness(seed: seed)
-            try await harness.run(steps: ProcessInfo.processInfo.environment["POLICYGATE_SOAK"] == "1" ? 5_000 : 600)
+            try await harness.run(steps: Environment.soak ? 5_000 : 600)
             total.add(harness.counts)
         }
         #expect(total.admitted > 400 && total.refused > 100 && total.commits > 300 && total.overCommits > 50
@@ -339,7 +340,7 @@ private final class SpendHarness {
 struct NestedSpendModelTests {
     @Test("random calls, commits and changes of caps never overspend any level")
     func replay() async throws {
-        let soak = ProcessInfo.processInfo.environment["POLICYGATE_SOAK"] == "1"
+        let soak = Environment.soak  // 60 seeds of 4 000 steps
         var admitted = 0, refusedPerLevel = [0, 0, 0]
         for seed in (soak ? Array(1...60) : Array(UInt64(1)...4)) {
             let harness = try NestedSpendHarness(seed: seed)
