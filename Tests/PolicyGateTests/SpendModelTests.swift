@@ -368,6 +368,8 @@ private final class NestedSpendHarness {
         let index: Int
         var cost: Int64
         let user: Int
+        /// Admitted while some level had spend caps: only then is a call priced.
+        let costed: Bool
     }
 
     static let hour: Int64 = 3_600_000_000_000
@@ -475,7 +477,9 @@ private final class NestedSpendHarness {
     func acquire() {
         let user = Int.random(in: 0..<Self.users, using: &random)
         let (input, output) = (Int64.random(in: 1...150_000, using: &random), Int64.random(in: 1...40_000, using: &random))
-        let cost = (input * 3_000_000 + output * 15_000_000 + 999_999) / 1_000_000
+        // Without any spend cap the provider prices nothing: the call counts for 0.
+        let costed = caps.contains { $0.contains { $0 != nil } }
+        let cost = costed ? (input * 3_000_000 + output * 15_000_000 + 999_999) / 1_000_000 : 0
         let t = now
         do {
             let permit = try gate.tryAcquire(Self.key(user), estimatedInputTokens: Int(input), estimatedOutputTokens: Int(output), model: "m1")
@@ -487,7 +491,7 @@ private final class NestedSpendHarness {
                     }
                 }
             }
-            calls.append(Call(at: t, index: calls.count, cost: cost, user: user))
+            calls.append(Call(at: t, index: calls.count, cost: cost, user: user, costed: costed))
             permits.append(Held(permit, call: calls.count - 1))
             admitted += 1
         } catch {
@@ -515,7 +519,7 @@ private final class NestedSpendHarness {
         let held = permits[Int.random(in: 0..<permits.count, using: &random)]
         let (input, output) = (Int64.random(in: 0...200_000, using: &random), Int64.random(in: 0...60_000, using: &random))
         try held.permit.commitTokens(input: Int(input), output: Int(output))
-        let cost = (input * 3_000_000 + output * 15_000_000 + 999_999) / 1_000_000
+        let cost = calls[held.call].costed ? (input * 3_000_000 + output * 15_000_000 + 999_999) / 1_000_000 : 0
         #expect(held.permit.countedCost.microUnits == cost)
         calls[held.call].cost = cost
     }

@@ -430,39 +430,20 @@ public actor PolicyService {
         guard let stored = core.compiledLimits(for: key) else { return try Self.inertPermit(estimate) }
         let now = core.environment.time.now()
         guard let limits = core.limits(stored, for: key, at: now) else { return try Self.inertPermit(estimate) }
-        let tokens: TokenCounts
+        var tokens: TokenCounts
         switch estimate {
         case .total(let estimatedTokens):
             tokens = try core.validate(estimate: estimatedTokens, limits: limits, key: key, priority: priority)
         case .split(let input, let output):
             tokens = try core.validate(input: input, output: output, limits: limits, key: key, priority: priority)
         }
-        // Spend caps: out of line, so that the path without them pays one test.
+        // Spend caps: the call's cost reserved from its estimate and its model's price, out of
+        // line and returned by value (passing the counts or `pending` by address to a call out
+        // of line cost the path without spend caps ≈ 60 instructions).
+        var price = CostPrice.zero
         if limits.hasCostCaps {
-            return try admitPriced(
-                key, estimate: estimate, model: model, tokens: tokens, limits: limits, now: now, priority: priority, pending: &pending)
+            (tokens, price) = try core.priced(key, model: model, tokens: tokens, split: estimate.parts != nil, priority: priority)
         }
-        return admit(key, estimate: estimate, tokens: tokens, limits: limits, now: now, priority: priority, price: .zero, pending: &pending)
-    }
-
-    /// ``admitAtOnce(_:estimate:model:priority:pending:)`` for a provider with spend caps: the
-    /// call's cost reserved from its estimate and its model's price.
-    @inline(never)
-    nonisolated func admitPriced(
-        _ key: PolicyKey, estimate: Estimate, model: String?, tokens: TokenCounts, limits: CompiledLimits, now: Int64,
-        priority: PolicyPriority, pending: inout Pending?
-    ) throws(PolicyError) -> PolicyPermit? {
-        var tokens = tokens
-        let price = try core.price(key, model: model, tokens: &tokens, split: estimate.parts != nil, priority: priority)
-        return admit(key, estimate: estimate, tokens: tokens, limits: limits, now: now, priority: priority, price: price, pending: &pending)
-    }
-
-    /// The rest of ``admitAtOnce(_:estimate:model:priority:pending:)``, once the call is counted.
-    @inline(__always)
-    nonisolated func admit(
-        _ key: PolicyKey, estimate: Estimate, tokens: TokenCounts, limits: CompiledLimits, now: Int64, priority: PolicyPriority,
-        price: CostPrice, pending: inout Pending?
-    ) -> PolicyPermit? {
         if limits.isRouted {
             // A nested provider's tree, out of line: the flat path below stays as it was.
             if limits.isNested { return admitNested(
