@@ -271,10 +271,10 @@ struct ChainStateMachine<Payload>: ~Copyable {
         var b = Int(leaf)
         while b >= 0 {
             buckets[b].windows.record(tokens, limits: buckets[b].limits)
-            if buckets[b].limits.hasCostCaps { recordSpend(b, tokens, now: now) }
             buckets[b].inFlight += 1
             b = Int(buckets[b].parent)
         }
+        if buckets[0].limits.hasCostCaps { recordSpend(leaf: leaf, tokens, now: now) }
         return Admission(time: now, sequence: sequence)
     }
 
@@ -328,9 +328,15 @@ struct ChainStateMachine<Payload>: ~Copyable {
         return spend.refusal(cost: tokens.cost, now: now) == nil
     }
 
+    /// Records a call's cost at every level of `leaf`'s chain with spend caps. Out of line,
+    /// and tested once per call (the account's limits say whether any level has spend caps).
     @inline(never)
-    private func recordSpend(_ b: Int, _ tokens: TokenCounts, now: Int64) {
-        buckets[b].spend?.record(cost: tokens.cost, now: now)
+    private func recordSpend(leaf: Int32, _ tokens: TokenCounts, now: Int64) {
+        var b = Int(leaf)
+        while b >= 0 {
+            buckets[b].spend?.record(cost: tokens.cost, now: now)
+            b = Int(buckets[b].parent)
+        }
     }
 
     /// Why a call of `tokens` at `leaf` is not admitted at once: behind a waiter (what holds
