@@ -191,6 +191,9 @@ struct CheckReport {
                 "  \(provider.name): batch calls see every cap less reserved_for_interactive = \(share) of it, "
                     + "until promoted after \(Values.readable(aging)) of waiting (batch_aging_seconds)")
         }
+        for provider in providers where provider.base.hasCostCaps || !provider.base.prices.isEmpty {
+            lines += Self.spendLines(provider)
+        }
         let adaptive = providers.filter(\.adaptive).map(\.name)
         if !adaptive.isEmpty {
             lines.append(
@@ -232,6 +235,32 @@ struct CheckReport {
             lines += changes.render(indent: 4)
         }
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// A provider's spend caps and prices, amounts as written (exact decimals).
+    private static func spendLines(_ provider: Provider) -> [String] {
+        var lines: [String] = []
+        let caps = PolicyCostCap.allCases.compactMap { cap in provider.base[cost: cap].map { "\(cap.configurationKey) = \($0)" } }
+        if !caps.isEmpty {
+            let zone = provider.base.costTimeZone ?? provider.schedule?.timeZone ?? .gmt
+            let zoneName = zone.identifier == "GMT" ? "UTC" : zone.identifier
+            let months = provider.base.costPerMonth != nil ? " (calendar months of \(zoneName))" : ""
+            lines.append("  \(provider.name): spend caps \(caps.joined(separator: ", "))\(months)")
+        }
+        if provider.base.prices.isEmpty {
+            lines.append("  \(provider.name): no prices: every call is refused (unpriced) while spend caps are set")
+        } else {
+            lines.append("  \(provider.name): prices per million tokens (exact name first, then the most specific pattern; * for the rest):")
+            var table = TextTable([("model", .left), ("input", .right), ("output", .right), ("cache_read", .right)])
+            for (model, price) in provider.base.prices.sorted(by: { $0.key < $1.key }) {
+                table.append([model, "\(price.input)", "\(price.output)", "\((price.cacheRead ?? price.input))"])
+            }
+            lines += table.render(indent: 4)
+            if provider.base.prices["*"] == nil && provider.base.hasCostCaps {
+                lines.append("    (a model matching none of these, or a call naming no model, is refused: unpriced)")
+            }
+        }
+        return lines
     }
 
     /// Short column titles: the configuration keys are too wide for a table.
@@ -307,6 +336,12 @@ struct CheckReport {
         /// seconds, under their configuration keys.
         var reservedForInteractive: Double
         var batchAgingSeconds: Double
+        /// Spend caps under their configuration keys, as exact decimal text.
+        var costs: [String: String]
+        /// The zone of the calendar months of `cost_per_month`, when set.
+        var costTimezone: String?
+        /// Prices per million tokens by model or pattern, as exact decimal text.
+        var prices: [String: [String: String]]
         var effective: JSONState
         var transitions: [JSONState]
 
@@ -316,6 +351,8 @@ struct CheckReport {
             case countCacheReads = "count_cache_reads"
             case reservedForInteractive = "reserved_for_interactive"
             case batchAgingSeconds = "batch_aging_seconds"
+            case costs, prices
+            case costTimezone = "cost_timezone"
         }
     }
 
@@ -371,6 +408,15 @@ struct CheckReport {
                 modelGroup: model == nil ? nil : .some(provider.modelGroup),
                 reservedForInteractive: provider.base.reservedForInteractive ?? 0,
                 batchAgingSeconds: Values.seconds(provider.base.batchAging ?? PolicyLimits.defaultBatchAging),
+                costs: Dictionary(uniqueKeysWithValues: PolicyCostCap.allCases.compactMap { cap in
+                    provider.base[cost: cap].map { (cap.configurationKey, $0.description) }
+                }),
+                costTimezone: provider.base.costPerMonth == nil
+                    ? nil : (provider.base.costTimeZone ?? provider.schedule?.timeZone ?? .gmt).identifier,
+                prices: provider.base.prices.mapValues { price in
+                    ["input": price.input.description, "output": price.output.description,
+                     "cache_read": (price.cacheRead ?? price.input).description]
+                },
                 effective: JSONState(
                     entry: now.entry, closed: now.isClosed, limits: Self.keyed(now.limits),
                     // A change exactly at --from is listed as a transition, but is what holds now.

@@ -115,6 +115,34 @@ struct CLICheckTests {
         #expect(provider["batch_aging_seconds"] as? Double == 45)
     }
 
+    @Test("spend caps and prices are shown as exact decimals, in text and JSON")
+    func spendBudgets() throws {
+        let directory = try TemporaryDirectory()
+        let path = try directory.write("openai.toml", """
+            [limits.openai]
+            cost_per_day   = 40
+            cost_per_month = 1_000.5
+            timezone       = "Asia/Tokyo"
+
+            [limits.openai.prices."gpt-4o*"]
+            input      = 2.50
+            output     = 10.00
+            cache_read = 1.25
+            """)
+        let run = runTool(["check", path, "--from", "2026-03-28T10:00:00Z"])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(
+            run.stdout.contains("openai: spend caps cost_per_day = 40, cost_per_month = 1000.5 (calendar months of Asia/Tokyo)"),
+            "\(run.stdout)")
+        #expect(run.stdout.contains("gpt-4o*    2.5      10        1.25"), "\(run.stdout)")
+        #expect(run.stdout.contains("a call naming no model, is refused: unpriced"))
+        let json = try #require(parseJSON(runTool(["check", path, "--json"]).stdout))
+        let provider = try #require((json["providers"] as? [[String: Any]])?.first)
+        #expect(provider["costs"] as? [String: String] == ["cost_per_day": "40", "cost_per_month": "1000.5"])
+        #expect(provider["cost_timezone"] as? String == "Asia/Tokyo")
+        #expect((provider["prices"] as? [String: [String: String]])?["gpt-4o*"] == ["input": "2.5", "output": "10", "cache_read": "1.25"])
+    }
+
     @Test("--json: effective caps at --from and every transition with time, entry and caps")
     func transitionsJSON() throws {
         let directory = try TemporaryDirectory()

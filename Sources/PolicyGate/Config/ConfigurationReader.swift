@@ -91,6 +91,9 @@ struct ConfigurationReader {
             if configuration.limits[provider]?.reservePermille ?? 0 > 0 {
                 error([.key("limits"), .key(provider), .key(PolicyLimits.reservedForInteractiveKey)], PolicyService.reserveNotShared)
             }
+            for cap in PolicyCostCap.allCases where configuration.limits[provider]?[cost: cap] != nil {
+                error([.key("limits"), .key(provider), .key(cap.configurationKey)], PolicyService.costsNotShared)
+            }
         }
         return configuration
     }
@@ -319,9 +322,10 @@ struct ConfigurationReader {
                 readCap(table, key, path: keyPath, into: &limits, known: Self.providerKeys)
             }
         }
+        if limits.hasCostCaps, let timeZone { limits.costTimeZone = timeZone }
         check(limits, provider: name, path: path, reportEmpty: table.allKeys.isEmpty)
         guard let entries, !entries.isEmpty else {
-            if timeZone != nil, entries == nil {
+            if timeZone != nil, entries == nil, limits.costPerMonth == nil {
                 warning(path + [.key("timezone")], "has no effect without [[\((path + [.key("schedule")]).dottedKey)]] entries")
             }
             return (limits, nil)
@@ -548,7 +552,8 @@ struct ConfigurationReader {
         for key in caps.allKeys {
             readCap(
                 caps, key, path: path + [.key(key.stringValue)], into: &limits,
-                known: PolicyLimits.configurationKeyNames + PolicyLimits.providerSettingKeys)
+                known: PolicyLimits.configurationKeyNames + PolicyLimits.providerSettingKeys + PolicyLimits.costKeyNames
+                    + [PolicyLimits.pricesKey])
         }
         check(limits, provider: "", path: path, reportEmpty: false)
         return limits
@@ -590,6 +595,14 @@ struct ConfigurationReader {
             }
             return
         }
+        if let cap = PolicyCostCap.allCases.first(where: { $0.configurationKey == key.stringValue }), known.contains(key.stringValue) {
+            if let amount = readAmount(table, key, path: path, positive: true) { limits[cost: cap] = amount }
+            return
+        }
+        if key.stringValue == PolicyLimits.pricesKey, known.contains(PolicyLimits.pricesKey) {
+            limits.prices = readPrices(table, key, path: path)
+            return
+        }
         guard let kind = PolicyLimits.configurationKeys[key.stringValue] else {
             unknownKey(key.stringValue, path: path, known: known)
             return
@@ -601,6 +614,92 @@ struct ConfigurationReader {
         } catch {
             self.error(path, "must be a positive whole number (\(error))")
         }
+    }
+
+    /// An amount of money, exactly: a whole number, a float of at most six decimals (checked
+    /// on the value read back: any literal of at most 15 significant digits is read exactly),
+    /// or a string such as `"2.50"`. Anything it cannot count exactly in micro-units is an error.
+    private mutating func readAmount(
+        _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, path: [TOMLPathComponent], positive: Bool
+    ) -> PolicyMoney? {
+        let form = "an amount such as 2.50 (at most 6 decimals, at most \(PolicyMoney.maximum))"
+        var amount: PolicyMoney?
+        if let whole = try? table.decode(Int.self, forKey: key) {
+            if whole < 0 {
+                error(path, "must be \(positive ? "positive" : "0 or more"), got \(whole)")
+                return nil
+            }
+            if whole <= PolicyMoney.maximum.microUnits / 1_000_000 { amount = PolicyMoney(units: whole) }
+        } else if let text = try? table.decode(String.self, forKey: key) {
+            guard let micro = PolicyMoney.microUnits(exactly: text) else {
+                error(path, "must be \(form): \(PolicyMoney.problem(with: text))")
+                return nil
+            }
+            amount = PolicyMoney(microUnits: micro)
+        } else if let number = try? table.decode(Double.self, forKey: key) {
+            if number < 0 {
+                error(path, "must be \(positive ? "positive" : "0 or more"), got \(number)")
+                return nil
+            }
+            guard let micro = PolicyMoney.microUnits(exactly: number) else {
+                error(path, "\(number) cannot be counted exactly: write \(form), or the amount as a string such as \"0.0000025\" (amounts are kept in micro-units, millionths)")
+                return nil
+            }
+            amount = PolicyMoney(microUnits: micro)
+        } else {
+            error(path, "must be \(form)")
+            return nil
+        }
+        guard let amount, amount <= PolicyMoney.maximum else {
+            error(path, "must be at most \(PolicyMoney.maximum)")
+            return nil
+        }
+        if positive && amount.microUnits == 0 {
+            error(path, "must be positive, got 0; leave the key out for no cap")
+            return nil
+        }
+        return amount
+    }
+
+    static let priceKeys = ["input", "output", "cache_read"]
+
+    /// Reads `[limits.<provider>.prices."<model or pattern>"]` tables: `input`, `output` and
+    /// optionally `cache_read`, per million tokens.
+    private mutating func readPrices(
+        _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, path: [TOMLPathComponent]
+    ) -> [String: PolicyModelPrice] {
+        guard let models = nested(table, key, path: path, what: "a table of models, such as [limits.openai.prices.\"gpt-4o*\"]")
+        else { return [:] }
+        var prices: [String: PolicyModelPrice] = [:]
+        for model in models.allKeys {
+            let name = model.stringValue
+            let modelPath = path + [.key(name)]
+            guard let parts = nested(models, model, path: modelPath, what: "a table with input and output prices per million tokens")
+            else { continue }
+            if name.isEmpty {
+                error(modelPath, "must name a model or a pattern such as \"gpt-4o*\" (\"*\" prices every other model)")
+                continue
+            }
+            var input: PolicyMoney?, output: PolicyMoney?, cacheRead: PolicyMoney?
+            var valid = true
+            for part in parts.allKeys {
+                let partPath = modelPath + [.key(part.stringValue)]
+                switch part.stringValue {
+                case "input": input = readAmount(parts, part, path: partPath, positive: false); valid = valid && input != nil
+                case "output": output = readAmount(parts, part, path: partPath, positive: false); valid = valid && output != nil
+                case "cache_read": cacheRead = readAmount(parts, part, path: partPath, positive: false); valid = valid && cacheRead != nil
+                default:
+                    unknownKey(part.stringValue, path: partPath, known: Self.priceKeys)
+                    valid = false
+                }
+            }
+            for (part, value) in [("input", input), ("output", output)] where value == nil && valid {
+                error(modelPath + [.key(part)], "is missing: a price needs input and output per million tokens")
+                valid = false
+            }
+            if valid, let input, let output { prices[name] = PolicyModelPrice(input: input, output: output, cacheRead: cacheRead) }
+        }
+        return prices
     }
 
     /// A number written as an integer or a float; `nil` for anything else, or a non-finite float.
@@ -621,9 +720,9 @@ struct ConfigurationReader {
         }
     }
 
-    static let providerKeys = PolicyLimits.configurationKeyNames + PolicyLimits.providerSettingKeys
-        + ["timezone", "schedule", "store", "on_store_failure", "feedback_scope", "adaptive", "per", "models"]
-    static let levelKeys = PolicyLimits.configurationKeyNames + [PolicyLimits.countCacheReadsKey]
+    static let providerKeys = PolicyLimits.configurationKeyNames + PolicyLimits.providerSettingKeys + PolicyLimits.costKeyNames
+        + [PolicyLimits.pricesKey, "timezone", "schedule", "store", "on_store_failure", "feedback_scope", "adaptive", "per", "models"]
+    static let levelKeys = PolicyLimits.configurationKeyNames + [PolicyLimits.countCacheReadsKey] + PolicyLimits.costKeyNames
     static let entryKeys = ["name", "cron", "dates", "closed"] + PolicyLimits.configurationKeyNames
 
     /// Ranges and contradictions of one provider's caps.
@@ -736,6 +835,8 @@ struct ConfigurationReader {
         "tpm": "tokens_per_minute", "tph": "tokens_per_hour", "tpd": "tokens_per_day",
         "itpm": "input_tokens_per_minute", "otpm": "output_tokens_per_minute",
         "concurrency": "max_concurrent", "maxconcurrency": "max_concurrent", "concurrent": "max_concurrent",
+        "budget": "cost_per_month", "monthlybudget": "cost_per_month", "costpermonth": "cost_per_month",
+        "dailybudget": "cost_per_day", "price": "prices", "cacheread": "cache_read", "cached": "cache_read",
         "limit": "limits",
         "holdwarning": "permit_hold_warning", "permithold": "permit_hold_warning", "holdtimeout": "permit_hold_warning",
     ]

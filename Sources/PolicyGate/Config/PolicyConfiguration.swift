@@ -240,7 +240,10 @@ private struct EncodedProviderTable: Encodable {
             try container.encode(storage.store.name, forKey: AnyKey(stringValue: "store"))
             try container.encode(storage.failurePolicy.rawValue, forKey: AnyKey(stringValue: "on_store_failure"))
         }
-        guard let schedule else { return }
+        guard let schedule else {
+            if let zone = limits.costTimeZone { try container.encode(zone.identifier, forKey: AnyKey(stringValue: "timezone")) }
+            return
+        }
         try container.encode(schedule.timeZone.identifier, forKey: AnyKey(stringValue: "timezone"))
         var entries = container.nestedUnkeyedContainer(forKey: AnyKey(stringValue: "schedule"))
         for entry in schedule.entries {

@@ -34,6 +34,10 @@ extension PolicyLimits: Codable {
     static let batchAgingKey = "batch_aging_seconds"
     /// The settings of a provider's table that are not caps (schedule entries cannot set them).
     static let providerSettingKeys = [countCacheReadsKey, reservedForInteractiveKey, batchAgingKey]
+    /// The keys of the spend caps: `cost_per_hour`, `cost_per_day`, `cost_per_month`.
+    static let costKeyNames = PolicyCostCap.allCases.map(\.configurationKey)
+    /// The key of ``prices`` in a provider's table.
+    static let pricesKey = "prices"
     /// Configuration keys, in the order the reference lists them.
     static let configurationKeyNames = PolicyLimitKind.allCases.map(\.configurationKey)
 
@@ -60,6 +64,19 @@ extension PolicyLimits: Codable {
         }
         if !countsCacheReads { try container.encode(false, forKey: AnyKey(stringValue: Self.countCacheReadsKey)) }
         if let share = reservedForInteractive { try container.encode(share, forKey: AnyKey(stringValue: Self.reservedForInteractiveKey)) }
+        for cap in PolicyCostCap.allCases {
+            // As text: decoding reads it back exactly.
+            if let amount = self[cost: cap] { try container.encode(amount.description, forKey: AnyKey(stringValue: cap.configurationKey)) }
+        }
+        if !prices.isEmpty {
+            var table = container.nestedContainer(keyedBy: AnyKey.self, forKey: AnyKey(stringValue: Self.pricesKey))
+            for (model, price) in prices.sorted(by: { $0.key < $1.key }) {
+                var parts = table.nestedContainer(keyedBy: AnyKey.self, forKey: AnyKey(stringValue: model))
+                try parts.encode(price.input.description, forKey: AnyKey(stringValue: "input"))
+                try parts.encode(price.output.description, forKey: AnyKey(stringValue: "output"))
+                if let cacheRead = price.cacheRead { try parts.encode(cacheRead.description, forKey: AnyKey(stringValue: "cache_read")) }
+            }
+        }
         if let aging = batchAging {
             let key = AnyKey(stringValue: Self.batchAgingKey)
             let (seconds, attoseconds) = aging.components

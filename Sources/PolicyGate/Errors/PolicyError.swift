@@ -29,6 +29,10 @@ public struct PolicyError: Error, Hashable, Sendable, CustomStringConvertible {
         /// more, and callers that were waiting were refused. Permits already held still commit
         /// and release.
         public static let shutDown = Code("shutDown")
+        /// The provider has spend caps and the call's model has no price
+        /// (``PolicyLimits/prices``), or the call named no model and there is no `"*"` price:
+        /// its cost cannot be counted, so it is not admitted. Nothing was recorded.
+        public static let unpriced = Code("unpriced")
 
         /// The code's name.
         public var description: String { name }
@@ -58,12 +62,17 @@ public struct PolicyError: Error, Hashable, Sendable, CustomStringConvertible {
     /// whose cap refused the call — the account (the provider's `.global` key), a parent
     /// scope, or the key's own scope. `nil` for a provider without nested limits.
     public internal(set) var level: PolicyKey? = nil
+    /// The spend cap that refused the call, when one did (``limit`` is `nil` then, and
+    /// ``retryAfter`` is the time until enough spend leaves its window, or the next month).
+    public internal(set) var costCap: PolicyCostCap? = nil
 
     /// Creates an error; the gate throws these, and tests or adapters may build them too.
     public init(
         _ code: Code, limit: PolicyLimitKind? = nil, retryAfter: Duration? = nil,
-        key: PolicyKey? = nil, closedBy: String? = nil, providerCause: String? = nil, message: String
+        key: PolicyKey? = nil, closedBy: String? = nil, providerCause: String? = nil, costCap: PolicyCostCap? = nil,
+        message: String
     ) {
+        self.costCap = costCap
         self.code = code
         self.limit = limit
         self.retryAfter = retryAfter
@@ -88,6 +97,7 @@ public struct PolicyError: Error, Hashable, Sendable, CustomStringConvertible {
             code, limit: limit, retryAfter: retryAfter, key: key, closedBy: closedBy, providerCause: providerCause,
             message: message)
         error.level = level
+        error.costCap = costCap
         return error
     }
 
@@ -98,6 +108,7 @@ public struct PolicyError: Error, Hashable, Sendable, CustomStringConvertible {
             code, limit: limit, retryAfter: retryAfter, key: key, closedBy: entry, providerCause: providerCause,
             message: message.replacingClosedBySchedule(with: entry))
         error.level = level
+        error.costCap = costCap
         return error
     }
 }

@@ -19,6 +19,22 @@ struct Rejection: Error, Hashable {
         case provider(ProviderRefusal)
         /// The caps less ``PolicyLimits/reservedForInteractive`` refused a batch call.
         case batchCaps
+        /// A spend cap (``SpendWindows``); `kind` is `nil` then.
+        case cost(PolicyCostCap)
+    }
+
+    /// A spend cap's refusal: when the call's cost fits (`nil` with `exceededCap`: never).
+    init(cost cap: PolicyCostCap, retryAt: Int64?, exceededCap: Int64? = nil) {
+        kind = nil
+        self.retryAt = retryAt
+        self.exceededCap = exceededCap
+        cause = .cost(cap)
+    }
+
+    /// The spend cap that refused the call, if one did.
+    var costCap: PolicyCostCap? {
+        if case .cost(let cap)? = cause { return cap }
+        return nil
     }
 
     init(kind: PolicyLimitKind?, retryAt: Int64?, exceededCap: Int64? = nil, provider: ProviderRefusal? = nil, forBatch: Bool = false) {
@@ -234,6 +250,7 @@ enum AdmissionRules {
     /// once, ``PolicyError/Code/timedOut`` after waiting), naming the cap and `retryAfter`;
     /// ``PolicyError/Code/oversized`` whatever `code` for an estimate above a token cap.
     static func error(_ code: PolicyError.Code, _ rejection: Rejection, now: Int64, _ what: String) -> PolicyError {
+        if let cap = rejection.costCap { return costError(code, cap, rejection, now: now, what) }
         if let cap = rejection.exceededCap, let kind = rejection.kind {
             return PolicyError(.oversized, limit: kind, message: "\(what) exceeds \(kind) (\(cap)) and can never be admitted")
         }
@@ -251,6 +268,20 @@ enum AdmissionRules {
                 message: "\(what): \(kind) is exhausted for batch calls (its reserved_for_interactive share is kept for interactive calls)")
         }
         return PolicyError(code, limit: kind, retryAfter: retryAfter, message: "\(what): \(kind) is exhausted")
+    }
+
+    /// ``error(_:_:now:_:)`` for a spend cap: amounts in the currency's units.
+    @inline(never)
+    private static func costError(
+        _ code: PolicyError.Code, _ cap: PolicyCostCap, _ rejection: Rejection, now: Int64, _ what: String
+    ) -> PolicyError {
+        if let amount = rejection.exceededCap {
+            return PolicyError(
+                .oversized, costCap: cap,
+                message: "\(what): its estimated cost exceeds \(cap) (\(PolicyMoney(microUnits: amount))) and can never be admitted")
+        }
+        let retryAfter = rejection.retryAt.flatMap { $0 == .max ? nil : Duration.nanoseconds(max(0, $0 - now)) }
+        return PolicyError(code, retryAfter: retryAfter, costCap: cap, message: "\(what): \(cap) is spent")
     }
 
     /// The error for a call refused at once (it never waited) or after waiting.

@@ -28,14 +28,15 @@ final class ChainGate: @unchecked Sendable {  // mutable state only touched unde
 
     init(
         provider: String, account: CompiledLimits, kinds: [String: CompiledLimits], groups: [ModelGroupCaps] = [], now: Int64,
-        environment: GateEnvironment, feedback: ProviderFeedbackState?
+        environment: GateEnvironment, feedback: ProviderFeedbackState?, costs: CostPolicy? = nil
     ) {
         self.provider = provider
         self.environment = environment
         self.feedback = feedback
         // Without per-scope tables, the provider's caps count per key (its model groups too).
         machine = Machine(
-            provider: provider, account: account, kinds: kinds, groups: groups, flat: kinds.isEmpty, now: now, feedback: feedback)
+            provider: provider, account: account, kinds: kinds, groups: groups, flat: kinds.isEmpty, now: now, feedback: feedback,
+            costs: costs)
     }
 
     /// Whether the tree counts the provider's caps per key (no per-scope tables).
@@ -153,13 +154,14 @@ final class ChainGate: @unchecked Sendable {  // mutable state only touched unde
 
     /// Commits a usage reported in parts; returns the counts recorded.
     func commit(
-        leaf: Int32, _ admission: Admission, from old: TokenCounts, input: Int, output: Int, cacheReads: Int
+        leaf: Int32, _ admission: Admission, from old: TokenCounts, input: Int, output: Int, cacheReads: Int, cost: Int64 = 0
     ) throws(PolicyError) -> TokenCounts {
         let (waiters, new): (Bool, TokenCounts)
         do {
             (waiters, new) = try lock.withLock { (_) throws(PolicyError) -> (Bool, TokenCounts) in
-                let new = TokenCounts.usage(
+                var new = TokenCounts.usage(
                     input: input, output: output, cacheReads: cacheReads, countsCacheReads: machine.countsCacheReads)
+                new.cost = cost
                 return (try machine.commit(leaf: leaf, admission, from: old, to: new), new)
             }
         } catch {

@@ -46,6 +46,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
         var headPassed = false
         /// Whether the slot is in use (slots of dropped buckets are reused).
         var isLive = true
+        /// The level's spend, while it has spend caps (its `limits` say so: ``CompiledLimits/hasCostCaps``).
+        var spend: SpendWindows? = nil
         /// Waiters admitted through this route (queued at its key's bucket, not here): it is
         /// kept while any exists.
         var routeWaiters: Int32 = 0
@@ -132,10 +134,12 @@ struct ChainStateMachine<Payload>: ~Copyable {
     /// What the provider said about its own limits, checked at the account (see
     /// ``GateStateMachine``). Kept alive by the shell.
     private var feedbackReference: Unmanaged<ProviderFeedbackState>?
+    /// The provider's spend caps per level and calendar, if any level has some.
+    private var costs: CostPolicy?
 
     init(
         provider: String, account: CompiledLimits, kinds: [String: CompiledLimits], groups: [ModelGroupCaps] = [],
-        flat: Bool = false, now: Int64, feedback: ProviderFeedbackState? = nil
+        flat: Bool = false, now: Int64, feedback: ProviderFeedbackState? = nil, costs: CostPolicy? = nil
     ) {
         latest = now
         kindLimits = kinds
@@ -146,11 +150,16 @@ struct ChainStateMachine<Payload>: ~Copyable {
         kindsGeneration = account.generation
         unlimited = CompiledLimits(.unlimited, generation: 0)
         feedbackReference = feedback.map { Unmanaged.passUnretained($0) }
+        self.costs = costs
         let key = PolicyKey(provider: provider)
         let top = flat ? account.accountPart : account
         buckets = [Bucket(key: key, parent: -1, limits: top, windows: WindowSlots(limits: top, now: now, firstSequence: 1))]
-        // Flat, a `.global` key has a bucket of its own under the account.
-        if !flat { index[HashedKey(key)] = 0 }
+        // Flat, a `.global` key has a bucket of its own under the account, and the provider's
+        // spend caps are each key's, like its other caps.
+        if !flat {
+            index[HashedKey(key)] = 0
+            buckets[0].spend = costs?.windows(costs?.caps, now: now, firstSequence: 1)
+        }
     }
 
     /// The next bucket up `b`'s chain from a leaf whose route goes through `side` (-1: none):
@@ -188,8 +197,10 @@ struct ChainStateMachine<Payload>: ~Copyable {
         let now = monotonic(now)
         sweep(count: 2, now: now)
         if isFlat {
-            let slot = place(Bucket(
-                key: key, parent: 0, limits: flatLimits, windows: WindowSlots(limits: flatLimits, now: now, firstSequence: sequence + 1)))
+            var bucket = Bucket(
+                key: key, parent: 0, limits: flatLimits, windows: WindowSlots(limits: flatLimits, now: now, firstSequence: sequence + 1))
+            if flatLimits.hasCostCaps { bucket.spend = costs?.windows(costs?.caps, now: now, firstSequence: sequence + 1) }
+            let slot = place(bucket)
             index[HashedKey(key)] = slot
             return slot
         }
@@ -203,9 +214,11 @@ struct ChainStateMachine<Payload>: ~Copyable {
                 continue
             }
             let limits = kindLimits[scope.kind] ?? unlimited
-            let slot = place(Bucket(
+            var bucket = Bucket(
                 key: levelKey, parent: parent, limits: limits,
-                windows: WindowSlots(limits: limits, now: now, firstSequence: sequence + 1)))
+                windows: WindowSlots(limits: limits, now: now, firstSequence: sequence + 1))
+            if limits.hasCostCaps { bucket.spend = costs?.windows(costs?.kindCaps[scope.kind], now: now, firstSequence: sequence + 1) }
+            let slot = place(bucket)
             index[HashedKey(levelKey)] = slot
             parent = slot
         }
@@ -339,6 +352,11 @@ struct ChainStateMachine<Payload>: ~Copyable {
         }
         buckets[i].windows.advance(to: now)
         guard buckets[i].windows.isEmpty else { return false }
+        if let spend = buckets[i].spend {
+            // A month's spend keeps its level.
+            spend.advance(to: now)
+            guard spend.isEmpty else { return false }
+        }
         switch buckets[i].role {
         case .level: index[HashedKey(buckets[i].key)] = nil
         case .group(let owner, let group):
@@ -351,6 +369,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
         buckets[Int(buckets[i].parent)].children -= 1
         buckets[i].isLive = false
         buckets[i].windows = WindowSlots()
+        buckets[i].spend = nil
         freeSlots.append(b)
         return true
     }
@@ -364,7 +383,10 @@ struct ChainStateMachine<Payload>: ~Copyable {
         if let oversized = AdmissionRules.oversized(tokens, limits: bucket.limits) { return oversized }
         if b == 0 && now >= bucket.limits.validUntil { return Rejection(kind: nil, retryAt: .max) }
         if bucket.windows.fit(tokens, limits: bucket.limits, now: now) {
-            return bucket.inFlight < bucket.limits.maxConcurrent ? nil : .concurrency
+            guard bucket.inFlight < bucket.limits.maxConcurrent else { return .concurrency }
+            guard let spend = bucket.spend else { return nil }
+            spend.advance(to: now)
+            return spend.refusal(cost: tokens.cost, now: now)
         }
         return AdmissionRules.windowRefusal(in: bucket.windows, limits: bucket.limits, tokens: tokens, now: now)
     }
@@ -419,6 +441,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
             buckets[Int(b)].inFlight += 1
             b = up(b, side: side)
         }
+        if buckets[0].limits.hasCostCaps { recordSpend(leaf: leaf, tokens, now: now) }
         return Admission(time: now, sequence: sequence)
     }
 
@@ -461,6 +484,28 @@ struct ChainStateMachine<Payload>: ~Copyable {
     private func passes(_ b: Int, _ tokens: TokenCounts, now: Int64) -> Bool {
         buckets[b].inFlight < buckets[b].limits.maxConcurrent && (b != 0 || now < buckets[b].limits.validUntil)
             && buckets[b].windows.fit(tokens, limits: buckets[b].limits, now: now)
+            && (!buckets[b].limits.hasCostCaps || spendFits(b, tokens, now: now))
+    }
+
+    /// Whether the cost of `tokens` fits bucket `b`'s spend caps. Out of line: only levels
+    /// with spend caps get here.
+    @inline(never)
+    private func spendFits(_ b: Int, _ tokens: TokenCounts, now: Int64) -> Bool {
+        guard let spend = buckets[b].spend else { return true }
+        spend.advance(to: now)
+        return spend.refusal(cost: tokens.cost, now: now) == nil
+    }
+
+    /// Records a call's cost at every level of `leaf`'s chain with spend caps. Out of line,
+    /// and tested once per call (the account's limits say whether any level has spend caps).
+    @inline(never)
+    private func recordSpend(leaf: Int32, _ tokens: TokenCounts, now: Int64) {
+        let side = side(of: leaf)
+        var b = leaf
+        while b >= 0 {
+            buckets[Int(b)].spend?.record(cost: tokens.cost, now: now)
+            b = up(b, side: side)
+        }
     }
 
     /// Why a call of `tokens` at `leaf` is not admitted at once: behind a waiter (what holds
@@ -564,6 +609,39 @@ struct ChainStateMachine<Payload>: ~Copyable {
     /// Replaces a call's counts `old` by `new` in every bucket of its chain.
     /// - Throws: `invalidTokenCount` if a sum would overflow; nothing is changed then.
     mutating func commit(leaf: Int32, _ admission: Admission, from old: TokenCounts, to new: TokenCounts) throws(PolicyError) -> Bool {
+        if buckets[0].limits.hasCostCaps { return try commitWithSpend(leaf: leaf, admission, from: old, to: new) }
+        return try commitCounts(leaf: leaf, admission, from: old, to: new)
+    }
+
+    /// ``commit(leaf:_:from:to:)`` for a provider with spend caps: checked first, adjusted
+    /// last, so that a commit that throws changes nothing.
+    @inline(never)
+    private mutating func commitWithSpend(
+        leaf: Int32, _ admission: Admission, from old: TokenCounts, to new: TokenCounts
+    ) throws(PolicyError) -> Bool {
+        let delta = new.cost - old.cost
+        let side = side(of: leaf)
+        var b = leaf
+        while b >= 0 {
+            if let spend = buckets[Int(b)].spend, !spend.canAdjust(admission, by: delta) {
+                throw PolicyError(.invalidTokenCount, message: "committing a cost of \(PolicyMoney(microUnits: new.cost)) would overflow the spend's total")
+            }
+            b = up(b, side: side)
+        }
+        let freed = try commitCounts(leaf: leaf, admission, from: old, to: new)
+        guard delta != 0 else { return freed }
+        b = leaf
+        while b >= 0 {
+            buckets[Int(b)].spend?.adjust(admission, by: delta)
+            b = up(b, side: side)
+        }
+        return freed || (delta < 0 && !waiters.isEmpty)
+    }
+
+    @inline(__always)
+    private mutating func commitCounts(
+        leaf: Int32, _ admission: Admission, from old: TokenCounts, to new: TokenCounts
+    ) throws(PolicyError) -> Bool {
         let (delta, input, output) = (new.total - old.total, new.input - old.input, new.output - old.output)
         if delta == 0 && input == 0 && output == 0 { return false }
         let side = side(of: leaf)
@@ -592,7 +670,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
     /// Permits in flight keep their slots; from now on nobody passes a level whose permits in
     /// flight reach its new cap.
     mutating func setLimits(
-        account: CompiledLimits?, kinds: [String: CompiledLimits]?, groups: [ModelGroupCaps]? = nil, now: Int64
+        account: CompiledLimits?, kinds: [String: CompiledLimits]?, groups: [ModelGroupCaps]? = nil, costs newCosts: CostPolicy? = nil,
+        now: Int64
     ) -> Effects {
         let now = monotonic(now)
         if let account, account.generation > buckets[0].limits.generation {
@@ -609,11 +688,23 @@ struct ChainStateMachine<Payload>: ~Copyable {
             kindsGeneration = generation
             kindLimits = kinds
             if let groups { renumber(groups) }
+            // Spend caps come with the kinds' caps (a caller that saw the account's limits first
+            // hands over neither). Flat, they are each key's.
+            costs = newCosts
+            buckets[0].spend = isFlat ? nil : costs?.adopt(buckets[0].spend, costs?.caps, now: now, firstSequence: sequence + 1)
             for i in 1..<max(1, buckets.count) where buckets[i].isLive {
                 switch buckets[i].role {
-                case .level where !isFlat: adopt(kinds[buckets[i].key.scope.kind] ?? unlimited, at: i, now: now)
+                case .level where !isFlat:
+                    let kind = buckets[i].key.scope.kind
+                    let limits = kinds[kind] ?? unlimited
+                    adopt(limits, at: i, now: now)
+                    buckets[i].spend = limits.hasCostCaps
+                        ? costs?.adopt(buckets[i].spend, costs?.kindCaps[kind], now: now, firstSequence: sequence + 1) : nil
+                case .level:
+                    buckets[i].spend = buckets[i].limits.hasCostCaps
+                        ? costs?.adopt(buckets[i].spend, costs?.caps, now: now, firstSequence: sequence + 1) : nil
                 case .group(_, let group): adopt(group >= 0 ? self.groups[Int(group)].limits : unlimited, at: i, now: now)
-                case .level, .route: break
+                case .route: break
                 }
             }
         }
@@ -668,6 +759,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
     mutating func reset(_ b: Int32, now: Int64) -> Effects {
         let now = monotonic(now)
         for w in 0..<3 { buckets[Int(b)].windows[w]?.clear(firstSequence: sequence + 1) }
+        buckets[Int(b)].spend?.clear(firstSequence: sequence + 1)
         return waiters.isEmpty ? Effects() : pump(now: now)
     }
 
@@ -683,7 +775,18 @@ struct ChainStateMachine<Payload>: ~Copyable {
         sweepAll(now: now)
         guard waiters.isEmpty, bucketCount == 1, buckets[0].inFlight == 0 else { return false }
         buckets[0].windows.advance(to: max(now, latest))
+        if let spend = buckets[0].spend {
+            spend.advance(to: max(now, latest))
+            guard spend.isEmpty else { return false }
+        }
         return buckets[0].windows.isEmpty
+    }
+
+    /// A bucket's spend per capped window at `now`, in micro-units; empty without spend caps.
+    func spendUsage(of b: Int32, now: Int64) -> [(cap: PolicyCostCap, spent: Int64, limit: Int64, resetsAt: Int64?)] {
+        guard let spend = buckets[Int(b)].spend else { return [] }
+        spend.advance(to: max(now, latest))
+        return spend.usage
     }
 
     // MARK: Readouts

@@ -101,11 +101,17 @@ struct GateStateMachine<Payload>: ~Copyable {
     /// caps, where an admission is decided. Unmanaged: whoever holds the machine keeps it
     /// alive (``KeyStorage`` does), and a counted reference cost a retain and a release per call.
     private var feedbackReference: Unmanaged<ProviderFeedbackState>?
+    /// The key's spend, while its limits have spend caps (``CompiledLimits/hasCostCaps``):
+    /// checked with the provider's feedback, after the caps, where an admission is decided.
+    private var spend: SpendWindows?
 
-    init(limits: CompiledLimits, now: Int64, feedback: ProviderFeedbackState? = nil) {
+    init(limits: CompiledLimits, now: Int64, feedback: ProviderFeedbackState? = nil, costs: CostPolicy? = nil) {
         self.limits = limits
         self.feedbackReference = feedback.map { Unmanaged.passUnretained($0) }
         latest = now
+        if limits.hasCostCaps, let costs {
+            spend = SpendWindows(caps: costs.caps, calendar: costs.calendar, now: now, firstSequence: 1)
+        }
         for w in 0..<3 where limits.tracks(w) {
             windows[w] = SlidingWindow(length: PolicyWindow.at(w).nanoseconds, now: now, firstSequence: 1)
             if limits.countsSplit(w) { windows[w]?.countSplit(firstSequence: 1) }
@@ -119,14 +125,32 @@ struct GateStateMachine<Payload>: ~Copyable {
     }
 
     /// Takes a call of `tokens` from what the provider said is left, or says why not.
+    /// A spend cap's refusal comes first: the provider's feedback takes what it gives.
     @inline(__always)
     private func providerRefusal(tokens: TokenCounts, now: Int64) -> Rejection? {
-        feedbackReference?._withUnsafeGuaranteedRef { $0.take(tokens: tokens.total, now: now) }
+        if limits.hasCostCaps, let refusal = spendRefusal(tokens: tokens, now: now) { return refusal }
+        return feedbackReference?._withUnsafeGuaranteedRef { $0.take(tokens: tokens.total, now: now) }
     }
 
-    /// Why the provider's feedback would refuse a call of `tokens`, taking nothing.
+    /// Why the provider's feedback or a spend cap would refuse a call of `tokens`, taking nothing.
     private func providerBlock(tokens: TokenCounts, now: Int64) -> Rejection? {
-        feedbackReference?._withUnsafeGuaranteedRef { $0.refusal(tokens: tokens.total, now: now) }
+        if limits.hasCostCaps, let refusal = spendRefusal(tokens: tokens, now: now) { return refusal }
+        return feedbackReference?._withUnsafeGuaranteedRef { $0.refusal(tokens: tokens.total, now: now) }
+    }
+
+    /// Why the key's spend caps refuse a call costing `tokens.cost` (spend advanced to `now`).
+    /// Out of line: only providers with spend caps get here.
+    @inline(never)
+    private func spendRefusal(tokens: TokenCounts, now: Int64) -> Rejection? {
+        guard let spend else { return nil }
+        spend.advance(to: now)
+        return spend.refusal(cost: tokens.cost, now: now)
+    }
+
+    /// Records an admitted call's cost. Out of line, as ``spendRefusal(tokens:now:)``.
+    @inline(never)
+    private func recordSpend(_ tokens: TokenCounts, now: Int64) {
+        spend?.record(cost: tokens.cost, now: now)
     }
 
     /// `now`, or the latest instant seen if that is later. Two callers may read the clock in one
@@ -240,6 +264,10 @@ struct GateStateMachine<Payload>: ~Copyable {
         var refusedByProvider: Rejection?
         if current && first && inFlight < caps.maxConcurrent && fits(tokens, now: now, caps: caps) {
             refusedByProvider = providerRefusal(tokens: tokens, now: now)
+            if let refusal = refusedByProvider, refusal.exceededCap != nil {
+                // A spend cap lowered below the call's cost since the caller checked it.
+                return .rejected(AdmissionRules.refusal(refusal, now: now, waited: false), effects)
+            }
             if refusedByProvider == nil {
                 let admission = admit(tokens: tokens, now: now)
                 slotted = min(slotted, max(0, limits.maxConcurrent - inFlight))
@@ -333,6 +361,26 @@ struct GateStateMachine<Payload>: ~Copyable {
     /// Returns whether waiters may now proceed (then `tick`).
     /// - Throws: `invalidTokenCount` if a sum would overflow; nothing is changed then.
     mutating func commit(_ admission: Admission, from old: TokenCounts, to new: TokenCounts) throws(PolicyError) -> Bool {
+        if limits.hasCostCaps { return try commitWithSpend(admission, from: old, to: new) }
+        return try commitCounts(admission, from: old, to: new)
+    }
+
+    /// ``commit(_:from:to:)`` for a key with spend caps: the cost is checked first and
+    /// adjusted last, so that a commit that throws changes nothing.
+    @inline(never)
+    private mutating func commitWithSpend(_ admission: Admission, from old: TokenCounts, to new: TokenCounts) throws(PolicyError) -> Bool {
+        let costDelta = new.cost - old.cost  // both in 0...Int64.max: cannot overflow
+        if let spend, !spend.canAdjust(admission, by: costDelta) {
+            throw PolicyError(.invalidTokenCount, message: "committing a cost of \(PolicyMoney(microUnits: new.cost)) would overflow the spend's total")
+        }
+        let freed = try commitCounts(admission, from: old, to: new)
+        guard costDelta != 0, let spend else { return freed }
+        spend.adjust(admission, by: costDelta)
+        return freed || (costDelta < 0 && !queue.isEmpty)
+    }
+
+    @inline(__always)
+    private mutating func commitCounts(_ admission: Admission, from old: TokenCounts, to new: TokenCounts) throws(PolicyError) -> Bool {
         let delta = new.total - old.total  // all counts are non-negative: cannot overflow
         let (time, sequence) = (admission.time, admission.sequence)
         guard limits.hasSplitCaps else {
@@ -376,10 +424,20 @@ struct GateStateMachine<Payload>: ~Copyable {
     /// Permits in flight keep their slots. Waiters holding slots beyond the new concurrency cap
     /// give them back, the last first, and stay queued in their place: from now on nobody is
     /// admitted while the permits in flight reach the new cap.
-    mutating func setLimits(_ new: CompiledLimits, now: Int64) -> Effects {
+    mutating func setLimits(_ new: CompiledLimits, costs: CostPolicy? = nil, now: Int64) -> Effects {
         guard new.generation > limits.generation else { return Effects() }
         let now = monotonic(now)
         advanceWindows(to: now)
+        if new.hasCostCaps, let costs {
+            if let spend {
+                spend.advance(to: now)
+                spend.adopt(caps: costs.caps, calendar: costs.calendar, now: now, firstSequence: sequence + 1)
+            } else {
+                spend = SpendWindows(caps: costs.caps, calendar: costs.calendar, now: now, firstSequence: sequence + 1)
+            }
+        } else {
+            spend = nil
+        }
         for w in 0..<3 {
             if !new.tracks(w) {
                 windows[w] = nil
@@ -404,6 +462,7 @@ struct GateStateMachine<Payload>: ~Copyable {
         for w in 0..<3 where windows[w] != nil {
             windows[w]?.clear(firstSequence: sequence + 1)
         }
+        spend?.clear(firstSequence: sequence + 1)
         return queue.isEmpty ? Effects() : pump(now: now)
     }
 
@@ -411,7 +470,19 @@ struct GateStateMachine<Payload>: ~Copyable {
     mutating func isIdle(now: Int64) -> Bool {
         guard inFlight == 0, queue.isEmpty else { return false }
         advanceWindows(to: monotonic(now))
+        if let spend {
+            spend.advance(to: latest)
+            guard spend.isEmpty else { return false }
+        }
         return windows.minute?.isEmpty != false && windows.hour?.isEmpty != false && windows.day?.isEmpty != false
+    }
+
+    /// The key's spend per capped window at `now` (advancing it), in micro-units; empty
+    /// without spend caps.
+    mutating func spendUsage(now: Int64) -> [(cap: PolicyCostCap, spent: Int64, limit: Int64, resetsAt: Int64?)] {
+        guard let spend else { return [] }
+        spend.advance(to: monotonic(now))
+        return spend.usage
     }
 
     // MARK: Readouts
@@ -447,6 +518,7 @@ struct GateStateMachine<Payload>: ~Copyable {
         for w in 0..<3 {
             if let t = windows[w]?.nextExpiry() { earliest = min(earliest ?? .max, t) }
         }
+        if let t = spend?.nextExpiry() { earliest = min(earliest ?? .max, t) }
         return earliest
     }
 
@@ -456,7 +528,12 @@ struct GateStateMachine<Payload>: ~Copyable {
         advanceWindows(to: now)
         if let head = queue.first { return rejection(forQueued: head, at: 0, now: now) }
         if inFlight >= limits.maxConcurrent { return .concurrency }
-        return windowsFit(tokens, now: now) ? nil : windowRefusal(tokens: tokens, now: now)
+        guard windowsFit(tokens, now: now) else { return windowRefusal(tokens: tokens, now: now) }
+        guard limits.hasCostCaps else { return nil }
+        // Any paid call: spend at its cap refuses it.
+        var probe = tokens
+        probe.cost = max(1, tokens.cost)
+        return spendRefusal(tokens: probe, now: now)
     }
 
     // MARK: Internals
@@ -518,6 +595,7 @@ struct GateStateMachine<Payload>: ~Copyable {
         windows.hour?.record(tokens: tokens.total)
         windows.day?.record(tokens: tokens.total)
         if limits.hasSplitCaps { recordSplit(tokens) }
+        if limits.hasCostCaps { recordSpend(tokens, now: now) }
         inFlight += 1
         return Admission(time: now, sequence: sequence)
     }

@@ -63,13 +63,13 @@ final class KeyStorage: @unchecked Sendable {  // mutable state only touched und
 
     init(
         key: PolicyKey, limits: CompiledLimits, now: Int64, shard: Shard, environment: GateEnvironment, position: Int,
-        feedback: ProviderFeedbackState? = nil
+        feedback: ProviderFeedbackState? = nil, costs: CostPolicy? = nil
     ) {
         self.key = key
         self.shard = shard
         self.environment = environment
         self.feedback = feedback
-        self.machine = Machine(limits: limits, now: now, feedback: feedback)
+        self.machine = Machine(limits: limits, now: now, feedback: feedback, costs: costs)
         self.position = position
     }
 
@@ -146,13 +146,14 @@ final class KeyStorage: @unchecked Sendable {  // mutable state only touched und
     /// Commits a usage reported as input, output and cache reads, cache reads counted as input
     /// if the limits in force say so. Returns the counts recorded.
     func commit(
-        _ admission: Admission, from old: TokenCounts, input: Int, output: Int, cacheReads: Int
+        _ admission: Admission, from old: TokenCounts, input: Int, output: Int, cacheReads: Int, cost: Int64 = 0
     ) throws(PolicyError) -> TokenCounts {
         let (waiters, new): (Bool, TokenCounts)
         do {
             (waiters, new) = try shard.table.withLock { (_) throws(PolicyError) -> (Bool, TokenCounts) in
-                let new = TokenCounts.usage(
+                var new = TokenCounts.usage(
                     input: input, output: output, cacheReads: cacheReads, countsCacheReads: machine.limits.countsCacheReads)
+                new.cost = cost
                 return (try machine.commit(admission, from: old, to: new), new)
             }
         } catch {
@@ -221,14 +222,17 @@ struct ShardTable: ~Copyable {
             sweep(count: 1, now: now, sparing: storage, aftermath: &aftermath)
             if storage.machine.limits.generation < limits.generation {
                 // A reload is under way and this caller saw it first.
-                storage.settle(storage.machine.setLimits(limits, now: now), into: &aftermath)
+                let costs = limits.hasCostCaps ? core.costs(for: key) : nil
+                storage.settle(storage.machine.setLimits(limits, costs: costs, now: now), into: &aftermath)
             }
             return storage
         }
         sweep(count: 2, now: now, sparing: nil, aftermath: &aftermath)
+        let startLimits = core.limitsForNewKey(key, given: limits)
         let storage = KeyStorage(
-            key: key, limits: core.limitsForNewKey(key, given: limits), now: now, shard: shard,
-            environment: core.environment, position: storages.count, feedback: core.feedback(for: key))
+            key: key, limits: startLimits, now: now, shard: shard,
+            environment: core.environment, position: storages.count, feedback: core.feedback(for: key),
+            costs: startLimits.hasCostCaps ? core.costs(for: key) : nil)
         index[HashedKey(key)] = storages.count
         storages.append(storage)
         return storage

@@ -8,6 +8,9 @@ struct TokenCounts: Hashable, Sendable, ExpressibleByIntegerLiteral {
     var total: Int64
     var input: Int64
     var output: Int64
+    /// What the call costs in micro-units, for a provider with spend caps
+    /// (``CompiledLimits/hasCostCaps``); 0 otherwise, and ignored then.
+    var cost: Int64 = 0
 
     /// A call known by its total only.
     @inline(__always)

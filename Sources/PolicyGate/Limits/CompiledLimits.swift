@@ -66,6 +66,7 @@ struct CompiledLimits: Sendable {
         reservePermille = UInt16(limits.reservePermille)
         concurrencyCap = limits.maxConcurrent.map { Int32(clamping: min($0, Int(Int32.max) - 1)) } ?? .max
         self.generation = generation
+        hasCostCaps = limits.hasCostCaps
     }
 
     /// Whether the provider's counters live in the service's shared store (its calls take the
@@ -85,6 +86,15 @@ struct CompiledLimits: Sendable {
     var isNested: Bool {
         @inline(__always) get { routing & 4 != 0 }
         set { routing = newValue ? routing | 4 : routing & ~4 }
+    }
+
+    /// Whether the provider (or, in a nested tree, any level) has spend caps
+    /// (``PolicyLimits/costPerHour`` …): only then does an acquire price its call and a key
+    /// keep ``SpendWindows``. The caps themselves live beside the limits (``CostPolicy``), so
+    /// that the limits stay 120 bytes and a provider without them pays one branch.
+    var hasCostCaps: Bool {
+        @inline(__always) get { routing & 8 != 0 }
+        set { routing = newValue ? routing | 8 : routing & ~8 }
     }
 
     /// Whether the call takes a path other than this process's flat one (shared or nested):

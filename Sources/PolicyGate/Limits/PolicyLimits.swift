@@ -1,3 +1,5 @@
+import Foundation
+
 /// The caps configured for one provider. Every cap is optional; a provider whose caps are all
 /// `nil` is not gated at all (acquiring is a no-op).
 ///
@@ -55,6 +57,25 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
     /// ``defaultBatchAging``. Each waiter keeps the aging in force when it arrived.
     public var batchAging: Duration? = nil
 
+    /// The most a key may spend in any hour (a sliding window, as the token caps'), counted
+    /// at ``prices``: each call reserves its estimated cost when admitted and settles its
+    /// actual cost when committed. Spend caps are not changed by schedules or adaptive mode.
+    public var costPerHour: PolicyMoney? = nil
+    /// The most a key may spend in any 24 h (sliding).
+    public var costPerDay: PolicyMoney? = nil
+    /// The most a key may spend in a calendar month of ``costTimeZone``: the month's spend
+    /// starts at 0 at its first instant, the way invoices are.
+    public var costPerMonth: PolicyMoney? = nil
+    /// Prices per million tokens by model name or `*` pattern (`"gpt-4o*"`): an exact name
+    /// wins, then the most specific pattern. A `"*"` entry prices every other model, and calls
+    /// that name no model. With spend caps set, a call whose model has no price is refused
+    /// (``PolicyError/Code/unpriced``): it is never admitted uncounted. Read at the provider's
+    /// own level only (nested levels use the provider's prices).
+    public var prices: [String: PolicyModelPrice] = [:]
+    /// The time zone whose calendar months ``costPerMonth`` counts; `nil`: the provider's
+    /// schedule's zone if it has a schedule, otherwise UTC.
+    public var costTimeZone: TimeZone? = nil
+
     /// The aging of batch calls when ``batchAging`` is not set: 30 s.
     public static let defaultBatchAging: Duration = .seconds(30)
 
@@ -86,8 +107,18 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
         maxConcurrent: Int? = nil,
         countsCacheReads: Bool = true,
         reservedForInteractive: Double? = nil,
-        batchAging: Duration? = nil
+        batchAging: Duration? = nil,
+        costPerHour: PolicyMoney? = nil,
+        costPerDay: PolicyMoney? = nil,
+        costPerMonth: PolicyMoney? = nil,
+        prices: [String: PolicyModelPrice] = [:],
+        costTimeZone: TimeZone? = nil
     ) {
+        self.costPerHour = costPerHour
+        self.costPerDay = costPerDay
+        self.costPerMonth = costPerMonth
+        self.prices = prices
+        self.costTimeZone = costTimeZone
         self.requestsPerMinute = requestsPerMinute
         self.requestsPerHour = requestsPerHour
         self.requestsPerDay = requestsPerDay
@@ -111,7 +142,28 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
 
     /// Whether no cap is set.
     public var isUnlimited: Bool {
-        PolicyLimitKind.allCases.allSatisfy { self[$0] == nil }
+        PolicyLimitKind.allCases.allSatisfy { self[$0] == nil } && !hasCostCaps
+    }
+
+    /// Whether a spend cap (``costPerHour``, ``costPerDay``, ``costPerMonth``) is set.
+    public var hasCostCaps: Bool { costPerHour != nil || costPerDay != nil || costPerMonth != nil }
+
+    /// The spend cap of one window, or `nil` when it is not set.
+    public subscript(cost cap: PolicyCostCap) -> PolicyMoney? {
+        get {
+            switch cap {
+            case .costPerHour: costPerHour
+            case .costPerDay: costPerDay
+            case .costPerMonth: costPerMonth
+            }
+        }
+        set {
+            switch cap {
+            case .costPerHour: costPerHour = newValue
+            case .costPerDay: costPerDay = newValue
+            case .costPerMonth: costPerMonth = newValue
+            }
+        }
     }
 
     /// The cap for one kind of limit, or `nil` when it is not set.
@@ -171,6 +223,28 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
             }
         }
         try validatePriority(provider: provider)
+        try validateCosts(provider: provider)
+    }
+
+    /// Checks the spend caps (positive, at most ``PolicyMoney/maximum``) and the prices (0 or
+    /// more, at most ``PolicyMoney/maximum``).
+    func validateCosts(provider: String) throws(PolicyError) {
+        for cap in PolicyCostCap.allCases {
+            guard let amount = self[cost: cap] else { continue }
+            if amount.microUnits <= 0 || amount > PolicyMoney.maximum {
+                throw PolicyError(
+                    .invalidLimits, costCap: cap,
+                    message: "\(cap) for provider '\(provider)' must be positive and at most \(PolicyMoney.maximum), got \(amount)")
+            }
+        }
+        for (model, price) in prices {
+            for (part, amount) in [("input", price.input), ("output", price.output), ("cacheRead", price.cacheRead ?? .zero)]
+            where amount.microUnits < 0 || amount > PolicyMoney.maximum {
+                throw PolicyError(
+                    .invalidLimits,
+                    message: "the \(part) price of '\(model)' for provider '\(provider)' must be 0 or more and at most \(PolicyMoney.maximum), got \(amount)")
+            }
+        }
     }
 
     /// Checks ``reservedForInteractive`` (in `0..<1`) and ``batchAging`` (positive, at most
@@ -208,10 +282,11 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
     /// The caps that are set, as `name=value` pairs (and `countsCacheReads=false` when so).
     public var description: String {
         var set = PolicyLimitKind.allCases.compactMap { kind in self[kind].map { "\(kind)=\($0)" } }
-        if set.isEmpty { return "unlimited" }
+        if set.isEmpty && !hasCostCaps { return "unlimited" }
         if !countsCacheReads { set.append("countsCacheReads=false") }
         if let share = reservedForInteractive { set.append("reservedForInteractive=\(share)") }
         if let aging = batchAging { set.append("batchAging=\(aging)") }
+        for cap in PolicyCostCap.allCases { if let amount = self[cost: cap] { set.append("\(cap)=\(amount)") } }
         return set.joined(separator: " ")
     }
 }

@@ -29,7 +29,8 @@ public struct PolicyModelGroup: Hashable, Sendable {
 
     /// Checks the patterns and the caps.
     /// - Throws: ``PolicyError/Code/invalidLimits`` for an empty `match`, a pattern that is empty
-    ///   or only `*`, a pattern given twice, or a bad cap.
+    ///   or only `*`, a pattern given twice, a bad cap, or spend caps and prices (a group has
+    ///   none of its own yet).
     public func validate(provider: String, group: String) throws(PolicyError) {
         let name = "\(provider)' model group '\(group)"
         if match.isEmpty {
@@ -40,6 +41,11 @@ public struct PolicyModelGroup: Hashable, Sendable {
         }
         if Set(match).count != match.count {
             throw PolicyError(.invalidLimits, message: "model group '\(group)' of provider '\(provider)' lists a pattern twice")
+        }
+        if limits.hasCostCaps || !limits.prices.isEmpty {
+            throw PolicyError(
+                .invalidLimits,
+                message: "model group '\(group)' of provider '\(provider)': spend caps and prices belong to the provider's table (and its per tables)")
         }
         if limits.reservedForInteractive != nil || limits.batchAging != nil {
             throw PolicyError(.invalidLimits, message: "model group '\(group)' of provider '\(provider)': priority settings belong to the provider's table")

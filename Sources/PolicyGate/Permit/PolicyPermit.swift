@@ -30,9 +30,15 @@ public struct PolicyPermit: ~Copyable, Sendable {
     /// `sharedLease`, for the same reason) and its innermost bucket there.
     let chainGate: Unmanaged<ChainGate>?
     let leaf: Int32
+    /// Whether commits settle a cost (``price`` is the model's): beside `leaf`, in its padding,
+    /// so that a commit without spend caps tests one byte.
+    let isCosted: Bool
     let admission: Admission
     /// What the call counts for now: the estimate until a commit replaces it.
     private(set) var counted: TokenCounts
+    /// The model's prices, for a provider with spend caps (``PolicyLimits/prices``): a commit
+    /// settles the call's actual cost at them. Zero otherwise.
+    let price: CostPrice
 
     /// The tokens estimated when acquiring (input plus output when estimated in parts).
     public let estimatedTokens: Int
@@ -44,8 +50,12 @@ public struct PolicyPermit: ~Copyable, Sendable {
     public var countedInputTokens: Int { Int(counted.input) }
     /// The tokens this call counts for against the provider's output-token caps.
     public var countedOutputTokens: Int { Int(counted.output) }
+    /// What this call counts for against the provider's spend caps: its estimated cost until a
+    /// commit settles the actual cost (rounded up to the micro-unit). Zero for a provider
+    /// without spend caps.
+    public var countedCost: PolicyMoney { PolicyMoney(microUnits: counted.cost) }
 
-    init(storage: KeyStorage?, admission: Admission, estimated: TokenCounts) {
+    init(storage: KeyStorage?, admission: Admission, estimated: TokenCounts, price: CostPrice = .zero) {
         self.storage = storage
         self.sharedLease = nil
         self.chainGate = nil
@@ -53,9 +63,11 @@ public struct PolicyPermit: ~Copyable, Sendable {
         self.admission = admission
         self.estimatedTokens = Int(estimated.total)
         self.counted = estimated
+        self.price = price
+        self.isCosted = !price.isZero
     }
 
-    init(shared: SharedLease, admission: Admission, estimated: TokenCounts) {
+    init(shared: SharedLease, admission: Admission, estimated: TokenCounts, price: CostPrice = .zero) {
         self.storage = nil
         self.sharedLease = .passRetained(shared)
         self.chainGate = nil
@@ -63,9 +75,11 @@ public struct PolicyPermit: ~Copyable, Sendable {
         self.admission = admission
         self.estimatedTokens = Int(estimated.total)
         self.counted = estimated
+        self.price = price
+        self.isCosted = !price.isZero
     }
 
-    init(chain: ChainGate, leaf: Int32, admission: Admission, estimated: TokenCounts) {
+    init(chain: ChainGate, leaf: Int32, admission: Admission, estimated: TokenCounts, price: CostPrice = .zero) {
         self.storage = nil
         self.sharedLease = nil
         self.chainGate = .passRetained(chain)
@@ -73,6 +87,8 @@ public struct PolicyPermit: ~Copyable, Sendable {
         self.admission = admission
         self.estimatedTokens = Int(estimated.total)
         self.counted = estimated
+        self.price = price
+        self.isCosted = !price.isZero
     }
 
     /// The shared lease, if any, without taking a reference.
@@ -100,16 +116,19 @@ public struct PolicyPermit: ~Copyable, Sendable {
     ///   negative or too large; the permit and the windows are then unchanged.
     public mutating func commitTokens(_ actual: Int) throws(PolicyError) {
         guard AdmissionRules.isRecordable(actual) else { throw refuse(actual, "committed tokens") }
-        let new = TokenCounts(total: Int64(actual))
+        var new = TokenCounts(total: Int64(actual))
+        if isCosted { new.cost = price.cost(total: new.total) }
         guard let storage else {
             if let chain {
-                try chain.commit(leaf: leaf, admission, from: counted, to: new)
+                let previous = counted
+                try chain.commit(leaf: leaf, admission, from: previous, to: new)
+                counted = new
                 if chain.environment.hasTelemetry {
                     reportChainCommit(
                         PolicyCommitEvent(
-                            key: chain.key(of: leaf), estimatedTokens: estimatedTokens, previousTokens: Int(counted.total),
+                            key: chain.key(of: leaf), estimatedTokens: estimatedTokens, previousTokens: Int(previous.total),
                             actualTokens: actual),
-                        chain)
+                        chain, previous: previous)
                 }
             } else if let shared {
                 shared.commit(tokens: actual, estimated: estimatedTokens, previous: committedTokens)
@@ -122,7 +141,8 @@ public struct PolicyPermit: ~Copyable, Sendable {
         counted = new
         if storage.environment.hasTelemetry {
             reportCommit(PolicyCommitEvent(
-                key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: actual))
+                key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: actual),
+                previous: previous)
         }
     }
 
@@ -144,14 +164,16 @@ public struct PolicyPermit: ~Copyable, Sendable {
         let previous = counted
         guard let storage else {
             if let chain {
-                let new = try chain.commit(leaf: leaf, admission, from: previous, input: input, output: output, cacheReads: cacheReads)
+                let cost = !isCosted ? 0 : price.cost(input: Int64(input), output: Int64(output), cacheReads: Int64(cacheReads))
+                let new = try chain.commit(
+                    leaf: leaf, admission, from: previous, input: input, output: output, cacheReads: cacheReads, cost: cost)
                 counted = new
                 if chain.environment.hasTelemetry {
                     reportChainCommit(
                         PolicyCommitEvent(
                             key: chain.key(of: leaf), estimatedTokens: estimatedTokens, previousTokens: Int(previous.total),
                             actualTokens: Int(new.total), inputTokens: input, outputTokens: output, cacheReadTokens: cacheReads),
-                        chain)
+                        chain, previous: previous)
                 }
             } else if let shared {
                 counted = shared.commit(
@@ -161,18 +183,25 @@ public struct PolicyPermit: ~Copyable, Sendable {
             }
             return
         }
-        let new = try storage.commit(admission, from: previous, input: input, output: output, cacheReads: cacheReads)
+        let cost = !isCosted ? 0 : price.cost(input: Int64(input), output: Int64(output), cacheReads: Int64(cacheReads))
+        let new = try storage.commit(admission, from: previous, input: input, output: output, cacheReads: cacheReads, cost: cost)
         counted = new
         if storage.environment.hasTelemetry {
             reportCommit(PolicyCommitEvent(
                 key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: Int(new.total),
-                inputTokens: input, outputTokens: output, cacheReadTokens: cacheReads))
+                inputTokens: input, outputTokens: output, cacheReadTokens: cacheReads),
+                previous: previous)
         }
     }
 
     /// Tells telemetry and the hold warning of a commit of a nested provider's permit.
     @inline(never)
-    private func reportChainCommit(_ event: PolicyCommitEvent, _ chain: ChainGate) {
+    private func reportChainCommit(_ event: PolicyCommitEvent, _ chain: ChainGate, previous: TokenCounts) {
+        var event = event
+        if isCosted {
+            event.previousCost = PolicyMoney(microUnits: previous.cost)
+            event.actualCost = PolicyMoney(microUnits: counted.cost)
+        }
         chain.environment.telemetry?.didCommit(event)
         chain.environment.holdWatch.committed(.init(chain, admission), tokens: event.actualTokens)
     }
@@ -180,8 +209,13 @@ public struct PolicyPermit: ~Copyable, Sendable {
     /// Reports a commit of an in-process permit to telemetry and to the hold warning. Kept out
     /// of line: the commit path without telemetry stays as small as it was.
     @inline(never)
-    private func reportCommit(_ event: PolicyCommitEvent) {
+    private func reportCommit(_ event: PolicyCommitEvent, previous: TokenCounts) {
         guard let storage else { return }
+        var event = event
+        if isCosted {
+            event.previousCost = PolicyMoney(microUnits: previous.cost)
+            event.actualCost = PolicyMoney(microUnits: counted.cost)
+        }
         storage.environment.telemetry?.didCommit(event)
         storage.environment.holdWatch.committed(.init(storage, admission), tokens: event.actualTokens)
     }

@@ -32,11 +32,14 @@ extension PolicyService {
     @inline(never)
     nonisolated func reportAdmission(
         _ key: PolicyKey, estimate: Estimate, storage: KeyStorage, admission: Admission, tokens: TokenCounts, waited: Int64,
-        priority: PolicyPriority = .interactive
+        priority: PolicyPriority = .interactive, costed: Bool = false
     ) {
         let environment = core.environment
-        environment.telemetry?.didAcquire(
-            PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(waited), priority: priority))
+        var event = PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(waited), priority: priority)
+        // Whether the limits the call was admitted on have spend caps (read by the caller, not
+        // from the machine, which is not ours to read outside its lock).
+        if costed { event.estimatedCost = PolicyMoney(microUnits: tokens.cost) }
+        environment.telemetry?.didAcquire(event)
         environment.holdWatch.admitted(.init(storage, admission), key: key, at: admission.time, estimated: Int(tokens.total))
     }
 

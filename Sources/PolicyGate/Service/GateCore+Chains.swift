@@ -12,7 +12,7 @@ extension GateCore {
             let gate = ChainGate(
                 provider: key.provider, account: account, kinds: entry?.compiledScopes ?? [:],
                 groups: entry?.compiledGroups ?? [], now: now,
-                environment: environment, feedback: feedback(for: PolicyKey(provider: key.provider)))
+                environment: environment, feedback: feedback(for: PolicyKey(provider: key.provider)), costs: entry?.costs)
             gates[name] = gate
             return gate
         }
@@ -28,7 +28,9 @@ extension GateCore {
             // A tree counts the provider's caps per key or per account for good: a provider
             // that gains or loses its per-scope tables gets a new tree, like one that leaves.
             if let current = change.current, current.compiled.isNested, current.levels.kinds.isEmpty == gate.isFlat {
-                gate.setLimits(account: current.compiled, kinds: current.compiledScopes, groups: current.compiledGroups, now: now)
+                gate.setLimits(
+                    account: current.compiled, kinds: current.compiledScopes, groups: current.compiledGroups, costs: current.costs,
+                    now: now)
             } else {
                 chains.withLock { gates in if gates[name] === gate { gates[name] = nil } }
                 let account = change.current?.compiled ?? ungated ?? CompiledLimits(.unlimited, generation: nextGeneration())
@@ -85,7 +87,9 @@ extension GateCore {
 
 extension ChainGate {
     /// Adopts new limits for the account and every level.
-    func setLimits(account: CompiledLimits, kinds: [String: CompiledLimits], groups: [ModelGroupCaps] = [], now: Int64) {
-        withMachine { machine in ((), machine.setLimits(account: account, kinds: kinds, groups: groups, now: now)) }
+    func setLimits(
+        account: CompiledLimits, kinds: [String: CompiledLimits], groups: [ModelGroupCaps] = [], costs: CostPolicy? = nil, now: Int64
+    ) {
+        withMachine { machine in ((), machine.setLimits(account: account, kinds: kinds, groups: groups, costs: costs, now: now)) }
     }
 }

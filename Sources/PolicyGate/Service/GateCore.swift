@@ -17,6 +17,8 @@ struct ProviderEntry: Sendable {
     var adaptive: AdaptiveState?
     /// Nested limits per scope kind and model groups; empty when flat.
     var levels = ProviderLevels()
+    /// The provider's spend caps and prices, when it has spend caps (``CostPolicy``).
+    var costs: CostPolicy?
 
     /// The nested limits compiled, with the account's generation.
     var compiledScopes: [String: CompiledLimits] {
@@ -49,6 +51,12 @@ struct ProviderTable: Sendable {
     private var adaptive: [ProviderName: AdaptiveState] = [:]
     /// Nested limits, apart for the same reason.
     private var scopes: [ProviderName: ProviderLevels] = [:]
+    /// Spend caps and prices, apart for the same reason: read only when the compiled limits
+    /// say the provider has them.
+    private var costs: [ProviderName: CostPolicy] = [:]
+
+    /// A provider's spend caps and prices, if it has spend caps.
+    func costs(_ name: ProviderName) -> CostPolicy? { costs[name] }
 
     /// The compiled limits of a provider: the only lookup on the hot path.
     @inline(__always)
@@ -59,7 +67,7 @@ struct ProviderTable: Sendable {
             stored[name].map {
                 ProviderEntry(
                     limits: $0.limits, compiled: $0.compiled, schedule: tracks[name], storage: $0.storage,
-                    adaptive: adaptive[name], levels: scopes[name] ?? ProviderLevels())
+                    adaptive: adaptive[name], levels: scopes[name] ?? ProviderLevels(), costs: costs[name])
             }
         }
         set {
@@ -67,6 +75,7 @@ struct ProviderTable: Sendable {
             tracks[name] = newValue?.schedule
             adaptive[name] = newValue?.adaptive
             scopes[name] = newValue.flatMap { $0.levels.isEmpty ? nil : $0.levels }
+            costs[name] = newValue?.costs
         }
     }
 
@@ -208,12 +217,14 @@ final class GateCore: Sendable {
     ) -> ProviderEntry {
         let factor = adaptive?.factor(at: now) ?? AdaptiveState.full
         let adaptiveUntil = adaptive?.nextStep(after: now) ?? .max
+        let costs = costPolicy(base, scopes: scopes.kinds, schedule: schedule, wallClock: wallClock)
         guard let schedule else {
             var compiled = CompiledLimits(base, adaptedBy: factor, generation: generation)
             compiled.validUntil = adaptiveUntil
             compiled.share(storage)
             compiled.isNested = !scopes.isEmpty
-            return ProviderEntry(limits: base, compiled: compiled, storage: storage, adaptive: adaptive, levels: scopes)
+            compiled.hasCostCaps = costs != nil
+            return ProviderEntry(limits: base, compiled: compiled, storage: storage, adaptive: adaptive, levels: scopes, costs: costs)
         }
         let date = wallClock.date(at: now)
         let resolution = schedule.resolve(base: base, at: date)
@@ -226,9 +237,28 @@ final class GateCore: Sendable {
         }
         compiled.share(storage)
         compiled.isNested = !scopes.isEmpty
+        compiled.hasCostCaps = costs != nil
         return ProviderEntry(
             limits: base, compiled: compiled, schedule: ScheduleTrack(schedule: schedule, resolution: resolution),
-            storage: storage, adaptive: adaptive, levels: scopes)
+            storage: storage, adaptive: adaptive, levels: scopes, costs: costs)
+    }
+
+    /// A provider's spend caps, prices and calendar, or `nil` without spend caps. Its months
+    /// are those of ``PolicyLimits/costTimeZone``, else of its schedule's zone, else UTC.
+    static func costPolicy(
+        _ base: PolicyLimits, scopes: [String: PolicyLimits] = [:], schedule: PolicySchedule?, wallClock: WallClock
+    ) -> CostPolicy? {
+        let kinds = scopes.filter { $0.value.hasCostCaps }.mapValues(CostCaps.init)
+        guard base.hasCostCaps || !kinds.isEmpty else { return nil }
+        let zone = base.costTimeZone ?? schedule?.timeZone ?? .gmt
+        return CostPolicy(
+            caps: CostCaps(base), kindCaps: kinds, prices: PriceTable(base.prices), calendar: MonthCalendar(timeZone: zone, wallClock: wallClock))
+    }
+
+    /// The spend caps and prices of `key`'s provider, if it has spend caps.
+    func costs(for key: PolicyKey) -> CostPolicy? {
+        let name = ProviderName(of: key)
+        return providers.withLock { $0.costs(name) }
     }
 
     @inline(__always)
@@ -472,9 +502,12 @@ final class GateCore: Sendable {
                 byProvider[change.provider] = limits
             }
         }
+        var costs: [String: CostPolicy] = [:]
+        for change in changes { if let policy = change.current?.costs { costs[change.provider] = policy } }
         forEachStorage(of: nil) { storage, aftermath in
             guard let compiled = byProvider[storage.key.provider] else { return }
-            storage.settle(storage.machine.setLimits(compiled, now: now), into: &aftermath)
+            let policy = costs[storage.key.provider]
+            storage.settle(storage.machine.setLimits(compiled, costs: policy, now: now), into: &aftermath)
         }
         handOverToChains(changes, ungated: ungated, now: now)
         // Shared keys read the limits afresh on every attempt: wake their waiting heads.

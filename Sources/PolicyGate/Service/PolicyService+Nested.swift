@@ -5,7 +5,7 @@ extension PolicyService {
     /// instructions.)
     nonisolated func admitNested(
         _ key: PolicyKey, estimate: Estimate, model: String?, tokens: TokenCounts, limits: CompiledLimits, now: Int64,
-        pending: inout Pending?, priority: PolicyPriority
+        pending: inout Pending?, priority: PolicyPriority, price: CostPrice = .zero
     ) -> PolicyPermit? {
         let gate = core.chainGate(for: key, now: now)
         let (leaf, result) = gate.tryAdmit(key, model: model, tokens: tokens, account: limits, now: now)
@@ -13,13 +13,15 @@ extension PolicyService {
         case .success(let admission):
             if core.environment.hasTelemetry {
                 reportChainAdmission(
-                    key, estimate: estimate, gate: gate, admission: admission, tokens: tokens, waited: 0, priority: priority)
+                    key, estimate: estimate, gate: gate, admission: admission, tokens: tokens, waited: 0, priority: priority,
+                    costed: limits.hasCostCaps)
             }
-            return PolicyPermit(chain: gate, leaf: leaf, admission: admission, estimated: tokens)
+            return PolicyPermit(chain: gate, leaf: leaf, admission: admission, estimated: tokens, price: price)
         case .failure(let refusal):
             let depth = refusal.level.scope.kind == PolicyModelGroup.scopeKind
                 ? Pending.groupLevel : refusal.level.scope == .global ? 0 : refusal.level.parents.count + 1
-            pending = Pending(limits: limits, tokens: tokens, now: now, rejection: refusal.rejection, nestedLevel: Int8(clamping: depth))
+            pending = Pending(
+                limits: limits, tokens: tokens, now: now, rejection: refusal.rejection, nestedLevel: Int8(clamping: depth), price: price)
             return nil
         }
     }
@@ -30,11 +32,12 @@ extension PolicyService {
     @inline(never)
     nonisolated func reportChainAdmission(
         _ key: PolicyKey, estimate: Estimate, gate: ChainGate, admission: Admission, tokens: TokenCounts, waited: Int64,
-        priority: PolicyPriority = .interactive
+        priority: PolicyPriority = .interactive, costed: Bool = false
     ) {
         let environment = core.environment
-        environment.telemetry?.didAcquire(
-            PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(waited), priority: priority))
+        var event = PolicyAcquireEvent(key: key, estimate: estimate, waited: .nanoseconds(waited), priority: priority)
+        if costed { event.estimatedCost = PolicyMoney(microUnits: tokens.cost) }
+        environment.telemetry?.didAcquire(event)
         environment.holdWatch.admitted(.init(gate, admission), key: key, at: admission.time, estimated: Int(tokens.total))
     }
 }
@@ -60,6 +63,7 @@ extension PolicyService {
             let inFlight: Int
             let queued: Int
             let blockedBy: PolicyLimitKind?
+            var spend: [(cap: PolicyCostCap, spent: Int64, limit: Int64, resetsAt: Int64?)] = []
         }
         let gate = core.chainGate(for: key, now: now)
         let (levels, nextExpiry) = gate.withMachine { machine -> (([Level], Int64?), ChainGate.Machine.Effects) in
@@ -82,7 +86,8 @@ extension PolicyService {
                         .init(window: $0.window, requests: $0.requests, tokens: $0.tokens, inputTokens: $0.inputTokens, outputTokens: $0.outputTokens)
                     },
                     inFlight: machine.buckets[Int(b)].inFlight, queued: machine.queued(at: b),
-                    blockedBy: machine.blocker(at: b, tokens: TokenCounts(total: 0), now: now)?.kind)
+                    blockedBy: machine.blocker(at: b, tokens: TokenCounts(total: 0), now: now)?.kind,
+                    spend: machine.spendUsage(of: b, now: now))
             }
             return ((levels, machine.nextExpiry()), .init())
         }
@@ -105,6 +110,11 @@ extension PolicyService {
                 queued: level.queued, waitingForCapacity: 0, blockedBy: level.blockedBy,
                 scheduleEntry: resolution?.entry, isClosed: resolution?.isClosed ?? false, nextTransition: resolution?.validUntil,
                 nextCapacityIn: nextExpiry.map { .nanoseconds(max(0, $0 - now)) })
+            state.spend = level.spend.map {
+                PolicyState.Spend(
+                    cap: $0.cap, spent: PolicyMoney(microUnits: $0.spent), limit: PolicyMoney(microUnits: $0.limit),
+                    resetsAt: $0.resetsAt.map { core.wallClock.date(at: $0) })
+            }
             if isAccount {
                 state.providerFeedback = core.existingFeedback(for: PolicyKey(provider: key.provider))?.readout(at: now)
                 if let adaptive = entry.adaptive {

@@ -107,6 +107,26 @@ public struct PolicyState: Sendable, CustomStringConvertible {
     /// ordered among the interactive ones and allowed into the reserve.
     public internal(set) var promotedBatch = 0
 
+    /// A key's spend over one capped window (``PolicyLimits/costPerHour`` …).
+    public struct Spend: Sendable, Hashable {
+        /// The window.
+        public let cap: PolicyCostCap
+        /// What calls in the window count for: estimated costs, replaced by actual costs as
+        /// they commit.
+        public let spent: PolicyMoney
+        /// The cap.
+        public let limit: PolicyMoney
+        /// For the month: when the next one begins (its spend starts at 0 then).
+        public let resetsAt: Date?
+        /// What is left under the cap (0 when spent beyond it by commits over their estimates).
+        public var remaining: PolicyMoney { PolicyMoney(microUnits: Swift.max(0, limit.microUnits - spent.microUnits)) }
+    }
+
+    /// The key's spend per capped window, hour, day, month; empty without spend caps.
+    public internal(set) var spend: [Spend] = []
+    /// The spend cap that refuses a call now, if one does.
+    public internal(set) var blockedByCost: PolicyCostCap?
+
     /// The window entry for `window`, if it is capped.
     public subscript(window: PolicyWindow) -> Window? {
         windows.first { $0.window == window }
@@ -122,7 +142,9 @@ public struct PolicyState: Sendable, CustomStringConvertible {
             if let output = w.outputTokens { line += " output \(output.used)/\(output.cap.map(String.init) ?? "-")" }
             parts.append(line)
         }
+        for s in spend { parts.append("\(s.cap): \(s.spent)/\(s.limit)") }
         if let blockedBy { parts.append("blockedBy=\(blockedBy)") }
+        if let blockedByCost { parts.append("blockedBy=\(blockedByCost)") }
         if let scheduleEntry { parts.append("schedule=\(scheduleEntry)\(isClosed ? " (closed)" : "")") }
         if let pause = providerFeedback?.pausedFor { parts.append("providerPause=\(pause)") }
         if let adaptive, adaptive.factor < 1 { parts.append("adaptive=\(adaptive.factor)") }

@@ -80,6 +80,9 @@ public struct PolicyAcquireEvent: Sendable, Hashable {
     public let waited: Duration
     /// The class it was acquired in (``PolicyPriority``).
     public var priority: PolicyPriority = .interactive
+    /// For a provider with spend caps: the cost the call reserved (its estimate at its model's
+    /// price); `nil` otherwise.
+    public var estimatedCost: PolicyMoney? = nil
 
     /// Creates the event (the gate does; adapters' tests and fakes may too).
     public init(
@@ -119,6 +122,11 @@ public struct PolicyCommitEvent: Sendable, Hashable {
     public let outputTokens: Int?
     /// The input tokens read from the provider's cache, when committed in parts.
     public let cacheReadTokens: Int?
+    /// For a provider with spend caps: what the call counted for before this commit, and now
+    /// (the actual cost at its model's price); `nil` otherwise.
+    public var previousCost: PolicyMoney? = nil
+    /// See ``previousCost``.
+    public var actualCost: PolicyMoney? = nil
 
     /// The estimate's error for this call: `actualTokens / estimatedTokens` (1 when exact,
     /// above 1 when the call used more than estimated).
