@@ -8,7 +8,7 @@ extension PostgresPolicyStore {
 
     /// One statement: `policygate.admit_chain` locks every level's key row (in key order),
     /// checks every level and records the call at all of them or none, waiting for the locks
-    /// no longer than the request's ``PolicyStoreChainRequest/maximumWait``. The lease is the
+    /// no longer than the request's `PolicyStoreChainRequest.maximumWait`. The lease is the
     /// chain's: ``commit(_:tokens:)``, ``release(_:committing:)`` and the renewals act on every
     /// level. A refusal registers this store as waiting for each refusing level's key.
     /// - Throws: As ``admit(_:)``.

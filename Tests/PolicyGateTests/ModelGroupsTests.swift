@@ -217,6 +217,50 @@ struct ModelGroupsTests {
         _ = consume c
     }
 
+    @Test("spend caps with model groups: per key on a flat provider, for the account with per tables")
+    func spend() throws {
+        let price = PolicyModelPrice(input: try PolicyMoney(parsing: "3"), output: try PolicyMoney(parsing: "15"))
+        var provider = PolicyLimits(requestsPerMinute: 100)
+        provider.costPerHour = try PolicyMoney(parsing: "0.50")
+        provider.prices = ["claude-*": price]
+        let groups = ["anthropic": ["sonnet": PolicyModelGroup(match: ["claude-sonnet-4*"], limits: PolicyLimits(requestsPerMinute: 50))]]
+        let flat = try PolicyService(limits: ["anthropic": provider], modelGroups: groups, clock: clock)
+        let other = PolicyKey(provider: "anthropic", scope: .user("u2"))
+        // 100 000 in at 3 + 10 000 out at 15 per million: 0.30 + 0.15 = 0.45 of each key's 0.50.
+        let a = try flat.tryAcquire(key, estimatedInputTokens: 100_000, estimatedOutputTokens: 10_000, model: "claude-sonnet-4-5")
+        #expect(a.countedCost == (try PolicyMoney(parsing: "0.45")))
+        do {
+            _ = try flat.tryAcquire(key, estimatedInputTokens: 100_000, estimatedOutputTokens: 10_000, model: "claude-sonnet-4-5")
+            Issue.record("admitted over the key's spend cap")
+        } catch {
+            #expect(error.costCap == .costPerHour, "\(error)")
+        }
+        // Another key has a budget of its own, whatever the model.
+        let b = try flat.tryAcquire(other, estimatedInputTokens: 100_000, estimatedOutputTokens: 10_000, model: "claude-opus-4-1")
+        #expect(flat.currentState(for: other).spend.first?.spent == (try PolicyMoney(parsing: "0.45")))
+        _ = consume a
+        _ = consume b
+        // With per tables the provider's budget is the account's: the second key is refused.
+        let nested = try PolicyService(
+            limits: ["anthropic": provider], scopeLimits: ["anthropic": ["user": PolicyLimits(requestsPerMinute: 10)]],
+            modelGroups: groups, clock: clock)
+        let c = try nested.tryAcquire(other, estimatedInputTokens: 100_000, estimatedOutputTokens: 10_000, model: "claude-sonnet-4-0")
+        #expect(throws: PolicyError.self) {
+            _ = try nested.tryAcquire(
+                PolicyKey(provider: "anthropic", scope: .user("u3")), estimatedInputTokens: 100_000, estimatedOutputTokens: 10_000,
+                model: "claude-sonnet-4-0")
+        }
+        _ = consume c
+        // A group cannot carry spend caps of its own yet: refused, not ignored.
+        var groupBudget = PolicyLimits(requestsPerMinute: 5)
+        groupBudget.costPerHour = try PolicyMoney(parsing: "1")
+        #expect(throws: PolicyError.self) {
+            _ = try PolicyService(
+                limits: ["anthropic": provider],
+                modelGroups: ["anthropic": ["sonnet": PolicyModelGroup(match: ["claude-sonnet-4*"], limits: groupBudget)]], clock: clock)
+        }
+    }
+
     private func waitUntil(_ condition: () -> Bool) async throws {
         for _ in 0..<2_000 where !condition() { try await Task.sleep(for: .milliseconds(1)) }
         #expect(condition())

@@ -9,7 +9,7 @@ import Foundation
 ///
 /// Token caps count input plus output tokens. Providers that cap input and output tokens
 /// apart (Anthropic) are mirrored by the input and output caps, which apply next to the
-/// total-token caps; see ``PolicyService/acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:priority:)``
+/// total-token caps; see ``PolicyService/acquire(_:estimatedInputTokens:estimatedOutputTokens:model:maxWait:priority:)``
 /// and ``PolicyPermit/commitTokens(input:output:cacheReads:)``.
 public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
     /// The most requests admitted in any 60 s.

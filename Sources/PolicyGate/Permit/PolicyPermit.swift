@@ -1,4 +1,4 @@
-/// The right to make one provider call, handed out by ``PolicyService/acquire(_:estimatedTokens:maxWait:priority:)``.
+/// The right to make one provider call, handed out by ``PolicyService/acquire(_:estimatedTokens:model:maxWait:priority:)``.
 ///
 /// A permit holds a concurrency slot of its key from admission until it is released, which
 /// happens exactly once: when the permit goes out of scope (its `deinit`) or when ``release()``

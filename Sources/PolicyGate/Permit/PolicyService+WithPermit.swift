@@ -33,9 +33,9 @@ extension PolicyService {
     ///   - estimatedTokens: The pre-flight estimate, as in ``acquire(_:estimatedTokens:model:maxWait:priority:)``.
     ///   - model: The model the call is for, as in ``acquire(_:estimatedTokens:model:maxWait:priority:)``.
     ///   - maxWait: The longest to wait for admission; `nil` waits as long as it takes.
-    ///   - priority: Its class, as in ``acquire(_:estimatedTokens:maxWait:priority:)``.
+    ///   - priority: Its class, as in ``acquire(_:estimatedTokens:model:maxWait:priority:)``.
     ///   - body: The call, given the permit to commit usage or feed back headers on.
-    /// - Throws: What ``acquire(_:estimatedTokens:maxWait:priority:)`` throws (the body then never runs),
+    /// - Throws: What ``acquire(_:estimatedTokens:model:maxWait:priority:)`` throws (the body then never runs),
     ///   or what `body` throws.
     nonisolated(nonsending) public func withPermit<R: ~Copyable>(
         _ key: PolicyKey, estimatedTokens: Int = 0, model: String? = nil, maxWait: Duration? = nil,
@@ -48,8 +48,8 @@ extension PolicyService {
         return result
     }
 
-    /// ``withPermit(_:estimatedTokens:maxWait:priority:_:)`` with the estimate in parts, as in
-    /// ``acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:priority:)``: the input estimate
+    /// ``withPermit(_:estimatedTokens:model:maxWait:priority:_:)`` with the estimate in parts, as in
+    /// ``acquire(_:estimatedInputTokens:estimatedOutputTokens:model:maxWait:priority:)``: the input estimate
     /// counts against the input-token caps, the output estimate (usually the request's
     /// `max_tokens`) against the output-token caps.
     nonisolated(nonsending) public func withPermit<R: ~Copyable>(

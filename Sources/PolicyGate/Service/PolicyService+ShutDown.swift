@@ -9,8 +9,8 @@ extension PolicyService {
     /// its timers.
     ///
     /// In order:
-    /// 1. From the call on, every ``acquire(_:estimatedTokens:maxWait:priority:)`` and
-    ///    ``tryAcquire(_:estimatedTokens:priority:)`` fails with ``PolicyError/Code/shutDown``, and so does
+    /// 1. From the call on, every ``acquire(_:estimatedTokens:model:maxWait:priority:)`` and
+    ///    ``tryAcquire(_:estimatedTokens:model:priority:)`` fails with ``PolicyError/Code/shutDown``, and so does
     ///    every caller already waiting (in this process's queues or for the shared store).
     /// 2. Permits already held keep working: they commit and release as usual. The call waits
     ///    until none is held or `gracePeriod` has passed on the gate's clock, whichever is first.

@@ -17,7 +17,7 @@ import Synchronization
 ///   under the cap. Windows are counted in 60 buckets each, conservatively: a call may be
 ///   admitted later than an exact sliding log would admit it, by at most 1/60 of the window.
 /// - **FIFO per key.** Waiters are served in arrival order: first a concurrency slot, then,
-///   holding it, window capacity. ``tryAcquire(_:estimatedTokens:priority:)`` does not jump the queue.
+///   holding it, window capacity. ``tryAcquire(_:estimatedTokens:model:priority:)`` does not jump the queue.
 /// - **Cancellation-safe.** A waiter that is cancelled or times out has recorded nothing and
 ///   holds no slot.
 /// - **Caps hold while limits change.** An admission fits the caps in force at its instant.
@@ -306,7 +306,7 @@ public actor PolicyService {
     ///
     /// When the provider also caps input or output tokens, an estimate given only as a total
     /// counts in full against both (each part is at most the total, so no cap is exceeded);
-    /// ``acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:priority:)`` counts each part.
+    /// ``acquire(_:estimatedInputTokens:estimatedOutputTokens:model:maxWait:priority:)`` counts each part.
     ///
     /// - Parameters:
     ///   - key: The provider and scope to count the call under.
@@ -340,8 +340,8 @@ public actor PolicyService {
     /// The input estimate counts against the input-token caps, the output estimate (usually
     /// the request's `max_tokens`) against the output-token caps, and their sum against the
     /// total-token caps. ``PolicyPermit/commitTokens(input:output:cacheReads:)`` replaces them
-    /// with what the provider reports. Otherwise as ``acquire(_:estimatedTokens:maxWait:priority:)``.
-    /// - Throws: As ``acquire(_:estimatedTokens:maxWait:priority:)``; ``PolicyError/Code/invalidTokenCount``
+    /// with what the provider reports. Otherwise as ``acquire(_:estimatedTokens:model:maxWait:priority:)``.
+    /// - Throws: As ``acquire(_:estimatedTokens:model:maxWait:priority:)``; ``PolicyError/Code/invalidTokenCount``
     ///   also when a part is 0 while a cap counts it.
     nonisolated(nonsending) public func acquire(
         _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, model: String? = nil, maxWait: Duration? = nil,
@@ -365,8 +365,8 @@ public actor PolicyService {
 
     /// Waits until `key` may make one call, or until `deadline` on the service's clock.
     ///
-    /// Like ``acquire(_:estimatedTokens:maxWait:priority:)`` with the maximum wait given as an instant.
-    /// - Throws: As ``acquire(_:estimatedTokens:maxWait:priority:)``, and ``PolicyError/Code/invalidArgument``
+    /// Like ``acquire(_:estimatedTokens:model:maxWait:priority:)`` with the maximum wait given as an instant.
+    /// - Throws: As ``acquire(_:estimatedTokens:model:maxWait:priority:)``, and ``PolicyError/Code/invalidArgument``
     ///   if `deadline` is an instant of another clock than the service's.
     nonisolated(nonsending) public func acquire<I: InstantProtocol>(
         _ key: PolicyKey, estimatedTokens: Int = 0, model: String? = nil, deadline: I, priority: PolicyPriority = .interactive
@@ -377,7 +377,7 @@ public actor PolicyService {
     /// Waits until `key` may make one call estimated at `estimatedInputTokens` in and
     /// `estimatedOutputTokens` out, or until `deadline` on the service's clock.
     ///
-    /// Like ``acquire(_:estimatedInputTokens:estimatedOutputTokens:maxWait:priority:)`` with the maximum
+    /// Like ``acquire(_:estimatedInputTokens:estimatedOutputTokens:model:maxWait:priority:)`` with the maximum
     /// wait given as an instant.
     nonisolated(nonsending) public func acquire<I: InstantProtocol>(
         _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, model: String? = nil, deadline: I,
@@ -422,7 +422,7 @@ public actor PolicyService {
     }
 
     /// Admits one call estimated at `estimatedInputTokens` in and `estimatedOutputTokens` out
-    /// now, or throws at once: ``tryAcquire(_:estimatedTokens:priority:)`` with the estimate in parts.
+    /// now, or throws at once: ``tryAcquire(_:estimatedTokens:model:priority:)`` with the estimate in parts.
     public nonisolated func tryAcquire(
         _ key: PolicyKey, estimatedInputTokens: Int, estimatedOutputTokens: Int, model: String? = nil,
         priority: PolicyPriority = .interactive

@@ -235,7 +235,7 @@ public struct PolicyLimitsChangeEvent: Sendable, Hashable {
 public struct PolicyStoreFailureEvent: Sendable, Hashable {
     /// What the gate asked the store.
     public enum Operation: String, Sendable, Hashable {
-        /// An admission (``PolicyService/acquire(_:estimatedTokens:maxWait:priority:)``).
+        /// An admission (``PolicyService/acquire(_:estimatedTokens:model:maxWait:priority:)``).
         case admit
         /// A permit's ``PolicyPermit/commitTokens(_:)``.
         case commit
