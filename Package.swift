@@ -45,8 +45,11 @@ let package = Package(
         .trait(name: "Metrics", description: "PolicyGateMetrics: counters, timers and gauges through swift-metrics."),
         .trait(name: "Tracing", description: "PolicyGateTracing: waits as spans through swift-distributed-tracing."),
         .trait(name: "Postgres", description: "PolicyGatePostgres: counters shared by many processes in PostgreSQL (postgres-nio)."),
-        .trait(name: "AsyncHTTPClient", description: "PolicyGateAsyncHTTPClient: one gated provider call over swift-server's AsyncHTTPClient."),
-        .trait(name: "ServiceLifecycle", description: "PolicyGateServiceLifecycle: the gate as a Service that shuts down gracefully in a ServiceGroup."),
+        .trait(
+            name: "AsyncHTTPClient", description: "PolicyGateAsyncHTTPClient: one gated provider call over swift-server's AsyncHTTPClient."),
+        .trait(
+            name: "ServiceLifecycle",
+            description: "PolicyGateServiceLifecycle: the gate as a Service that shuts down gracefully in a ServiceGroup."),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),

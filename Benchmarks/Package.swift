@@ -15,7 +15,7 @@ import PackageDescription
 // naming only "MallocInterposer" turns the Linux Swift 6.3 ARC runtime interposer off, so
 // ordo-one/swift-runtime-interposer is never built (nor needs to be fetched).
 let settings: [SwiftSetting] = [
-    .swiftLanguageMode(.v6),
+    .swiftLanguageMode(.v6)
 ]
 
 let package = Package(
@@ -23,7 +23,7 @@ let package = Package(
     platforms: [.macOS("26.0")],  // the root package's floor (InlineArray: the Swift 6.2 runtime)
     // Off by default, so that building the benchmarks does not build postgres-nio.
     traits: [
-        .trait(name: "Postgres", description: "PostgresStoreBenchmark against a local PostgreSQL server."),
+        .trait(name: "Postgres", description: "PostgresStoreBenchmark against a local PostgreSQL server.")
     ],
     dependencies: [
         .package(
@@ -102,7 +102,7 @@ let package = Package(
             path: "Benchmarks/PolicyGateBenchmarks",
             swiftSettings: settings,
             plugins: [
-                .plugin(name: "BenchmarkPlugin", package: "benchmark"),
+                .plugin(name: "BenchmarkPlugin", package: "benchmark")
             ]
         ),
     ]

@@ -12,7 +12,7 @@ package enum CheckCommand {
             "Reports every problem of the file, each with its line and column, and exits with status 1 "
                 + "if there is an error (warnings alone do not fail). A valid file is shown as a table of "
                 + "each provider's limits in force at --from, then, for providers with a schedule, every "
-                + "change of their limits in the --days that follow, in the provider's time zone.",
+                + "change of their limits in the --days that follow, in the provider's time zone."
         ],
         options: [
             OptionSpec(
@@ -250,7 +250,8 @@ struct CheckReport {
         if provider.base.prices.isEmpty {
             lines.append("  \(provider.name): no prices: every call is refused (unpriced) while spend caps are set")
         } else {
-            lines.append("  \(provider.name): prices per million tokens (exact name first, then the most specific pattern; * for the rest):")
+            lines.append(
+                "  \(provider.name): prices per million tokens (exact name first, then the most specific pattern; * for the rest):")
             var table = TextTable([("model", .left), ("input", .right), ("output", .right), ("cache_read", .right)])
             for (model, price) in provider.base.prices.sorted(by: { $0.key < $1.key }) {
                 table.append([model, "\(price.input)", "\(price.output)", "\((price.cacheRead ?? price.input))"])
@@ -408,14 +409,17 @@ struct CheckReport {
                 modelGroup: model == nil ? nil : .some(provider.modelGroup),
                 reservedForInteractive: provider.base.reservedForInteractive ?? 0,
                 batchAgingSeconds: Values.seconds(provider.base.batchAging ?? PolicyLimits.defaultBatchAging),
-                costs: Dictionary(uniqueKeysWithValues: PolicyCostCap.allCases.compactMap { cap in
-                    provider.base[cost: cap].map { (cap.configurationKey, $0.description) }
-                }),
+                costs: Dictionary(
+                    uniqueKeysWithValues: PolicyCostCap.allCases.compactMap { cap in
+                        provider.base[cost: cap].map { (cap.configurationKey, $0.description) }
+                    }),
                 costTimezone: provider.base.costPerMonth == nil
                     ? nil : (provider.base.costTimeZone ?? provider.schedule?.timeZone ?? .gmt).identifier,
                 prices: provider.base.prices.mapValues { price in
-                    ["input": price.input.description, "output": price.output.description,
-                     "cache_read": (price.cacheRead ?? price.input).description]
+                    [
+                        "input": price.input.description, "output": price.output.description,
+                        "cache_read": (price.cacheRead ?? price.input).description,
+                    ]
                 },
                 effective: JSONState(
                     entry: now.entry, closed: now.isClosed, limits: Self.keyed(now.limits),

@@ -44,7 +44,8 @@ package enum MigrateCommand {
         let statementTimeout: Int
         do throws(UsageError) {
             if let url = settings.url, URLComponents(string: url)?.password != nil || url.lowercased().contains("password=") {
-                throw UsageError("--url must not carry a password: put it in PGPASSWORD or name a variable with --password-env", command: spec)
+                throw UsageError(
+                    "--url must not carry a password: put it in PGPASSWORD or name a variable with --password-env", command: spec)
             }
             if let name = parsed.value("--tls") {
                 guard let mode = PolicyPostgresSettings.TLSMode(rawValue: name) else {
@@ -78,7 +79,9 @@ package enum MigrateCommand {
             var lines = names.map { "applied \($0)" }
             let version = try PostgresPolicyStore.schemaVersion()
             lines.append(applied.isEmpty ? "policygate schema up to date (version \(version))" : "policygate schema at version \(version)")
-            if let role = migration.runtimeRole { lines.append("granted USAGE on schema policygate and EXECUTE on its functions to \(role)") }
+            if let role = migration.runtimeRole {
+                lines.append("granted USAGE on schema policygate and EXECUTE on its functions to \(role)")
+            }
             return lines
         }
         switch outcome {

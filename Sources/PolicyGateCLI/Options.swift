@@ -134,9 +134,10 @@ package struct CommandSpec: Sendable {
         text += "\n"
         for paragraph in discussion { text += "\n" + wrap(paragraph, indent: 0) + "\n" }
         let argumentRows = arguments.map { ("<\($0.name)>", $0.help) }
-        let optionRows = options.map { option in
-            (option.valueName.map { "\(option.name) <\($0)>" } ?? option.name, option.help)
-        } + [("-h, --help", "Show this help.")]
+        let optionRows =
+            options.map { option in
+                (option.valueName.map { "\(option.name) <\($0)>" } ?? option.name, option.help)
+            } + [("-h, --help", "Show this help.")]
         // One column width for both lists, so their help texts line up.
         let width = (argumentRows + optionRows).map(\.0.count).max() ?? 0
         func list(_ rows: [(String, String)]) -> String {

@@ -26,20 +26,24 @@ package final class ProgressBar: Sendable {
         let clamped = fraction.isNaN ? 0 : min(1, max(0, fraction))
         let percent = Int(clamped * 100)
         if terminal {
-            guard shown.withLock({ last in
-                defer { last = max(last, percent) }
-                return percent > last
-            }) else { return }
+            guard
+                shown.withLock({ last in
+                    defer { last = max(last, percent) }
+                    return percent > last
+                })
+            else { return }
             let filled = Int(clamped * Double(Self.width))
             let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: Self.width - filled)
             let number = String(repeating: " ", count: 3 - String(percent).count) + "\(percent)%"
             sink.write("\r\(label) [\(bar)] \(number)")
         } else {
             let quarter = percent / 25
-            guard quarter > 0, shown.withLock({ last in
-                defer { last = max(last, quarter) }
-                return quarter > last
-            }) else { return }
+            guard quarter > 0,
+                shown.withLock({ last in
+                    defer { last = max(last, quarter) }
+                    return quarter > last
+                })
+            else { return }
             sink.line("\(label): \(quarter * 25)%")
         }
     }

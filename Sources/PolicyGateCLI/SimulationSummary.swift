@@ -34,9 +34,10 @@ package enum SimulationSummary {
 
         var rows: [(String, String)] = []
         let waited = provider.admitted - provider.admittedAtOnce
-        rows.append((
-            "admitted", "\(n(provider.admitted)) (\(n(provider.admittedAtOnce)) at once, \(n(waited)) after waiting)"
-        ))
+        rows.append(
+            (
+                "admitted", "\(n(provider.admitted)) (\(n(provider.admittedAtOnce)) at once, \(n(waited)) after waiting)"
+            ))
         if !provider.delayed.isEmpty {
             rows.append(("had to wait", total(provider.delayed) + ": " + breakdown(provider.delayed)))
         }
@@ -54,27 +55,30 @@ package enum SimulationSummary {
         }
         if provider.unfinished > 0 { rows.append(("unfinished", "\(n(provider.unfinished)) still waiting at the end")) }
         let wait = provider.wait
-        rows.append((
-            "queue wait",
-            "p50 \(seconds(wait.p50))  p95 \(seconds(wait.p95))  p99 \(seconds(wait.p99))  max \(seconds(wait.max))  "
-                + "mean \(seconds(wait.mean))"
-        ))
-        for priority in PolicyPriority.allCases {
-            guard let wait = provider.waitByPriority?[priority.description] else { continue }
-            rows.append((
-                "  \(priority)",
+        rows.append(
+            (
+                "queue wait",
                 "p50 \(seconds(wait.p50))  p95 \(seconds(wait.p95))  p99 \(seconds(wait.p99))  max \(seconds(wait.max))  "
                     + "mean \(seconds(wait.mean))"
             ))
+        for priority in PolicyPriority.allCases {
+            guard let wait = provider.waitByPriority?[priority.description] else { continue }
+            rows.append(
+                (
+                    "  \(priority)",
+                    "p50 \(seconds(wait.p50))  p95 \(seconds(wait.p95))  p99 \(seconds(wait.p99))  max \(seconds(wait.max))  "
+                        + "mean \(seconds(wait.mean))"
+                ))
         }
         func peak(_ count: Int, _ what: String, at time: Double) -> String {
             "\(n(count)) \(what)" + (count > 0 ? " (at \(offset(time)))" : "")
         }
-        rows.append((
-            "peaks",
-            peak(provider.peakInFlight, "in flight", at: provider.peakInFlightAt) + ", "
-                + peak(provider.peakQueued, "queued", at: provider.peakQueuedAt)
-        ))
+        rows.append(
+            (
+                "peaks",
+                peak(provider.peakInFlight, "in flight", at: provider.peakInFlightAt) + ", "
+                    + peak(provider.peakQueued, "queued", at: provider.peakQueuedAt)
+            ))
         // Which cap bites first, and then which: the question the simulation is run for.
         let hits = provider.limits.compactMap { limit in limit.firstHitAt.map { (name: limit.limit, at: $0) } }
             .sorted { ($0.at, $0.name) < ($1.at, $1.name) }
@@ -85,17 +89,19 @@ package enum SimulationSummary {
             guard let input, let output else { return "" }
             return " (\(n(input)) in, \(n(output)) out)"
         }
-        rows.append((
-            "tokens",
-            "\(n(provider.estimatedTokens)) estimated\(parts(provider.estimatedInputTokens, provider.estimatedOutputTokens)), "
-                + "\(n(provider.committedTokens)) committed\(parts(provider.committedInputTokens, provider.committedOutputTokens))"
-        ))
-        if let model = provider.providerModel {
-            rows.append((
-                "provider",
-                "\(n(model.throttled)) answered 429 (capacity \(model.capacity.description)), goodput \(n(model.goodput)) "
-                    + "completed; adaptive caps \(model.adaptive ? "on" : "off")"
+        rows.append(
+            (
+                "tokens",
+                "\(n(provider.estimatedTokens)) estimated\(parts(provider.estimatedInputTokens, provider.estimatedOutputTokens)), "
+                    + "\(n(provider.committedTokens)) committed\(parts(provider.committedInputTokens, provider.committedOutputTokens))"
             ))
+        if let model = provider.providerModel {
+            rows.append(
+                (
+                    "provider",
+                    "\(n(model.throttled)) answered 429 (capacity \(model.capacity.description)), goodput \(n(model.goodput)) "
+                        + "completed; adaptive caps \(model.adaptive ? "on" : "off")"
+                ))
         }
 
         var lines = [headline]
@@ -116,7 +122,9 @@ package enum SimulationSummary {
             ("provider", .left), ("capacity", .left), ("adaptive", .left), ("429s", .right), ("goodput", .right),
         ])
         for entry in comparison {
-            table.append([entry.provider, entry.capacity.description, "off", Values.count(entry.off.throttled), Values.count(entry.off.goodput)])
+            table.append([
+                entry.provider, entry.capacity.description, "off", Values.count(entry.off.throttled), Values.count(entry.off.goodput),
+            ])
             table.append(["", "", "on", Values.count(entry.on.throttled), Values.count(entry.on.goodput)])
         }
         return ["Adaptive caps against the provider model (the same calls, replayed both ways):"] + table.render(indent: 2)

@@ -53,13 +53,14 @@ enum Demo {
         for id in 1...30 {
             at += next(0...6_000)  // milliseconds between arrivals
             let estimate = next(300...1_500)
-            calls.append(Call(
-                id: id, key: users[next(0...1)], arrival: .milliseconds(at), estimate: estimate,
-                actual: estimate * next(60...130) / 100, duration: .milliseconds(next(1_500...9_000))))
+            calls.append(
+                Call(
+                    id: id, key: users[next(0...1)], arrival: .milliseconds(at), estimate: estimate,
+                    actual: estimate * next(60...130) / 100, duration: .milliseconds(next(1_500...9_000))))
         }
 
         print("limits: openai \(limits)  (per user)\n")
-        var pending = calls[...]            // not yet arrived
+        var pending = calls[...]  // not yet arrived
         var queues: [PolicyKey: [Call]] = [:]
         var retryAt: [PolicyKey: Duration] = [:]
         var running: [Running] = []
@@ -79,7 +80,9 @@ enum Demo {
                         retryAt[key] = nil
                         let wait = now() - call.arrival
                         waited.append(wait)
-                        print("\(stamp(now()))  #\(call.id) \(key.scope)  admitted  est \(call.estimate)\(wait > .zero ? "  after waiting \(stamp(wait))" : "")  in flight \(gate.currentState(for: key).inFlight)")
+                        print(
+                            "\(stamp(now()))  #\(call.id) \(key.scope)  admitted  est \(call.estimate)\(wait > .zero ? "  after waiting \(stamp(wait))" : "")  in flight \(gate.currentState(for: key).inFlight)"
+                        )
                         try permit.commitTokens(call.estimate)  // nothing reported yet: the estimate stands
                         running.append(Running(permit: permit, call: call, ends: now() + call.duration))
                     } catch {
@@ -115,7 +118,8 @@ enum Demo {
         }
 
         let sorted = waited.sorted()
-        print("""
+        print(
+            """
 
             \(calls.count) calls over \(stamp(now())) of virtual time
             admitted at once: \(waited.filter { $0 == .zero }.count), after waiting: \(waited.filter { $0 > .zero }.count) \

@@ -1,5 +1,6 @@
 import Foundation
 import PolicyGate
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -97,7 +98,11 @@ public final class FakeProvider: Sendable {
 
     /// Stops listening.
     public func stop() {
-        guard stopped.withLock({ let was = $0; $0 = true; return !was }) else { return }
+        guard
+            stopped.withLock({
+                let was = $0; $0 = true; return !was
+            })
+        else { return }
         shutdown(listener, Int32(SHUT_RDWR))
         close(listener)
     }
@@ -158,7 +163,9 @@ public final class FakeProvider: Sendable {
             var framed = Data(String(part.count, radix: 16).utf8) + Data("\r\n".utf8)
             framed += part + Data("\r\n".utf8)
             guard write(fd, framed) else { return false }
-            if reply.pause > .zero { Thread.sleep(forTimeInterval: Double(reply.pause.components.attoseconds) / 1e18 + Double(reply.pause.components.seconds)) }
+            if reply.pause > .zero {
+                Thread.sleep(forTimeInterval: Double(reply.pause.components.attoseconds) / 1e18 + Double(reply.pause.components.seconds))
+            }
         }
         if reply.cutAfter != nil { return false }
         return write(fd, Data("0\r\n\r\n".utf8))

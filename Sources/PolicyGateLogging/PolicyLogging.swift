@@ -261,11 +261,15 @@ public struct PolicyLogging: PolicyTelemetry {
     /// `notice` (or ``Levels/feedback`` if higher), the rest at ``Levels/feedback``.
     public func didObserveFeedback(_ event: PolicyFeedbackEvent) {
         let ignored = event.feedback.ignored
-        let level = event.pausedFor != nil
+        let level =
+            event.pausedFor != nil
             ? levels.providerPause : ignored.isEmpty ? levels.feedback : max(levels.feedback, .notice)
-        let message: Logger.Message = event.pausedFor != nil
-            ? "PolicyGate paused by the provider" : ignored.isEmpty ? "PolicyGate read provider feedback"
-            : "PolicyGate ignored provider feedback it could not believe"
+        let message: Logger.Message =
+            event.pausedFor != nil
+            ? "PolicyGate paused by the provider"
+            : ignored.isEmpty
+                ? "PolicyGate read provider feedback"
+                : "PolicyGate ignored provider feedback it could not believe"
         logger.log(
             level: level, message,
             metadata: {

@@ -318,10 +318,13 @@ public final class PolicyMetrics: PolicyTelemetry {
                     state.gauges.removeValue(forKey: group)?.destroy()
                     continue
                 }
-                var gauges = state.gauges[group] ?? SampledGauges(
-                    group: group, dimensions: labels(group), names: names, factory: factory)
-                gauges.record(reading ?? Reading(), limits: limits[group.provider] ?? .unlimited,
-                              names: names, factory: factory)
+                var gauges =
+                    state.gauges[group]
+                    ?? SampledGauges(
+                        group: group, dimensions: labels(group), names: names, factory: factory)
+                gauges.record(
+                    reading ?? Reading(), limits: limits[group.provider] ?? .unlimited,
+                    names: names, factory: factory)
                 state.gauges[group] = gauges
             }
         }
@@ -380,10 +383,12 @@ public final class PolicyMetrics: PolicyTelemetry {
         var gauges = state.limitGauges[provider] ?? [:]
         for kind in PolicyLimitKind.allCases {
             if let cap = limits[kind] {
-                let gauge = gauges[kind] ?? Gauge(
-                    label: names.limit,
-                    dimensions: dimensions + [(Label.provider, provider), (Label.limit, LabelNames.limit(kind))],
-                    factory: factory)
+                let gauge =
+                    gauges[kind]
+                    ?? Gauge(
+                        label: names.limit,
+                        dimensions: dimensions + [(Label.provider, provider), (Label.limit, LabelNames.limit(kind))],
+                        factory: factory)
                 gauge.record(cap)
                 gauges[kind] = gauge
             } else if let gauge = gauges.removeValue(forKey: kind) {
@@ -465,10 +470,11 @@ final class EventMetrics: Sendable {
     func rejected(code: PolicyError.Code, limit: PolicyLimitKind?, names: PolicyMetrics.Names, factory: any MetricsFactory) -> Counter {
         let key = RejectKey(code: code, limit: limit)
         if let counter = rejectedCounters.withLock({ $0[key] }) { return counter }
-        let labels = dimensions + [
-            (PolicyMetrics.Label.reason, LabelNames.reason(code)),
-            (PolicyMetrics.Label.limit, limit.map(LabelNames.limit) ?? "none"),
-        ]
+        let labels =
+            dimensions + [
+                (PolicyMetrics.Label.reason, LabelNames.reason(code)),
+                (PolicyMetrics.Label.limit, limit.map(LabelNames.limit) ?? "none"),
+            ]
         let created = Counter(label: names.rejected, dimensions: labels, factory: factory)
         return rejectedCounters.withLock { counters in
             if let existing = counters[key] { return existing }
@@ -526,9 +532,11 @@ struct SampledGauges {
         activeKeys.record(reading.keys)
         for kind in PolicyLimitKind.allCases {
             if let cap = limits[kind] {
-                let gauge = remaining[kind] ?? Gauge(
-                    label: names.remaining, dimensions: dimensions + [(PolicyMetrics.Label.limit, LabelNames.limit(kind))],
-                    factory: factory)
+                let gauge =
+                    remaining[kind]
+                    ?? Gauge(
+                        label: names.remaining, dimensions: dimensions + [(PolicyMetrics.Label.limit, LabelNames.limit(kind))],
+                        factory: factory)
                 gauge.record(min(cap, reading.remaining[kind] ?? cap))
                 remaining[kind] = gauge
             } else if let gauge = remaining.removeValue(forKey: kind) {

@@ -283,7 +283,8 @@ extension PostgresPolicyStore {
                 _ = try await connection.query(PostgresQuery(unsafeSQL: statement.sql), logger: logger).collect()
             } catch {
                 if migration.transactional { _ = try? await connection.query("ROLLBACK", logger: logger) }
-                let outcome = migration.transactional
+                let outcome =
+                    migration.transactional
                     ? "rolled back" : "statements before it stay applied; the file runs again from its start next time"
                 throw PostgresStoreError(
                     "migration \(migration.name) failed at statement \(index + 1) of \(statements.count) (line "
@@ -397,7 +398,8 @@ enum SQLStatements {
                     start = i
                 }
                 if byte == 0x27 || byte == 0x22 {  // '…' or "…"
-                    let escapes = byte == 0x27 && i > 0 && (bytes[i - 1] == 0x45 || bytes[i - 1] == 0x65)
+                    let escapes =
+                        byte == 0x27 && i > 0 && (bytes[i - 1] == 0x45 || bytes[i - 1] == 0x65)
                         && (i < 2 || !isIdentifier(bytes[i - 2]))
                     i += 1
                     while i < bytes.count {

@@ -133,11 +133,13 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
         logger: Logger? = nil
     ) throws {
         // Quiet by default: a failing database is reported through the gate's telemetry.
-        let logger = logger ?? {
-            var logger = Logger(label: "policygate.postgres")
-            logger.logLevel = .error
-            return logger
-        }()
+        let logger =
+            logger
+            ?? {
+                var logger = Logger(label: "policygate.postgres")
+                logger.logLevel = .error
+                return logger
+            }()
         let options = options ?? Options(settings)
         self.options = options
         self.holder = holder ?? "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
@@ -465,9 +467,10 @@ public final class PostgresPolicyStore: PolicyQuotaStore {
                 try? await Task.sleep(until: wake)
                 guard let self, !Task.isCancelled else { return }
                 await self.renew()
-                await self.refreshWaiters(self.waiting.withLock { table in
-                    table.compactMap { key, entry in entry.count > 0 ? entry.token.map { (key, $0) } : nil }
-                })
+                await self.refreshWaiters(
+                    self.waiting.withLock { table in
+                        table.compactMap { key, entry in entry.count > 0 ? entry.token.map { (key, $0) } : nil }
+                    })
                 if ContinuousClock.now - lastCleanup >= self.options.cleanupInterval {
                     lastCleanup = .now
                     do {

@@ -1,5 +1,6 @@
 import Foundation
 import PolicyGate
+
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif

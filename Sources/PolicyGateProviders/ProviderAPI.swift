@@ -107,8 +107,11 @@ extension ProviderAPI {
             if let tools = object["tools"] { bytes += JSONBody.textBytes(tools, keys: true) }
             if let functions = object["functions"] { bytes += JSONBody.textBytes(functions, keys: true) }
         case .openAIResponses:
-            if let input = object["input"]?.string { messages = 1; bytes += input.utf8.count }
-            else if let list = object["input"]?.array { messages = list.count; bytes += JSONBody.textBytes(.array(list)) }
+            if let input = object["input"]?.string {
+                messages = 1; bytes += input.utf8.count
+            } else if let list = object["input"]?.array {
+                messages = list.count; bytes += JSONBody.textBytes(.array(list))
+            }
             if let instructions = object["instructions"] { bytes += JSONBody.textBytes(instructions) }
             if let tools = object["tools"] { bytes += JSONBody.textBytes(tools, keys: true) }
         case .anthropicMessages:
@@ -152,7 +155,8 @@ extension ProviderAPI {
         }
         switch self {
         case .openAIChatCompletions, .openAIResponses:
-            let (inName, outName, details) = self == .openAIChatCompletions
+            let (inName, outName, details) =
+                self == .openAIChatCompletions
                 ? ("prompt_tokens", "completion_tokens", "prompt_tokens_details")
                 : ("input_tokens", "output_tokens", "input_tokens_details")
             guard let prompt = try count(inName), let output = try count(outName) else { return nil }

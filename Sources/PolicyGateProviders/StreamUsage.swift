@@ -147,14 +147,16 @@ public struct StreamUsageParser: Sendable {
         }
     }
 
-/// `message_delta` gives the cumulative output; newer versions repeat the input counts.
+    /// `message_delta` gives the cumulative output; newer versions repeat the input counts.
     private mutating func mergeAnthropicDelta(_ delta: [String: JSONValue]) throws(ProviderWireError) {
         var merged = usage ?? ProviderUsage(input: 0, output: 0)
         if let output = delta["output_tokens"], !output.isNull {
             guard let n = JSONBody.count(output) else { throw ProviderWireError(.invalidCount, "output_tokens") }
             merged.output = n
         }
-        if delta["input_tokens"] != nil, let input = try api.usageParts(delta.merging(["output_tokens": .number(0, 0)]) { $1 }, requireAll: false) {
+        if delta["input_tokens"] != nil,
+            let input = try api.usageParts(delta.merging(["output_tokens": .number(0, 0)]) { $1 }, requireAll: false)
+        {
             merged.input = input.input
             merged.cacheReads = input.cacheReads
         }

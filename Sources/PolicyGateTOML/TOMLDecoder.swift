@@ -109,11 +109,12 @@ extension TOMLDecoder {
             // The path names the missing key; `position(at:)` then stops at the table that
             // lacks it, which is where the key belongs.
             var error = located(.keyNotFound, "", context.codingPath + [key])
-            let name: String = switch error.keyPath.last {
-            case .key(let name)?: name
-            case let component?: component.description
-            case nil: key.stringValue
-            }
+            let name: String =
+                switch error.keyPath.last {
+                case .key(let name)?: name
+                case let component?: component.description
+                case nil: key.stringValue
+                }
             error.message = "missing key '\(name)'"
             return error
         case .dataCorrupted(let context):
@@ -186,7 +187,8 @@ extension TOMLDecoder {
             key.formIndex(before: &lastNonUnderscore)
         }
         let words = key[firstNonUnderscore...lastNonUnderscore].split(separator: "_")
-        let joined = words.count == 1
+        let joined =
+            words.count == 1
             ? String(key[firstNonUnderscore...lastNonUnderscore])
             : ([words[0].lowercased()] + words.dropFirst().map { $0.capitalized }).joined()
         return String(key[..<firstNonUnderscore]) + joined + String(key[key.index(after: lastNonUnderscore)...])

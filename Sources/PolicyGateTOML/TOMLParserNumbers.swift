@@ -191,7 +191,8 @@ extension TOMLParser {
     /// Reads a local date, a local date-time or an offset date-time (at four digits and `-`).
     private mutating func parseDateOrDateTime() throws(TOMLError) -> TOMLValue {
         let start = index
-        let year = Int(bytes[start] - TOMLByte.zero) * 1000 + Int(bytes[start + 1] - TOMLByte.zero) * 100
+        let year =
+            Int(bytes[start] - TOMLByte.zero) * 1000 + Int(bytes[start + 1] - TOMLByte.zero) * 100
             + Int(bytes[start + 2] - TOMLByte.zero) * 10 + Int(bytes[start + 3] - TOMLByte.zero)
         guard let month = twoDigits(at: start + 5), start + 7 < bytes.count, bytes[start + 7] == TOMLByte.minus,
             let day = twoDigits(at: start + 8)

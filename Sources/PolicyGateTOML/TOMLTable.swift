@@ -141,9 +141,11 @@ public enum TOMLPathComponent: Sendable, Hashable, CustomStringConvertible {
 
     /// A key as TOML would write it: bare when it can be, else a basic string with escapes.
     static func render(key: String) -> String {
-        let isBare = !key.isEmpty && key.unicodeScalars.allSatisfy {
-            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-"
-        }
+        let isBare =
+            !key.isEmpty
+            && key.unicodeScalars.allSatisfy {
+                ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "_" || $0 == "-"
+            }
         if isBare { return key }
         var quoted = "\""
         for scalar in key.unicodeScalars {

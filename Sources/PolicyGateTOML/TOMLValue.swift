@@ -169,7 +169,6 @@ public struct TOMLOffsetDateTime: Sendable, Hashable, Codable, CustomStringConve
     }
 }
 
-
 /// `value` in decimal, left-padded with zeros to `width` digits.
 func pad(_ value: Int, _ width: Int) -> String {
     let digits = String(value)

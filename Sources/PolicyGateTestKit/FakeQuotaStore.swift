@@ -107,7 +107,9 @@ public final class FakeQuotaStore: PolicyQuotaStore {
 
     /// Lets every held admission answer; each decides against the counters as they are now.
     public func answerHeldAdmissions() {
-        for continuation in state.withLock({ state in defer { state.heldAdmissions = [] }; return state.heldAdmissions }) {
+        for continuation in state.withLock({ state in
+            defer { state.heldAdmissions = [] }; return state.heldAdmissions
+        }) {
             continuation.resume()
         }
     }

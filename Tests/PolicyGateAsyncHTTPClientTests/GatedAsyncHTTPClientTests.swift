@@ -12,17 +12,22 @@ import Testing
 @Suite("One call over AsyncHTTPClient", .timeLimit(.minutes(1)))
 struct GatedAsyncHTTPClientTests {
     let key = PolicyKey(provider: "anthropic", scope: .user("u"))
-    let requestBody = Data(#"{"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": [{"role": "user", "content": "Hello, Claude"}]}"#.utf8)
+    let requestBody = Data(
+        #"{"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": [{"role": "user", "content": "Hello, Claude"}]}"#.utf8)
     static let events = [
-        "event: message_start\n" + #"data: {"type":"message_start","message":{"usage":{"input_tokens":25,"cache_read_input_tokens":2000,"output_tokens":1}}}"# + "\n\n",
-        "event: content_block_delta\n" + #"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}"# + "\n\n",
-        "event: message_delta\n" + #"data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}"# + "\n\n",
+        "event: message_start\n"
+            + #"data: {"type":"message_start","message":{"usage":{"input_tokens":25,"cache_read_input_tokens":2000,"output_tokens":1}}}"#
+            + "\n\n",
+        "event: content_block_delta\n" + #"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}"#
+            + "\n\n",
+        "event: message_delta\n" + #"data: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15}}"#
+            + "\n\n",
         "event: message_stop\n" + #"data: {"type":"message_stop"}"# + "\n\n",
     ]
 
     func makeGate() throws -> PolicyService {
         try PolicyService(limits: [
-            "anthropic": PolicyLimits(requestsPerMinute: 1_000, tokensPerMinute: 1_000_000, maxConcurrent: 4, countsCacheReads: false),
+            "anthropic": PolicyLimits(requestsPerMinute: 1_000, tokensPerMinute: 1_000_000, maxConcurrent: 4, countsCacheReads: false)
         ])
     }
 
@@ -37,13 +42,17 @@ struct GatedAsyncHTTPClientTests {
     func throttledThenJSON() async throws {
         let calls = Locked(0)
         let server = try FakeProvider { _ in
-            if calls.withLock({ $0 += 1; return $0 }) == 1 {
+            if calls.withLock({
+                $0 += 1; return $0
+            }) == 1 {
                 return .json(#"{"type": "error", "error": {"type": "rate_limit_error"}}"#, status: 429, headers: [("retry-after", "1")])
             }
             return .json(
                 #"{"type": "message", "usage": {"input_tokens": 30, "cache_read_input_tokens": 500, "output_tokens": 12}}"#,
-                headers: [("anthropic-ratelimit-requests-limit", "50"), ("anthropic-ratelimit-requests-remaining", "49"),
-                          ("anthropic-ratelimit-requests-reset", ISO8601DateFormatter().string(from: Date().addingTimeInterval(30)))])
+                headers: [
+                    ("anthropic-ratelimit-requests-limit", "50"), ("anthropic-ratelimit-requests-remaining", "49"),
+                    ("anthropic-ratelimit-requests-reset", ISO8601DateFormatter().string(from: Date().addingTimeInterval(30))),
+                ])
         }
         defer { server.stop() }
         let gate = try makeGate()

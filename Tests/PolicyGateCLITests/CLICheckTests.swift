@@ -75,7 +75,9 @@ struct CLICheckTests {
     @Test("input and output caps get their own columns; count_cache_reads = false is said in text and JSON")
     func inputOutputCaps() throws {
         let directory = try TemporaryDirectory()
-        let path = try directory.write("anthropic.toml", """
+        let path = try directory.write(
+            "anthropic.toml",
+            """
             [limits.anthropic]
             tokens_per_minute        = 45_000
             input_tokens_per_minute  = 40_000
@@ -89,15 +91,18 @@ struct CLICheckTests {
         #expect(run.stdout.contains("anthropic: cache reads do not count as input tokens"), "\(run.stdout)")
         let json = try #require(parseJSON(runTool(["check", path, "--json"]).stdout))
         let provider = try #require((json["providers"] as? [[String: Any]])?.first)
-        #expect(provider["base"] as? [String: Int]
-            == ["tokens_per_minute": 45_000, "input_tokens_per_minute": 40_000, "output_tokens_per_minute": 8_000])
+        #expect(
+            provider["base"] as? [String: Int]
+                == ["tokens_per_minute": 45_000, "input_tokens_per_minute": 40_000, "output_tokens_per_minute": 8_000])
         #expect(provider["count_cache_reads"] as? Bool == false)
     }
 
     @Test("reserved_for_interactive and batch_aging_seconds are said in text and JSON")
     func priorityClasses() throws {
         let directory = try TemporaryDirectory()
-        let path = try directory.write("openai.toml", """
+        let path = try directory.write(
+            "openai.toml",
+            """
             [limits.openai]
             requests_per_minute      = 500
             reserved_for_interactive = 0.2
@@ -118,7 +123,9 @@ struct CLICheckTests {
     @Test("spend caps and prices are shown as exact decimals, in text and JSON")
     func spendBudgets() throws {
         let directory = try TemporaryDirectory()
-        let path = try directory.write("openai.toml", """
+        let path = try directory.write(
+            "openai.toml",
+            """
             [limits.openai]
             cost_per_day   = 40
             cost_per_month = 1_000.5
@@ -358,13 +365,16 @@ struct CLICheckTests {
             """)
         let run = runTool(["check", path, "--from", "2026-12-24T09:00:00Z", "--model", "claude-sonnet-4-0"])
         #expect(run.status == 0, "\(run.stderr)")
-        #expect(run.stdout.contains("    model sonnet         50  claude-sonnet-4*, claude-3-7-sonnet*, inside each key's caps\n"), "\(run.stdout)")
+        #expect(
+            run.stdout.contains("    model sonnet         50  claude-sonnet-4*, claude-3-7-sonnet*, inside each key's caps\n"),
+            "\(run.stdout)")
         #expect(run.stdout.contains("Model 'claude-sonnet-4-0' of anthropic: in model group 'sonnet'"), "\(run.stdout)")
         // The exact name is more specific than the pattern; an unknown model is in no group.
         let exact = runTool(["check", path, "--from", "2026-12-24T09:00:00Z", "--model", "claude-sonnet-4-5"])
         #expect(exact.stdout.contains("Model 'claude-sonnet-4-5' of anthropic: in model group 'sonnet45'"), "\(exact.stdout)")
         let none = runTool(["check", path, "--from", "2026-12-24T09:00:00Z", "--model", "claude-opus-4-1"])
-        #expect(none.stdout.contains("Model 'claude-opus-4-1' of anthropic: in no model group (the provider's caps only)"), "\(none.stdout)")
+        #expect(
+            none.stdout.contains("Model 'claude-opus-4-1' of anthropic: in no model group (the provider's caps only)"), "\(none.stdout)")
         let json = runTool(["check", "--json", path, "--from", "2026-12-24T09:00:00Z", "--model", "claude-3-7-sonnet-latest"])
         let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
         let providers = try #require(object["providers"] as? [[String: Any]])

@@ -58,7 +58,9 @@ struct CLISimulateTests {
     func parts() throws {
         let directory = try TemporaryDirectory()
         let config = try directory.write("policy.toml", "[limits.api]\ninput_tokens_per_minute = 1000\noutput_tokens_per_minute = 500\n")
-        let trace = try directory.write("calls.jsonl", """
+        let trace = try directory.write(
+            "calls.jsonl",
+            """
             {"at": 0, "provider": "api", "estimated_input_tokens": 300, "estimated_output_tokens": 200, "actual_input_tokens": 250, "actual_output_tokens": 120, "actual_cache_read_tokens": 30, "duration": 1}
             {"at": 1, "provider": "api", "estimated_tokens": 100, "actual_tokens": 90, "duration": 1}
 

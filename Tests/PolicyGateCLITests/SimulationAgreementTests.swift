@@ -44,9 +44,11 @@ struct SimulationAgreementTests {
 
     @Test("Token caps with commits below and above the estimate")
     func tokens() async throws {
-        _ = try await Self.compare("[limits.p]\ntokens_per_minute = 1000", [
-            Self.call(0, 800, 200, 5), Self.call(1, 700, 700, 1), Self.call(7, 300, 900, 1), Self.call(9.5, 200, 200, 1),
-        ])
+        _ = try await Self.compare(
+            "[limits.p]\ntokens_per_minute = 1000",
+            [
+                Self.call(0, 800, 200, 5), Self.call(1, 700, 700, 1), Self.call(7, 300, 900, 1), Self.call(9.5, 200, 200, 1),
+            ])
     }
 
     @Test("Requests, tokens and slots together, with max_wait refusals and a timeout")
@@ -59,18 +61,21 @@ struct SimulationAgreementTests {
                 Self.call(6.1, 700, 600, 2), Self.call(8, 2_000, 1_800, 1, maxWait: 20), Self.call(9.5, 400, 300, 1.5),
                 Self.call(62.7, 2_500, 2_400, 2), Self.call(70.2, 100, 100, 1, scope: .user("other")),
             ])
-        #expect(outcomes.map(\.kind) == [
-            .completed, .completed, .completed, .timedOut, .completed, .completed, .rejected, .completed, .completed,
-            .completed,
-        ])
+        #expect(
+            outcomes.map(\.kind) == [
+                .completed, .completed, .completed, .timedOut, .completed, .completed, .rejected, .completed, .completed,
+                .completed,
+            ])
     }
 
     @Test("cancel_after while waiting and while running")
     func cancellation() async throws {
-        _ = try await Self.compare("[limits.p]\nmax_concurrent = 1\ntokens_per_day = 1_000_000", [
-            Self.call(0, 100, 50, 10), Self.call(1, 100, 80, 1, cancelAfter: 5),
-            Self.call(2, 300, 250, 10, cancelAfter: 12), Self.call(3, 100, 70, 1),
-        ])
+        _ = try await Self.compare(
+            "[limits.p]\nmax_concurrent = 1\ntokens_per_day = 1_000_000",
+            [
+                Self.call(0, 100, 50, 10), Self.call(1, 100, 80, 1, cancelAfter: 5),
+                Self.call(2, 300, 250, 10, cancelAfter: 12), Self.call(3, 100, 70, 1),
+            ])
     }
 
     @Test("A closed schedule entry, and a transition that raises max_concurrent")
@@ -127,19 +132,22 @@ struct SimulationAgreementTests {
             tokens_per_minute        = 3000
             count_cache_reads        = false
             """
-        let outcomes = try await Self.compare(toml, [
-            split(0, 800, 10, actual: (800, 5, 400)),
-            split(1, 900, 50),
-            split(2, 50, 1_000, maxWait: 100),
-            split(3, 950, 60, maxWait: 10),
-            split(4, 40, 40, actual: (60, 20, 0), maxWait: 120),
-            Self.call(5, 900, 300, 1, maxWait: 200),
-            Self.call(6, 30, 30, 1),
-            split(300, 100, 100, actual: (100, 50, 0), maxWait: 5),
-        ])
-        #expect(outcomes.map(\.kind) == [
-            .completed, .completed, .completed, .rejected, .completed, .completed, .completed, .completed,
-        ])
+        let outcomes = try await Self.compare(
+            toml,
+            [
+                split(0, 800, 10, actual: (800, 5, 400)),
+                split(1, 900, 50),
+                split(2, 50, 1_000, maxWait: 100),
+                split(3, 950, 60, maxWait: 10),
+                split(4, 40, 40, actual: (60, 20, 0), maxWait: 120),
+                Self.call(5, 900, 300, 1, maxWait: 200),
+                Self.call(6, 30, 30, 1),
+                split(300, 100, 100, actual: (100, 50, 0), maxWait: 5),
+            ])
+        #expect(
+            outcomes.map(\.kind) == [
+                .completed, .completed, .completed, .rejected, .completed, .completed, .completed, .completed,
+            ])
         #expect(outcomes[2].admittedAt == outcomes[1].admittedAt)
     }
 
@@ -199,12 +207,13 @@ final class AcquireReplay: Sendable {
         let call = calls[c]
         let task = Task { [self] in
             do {
-                var permit = if let parts = call.estimatedParts {
-                    try await gate.acquire(
-                        call.key, estimatedInputTokens: parts.input, estimatedOutputTokens: parts.output, maxWait: call.maxWait)
-                } else {
-                    try await gate.acquire(call.key, estimatedTokens: call.estimatedTokens, maxWait: call.maxWait)
-                }
+                var permit =
+                    if let parts = call.estimatedParts {
+                        try await gate.acquire(
+                            call.key, estimatedInputTokens: parts.input, estimatedOutputTokens: parts.output, maxWait: call.maxWait)
+                    } else {
+                        try await gate.acquire(call.key, estimatedTokens: call.estimatedTokens, maxWait: call.maxWait)
+                    }
                 let now = clock.now.offset
                 let commit = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
                     entries.withLock { entries in
@@ -221,12 +230,13 @@ final class AcquireReplay: Sendable {
                 permit.release()
                 entries.withLock { $0[c].kind = commit ? .completed : .cutShort }
             } catch let error as PolicyError {
-                let kind: CallOutcome.Kind = switch error.code {
-                case .timedOut: .timedOut
-                case .rateLimited: .rejected
-                case .oversized: .oversized
-                default: .invalid
-                }
+                let kind: CallOutcome.Kind =
+                    switch error.code {
+                    case .timedOut: .timedOut
+                    case .rateLimited: .rejected
+                    case .oversized: .oversized
+                    default: .invalid
+                    }
                 entries.withLock { entries in
                     entries[c].inAcquire = false
                     entries[c].kind = kind
@@ -315,9 +325,12 @@ final class AcquireReplay: Sendable {
             let entries = self.entries.withLock { $0 }
             let states = keys.map { gate.currentState(for: $0) }
             let state = State(
-                entries: entries.map { "\($0.inAcquire) \($0.admittedAt.map { "\($0)" } ?? "-") \($0.kind.map { "\($0)" } ?? "-") \($0.finisher != nil)" },
+                entries: entries.map {
+                    "\($0.inAcquire) \($0.admittedAt.map { "\($0)" } ?? "-") \($0.kind.map { "\($0)" } ?? "-") \($0.finisher != nil)"
+                },
                 gate: states.map { "\($0.queued) \($0.inFlight)" }, sleepers: clock.sleeperCount)
-            let parked = states.reduce(0) { $0 + $1.queued } == entries.filter(\.inAcquire).count
+            let parked =
+                states.reduce(0) { $0 + $1.queued } == entries.filter(\.inAcquire).count
                 && entries.allSatisfy { $0.admittedAt == nil || $0.finisher != nil }
                 && entries.allSatisfy { !$0.signalled || $0.kind != nil }
             if parked && state == previous {

@@ -29,7 +29,8 @@ struct SimulationBenchmarkTests {
         }
         rates.sort()
         let median = rates[rates.count / 2]
-        print("""
+        print(
+            """
             simulation benchmark: \(calls.count) calls, \(Int(last!.simulatedSeconds)) s simulated; \
             \(Int(median)) calls/s median (\(Int(rates.first!))…\(Int(rates.last!))), \
             \(String(format: "%.0f", 1e9 / median)) ns per call

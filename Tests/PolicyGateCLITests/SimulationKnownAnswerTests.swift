@@ -67,49 +67,58 @@ struct SimulationKnownAnswerTests {
     func tokenCommits() throws {
         let toml = "[limits.p]\ntokens_per_minute = 1000"
         // A counts 800 until it completes at 5 s and commits 200; B (700) fits then: 200 + 700.
-        let lower = try Self.simulate(toml, [
-            Self.call(.zero, estimate: 800, actual: 200, duration: .seconds(5)),
-            Self.call(.seconds(1), estimate: 700, actual: 700),
-        ])
+        let lower = try Self.simulate(
+            toml,
+            [
+                Self.call(.zero, estimate: 800, actual: 200, duration: .seconds(5)),
+                Self.call(.seconds(1), estimate: 700, actual: 700),
+            ])
         #expect(lower.outcomes[1].admittedAt == .seconds(5))
         #expect(lower.report[provider: "p"]?.delayed == ["tokens_per_minute": 1])
         #expect(lower.report[provider: "p"]?.committedTokens == 900)
         #expect(lower.report[provider: "p"]?[limit: "tokens_per_minute"]?.firstHitAt == 1)
         // Committing all 800 leaves no room for B until A's bucket leaves the window, at 61 s.
-        let same = try Self.simulate(toml, [
-            Self.call(.zero, estimate: 800, actual: 800, duration: .seconds(5)),
-            Self.call(.seconds(1), estimate: 700, actual: 700),
-        ])
+        let same = try Self.simulate(
+            toml,
+            [
+                Self.call(.zero, estimate: 800, actual: 800, duration: .seconds(5)),
+                Self.call(.seconds(1), estimate: 700, actual: 700),
+            ])
         #expect(same.outcomes[1].admittedAt == .seconds(61))
         // An estimate of 300 that commits 900 at 1 s: B (200) arriving at 2 s waits for 61 s.
-        let overrun = try Self.simulate(toml, [
-            Self.call(.zero, estimate: 300, actual: 900, duration: .seconds(1)),
-            Self.call(.seconds(2), estimate: 200, actual: 200),
-        ])
+        let overrun = try Self.simulate(
+            toml,
+            [
+                Self.call(.zero, estimate: 300, actual: 900, duration: .seconds(1)),
+                Self.call(.seconds(2), estimate: 200, actual: 200),
+            ])
         #expect(overrun.outcomes[1].admittedAt == .seconds(61))
         #expect(overrun.report[provider: "p"]?[limit: "tokens_per_minute"]?.peakUsed == 900)
     }
 
     @Test("max_wait: refused at once when the window cannot free in time, else waits, and times out")
     func maxWait() throws {
-        let (report, outcomes) = try Self.simulate("[limits.p]\nrequests_per_minute = 1", [
-            Self.call(.zero),
-            // The window frees at 61 s: 60 s away, more than 10 s.
-            Self.call(.seconds(1), maxWait: .seconds(10)),
-            // 61 s is within 2 + 100 s: it waits and is admitted then.
-            Self.call(.seconds(2), maxWait: .seconds(100)),
-            // Behind it; next room at 122 s (its bucket at 61 s leaves then), after 3 + 70 s.
-            Self.call(.seconds(3), maxWait: .seconds(70)),
-            // Behind a queue with no wait allowed at all.
-            Self.call(.seconds(4), maxWait: .zero),
-        ])
-        #expect(outcomes == [
-            CallOutcome(.completed, admittedAt: .zero),
-            CallOutcome(.rejected, limit: "requests_per_minute"),
-            CallOutcome(.completed, admittedAt: .seconds(61)),
-            CallOutcome(.timedOut, limit: "requests_per_minute"),
-            CallOutcome(.rejected, limit: "requests_per_minute"),
-        ])
+        let (report, outcomes) = try Self.simulate(
+            "[limits.p]\nrequests_per_minute = 1",
+            [
+                Self.call(.zero),
+                // The window frees at 61 s: 60 s away, more than 10 s.
+                Self.call(.seconds(1), maxWait: .seconds(10)),
+                // 61 s is within 2 + 100 s: it waits and is admitted then.
+                Self.call(.seconds(2), maxWait: .seconds(100)),
+                // Behind it; next room at 122 s (its bucket at 61 s leaves then), after 3 + 70 s.
+                Self.call(.seconds(3), maxWait: .seconds(70)),
+                // Behind a queue with no wait allowed at all.
+                Self.call(.seconds(4), maxWait: .zero),
+            ])
+        #expect(
+            outcomes == [
+                CallOutcome(.completed, admittedAt: .zero),
+                CallOutcome(.rejected, limit: "requests_per_minute"),
+                CallOutcome(.completed, admittedAt: .seconds(61)),
+                CallOutcome(.timedOut, limit: "requests_per_minute"),
+                CallOutcome(.rejected, limit: "requests_per_minute"),
+            ])
         let p = try #require(report[provider: "p"])
         #expect(p.rejected == ["requests_per_minute": 2] && p.timedOut == ["requests_per_minute": 1])
         #expect(p.delayed == ["requests_per_minute": 2] && p.admitted == 2 && p.refused == 2)
@@ -119,27 +128,32 @@ struct SimulationKnownAnswerTests {
 
     @Test("A waiter is still admitted at the very instant its max_wait ends")
     func admittedAtDeadline() throws {
-        let (_, outcomes) = try Self.simulate("[limits.p]\nrequests_per_minute = 1", [
-            Self.call(.zero),
-            Self.call(.seconds(1), maxWait: .seconds(60)),  // room at 61 s = 1 + 60 s
-        ])
+        let (_, outcomes) = try Self.simulate(
+            "[limits.p]\nrequests_per_minute = 1",
+            [
+                Self.call(.zero),
+                Self.call(.seconds(1), maxWait: .seconds(60)),  // room at 61 s = 1 + 60 s
+            ])
         #expect(outcomes[1] == CallOutcome(.completed, admittedAt: .seconds(61)))
     }
 
     @Test("cancel_after: while waiting the call leaves having used nothing; while running it is cut short")
     func cancelAfter() throws {
-        let (report, outcomes) = try Self.simulate("[limits.p]\nmax_concurrent = 1\ntokens_per_day = 1_000_000", [
-            Self.call(.zero, estimate: 100, actual: 50, duration: .seconds(10)),
-            Self.call(.seconds(1), estimate: 100, actual: 80, cancelAfter: .seconds(5)),  // gives up at 6 s
-            Self.call(.seconds(2), estimate: 300, actual: 250, duration: .seconds(10), cancelAfter: .seconds(12)),
-            Self.call(.seconds(3), estimate: 100, actual: 70),
-        ])
-        #expect(outcomes == [
-            CallOutcome(.completed, admittedAt: .zero),
-            CallOutcome(.cancelled),
-            CallOutcome(.cutShort, admittedAt: .seconds(10)),  // admitted at 10 s, stopped at 14 s
-            CallOutcome(.completed, admittedAt: .seconds(14)),
-        ])
+        let (report, outcomes) = try Self.simulate(
+            "[limits.p]\nmax_concurrent = 1\ntokens_per_day = 1_000_000",
+            [
+                Self.call(.zero, estimate: 100, actual: 50, duration: .seconds(10)),
+                Self.call(.seconds(1), estimate: 100, actual: 80, cancelAfter: .seconds(5)),  // gives up at 6 s
+                Self.call(.seconds(2), estimate: 300, actual: 250, duration: .seconds(10), cancelAfter: .seconds(12)),
+                Self.call(.seconds(3), estimate: 100, actual: 70),
+            ])
+        #expect(
+            outcomes == [
+                CallOutcome(.completed, admittedAt: .zero),
+                CallOutcome(.cancelled),
+                CallOutcome(.cutShort, admittedAt: .seconds(10)),  // admitted at 10 s, stopped at 14 s
+                CallOutcome(.completed, admittedAt: .seconds(14)),
+            ])
         let p = try #require(report[provider: "p"])
         #expect(p.cancelled == 1 && p.cutShort == 1 && p.admitted == 3)
         // 50 committed, 300 (the estimate of the call cut short, no reply), 70 committed.
@@ -160,16 +174,19 @@ struct SimulationKnownAnswerTests {
     @Test("A schedule's closed window holds calls until it opens, or refuses them when max_wait is too short")
     func closedWindow() throws {
         let start = try #require(Values.parseInstant("2026-01-05T00:05:00Z"))  // closed until 00:10
-        let (report, outcomes) = try Self.simulate(Self.closedEveryHour, [
-            Self.call(.zero),
-            Self.call(.zero, maxWait: .seconds(60)),
-            Self.call(.seconds(400)),
-        ], start: start)
-        #expect(outcomes == [
-            CallOutcome(.completed, admittedAt: .seconds(300)),
-            CallOutcome(.rejected, limit: "closed"),
-            CallOutcome(.completed, admittedAt: .seconds(400)),
-        ])
+        let (report, outcomes) = try Self.simulate(
+            Self.closedEveryHour,
+            [
+                Self.call(.zero),
+                Self.call(.zero, maxWait: .seconds(60)),
+                Self.call(.seconds(400)),
+            ], start: start)
+        #expect(
+            outcomes == [
+                CallOutcome(.completed, admittedAt: .seconds(300)),
+                CallOutcome(.rejected, limit: "closed"),
+                CallOutcome(.completed, admittedAt: .seconds(400)),
+            ])
         let p = try #require(report[provider: "p"])
         #expect(p[limit: "closed"]?.firstHitAt == 0 && p[limit: "closed"]?.hits == 2)
         #expect(p.timeline.closed.first == true && p.timeline.closed.last == false)
@@ -188,10 +205,12 @@ struct SimulationKnownAnswerTests {
             max_concurrent = 1
             """
         let start = try #require(Values.parseInstant("2026-01-05T00:59:00Z"))  // 1 slot until 01:00
-        let (_, outcomes) = try Self.simulate(toml, [
-            Self.call(.zero, duration: .seconds(600)),
-            Self.call(.seconds(1)),
-        ], start: start)
+        let (_, outcomes) = try Self.simulate(
+            toml,
+            [
+                Self.call(.zero, duration: .seconds(600)),
+                Self.call(.seconds(1)),
+            ], start: start)
         #expect(outcomes[1].admittedAt == .seconds(60))
     }
 
@@ -213,10 +232,12 @@ struct SimulationKnownAnswerTests {
 
     @Test("Oversized estimates and token counts the gate refuses are counted apart")
     func refusedCounts() throws {
-        let (report, outcomes) = try Self.simulate("[limits.p]\ntokens_per_minute = 1000", [
-            Self.call(.zero, estimate: 2_000),
-            Self.call(.zero, estimate: 0),
-        ])
+        let (report, outcomes) = try Self.simulate(
+            "[limits.p]\ntokens_per_minute = 1000",
+            [
+                Self.call(.zero, estimate: 2_000),
+                Self.call(.zero, estimate: 0),
+            ])
         #expect(outcomes == [CallOutcome(.oversized, limit: "tokens_per_minute"), CallOutcome(.invalid)])
         let p = try #require(report[provider: "p"])
         #expect(p.oversized == ["tokens_per_minute": 1] && p.invalid == 1 && p.refused == 2 && p.admitted == 0)
@@ -224,7 +245,8 @@ struct SimulationKnownAnswerTests {
 
     @Test("Providers without caps admit everything at once; keys are counted apart")
     func ungatedAndKeys() throws {
-        let calls = (0..<4).map { Self.call(.zero, "free", scope: .user("u\($0 % 2)")) }
+        let calls =
+            (0..<4).map { Self.call(.zero, "free", scope: .user("u\($0 % 2)")) }
             + (0..<4).map { Self.call(.zero, scope: .user("u\($0 % 2)")) }
         let (report, _) = try Self.simulate("[limits.p]\nrequests_per_minute = 1", calls)
         let free = try #require(report[provider: "free"])
@@ -324,10 +346,11 @@ struct SimulationKnownAnswerTests {
             split(.milliseconds(1_500), 50, 2_000),
         ]
         let (report, outcomes) = try Self.simulate(toml, calls)
-        #expect(outcomes == [
-            CallOutcome(.completed, admittedAt: .zero), CallOutcome(.completed, admittedAt: .seconds(1)),
-            CallOutcome(.completed, admittedAt: .seconds(61)), CallOutcome(.oversized, limit: "output_tokens_per_minute"),
-        ])
+        #expect(
+            outcomes == [
+                CallOutcome(.completed, admittedAt: .zero), CallOutcome(.completed, admittedAt: .seconds(1)),
+                CallOutcome(.completed, admittedAt: .seconds(61)), CallOutcome(.oversized, limit: "output_tokens_per_minute"),
+            ])
         let p = try #require(report[provider: "p"])
         #expect(p.delayed == ["output_tokens_per_minute": 2])
         #expect(p.oversized == ["output_tokens_per_minute": 1])

@@ -29,7 +29,9 @@ struct SimulationProviderModelTests {
 
         let text = runTool(["simulate", "--duration", "2h", "--seed", "1", "--capacity", "openai=200rpm", "--quiet"])
         #expect(text.status == 0)
-        #expect(text.stdout.contains("  provider     \(Values.count(model.throttled)) answered 429 (capacity 200 requests/min)"), "\(text.stdout)")
+        #expect(
+            text.stdout.contains("  provider     \(Values.count(model.throttled)) answered 429 (capacity 200 requests/min)"),
+            "\(text.stdout)")
         #expect(text.stdout.contains("Adaptive caps against the provider model"))
         #expect(text.stdout.contains("had to wait") && text.stdout.contains("provider "))
     }
@@ -37,7 +39,9 @@ struct SimulationProviderModelTests {
     @Test("the model: an exact sliding minute of requests (429s included), retry-after to the oldest's exit")
     func model() throws {
         let calls = (0..<5).map { i in
-            SimulatedCall(at: .seconds(i), key: PolicyKey(provider: "p", scope: .global), estimatedTokens: 1, actualTokens: 1, duration: .milliseconds(1))
+            SimulatedCall(
+                at: .seconds(i), key: PolicyKey(provider: "p", scope: .global), estimatedTokens: 1, actualTokens: 1,
+                duration: .milliseconds(1))
         }
         var configuration = PolicyConfiguration(limits: ["p": PolicyLimits(requestsPerMinute: 100)])
         var options = SimulationOptions()
@@ -69,10 +73,13 @@ struct CLICheckAdaptiveTests {
     @Test("named under the limits table, and in the JSON")
     func adaptive() throws {
         let directory = try TemporaryDirectory()
-        let file = try directory.write("policy.toml", "[limits.openai]\nrequests_per_minute = 500\nadaptive = true\n\n[limits.b]\nmax_concurrent = 2\n")
+        let file = try directory.write(
+            "policy.toml", "[limits.openai]\nrequests_per_minute = 500\nadaptive = true\n\n[limits.b]\nmax_concurrent = 2\n")
         let run = runTool(["check", file, "--from", "2026-12-24T09:00:00Z"])
         #expect(run.status == 0, "\(run.stderr)")
-        #expect(run.stdout.contains("  Adaptive caps (openai): after a 429, 0.7 of these; back by 5 % of them every 5 s without one."), "\(run.stdout)")
+        #expect(
+            run.stdout.contains("  Adaptive caps (openai): after a 429, 0.7 of these; back by 5 % of them every 5 s without one."),
+            "\(run.stdout)")
         let json = runTool(["check", file, "--from", "2026-12-24T09:00:00Z", "--json"])
         let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
         let providers = try #require(object["providers"] as? [[String: Any]])

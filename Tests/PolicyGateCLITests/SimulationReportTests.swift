@@ -28,20 +28,22 @@ struct SimulationReportTests {
         #expect(decoded == report)
         #expect(try encoder.encode(decoded) == data)
         let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
-        #expect(Set(object.keys) == [
-            "calls", "callsPerSecond", "providers", "sampleIntervalSeconds", "schemaVersion", "simulatedSeconds", "startDate",
-            "wallSeconds",
-        ])
+        #expect(
+            Set(object.keys) == [
+                "calls", "callsPerSecond", "providers", "sampleIntervalSeconds", "schemaVersion", "simulatedSeconds", "startDate",
+                "wallSeconds",
+            ])
     }
 
     @Test("simulate --json writes snake_case keys only, with schema_version; and the limit names it is keyed by")
     func snakeCaseJSON() throws {
         let json = Data(Self.hour.json.utf8)
         let object = try #require(try JSONSerialization.jsonObject(with: json) as? [String: Any])
-        #expect(Set(object.keys) == [
-            "calls", "calls_per_second", "providers", "sample_interval_seconds", "schema_version", "simulated_seconds",
-            "start_date", "wall_seconds",
-        ])
+        #expect(
+            Set(object.keys) == [
+                "calls", "calls_per_second", "providers", "sample_interval_seconds", "schema_version", "simulated_seconds",
+                "start_date", "wall_seconds",
+            ])
         #expect(object["schema_version"] as? Int == 1)
         var keys: Set<String> = []
         func collect(_ value: Any) {
@@ -78,10 +80,12 @@ struct SimulationReportTests {
         #expect(closedAt >= 1_200 && closedAt < 1_210)
         #expect(mistral.timeline.closed.contains(true))
         for provider in report.providers {
-            #expect(provider.calls == provider.admitted + provider.refused + provider.timedOut.values.reduce(0, +)
-                + provider.cancelled + provider.unfinished)
-            #expect(provider.admitted == provider.admittedAtOnce + provider.delayed.values.reduce(0, +)
-                - provider.timedOut.values.reduce(0, +) - provider.cancelled - provider.unfinished)
+            #expect(
+                provider.calls == provider.admitted + provider.refused + provider.timedOut.values.reduce(0, +)
+                    + provider.cancelled + provider.unfinished)
+            #expect(
+                provider.admitted == provider.admittedAtOnce + provider.delayed.values.reduce(0, +)
+                    - provider.timedOut.values.reduce(0, +) - provider.cancelled - provider.unfinished)
             #expect(provider.wait.p50 <= provider.wait.p95 && provider.wait.p95 <= provider.wait.p99)
             #expect(provider.wait.p99 <= provider.wait.max)
             for series in provider.timeline.series {
@@ -137,9 +141,10 @@ struct SimulationReportTests {
     func percentiles() throws {
         let configuration = try PolicyConfiguration(toml: "[limits.p]\nmax_concurrent = 1")
         // Twenty 1 s calls at 0: waits 0, 1, …, 19 s.
-        let report = try Simulation(configuration: configuration).run((0..<20).map { _ in
-            SimulatedCall(at: .zero, provider: "p", estimatedTokens: 0, actualTokens: 0, duration: .seconds(1))
-        })
+        let report = try Simulation(configuration: configuration).run(
+            (0..<20).map { _ in
+                SimulatedCall(at: .zero, provider: "p", estimatedTokens: 0, actualTokens: 0, duration: .seconds(1))
+            })
         let wait = try #require(report[provider: "p"]?.wait)
         #expect(wait.p50 == 10 && wait.p95 == 19 && wait.p99 == 19 && wait.max == 19 && wait.mean == 9.5)
     }

@@ -25,10 +25,11 @@ struct PolicyLoggingTests {
             PolicyStoreFailureEvent(key: key, operation: .commit, outcome: .willRetry, error: "PostgreSQL connection: refused"))
         #expect(handler.entries.map(\.level) == [.warning])
         #expect(handler.entries.first?.message.description == "PolicyGate store failed: PostgreSQL connection: refused")
-        #expect(flat(handler.entries.first?.metadata ?? [:]) == [
-            Key.provider: "openai", Key.scopeKind: "user", Key.scope: "user:u-42",
-            "policygate.store_operation": "commit", "policygate.store_outcome": "will_retry",
-        ])
+        #expect(
+            flat(handler.entries.first?.metadata ?? [:]) == [
+                Key.provider: "openai", Key.scopeKind: "user", Key.scope: "user:u-42",
+                "policygate.store_operation": "commit", "policygate.store_outcome": "will_retry",
+            ])
     }
 
     @Test("a lost lease is one error naming the key and the reason")
@@ -36,9 +37,10 @@ struct PolicyLoggingTests {
         PolicyLogging(logger: logger(.info)).didLoseLease(PolicyLeaseLossEvent(key: key, reason: .unconfirmed))
         #expect(handler.entries.map(\.level) == [.error])
         #expect(handler.entries.first?.message.description == "PolicyGate lost a shared lease: the slot may be given to another process")
-        #expect(flat(handler.entries.first?.metadata ?? [:]) == [
-            Key.provider: "openai", Key.scopeKind: "user", Key.scope: "user:u-42", "policygate.lease_loss": "unconfirmed",
-        ])
+        #expect(
+            flat(handler.entries.first?.metadata ?? [:]) == [
+                Key.provider: "openai", Key.scopeKind: "user", Key.scope: "user:u-42", "policygate.lease_loss": "unconfirmed",
+            ])
     }
 
     @Test("provider feedback: a 429 is a warning, values not believed a notice, the rest debug")
@@ -50,10 +52,11 @@ struct PolicyLoggingTests {
         gate.observe(headers: ["x-ratelimit-remaining-requests": "-1"], for: key)
         gate.observe(headers: ["x-ratelimit-remaining-requests": "7", "x-ratelimit-reset-requests": "30s"], for: key)
         #expect(handler.entries.map(\.level) == [.warning, .notice, .debug])
-        #expect(handler.entries.map(\.message.description) == [
-            "PolicyGate paused by the provider", "PolicyGate ignored provider feedback it could not believe",
-            "PolicyGate read provider feedback",
-        ])
+        #expect(
+            handler.entries.map(\.message.description) == [
+                "PolicyGate paused by the provider", "PolicyGate ignored provider feedback it could not believe",
+                "PolicyGate read provider feedback",
+            ])
         #expect(flat(handler.entries[0].metadata)["policygate.paused_seconds"] == "20.0")
         #expect(flat(handler.entries[2].metadata)["policygate.requests_remaining"] == "7")
     }
@@ -62,10 +65,12 @@ struct PolicyLoggingTests {
     func adaptive() {
         let logging = PolicyLogging(logger: logger(.trace))
         let configured = PolicyLimits(requestsPerMinute: 100)
-        logging.didAdaptLimits(PolicyAdaptiveEvent(
-            provider: "openai", previousFactor: 1, factor: 0.7, limits: PolicyLimits(requestsPerMinute: 70), configured: configured))
-        logging.didAdaptLimits(PolicyAdaptiveEvent(
-            provider: "openai", previousFactor: 0.7, factor: 0.75, limits: PolicyLimits(requestsPerMinute: 75), configured: configured))
+        logging.didAdaptLimits(
+            PolicyAdaptiveEvent(
+                provider: "openai", previousFactor: 1, factor: 0.7, limits: PolicyLimits(requestsPerMinute: 70), configured: configured))
+        logging.didAdaptLimits(
+            PolicyAdaptiveEvent(
+                provider: "openai", previousFactor: 0.7, factor: 0.75, limits: PolicyLimits(requestsPerMinute: 75), configured: configured))
         #expect(handler.entries.map(\.level) == [.notice, .debug])
         #expect(handler.entries.first?.message.description == "PolicyGate lowered adaptive caps after a 429")
         #expect(flat(handler.entries[0].metadata)["policygate.adaptive_factor"] == "0.7")
@@ -89,20 +94,27 @@ struct PolicyLoggingTests {
         let entries = handler.entries
         try #require(entries.count == 4)
         #expect(entries.map(\.level) == [.debug, .debug, .notice, .trace])
-        #expect(entries.map(\.message) == [
-            "PolicyGate admitted a call", "PolicyGate committed tokens",
-            "PolicyGate rejected a call", "PolicyGate released a permit",
-        ])
-        #expect(flat(entries[0].metadata) == base.merging([
-            Key.estimatedTokens: "800", Key.waitedSeconds: "0.0",
-        ]) { $1 })
-        #expect(flat(entries[1].metadata) == base.merging([
-            Key.estimatedTokens: "800", Key.previousTokens: "800", Key.actualTokens: "950", Key.estimateRatio: "1.1875",
-        ]) { $1 })
-        #expect(flat(entries[2].metadata) == base.merging([
-            Key.reason: "rate_limited", Key.limit: "tokens_per_minute",
-            Key.retryAfterSeconds: "59.5", Key.estimatedTokens: "100",
-        ]) { $1 })
+        #expect(
+            entries.map(\.message) == [
+                "PolicyGate admitted a call", "PolicyGate committed tokens",
+                "PolicyGate rejected a call", "PolicyGate released a permit",
+            ])
+        #expect(
+            flat(entries[0].metadata)
+                == base.merging([
+                    Key.estimatedTokens: "800", Key.waitedSeconds: "0.0",
+                ]) { $1 })
+        #expect(
+            flat(entries[1].metadata)
+                == base.merging([
+                    Key.estimatedTokens: "800", Key.previousTokens: "800", Key.actualTokens: "950", Key.estimateRatio: "1.1875",
+                ]) { $1 })
+        #expect(
+            flat(entries[2].metadata)
+                == base.merging([
+                    Key.reason: "rate_limited", Key.limit: "tokens_per_minute",
+                    Key.retryAfterSeconds: "59.5", Key.estimatedTokens: "100",
+                ]) { $1 })
         #expect((entries[2].error as? PolicyError)?.code == .rateLimited)
         #expect(flat(entries[3].metadata) == base.merging([Key.tokens: "950", Key.heldSeconds: "1.5"]) { $1 })
     }
@@ -130,10 +142,11 @@ struct PolicyLoggingTests {
         await eventually { !handler.entries.isEmpty }
         #expect(handler.entries.map(\.level) == [.warning])
         #expect(handler.entries.first?.message.description == "PolicyGate permit held too long")
-        #expect(flat(handler.entries.first?.metadata ?? [:]) == [
-            Key.provider: "openai", Key.scopeKind: "user", Key.scope: "user:u-42", Key.heldSeconds: "100.0",
-            Key.thresholdSeconds: "90.0", Key.estimatedTokens: "12", Key.committedTokens: "7",
-        ])
+        #expect(
+            flat(handler.entries.first?.metadata ?? [:]) == [
+                Key.provider: "openai", Key.scopeKind: "user", Key.scope: "user:u-42", Key.heldSeconds: "100.0",
+                Key.thresholdSeconds: "90.0", Key.estimatedTokens: "12", Key.committedTokens: "7",
+            ])
         permit.release()
     }
 
@@ -199,18 +212,20 @@ struct PolicyLoggingTests {
         let gate = try PolicyService(limits: ["openai": PolicyLimits(requestsPerMinute: 1)], clock: clock, telemetry: logging)
         try await gate.acquire(key).release()
         #expect(throws: PolicyError.self) { _ = try gate.tryAcquire(key) }
-        logging.didChangeLimits(PolicyLimitsChangeEvent(
-            provider: "openai", previous: PolicyLimits(requestsPerMinute: 1),
-            current: PolicyLimits(requestsPerMinute: 500, maxConcurrent: 16)))
+        logging.didChangeLimits(
+            PolicyLimitsChangeEvent(
+                provider: "openai", previous: PolicyLimits(requestsPerMinute: 1),
+                current: PolicyLimits(requestsPerMinute: 500, maxConcurrent: 16)))
         #expect(handler.entries.map(\.level) == [.notice, .info])
         let change = try #require(handler.entries.last)
         #expect(change.message == "PolicyGate limits changed")
-        #expect(flat(change.metadata) == [
-            Key.provider: "openai",
-            Key.limitsPrevious: "requestsPerMinute=1",
-            Key.limitsCurrent: "requestsPerMinute=500 concurrency=16",
-            Key.cause: "configuration",
-        ])
+        #expect(
+            flat(change.metadata) == [
+                Key.provider: "openai",
+                Key.limitsPrevious: "requestsPerMinute=1",
+                Key.limitsCurrent: "requestsPerMinute=500 concurrency=16",
+                Key.cause: "configuration",
+            ])
     }
 
     @Test("levels can be changed, and scope ids left out")

@@ -22,12 +22,14 @@ struct PolicyMetricsTests {
         telemetry.didFailStore(PolicyStoreFailureEvent(key: u1, operation: .admit, outcome: .admittedUncounted, error: "down"))
         telemetry.didFailStore(PolicyStoreFailureEvent(key: u1, operation: .admit, outcome: .admittedUncounted, error: "down"))
         telemetry.didFailStore(PolicyStoreFailureEvent(key: u1, operation: .commit, outcome: .willRetry, error: "down"))
-        #expect(try metrics.expectCounter(
-            "policygate_store_failures_total", user + [("operation", "admit"), ("outcome", "admitted_uncounted")]
-        ).totalValue == 2)
-        #expect(try metrics.expectCounter(
-            "policygate_store_failures_total", user + [("operation", "commit"), ("outcome", "will_retry")]
-        ).totalValue == 1)
+        #expect(
+            try metrics.expectCounter(
+                "policygate_store_failures_total", user + [("operation", "admit"), ("outcome", "admitted_uncounted")]
+            ).totalValue == 2)
+        #expect(
+            try metrics.expectCounter(
+                "policygate_store_failures_total", user + [("operation", "commit"), ("outcome", "will_retry")]
+            ).totalValue == 1)
     }
 
     @Test("lost leases are counted by reason")
@@ -80,15 +82,20 @@ struct PolicyMetricsTests {
         #expect(try metrics.expectTimer("policygate_queue_wait_seconds", user).values == [0])
         #expect(try metrics.expectTimer("policygate_hold_seconds", user).values == [3_000_000_000])
         #expect(try metrics.expectMeter("policygate_in_flight", user).values == [1, 0])
-        #expect(try metrics.expectCounter(
-            "policygate_rejected_total", user + [("reason", "rate_limited"), ("limit", "concurrency")]).totalValue == 1)
-        #expect(try metrics.expectCounter(
-            "policygate_rejected_total", user + [("reason", "oversized"), ("limit", "tokens_per_minute")]).totalValue == 1)
+        #expect(
+            try metrics.expectCounter(
+                "policygate_rejected_total", user + [("reason", "rate_limited"), ("limit", "concurrency")]
+            ).totalValue == 1)
+        #expect(
+            try metrics.expectCounter(
+                "policygate_rejected_total", user + [("reason", "oversized"), ("limit", "tokens_per_minute")]
+            ).totalValue == 1)
         // Nothing else, and no scope id anywhere.
-        #expect(Set(metrics.counters.map(\.label)) == [
-            "policygate_acquired_total", "policygate_estimated_tokens_total",
-            "policygate_committed_tokens_total", "policygate_rejected_total",
-        ])
+        #expect(
+            Set(metrics.counters.map(\.label)) == [
+                "policygate_acquired_total", "policygate_estimated_tokens_total",
+                "policygate_committed_tokens_total", "policygate_rejected_total",
+            ])
         #expect(metrics.counters.count == 5 && metrics.timers.count == 2 && metrics.meters.count == 1)
         // The commit's estimate error, labelled with the provider only.
         #expect(metrics.recorders.map(\.label) == ["policygate_estimate_ratio"])
@@ -112,8 +119,10 @@ struct PolicyMetricsTests {
         #expect(try metrics.expectCounter("policygate_cache_read_tokens_total", labels).totalValue == 5_000)
         #expect(try metrics.expectGauge("policygate_remaining", labels + [("limit", "input_tokens_per_minute")]).lastValue == 3_300)
         #expect(try metrics.expectGauge("policygate_remaining", labels + [("limit", "output_tokens_per_minute")]).lastValue == 800)
-        #expect(try metrics.expectGauge(
-            "policygate_limit", [("provider", "anthropic"), ("limit", "output_tokens_per_minute")]).lastValue == 1_000)
+        #expect(
+            try metrics.expectGauge(
+                "policygate_limit", [("provider", "anthropic"), ("limit", "output_tokens_per_minute")]
+            ).lastValue == 1_000)
         // A commit of a total alone says nothing about the parts.
         try permit.commitTokens(900)
         #expect(try metrics.expectCounter("policygate_input_tokens_total", labels).totalValue == 700)
@@ -184,8 +193,10 @@ struct PolicyMetricsTests {
         clock.advance(by: .seconds(1))
         await #expect(throws: PolicyError.self) { try await timeout.value }
         holder.release()
-        #expect(try metrics.expectCounter(
-            "policygate_rejected_total", user + [("reason", "timed_out"), ("limit", "concurrency")]).totalValue == 1)
+        #expect(
+            try metrics.expectCounter(
+                "policygate_rejected_total", user + [("reason", "timed_out"), ("limit", "concurrency")]
+            ).totalValue == 1)
         #expect(try metrics.expectCounter("policygate_acquired_total", user).totalValue == 3)
         #expect(try metrics.expectMeter("policygate_in_flight", user).lastValue == 0)
     }
@@ -224,7 +235,9 @@ struct PolicyMetricsTests {
         #expect(try gauge("policygate_limit", [("provider", "openai"), ("limit", "tokens_per_minute")]) == 1_000)
         #expect(try gauge("policygate_limit", [("provider", "openai"), ("limit", "concurrency")]) == 2)
         // Uncapped windows have no gauge.
-        #expect(throws: (any Error).self) { try metrics.expectGauge("policygate_limit", [("provider", "openai"), ("limit", "requests_per_hour")]) }
+        #expect(throws: (any Error).self) {
+            try metrics.expectGauge("policygate_limit", [("provider", "openai"), ("limit", "requests_per_hour")])
+        }
         #expect(metrics.recorders.count == 2 * 5 + 3)
         #expect(try metrics.expectMeter("policygate_in_flight", user).lastValue == 2)
 
@@ -246,19 +259,24 @@ struct PolicyMetricsTests {
         telemetry.recordGauges(of: gate)
         #expect(try gauge("policygate_limit", [("provider", "openai"), ("limit", "requests_per_minute")]) == 20)
         #expect(try gauge("policygate_remaining", user + [("limit", "requests_per_minute")]) == 20)
-        #expect(throws: (any Error).self) { try metrics.expectGauge("policygate_limit", [("provider", "openai"), ("limit", "concurrency")]) }
+        #expect(throws: (any Error).self) {
+            try metrics.expectGauge("policygate_limit", [("provider", "openai"), ("limit", "concurrency")])
+        }
         #expect(throws: (any Error).self) { try metrics.expectGauge("policygate_remaining", user + [("limit", "tokens_per_minute")]) }
     }
 
     @Test("a limits change updates the cap gauges at once")
     func limitsChange() throws {
         let telemetry = PolicyMetrics(factory: metrics)
-        telemetry.didChangeLimits(PolicyLimitsChangeEvent(
-            provider: "anthropic", previous: .unlimited, current: PolicyLimits(tokensPerDay: 5_000_000, maxConcurrent: 8)))
-        #expect(try metrics.expectGauge("policygate_limit", [("provider", "anthropic"), ("limit", "tokens_per_day")]).lastValue == 5_000_000)
+        telemetry.didChangeLimits(
+            PolicyLimitsChangeEvent(
+                provider: "anthropic", previous: .unlimited, current: PolicyLimits(tokensPerDay: 5_000_000, maxConcurrent: 8)))
+        #expect(
+            try metrics.expectGauge("policygate_limit", [("provider", "anthropic"), ("limit", "tokens_per_day")]).lastValue == 5_000_000)
         #expect(try metrics.expectGauge("policygate_limit", [("provider", "anthropic"), ("limit", "concurrency")]).lastValue == 8)
-        telemetry.didChangeLimits(PolicyLimitsChangeEvent(
-            provider: "anthropic", previous: PolicyLimits(tokensPerDay: 5_000_000, maxConcurrent: 8), current: .unlimited))
+        telemetry.didChangeLimits(
+            PolicyLimitsChangeEvent(
+                provider: "anthropic", previous: PolicyLimits(tokensPerDay: 5_000_000, maxConcurrent: 8), current: .unlimited))
         #expect(metrics.recorders.isEmpty)
     }
 
@@ -271,7 +289,8 @@ struct PolicyMetricsTests {
         #expect(try metrics.expectCounter("policygate_acquired_total", user + [("scope", "u-1")]).totalValue == 1)
         #expect(try metrics.expectCounter("policygate_acquired_total", globalLabels + [("scope", "")]).totalValue == 1)
         telemetry.recordGauges(of: gate)
-        #expect(try metrics.expectGauge("policygate_remaining", user + [("scope", "u-1"), ("limit", "requests_per_minute")]).lastValue == 4)
+        #expect(
+            try metrics.expectGauge("policygate_remaining", user + [("scope", "u-1"), ("limit", "requests_per_minute")]).lastValue == 4)
         clock.advance(by: .seconds(62))
         telemetry.recordGauges(of: gate)
         #expect(metrics.recorders.map(\.label) == ["policygate_limit"])
@@ -286,7 +305,9 @@ struct PolicyMetricsTests {
         try await gate.acquire(u1).release()
         telemetry.recordGauges(of: gate)
         #expect(try metrics.expectCounter("llm_acquired_total", [("gate", "primary")] + user).totalValue == 1)
-        #expect(try metrics.expectGauge("llm_limit", [("gate", "primary"), ("provider", "openai"), ("limit", "requests_per_minute")]).lastValue == 5)
+        #expect(
+            try metrics.expectGauge("llm_limit", [("gate", "primary"), ("provider", "openai"), ("limit", "requests_per_minute")]).lastValue
+                == 5)
         let all = metrics.counters.map(\.label) + metrics.timers.map(\.label) + metrics.meters.map(\.label) + metrics.recorders.map(\.label)
         #expect(all.allSatisfy { $0.hasPrefix("llm_") })
     }
@@ -331,8 +352,10 @@ struct PolicyMetricsTests {
         #expect(throws: PolicyError.self) { _ = try gate.tryAcquire(u1) }
         #expect(recorder.events.count == 3)
         #expect(try metrics.expectCounter("policygate_acquired_total", user).totalValue == 1)
-        #expect(try metrics.expectCounter(
-            "policygate_rejected_total", user + [("reason", "rate_limited"), ("limit", "requests_per_minute")]).totalValue == 1)
+        #expect(
+            try metrics.expectCounter(
+                "policygate_rejected_total", user + [("reason", "rate_limited"), ("limit", "requests_per_minute")]
+            ).totalValue == 1)
     }
 }
 

@@ -56,7 +56,8 @@ extension PostgresStoreTests {
         // admission decides again after registering as a waiter (migration 4), in the same
         // statement, which makes such late admissions likelier than before.
         #expect(Set(rows.map(\.holder)).count == 4)
-        #expect(rows.count >= reported && rows.count <= reported + refused, "\(rows.count) logged, \(reported) reported, \(refused) refused")
+        #expect(
+            rows.count >= reported && rows.count <= reported + refused, "\(rows.count) logged, \(reported) reported, \(refused) refused")
         // No sliding 60 s window ever held more than its caps (committed tokens never exceed the
         // estimates here, so the final counts bound what admission saw).
         var worstRequests = 0

@@ -34,7 +34,9 @@ extension PostgresStoreTests {
             "SELECT coalesce(sum(requests), 0)::bigint FROM policygate.usage WHERE key = \(key.chainStoreName) AND win = 0") ?? -1
     }
 
-    @Test("a nested chain across two gates: one statement per admission, refusals name the level, every level counted, a release at the org wakes the other gate")
+    @Test(
+        "a nested chain across two gates: one statement per admission, refusals name the level, every level counted, a release at the org wakes the other gate"
+    )
     func nestedChainAcrossGates() async throws {
         let provider = TestDatabase.uniqueProvider("chain")
         let stores = [try await TestDatabase.store(), try await TestDatabase.store()]
@@ -78,7 +80,9 @@ extension PostgresStoreTests {
         #expect(leafTokens == 100)
         // Commit and release: one statement each (or one for both, the commit carried).
         let calls = counting.calls.withLock { $0 }
-        #expect(calls.first == "admitChain" && calls.dropFirst().allSatisfy { $0 == "commit" || $0 == "release" } && calls.count <= 3, "\(calls)")
+        #expect(
+            calls.first == "admitChain" && calls.dropFirst().allSatisfy { $0 == "commit" || $0 == "release" } && calls.count <= 3,
+            "\(calls)")
 
         // The user's window: u1's second call fits, its third is refused at the user level.
         let again = try await a.acquire(u1, estimatedTokens: 10, maxWait: .zero)
@@ -92,11 +96,14 @@ extension PostgresStoreTests {
         await a.flushStoreWrites()
         await b.flushStoreWrites()
         let live = try await TestDatabase.scalar(
-            "SELECT count(*)::bigint FROM policygate.leases WHERE key IN (\(Self.chain(of: u1)[0].chainStoreName), \(Self.chain(of: u1)[1].chainStoreName))")
+            "SELECT count(*)::bigint FROM policygate.leases WHERE key IN (\(Self.chain(of: u1)[0].chainStoreName), \(Self.chain(of: u1)[1].chainStoreName))"
+        )
         #expect(live == 0)
     }
 
-    @Test("randomised: four gates share one account; no level is ever over its caps, every level counts exactly the same calls, across cancellations and a store cut off")
+    @Test(
+        "randomised: four gates share one account; no level is ever over its caps, every level counts exactly the same calls, across cancellations and a store cut off"
+    )
     func nestedRandomisedAcrossGates() async throws {
         let provider = TestDatabase.uniqueProvider("chainrand")
         var components = try #require(URLComponents(string: TestDatabase.url))
@@ -122,15 +129,20 @@ extension PostgresStoreTests {
                 for level in Self.chain(of: key) {
                     table[level.chainStoreName, default: 0] += delta
                     let cap = level == key ? userCap : level.scope == .global ? accountCap : orgCap
-                    if table[level.chainStoreName]! > cap { tally.over.withLock { $0.append("\(level) holds \(table[level.chainStoreName]!)") } }
+                    if table[level.chainStoreName]! > cap {
+                        tally.over.withLock { $0.append("\(level) holds \(table[level.chainStoreName]!)") }
+                    }
                 }
             }
         }
         var random = SeededRandomNumberGenerator(seed: 16)
         let plans = (0..<160).map { _ in
-            (gate: Int.random(in: 0..<gates.count, using: &random), key: Int.random(in: 0..<keys.count, using: &random),
-             holdMs: Int.random(in: 0..<30, using: &random), cancelMs: Int.random(in: 0..<8, using: &random) == 0 ? Int.random(in: 1..<40, using: &random) : nil,
-             startMs: Int.random(in: 0..<3_000, using: &random))
+            (
+                gate: Int.random(in: 0..<gates.count, using: &random), key: Int.random(in: 0..<keys.count, using: &random),
+                holdMs: Int.random(in: 0..<30, using: &random),
+                cancelMs: Int.random(in: 0..<8, using: &random) == 0 ? Int.random(in: 1..<40, using: &random) : nil,
+                startMs: Int.random(in: 0..<3_000, using: &random)
+            )
         }
         let cut = Task {
             try? await Task.sleep(for: .milliseconds(1_000))
@@ -196,9 +208,12 @@ extension PostgresStoreTests {
         // Admissions the callers got are counted; the store may count more (answers that came
         // after their caller left are counted and given back).
         #expect(accountCount >= Int64(tally.admitted.load(ordering: .relaxed)))
-        print("nested randomised: \(tally.admitted.load(ordering: .relaxed)) admitted, \(accountCount) counted, \(tally.unavailable.load(ordering: .relaxed)) refused while cut off")
+        print(
+            "nested randomised: \(tally.admitted.load(ordering: .relaxed)) admitted, \(accountCount) counted, \(tally.unavailable.load(ordering: .relaxed)) refused while cut off"
+        )
         let live = try await TestDatabase.scalar(
-            "SELECT count(*)::bigint FROM policygate.leases WHERE key = \(Self.chain(of: keys[0])[0].chainStoreName) AND expires_us > policygate.now_us()")
+            "SELECT count(*)::bigint FROM policygate.leases WHERE key = \(Self.chain(of: keys[0])[0].chainStoreName) AND expires_us > policygate.now_us()"
+        )
         #expect(live == 0)
     }
 
@@ -233,7 +248,8 @@ extension PostgresStoreTests {
         let provider = TestDatabase.uniqueProvider("chainlat")
         let nested = try Self.nestedGate(
             provider, account: PolicyLimits(requestsPerMinute: 100_000, maxConcurrent: 100),
-            org: PolicyLimits(requestsPerMinute: 100_000, maxConcurrent: 100), user: PolicyLimits(requestsPerMinute: 100_000, maxConcurrent: 100),
+            org: PolicyLimits(requestsPerMinute: 100_000, maxConcurrent: 100),
+            user: PolicyLimits(requestsPerMinute: 100_000, maxConcurrent: 100),
             store: store)
         func measure(_ gate: PolicyService, _ key: PolicyKey) async throws -> Duration {
             for _ in 0..<20 { _ = try await gate.acquire(key) }  // warm up

@@ -59,7 +59,8 @@ extension PostgresStoreTests {
         defer { listener.close() }
         let store = try await Self.operationsStore { $0.lease = .seconds(600) }
         defer { store.close() }
-        let gate = try TestDatabase.gate(provider, PolicyLimits(requestsPerMinute: 1_000, tokensPerMinute: 1_000_000, maxConcurrent: 5), store: store)
+        let gate = try TestDatabase.gate(
+            provider, PolicyLimits(requestsPerMinute: 1_000, tokensPerMinute: 1_000_000, maxConcurrent: 5), store: store)
         try await Task.sleep(for: .milliseconds(300))  // this store's LISTEN is issued before we count
         _ = try await TestDatabase.scalar("SELECT 0::bigint FROM pg_stat_statements_reset()")
         let calls = 20
@@ -70,7 +71,8 @@ extension PostgresStoreTests {
             await gate.flushStoreWrites()
         }
         func count(_ pattern: String) async throws -> Int64? {
-            try await TestDatabase.scalar("""
+            try await TestDatabase.scalar(
+                """
                 SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements
                 WHERE query ILIKE \(pattern) AND query NOT ILIKE '%pg_stat_statements%'
                 """)
@@ -116,7 +118,9 @@ extension PostgresStoreTests {
         defer { listener.close() }
         let (a, b, stores) = try await TestDatabase.twoGates(provider, limits)
         defer { stores.forEach { $0.close() } }
-        let registrations = { try await TestDatabase.scalar("SELECT count(*)::bigint FROM policygate.waiters WHERE key = \(key.storeName)") }
+        let registrations = {
+            try await TestDatabase.scalar("SELECT count(*)::bigint FROM policygate.waiters WHERE key = \(key.storeName)")
+        }
         let first = try await a.acquire(key, maxWait: .zero)
         let waiter = Task {
             let permit = try await b.acquire(key, maxWait: .seconds(20))
@@ -218,7 +222,8 @@ extension PostgresStoreTests {
         options.lease = .seconds(3)  // maintenance runs every second
         options.cleanupInterval = .milliseconds(500)
         options.callTimeout = .milliseconds(500)
-        let store = try PostgresPolicyStore(settings: PolicyPostgresSettings(url: "postgres://policygate@127.0.0.1:1/postgres"), options: options)
+        let store = try PostgresPolicyStore(
+            settings: PolicyPostgresSettings(url: "postgres://policygate@127.0.0.1:1/postgres"), options: options)
         defer { store.close() }
         let recorder = TelemetryRecorder()
         let gate = try TestDatabase.gate("cleanup-down", PolicyLimits(requestsPerMinute: 5), store: store, telemetry: recorder)
@@ -235,9 +240,11 @@ extension PostgresStoreTests {
     @Test("connections: at most maxConnections pooled sessions per store, plus one listener")
     func poolSize() async throws {
         func sessions(listening: Bool) async throws -> Int64 {
-            try await TestDatabase.scalar(listening
-                ? "SELECT count(*)::bigint FROM pg_stat_activity WHERE application_name = 'policygate' AND query ILIKE 'LISTEN%'"
-                : "SELECT count(*)::bigint FROM pg_stat_activity WHERE application_name = 'policygate' AND query NOT ILIKE 'LISTEN%'") ?? 0
+            try await TestDatabase.scalar(
+                listening
+                    ? "SELECT count(*)::bigint FROM pg_stat_activity WHERE application_name = 'policygate' AND query ILIKE 'LISTEN%'"
+                    : "SELECT count(*)::bigint FROM pg_stat_activity WHERE application_name = 'policygate' AND query NOT ILIKE 'LISTEN%'")
+                ?? 0
         }
         try await Task.sleep(for: .milliseconds(300))  // earlier tests' closed stores hang up
         let (pooledBefore, listenersBefore) = (try await sessions(listening: false), try await sessions(listening: true))

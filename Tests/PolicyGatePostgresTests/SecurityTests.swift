@@ -87,7 +87,9 @@ struct PostgresConnectionSettingsTests {
         #expect(migrations.allSatisfy { $0.transactional })
         let directive = PostgresPolicyStore.Migration(version: 9, name: "x", sql: "-- policygate: no-transaction\r\nSELECT 1;\r\n")
         #expect(!directive.transactional)
-        #expect(directive.checksum == PostgresPolicyStore.Migration(version: 9, name: "x", sql: "-- policygate: no-transaction\nSELECT 1;\n").checksum)
+        #expect(
+            directive.checksum
+                == PostgresPolicyStore.Migration(version: 9, name: "x", sql: "-- policygate: no-transaction\nSELECT 1;\n").checksum)
     }
 
     /// A PEM certificate that exists on this machine, for settings that only need a readable file.
@@ -163,20 +165,28 @@ extension PostgresStoreTests {
         var configuration = PolicyConfiguration(limits: ["p": PolicyLimits(requestsPerMinute: 1)])
         configuration.storage["p"] = PolicyStorage(store: .postgres)
         configuration.postgres = PolicyPostgresSettings(url: wrong)
-        let refused = await #expect(throws: PostgresStoreError.self) { _ = try await PolicyService.connecting(configuration: configuration) }
+        let refused = await #expect(throws: PostgresStoreError.self) {
+            _ = try await PolicyService.connecting(configuration: configuration)
+        }
         #expect(refused?.code == .tlsVerification)
 
-        let chainOnly = try PostgresPolicyStore(settings: PolicyPostgresSettings(url: Self.runtimeURL {
-            $0.host = "127.0.0.2"
-            Self.sslmode("verify-ca", &$0)
-        }))
+        let chainOnly = try PostgresPolicyStore(
+            settings: PolicyPostgresSettings(
+                url: Self.runtimeURL {
+                    $0.host = "127.0.0.2"
+                    Self.sslmode("verify-ca", &$0)
+                }))
         defer { chainOnly.close() }
         #expect(try await chainOnly.checkSchema() == (try PostgresPolicyStore.schemaVersion()))
 
         // Without the test CA, the system's trust store does not know the server's certificate.
-        let untrusted = try PostgresPolicyStore(settings: PolicyPostgresSettings(url: Self.runtimeURL {
-            $0.queryItems = [URLQueryItem(name: "sslmode", value: "verify-full"), URLQueryItem(name: "sslrootcert", value: "system")]
-        }))
+        let untrusted = try PostgresPolicyStore(
+            settings: PolicyPostgresSettings(
+                url: Self.runtimeURL {
+                    $0.queryItems = [
+                        URLQueryItem(name: "sslmode", value: "verify-full"), URLQueryItem(name: "sslrootcert", value: "system"),
+                    ]
+                }))
         defer { untrusted.close() }
         let unknown = await #expect(throws: PostgresStoreError.self) { try await untrusted.checkSchema() }
         #expect(unknown?.code == .tlsVerification, "\(unknown?.message ?? "")")
@@ -240,7 +250,8 @@ extension PostgresStoreTests {
             }
             var version: Int?
             for try await value in try await connection.query("SELECT policygate.schema_version()", logger: TestDatabase.logger)
-                .decode(Int.self) { version = value }
+                .decode(Int.self)
+            { version = value }
             #expect(version == (try PostgresPolicyStore.schemaVersion()))
         }
         let store = try PostgresPolicyStore(settings: TestDatabase.settings)
@@ -266,9 +277,12 @@ extension PostgresStoreTests {
         }
         #expect(rows.count >= 8)
         for (name, definer, pinned, publicExecute, granted) in rows {
-            #expect(definer && pinned && !publicExecute && granted, "\(name): definer \(definer), pinned \(pinned), PUBLIC \(publicExecute), granted \(granted)")
+            #expect(
+                definer && pinned && !publicExecute && granted,
+                "\(name): definer \(definer), pinned \(pinned), PUBLIC \(publicExecute), granted \(granted)")
         }
-        let tablePrivileges = try await TestDatabase.scalar("""
+        let tablePrivileges = try await TestDatabase.scalar(
+            """
             SELECT count(*)::bigint FROM pg_class c
             WHERE c.relnamespace = 'policygate'::regnamespace AND c.relkind IN ('r', 'S', 'p')
               AND (has_table_privilege(\(role), c.oid, 'SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER'))
@@ -315,10 +329,12 @@ extension PostgresStoreTests {
             return try await TestDatabase.withConnection(url, password: password) { connection in
                 var admitted = 0
                 for nonce in 1...3 {
-                    let rows = try await connection.query(PostgresQuery(unsafeSQL: """
-                        SELECT admitted FROM policygate.admit('\(key)', 'shadow', 1, ARRAY[NULL, NULL, NULL]::bigint[],
-                            ARRAY[NULL, NULL, NULL]::bigint[], 1, 30000000, 'test', \(nonce), 1000)
-                        """), logger: TestDatabase.logger)
+                    let rows = try await connection.query(
+                        PostgresQuery(
+                            unsafeSQL: """
+                                SELECT admitted FROM policygate.admit('\(key)', 'shadow', 1, ARRAY[NULL, NULL, NULL]::bigint[],
+                                    ARRAY[NULL, NULL, NULL]::bigint[], 1, 30000000, 'test', \(nonce), 1000)
+                                """), logger: TestDatabase.logger)
                     for try await value in rows.decode(Bool.self) where value { admitted += 1 }
                 }
                 return admitted
@@ -341,7 +357,8 @@ extension PostgresStoreTests {
                 try await connection.query("DROP AGGREGATE public.count(bigint)", logger: TestDatabase.logger)
                 try await connection.query("DROP FUNCTION public.zero(bigint, bigint)", logger: TestDatabase.logger)
                 try await connection.query(
-                    PostgresQuery(unsafeSQL: "GRANT CREATE ON SCHEMA public TO \"\(TestDatabase.runtimeRole)\""), logger: TestDatabase.logger)
+                    PostgresQuery(unsafeSQL: "GRANT CREATE ON SCHEMA public TO \"\(TestDatabase.runtimeRole)\""),
+                    logger: TestDatabase.logger)
             }
             try await create(runtimeURL, Self.runtimePassword)
             let shadowed = try await TestDatabase.withConnection(runtimeURL, password: Self.runtimePassword) { connection in
@@ -378,7 +395,10 @@ extension PostgresStoreTests {
                     """, logger: TestDatabase.logger)
                 for migration in all.prefix(2) {
                     try await connection.query(
-                        PostgresQuery(unsafeSQL: "DO $policygate_do$ BEGIN EXECUTE $policygate_migration$\(migration.sql)$policygate_migration$; END $policygate_do$"),
+                        PostgresQuery(
+                            unsafeSQL:
+                                "DO $policygate_do$ BEGIN EXECUTE $policygate_migration$\(migration.sql)$policygate_migration$; END $policygate_do$"
+                        ),
                         logger: TestDatabase.logger)
                     try await connection.query(
                         "INSERT INTO policygate.schema_migrations (version, name) VALUES (\(migration.version), \(migration.name))",
@@ -399,7 +419,8 @@ extension PostgresStoreTests {
                 return rows
             }
             #expect(recorded == Dictionary(uniqueKeysWithValues: all.map { ($0.version, $0.checksum) }))
-            let runtime = try PostgresPolicyStore(settings: PolicyPostgresSettings(url: TestDatabase.url(TestDatabase.url, database: database)))
+            let runtime = try PostgresPolicyStore(
+                settings: PolicyPostgresSettings(url: TestDatabase.url(TestDatabase.url, database: database)))
             defer { runtime.close() }
             #expect(try await runtime.checkSchema() == all.last?.version)
 
@@ -455,7 +476,8 @@ extension PostgresStoreTests {
             #expect(valid == true)
 
             // This library knows one version less than the database now has.
-            let runtime = try PostgresPolicyStore(settings: PolicyPostgresSettings(url: TestDatabase.url(TestDatabase.url, database: database)))
+            let runtime = try PostgresPolicyStore(
+                settings: PolicyPostgresSettings(url: TestDatabase.url(TestDatabase.url, database: database)))
             defer { runtime.close() }
             let newer = await #expect(throws: PostgresStoreError.self) { try await runtime.checkSchema() }
             #expect(newer?.code == .schemaNewer, "\(newer?.message ?? "")")
@@ -477,7 +499,8 @@ extension PostgresStoreTests {
             let owner = try PostgresPolicyStore(settings: TestDatabase.ownerSettings(url: ownerURL), options: storeOptions)
             defer { owner.close() }
             // Older than this library: refused at start, until migrated.
-            let runtime = try PostgresPolicyStore(settings: PolicyPostgresSettings(url: TestDatabase.url(TestDatabase.url, database: database)))
+            let runtime = try PostgresPolicyStore(
+                settings: PolicyPostgresSettings(url: TestDatabase.url(TestDatabase.url, database: database)))
             defer { runtime.close() }
             let empty = await #expect(throws: PostgresStoreError.self) { try await runtime.checkSchema() }
             #expect(empty?.code == .schemaOutdated)

@@ -110,12 +110,13 @@ struct PostgresStoreTests {
         let order = Locked<[Int]>([])
         var tasks: [Task<Void, any Error>] = []
         for index in 0..<4 {
-            tasks.append(Task {
-                let permit = try await gate.acquire(key, maxWait: .seconds(20))
-                order.withLock { $0.append(index) }
-                try await Task.sleep(for: .milliseconds(20))
-                _ = consume permit
-            })
+            tasks.append(
+                Task {
+                    let permit = try await gate.acquire(key, maxWait: .seconds(20))
+                    order.withLock { $0.append(index) }
+                    try await Task.sleep(for: .milliseconds(20))
+                    _ = consume permit
+                })
             try await Task.sleep(for: .milliseconds(100))  // so that they queue in this order
         }
         _ = consume holder
@@ -129,15 +130,16 @@ struct PostgresStoreTests {
         let provider = TestDatabase.uniqueProvider("sched")
         let store = try await TestDatabase.store()
         defer { store.close() }
-        var configuration = try PolicyConfiguration(toml: """
-            [limits.\(provider)]
-            requests_per_minute = 100
-            store = "postgres"
-            [[limits.\(provider).schedule]]
-            name = "always-closed"
-            cron = "* * * * *"
-            closed = true
-            """)
+        var configuration = try PolicyConfiguration(
+            toml: """
+                [limits.\(provider)]
+                requests_per_minute = 100
+                store = "postgres"
+                [[limits.\(provider).schedule]]
+                name = "always-closed"
+                cron = "* * * * *"
+                closed = true
+                """)
         configuration.postgres = TestDatabase.settings
         let gate = try PolicyService(configuration: configuration, store: store)
         let error = await #expect(throws: PolicyError.self) {
@@ -162,14 +164,16 @@ struct PostgresStoreTests {
         let provider = TestDatabase.uniqueProvider("stmt")
         let store = try await TestDatabase.store(lease: .seconds(600))
         defer { store.close() }
-        let gate = try TestDatabase.gate(provider, PolicyLimits(requestsPerMinute: 1_000, tokensPerMinute: 1_000_000, maxConcurrent: 100), store: store)
+        let gate = try TestDatabase.gate(
+            provider, PolicyLimits(requestsPerMinute: 1_000, tokensPerMinute: 1_000_000, maxConcurrent: 100), store: store)
         try await Task.sleep(for: .milliseconds(300))  // the listener's LISTEN is issued before we count
         _ = try await TestDatabase.scalar("SELECT 0::bigint FROM pg_stat_statements_reset()")
         let count = 20
         func acquire(_ remaining: Int) async throws {
             guard remaining > 0 else {
                 // All permits held: count now, before any release is written.
-                let statements = try await TestDatabase.scalar("""
+                let statements = try await TestDatabase.scalar(
+                    """
                     SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements
                     WHERE query ILIKE '%policygate.%' AND query NOT ILIKE '%pg_stat_statements%'
                     """)
@@ -193,19 +197,20 @@ struct PostgresStoreTests {
     @Test("a TOML file shares providers through [store], with the connection in [store.postgres]")
     func tomlConfiguration() async throws {
         let provider = TestDatabase.uniqueProvider("toml")
-        let configuration = try PolicyConfiguration(toml: """
-            [store]
-            default = "postgres"
-            [store.postgres]
-            url = "\(TestDatabase.url)"
-            timeout_ms = 1500
-            [limits.\(provider)]
-            requests_per_minute = 1
-            on_store_failure = "fail_open"
-            [limits.local]
-            requests_per_minute = 1
-            store = "memory"
-            """)
+        let configuration = try PolicyConfiguration(
+            toml: """
+                [store]
+                default = "postgres"
+                [store.postgres]
+                url = "\(TestDatabase.url)"
+                timeout_ms = 1500
+                [limits.\(provider)]
+                requests_per_minute = 1
+                on_store_failure = "fail_open"
+                [limits.local]
+                requests_per_minute = 1
+                store = "memory"
+                """)
         #expect(configuration.storage(for: provider) == PolicyStorage(store: .postgres, failurePolicy: .failOpen))
         #expect(configuration.storage(for: "local") == PolicyStorage(store: .memory, failurePolicy: .failClosed))
         try await TestDatabase.prepare()

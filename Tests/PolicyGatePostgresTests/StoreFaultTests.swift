@@ -129,7 +129,8 @@ extension PostgresStoreTests {
         defer {
             Task {
                 try? await TestDatabase.withConnection { connection in
-                    try await connection.query("DROP TRIGGER IF EXISTS policygate_test_pause ON policygate.admissions", logger: TestDatabase.logger)
+                    try await connection.query(
+                        "DROP TRIGGER IF EXISTS policygate_test_pause ON policygate.admissions", logger: TestDatabase.logger)
                 }
             }
         }
@@ -144,7 +145,9 @@ extension PostgresStoreTests {
                 group.addTask {
                     try await TestDatabase.withConnection { connection in
                         try await connection.query("SET policygate_test.pause = 'on'", logger: TestDatabase.logger)
-                        _ = try await connection.query("SELECT policygate.release(\(id), 42, NULL::bigint, true)", logger: TestDatabase.logger).collect()
+                        _ = try await connection.query(
+                            "SELECT policygate.release(\(id), 42, NULL::bigint, true)", logger: TestDatabase.logger
+                        ).collect()
                     }
                 }
                 group.addTask {
@@ -173,10 +176,12 @@ extension PostgresStoreTests {
                 logger: TestDatabase.logger)
         }
         do {
-            let owner = try PostgresPolicyStore(settings: TestDatabase.ownerSettings(url: TestDatabase.url(TestDatabase.ownerURL, database: database)))
+            let owner = try PostgresPolicyStore(
+                settings: TestDatabase.ownerSettings(url: TestDatabase.url(TestDatabase.ownerURL, database: database)))
             try await owner.migrate(TestDatabase.migrationOptions)
             owner.close()
-            let store = try await TestDatabase.store(settings: PolicyPostgresSettings(url: TestDatabase.url(TestDatabase.url, database: database)))
+            let store = try await TestDatabase.store(
+                settings: PolicyPostgresSettings(url: TestDatabase.url(TestDatabase.url, database: database)))
             try await store.checkSchema()
             let provider = TestDatabase.uniqueProvider("iso")
             let gate = try TestDatabase.gate(provider, PolicyLimits(requestsPerMinute: 1), store: store)
@@ -279,7 +284,8 @@ extension PostgresStoreTests {
         let lease = Duration.seconds(3)
         let run = UUID().uuidString.prefix(8)
         let partitioned = try await TestDatabase.store(
-            lease: lease, timeout: .milliseconds(500), holder: "partitioned-\(run)", settings: PolicyPostgresSettings(url: components.string))
+            lease: lease, timeout: .milliseconds(500), holder: "partitioned-\(run)",
+            settings: PolicyPostgresSettings(url: components.string))
         let direct = try await TestDatabase.store(lease: lease, timeout: .milliseconds(500), holder: "direct-\(run)")
         defer { partitioned.close(); direct.close() }
         let provider = TestDatabase.uniqueProvider("partition")
@@ -308,9 +314,11 @@ extension PostgresStoreTests {
         let admittedAfter = try await TestDatabase.scalar(
             "SELECT min(admitted_us)::bigint FROM policygate.admissions WHERE key = \(name) AND holder = \(direct.holder)")
         let toldMicroseconds = Int64(told.timeIntervalSince1970 * 1_000_000)
-        #expect((admittedAfter ?? 0) > toldMicroseconds, "admitted at \(admittedAfter ?? -1) µs, the holder was told at \(toldMicroseconds) µs")
+        #expect(
+            (admittedAfter ?? 0) > toldMicroseconds, "admitted at \(admittedAfter ?? -1) µs, the holder was told at \(toldMicroseconds) µs")
         let lost = try await TestDatabase.scalar(
-            "SELECT count(*)::bigint FROM policygate.admissions WHERE key = \(name) AND holder = \(partitioned.holder) AND lease_lost_us IS NOT NULL")
+            "SELECT count(*)::bigint FROM policygate.admissions WHERE key = \(name) AND holder = \(partitioned.holder) AND lease_lost_us IS NOT NULL"
+        )
         #expect(lost == 1)
         // Healed: the partitioned process answers again and its release is written.
         proxy.set(.pass)

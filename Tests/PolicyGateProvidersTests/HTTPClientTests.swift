@@ -4,6 +4,7 @@ import PolicyGateFakeProvider
 import PolicyGateProviders
 import PolicyGateTestKit
 import Testing
+
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -17,12 +18,13 @@ struct HTTPClientTests {
     let anthropic = PolicyKey(provider: "anthropic", scope: .user("u"))
 
     func makeGate(_ telemetry: TelemetryRecorder? = nil) throws -> PolicyService {
-        try PolicyService(limits: [
-            "openai": PolicyLimits(requestsPerMinute: 1_000, tokensPerMinute: 1_000_000, maxConcurrent: 4),
-            "anthropic": PolicyLimits(
-                requestsPerMinute: 1_000, tokensPerMinute: 1_000_000, inputTokensPerMinute: 500_000, maxConcurrent: 4,
-                countsCacheReads: false),
-        ], telemetry: telemetry)
+        try PolicyService(
+            limits: [
+                "openai": PolicyLimits(requestsPerMinute: 1_000, tokensPerMinute: 1_000_000, maxConcurrent: 4),
+                "anthropic": PolicyLimits(
+                    requestsPerMinute: 1_000, tokensPerMinute: 1_000_000, inputTokensPerMinute: 500_000, maxConcurrent: 4,
+                    countsCacheReads: false),
+            ], telemetry: telemetry)
     }
 
     func request(_ server: FakeProvider, _ path: String, _ body: String) -> URLRequest {
@@ -45,13 +47,16 @@ struct HTTPClientTests {
         let server = try FakeProvider { _ in
             .json(
                 #"{"id": "chatcmpl-1", "choices": [], "usage": {"prompt_tokens": 60, "completion_tokens": 25, "prompt_tokens_details": {"cached_tokens": 10}}}"#,
-                headers: [("x-ratelimit-limit-tokens", "30000"), ("x-ratelimit-remaining-tokens", "29000"), ("x-ratelimit-reset-tokens", "6m0s")])
+                headers: [
+                    ("x-ratelimit-limit-tokens", "30000"), ("x-ratelimit-remaining-tokens", "29000"), ("x-ratelimit-reset-tokens", "6m0s"),
+                ])
         }
         defer { server.stop() }
         let telemetry = TelemetryRecorder()
         let gate = try makeGate(telemetry)
         let client = PolicyGateHTTPClient(gate: gate)
-        let body = #"{"model": "gpt-4o", "max_completion_tokens": 200, "messages": [{"role": "user", "content": "Say hello to the world, politely."}]}"#
+        let body =
+            #"{"model": "gpt-4o", "max_completion_tokens": 200, "messages": [{"role": "user", "content": "Say hello to the world, politely."}]}"#
         let reply = try await client.send(request(server, "/v1/chat/completions", body), api: .openAIChatCompletions, key: openAI)
         #expect(reply.status == 200 && reply.attempts == 1)
         #expect(reply.usage == ProviderUsage(input: 50, output: 25, cacheReads: 10))
@@ -92,28 +97,33 @@ struct HTTPClientTests {
         }
         #expect(refused?.limit == .requestsPerMinute && refused?.level?.scope == .custom(kind: "model", id: "4o"))
         let other = #"{"model": "o3", "max_completion_tokens": 20, "messages": [{"role": "user", "content": "Hi"}]}"#
-        #expect(try await client.send(request(server, "/v1/chat/completions", other), api: .openAIChatCompletions, key: openAI).status == 200)
+        #expect(
+            try await client.send(request(server, "/v1/chat/completions", other), api: .openAIChatCompletions, key: openAI).status == 200)
     }
 
     @Test("Anthropic 429 with retry-after: the provider is paused, the call retried after the hint and committed once")
     func anthropicThrottledThenRetried() async throws {
         let calls = Locked(0)
         let server = try FakeProvider { _ in
-            let n = calls.withLock { $0 += 1; return $0 }
+            let n = calls.withLock {
+                $0 += 1; return $0
+            }
             if n == 1 {
                 return .json(
                     #"{"type": "error", "error": {"type": "rate_limit_error", "message": "Number of request tokens has exceeded your per-minute rate limit"}}"#,
                     status: 429,
                     headers: [("retry-after", "1"), ("anthropic-ratelimit-requests-limit", "50"), ("request-id", "req_1")])
             }
-            return .json(#"{"type": "message", "content": [], "usage": {"input_tokens": 30, "cache_read_input_tokens": 500, "output_tokens": 12}}"#)
+            return .json(
+                #"{"type": "message", "content": [], "usage": {"input_tokens": 30, "cache_read_input_tokens": 500, "output_tokens": 12}}"#)
         }
         defer { server.stop() }
         let gate = try makeGate()
         let client = PolicyGateHTTPClient(gate: gate)
         let started = ContinuousClock.now
         let reply = try await client.send(
-            request(server, "/v1/messages", WireFormatTests.anthropicRequest), api: .anthropicMessages, key: anthropic, maxWait: .seconds(10))
+            request(server, "/v1/messages", WireFormatTests.anthropicRequest), api: .anthropicMessages, key: anthropic,
+            maxWait: .seconds(10))
         let elapsed = ContinuousClock.now - started
         #expect(reply.status == 200 && reply.attempts == 2)
         #expect(elapsed >= .milliseconds(950), "retried after \(elapsed)")
@@ -252,7 +262,8 @@ struct HTTPClientTests {
         // The provider writes an event every 5 s: the stream cannot end on its own before the
         // consumer has read its first chunk, however slowly the test runs (ThreadSanitizer, a
         // loaded machine); the consumer's stop ends it.
-        let events = WireFormatTests.anthropicStream.prefix(1) + Array(repeating: WireFormatTests.anthropicStream[3], count: 200)
+        let events =
+            WireFormatTests.anthropicStream.prefix(1) + Array(repeating: WireFormatTests.anthropicStream[3], count: 200)
             + WireFormatTests.anthropicStream.suffix(2)
         let server = try FakeProvider { _ in .events(Array(events), pause: .seconds(5)) }
         defer { server.stop() }

@@ -3,6 +3,7 @@ import PolicyGate
 import PolicyGateFakeProvider
 import PolicyGateProviders
 import Testing
+
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -17,7 +18,7 @@ struct ReadmeOneCallTests {
         }
         defer { provider.stop() }
         let gate = try PolicyService(limits: [
-            "anthropic": PolicyLimits(requestsPerMinute: 50, tokensPerMinute: 40_000, maxConcurrent: 4),
+            "anthropic": PolicyLimits(requestsPerMinute: 50, tokensPerMinute: 40_000, maxConcurrent: 4)
         ])
         let key = PolicyKey(provider: "anthropic", scope: .user("u-42"))
         var request = URLRequest(url: provider.baseURL.appendingPathComponent("v1/messages"))

@@ -54,13 +54,18 @@ struct WireFormatTests {
         let escaped = #"{"messages": [{"role": "user", "content": "caf\u00e9 \ud83d\ude00 \"q\"\n"}]}"#
         // "café 😀 "q"⏎": 5 + 1 + 4 + 1 + 3 + 1 bytes.
         #expect(try ProviderAPI.anthropicMessages.summarize(request: Data(escaped.utf8)).promptBytes == 15)
-        for body in [String(repeating: "[", count: 10_000), #"{"a": "\x"}"#, #"{"a": "\u12"}"#, #"{"a": 1} x"#, #"{"a": -}"#, #"{"a": 1.}"#, "{\"a\": \"\u{1}\"}"] {
+        for body in [
+            String(repeating: "[", count: 10_000), #"{"a": "\x"}"#, #"{"a": "\u12"}"#, #"{"a": 1} x"#, #"{"a": -}"#, #"{"a": 1.}"#,
+            "{\"a\": \"\u{1}\"}",
+        ] {
             #expect(throws: ProviderWireError.self, "\(body)") {
                 _ = try ProviderAPI.anthropicMessages.summarize(request: Data(body.utf8))
             }
         }
         // Counts written as 12.0 or 1.2e1 are integers; 12.5 is not.
-        #expect(try ProviderAPI.anthropicMessages.usage(fromResponse: Data(#"{"usage": {"input_tokens": 12.0, "output_tokens": 1.2e1}}"#.utf8)) == ProviderUsage(input: 12, output: 12))
+        #expect(
+            try ProviderAPI.anthropicMessages.usage(fromResponse: Data(#"{"usage": {"input_tokens": 12.0, "output_tokens": 1.2e1}}"#.utf8))
+                == ProviderUsage(input: 12, output: 12))
     }
 
     @Test("complete responses: cached input out of OpenAI's prompt, Anthropic's cache reads apart and writes as input")
@@ -71,7 +76,9 @@ struct WireFormatTests {
                        "prompt_tokens_details": {"cached_tokens": 1920, "audio_tokens": 0},
                        "completion_tokens_details": {"reasoning_tokens": 0}}}
             """#
-        #expect(try ProviderAPI.openAIChatCompletions.usage(fromResponse: Data(chat.utf8)) == ProviderUsage(input: 86, output: 300, cacheReads: 1_920))
+        #expect(
+            try ProviderAPI.openAIChatCompletions.usage(fromResponse: Data(chat.utf8))
+                == ProviderUsage(input: 86, output: 300, cacheReads: 1_920))
         let responses = #"""
             {"id": "resp_1", "object": "response", "status": "completed",
              "usage": {"input_tokens": 36, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 87,
@@ -83,17 +90,25 @@ struct WireFormatTests {
              "stop_reason": "end_turn",
              "usage": {"input_tokens": 21, "cache_creation_input_tokens": 188, "cache_read_input_tokens": 1200, "output_tokens": 393}}
             """#
-        #expect(try ProviderAPI.anthropicMessages.usage(fromResponse: Data(anthropic.utf8)) == ProviderUsage(input: 209, output: 393, cacheReads: 1_200))
+        #expect(
+            try ProviderAPI.anthropicMessages.usage(fromResponse: Data(anthropic.utf8))
+                == ProviderUsage(input: 209, output: 393, cacheReads: 1_200))
     }
 
     @Test("error bodies, truncated and absurd usage are typed errors")
     func badUsage() {
         let cases: [(ProviderAPI, String, ProviderWireError.Code)] = [
             (.anthropicMessages, #"{"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}"#, .missingUsage),
-            (.openAIChatCompletions, #"{"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}"#, .missingUsage),
+            (
+                .openAIChatCompletions, #"{"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}"#,
+                .missingUsage
+            ),
             (.openAIChatCompletions, #"{"usage": {"prompt_tokens": 10, "completion_tokens": 5"#, .malformedBody),
             (.openAIChatCompletions, #"{"usage": {"prompt_tokens": 10, "completion_tokens": -5}}"#, .invalidCount),
-            (.openAIChatCompletions, #"{"usage": {"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 11}}}"#, .invalidCount),
+            (
+                .openAIChatCompletions,
+                #"{"usage": {"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 11}}}"#, .invalidCount
+            ),
             (.openAIResponses, #"{"usage": {"input_tokens": 1e300, "output_tokens": 5}}"#, .invalidCount),
             (.anthropicMessages, #"{"usage": {"input_tokens": true, "output_tokens": 5}}"#, .invalidCount),
             (.anthropicMessages, "", .malformedBody),
@@ -109,25 +124,37 @@ struct WireFormatTests {
     }
 
     static let openAIStream = [
-        #"data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""}}],"usage":null}"# + "\n\n",
+        #"data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""}}],"usage":null}"#
+            + "\n\n",
         #"data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hello"}}],"usage":null}"# + "\n\n",
-        #"data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"# + "\n\n",
-        #"data: {"id":"c1","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":120,"completion_tokens":9,"total_tokens":129,"prompt_tokens_details":{"cached_tokens":100}}}"# + "\n\n",
+        #"data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}"#
+            + "\n\n",
+        #"data: {"id":"c1","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":120,"completion_tokens":9,"total_tokens":129,"prompt_tokens_details":{"cached_tokens":100}}}"#
+            + "\n\n",
         "data: [DONE]\n\n",
     ]
     static let anthropicStream = [
-        "event: message_start\n" + #"data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"claude-sonnet-4-5","usage":{"input_tokens":25,"cache_creation_input_tokens":0,"cache_read_input_tokens":2000,"output_tokens":1}}}"# + "\n\n",
-        "event: content_block_start\n" + #"data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"# + "\n\n",
+        "event: message_start\n"
+            + #"data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"model":"claude-sonnet-4-5","usage":{"input_tokens":25,"cache_creation_input_tokens":0,"cache_read_input_tokens":2000,"output_tokens":1}}}"#
+            + "\n\n",
+        "event: content_block_start\n" + #"data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#
+            + "\n\n",
         "event: ping\n" + #"data: {"type": "ping"}"# + "\n\n",
-        "event: content_block_delta\n" + #"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}"# + "\n\n",
+        "event: content_block_delta\n" + #"data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}"#
+            + "\n\n",
         "event: content_block_stop\n" + #"data: {"type":"content_block_stop","index":0}"# + "\n\n",
-        "event: message_delta\n" + #"data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":15}}"# + "\n\n",
+        "event: message_delta\n"
+            + #"data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":15}}"#
+            + "\n\n",
         "event: message_stop\n" + #"data: {"type":"message_stop"}"# + "\n\n",
     ]
     static let responsesStream = [
-        "event: response.created\n" + #"data: {"type":"response.created","response":{"id":"resp_1","status":"in_progress","usage":null}}"# + "\n\n",
+        "event: response.created\n" + #"data: {"type":"response.created","response":{"id":"resp_1","status":"in_progress","usage":null}}"#
+            + "\n\n",
         "event: response.output_text.delta\n" + #"data: {"type":"response.output_text.delta","delta":"Hi"}"# + "\n\n",
-        "event: response.completed\n" + #"data: {"type":"response.completed","response":{"id":"resp_1","status":"completed","usage":{"input_tokens":37,"input_tokens_details":{"cached_tokens":0},"output_tokens":11,"total_tokens":48}}}"# + "\n\n",
+        "event: response.completed\n"
+            + #"data: {"type":"response.completed","response":{"id":"resp_1","status":"completed","usage":{"input_tokens":37,"input_tokens_details":{"cached_tokens":0},"output_tokens":11,"total_tokens":48}}}"#
+            + "\n\n",
     ]
 
     @Test("streamed usage, whatever the chunk boundaries (every split point, CRLF too)")
@@ -196,7 +223,9 @@ struct WireFormatTests {
         let other = Data(Self.anthropicRequest.replacingOccurrences(of: "claude-sonnet-4-5", with: "claude-haiku-4-5").utf8)
         #expect(try estimator.estimate(.anthropicMessages, request: other).input == 20)
         // No output cap in the request: the default.
-        #expect(try TokenEstimator(defaultOutputTokens: 777).estimate(.openAIChatCompletions, request: Data(#"{"messages": []}"#.utf8)).output == 777)
+        #expect(
+            try TokenEstimator(defaultOutputTokens: 777).estimate(.openAIChatCompletions, request: Data(#"{"messages": []}"#.utf8)).output
+                == 777)
     }
 
     @Test("a streamed OpenAI chat request is made to ask for its usage, the rest of its bytes kept; anything else is left alone")
@@ -204,14 +233,18 @@ struct WireFormatTests {
         let api = ProviderAPI.openAIChatCompletions
         func rewritten(_ body: String) -> String { String(decoding: api.requestingStreamUsage(Data(body.utf8)), as: UTF8.self) }
         let cases: [(String, String)] = [
-            (#"{"model": "gpt-4o", "stream": true, "messages": []}"#,
-             #"{"stream_options":{"include_usage":true},"model": "gpt-4o", "stream": true, "messages": []}"#),
+            (
+                #"{"model": "gpt-4o", "stream": true, "messages": []}"#,
+                #"{"stream_options":{"include_usage":true},"model": "gpt-4o", "stream": true, "messages": []}"#
+            ),
             ("\n  {\"stream\":true}", "\n  {\"stream_options\":{\"include_usage\":true},\"stream\":true}"),
             (#"{"stream": true, "stream_options": {}}"#, #"{"stream": true, "stream_options": {"include_usage":true}}"#),
             (#"{"stream": true, "stream_options": { "x": 1 }}"#, #"{"stream": true, "stream_options": {"include_usage":true, "x": 1 }}"#),
             // A key given twice counts once, the last, as the provider's JSON reader takes it.
-            (#"{"stream_options": {"include_usage": false}, "stream": true, "stream_options": {}}"#,
-             #"{"stream_options": {"include_usage": false}, "stream": true, "stream_options": {"include_usage":true}}"#),
+            (
+                #"{"stream_options": {"include_usage": false}, "stream": true, "stream_options": {}}"#,
+                #"{"stream_options": {"include_usage": false}, "stream": true, "stream_options": {"include_usage":true}}"#
+            ),
         ]
         for (body, expected) in cases {
             let result = rewritten(body)
@@ -232,7 +265,8 @@ struct WireFormatTests {
         #expect(ProviderAPI.anthropicMessages.requestingStreamUsage(Data(anthropic.utf8)) == Data(anthropic.utf8))
         // A slice of a larger buffer (a Data whose indices do not start at 0) is read right.
         let padded = Data(("xx" + #"{"stream": true}"#).utf8)
-        #expect(String(decoding: api.requestingStreamUsage(padded.dropFirst(2)), as: UTF8.self)
-            == #"{"stream_options":{"include_usage":true},"stream": true}"#)
+        #expect(
+            String(decoding: api.requestingStreamUsage(padded.dropFirst(2)), as: UTF8.self)
+                == #"{"stream_options":{"include_usage":true},"stream": true}"#)
     }
 }

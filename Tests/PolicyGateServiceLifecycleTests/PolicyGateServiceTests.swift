@@ -16,7 +16,9 @@ struct PolicyGateServiceTests {
         ServiceGroup(services: [PolicyGateService(gate, gracePeriod: grace)], logger: Logger(label: "policy-gate-test"))
     }
 
-    @Test("on the group's graceful shutdown new and waiting callers get .shutDown, the permit in flight commits and releases, and run() returns")
+    @Test(
+        "on the group's graceful shutdown new and waiting callers get .shutDown, the permit in flight commits and releases, and run() returns"
+    )
     func gracefulShutdownOfTheGroup() async throws {
         let clock = ManualClock()
         let gate = try PolicyService(limits: ["llm": PolicyLimits(tokensPerMinute: 1_000, maxConcurrent: 1)], clock: clock)

@@ -221,7 +221,8 @@ struct TOMLCorpusTests {
     /// rejected with a positioned error. No case is skipped.
     @Test(
         "toml-test 1.0.0: all valid cases decode to the expected JSON, all invalid ones are rejected",
-        .enabled(if: TOMLTestCorpus.directory != nil, "toml-test corpus not found at ../shared/toml-test beside the package; set TOML_TEST_DIR")
+        .enabled(
+            if: TOMLTestCorpus.directory != nil, "toml-test corpus not found at ../shared/toml-test beside the package; set TOML_TEST_DIR")
     )
     func corpus() throws {
         let directory = try #require(TOMLTestCorpus.directory).appendingPathComponent("tests")

@@ -1,10 +1,11 @@
+import PolicyGateTOML
+import Testing
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import PolicyGateTOML
-import Testing
 
 // Most tests build their documents by hand, so they test the decoder alone with positions
 // chosen to be recognisable; `TOMLDecoderTextTests` then checks the same things end to end.
@@ -66,10 +67,12 @@ struct TOMLDecoderValueTests {
             "uint32": .integer(4_294_967_295), "uint64": .integer(.max), "double": .float(0.5), "float": .float(-2.25),
         ])
         let scalars = try TOMLDecoder().decode(Scalars.self, from: document)
-        #expect(scalars == Scalars(
-            string: "héllo", bool: true, int: -1, int8: -128, int16: 32_767, int32: -2_147_483_648, int64: .max,
-            uint: 7, uint8: 255, uint16: 65_535, uint32: 4_294_967_295, uint64: UInt64(Int64.max), double: 0.5, float: -2.25
-        ))
+        #expect(
+            scalars
+                == Scalars(
+                    string: "héllo", bool: true, int: -1, int8: -128, int16: 32_767, int32: -2_147_483_648, int64: .max,
+                    uint: 7, uint8: 255, uint16: 65_535, uint32: 4_294_967_295, uint64: UInt64(Int64.max), double: 0.5, float: -2.25
+                ))
     }
 
     @Test("the same types at the top level, in arrays and through single-value containers")
@@ -122,11 +125,13 @@ struct TOMLDecoderValueTests {
         let local = TOMLLocalDateTime(date: .init(year: 1979, month: 5, day: 27), time: .init(hour: 0, minute: 32, second: 0))
         var precise = local
         precise.time.nanosecond = 999_999_000
-        let event = try TOMLDecoder().decode(Event.self, from: table([
-            "at": .offsetDateTime(.init(local: local, offsetMinutes: -7 * 60)),
-            "utc": .offsetDateTime(.init(local: local, offsetMinutes: 0)),
-            "precise": .offsetDateTime(.init(local: precise, offsetMinutes: 90)),
-        ]))
+        let event = try TOMLDecoder().decode(
+            Event.self,
+            from: table([
+                "at": .offsetDateTime(.init(local: local, offsetMinutes: -7 * 60)),
+                "utc": .offsetDateTime(.init(local: local, offsetMinutes: 0)),
+                "precise": .offsetDateTime(.init(local: precise, offsetMinutes: 90)),
+            ]))
         // 1979-05-27T07:32:00Z, from `date -u -d 1979-05-27T07:32:00Z +%s`.
         #expect(event.at == Date(timeIntervalSince1970: 296_638_320))
         #expect(event.utc == Date(timeIntervalSince1970: 296_613_120))
@@ -162,7 +167,9 @@ struct TOMLDecoderValueTests {
         let time = TOMLLocalTime(hour: 23, minute: 59, second: 60, nanosecond: 5)
         let local = TOMLLocalDateTime(date: date, time: time)
         let odt = TOMLOffsetDateTime(local: local, offsetMinutes: 330)
-        let document = table(["odt": .offsetDateTime(odt), "ldt": .localDateTime(local), "date": .localDate(date), "time": .localTime(time)])
+        let document = table([
+            "odt": .offsetDateTime(odt), "ldt": .localDateTime(local), "date": .localDate(date), "time": .localTime(time),
+        ])
         let times = try TOMLDecoder().decode(Times.self, from: document)
         #expect(times.odt == odt)
         #expect(times.ldt == local)
@@ -203,9 +210,11 @@ struct TOMLDecoderValueTests {
         #expect(try TOMLDecoder().decode(TOMLTable.self, from: document) == document)
         #expect(try TOMLDecoder().decode(TOMLValue.self, from: document) == .table(document))
 
-        let error = try decodingError(Plugin.self, from: table([
-            "name": .string("p"), "settings": .integer(1), "extra": .integer(1), "anything": .array([]),
-        ]))
+        let error = try decodingError(
+            Plugin.self,
+            from: table([
+                "name": .string("p"), "settings": .integer(1), "extra": .integer(1), "anything": .array([]),
+            ]))
         #expect(error.code == .typeMismatch)
         #expect(error.message == "expected a table, found an integer")
         #expect(error.keyPath == [.key("settings")])
@@ -236,23 +245,31 @@ struct TOMLDecoderValueTests {
     @Test("enums with String and Int raw values")
     func rawValueEnums() throws {
         struct Settings: Decodable { var mode: Mode; var level: Level; var modes: [Mode] }
-        let settings = try TOMLDecoder().decode(Settings.self, from: table([
-            "mode": .string("lenient"), "level": .integer(2), "modes": .array([.string("strict"), .string("lenient")]),
-        ]))
+        let settings = try TOMLDecoder().decode(
+            Settings.self,
+            from: table([
+                "mode": .string("lenient"), "level": .integer(2), "modes": .array([.string("strict"), .string("lenient")]),
+            ]))
         #expect(settings.mode == .lenient)
         #expect(settings.level == .high)
         #expect(settings.modes == [.strict, .lenient])
 
-        let error = try decodingError(Settings.self, from: table(line: 2, [
-            "mode": .string("strict"), "level": .integer(3), "modes": .array([]),
-        ]))
+        let error = try decodingError(
+            Settings.self,
+            from: table(
+                line: 2,
+                [
+                    "mode": .string("strict"), "level": .integer(3), "modes": .array([]),
+                ]))
         #expect(error.code == .invalidValue)
         #expect(error.message.contains("3"))
         #expect(error.keyPath == [.key("level")])
         #expect(error.position == at(4))
-        let mismatch = try decodingError(Settings.self, from: table([
-            "mode": .integer(1), "level": .integer(1), "modes": .array([]),
-        ]))
+        let mismatch = try decodingError(
+            Settings.self,
+            from: table([
+                "mode": .integer(1), "level": .integer(1), "modes": .array([]),
+            ]))
         #expect(mismatch.code == .typeMismatch)
         #expect(mismatch.message == "expected a string, found an integer")
     }
@@ -271,7 +288,8 @@ struct TOMLDecoderValueTests {
         let document = table([
             "tags": .array([.string("a"), .string("b"), .string("a")]),
             "matrix": .array([.array([.integer(1), .integer(2)]), .array([])]),
-            "byName": .table(table(["x-1": .table(table(["name": .string("x")])), "y": .table(table(["name": .string("y"), "weight": .integer(2)]))])),
+            "byName": .table(
+                table(["x-1": .table(table(["name": .string("x")])), "y": .table(table(["name": .string("y"), "weight": .integer(2)]))])),
             "inner": .table(table(["name": .string("i"), "weight": .float(0.5)])),
             "inners": .array([.table(table(["name": .string("first")])), .table(table(["name": .string("second")]))]),
             "empty": .array([]),
@@ -313,9 +331,11 @@ struct TOMLDecoderContainerTests {
         struct Options: Decodable { var name: String?; var port: Int?; var ratio: Double?; var tags: [String]?; var on: Bool? }
         let none = try TOMLDecoder().decode(Options.self, from: table([:]))
         #expect(none.name == nil && none.port == nil && none.ratio == nil && none.tags == nil && none.on == nil)
-        let some = try TOMLDecoder().decode(Options.self, from: table([
-            "name": .string("n"), "port": .integer(80), "ratio": .integer(1), "tags": .array([]), "on": .boolean(false),
-        ]))
+        let some = try TOMLDecoder().decode(
+            Options.self,
+            from: table([
+                "name": .string("n"), "port": .integer(80), "ratio": .integer(1), "tags": .array([]), "on": .boolean(false),
+            ]))
         #expect(some.name == "n" && some.port == 80 && some.ratio == 1 && some.tags == [] && some.on == false)
         // A value of the wrong type is an error, not a nil.
         let error = try decodingError(Options.self, from: table(["port": .string("80")]))
@@ -581,7 +601,8 @@ struct TOMLDecoderErrorTests {
         #expect(error.keyPath.dottedKey == "servers[1].port")
         #expect(error.position == at(6))
 
-        document.setValue(.array([server(1, "alpha", 8080), .table(table(line: 4, ["name": .string("beta")]))]), forKey: "servers", at: at(1, 3))
+        document.setValue(
+            .array([server(1, "alpha", 8080), .table(table(line: 4, ["name": .string("beta")]))]), forKey: "servers", at: at(1, 3))
         let missing = try decodingError(Servers.self, from: document)
         #expect(missing.code == .keyNotFound)
         #expect(missing.keyPath.dottedKey == "servers[1].port")
@@ -594,31 +615,34 @@ struct TOMLDecoderErrorTests {
         #expect(scalar.position == at(1, 3))
     }
 
-    @Test("integer range errors name the value and the type", arguments: [
-        (TOMLValue.integer(300), "UInt8", "integer 300 does not fit in UInt8"),
-        (.integer(-1), "UInt", "integer -1 does not fit in UInt"),
-        (.integer(-129), "Int8", "integer -129 does not fit in Int8"),
-        (.integer(40_000), "Int16", "integer 40000 does not fit in Int16"),
-        (.integer(1 << 31), "Int32", "integer 2147483648 does not fit in Int32"),
-        (.integer(-1), "UInt64", "integer -1 does not fit in UInt64"),
-        (.integer(-1), "UInt128", "integer -1 does not fit in UInt128"),
-        (.integer((1 << 53) + 1), "Double", "integer 9007199254740993 cannot be represented exactly as a Double"),
-        (.integer((1 << 24) + 1), "Float", "integer 16777217 cannot be represented exactly as a Float"),
-        (.float(1e300), "Float", "float 1e+300 does not fit in Float"),
-    ])
+    @Test(
+        "integer range errors name the value and the type",
+        arguments: [
+            (TOMLValue.integer(300), "UInt8", "integer 300 does not fit in UInt8"),
+            (.integer(-1), "UInt", "integer -1 does not fit in UInt"),
+            (.integer(-129), "Int8", "integer -129 does not fit in Int8"),
+            (.integer(40_000), "Int16", "integer 40000 does not fit in Int16"),
+            (.integer(1 << 31), "Int32", "integer 2147483648 does not fit in Int32"),
+            (.integer(-1), "UInt64", "integer -1 does not fit in UInt64"),
+            (.integer(-1), "UInt128", "integer -1 does not fit in UInt128"),
+            (.integer((1 << 53) + 1), "Double", "integer 9007199254740993 cannot be represented exactly as a Double"),
+            (.integer((1 << 24) + 1), "Float", "integer 16777217 cannot be represented exactly as a Float"),
+            (.float(1e300), "Float", "float 1e+300 does not fit in Float"),
+        ])
     func ranges(value: TOMLValue, type: String, message: String) throws {
         let document = table(line: 2, ["n": value])
-        let error: TOMLError = switch type {
-        case "UInt8": try decodingError([String: UInt8].self, from: document)
-        case "UInt": try decodingError([String: UInt].self, from: document)
-        case "Int8": try decodingError([String: Int8].self, from: document)
-        case "Int16": try decodingError([String: Int16].self, from: document)
-        case "Int32": try decodingError([String: Int32].self, from: document)
-        case "UInt64": try decodingError([String: UInt64].self, from: document)
-        case "UInt128": try decodingError([String: UInt128].self, from: document)
-        case "Double": try decodingError([String: Double].self, from: document)
-        default: try decodingError([String: Float].self, from: document)
-        }
+        let error: TOMLError =
+            switch type {
+            case "UInt8": try decodingError([String: UInt8].self, from: document)
+            case "UInt": try decodingError([String: UInt].self, from: document)
+            case "Int8": try decodingError([String: Int8].self, from: document)
+            case "Int16": try decodingError([String: Int16].self, from: document)
+            case "Int32": try decodingError([String: Int32].self, from: document)
+            case "UInt64": try decodingError([String: UInt64].self, from: document)
+            case "UInt128": try decodingError([String: UInt128].self, from: document)
+            case "Double": try decodingError([String: Double].self, from: document)
+            default: try decodingError([String: Float].self, from: document)
+            }
         #expect(error.code == .invalidValue)
         #expect(error.message == message)
         #expect(error.keyPath == [.key("n")])
@@ -635,7 +659,8 @@ struct TOMLDecoderErrorTests {
         }
         struct Wrapped: Decodable { var a: Single }
         #expect(try decodingError(Keyed.self, from: table(["a": .integer(256)])).keyPath == [.key("a")])
-        #expect(try decodingError(Unkeyed.self, from: table(["a": .array([.integer(1), .integer(256)])])).keyPath == [.key("a"), .index(1)])
+        #expect(
+            try decodingError(Unkeyed.self, from: table(["a": .array([.integer(1), .integer(256)])])).keyPath == [.key("a"), .index(1)])
         #expect(try decodingError(Wrapped.self, from: table(["a": .integer(256)])).message == "integer 256 does not fit in UInt8")
     }
 
@@ -658,14 +683,16 @@ struct TOMLDecoderErrorTests {
                 let container = try decoder.container(keyedBy: Keys.self)
                 minutes = try container.decode(Int.self, forKey: .minutes)
                 guard minutes > 0 else {
-                    throw DecodingError.dataCorruptedError(forKey: .minutes, in: container, debugDescription: "must be positive, got \(minutes)")
+                    throw DecodingError.dataCorruptedError(
+                        forKey: .minutes, in: container, debugDescription: "must be positive, got \(minutes)")
                 }
             }
         }
         struct Name: Decodable {
             init(from decoder: any Decoder) throws {
                 let container = try decoder.singleValueContainer()
-                throw DecodingError.dataCorruptedError(in: container, debugDescription: "'\(try container.decode(String.self))' is reserved")
+                throw DecodingError.dataCorruptedError(
+                    in: container, debugDescription: "'\(try container.decode(String.self))' is reserved")
             }
         }
         struct Document: Decodable { var windows: [Window]; var name: Name? }
@@ -693,7 +720,9 @@ struct TOMLDecoderErrorTests {
                 switch try container.decode(String.self, forKey: .kind) {
                 case "type": throw DecodingError.typeMismatch(Int.self, .init(codingPath: path, debugDescription: "custom type"))
                 case "value": throw DecodingError.valueNotFound(Int.self, .init(codingPath: path, debugDescription: ""))
-                default: throw DecodingError.keyNotFound(AnyKey(stringValue: "other"), .init(codingPath: container.codingPath, debugDescription: ""))
+                default:
+                    throw DecodingError.keyNotFound(
+                        AnyKey(stringValue: "other"), .init(codingPath: container.codingPath, debugDescription: ""))
                 }
             }
         }
@@ -744,14 +773,24 @@ struct TOMLDecoderErrorTests {
         #expect(notArray.message == "expected an array, found an integer")
     }
 
-    @Test("messages name every TOML type with its article", arguments: [
-        (TOMLValue.string("s"), "a string"), (.integer(1), "an integer"), (.float(1), "a float"), (.boolean(true), "a boolean"),
-        (.array([]), "an array"), (.table(TOMLTable()), "a table"),
-        (.localDate(.init(year: 2000, month: 1, day: 1)), "a local date"),
-        (.localTime(.init(hour: 1, minute: 0, second: 0)), "a local time"),
-        (.localDateTime(.init(date: .init(year: 2000, month: 1, day: 1), time: .init(hour: 1, minute: 0, second: 0))), "a local date-time"),
-        (.offsetDateTime(.init(local: .init(date: .init(year: 2000, month: 1, day: 1), time: .init(hour: 1, minute: 0, second: 0)), offsetMinutes: 0)), "an offset date-time"),
-    ])
+    @Test(
+        "messages name every TOML type with its article",
+        arguments: [
+            (TOMLValue.string("s"), "a string"), (.integer(1), "an integer"), (.float(1), "a float"), (.boolean(true), "a boolean"),
+            (.array([]), "an array"), (.table(TOMLTable()), "a table"),
+            (.localDate(.init(year: 2000, month: 1, day: 1)), "a local date"),
+            (.localTime(.init(hour: 1, minute: 0, second: 0)), "a local time"),
+            (
+                .localDateTime(.init(date: .init(year: 2000, month: 1, day: 1), time: .init(hour: 1, minute: 0, second: 0))),
+                "a local date-time"
+            ),
+            (
+                .offsetDateTime(
+                    .init(
+                        local: .init(date: .init(year: 2000, month: 1, day: 1), time: .init(hour: 1, minute: 0, second: 0)),
+                        offsetMinutes: 0)), "an offset date-time"
+            ),
+        ])
     func articles(value: TOMLValue, name: String) throws {
         struct Flag: Decodable { var flag: Bool }
         struct Text: Decodable { var flag: String }
@@ -853,7 +892,9 @@ struct TOMLDecoderSnakeCaseTests {
             var urlPath: Int, fooV2Api: Int, _leading: Int, trailing_: Int, doubleUnderscore: Int, überStraße: Int
             var plain: Int, alreadyCamel: Int, x1Y: Int, absent: Int?
         }
-        let keys = ["URL_path", "foo_v2api", "_leading", "trailing_", "double__underscore", "ÜBER_straße", "plain", "alreadyCamel", "x_1_y"]
+        let keys = [
+            "URL_path", "foo_v2api", "_leading", "trailing_", "double__underscore", "ÜBER_straße", "plain", "alreadyCamel", "x_1_y",
+        ]
         var document = TOMLTable()
         for (index, key) in keys.enumerated() { document[key] = .integer(Int64(index)) }
         let toml = try snakeCase.decode(Odd.self, from: document)
@@ -938,10 +979,11 @@ struct TOMLDecoderTextTests {
             #expect(configuration.defaultProvider == "openai")
             #expect(configuration.started == Date(timeIntervalSince1970: 296_638_320))
             #expect(configuration.window == TOMLLocalTime(hour: 7, minute: 30, second: 0))
-            #expect(configuration.limits == [
-                "openai": Caps(requestsPerMinute: 500, tokensPerMinute: 90_000, ratio: 1),
-                "azure.eu": Caps(requestsPerMinute: 60),
-            ])
+            #expect(
+                configuration.limits == [
+                    "openai": Caps(requestsPerMinute: 500, tokensPerMinute: 90_000, ratio: 1),
+                    "azure.eu": Caps(requestsPerMinute: 60),
+                ])
             #expect(configuration.servers == [Server(name: "alpha", port: 8080), Server(name: "beta", port: 8081, tags: ["x", "y"])])
             #expect(configuration.plugin?["depth"] == .integer(3))
             #expect(configuration.plugin?.position == TOMLPosition(line: 23, column: 1))

@@ -105,12 +105,14 @@ struct TOMLParserTests {
         #expect(
             table["utc"]
                 == .offsetDateTime(
-                    TOMLOffsetDateTime(local: TOMLLocalDateTime(date: date, time: TOMLLocalTime(hour: 7, minute: 32, second: 0)), offsetMinutes: 0)
+                    TOMLOffsetDateTime(
+                        local: TOMLLocalDateTime(date: date, time: TOMLLocalTime(hour: 7, minute: 32, second: 0)), offsetMinutes: 0)
                 )
         )
         #expect(
             table["local"]
-                == .localDateTime(TOMLLocalDateTime(date: date, time: TOMLLocalTime(hour: 7, minute: 32, second: 0, nanosecond: 500_000_000)))
+                == .localDateTime(
+                    TOMLLocalDateTime(date: date, time: TOMLLocalTime(hour: 7, minute: 32, second: 0, nanosecond: 500_000_000)))
         )
         #expect(table["date"] == .localDate(TOMLLocalDate(year: 2024, month: 2, day: 29)))
         #expect(table["time"] == .localTime(TOMLLocalTime(hour: 23, minute: 59, second: 60, nanosecond: 250_000_000)))
@@ -139,24 +141,28 @@ struct TOMLParserTests {
         #expect(subtable(subtable(table, "later"), "y").keys == ["c", "b", "a"])
     }
 
-    @Test("dates are checked against the calendar", arguments: [
-        ("2023-02-29", false), ("2024-02-29", true), ("1900-02-29", false), ("2000-02-29", true),
-        ("2024-04-31", false), ("2024-12-31", true), ("2024-13-01", false), ("2024-00-10", false),
-        ("0000-01-01", true), ("2024-01-01T24:00:00", false), ("2024-01-01T23:60:00", false),
-        ("2024-01-01T23:59:61", false), ("2024-01-01T00:00:00+24:00", false), ("2024-01-01T00:00:00+23:59", true),
-    ])
+    @Test(
+        "dates are checked against the calendar",
+        arguments: [
+            ("2023-02-29", false), ("2024-02-29", true), ("1900-02-29", false), ("2000-02-29", true),
+            ("2024-04-31", false), ("2024-12-31", true), ("2024-13-01", false), ("2024-00-10", false),
+            ("0000-01-01", true), ("2024-01-01T24:00:00", false), ("2024-01-01T23:60:00", false),
+            ("2024-01-01T23:59:61", false), ("2024-01-01T00:00:00+24:00", false), ("2024-01-01T00:00:00+23:59", true),
+        ])
     func calendar(literal: String, valid: Bool) {
         let parsed = (try? TOMLTable(parsing: "d = \(literal)")) != nil
         #expect(parsed == valid, "\(literal)")
     }
 
-    @Test("integers and floats follow the grammar", arguments: [
-        ("0", true), ("+0", true), ("-0", true), ("01", false), ("1__0", false), ("1_", false), ("_1", false),
-        ("0x", false), ("0X1", false), ("+0x1", false), ("0xffff_ffff_ffff_ffff", false), ("0x7fff_ffff_ffff_ffff", true),
-        ("-9223372036854775809", false), ("99999999999999999999999999", false), ("1.", false), (".1", false),
-        ("1e", false), ("1e_1", false), ("1e1_0", true), ("0.0e-0_1", true), ("1.0e400", false), ("+inf", true),
-        ("-nan", true), ("Inf", false), ("1e2.0", false), ("0e0", true), ("00.1", false),
-    ])
+    @Test(
+        "integers and floats follow the grammar",
+        arguments: [
+            ("0", true), ("+0", true), ("-0", true), ("01", false), ("1__0", false), ("1_", false), ("_1", false),
+            ("0x", false), ("0X1", false), ("+0x1", false), ("0xffff_ffff_ffff_ffff", false), ("0x7fff_ffff_ffff_ffff", true),
+            ("-9223372036854775809", false), ("99999999999999999999999999", false), ("1.", false), (".1", false),
+            ("1e", false), ("1e_1", false), ("1e1_0", true), ("0.0e-0_1", true), ("1.0e400", false), ("+inf", true),
+            ("-nan", true), ("Inf", false), ("1e2.0", false), ("0e0", true), ("00.1", false),
+        ])
     func numbers(literal: String, valid: Bool) {
         let parsed = (try? TOMLTable(parsing: "n = \(literal)")) != nil
         #expect(parsed == valid, "\(literal)")
@@ -272,11 +278,20 @@ struct TOMLParserTests {
             ),
             ("t = { a = 1,\n b = 2 }", at(1, 13), "t", "an inline table must be on one line (expected a key)"),
             ("t = { a = 1, }", at(1, 14), "t", "a trailing comma is not allowed in an inline table"),
-            ("[[fruit]]\n[fruit.apple]\nx=1\n[fruit.apple]", at(4, 1), "fruit[0].apple", "table 'fruit.apple' is already defined at line 2, column 1"),
+            (
+                "[[fruit]]\n[fruit.apple]\nx=1\n[fruit.apple]", at(4, 1), "fruit[0].apple",
+                "table 'fruit.apple' is already defined at line 2, column 1"
+            ),
             ("fruit = []\n[[fruit]]", at(2, 1), "fruit", "cannot append to the static array 'fruit' defined at line 1, column 1"),
             ("d = 2023-02-29", at(1, 5), "d", "invalid date 2023-02-29: that month has 28 days"),
-            ("[a.b.c]\nz = 9\n[a]\nb.c.t = 1", at(4, 3), "a.b.c.t", "dotted keys cannot add to table 'a.b.c', defined by a header at line 1, column 1"),
-            ("s = \"\"\"\nnever closed\n", at(3, 1), "s", "unterminated multi-line string opened at line 1, column 5: expected \"\"\" but found end of file"),
+            (
+                "[a.b.c]\nz = 9\n[a]\nb.c.t = 1", at(4, 3), "a.b.c.t",
+                "dotted keys cannot add to table 'a.b.c', defined by a header at line 1, column 1"
+            ),
+            (
+                "s = \"\"\"\nnever closed\n", at(3, 1), "s",
+                "unterminated multi-line string opened at line 1, column 5: expected \"\"\" but found end of file"
+            ),
             ("a.b = 1\n[a]", at(2, 1), "a", "table 'a' is already defined by dotted keys at line 1, column 1"),
             ("# tab\tis fine, \u{7} is not", at(1, 16), "", "control character U+0007 is not allowed in a comment"),
         ]
@@ -292,7 +307,8 @@ struct TOMLParserTests {
     @Test("the error's description puts position, key path and message together")
     func description() {
         let error = parseError("[limits.openai]\ntokens_per_minute = 9223372036854775808\n")
-        #expect(error?.description == "line 2, column 21: limits.openai.tokens_per_minute: integer 9223372036854775808 does not fit in 64 bits")
+        #expect(
+            error?.description == "line 2, column 21: limits.openai.tokens_per_minute: integer 9223372036854775808 does not fit in 64 bits")
     }
 
     @Test("invalid UTF-8 is an invalidUTF8 error at the offending byte")
@@ -398,7 +414,8 @@ struct TOMLParserTests {
         let largeTime = try clock.measure { largeTable = try TOMLTable(parsing: large) }
         #expect(subtable(smallTable, "limits").count == 3_600)
         #expect(subtable(largeTable, "limits").count == 36_000)
-        #expect(largeTable.position(at: [.key("limits"), .key("provider-35999"), .key("users"), .index(0), .key("id")]) == at(36_000 * 10, 1))
+        #expect(
+            largeTable.position(at: [.key("limits"), .key("provider-35999"), .key("users"), .index(0), .key("id")]) == at(36_000 * 10, 1))
         // Ten times the input: about ten times the time. A quadratic parser would take a hundred;
         // the bound leaves room for a loaded machine.
         #expect(largeTime < smallTime * 30, "1 MB: \(smallTime), 10 MB: \(largeTime)")

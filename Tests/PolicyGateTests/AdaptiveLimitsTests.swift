@@ -25,31 +25,33 @@ struct AdaptiveLimitsTests {
 
     @Test("read from the provider's table with did-you-mean, refused with feedback_scope = \"key\", written back")
     func configuration() throws {
-        let configuration = try PolicyConfiguration(toml: """
-            [limits.openai]
-            requests_per_minute = 100
-            adaptive = true
+        let configuration = try PolicyConfiguration(
+            toml: """
+                [limits.openai]
+                requests_per_minute = 100
+                adaptive = true
 
-            [limits.anthropic]
-            requests_per_minute = 50
-            adaptive = false
-            """)
+                [limits.anthropic]
+                requests_per_minute = 50
+                adaptive = false
+                """)
         #expect(configuration.adaptive == ["openai"])
         let again = try PolicyConfiguration(json: try JSONEncoder().encode(configuration))
         #expect(again == configuration)
         let error = try #require(throws: PolicyConfigurationError.self) {
-            try PolicyConfiguration(toml: """
-                [limits.a]
-                requests_per_minute = 1
-                adaptiv = true
-                [limits.b]
-                requests_per_minute = 1
-                adaptive = "yes"
-                [limits.c]
-                requests_per_minute = 1
-                adaptive = true
-                feedback_scope = "key"
-                """)
+            try PolicyConfiguration(
+                toml: """
+                    [limits.a]
+                    requests_per_minute = 1
+                    adaptiv = true
+                    [limits.b]
+                    requests_per_minute = 1
+                    adaptive = "yes"
+                    [limits.c]
+                    requests_per_minute = 1
+                    adaptive = true
+                    feedback_scope = "key"
+                    """)
         }
         let found = Dictionary(uniqueKeysWithValues: error.diagnostics.map { ($0.keyPath, $0) })
         #expect(found.keys.sorted() == ["limits.a.adaptiv", "limits.b.adaptive", "limits.c.adaptive"], "\(error)")
@@ -302,8 +304,9 @@ struct AdaptiveLimitsModelTests {
             totals.cancelled += counts.cancelled
             totals.refused += counts.refused
         }
-        #expect(totals.admitted > 200 && totals.waited > 100 && totals.decreases > 100 && totals.cancelled > 40 && totals.refused > 700,
-                "not every path was exercised: \(totals)")
+        #expect(
+            totals.admitted > 200 && totals.waited > 100 && totals.decreases > 100 && totals.cancelled > 40 && totals.refused > 700,
+            "not every path was exercised: \(totals)")
         print("adaptive model: \(seeds.count) seeds: \(totals)")
     }
 
@@ -313,7 +316,7 @@ struct AdaptiveLimitsModelTests {
         let key = PolicyKey(provider: "p", scope: .global)
         var configured = (requests: 200, tokens: 20_000, slots: 8)
         var configuration = PolicyConfiguration(limits: [
-            "p": PolicyLimits(requestsPerMinute: configured.requests, tokensPerMinute: configured.tokens, maxConcurrent: configured.slots),
+            "p": PolicyLimits(requestsPerMinute: configured.requests, tokensPerMinute: configured.tokens, maxConcurrent: configured.slots)
         ])
         configuration.adaptive = ["p"]
         let gate = try PolicyService(configuration: configuration, clock: clock)
@@ -423,7 +426,8 @@ struct AdaptiveLimitsModelTests {
                     Int.random(in: 2...12, using: &random)
                 )
                 try await gate.setLimits(
-                    PolicyLimits(requestsPerMinute: configured.requests, tokensPerMinute: configured.tokens, maxConcurrent: configured.slots),
+                    PolicyLimits(
+                        requestsPerMinute: configured.requests, tokensPerMinute: configured.tokens, maxConcurrent: configured.slots),
                     for: "p")
                 await settle()
             }

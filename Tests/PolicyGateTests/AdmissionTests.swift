@@ -29,30 +29,32 @@ struct AdmissionTests {
     func windowsSlide() throws {
         let gate = try gate(["p": PolicyLimits(requestsPerMinute: 3)])
         let key = PolicyKey(provider: "p")
-        _ = try gate.tryAcquire(key)               // t = 0
+        _ = try gate.tryAcquire(key)  // t = 0
         clock.advance(by: .seconds(30))
-        _ = try gate.tryAcquire(key)               // t = 30
+        _ = try gate.tryAcquire(key)  // t = 30
         clock.advance(by: .milliseconds(29_500))
-        _ = try gate.tryAcquire(key)               // t = 59.5
-        clock.advance(by: .milliseconds(500))     // t = 60: the first call is in its last bucket
+        _ = try gate.tryAcquire(key)  // t = 59.5
+        clock.advance(by: .milliseconds(500))  // t = 60: the first call is in its last bucket
         let error = try #require(throws: PolicyError.self) { _ = try gate.tryAcquire(key) }
         #expect(error.code == .rateLimited)
         #expect(error.limit == .requestsPerMinute)
         #expect(error.retryAfter == .seconds(1))
         #expect(error.key == key)
-        clock.advance(by: .seconds(1))            // t = 61: the first call has left
+        clock.advance(by: .seconds(1))  // t = 61: the first call has left
         _ = try gate.tryAcquire(key)
         // Not calendar-aligned: the call at 30 s still counts at 61 s.
         #expect(throws: PolicyError.self) { _ = try gate.tryAcquire(key) }
     }
 
-    @Test("retryAfter is accurate: 1 ns earlier fails, at retryAfter succeeds", arguments: [
-        PolicyLimits(requestsPerMinute: 2),
-        PolicyLimits(tokensPerMinute: 1_000),
-        PolicyLimits(requestsPerHour: 2),
-        PolicyLimits(tokensPerDay: 1_000),
-        PolicyLimits(requestsPerMinute: 10, tokensPerMinute: 1_000, tokensPerHour: 1_500),
-    ])
+    @Test(
+        "retryAfter is accurate: 1 ns earlier fails, at retryAfter succeeds",
+        arguments: [
+            PolicyLimits(requestsPerMinute: 2),
+            PolicyLimits(tokensPerMinute: 1_000),
+            PolicyLimits(requestsPerHour: 2),
+            PolicyLimits(tokensPerDay: 1_000),
+            PolicyLimits(requestsPerMinute: 10, tokensPerMinute: 1_000, tokensPerHour: 1_500),
+        ])
     func retryAfterIsAccurate(limits: PolicyLimits) throws {
         let gate = try gate(["p": limits])
         let key = PolicyKey(provider: "p")

@@ -49,7 +49,8 @@ struct CancellationTests {
     func randomCancellations(seed: UInt64) async throws {
         var rng = SeededGenerator(seed: seed)
         let clock = ManualClock()
-        let limits = PolicyLimits(requestsPerMinute: 40, requestsPerDay: 1_000_000, tokensPerMinute: 3_000, tokensPerDay: 100_000_000, maxConcurrent: 3)
+        let limits = PolicyLimits(
+            requestsPerMinute: 40, requestsPerDay: 1_000_000, tokensPerMinute: 3_000, tokensPerDay: 100_000_000, maxConcurrent: 3)
         let gate = try PolicyService(limits: ["p": limits], clock: clock)
         let key = PolicyKey(provider: "p", scope: .org("o"))
         struct Caller {

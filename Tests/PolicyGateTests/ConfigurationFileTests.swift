@@ -30,7 +30,8 @@ struct ConfigurationFileTests {
 
     @Test("JSON with the same keys decodes through Codable, and encoding round-trips")
     func json() throws {
-        let json = Data("""
+        let json = Data(
+            """
             {"limits": {"openai": {"requests_per_minute": 500, "tokens_per_minute": 200000,
                                    "tokens_per_day": 5000000, "max_concurrent": 16},
                         "anthropic": {"requests_per_minute": 50, "tokens_per_minute": 40000},
@@ -48,7 +49,8 @@ struct ConfigurationFileTests {
 
     @Test("JSON problems are all reported, with key paths")
     func jsonProblems() throws {
-        let json = Data("""
+        let json = Data(
+            """
             {"limits": {"openai": {"tokensPerMinute": 10, "requests_per_minute": "many", "max_concurrent": 0},
                         "local": 3},
              "limit": {}}
@@ -57,13 +59,14 @@ struct ConfigurationFileTests {
             try JSONDecoder().decode(PolicyConfiguration.self, from: json)
         }
         let found = Set(error.diagnostics.map { "\($0.severity) \($0.keyPath) \($0.suggestion ?? "-")" })
-        #expect(found == [
-            "error limits.openai.tokensPerMinute tokens_per_minute",
-            "error limits.openai.requests_per_minute -",
-            "error limits.openai.max_concurrent -",
-            "error limits.local -",
-            "error limit limits",
-        ])
+        #expect(
+            found == [
+                "error limits.openai.tokensPerMinute tokens_per_minute",
+                "error limits.openai.requests_per_minute -",
+                "error limits.openai.max_concurrent -",
+                "error limits.local -",
+                "error limit limits",
+            ])
         #expect(error.diagnostics.allSatisfy { $0.line == nil })
     }
 
@@ -86,15 +89,20 @@ struct ConfigurationFileTests {
 
     @Test("caps that can never be reached are warnings the caller can read; the configuration still loads")
     func contradictionsAreWarnings() throws {
-        let json = Data(#"{"limits": {"p": {"requests_per_minute": 100, "requests_per_hour": 60, "tokens_per_hour": 10, "tokens_per_day": 5}, "q": {}}}"#.utf8)
+        let json = Data(
+            #"{"limits": {"p": {"requests_per_minute": 100, "requests_per_hour": 60, "tokens_per_hour": 10, "tokens_per_day": 5}, "q": {}}}"#
+                .utf8)
         let configuration = try JSONDecoder().decode(PolicyConfiguration.self, from: json)
-        #expect(configuration.limits["p"] == PolicyLimits(
-            requestsPerMinute: 100, requestsPerHour: 60, tokensPerHour: 10, tokensPerDay: 5))
-        #expect(Set(configuration.warnings.map(\.description)) == [
-            "warning: limits.p.requests_per_minute: requests_per_minute = 100 can never be reached: requests_per_hour = 60 is lower",
-            "warning: limits.p.tokens_per_hour: tokens_per_hour = 10 can never be reached: tokens_per_day = 5 is lower",
-            "warning: limits.q: has no caps, so 'q' is not gated",
-        ])
+        #expect(
+            configuration.limits["p"]
+                == PolicyLimits(
+                    requestsPerMinute: 100, requestsPerHour: 60, tokensPerHour: 10, tokensPerDay: 5))
+        #expect(
+            Set(configuration.warnings.map(\.description)) == [
+                "warning: limits.p.requests_per_minute: requests_per_minute = 100 can never be reached: requests_per_hour = 60 is lower",
+                "warning: limits.p.tokens_per_hour: tokens_per_hour = 10 can never be reached: tokens_per_day = 5 is lower",
+                "warning: limits.q: has no caps, so 'q' is not gated",
+            ])
         #expect(configuration.warnings.allSatisfy { $0.severity == .warning })
     }
 

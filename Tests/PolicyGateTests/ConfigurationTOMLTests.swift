@@ -46,34 +46,38 @@ struct ConfigurationTOMLTests {
             """
         let error = try #require(throws: PolicyConfigurationError.self) { try PolicyConfiguration(toml: text) }
         let summary = error.diagnostics.map { "\($0.line ?? 0):\($0.column ?? 0) \($0.keyPath) \($0.suggestion ?? "")" }
-        #expect(summary == [
-            "3:1 limits.openai.tokens_pre_minute tokens_per_minute",
-            "4:1 limits.openai.max_concurrent ",
-            "7:1 limits.anthropic.requests_per_minute ",
-            "8:1 limits.anthropic.tokens_per_minute ",
-            "9:1 limits.anthropic.requests_per_hour ",
-            "12:1 limits.azure-openai.max_concurrent ",
-            "\(error.diagnostics.last?.line ?? 0):\(error.diagnostics.last?.column ?? 0) limit limits",
-        ])
+        #expect(
+            summary == [
+                "3:1 limits.openai.tokens_pre_minute tokens_per_minute",
+                "4:1 limits.openai.max_concurrent ",
+                "7:1 limits.anthropic.requests_per_minute ",
+                "8:1 limits.anthropic.tokens_per_minute ",
+                "9:1 limits.anthropic.requests_per_hour ",
+                "12:1 limits.azure-openai.max_concurrent ",
+                "\(error.diagnostics.last?.line ?? 0):\(error.diagnostics.last?.column ?? 0) limit limits",
+            ])
         #expect(error.diagnostics.last?.line == 14)
         #expect(error.diagnostics.allSatisfy { $0.severity == .error })
-        #expect(error.diagnostics[0].description
-            == "3:1: error: limits.openai.tokens_pre_minute: unknown key; did you mean 'tokens_per_minute'?")
+        #expect(
+            error.diagnostics[0].description
+                == "3:1: error: limits.openai.tokens_pre_minute: unknown key; did you mean 'tokens_per_minute'?")
         #expect(error.diagnostics[2].message == "must be positive, got 0; leave the key out for no cap")
         #expect(error.diagnostics[4].message.contains("4294967294"))
     }
 
     @Test("warnings point at the key, and the configuration still loads")
     func warningsHavePositions() throws {
-        let configuration = try PolicyConfiguration(toml: """
-            [limits.p]
-            tokens_per_day = 1_000
-            tokens_per_minute = 5_000
-            """)
+        let configuration = try PolicyConfiguration(
+            toml: """
+                [limits.p]
+                tokens_per_day = 1_000
+                tokens_per_minute = 5_000
+                """)
         #expect(configuration.limits["p"] == PolicyLimits(tokensPerMinute: 5_000, tokensPerDay: 1_000))
-        #expect(configuration.warnings.map(\.description) == [
-            "3:1: warning: limits.p.tokens_per_minute: tokens_per_minute = 5000 can never be reached: tokens_per_day = 1000 is lower"
-        ])
+        #expect(
+            configuration.warnings.map(\.description) == [
+                "3:1: warning: limits.p.tokens_per_minute: tokens_per_minute = 5000 can never be reached: tokens_per_day = 1000 is lower"
+            ])
     }
 
     @Test("a syntax error comes alone, with its line, column and key path")

@@ -1,5 +1,6 @@
-@testable import PolicyGate
 import Testing
+
+@testable import PolicyGate
 
 /// The rules, driven synchronously: no tasks, no clock, `now` passed by hand.
 @Suite("State machine")
@@ -38,8 +39,8 @@ struct GateStateMachineTests {
         #expect(stillWaiting)
         effects = m.tick(now: 2 * second)
         #expect(admitted(effects).isEmpty)
-        #expect(m.slotted == 1)                // waiter 2 holds a slot, waiting for the window
-        #expect(effects.wake == 61 * second)   // when the calls of t = 0 leave the minute
+        #expect(m.slotted == 1)  // waiter 2 holds a slot, waiting for the window
+        #expect(effects.wake == 61 * second)  // when the calls of t = 0 leave the minute
         effects = m.tick(now: 61 * second)
         #expect(admitted(effects) == [2])
     }
@@ -90,7 +91,8 @@ struct GateStateMachineTests {
         var m = machine(PolicyLimits(requestsPerMinute: 10))
         let half = TokenCounts(total: Int64.max / 2)
         guard case .success(let a) = m.tryAdmit(tokens: half, now: 0).0,
-              case .success(let b) = m.tryAdmit(tokens: half, now: 0).0 else {
+            case .success(let b) = m.tryAdmit(tokens: half, now: 0).0
+        else {
             Issue.record("should admit")
             return
         }
@@ -108,9 +110,9 @@ struct GateStateMachineTests {
     @Test("the window ring: usage leaves 60 to 61 buckets after it was recorded")
     func ring() {
         let w = SlidingWindow(length: 60 * second, now: 0, firstSequence: 1)
-        w.record(tokens: 5)                    // bucket 0
+        w.record(tokens: 5)  // bucket 0
         w.advance(to: 30 * second)
-        w.record(tokens: 7)                    // bucket 30
+        w.record(tokens: 7)  // bucket 30
         w.advance(to: 60 * second + 999_999_999)
         #expect(w.requestTotal == 2 && w.tokenTotal == 12)
         #expect(w.earliestFit(requests: 1, tokens: 10, requestCap: 2, tokenCap: 100, now: 60 * second) == 61 * second)

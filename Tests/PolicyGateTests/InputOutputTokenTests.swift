@@ -63,7 +63,8 @@ struct InputOutputTokenTests {
     @Test("a commit in parts replaces each part; cache reads count as input only where the provider says so")
     func commitInParts() throws {
         let limits = [
-            "anthropic": PolicyLimits(tokensPerMinute: 100_000, inputTokensPerMinute: 50_000, outputTokensPerMinute: 8_000, countsCacheReads: false),
+            "anthropic": PolicyLimits(
+                tokensPerMinute: 100_000, inputTokensPerMinute: 50_000, outputTokensPerMinute: 8_000, countsCacheReads: false),
             "openai": PolicyLimits(tokensPerMinute: 100_000, inputTokensPerMinute: 50_000),
         ]
         let recorder = TelemetryRecorder()
@@ -89,7 +90,8 @@ struct InputOutputTokenTests {
         #expect(recorder.acquires.first?.estimatedInputTokens == 2_000 && recorder.acquires.first?.estimatedOutputTokens == 1_000)
         #expect(recorder.acquires.first?.estimatedTokens == 3_000)
         let commit = try #require(recorder.commits.first)
-        #expect(commit.inputTokens == 1_500 && commit.outputTokens == 300 && commit.cacheReadTokens == 10_000 && commit.actualTokens == 1_800)
+        #expect(
+            commit.inputTokens == 1_500 && commit.outputTokens == 300 && commit.cacheReadTokens == 10_000 && commit.actualTokens == 1_800)
         #expect(recorder.commits.last?.inputTokens == nil && recorder.commits.last?.actualTokens == 900)
         _ = consume permit
         _ = consume other
@@ -168,13 +170,14 @@ struct InputOutputTokenTests {
 
     @Test("the configuration file reads the caps and count_cache_reads, with did-you-mean and typed errors")
     func configuration() throws {
-        let configuration = try PolicyConfiguration(toml: """
-            [limits.anthropic]
-            input_tokens_per_minute  = 40_000
-            output_tokens_per_minute = 8_000
-            output_tokens_per_day    = 1_000_000
-            count_cache_reads        = false
-            """)
+        let configuration = try PolicyConfiguration(
+            toml: """
+                [limits.anthropic]
+                input_tokens_per_minute  = 40_000
+                output_tokens_per_minute = 8_000
+                output_tokens_per_day    = 1_000_000
+                count_cache_reads        = false
+                """)
         let limits = try #require(configuration.limits["anthropic"])
         #expect(limits.inputTokensPerMinute == 40_000 && limits.outputTokensPerMinute == 8_000 && limits.outputTokensPerDay == 1_000_000)
         #expect(!limits.countsCacheReads && limits.hasInputOutputCaps)
@@ -182,12 +185,13 @@ struct InputOutputTokenTests {
         #expect(try JSONDecoder().decode(PolicyLimits.self, from: JSONEncoder().encode(limits)) == limits)
 
         do {
-            _ = try PolicyConfiguration(toml: """
-                [limits.anthropic]
-                input_token_per_minute = 40_000
-                count_cache_reads = "no"
-                output_tokens_per_hour = 0
-                """)
+            _ = try PolicyConfiguration(
+                toml: """
+                    [limits.anthropic]
+                    input_token_per_minute = 40_000
+                    count_cache_reads = "no"
+                    output_tokens_per_hour = 0
+                    """)
             Issue.record("accepted a bad file")
         } catch {
             let text = error.diagnostics.map(\.description).joined(separator: "\n")
@@ -201,22 +205,24 @@ struct InputOutputTokenTests {
     @Test("a provider in the shared store cannot set input or output caps yet: a clear error, nothing changed")
     func sharedStoreRefusesSplitCaps() async throws {
         do {
-            _ = try PolicyConfiguration(toml: """
-                [limits.anthropic]
-                store = "postgres"
-                input_tokens_per_minute = 40_000
-                """)
+            _ = try PolicyConfiguration(
+                toml: """
+                    [limits.anthropic]
+                    store = "postgres"
+                    input_tokens_per_minute = 40_000
+                    """)
             Issue.record("accepted input caps on a shared provider")
         } catch {
             let text = error.diagnostics.map(\.description).joined(separator: "\n")
             #expect(text.contains("limits.anthropic.input_tokens_per_minute") && text.contains("shared store"), "\(text)")
         }
         let store = FakeQuotaStore(clock: ManualClock())
-        let configuration = try PolicyConfiguration(toml: """
-            [limits.anthropic]
-            store = "postgres"
-            tokens_per_minute = 40_000
-            """)
+        let configuration = try PolicyConfiguration(
+            toml: """
+                [limits.anthropic]
+                store = "postgres"
+                tokens_per_minute = 40_000
+                """)
         let gate = try PolicyService(configuration: configuration, store: store, clock: ManualClock())
         do {
             try await gate.setLimits(PolicyLimits(outputTokensPerMinute: 10), for: "anthropic")

@@ -1,6 +1,7 @@
-@testable import PolicyGate
 import PolicyGateTestKit
 import Testing
+
+@testable import PolicyGate
 
 /// Seeded random traces through the state machine while its limits change: every cap raised,
 /// lowered, removed and added at random points (the concurrency cap and token caps included),
@@ -31,11 +32,14 @@ struct LimitChangeModelTests {
             total.add(harness.counts)
         }
         // Every path was taken, so that the checks above were not vacuous.
-        #expect(total.admitted > 1_000 && total.waited > 500 && total.timedOut > 100 && total.cancelled > 100
-                && total.oversized > 50 && total.changes > 1_000 && total.transitions > 100 && total.lateTransitions > 50 && total.staleArrivals > 100
-                && total.closedRefusals > 20 && total.feedback > 200 && total.providerRefusals > 50 && total.slotsTakenBack > 50 && total.rejected > 1_000
+        #expect(
+            total.admitted > 1_000 && total.waited > 500 && total.timedOut > 100 && total.cancelled > 100
+                && total.oversized > 50 && total.changes > 1_000 && total.transitions > 100 && total.lateTransitions > 50
+                && total.staleArrivals > 100
+                && total.closedRefusals > 20 && total.feedback > 200 && total.providerRefusals > 50 && total.slotsTakenBack > 50
+                && total.rejected > 1_000
                 && total.splitAdmitted > 500 && total.splitRefusals > 100,
-                "not every path was exercised: \(total)")
+            "not every path was exercised: \(total)")
         print("limit-change model: \(seeds.count) seeds: \(total)")
     }
 }
@@ -76,7 +80,8 @@ private final class Harness {
         mutating func add(_ o: Counts) {
             admitted += o.admitted; rejected += o.rejected; waited += o.waited; timedOut += o.timedOut
             cancelled += o.cancelled; oversized += o.oversized; changes += o.changes; transitions += o.transitions
-            lateTransitions += o.lateTransitions; feedback += o.feedback; providerRefusals += o.providerRefusals; staleArrivals += o.staleArrivals; closedRefusals += o.closedRefusals; slotsTakenBack += o.slotsTakenBack
+            lateTransitions += o.lateTransitions; feedback += o.feedback; providerRefusals += o.providerRefusals;
+            staleArrivals += o.staleArrivals; closedRefusals += o.closedRefusals; slotsTakenBack += o.slotsTakenBack
             splitAdmitted += o.splitAdmitted; splitRefusals += o.splitRefusals
         }
 
@@ -260,7 +265,9 @@ private final class Harness {
         if let head = queue.first, compiled.oversized(head.tokens) == nil,
             broken(tokens: head.tokens, at: now, relaxed: true).isEmpty
         {
-            fail("the head waiter \(head.id) (\(head.tokens) tokens) fits even counting 1/60 more, but waits (timer \(timerAt.map { "\($0)" } ?? "none"))")
+            fail(
+                "the head waiter \(head.id) (\(head.tokens) tokens) fits even counting 1/60 more, but waits (timer \(timerAt.map { "\($0)" } ?? "none"))"
+            )
         }
         for usage in machine.usage(now: passing(now)) {
             let w = usage.window.rawValue
@@ -276,7 +283,9 @@ private final class Harness {
             if (usage.inputTokens != nil) != (compiled.inputCaps[w] != .max)
                 || (usage.outputTokens != nil) != (compiled.outputCaps[w] != .max)
             {
-                fail("\(usage.window) reads input \(String(describing: usage.inputTokens)) output \(String(describing: usage.outputTokens)) under caps \(compiled.asLimits)")
+                fail(
+                    "\(usage.window) reads input \(String(describing: usage.inputTokens)) output \(String(describing: usage.outputTokens)) under caps \(compiled.asLimits)"
+                )
             }
             if let input = usage.inputTokens, input < exactSplit.input || input > relaxedSplit.input {
                 fail("\(usage.window) input readout \(input) outside \(exactSplit.input)...\(relaxedSplit.input)")
@@ -307,11 +316,12 @@ private final class Harness {
     }
 
     func advance() {
-        let jump: Int64 = switch Int.random(in: 0..<30, using: &rng) {
-        case 0: Int64.random(in: 600...90_000, using: &rng) * Self.second
-        case 1..<5: Int64.random(in: 20...300, using: &rng) * Self.second
-        default: Int64.random(in: 0...3_000, using: &rng) * 1_000_000
-        }
+        let jump: Int64 =
+            switch Int.random(in: 0..<30, using: &rng) {
+            case 0: Int64.random(in: 600...90_000, using: &rng) * Self.second
+            case 1..<5: Int64.random(in: 20...300, using: &rng) * Self.second
+            default: Int64.random(in: 0...3_000, using: &rng) * 1_000_000
+            }
         let target = now + jump
         while true {
             // A hand-over that comes late leaves a stretch where the limits have expired and
@@ -364,7 +374,8 @@ private final class Harness {
         guard compiled.hasSplitCaps, Int.random(in: 0..<4, using: &rng) != 0 else { return TokenCounts(total: total) }
         let smallestInput = min(compiled.inputCaps[0], compiled.inputCaps[1], compiled.inputCaps[2], cap)
         let smallestOutput = min(compiled.outputCaps[0], compiled.outputCaps[1], compiled.outputCaps[2], cap)
-        let input = oversized
+        let input =
+            oversized
             ? Int64.random(in: 1...(smallestInput * 2), using: &rng) : Int64.random(in: 1...max(1, smallestInput / 3), using: &rng)
         let output = Int64.random(in: 1...max(1, smallestOutput / 3), using: &rng)
         return TokenCounts(input: input, output: output)
@@ -456,7 +467,8 @@ private final class Harness {
             new = TokenCounts(total: Int64.random(in: 0...(old.total * 2 + 1), using: &rng))
         } else {
             new = TokenCounts(
-                input: Int64.random(in: 0...(old.input * 2 + 1), using: &rng), output: Int64.random(in: 0...(old.output * 2 + 1), using: &rng))
+                input: Int64.random(in: 0...(old.input * 2 + 1), using: &rng),
+                output: Int64.random(in: 0...(old.output * 2 + 1), using: &rng))
         }
         do {
             let waiters = try machine.commit(calls[i].admission, from: old, to: new)
@@ -485,10 +497,12 @@ private final class Harness {
             pause = now + Int64.random(in: 100...30_000, using: &rng) * 1_000_000
             pausedUntil = max(pausedUntil, pause ?? .min)
         case 1:
-            requests = .init(remaining: Int64.random(in: 0...6, using: &rng), until: now + Int64.random(in: 1...90, using: &rng) * Self.second)
+            requests = .init(
+                remaining: Int64.random(in: 0...6, using: &rng), until: now + Int64.random(in: 1...90, using: &rng) * Self.second)
             requestsLeft = requests.map { ($0.remaining, $0.until) }
         default:
-            tokens = .init(remaining: Int64.random(in: 0...3_000, using: &rng), until: now + Int64.random(in: 1...90, using: &rng) * Self.second)
+            tokens = .init(
+                remaining: Int64.random(in: 0...3_000, using: &rng), until: now + Int64.random(in: 1...90, using: &rng) * Self.second)
             tokensLeft = tokens.map { ($0.remaining, $0.until) }
         }
         let applied = feedback.apply(pauseUntil: pause, cause: "test", requests: requests, tokens: tokens, now: now)
@@ -501,8 +515,10 @@ private final class Harness {
         var limits = compiled.asLimits
         switch Int.random(in: 0..<11, using: &rng) {
         case 0: limits = Self.randomLimits(&rng)
-        case 8: limits.inputTokensPerMinute = limits.inputTokensPerMinute.map { Bool.random(using: &rng) ? max(1, $0 / 2) : $0 * 2 }
-            ?? Int.random(in: 300...2_000, using: &rng)
+        case 8:
+            limits.inputTokensPerMinute =
+                limits.inputTokensPerMinute.map { Bool.random(using: &rng) ? max(1, $0 / 2) : $0 * 2 }
+                ?? Int.random(in: 300...2_000, using: &rng)
         case 9: limits.outputTokensPerMinute = limits.outputTokensPerMinute == nil ? Int.random(in: 100...1_000, using: &rng) : nil
         case 10: limits.inputTokensPerHour = limits.inputTokensPerHour == nil ? Int.random(in: 2_000...20_000, using: &rng) : nil
         case 1: limits.maxConcurrent = Bool.random(using: &rng) ? Int.random(in: 1...4, using: &rng) : nil

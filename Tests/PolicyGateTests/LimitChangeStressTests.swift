@@ -1,8 +1,9 @@
 import Foundation
-@testable import PolicyGate
 import PolicyGateTestKit
 import Synchronization
 import Testing
+
+@testable import PolicyGate
 
 /// The gate on the real clock, under load from several tasks, while another task keeps moving
 /// the concurrency cap and a schedule transition raises the request cap mid-run. Afterwards the
@@ -36,14 +37,17 @@ struct LimitChangeStressTests {
     static let offPeakRequests = 100
     static let peakRequests = 400
 
-    @Test("tasks acquiring while max_concurrent flips and a schedule transitions never exceed a cap in force",
-          .timeLimit(.minutes(3)))
+    @Test(
+        "tasks acquiring while max_concurrent flips and a schedule transitions never exceed a cap in force",
+        .timeLimit(.minutes(3)))
     func stress() async throws {
-        let schedule = PolicySchedule(timeZone: try PolicySchedule.timeZone(named: "UTC"), entries: [
-            PolicyScheduleEntry(
-                name: "peak", cron: try CronExpression("* 9-17 * * *"),
-                limits: PolicyLimits(requestsPerMinute: Self.peakRequests)),
-        ])
+        let schedule = PolicySchedule(
+            timeZone: try PolicySchedule.timeZone(named: "UTC"),
+            entries: [
+                PolicyScheduleEntry(
+                    name: "peak", cron: try CronExpression("* 9-17 * * *"),
+                    limits: PolicyLimits(requestsPerMinute: Self.peakRequests))
+            ])
         // The transition to the peak falls a second into the run.
         let start = try Date("2026-03-02T08:59:59Z", strategy: .iso8601)
         let telemetry = TelemetryRecorder()
@@ -73,7 +77,8 @@ struct LimitChangeStressTests {
                         // cancelled waiter must take nothing.
                         let patient = Int.random(in: 0..<4, using: &rng) == 0
                         let wait: Duration? = patient ? nil : .milliseconds(Int.random(in: 0...40, using: &rng))
-                        let cancelAfter: Duration? = patient
+                        let cancelAfter: Duration? =
+                            patient
                             ? .milliseconds(Int.random(in: 50...400, using: &rng))
                             : Int.random(in: 0..<4, using: &rng) == 0
                                 ? .microseconds(Int.random(in: 50...2_000, using: &rng)) : nil
@@ -183,6 +188,8 @@ struct LimitChangeStressTests {
         // enough to start the tasks only after the transition, none falls before it.)
         let beforePeak = admissions.filter { $0.time < peakAt }.count
         #expect(admissions.count - beforePeak > 2 * Self.offPeakRequests)
-        print("stress: \(admissions.count) admissions (\(beforePeak) before the transition), \(changeLog.count) cap changes, \(rejects.count) refusals")
+        print(
+            "stress: \(admissions.count) admissions (\(beforePeak) before the transition), \(changeLog.count) cap changes, \(rejects.count) refusals"
+        )
     }
 }

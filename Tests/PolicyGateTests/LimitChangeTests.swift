@@ -1,7 +1,8 @@
 import Foundation
-@testable import PolicyGate
 import PolicyGateTestKit
 import Testing
+
+@testable import PolicyGate
 
 /// The defects found where limits change under load, each reproduced deterministically: on the
 /// state machine with instants passed by hand, or through the gate on a manual clock.
@@ -142,9 +143,11 @@ struct LimitChangeTests {
     func newKeyAfterTransition() async throws {
         let clock = ManualClock()
         let utc = try PolicySchedule.timeZone(named: "UTC")
-        let schedule = PolicySchedule(timeZone: utc, entries: [
-            PolicyScheduleEntry(name: "peak", cron: try CronExpression("* 9-17 * * *"), limits: PolicyLimits(requestsPerMinute: 5)),
-        ])
+        let schedule = PolicySchedule(
+            timeZone: utc,
+            entries: [
+                PolicyScheduleEntry(name: "peak", cron: try CronExpression("* 9-17 * * *"), limits: PolicyLimits(requestsPerMinute: 5))
+            ])
         let gate = try PolicyService(
             configuration: PolicyConfiguration(limits: ["p": PolicyLimits(requestsPerMinute: 1)], schedules: ["p": schedule]),
             clock: clock, startDate: try Date("2026-03-02T08:59:00Z", strategy: .iso8601))

@@ -43,19 +43,21 @@ struct LiveReloadTests {
         let (box, task) = startWaiter(gate, openai, tokens: 0)
         await eventually("queued") { gate.currentState(for: openai).queued == 1 }
 
-        try await gate.apply(PolicyConfiguration(limits: [
-            "openai": PolicyLimits(maxConcurrent: 2),
-            "anthropic": PolicyLimits(requestsPerMinute: 50),  // unchanged: not reported
-            "azure-openai": PolicyLimits(maxConcurrent: 4),
-        ]))
+        try await gate.apply(
+            PolicyConfiguration(limits: [
+                "openai": PolicyLimits(maxConcurrent: 2),
+                "anthropic": PolicyLimits(requestsPerMinute: 50),  // unchanged: not reported
+                "azure-openai": PolicyLimits(maxConcurrent: 4),
+            ]))
         await task.value
         #expect(box.hasPermit)
         #expect(clock.now.offset == .zero)
-        #expect(recorder.limitChanges == [
-            PolicyLimitsChangeEvent(provider: "azure-openai", previous: .unlimited, current: PolicyLimits(maxConcurrent: 4)),
-            PolicyLimitsChangeEvent(
-                provider: "openai", previous: PolicyLimits(maxConcurrent: 1), current: PolicyLimits(maxConcurrent: 2)),
-        ])
+        #expect(
+            recorder.limitChanges == [
+                PolicyLimitsChangeEvent(provider: "azure-openai", previous: .unlimited, current: PolicyLimits(maxConcurrent: 4)),
+                PolicyLimitsChangeEvent(
+                    provider: "openai", previous: PolicyLimits(maxConcurrent: 1), current: PolicyLimits(maxConcurrent: 2)),
+            ])
         _ = consume held
         box.release()
     }
@@ -81,8 +83,9 @@ struct LiveReloadTests {
         let gate = try PolicyService(limits: ["openai": PolicyLimits(requestsPerMinute: 2)], clock: clock, telemetry: recorder)
         try await gate.setLimits(PolicyLimits(requestsPerMinute: 2), for: "openai")
         try await gate.setLimits(nil, for: "openai")
-        #expect(recorder.limitChanges == [
-            PolicyLimitsChangeEvent(provider: "openai", previous: PolicyLimits(requestsPerMinute: 2), current: .unlimited)
-        ])
+        #expect(
+            recorder.limitChanges == [
+                PolicyLimitsChangeEvent(provider: "openai", previous: PolicyLimits(requestsPerMinute: 2), current: .unlimited)
+            ])
     }
 }

@@ -1,7 +1,8 @@
 import Foundation
-@testable import PolicyGate
 import PolicyGateTestKit
 import Testing
+
+@testable import PolicyGate
 
 /// Seeded random traces through the tree with model groups, in both shapes: nested (the groups
 /// count for the whole account, between the organisations and the account) and flat (the
@@ -136,23 +137,27 @@ private final class GroupHarness {
     func compiledGroups() -> [ModelGroupCaps] {
         var groups: [ModelGroupCaps] = []
         if hasA {
-            groups.append(ModelGroupCaps(
-                name: "a", patterns: [ModelPattern("claude-sonnet-4*")!], limits: CompiledLimits(caps[3], generation: generation)))
+            groups.append(
+                ModelGroupCaps(
+                    name: "a", patterns: [ModelPattern("claude-sonnet-4*")!], limits: CompiledLimits(caps[3], generation: generation)))
         }
-        groups.append(ModelGroupCaps(
-            name: "b", patterns: [ModelPattern("claude-haiku-4")!, ModelPattern("*-haiku-*")!],
-            limits: CompiledLimits(caps[4], generation: generation)))
+        groups.append(
+            ModelGroupCaps(
+                name: "b", patterns: [ModelPattern("claude-haiku-4")!, ModelPattern("*-haiku-*")!],
+                limits: CompiledLimits(caps[4], generation: generation)))
         return groups
     }
 
     func key(_ user: Int) -> PolicyKey {
-        flat ? PolicyKey(provider: "p", scope: .user("u\(user)"))
+        flat
+            ? PolicyKey(provider: "p", scope: .user("u\(user)"))
             : PolicyKey(provider: "p", scope: .user("u\(user)"), within: [.org("o\(user % Self.orgs)")])
     }
 
     /// The levels a call of `user` for `model` counts in now, with the caps index of each.
     func levels(user: Int, model: Int) -> [Level] {
-        var result: [Level] = flat
+        var result: [Level] =
+            flat
             ? [Level(kind: 0, id: 0), Level(kind: 2, id: user)]
             : [Level(kind: 0, id: 0), Level(kind: 1, id: user % Self.orgs), Level(kind: 2, id: user)]
         if let group = Self.models[model].group, group == "b" || hasA {
@@ -177,7 +182,8 @@ private final class GroupHarness {
     func tracked(_ level: Level, _ w: Int) -> UInt64 { trackedFrom[level]?[w] ?? 1 }
 
     static func tracks(_ limits: PolicyLimits, _ w: Int) -> Bool {
-        w == 0 ? limits.requestsPerMinute != nil || limits.tokensPerMinute != nil
+        w == 0
+            ? limits.requestsPerMinute != nil || limits.tokensPerMinute != nil
             : limits.requestsPerHour != nil || limits.tokensPerHour != nil
     }
 
@@ -227,12 +233,14 @@ private final class GroupHarness {
                 let counted = calls.filter { $0.levels.contains(level) && $0.admission.sequence >= tracked(level, w) }
                 let exact = counted.filter { $0.at > now - length }
                 let relaxed = counted.filter { $0.at > now - length - length / 60 }
-                #expect(used.requests >= Int64(exact.count) && used.requests <= Int64(relaxed.count),
-                        "seed \(seed) flat \(flat): \(level) window \(w) counts \(used.requests), exact \(exact.count)...\(relaxed.count)")
+                #expect(
+                    used.requests >= Int64(exact.count) && used.requests <= Int64(relaxed.count),
+                    "seed \(seed) flat \(flat): \(level) window \(w) counts \(used.requests), exact \(exact.count)...\(relaxed.count)")
                 let exactTokens = exact.reduce(0) { $0 + $1.tokens }
                 let relaxedTokens = relaxed.reduce(0) { $0 + $1.tokens }
-                #expect(used.tokens >= exactTokens && used.tokens <= relaxedTokens,
-                        "seed \(seed) flat \(flat): \(level) window \(w) tokens \(used.tokens), exact \(exactTokens)...\(relaxedTokens)")
+                #expect(
+                    used.tokens >= exactTokens && used.tokens <= relaxedTokens,
+                    "seed \(seed) flat \(flat): \(level) window \(w) tokens \(used.tokens), exact \(exactTokens)...\(relaxedTokens)")
             }
         }
     }

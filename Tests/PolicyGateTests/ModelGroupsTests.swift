@@ -1,7 +1,7 @@
 import Foundation
 import PolicyGate
-import Synchronization
 import PolicyGateTestKit
+import Synchronization
 import Testing
 
 /// Model groups through the public API: caps shared by a family of models, inside the
@@ -34,22 +34,25 @@ struct ModelGroupsTests {
     @Test("the file's model tables are read, written back, and checked with did-you-mean, line and column")
     func configuration() throws {
         let configuration = try PolicyConfiguration(toml: Self.toml)
-        #expect(configuration.modelGroups["anthropic"]?["sonnet"] == PolicyModelGroup(
-            match: ["claude-sonnet-4*", "claude-3-7-sonnet*"], limits: PolicyLimits(requestsPerMinute: 2, maxConcurrent: 2)))
+        #expect(
+            configuration.modelGroups["anthropic"]?["sonnet"]
+                == PolicyModelGroup(
+                    match: ["claude-sonnet-4*", "claude-3-7-sonnet*"], limits: PolicyLimits(requestsPerMinute: 2, maxConcurrent: 2)))
         #expect(configuration.modelGroups["anthropic"]?["haiku"]?.match == ["claude-haiku-4-5"])
         #expect(try PolicyConfiguration(json: JSONEncoder().encode(configuration)) == configuration)
         let error = try #require(throws: PolicyConfigurationError.self) {
-            try PolicyConfiguration(toml: """
-                [limits.a.models.x]
-                match = "gpt-4o*"
-                request_per_minute = 2
-                [limits.a.models.y]
-                requests_per_minute = 1
-                [limits.a.models.z]
-                match = ["**", "gpt-4o*"]
-                [limits.a.per.model]
-                requests_per_minute = 1
-                """)
+            try PolicyConfiguration(
+                toml: """
+                    [limits.a.models.x]
+                    match = "gpt-4o*"
+                    request_per_minute = 2
+                    [limits.a.models.y]
+                    requests_per_minute = 1
+                    [limits.a.models.z]
+                    match = ["**", "gpt-4o*"]
+                    [limits.a.per.model]
+                    requests_per_minute = 1
+                    """)
         }
         let found = Dictionary(error.diagnostics.map { ($0.keyPath, $0) }, uniquingKeysWith: { first, _ in first })
         #expect(found["limits.a.models.x.request_per_minute"]?.suggestion == "requests_per_minute", "\(error)")
@@ -60,14 +63,15 @@ struct ModelGroupsTests {
         #expect(found["limits.a.per.model"] != nil, "\(error)")
         // Refused rather than half-applied: a shared store, feedback kept per key.
         let shared = try #require(throws: PolicyConfigurationError.self) {
-            try PolicyConfiguration(toml: """
-                [limits.a]
-                store = "postgres"
-                feedback_scope = "key"
-                [limits.a.models.x]
-                match = "m*"
-                requests_per_minute = 1
-                """)
+            try PolicyConfiguration(
+                toml: """
+                    [limits.a]
+                    store = "postgres"
+                    feedback_scope = "key"
+                    [limits.a.models.x]
+                    match = "m*"
+                    requests_per_minute = 1
+                    """)
         }
         #expect(shared.diagnostics.contains { $0.keyPath == "limits.a.models" }, "\(shared)")
         #expect(shared.diagnostics.contains { $0.keyPath == "limits.a.feedback_scope" }, "\(shared)")
@@ -77,10 +81,12 @@ struct ModelGroupsTests {
         }
         #expect(throws: PolicyError.self) {
             _ = try PolicyService(
-                modelGroups: ["a": [
-                    "x": PolicyModelGroup(match: ["m*"], limits: PolicyLimits(requestsPerMinute: 1)),
-                    "y": PolicyModelGroup(match: ["m*"], limits: PolicyLimits(requestsPerMinute: 1)),
-                ]], clock: clock)
+                modelGroups: [
+                    "a": [
+                        "x": PolicyModelGroup(match: ["m*"], limits: PolicyLimits(requestsPerMinute: 1)),
+                        "y": PolicyModelGroup(match: ["m*"], limits: PolicyLimits(requestsPerMinute: 1)),
+                    ]
+                ], clock: clock)
         }
     }
 
@@ -159,16 +165,18 @@ struct ModelGroupsTests {
         let a = try flat.tryAcquire(key, estimatedTokens: 1, model: "claude-sonnet-4")
         let b = try flat.tryAcquire(key, estimatedTokens: 1, model: "claude-sonnet-4")
         let c = try flat.tryAcquire(other, estimatedTokens: 1, model: "claude-sonnet-4")  // its own group bucket
-        #expect(flat.currentState(for: other, model: "claude-sonnet-4").levels.first?.key
-            == PolicyKey(provider: "anthropic", scope: .custom(kind: "model", id: "sonnet"), within: [.user("u2")]))
+        #expect(
+            flat.currentState(for: other, model: "claude-sonnet-4").levels.first?.key
+                == PolicyKey(provider: "anthropic", scope: .custom(kind: "model", id: "sonnet"), within: [.user("u2")]))
         _ = consume a
         _ = consume b
         _ = consume c
-        let nested = try gate(Self.toml + """
+        let nested = try gate(
+            Self.toml + """
 
-            [limits.anthropic.per.org]
-            requests_per_minute = 5
-            """)
+                [limits.anthropic.per.org]
+                requests_per_minute = 5
+                """)
         let acme = PolicyKey(provider: "anthropic", scope: .org("acme"))
         let globex = PolicyKey(provider: "anthropic", scope: .org("globex"))
         let x = try nested.tryAcquire(acme, estimatedTokens: 1, model: "claude-sonnet-4")
@@ -191,12 +199,14 @@ struct ModelGroupsTests {
         let gate = try gate()
         let a = try gate.tryAcquire(key, estimatedTokens: 1, model: "claude-sonnet-4")
         // Lower sonnet to one a minute and add a group sorting before it (renumbering sonnet).
-        try await gate.apply(PolicyConfiguration(toml: Self.toml.replacingOccurrences(of: "requests_per_minute = 2", with: "requests_per_minute = 1") + """
+        try await gate.apply(
+            PolicyConfiguration(
+                toml: Self.toml.replacingOccurrences(of: "requests_per_minute = 2", with: "requests_per_minute = 1") + """
 
-            [limits.anthropic.models.alpha]
-            match = "alpha-*"
-            requests_per_minute = 1
-            """))
+                    [limits.anthropic.models.alpha]
+                    match = "alpha-*"
+                    requests_per_minute = 1
+                    """))
         do {
             _ = try gate.tryAcquire(key, estimatedTokens: 1, model: "claude-sonnet-4")
             Issue.record("the group's usage was lost in the reload")
@@ -206,10 +216,12 @@ struct ModelGroupsTests {
         let b = try gate.tryAcquire(key, estimatedTokens: 1, model: "alpha-1")
         #expect(throws: PolicyError.self) { _ = try gate.tryAcquire(key, estimatedTokens: 1, model: "alpha-2") }
         // Without groups, the provider's caps only: sonnet calls are no longer limited to one.
-        try await gate.apply(PolicyConfiguration(toml: """
-            [limits.anthropic]
-            requests_per_minute = 6
-            """))
+        try await gate.apply(
+            PolicyConfiguration(
+                toml: """
+                    [limits.anthropic]
+                    requests_per_minute = 6
+                    """))
         let c = try gate.tryAcquire(key, estimatedTokens: 1, model: "claude-sonnet-4")
         #expect(gate.currentState(for: key, model: "claude-sonnet-4").levels.isEmpty)  // the flat path again
         _ = consume a

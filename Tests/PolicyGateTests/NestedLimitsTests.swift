@@ -1,7 +1,7 @@
 import Foundation
-import Synchronization
 import PolicyGate
 import PolicyGateTestKit
+import Synchronization
 import Testing
 
 /// Nested limits through the public API: an account, its organisations and their users, each a
@@ -40,14 +40,15 @@ struct NestedLimitsTests {
         #expect(configuration.scopeLimits["openai"]?["user"] == PolicyLimits(requestsPerMinute: 2, tokensPerDay: 1_000_000))
         #expect(try PolicyConfiguration(json: JSONEncoder().encode(configuration)) == configuration)
         let error = try #require(throws: PolicyConfigurationError.self) {
-            try PolicyConfiguration(toml: """
-                [limits.a.per.user]
-                request_per_minute = 2
-                [limits.a.per.global]
-                requests_per_minute = 1
-                [limits.b]
-                per = 3
-                """)
+            try PolicyConfiguration(
+                toml: """
+                    [limits.a.per.user]
+                    request_per_minute = 2
+                    [limits.a.per.global]
+                    requests_per_minute = 1
+                    [limits.b]
+                    per = 3
+                    """)
         }
         let found = Dictionary(uniqueKeysWithValues: error.diagnostics.map { ($0.keyPath, $0) })
         #expect(found["limits.a.per.user.request_per_minute"]?.suggestion == "requests_per_minute", "\(error)")
@@ -56,24 +57,26 @@ struct NestedLimitsTests {
         #expect(found["limits.b.per"] != nil, "\(error)")
         // Nested limits may be kept in a shared store, but not with input or output caps at a
         // level (the store counts one token total per call).
-        let sharedNested = try PolicyConfiguration(toml: """
-            [store]
-            default = "postgres"
-            [limits.a]
-            requests_per_minute = 5
-            [limits.a.per.user]
-            requests_per_minute = 2
-            """)
-        #expect(sharedNested.scopeLimits["a"]?["user"] == PolicyLimits(requestsPerMinute: 2))
-        let shared = try #require(throws: PolicyConfigurationError.self) {
-            try PolicyConfiguration(toml: """
+        let sharedNested = try PolicyConfiguration(
+            toml: """
                 [store]
                 default = "postgres"
                 [limits.a]
                 requests_per_minute = 5
                 [limits.a.per.user]
-                input_tokens_per_minute = 2
+                requests_per_minute = 2
                 """)
+        #expect(sharedNested.scopeLimits["a"]?["user"] == PolicyLimits(requestsPerMinute: 2))
+        let shared = try #require(throws: PolicyConfigurationError.self) {
+            try PolicyConfiguration(
+                toml: """
+                    [store]
+                    default = "postgres"
+                    [limits.a]
+                    requests_per_minute = 5
+                    [limits.a.per.user]
+                    input_tokens_per_minute = 2
+                    """)
         }
         #expect(shared.diagnostics.contains { $0.keyPath == "limits.a.per.user.input_tokens_per_minute" }, "\(shared)")
         #expect(throws: PolicyError.self) {
@@ -81,13 +84,14 @@ struct NestedLimitsTests {
         }
         // Priority's reserve is not applied inside a tree yet: refused rather than ignored.
         let reserved = try #require(throws: PolicyConfigurationError.self) {
-            try PolicyConfiguration(toml: """
-                [limits.a]
-                requests_per_minute = 5
-                reserved_for_interactive = 0.2
-                [limits.a.per.user]
-                requests_per_minute = 2
-                """)
+            try PolicyConfiguration(
+                toml: """
+                    [limits.a]
+                    requests_per_minute = 5
+                    reserved_for_interactive = 0.2
+                    [limits.a.per.user]
+                    requests_per_minute = 2
+                    """)
         }
         #expect(reserved.diagnostics.contains { $0.keyPath == "limits.a.reserved_for_interactive" }, "\(reserved)")
         var withReserve = PolicyLimits(requestsPerMinute: 5)
@@ -366,19 +370,20 @@ struct NestedLimitsLifecycleTests {
 
     @Test("a schedule closes the account for every level; a closed call names the entry")
     func scheduled() throws {
-        let configuration = try PolicyConfiguration(toml: """
-            [limits.openai]
-            requests_per_minute = 10
-            timezone = "UTC"
+        let configuration = try PolicyConfiguration(
+            toml: """
+                [limits.openai]
+                requests_per_minute = 10
+                timezone = "UTC"
 
-            [[limits.openai.schedule]]
-            name = "maintenance"
-            dates = ["2026-12-24"]
-            closed = true
+                [[limits.openai.schedule]]
+                name = "maintenance"
+                dates = ["2026-12-24"]
+                closed = true
 
-            [limits.openai.per.user]
-            requests_per_minute = 1
-            """)
+                [limits.openai.per.user]
+                requests_per_minute = 1
+                """)
         let start = try #require(ISO8601DateFormatter().date(from: "2026-12-23T23:59:00Z"))
         let gate = try PolicyService(configuration: configuration, clock: clock, startDate: start)
         let a = try gate.tryAcquire(user("u1"))

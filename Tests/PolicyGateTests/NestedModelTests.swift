@@ -1,7 +1,8 @@
 import Foundation
-@testable import PolicyGate
 import PolicyGateTestKit
 import Testing
+
+@testable import PolicyGate
 
 /// Seeded random traces through the nested-limits machine: many users in few organisations
 /// under one account cap, every level's caps (requests and tokens per minute and hour,
@@ -118,7 +119,8 @@ private final class NestedHarness {
     }
 
     static func tracks(_ limits: PolicyLimits, _ w: Int) -> Bool {
-        w == 0 ? limits.requestsPerMinute != nil || limits.tokensPerMinute != nil
+        w == 0
+            ? limits.requestsPerMinute != nil || limits.tokensPerMinute != nil
             : limits.requestsPerHour != nil || limits.tokensPerHour != nil
     }
 
@@ -152,7 +154,9 @@ private final class NestedHarness {
     /// Every admission fits every level's caps in force, counted exactly.
     func checkAdmission(_ call: Call) {
         if ProcessInfo.processInfo.environment["NESTED_DEBUG"] != nil {
-            print("admit user \(call.user) tokens \(call.tokens) at \(now) leaf \(call.leaf) caps \(caps) alive \(calls.filter { $0.alive }.map(\.user))")
+            print(
+                "admit user \(call.user) tokens \(call.tokens) at \(now) leaf \(call.leaf) caps \(caps) alive \(calls.filter { $0.alive }.map(\.user))"
+            )
         }
         for level in levels(call.user) {
             let limits = caps[level.kind]
@@ -186,12 +190,14 @@ private final class NestedHarness {
                 guard let used = usage.first(where: { $0.window == PolicyWindow.at(w) }) else { continue }
                 let exact = calls.filter { counted($0, level, w) && $0.at > now - length }
                 let relaxed = calls.filter { counted($0, level, w) && $0.at > now - length - length / 60 }
-                #expect(used.requests >= Int64(exact.count) && used.requests <= Int64(relaxed.count),
-                        "seed \(seed): level \(level) window \(w) counts \(used.requests), exact \(exact.count)...\(relaxed.count)")
+                #expect(
+                    used.requests >= Int64(exact.count) && used.requests <= Int64(relaxed.count),
+                    "seed \(seed): level \(level) window \(w) counts \(used.requests), exact \(exact.count)...\(relaxed.count)")
                 let exactTokens = exact.reduce(0) { $0 + $1.tokens }
                 let relaxedTokens = relaxed.reduce(0) { $0 + $1.tokens }
-                #expect(used.tokens >= exactTokens && used.tokens <= relaxedTokens,
-                        "seed \(seed): level \(level) window \(w) tokens \(used.tokens), exact \(exactTokens)...\(relaxedTokens)")
+                #expect(
+                    used.tokens >= exactTokens && used.tokens <= relaxedTokens,
+                    "seed \(seed): level \(level) window \(w) tokens \(used.tokens), exact \(exactTokens)...\(relaxedTokens)")
             }
         }
     }
@@ -293,7 +299,8 @@ private final class NestedHarness {
         let batch = Int.random(in: 0..<10, using: &rng) < 3
         waiters[id] = Waiter(user: user, tokens: tokens, deadline: deadline, arrival: arrivals, batch: batch)
         switch machine.enqueue(
-            id: UInt64(id), leaf: leaf, tokens: TokenCounts(total: tokens), account: compiledAccount(), deadline: deadline, payload: id, now: now,
+            id: UInt64(id), leaf: leaf, tokens: TokenCounts(total: tokens), account: compiledAccount(), deadline: deadline, payload: id,
+            now: now,
             priority: batch ? .batch : .interactive, aging: Self.aging)
         {
         case .admitted(let admission, let effects):

@@ -34,16 +34,19 @@ struct PermitHoldWarningTests {
 
         clock.advance(by: .seconds(1))
         await eventually("the first permit reported") { recorder.longHolds.count == 1 }
-        #expect(recorder.longHolds == [
-            PolicyLongHoldEvent(key: key, held: .minutes(10), threshold: .minutes(10), estimatedTokens: 100, committedTokens: 80),
-        ])
+        #expect(
+            recorder.longHolds == [
+                PolicyLongHoldEvent(key: key, held: .minutes(10), threshold: .minutes(10), estimatedTokens: 100, committedTokens: 80)
+            ])
         // Re-armed for the second permit's threshold.
         await eventually("the timer re-armed") { clock.nextDeadline == at(.minutes(15)) }
 
         clock.advance(by: .hours(2))
         await eventually("the second permit reported") { recorder.longHolds.count == 2 }
-        #expect(recorder.longHolds.last == PolicyLongHoldEvent(
-            key: other, held: .hours(2) + .minutes(5), threshold: .minutes(10), estimatedTokens: 30, committedTokens: nil))
+        #expect(
+            recorder.longHolds.last
+                == PolicyLongHoldEvent(
+                    key: other, held: .hours(2) + .minutes(5), threshold: .minutes(10), estimatedTokens: 30, committedTokens: nil))
         // Both still held, both reported: nothing is left to watch, so no timer, and a day later
         // still two reports.
         #expect(clock.sleeperCount == 0)
@@ -144,9 +147,10 @@ struct PermitHoldWarningTests {
         try permit.commitTokens(4)
         clock.advance(by: .seconds(31))
         await eventually("reported") { recorder.longHolds.count == 1 }
-        #expect(recorder.longHolds == [
-            PolicyLongHoldEvent(key: key, held: .seconds(31), threshold: .seconds(30), estimatedTokens: 9, committedTokens: 4),
-        ])
+        #expect(
+            recorder.longHolds == [
+                PolicyLongHoldEvent(key: key, held: .seconds(31), threshold: .seconds(30), estimatedTokens: 9, committedTokens: 4)
+            ])
         permit.release()
         await gate.flushStoreWrites()
     }
@@ -167,13 +171,14 @@ struct PermitHoldWarningTests {
 
     @Test("[gate] permit_hold_warning: read, applied, reloaded, encoded")
     func configuration() async throws {
-        let configuration = try PolicyConfiguration(toml: """
-            [gate]
-            permit_hold_warning = "1h30m"
+        let configuration = try PolicyConfiguration(
+            toml: """
+                [gate]
+                permit_hold_warning = "1h30m"
 
-            [limits.p]
-            max_concurrent = 4
-            """)
+                [limits.p]
+                max_concurrent = 4
+                """)
         #expect(configuration.permitHoldWarning == .minutes(90))
         let recorder = TelemetryRecorder()
         let gate = try PolicyService(configuration: configuration, clock: clock, telemetry: recorder)
@@ -219,9 +224,10 @@ struct PermitHoldWarningTests {
             """
         let error = try #require(throws: PolicyConfigurationError.self) { try PolicyConfiguration(toml: text) }
         let summary = error.errors.map { "\($0.line ?? 0) \($0.keyPath) \($0.suggestion ?? "")" }
-        #expect(summary == [
-            "2 gate.permit_hold_warning ", "3 gate.hold_warning permit_hold_warning", "5 gates gate",
-        ])
+        #expect(
+            summary == [
+                "2 gate.permit_hold_warning ", "3 gate.hold_warning permit_hold_warning", "5 gates gate",
+            ])
         #expect(error.errors.first?.message.contains(#"write "600s" for 600 seconds"#) == true, "\(error)")
 
         for (value, expected) in [

@@ -1,6 +1,7 @@
-@testable import PolicyGate
 import PolicyGateTestKit
 import Testing
+
+@testable import PolicyGate
 
 /// Seeded random traces through the state machine with interactive and batch callers mixed:
 /// immediate attempts and waiters of both classes, deadlines, cancellations, commits above and
@@ -154,7 +155,10 @@ private final class PriorityHarness {
         let t = admission.time
         #expect(t == now, "seed \(seed): \(what) admitted at \(t), now \(now)")
         let reduced = batch && !promoted
-        #expect(fits(tokens, at: t, batch: reduced), "seed \(seed): \(what) of \(tokens) breaks a cap at \(t) (limits \(limits), in flight \(inFlight), used \(used(0, at: t)) \(used(1, at: t)), machine \(machine.usage(now: t).map { "\($0.requests)/\($0.tokens)" }))")
+        #expect(
+            fits(tokens, at: t, batch: reduced),
+            "seed \(seed): \(what) of \(tokens) breaks a cap at \(t) (limits \(limits), in flight \(inFlight), used \(used(0, at: t)) \(used(1, at: t)), machine \(machine.usage(now: t).map { "\($0.requests)/\($0.tokens)" }))"
+        )
         if reduced && limits.reservedForInteractive ?? 0 > 0 { counts.underReserve += 1 }
         if batch { counts.batchAdmitted += 1 } else { counts.interactiveAdmitted += 1 }
         if batch && promoted { counts.promotedAdmitted += 1 }
@@ -171,14 +175,20 @@ private final class PriorityHarness {
             switch resume.result {
             case .success(let admission):
                 let expected = first(at: now)
-                #expect(expected?.id == waiter.id, "seed \(seed): admitted waiter \(waiter.id) at \(now), but \(expected.map { "\($0.id)" } ?? "none") comes first (\(queue))")
+                #expect(
+                    expected?.id == waiter.id,
+                    "seed \(seed): admitted waiter \(waiter.id) at \(now), but \(expected.map { "\($0.id)" } ?? "none") comes first (\(queue))"
+                )
                 queue.remove(at: index)
-                record(admission, tokens: waiter.tokens, batch: waiter.batch, promoted: waiter.promoteAt <= now, what: "waiter \(waiter.id)")
+                record(
+                    admission, tokens: waiter.tokens, batch: waiter.batch, promoted: waiter.promoteAt <= now, what: "waiter \(waiter.id)")
             case .failure(let error):
                 queue.remove(at: index)
                 switch error.code {
                 case .timedOut:
-                    #expect(waiter.deadline <= now, "seed \(seed): waiter \(waiter.id) timed out at \(now) before its deadline \(waiter.deadline)")
+                    #expect(
+                        waiter.deadline <= now,
+                        "seed \(seed): waiter \(waiter.id) timed out at \(now) before its deadline \(waiter.deadline)")
                     counts.timedOut += 1
                 case .oversized:
                     #expect(Int64(limits.tokensPerMinute!) < waiter.tokens, "seed \(seed): waiter \(waiter.id) oversized under \(limits)")

@@ -28,7 +28,8 @@ struct PriorityTests {
         let gate = try PolicyService(limits: ["p": PolicyLimits(maxConcurrent: 1)], clock: clock)
         var holder: PolicyPermit? = try gate.tryAcquire(key)
         var waiters: [(name: String, box: PermitBox, task: Task<Void, Never>)] = []
-        for (i, (name, priority)) in [("b1", PolicyPriority.batch), ("b2", .batch), ("i1", .interactive), ("i2", .interactive)].enumerated() {
+        for (i, (name, priority)) in [("b1", PolicyPriority.batch), ("b2", .batch), ("i1", .interactive), ("i2", .interactive)].enumerated()
+        {
             let (box, task) = startWaiter(gate, key, tokens: 0, priority: priority)
             waiters.append((name, box, task))
             await eventually("\(name) queued") { gate.currentState(for: key).queued == i + 1 }
@@ -219,12 +220,13 @@ struct PriorityTests {
 struct PriorityConfigurationTests {
     @Test("both keys read into the provider's limits and survive a reload into the gate")
     func reads() async throws {
-        let configuration = try PolicyConfiguration(toml: """
-            [limits.openai]
-            requests_per_minute = 500
-            reserved_for_interactive = 0.2
-            batch_aging_seconds = 45
-            """)
+        let configuration = try PolicyConfiguration(
+            toml: """
+                [limits.openai]
+                requests_per_minute = 500
+                reserved_for_interactive = 0.2
+                batch_aging_seconds = 45
+                """)
         let limits = try #require(configuration.limits["openai"])
         #expect(limits.reservedForInteractive == 0.2 && limits.batchAging == .seconds(45))
         let gate = try PolicyService(configuration: configuration, clock: ManualClock())
@@ -252,35 +254,39 @@ struct PriorityConfigurationTests {
             """
         let error = try #require(throws: PolicyConfigurationError.self) { try PolicyConfiguration(toml: text) }
         let summary = error.diagnostics.map { "\($0.line ?? 0):\($0.column ?? 0) \($0.keyPath) \($0.suggestion ?? "")" }
-        #expect(summary == [
-            "3:1 limits.openai.reserved_for_interactiv reserved_for_interactive",
-            "4:1 limits.openai.batch_aging_seconds ",
-            "8:1 limits.anthropic.reserved_for_interactive ",
-            "14:1 limits.anthropic.schedule[0].reserved_for_interactive ",
-        ], "\(error.diagnostics)")
+        #expect(
+            summary == [
+                "3:1 limits.openai.reserved_for_interactiv reserved_for_interactive",
+                "4:1 limits.openai.batch_aging_seconds ",
+                "8:1 limits.anthropic.reserved_for_interactive ",
+                "14:1 limits.anthropic.schedule[0].reserved_for_interactive ",
+            ], "\(error.diagnostics)")
         #expect(error.diagnostics[1].message == "must be a positive number of seconds, at most 86400, got 0.0")
         #expect(error.diagnostics[2].message == "must be a share of every cap in 0 ..< 1, such as 0.2, got 1.5")
     }
 
     @Test("a reserve that takes a whole cap is a warning; a shared provider's reserve is an error")
     func warningsAndSharedStores() throws {
-        let warned = try PolicyConfiguration(toml: """
-            [limits.openai]
-            max_concurrent = 1
-            reserved_for_interactive = 0.2
-            """)
-        #expect(warned.warnings.map(\.description) == [
-            "3:1: warning: limits.openai.reserved_for_interactive: leaves batch calls none of max_concurrent = 1: they are admitted only once promoted by batch_aging_seconds"
-        ])
-        let shared = try #require(throws: PolicyConfigurationError.self) {
-            try PolicyConfiguration(toml: """
-                [store]
-                default = "postgres"
-
+        let warned = try PolicyConfiguration(
+            toml: """
                 [limits.openai]
-                requests_per_minute = 500
+                max_concurrent = 1
                 reserved_for_interactive = 0.2
                 """)
+        #expect(
+            warned.warnings.map(\.description) == [
+                "3:1: warning: limits.openai.reserved_for_interactive: leaves batch calls none of max_concurrent = 1: they are admitted only once promoted by batch_aging_seconds"
+            ])
+        let shared = try #require(throws: PolicyConfigurationError.self) {
+            try PolicyConfiguration(
+                toml: """
+                    [store]
+                    default = "postgres"
+
+                    [limits.openai]
+                    requests_per_minute = 500
+                    reserved_for_interactive = 0.2
+                    """)
         }
         #expect(shared.diagnostics.map(\.keyPath) == ["limits.openai.reserved_for_interactive"])
         #expect(shared.diagnostics.first?.message.contains("shared store") == true)

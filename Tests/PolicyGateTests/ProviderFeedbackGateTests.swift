@@ -11,8 +11,10 @@ struct ProviderFeedbackGateTests {
     let a = PolicyKey(provider: "openai", scope: .user("a"))
     let b = PolicyKey(provider: "openai", scope: .user("b"))
 
-    func gate(_ limits: PolicyLimits = PolicyLimits(requestsPerMinute: 1_000, tokensPerMinute: 1_000_000),
-              telemetry: (any PolicyTelemetry)? = nil) throws -> PolicyService {
+    func gate(
+        _ limits: PolicyLimits = PolicyLimits(requestsPerMinute: 1_000, tokensPerMinute: 1_000_000),
+        telemetry: (any PolicyTelemetry)? = nil
+    ) throws -> PolicyService {
         try PolicyService(limits: ["openai": limits], clock: clock, telemetry: telemetry)
     }
 
@@ -55,10 +57,11 @@ struct ProviderFeedbackGateTests {
             configuration: PolicyConfiguration(limits: ["anthropic": PolicyLimits(tokensPerMinute: 400_000)]),
             clock: clock, startDate: start)
         let key = PolicyKey(provider: "anthropic", scope: .global)
-        gate.observe(headers: [
-            "anthropic-ratelimit-tokens-limit": "400000", "anthropic-ratelimit-tokens-remaining": "2000",
-            "anthropic-ratelimit-tokens-reset": "2026-06-01T12:00:30Z",
-        ], for: key)
+        gate.observe(
+            headers: [
+                "anthropic-ratelimit-tokens-limit": "400000", "anthropic-ratelimit-tokens-remaining": "2000",
+                "anthropic-ratelimit-tokens-reset": "2026-06-01T12:00:30Z",
+            ], for: key)
         // 2 000 rounded by the provider: 1 500 believed.
         _ = try gate.tryAcquire(key, estimatedTokens: 1_000)
         let error = try #require(refusal(gate, key, tokens: 600))
@@ -143,9 +146,10 @@ struct ProviderFeedbackGateTests {
     func unbelievable() throws {
         let telemetry = TelemetryRecorder()
         let gate = try gate(telemetry: telemetry)
-        gate.observe(headers: [
-            "x-ratelimit-remaining-requests": "-3", "x-ratelimit-reset-requests": "forever", "retry-after": "tomorrow",
-        ], for: a)
+        gate.observe(
+            headers: [
+                "x-ratelimit-remaining-requests": "-3", "x-ratelimit-reset-requests": "forever", "retry-after": "tomorrow",
+            ], for: a)
         _ = try gate.tryAcquire(a, estimatedTokens: 1)
         #expect(gate.currentState(for: a).providerFeedback == nil)
         let event = try #require(telemetry.feedback.first)
@@ -177,11 +181,12 @@ struct ProviderFeedbackScopeTests {
 
     @Test("read from the provider's table, with a suggestion for a near miss, and written back")
     func configuration() throws {
-        let configuration = try PolicyConfiguration(toml: """
-            [limits.byok]
-            requests_per_minute = 100
-            feedback_scope = "key"
-            """)
+        let configuration = try PolicyConfiguration(
+            toml: """
+                [limits.byok]
+                requests_per_minute = 100
+                feedback_scope = "key"
+                """)
         #expect(configuration.feedbackScope == ["byok": .key])
         let error = try #require(throws: PolicyConfigurationError.self) {
             try PolicyConfiguration(toml: "[limits.byok]\nrequests_per_minute = 1\nfeedback_scope = \"keys\"\n")

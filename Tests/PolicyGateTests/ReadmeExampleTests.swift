@@ -1,3 +1,6 @@
+// swift-format-ignore-file
+// (The README's first example as the README shows it, aligned comments included: the README
+// and the articles are checked against it line for line, so the formatter must not reflow it.)
 import PolicyGate
 import Testing
 

@@ -34,20 +34,22 @@ struct ScheduleConfigurationTests {
     static func expected() throws -> PolicyConfiguration {
         PolicyConfiguration(
             limits: ["openai": PolicyLimits(requestsPerMinute: 500, tokensPerDay: 5_000_000)],
-            schedules: ["openai": PolicySchedule(
-                timeZone: try PolicySchedule.timeZone(named: "Europe/Berlin"),
-                entries: [
-                    PolicyScheduleEntry(
-                        name: "peak", cron: try CronExpression("* 9-17 * * mon-fri"),
-                        limits: PolicyLimits(requestsPerMinute: 200)),
-                    PolicyScheduleEntry(
-                        name: "night-batch", cron: try CronExpression("* 0-5 * * *"),
-                        limits: PolicyLimits(requestsPerMinute: 1_000)),
-                    PolicyScheduleEntry(
-                        name: "holidays",
-                        dates: try ["2026-12-25", "2026-12-26", "2027-01-01"].map { try LocalDate($0) },
-                        isClosed: true),
-                ])])
+            schedules: [
+                "openai": PolicySchedule(
+                    timeZone: try PolicySchedule.timeZone(named: "Europe/Berlin"),
+                    entries: [
+                        PolicyScheduleEntry(
+                            name: "peak", cron: try CronExpression("* 9-17 * * mon-fri"),
+                            limits: PolicyLimits(requestsPerMinute: 200)),
+                        PolicyScheduleEntry(
+                            name: "night-batch", cron: try CronExpression("* 0-5 * * *"),
+                            limits: PolicyLimits(requestsPerMinute: 1_000)),
+                        PolicyScheduleEntry(
+                            name: "holidays",
+                            dates: try ["2026-12-25", "2026-12-26", "2027-01-01"].map { try LocalDate($0) },
+                            isClosed: true),
+                    ])
+            ])
     }
 
     // MARK: Reading
@@ -79,15 +81,16 @@ struct ScheduleConfigurationTests {
             let configuration = try PolicyConfiguration(toml: text)
             #expect(configuration == (try Self.expected()), "\(dates)")
         }
-        let single = try PolicyConfiguration(toml: """
-            [limits.p]
-            max_concurrent = 1
+        let single = try PolicyConfiguration(
+            toml: """
+                [limits.p]
+                max_concurrent = 1
 
-            [[limits.p.schedule]]
-            name = "christmas"
-            dates = [2026-12-25]
-            closed = true
-            """)
+                [[limits.p.schedule]]
+                name = "christmas"
+                dates = [2026-12-25]
+                closed = true
+                """)
         #expect(single.schedules["p"]?.entries.first?.dates == [try LocalDate("2026-12-25")])
         #expect(single.schedules["p"]?.timeZone == .gmt)  // no timezone key: UTC
     }
@@ -111,10 +114,11 @@ struct ScheduleConfigurationTests {
         // Errors carry key paths, without line and column.
         let bad = text.replacingOccurrences(of: "* 0-5 * * *", with: "* 0-5 * *")
         let error = try #require(throws: PolicyConfigurationError.self) { try PolicyConfiguration(json: Data(bad.utf8)) }
-        #expect(error.diagnostics.map(\.description) == [
-            #"error: limits.openai.schedule[1].cron: invalid cron expression "* 0-5 * *": "#
-                + "column 10: expected 5 fields (minute hour day-of-month month day-of-week), found 4"
-        ])
+        #expect(
+            error.diagnostics.map(\.description) == [
+                #"error: limits.openai.schedule[1].cron: invalid cron expression "* 0-5 * *": "#
+                    + "column 10: expected 5 fields (minute hour day-of-month month day-of-week), found 4"
+            ])
     }
 
     @Test("encoding and decoding give back the same configuration, in JSON")
@@ -145,7 +149,7 @@ struct ScheduleConfigurationTests {
                     PolicyScheduleEntry(
                         name: "new-year-morning", cron: try CronExpression("*/15 0-11 * * *"),
                         dates: [try LocalDate("2027-01-01")],
-                        limits: PolicyLimits(requestsPerHour: 10, tokensPerMinute: 1_000)),
+                        limits: PolicyLimits(requestsPerHour: 10, tokensPerMinute: 1_000))
                 ]),
                 "b": PolicySchedule(
                     timeZone: try PolicySchedule.timeZone(named: "America/New_York"),
@@ -159,15 +163,16 @@ struct ScheduleConfigurationTests {
 
     @Test("a provider gated only by its schedule reads, runs and reports back as the same configuration")
     func scheduleOnlyProvider() async throws {
-        let configuration = try PolicyConfiguration(toml: """
-            [limits.local]
-            timezone = "Europe/Berlin"
+        let configuration = try PolicyConfiguration(
+            toml: """
+                [limits.local]
+                timezone = "Europe/Berlin"
 
-            [[limits.local.schedule]]
-            name = "office-hours"
-            cron = "* 9-17 * * mon-fri"
-            max_concurrent = 1
-            """)
+                [[limits.local.schedule]]
+                name = "office-hours"
+                cron = "* 9-17 * * mon-fri"
+                max_concurrent = 1
+                """)
         #expect(configuration.warnings.isEmpty)
         #expect(configuration.limits["local"] == nil)
         #expect(configuration.schedules["local"]?.entries.map(\.name) == ["office-hours"])
@@ -231,19 +236,20 @@ struct ScheduleConfigurationTests {
             """
         let error = try #require(throws: PolicyConfigurationError.self) { try PolicyConfiguration(toml: text) }
         #expect(error.diagnostics.allSatisfy { $0.severity == .error })
-        #expect(error.diagnostics.map(\.description) == [
-            "3:1: error: limits.openai.timezone: unknown time zone 'europe/berlin'; did you mean 'Europe/Berlin'?",
-            #"7:3: error: limits.openai.schedule[0].cron: invalid cron expression "* 25 * * *": "#
-                + "column 3: hour 25 is out of range 0-23",
-            #"12:3: error: limits.openai.schedule[1].dates[1]: invalid date "2026-02-30": "#
-                + "column 9: day 30 is out of range 1-28 for 2026-02",
-            "13:3: error: limits.openai.schedule[1].close: unknown key; did you mean 'closed'?",
-            #"15:1: error: limits.openai.schedule[2]: needs a name (name = "peak"), "#
-                + #"shown in readouts and in "closed by schedule" errors"#,
-            "21:1: error: limits.anthropic.schedule: must be an array of tables: "
-                + "write each entry as [[limits.anthropic.schedule]]",
-            "31:1: error: limits.mistral.schedule[1]: schedule entry name 'peak' is used by entries 1 and 2",
-        ])
+        #expect(
+            error.diagnostics.map(\.description) == [
+                "3:1: error: limits.openai.timezone: unknown time zone 'europe/berlin'; did you mean 'Europe/Berlin'?",
+                #"7:3: error: limits.openai.schedule[0].cron: invalid cron expression "* 25 * * *": "#
+                    + "column 3: hour 25 is out of range 0-23",
+                #"12:3: error: limits.openai.schedule[1].dates[1]: invalid date "2026-02-30": "#
+                    + "column 9: day 30 is out of range 1-28 for 2026-02",
+                "13:3: error: limits.openai.schedule[1].close: unknown key; did you mean 'closed'?",
+                #"15:1: error: limits.openai.schedule[2]: needs a name (name = "peak"), "#
+                    + #"shown in readouts and in "closed by schedule" errors"#,
+                "21:1: error: limits.anthropic.schedule: must be an array of tables: "
+                    + "write each entry as [[limits.anthropic.schedule]]",
+                "31:1: error: limits.mistral.schedule[1]: schedule entry name 'peak' is used by entries 1 and 2",
+            ])
         let unknown = try #require(error.diagnostics.first { $0.keyPath == "limits.openai.schedule[1].close" })
         #expect(unknown.suggestion == "closed")
         #expect(unknown.message == "unknown key")
@@ -268,75 +274,82 @@ struct ScheduleConfigurationTests {
             dates = ["2026-1-05", 2026-12-24T10:00:00, "2026-13-01"]
             """
         let error = try #require(throws: PolicyConfigurationError.self) { try PolicyConfiguration(toml: text) }
-        #expect(error.diagnostics.map(\.description) == [
-            "3:1: error: limits.p.timezone: must be an IANA time zone name such as 'Europe/Berlin'",
-            // A name of the wrong type is reported once, as the wrong type.
-            "6:1: error: limits.p.schedule[0].name: must be a string",
-            #"7:1: error: limits.p.schedule[0].cron: must be a 5-field cron expression such as "* 9-17 * * mon-fri""#,
-            #"8:1: error: limits.p.schedule[0].dates: must be an array of dates such as ["2026-12-25"]"#,
-            "9:1: error: limits.p.schedule[0].closed: must be true or false",
-            #"13:1: error: limits.p.schedule[1].dates[0]: invalid date "2026-1-05": "#
-                + "column 7: expected a date as yyyy-mm-dd, got '2026-1-05'",
-            #"13:1: error: limits.p.schedule[1].dates[1]: must be a date such as "2026-12-25""#,
-            #"13:1: error: limits.p.schedule[1].dates[2]: invalid date "2026-13-01": "#
-                + "column 6: month 13 is out of range 1-12",
-        ])
+        #expect(
+            error.diagnostics.map(\.description) == [
+                "3:1: error: limits.p.timezone: must be an IANA time zone name such as 'Europe/Berlin'",
+                // A name of the wrong type is reported once, as the wrong type.
+                "6:1: error: limits.p.schedule[0].name: must be a string",
+                #"7:1: error: limits.p.schedule[0].cron: must be a 5-field cron expression such as "* 9-17 * * mon-fri""#,
+                #"8:1: error: limits.p.schedule[0].dates: must be an array of dates such as ["2026-12-25"]"#,
+                "9:1: error: limits.p.schedule[0].closed: must be true or false",
+                #"13:1: error: limits.p.schedule[1].dates[0]: invalid date "2026-1-05": "#
+                    + "column 7: expected a date as yyyy-mm-dd, got '2026-1-05'",
+                #"13:1: error: limits.p.schedule[1].dates[1]: must be a date such as "2026-12-25""#,
+                #"13:1: error: limits.p.schedule[1].dates[2]: invalid date "2026-13-01": "#
+                    + "column 6: month 13 is out of range 1-12",
+            ])
     }
 
     @Test("entries the schedule's own rules reject, and warnings that do not stop loading")
     func scheduleRulesAndWarnings() throws {
         let neither = try #require(throws: PolicyConfigurationError.self) {
-            try PolicyConfiguration(toml: """
-                [limits.p]
-                requests_per_minute = 10
+            try PolicyConfiguration(
+                toml: """
+                    [limits.p]
+                    requests_per_minute = 10
 
-                [[limits.p.schedule]]
-                name = "always"
-                requests_per_minute = 5
-                """)
+                    [[limits.p.schedule]]
+                    name = "always"
+                    requests_per_minute = 5
+                    """)
         }
-        #expect(neither.diagnostics.map(\.description) == [
-            "4:1: error: limits.p.schedule[0]: schedule entry 'always' needs cron or dates (or both)"
-        ])
+        #expect(
+            neither.diagnostics.map(\.description) == [
+                "4:1: error: limits.p.schedule[0]: schedule entry 'always' needs cron or dates (or both)"
+            ])
 
         let never = try #require(throws: PolicyConfigurationError.self) {
-            try PolicyConfiguration(toml: """
+            try PolicyConfiguration(
+                toml: """
+                    [limits.p]
+                    requests_per_minute = 10
+
+                    [[limits.p.schedule]]
+                    name = "feb-30"
+                    cron = "* * 30 2 *"
+                    closed = true
+                    """)
+        }
+        #expect(
+            never.diagnostics.map(\.message) == [
+                "cron '* * 30 2 *' of schedule entry 'feb-30' never matches: "
+                    + "none of its days of the month exists in its months"
+            ])
+
+        let warned = try PolicyConfiguration(
+            toml: """
                 [limits.p]
                 requests_per_minute = 10
+                timezone = "UTC"
 
-                [[limits.p.schedule]]
-                name = "feb-30"
-                cron = "* * 30 2 *"
-                closed = true
+                [limits.q]
+                requests_per_minute = 10
+
+                [[limits.q.schedule]]
+                name = "nothing"
+                cron = "* 9-17 * * *"
+
+                [[limits.q.schedule]]
+                name = "later"
+                cron = "* 12 * * *"
+                requests_per_minute = 1
                 """)
-        }
-        #expect(never.diagnostics.map(\.message) == [
-            "cron '* * 30 2 *' of schedule entry 'feb-30' never matches: "
-                + "none of its days of the month exists in its months"
-        ])
-
-        let warned = try PolicyConfiguration(toml: """
-            [limits.p]
-            requests_per_minute = 10
-            timezone = "UTC"
-
-            [limits.q]
-            requests_per_minute = 10
-
-            [[limits.q.schedule]]
-            name = "nothing"
-            cron = "* 9-17 * * *"
-
-            [[limits.q.schedule]]
-            name = "later"
-            cron = "* 12 * * *"
-            requests_per_minute = 1
-            """)
-        #expect(warned.warnings.map(\.description) == [
-            "3:1: warning: limits.p.timezone: has no effect without [[limits.p.schedule]] entries",
-            "8:1: warning: limits.q.schedule[0]: sets no caps and is not closed: "
-                + "while it applies the base limits hold and later entries are skipped",
-        ])
+        #expect(
+            warned.warnings.map(\.description) == [
+                "3:1: warning: limits.p.timezone: has no effect without [[limits.p.schedule]] entries",
+                "8:1: warning: limits.q.schedule[0]: sets no caps and is not closed: "
+                    + "while it applies the base limits hold and later entries are skipped",
+            ])
         #expect(warned.schedules["p"] == nil)
         #expect(warned.schedules["q"]?.entries.count == 2)
     }
@@ -345,22 +358,27 @@ struct ScheduleConfigurationTests {
     func validateBuiltInCode() async throws {
         let duplicate = PolicyConfiguration(
             limits: ["p": PolicyLimits(requestsPerMinute: 10)],
-            schedules: ["p": PolicySchedule(entries: [
-                PolicyScheduleEntry(name: "a", cron: try CronExpression("* 9 * * *"), limits: PolicyLimits(requestsPerMinute: 0)),
-                PolicyScheduleEntry(name: "a", cron: try CronExpression("* 10 * * *"), isClosed: true),
-            ])])
-        #expect(duplicate.validate().map(\.description) == [
-            "error: limits.p.schedule[0].requests_per_minute: must be positive, got 0; leave the key out for no cap",
-            "error: limits.p.schedule[1]: schedule entry name 'a' is used by entries 1 and 2",
-        ])
+            schedules: [
+                "p": PolicySchedule(entries: [
+                    PolicyScheduleEntry(name: "a", cron: try CronExpression("* 9 * * *"), limits: PolicyLimits(requestsPerMinute: 0)),
+                    PolicyScheduleEntry(name: "a", cron: try CronExpression("* 10 * * *"), isClosed: true),
+                ])
+            ])
+        #expect(
+            duplicate.validate().map(\.description) == [
+                "error: limits.p.schedule[0].requests_per_minute: must be positive, got 0; leave the key out for no cap",
+                "error: limits.p.schedule[1]: schedule entry name 'a' is used by entries 1 and 2",
+            ])
         #expect(throws: PolicyError.self) { _ = try PolicyService(configuration: duplicate, clock: ManualClock()) }
 
         // A good configuration leaves a running gate as it is when a bad one is applied.
         let good = PolicyConfiguration(
             limits: ["p": PolicyLimits(requestsPerMinute: 10)],
-            schedules: ["p": PolicySchedule(entries: [
-                PolicyScheduleEntry(name: "a", cron: try CronExpression("* 9 * * *"), isClosed: true)
-            ])])
+            schedules: [
+                "p": PolicySchedule(entries: [
+                    PolicyScheduleEntry(name: "a", cron: try CronExpression("* 9 * * *"), isClosed: true)
+                ])
+            ])
         let gate = try PolicyService(configuration: good, clock: ManualClock())
         let error = try await #require(throws: PolicyError.self) { try await gate.apply(duplicate) }
         #expect(error.code == .invalidLimits)

@@ -47,7 +47,8 @@ struct ScheduleCronExpressionTests {
         let covered = try (1...12).filter { months.matches(try LocalDate(year: 2026, month: $0, day: 1), hour: 0, minute: 0) }
         #expect(covered == [1, 3, 4, 5, 12])
         // March 2026: the 1st is a Sunday.
-        #expect(try days("0 12 * * Mon-FRI", month: 3) == [2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 16, 17, 18, 19, 20, 23, 24, 25, 26, 27, 30, 31])
+        #expect(
+            try days("0 12 * * Mon-FRI", month: 3) == [2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 16, 17, 18, 19, 20, 23, 24, 25, 26, 27, 30, 31])
         #expect(try days("0 12 * * sat,sun", month: 3) == [1, 7, 8, 14, 15, 21, 22, 28, 29])
         #expect(try days("0 12 * * 7", month: 3) == [1, 8, 15, 22, 29])
         #expect(try days("0 12 * * 0", month: 3) == [1, 8, 15, 22, 29])

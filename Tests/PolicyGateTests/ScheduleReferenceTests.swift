@@ -8,7 +8,6 @@ private func utc(_ text: String) throws -> Date {
     try Date(text, strategy: .iso8601)
 }
 
-
 @Suite("Schedule: validUntil and transitions against a minute-by-minute reference")
 struct ScheduleReferenceTests {
     /// Eight days around a daylight-saving change (or a month end, for UTC and fixed zones).
@@ -49,10 +48,11 @@ struct ScheduleReferenceTests {
                 dates = (0..<Int.random(in: 1...3, using: &random)).map { _ in days.randomElement(using: &random)! }
                 if Bool.random(using: &random) { cron = nil }
             }
-            entries.append(PolicyScheduleEntry(
-                name: "e\(index)", cron: cron, dates: dates,
-                limits: PolicyLimits(requestsPerMinute: 10 * (index + 1)),
-                isClosed: Int.random(in: 0..<4, using: &random) == 0))
+            entries.append(
+                PolicyScheduleEntry(
+                    name: "e\(index)", cron: cron, dates: dates,
+                    limits: PolicyLimits(requestsPerMinute: 10 * (index + 1)),
+                    isClosed: Int.random(in: 0..<4, using: &random) == 0))
         }
         return PolicySchedule(timeZone: zone, entries: entries)
     }
@@ -143,14 +143,16 @@ struct ScheduleReferenceTests {
         var entries: [PolicyScheduleEntry] = []
         for index in 0..<18 {
             let hour = index % 24
-            entries.append(PolicyScheduleEntry(
-                name: "slot\(index)", cron: try CronExpression("*/5 \(hour)-\(min(hour + 2, 23)) * * \(index % 7)"),
-                limits: PolicyLimits(requestsPerMinute: 100 + index)))
+            entries.append(
+                PolicyScheduleEntry(
+                    name: "slot\(index)", cron: try CronExpression("*/5 \(hour)-\(min(hour + 2, 23)) * * \(index % 7)"),
+                    limits: PolicyLimits(requestsPerMinute: 100 + index)))
         }
         entries.append(PolicyScheduleEntry(name: "leap", cron: try CronExpression("* * 29 2 *"), isClosed: true))
-        entries.append(PolicyScheduleEntry(
-            name: "holidays", dates: try ["2026-12-25", "2026-12-26", "2027-01-01"].map { try LocalDate($0) },
-            isClosed: true))
+        entries.append(
+            PolicyScheduleEntry(
+                name: "holidays", dates: try ["2026-12-25", "2026-12-26", "2027-01-01"].map { try LocalDate($0) },
+                isClosed: true))
         let schedule = PolicySchedule(timeZone: zone, entries: entries)
         let base = PolicyLimits(requestsPerMinute: 500)
         let start = try utc("2026-01-01T00:00:00Z")
@@ -169,12 +171,14 @@ struct ScheduleReferenceTests {
             count = schedule.transitions(base: base, from: start, to: start.addingTimeInterval(7 * 86_400)).count
         }
         // Twenty rare entries, none applying for months: each search runs towards the horizon.
-        let rare = PolicySchedule(timeZone: zone, entries: try (0..<20).map { index in
-            let cron = ["* * 29 2 *", "0 0 31 12 *", "* 3 1 1 *", "*/7 4 15 jun-jul sun"][index % 4]
-            return PolicyScheduleEntry(
-                name: "rare\(index)", cron: index % 5 == 4 ? nil : try CronExpression(cron),
-                dates: index % 5 == 4 ? [try LocalDate("2027-12-\(10 + index)")] : nil)
-        })
+        let rare = PolicySchedule(
+            timeZone: zone,
+            entries: try (0..<20).map { index in
+                let cron = ["* * 29 2 *", "0 0 31 12 *", "* 3 1 1 *", "*/7 4 15 jun-jul sun"][index % 4]
+                return PolicyScheduleEntry(
+                    name: "rare\(index)", cron: index % 5 == 4 ? nil : try CronExpression(cron),
+                    dates: index % 5 == 4 ? [try LocalDate("2027-12-\(10 + index)")] : nil)
+            })
         let rareInstants = instants.filter { (2...5).contains(LocalDate($0, in: zone).month) }
         var rareChecksum = 0.0
         let rareElapsed = clock.measure {

@@ -74,23 +74,25 @@ struct ScheduleTests {
             #expect(night.entry == "night", "\(instant)")
             #expect(night.validUntil == (try utc("2026-03-05T06:00:00Z")), "\(instant)")
         }
-        #expect(try changes(schedule, from: "2026-03-04T12:00:00Z", to: "2026-03-06T12:00:00Z") == [
-            "2026-03-04T22:00:00Z night", "2026-03-05T06:00:00Z base",
-            "2026-03-05T22:00:00Z night", "2026-03-06T06:00:00Z base",
-        ])
+        #expect(
+            try changes(schedule, from: "2026-03-04T12:00:00Z", to: "2026-03-06T12:00:00Z") == [
+                "2026-03-04T22:00:00Z night", "2026-03-05T06:00:00Z base",
+                "2026-03-05T22:00:00Z night", "2026-03-06T06:00:00Z base",
+            ])
     }
 
     @Test("Europe/Berlin springs forward: 02:xx does not exist, 9-17 stays 9-17 local")
     func berlinSpringForward() throws {
         let schedule = try schedule("Europe/Berlin", [("two", "* 2 * * *"), ("day", "* 9-17 * * *")])
-        #expect(try changes(schedule, from: "2026-03-28T00:00:00Z", to: "2026-03-31T00:00:00Z") == [
-            "2026-03-28T01:00:00Z two", "2026-03-28T02:00:00Z base",  // CET, +01:00
-            "2026-03-28T08:00:00Z day", "2026-03-28T17:00:00Z base",
-            // 2026-03-29 01:00Z: 02:00 CET becomes 03:00 CEST; "two" does not apply that day.
-            "2026-03-29T07:00:00Z day", "2026-03-29T16:00:00Z base",  // CEST, +02:00
-            "2026-03-30T00:00:00Z two", "2026-03-30T01:00:00Z base",
-            "2026-03-30T07:00:00Z day", "2026-03-30T16:00:00Z base",
-        ])
+        #expect(
+            try changes(schedule, from: "2026-03-28T00:00:00Z", to: "2026-03-31T00:00:00Z") == [
+                "2026-03-28T01:00:00Z two", "2026-03-28T02:00:00Z base",  // CET, +01:00
+                "2026-03-28T08:00:00Z day", "2026-03-28T17:00:00Z base",
+                // 2026-03-29 01:00Z: 02:00 CET becomes 03:00 CEST; "two" does not apply that day.
+                "2026-03-29T07:00:00Z day", "2026-03-29T16:00:00Z base",  // CEST, +02:00
+                "2026-03-30T00:00:00Z two", "2026-03-30T01:00:00Z base",
+                "2026-03-30T07:00:00Z day", "2026-03-30T16:00:00Z base",
+            ])
         let beforeSwitch = schedule.resolve(base: base, at: try utc("2026-03-29T00:30:00Z"))  // 01:30 CET
         #expect(beforeSwitch.entry == nil)
         #expect(beforeSwitch.validUntil == (try utc("2026-03-29T07:00:00Z")))
@@ -99,15 +101,16 @@ struct ScheduleTests {
     @Test("Europe/Berlin falls back: 02:xx happens twice and '* 2 * * *' lasts two hours")
     func berlinFallBack() throws {
         let schedule = try schedule("Europe/Berlin", [("two", "* 2 * * *"), ("day", "* 9-17 * * *")])
-        #expect(try changes(schedule, from: "2026-10-24T00:00:00Z", to: "2026-10-27T00:00:00Z") == [
-            "2026-10-24T00:00:00Z two", "2026-10-24T01:00:00Z base",  // CEST, +02:00
-            "2026-10-24T07:00:00Z day", "2026-10-24T16:00:00Z base",
-            // 2026-10-25 01:00Z: 03:00 CEST becomes 02:00 CET, and 02:xx runs again.
-            "2026-10-25T00:00:00Z two", "2026-10-25T02:00:00Z base",
-            "2026-10-25T08:00:00Z day", "2026-10-25T17:00:00Z base",  // CET, +01:00
-            "2026-10-26T01:00:00Z two", "2026-10-26T02:00:00Z base",
-            "2026-10-26T08:00:00Z day", "2026-10-26T17:00:00Z base",
-        ])
+        #expect(
+            try changes(schedule, from: "2026-10-24T00:00:00Z", to: "2026-10-27T00:00:00Z") == [
+                "2026-10-24T00:00:00Z two", "2026-10-24T01:00:00Z base",  // CEST, +02:00
+                "2026-10-24T07:00:00Z day", "2026-10-24T16:00:00Z base",
+                // 2026-10-25 01:00Z: 03:00 CEST becomes 02:00 CET, and 02:xx runs again.
+                "2026-10-25T00:00:00Z two", "2026-10-25T02:00:00Z base",
+                "2026-10-25T08:00:00Z day", "2026-10-25T17:00:00Z base",  // CET, +01:00
+                "2026-10-26T01:00:00Z two", "2026-10-26T02:00:00Z base",
+                "2026-10-26T08:00:00Z day", "2026-10-26T17:00:00Z base",
+            ])
         for instant in ["2026-10-25T00:30:00Z", "2026-10-25T01:30:00Z"] {  // 02:30 CEST, 02:30 CET
             let repeated = schedule.resolve(base: base, at: try utc(instant))
             #expect(repeated.entry == "two", "\(instant)")
@@ -118,24 +121,26 @@ struct ScheduleTests {
     @Test("America/New_York springs forward and falls back")
     func newYork() throws {
         let schedule = try schedule("America/New_York", [("early", "* 1-2 * * *"), ("work", "* 9-17 * * mon-fri")])
-        #expect(try changes(schedule, from: "2026-03-06T05:00:00Z", to: "2026-03-10T04:00:00Z") == [
-            "2026-03-06T06:00:00Z early", "2026-03-06T08:00:00Z base",  // EST, -05:00
-            "2026-03-06T14:00:00Z work", "2026-03-06T23:00:00Z base",
-            "2026-03-07T06:00:00Z early", "2026-03-07T08:00:00Z base",
-            // 2026-03-08 07:00Z: 02:00 EST becomes 03:00 EDT, so "early" is one hour long.
-            "2026-03-08T06:00:00Z early", "2026-03-08T07:00:00Z base",
-            "2026-03-09T05:00:00Z early", "2026-03-09T07:00:00Z base",  // EDT, -04:00
-            "2026-03-09T13:00:00Z work", "2026-03-09T22:00:00Z base",
-        ])
-        #expect(try changes(schedule, from: "2026-10-30T04:00:00Z", to: "2026-11-03T05:00:00Z") == [
-            "2026-10-30T05:00:00Z early", "2026-10-30T07:00:00Z base",  // EDT
-            "2026-10-30T13:00:00Z work", "2026-10-30T22:00:00Z base",
-            "2026-10-31T05:00:00Z early", "2026-10-31T07:00:00Z base",
-            // 2026-11-01 06:00Z: 02:00 EDT becomes 01:00 EST; 01:00-02:59 local lasts three hours.
-            "2026-11-01T05:00:00Z early", "2026-11-01T08:00:00Z base",
-            "2026-11-02T06:00:00Z early", "2026-11-02T08:00:00Z base",  // EST
-            "2026-11-02T14:00:00Z work", "2026-11-02T23:00:00Z base",
-        ])
+        #expect(
+            try changes(schedule, from: "2026-03-06T05:00:00Z", to: "2026-03-10T04:00:00Z") == [
+                "2026-03-06T06:00:00Z early", "2026-03-06T08:00:00Z base",  // EST, -05:00
+                "2026-03-06T14:00:00Z work", "2026-03-06T23:00:00Z base",
+                "2026-03-07T06:00:00Z early", "2026-03-07T08:00:00Z base",
+                // 2026-03-08 07:00Z: 02:00 EST becomes 03:00 EDT, so "early" is one hour long.
+                "2026-03-08T06:00:00Z early", "2026-03-08T07:00:00Z base",
+                "2026-03-09T05:00:00Z early", "2026-03-09T07:00:00Z base",  // EDT, -04:00
+                "2026-03-09T13:00:00Z work", "2026-03-09T22:00:00Z base",
+            ])
+        #expect(
+            try changes(schedule, from: "2026-10-30T04:00:00Z", to: "2026-11-03T05:00:00Z") == [
+                "2026-10-30T05:00:00Z early", "2026-10-30T07:00:00Z base",  // EDT
+                "2026-10-30T13:00:00Z work", "2026-10-30T22:00:00Z base",
+                "2026-10-31T05:00:00Z early", "2026-10-31T07:00:00Z base",
+                // 2026-11-01 06:00Z: 02:00 EDT becomes 01:00 EST; 01:00-02:59 local lasts three hours.
+                "2026-11-01T05:00:00Z early", "2026-11-01T08:00:00Z base",
+                "2026-11-02T06:00:00Z early", "2026-11-02T08:00:00Z base",  // EST
+                "2026-11-02T14:00:00Z work", "2026-11-02T23:00:00Z base",
+            ])
     }
 
     @Test("closed holidays, under the entries listed before them")
@@ -182,10 +187,11 @@ struct ScheduleTests {
         let morning = narrowFirst.resolve(base: base, at: try utc("2026-03-04T10:00:00Z"))
         #expect(morning.entry == "wide")
         #expect(morning.validUntil == (try utc("2026-03-04T12:00:00Z")))  // "narrow" takes over
-        #expect(try changes(narrowFirst, from: "2026-03-04T00:00:00Z", to: "2026-03-05T00:00:00Z") == [
-            "2026-03-04T09:00:00Z wide", "2026-03-04T12:00:00Z narrow",
-            "2026-03-04T14:00:00Z wide", "2026-03-04T18:00:00Z base",
-        ])
+        #expect(
+            try changes(narrowFirst, from: "2026-03-04T00:00:00Z", to: "2026-03-05T00:00:00Z") == [
+                "2026-03-04T09:00:00Z wide", "2026-03-04T12:00:00Z narrow",
+                "2026-03-04T14:00:00Z wide", "2026-03-04T18:00:00Z base",
+            ])
     }
 
     @Test("a week of transitions of the issue's schedule")
@@ -235,9 +241,12 @@ struct ScheduleTests {
         let past = PolicyScheduleEntry(name: "past", dates: [try LocalDate("2020-01-01")])
         #expect(PolicySchedule(entries: [past]).resolve(base: base, at: now).validUntil == nil)
         let christmas = PolicyScheduleEntry(name: "christmas", dates: [try LocalDate("2026-12-25")], isClosed: true)
-        #expect(PolicySchedule(entries: [never, past, christmas]).resolve(base: base, at: now).validUntil
-            == (try utc("2026-12-25T00:00:00Z")))
-        let closedForever = PolicySchedule(entries: [PolicyScheduleEntry(name: "shut", cron: try CronExpression("* * * * *"), isClosed: true)])
+        #expect(
+            PolicySchedule(entries: [never, past, christmas]).resolve(base: base, at: now).validUntil
+                == (try utc("2026-12-25T00:00:00Z")))
+        let closedForever = PolicySchedule(entries: [
+            PolicyScheduleEntry(name: "shut", cron: try CronExpression("* * * * *"), isClosed: true)
+        ])
         #expect(closedForever.nextOpening(from: now) == nil)
 
         // February 29 is 725 days after 2026-03-04: beyond the horizon, validUntil is the horizon.
@@ -257,10 +266,11 @@ struct ScheduleTests {
                     dates: [try LocalDate("2026-11-27"), try LocalDate("2026-11-30")],
                     limits: PolicyLimits(requestsPerMinute: 50))
             ])
-        #expect(try changes(schedule, from: "2026-11-26T00:00:00Z", to: "2026-12-01T00:00:00Z") == [
-            "2026-11-27T08:00:00Z sale", "2026-11-27T11:00:00Z base",
-            "2026-11-30T08:00:00Z sale", "2026-11-30T11:00:00Z base",
-        ])
+        #expect(
+            try changes(schedule, from: "2026-11-26T00:00:00Z", to: "2026-12-01T00:00:00Z") == [
+                "2026-11-27T08:00:00Z sale", "2026-11-27T11:00:00Z base",
+                "2026-11-30T08:00:00Z sale", "2026-11-30T11:00:00Z base",
+            ])
     }
 
     @Test("mutating the entries takes effect; equality ignores derived state")
@@ -286,8 +296,10 @@ struct ScheduleTests {
         let cron = try CronExpression("* 9-17 * * *")
         let cases: [([PolicyScheduleEntry], Int, String)] = [
             ([PolicyScheduleEntry(name: "", cron: cron)], 0, "a schedule entry needs a name"),
-            ([PolicyScheduleEntry(name: "a", cron: cron), PolicyScheduleEntry(name: "a", dates: [try LocalDate("2026-01-01")])],
-             1, "schedule entry name 'a' is used by entries 1 and 2"),
+            (
+                [PolicyScheduleEntry(name: "a", cron: cron), PolicyScheduleEntry(name: "a", dates: [try LocalDate("2026-01-01")])],
+                1, "schedule entry name 'a' is used by entries 1 and 2"
+            ),
             ([PolicyScheduleEntry(name: "a", cron: cron), PolicyScheduleEntry(name: "b")], 1, "needs cron or dates"),
             ([PolicyScheduleEntry(name: "a", dates: [])], 0, "has an empty dates list"),
             ([PolicyScheduleEntry(name: "a", cron: try CronExpression("* * 31 apr,jun *"))], 0, "never matches"),

@@ -296,16 +296,18 @@ struct ScheduledGateTests {
         // Two cap entries: the wider one listed first applies, not the tighter one.
         let configuration = PolicyConfiguration(
             limits: ["openai": PolicyLimits(requestsPerMinute: 10)],
-            schedules: ["openai": PolicySchedule(
-                timeZone: try PolicySchedule.timeZone(named: "Europe/Berlin"),
-                entries: [
-                    PolicyScheduleEntry(
-                        name: "weekdays", cron: try CronExpression("* * * * mon-fri"),
-                        limits: PolicyLimits(requestsPerMinute: 3)),
-                    PolicyScheduleEntry(
-                        name: "peak", cron: try CronExpression("* 9-17 * * mon-fri"),
-                        limits: PolicyLimits(requestsPerMinute: 1)),
-                ])])
+            schedules: [
+                "openai": PolicySchedule(
+                    timeZone: try PolicySchedule.timeZone(named: "Europe/Berlin"),
+                    entries: [
+                        PolicyScheduleEntry(
+                            name: "weekdays", cron: try CronExpression("* * * * mon-fri"),
+                            limits: PolicyLimits(requestsPerMinute: 3)),
+                        PolicyScheduleEntry(
+                            name: "peak", cron: try CronExpression("* 9-17 * * mon-fri"),
+                            limits: PolicyLimits(requestsPerMinute: 1)),
+                    ])
+            ])
         let monday = try PolicyService(
             configuration: configuration, clock: ManualClock(), startDate: try utc("2026-03-02T09:00:00Z"))
         try admit(monday, 3)
@@ -318,8 +320,10 @@ struct ScheduledGateTests {
     @Test("currentState names the applying entry, its effective limits and the next transition")
     func currentStateReadout() throws {
         let configuration = PolicyConfiguration(
-            limits: ["openai": PolicyLimits(requestsPerMinute: 500, maxConcurrent: 8),
-                     "anthropic": PolicyLimits(requestsPerMinute: 50)],
+            limits: [
+                "openai": PolicyLimits(requestsPerMinute: 500, maxConcurrent: 8),
+                "anthropic": PolicyLimits(requestsPerMinute: 50),
+            ],
             schedules: ["openai": try issueSchedule()])
         // Monday 2026-03-02 10:00 in Berlin.
         let gate = try gate(configuration, at: "2026-03-02T09:00:00Z")
@@ -363,17 +367,18 @@ struct ScheduledGateTests {
         clock.advance(to: .init(offset: .seconds(30 + 15 * 3_600)))  // Tuesday 00:00 local
         await eventually("night reported") { recorder.limitChanges.count == 3 }
 
-        #expect(recorder.limitChanges == [
-            PolicyLimitsChangeEvent(
-                provider: "openai", previous: base, current: peakLimits, cause: .schedule, scheduleEntry: "peak",
-                isClosed: false, nextTransition: try utc("2026-03-02T17:00:00Z")),
-            PolicyLimitsChangeEvent(
-                provider: "openai", previous: peakLimits, current: base, cause: .schedule, scheduleEntry: nil,
-                isClosed: false, nextTransition: try utc("2026-03-02T23:00:00Z")),
-            PolicyLimitsChangeEvent(
-                provider: "openai", previous: base, current: nightLimits, cause: .schedule,
-                scheduleEntry: "night-batch", isClosed: false, nextTransition: try utc("2026-03-03T05:00:00Z")),
-        ])
+        #expect(
+            recorder.limitChanges == [
+                PolicyLimitsChangeEvent(
+                    provider: "openai", previous: base, current: peakLimits, cause: .schedule, scheduleEntry: "peak",
+                    isClosed: false, nextTransition: try utc("2026-03-02T17:00:00Z")),
+                PolicyLimitsChangeEvent(
+                    provider: "openai", previous: peakLimits, current: base, cause: .schedule, scheduleEntry: nil,
+                    isClosed: false, nextTransition: try utc("2026-03-02T23:00:00Z")),
+                PolicyLimitsChangeEvent(
+                    provider: "openai", previous: base, current: nightLimits, cause: .schedule,
+                    scheduleEntry: "night-batch", isClosed: false, nextTransition: try utc("2026-03-03T05:00:00Z")),
+            ])
         // The readout agrees (and keeps the gate alive to here: its timer ends with it).
         #expect(gate.currentState(for: openai).scheduleEntry == "night-batch")
     }
@@ -405,13 +410,14 @@ struct ScheduledGateTests {
         #expect(gate.currentState(for: openai).nextTransition == nil)
 
         try await gate.apply(try issueConfiguration())
-        #expect(recorder.limitChanges == [
-            PolicyLimitsChangeEvent(
-                provider: "anthropic", previous: .unlimited, current: PolicyLimits(requestsPerMinute: 50)),
-            PolicyLimitsChangeEvent(
-                provider: "openai", previous: base, current: peakLimits, cause: .configuration,
-                scheduleEntry: "peak", isClosed: false, nextTransition: try utc("2026-03-02T17:00:00Z")),
-        ])
+        #expect(
+            recorder.limitChanges == [
+                PolicyLimitsChangeEvent(
+                    provider: "anthropic", previous: .unlimited, current: PolicyLimits(requestsPerMinute: 50)),
+                PolicyLimitsChangeEvent(
+                    provider: "openai", previous: base, current: peakLimits, cause: .configuration,
+                    scheduleEntry: "peak", isClosed: false, nextTransition: try utc("2026-03-02T17:00:00Z")),
+            ])
         #expect(gate.configuration == (try issueConfiguration()))
 
         clock.advance(by: .seconds(60))  // 18:00 local: the schedule applied takes over on time
@@ -439,30 +445,40 @@ struct ScheduledGateTests {
 
         let christmasEvening = try utc("2026-12-25T19:00:00Z")  // 20:00 local
         let closed = gate.effectiveLimits(for: "openai", at: christmasEvening)
-        #expect(closed == PolicySchedule.Resolution(
-            limits: base, entry: "holidays", isClosed: true, validUntil: try utc("2026-12-25T23:00:00Z")))
+        #expect(
+            closed
+                == PolicySchedule.Resolution(
+                    limits: base, entry: "holidays", isClosed: true, validUntil: try utc("2026-12-25T23:00:00Z")))
         #expect(closed.description == "closed by schedule holidays")
 
         // Without a schedule: the base limits for ever; not gated: no limits at all.
-        #expect(gate.effectiveLimits(for: "anthropic", at: mondayMorning) == PolicySchedule.Resolution(
-            limits: PolicyLimits(requestsPerMinute: 50), entry: nil, isClosed: false, validUntil: nil))
-        #expect(gate.effectiveLimits(for: "mistral", at: mondayMorning) == PolicySchedule.Resolution(
-            limits: .unlimited, entry: nil, isClosed: false, validUntil: nil))
+        #expect(
+            gate.effectiveLimits(for: "anthropic", at: mondayMorning)
+                == PolicySchedule.Resolution(
+                    limits: PolicyLimits(requestsPerMinute: 50), entry: nil, isClosed: false, validUntil: nil))
+        #expect(
+            gate.effectiveLimits(for: "mistral", at: mondayMorning)
+                == PolicySchedule.Resolution(
+                    limits: .unlimited, entry: nil, isClosed: false, validUntil: nil))
 
         // Monday in Berlin, 00:00 to 24:00 local: a change at the start is listed, the one at the
         // end is not.
         let monday = try gate.transitions(
             for: "openai", from: utc("2026-03-01T23:00:00Z"), to: utc("2026-03-02T23:00:00Z"))
-        #expect(monday.map(\.description) == [
-            "2026-03-01T23:00:00Z night-batch: \(nightLimits)",
-            "2026-03-02T05:00:00Z base: \(base)",
-            "2026-03-02T08:00:00Z peak: \(peakLimits)",
-            "2026-03-02T17:00:00Z base: \(base)",
-        ])
-        #expect(try configuration.transitions(
-            for: "openai", from: utc("2026-03-01T23:00:00Z"), to: utc("2026-03-02T23:00:00Z")) == monday)
-        #expect(try gate.transitions(
-            for: "anthropic", from: utc("2026-03-01T23:00:00Z"), to: utc("2026-03-02T23:00:00Z")).isEmpty)
+        #expect(
+            monday.map(\.description) == [
+                "2026-03-01T23:00:00Z night-batch: \(nightLimits)",
+                "2026-03-02T05:00:00Z base: \(base)",
+                "2026-03-02T08:00:00Z peak: \(peakLimits)",
+                "2026-03-02T17:00:00Z base: \(base)",
+            ])
+        #expect(
+            try configuration.transitions(
+                for: "openai", from: utc("2026-03-01T23:00:00Z"), to: utc("2026-03-02T23:00:00Z")) == monday)
+        #expect(
+            try gate.transitions(
+                for: "anthropic", from: utc("2026-03-01T23:00:00Z"), to: utc("2026-03-02T23:00:00Z")
+            ).isEmpty)
         #expect(gate.currentDate == (try utc("2026-03-02T07:59:30Z")))
     }
 
@@ -474,9 +490,11 @@ struct ScheduledGateTests {
         // horizon (366 days) and re-resolves then, to the same limits.
         let configuration = PolicyConfiguration(
             limits: ["openai": PolicyLimits(maxConcurrent: 1)],
-            schedules: ["openai": PolicySchedule(
-                timeZone: try PolicySchedule.timeZone(named: "Europe/Berlin"),
-                entries: [PolicyScheduleEntry(name: "leap-day", dates: [try LocalDate("2028-02-29")], isClosed: true)])])
+            schedules: [
+                "openai": PolicySchedule(
+                    timeZone: try PolicySchedule.timeZone(named: "Europe/Berlin"),
+                    entries: [PolicyScheduleEntry(name: "leap-day", dates: [try LocalDate("2028-02-29")], isClosed: true)])
+            ])
         let start = try utc("2026-03-02T09:00:00Z")
         let gate = try PolicyService(configuration: configuration, clock: clock, startDate: start)
         let horizon = start.addingTimeInterval(PolicySchedule.searchHorizon)

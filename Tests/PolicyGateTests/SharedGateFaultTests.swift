@@ -1,6 +1,7 @@
-@testable import PolicyGate
 import PolicyGateTestKit
 import Testing
+
+@testable import PolicyGate
 
 /// The shared path against a store that answers late, fails or never answers in time
 /// (``FakeQuotaStore``, on a manual clock): deadlines, cancellation, retries and admissions
@@ -82,7 +83,9 @@ struct SharedGateFaultTests {
         box.release()
     }
 
-    @Test("a request the store cannot record is refused with invalidArgument, even under fail_open", arguments: PolicyStorage.FailurePolicy.allCases)
+    @Test(
+        "a request the store cannot record is refused with invalidArgument, even under fail_open",
+        arguments: PolicyStorage.FailurePolicy.allCases)
     func unrecordableRequestIsNeverUncounted(_ policy: PolicyStorage.FailurePolicy) async throws {
         let f = try Fixture(PolicyLimits(maxConcurrent: 1), failurePolicy: policy)
         f.store.script([.refuse("value out of range"), .fail("down")])

@@ -1,6 +1,7 @@
-@testable import PolicyGate
 import PolicyGateTestKit
 import Testing
+
+@testable import PolicyGate
 
 /// Keys' names in a shared store: a fixed-size digest whatever the key, and a readable label.
 @Suite("Shared store key names (digest and label)")

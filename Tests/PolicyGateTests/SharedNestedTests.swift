@@ -1,6 +1,7 @@
-@testable import PolicyGate
 import PolicyGateTestKit
 import Testing
+
+@testable import PolicyGate
 
 /// Nested limits kept in a shared store (``FakeQuotaStore``, on a manual clock): one store
 /// call per chain admission, refusals naming the level, news of a level waking the keys
@@ -41,7 +42,9 @@ struct SharedNestedTests {
         #expect(request.levels[2].keyName == key.chainStoreName)
         #expect(key.chainStoreName != Self.user("u1", org: "beta").chainStoreName)
         #expect(key.chainStoreName != PolicyKey(provider: Self.provider, scope: .user("u1")).chainStoreName)
-        #expect(PolicyKey(provider: Self.provider, scope: .user("u1")).chainStoreName == PolicyKey(provider: Self.provider, scope: .user("u1")).storeName)
+        #expect(
+            PolicyKey(provider: Self.provider, scope: .user("u1")).chainStoreName
+                == PolicyKey(provider: Self.provider, scope: .user("u1")).storeName)
         for level in request.levels { #expect(store.liveCount(at: level.keyName) == 1) }
         try permit.commitTokens(7)
         permit.release()
@@ -67,11 +70,15 @@ struct SharedNestedTests {
         #expect(refused.limit == .concurrency)
         #expect(refused.key == third)
         // The same user twice: refused at its own level.
-        let again = try await #require(throws: PolicyError.self) { _ = try await gate.acquire(Self.user("u1", org: "acme"), maxWait: .zero) }
+        let again = try await #require(throws: PolicyError.self) {
+            _ = try await gate.acquire(Self.user("u1", org: "acme"), maxWait: .zero)
+        }
         #expect(again.level == Self.user("u1", org: "acme"))
         // Another org fits; then the account (3) is full for everyone.
         let other = try await gate.acquire(Self.user("v1", org: "beta"))
-        let account = try await #require(throws: PolicyError.self) { _ = try await gate.acquire(Self.user("v2", org: "beta"), maxWait: .zero) }
+        let account = try await #require(throws: PolicyError.self) {
+            _ = try await gate.acquire(Self.user("v2", org: "beta"), maxWait: .zero)
+        }
         #expect(account.level == PolicyKey(provider: Self.provider))
 
         // u3 waits (refused at acme); u1's release frees acme and the account: the store
@@ -121,7 +128,8 @@ struct SharedNestedTests {
         await #expect(throws: PolicyStoreRequestError.self) { _ = try await flat.admitChain(PolicyStoreChainRequest(levels: [])) }
     }
 
-    @Test("a chain admitted after its caller's deadline is given back at every level; a shutdown refuses a waiter and gives back held chains")
+    @Test(
+        "a chain admitted after its caller's deadline is given back at every level; a shutdown refuses a waiter and gives back held chains")
     func lateAdmissionAndShutdown() async throws {
         let clock = ManualClock()
         let store = FakeQuotaStore(clock: clock)
@@ -169,9 +177,10 @@ struct SharedNestedTests {
         }
         let keys = (0..<6).map { Self.user("u\($0 % 3)", org: $0 < 3 ? "acme" : "beta") }
         let names = Set(keys.flatMap { [$0.chainStoreName, $0.level(1).chainStoreName, $0.level(0).chainStoreName] })
-        let caps = Dictionary(uniqueKeysWithValues: names.map { name in
-            (name, name == keys[0].level(0).chainStoreName ? 3 : keys.contains { $0.level(1).chainStoreName == name } ? 2 : 1)
-        })
+        let caps = Dictionary(
+            uniqueKeysWithValues: names.map { name in
+                (name, name == keys[0].level(0).chainStoreName ? 3 : keys.contains { $0.level(1).chainStoreName == name } ? 2 : 1)
+            })
         func checkCaps() {
             for name in names { #expect(store.liveCount(at: name) <= caps[name]!, "over the cap at a level") }
         }

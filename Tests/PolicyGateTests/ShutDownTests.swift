@@ -25,7 +25,9 @@ struct ShutDownTests {
         var isDone: Bool { done.withLock { $0 } }
     }
 
-    @Test("after shutDown every acquire fails with .shutDown; waiters queued are refused; permits in flight commit and release, and the shutdown returns when the last is released")
+    @Test(
+        "after shutDown every acquire fails with .shutDown; waiters queued are refused; permits in flight commit and release, and the shutdown returns when the last is released"
+    )
     func refusesNewCallsAndLetsPermitsFinish() async throws {
         let clock = ManualClock()
         let recorder = TelemetryRecorder()
@@ -130,7 +132,9 @@ struct ShutDownTests {
         held.release()
     }
 
-    @Test("a shared provider: its waiters are refused, a permit still held when the grace period ends is given back to the store, writes are flushed")
+    @Test(
+        "a shared provider: its waiters are refused, a permit still held when the grace period ends is given back to the store, writes are flushed"
+    )
     func sharedStore() async throws {
         let clock = ManualClock()
         let store = FakeQuotaStore(clock: clock, callTimeout: .seconds(2), writeRetryPeriod: .seconds(10))

@@ -174,11 +174,12 @@ struct SlidingWindowModelTests {
             }
             switch action {
             case 0..<25:  // time passes: mostly a little, sometimes a lot
-                let jump: Duration = switch Int.random(in: 0..<20, using: &rng) {
-                case 0: .seconds(Int.random(in: 600...90_000, using: &rng))
-                case 1..<4: .seconds(Int.random(in: 30...600, using: &rng))
-                default: .milliseconds(Int.random(in: 0...5_000, using: &rng))
-                }
+                let jump: Duration =
+                    switch Int.random(in: 0..<20, using: &rng) {
+                    case 0: .seconds(Int.random(in: 600...90_000, using: &rng))
+                    case 1..<4: .seconds(Int.random(in: 30...600, using: &rng))
+                    default: .milliseconds(Int.random(in: 0...5_000, using: &rng))
+                    }
                 clock.advance(by: jump)
                 model.forget(before: now())
             case 25..<65:  // a non-waiting attempt
@@ -197,7 +198,10 @@ struct SlidingWindowModelTests {
                 #expect(error.code == .rateLimited, "seed \(seed): \(error)")
                 let limit = try #require(error.limit)
                 let relaxed = model.broken(key: k, tokens: tokens, now: now(), relaxed: true)
-                #expect(relaxed.contains(limit), "seed \(seed): rejected \(tokens) at \(clock.now) for \(limit), but even counting 1/60 of a window more it fits: \(relaxed)")
+                #expect(
+                    relaxed.contains(limit),
+                    "seed \(seed): rejected \(tokens) at \(clock.now) for \(limit), but even counting 1/60 of a window more it fits: \(relaxed)"
+                )
                 rejections += 1
                 // Retry exactly after `retryAfter`: it must succeed; 1 ns earlier it must not.
                 if limit != .concurrency, let retryAfter = error.retryAfter, Bool.random(using: &rng) {
@@ -206,7 +210,7 @@ struct SlidingWindowModelTests {
                         clock.advance(by: retryAfter - .nanoseconds(1))
                         let (early, _) = tryOnce(k: k, tokens: tokens)
                         #expect(early == nil, "seed \(seed): admitted 1 ns before retryAfter \(retryAfter)")
-                        if let early { admitted(early, k: k, tokens: tokens, context: "early retry") ; continue }
+                        if let early { admitted(early, k: k, tokens: tokens, context: "early retry"); continue }
                         clock.advance(by: .nanoseconds(1))
                     } else {
                         clock.advance(by: retryAfter)
@@ -219,7 +223,7 @@ struct SlidingWindowModelTests {
                 let tokens = Int.random(in: 1...max(1, maxTokens / 3), using: &rng)
                 let broken = model.broken(key: k, tokens: tokens, now: now(), relaxed: false)
                 guard !broken.isEmpty, !broken.contains(.concurrency),
-                      model.broken(key: k, tokens: tokens, now: now(), relaxed: true).contains(where: { $0 != .concurrency })
+                    model.broken(key: k, tokens: tokens, now: now(), relaxed: true).contains(where: { $0 != .concurrency })
                 else { continue }
                 waits += 1
                 let (box, task) = startWaiter(gate, keys[k], tokens: tokens)
@@ -235,8 +239,9 @@ struct SlidingWindowModelTests {
                     // Not admitted yet: the relaxed rule must still forbid it just before the timer.
                     if next.offset.nanoseconds - 1 > before {
                         clock.advance(to: ManualClock.Instant(offset: next.offset - .nanoseconds(1)))
-                        #expect(!model.broken(key: k, tokens: tokens, now: now(), relaxed: true).isEmpty,
-                                "seed \(seed): waiter still waits at \(clock.now) though even the relaxed rule admits it")
+                        #expect(
+                            !model.broken(key: k, tokens: tokens, now: now(), relaxed: true).isEmpty,
+                            "seed \(seed): waiter still waits at \(clock.now) though even the relaxed rule admits it")
                     }
                     clock.advance(to: next)
                     await eventually("timer handled") { box.isDone || clock.nextDeadline.map { $0 > next } ?? true }
@@ -247,7 +252,7 @@ struct SlidingWindowModelTests {
             case 72..<78:  // a waiter cancelled while it waits
                 let tokens = Int.random(in: 1...max(1, maxTokens / 3), using: &rng)
                 guard !model.broken(key: k, tokens: tokens, now: now(), relaxed: false).isEmpty,
-                      !model.broken(key: k, tokens: tokens, now: now(), relaxed: true).isEmpty
+                    !model.broken(key: k, tokens: tokens, now: now(), relaxed: true).isEmpty
                 else { continue }
                 let before = gate.currentState(for: keys[k])
                 let (box, task) = startWaiter(gate, keys[k], tokens: tokens)
@@ -282,17 +287,21 @@ struct SlidingWindowModelTests {
                     let length = entry.window.duration.nanoseconds
                     let exact = model.usage(key: index, now: now(), length: length)
                     let relaxed = model.usage(key: index, now: now(), length: length, slack: length / 60)
-                    #expect(entry.requests.used >= exact.requests && entry.requests.used <= relaxed.requests,
-                            "seed \(seed): \(entry.window) requests \(entry.requests.used) not in \(exact.requests)...\(relaxed.requests)")
-                    #expect(entry.tokens.used >= exact.tokens && entry.tokens.used <= relaxed.tokens,
-                            "seed \(seed): \(entry.window) tokens \(entry.tokens.used) not in \(exact.tokens)...\(relaxed.tokens)")
+                    #expect(
+                        entry.requests.used >= exact.requests && entry.requests.used <= relaxed.requests,
+                        "seed \(seed): \(entry.window) requests \(entry.requests.used) not in \(exact.requests)...\(relaxed.requests)")
+                    #expect(
+                        entry.tokens.used >= exact.tokens && entry.tokens.used <= relaxed.tokens,
+                        "seed \(seed): \(entry.window) tokens \(entry.tokens.used) not in \(exact.tokens)...\(relaxed.tokens)")
                 }
             }
         }
         // The trace exercised every path.
         #expect(admissions > 50 && rejections > 20, "seed \(seed): \(admissions) admitted, \(rejections) rejected")
         #expect(cancels > 0 && waits + retries > 0, "seed \(seed): \(waits) waited, \(cancels) cancelled, \(retries) retried")
-        print("seed \(seed): \(limits) changes \(changes) admitted \(admissions) rejected \(rejections) waited \(waits) cancelled \(cancels) retried \(retries)")
+        print(
+            "seed \(seed): \(limits) changes \(changes) admitted \(admissions) rejected \(rejections) waited \(waits) cancelled \(cancels) retried \(retries)"
+        )
         for box in permits.boxes.values { box.release() }
     }
 }

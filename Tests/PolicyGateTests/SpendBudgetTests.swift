@@ -215,9 +215,11 @@ struct SpendBudgetTests {
     @Test("a provider's schedule time zone is its months' zone when none is set for costs")
     func monthZoneFromSchedule() throws {
         let tokyo = try PolicySchedule.timeZone(named: "Asia/Tokyo")
-        let schedule = PolicySchedule(timeZone: tokyo, entries: [
-            PolicyScheduleEntry(name: "night", cron: try CronExpression("* 0-5 * * *"), limits: PolicyLimits(requestsPerMinute: 100)),
-        ])
+        let schedule = PolicySchedule(
+            timeZone: tokyo,
+            entries: [
+                PolicyScheduleEntry(name: "night", cron: try CronExpression("* 0-5 * * *"), limits: PolicyLimits(requestsPerMinute: 100))
+            ])
         let start = try Date("2026-01-31T14:00:00Z", strategy: .iso8601)
         let gate = try PolicyService(
             configuration: PolicyConfiguration(limits: ["openai": limits(month: "1.00")], schedules: ["openai": schedule]),
@@ -296,7 +298,9 @@ struct SpendBudgetTests {
         // Other keys come and go (the registry sweeps idle keys as it creates new ones).
         clock.advance(by: .seconds(2 * 86_400))
         for i in 0..<50 {
-            _ = try gate.tryAcquire(PolicyKey(provider: "openai", scope: .user("other\(i)")), estimatedInputTokens: 0, estimatedOutputTokens: 1, model: "gpt-4o")
+            _ = try gate.tryAcquire(
+                PolicyKey(provider: "openai", scope: .user("other\(i)")), estimatedInputTokens: 0, estimatedOutputTokens: 1, model: "gpt-4o"
+            )
         }
         #expect(gate.currentState(for: key).spend.first?.spent == Self.money("0.9"))
         #expect(throws: PolicyError.self) {
@@ -309,9 +313,11 @@ struct SpendBudgetTests {
         let clock = ManualClock()
         let gate = try PolicyService(
             limits: ["openai": limits(day: "1.00")],
-            scopeLimits: ["openai": [
-                "org": PolicyLimits(costPerDay: Self.money("0.50")), "user": PolicyLimits(costPerHour: Self.money("0.30")),
-            ]],
+            scopeLimits: [
+                "openai": [
+                    "org": PolicyLimits(costPerDay: Self.money("0.50")), "user": PolicyLimits(costPerHour: Self.money("0.30")),
+                ]
+            ],
             clock: clock)
         func user(_ name: String, _ org: String) -> PolicyKey { PolicyKey(provider: "openai", scope: .user(name), within: [.org(org)]) }
         func call(_ key: PolicyKey, _ output: Int) throws(PolicyError) -> PolicyPermit {

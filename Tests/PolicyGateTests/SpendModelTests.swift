@@ -29,9 +29,10 @@ struct SpendModelTests {
             try await harness.run(steps: Environment.soak ? 5_000 : 600)
             total.add(harness.counts)
         }
-        #expect(total.admitted > 400 && total.refused > 100 && total.commits > 300 && total.overCommits > 50
+        #expect(
+            total.admitted > 400 && total.refused > 100 && total.commits > 300 && total.overCommits > 50
                 && total.cancelled > 5 && total.changes > 20 && total.months > 3 && total.unpriced > 10,
-                "not every path was exercised: \(total)")
+            "not every path was exercised: \(total)")
         print("spend model: \(seeds.count) seeds: \(total)")
     }
 }
@@ -107,7 +108,8 @@ private final class SpendHarness {
         calendar.timeZone = zone
         caps = [nil, nil, nil]
         caps = Self.randomCaps(&random)
-        gate = try PolicyService(configuration: PolicyConfiguration(limits: ["p": Self.limits(caps, zone: zone)]), clock: clock, startDate: start)
+        gate = try PolicyService(
+            configuration: PolicyConfiguration(limits: ["p": Self.limits(caps, zone: zone)]), clock: clock, startDate: start)
     }
 
     static func randomCaps(_ random: inout SpendRandom) -> [Int64?] {
@@ -124,7 +126,8 @@ private final class SpendHarness {
         var prices: [String: PolicyModelPrice] = [:]
         for (name, price) in Self.prices {
             prices[name] = PolicyModelPrice(
-                input: PolicyMoney(microUnits: price.0), output: PolicyMoney(microUnits: price.1), cacheRead: PolicyMoney(microUnits: price.2))
+                input: PolicyMoney(microUnits: price.0), output: PolicyMoney(microUnits: price.1),
+                cacheRead: PolicyMoney(microUnits: price.2))
         }
         return PolicyLimits(
             costPerHour: caps[0].map(PolicyMoney.init(microUnits:)), costPerDay: caps[1].map(PolicyMoney.init(microUnits:)),
@@ -265,12 +268,13 @@ private final class SpendHarness {
     }
 
     func advance() {
-        let seconds: Int64 = switch Int.random(in: 0..<4, using: &random) {
-        case 0: Int64.random(in: 1...60, using: &random)
-        case 1: Int64.random(in: 60...3_600, using: &random)
-        case 2: Int64.random(in: 3_600...40_000, using: &random)
-        default: Int64.random(in: 40_000...200_000, using: &random)
-        }
+        let seconds: Int64 =
+            switch Int.random(in: 0..<4, using: &random) {
+            case 0: Int64.random(in: 1...60, using: &random)
+            case 1: Int64.random(in: 60...3_600, using: &random)
+            case 2: Int64.random(in: 3_600...40_000, using: &random)
+            default: Int64.random(in: 40_000...200_000, using: &random)
+            }
         clock.advance(by: .seconds(seconds))
         let m = calendar.component(.month, from: start.addingTimeInterval(Double(now) / 1e9))
         if let lastMonth, m != lastMonth { counts.months += 1 }
@@ -328,7 +332,8 @@ private final class SpendHarness {
                 #expect(spend.spent.microUnits == spent(2, at: t, bucketed: false), "month's spend")
             } else {
                 let (low, high) = (spent(w, at: t, bucketed: false), spent(w, at: t, bucketed: true))
-                #expect(spend.spent.microUnits >= low && spend.spent.microUnits <= high, "\(cap) spend \(spend.spent) not in \(low)...\(high)")
+                #expect(
+                    spend.spent.microUnits >= low && spend.spent.microUnits <= high, "\(cap) spend \(spend.spent) not in \(low)...\(high)")
             }
         }
     }
@@ -466,7 +471,9 @@ private final class NestedSpendHarness {
             case 0..<50: acquire()
             case 50..<70: try commit()
             case 70..<80: if !permits.isEmpty { permits.remove(at: Int.random(in: 0..<permits.count, using: &random)) }
-            case 80..<96: clock.advance(by: .seconds(Int64.random(in: 1...Int64([60, 3_600, 40_000, 200_000].randomElement(using: &random)!), using: &random)))
+            case 80..<96:
+                clock.advance(
+                    by: .seconds(Int64.random(in: 1...Int64([60, 3_600, 40_000, 200_000].randomElement(using: &random)!), using: &random)))
             default: try await change()
             }
             check()
@@ -482,7 +489,8 @@ private final class NestedSpendHarness {
         let cost = costed ? (input * 3_000_000 + output * 15_000_000 + 999_999) / 1_000_000 : 0
         let t = now
         do {
-            let permit = try gate.tryAcquire(Self.key(user), estimatedInputTokens: Int(input), estimatedOutputTokens: Int(output), model: "m1")
+            let permit = try gate.tryAcquire(
+                Self.key(user), estimatedInputTokens: Int(input), estimatedOutputTokens: Int(output), model: "m1")
             #expect(permit.countedCost.microUnits == cost)
             for level in 0..<3 {
                 for w in 0..<3 {
@@ -556,7 +564,9 @@ private final class NestedSpendHarness {
                 if w == 2 {
                     #expect(spent == self.spent(level, 2, user: user, at: t, bucketed: false), "level \(level) month")
                 } else {
-                    let (low, high) = (self.spent(level, w, user: user, at: t, bucketed: false), self.spent(level, w, user: user, at: t, bucketed: true))
+                    let (low, high) = (
+                        self.spent(level, w, user: user, at: t, bucketed: false), self.spent(level, w, user: user, at: t, bucketed: true)
+                    )
                     #expect(spent >= low && spent <= high, "level \(level) \(cap): \(spent) not in \(low)...\(high)")
                 }
             }

@@ -43,10 +43,11 @@ struct StoreConfigurationTests {
 
     @Test("without [store] every provider is kept in memory and fails closed")
     func defaultsWithoutStoreTable() throws {
-        let configuration = try PolicyConfiguration(toml: """
-            [limits.openai]
-            requests_per_minute = 5
-            """)
+        let configuration = try PolicyConfiguration(
+            toml: """
+                [limits.openai]
+                requests_per_minute = 5
+                """)
         #expect(configuration.storage.isEmpty)
         #expect(configuration.defaultStorage == .memory)
         #expect(configuration.defaultStorage.store == Self.memory)
@@ -97,12 +98,13 @@ struct StoreConfigurationTests {
     func defaultAndOverrides(text: String) throws {
         let configuration = try PolicyConfiguration(toml: text)
         #expect(configuration.defaultStorage == PolicyStorage(store: Self.postgres, failurePolicy: .failOpen))
-        #expect(configuration.storage == [
-            // Both set: the provider's own choice.
-            "openai": PolicyStorage(store: Self.memory, failurePolicy: .failClosed),
-            // Only the failure policy set: the store comes from [store].default.
-            "anthropic": PolicyStorage(store: Self.postgres, failurePolicy: .failClosed),
-        ])
+        #expect(
+            configuration.storage == [
+                // Both set: the provider's own choice.
+                "openai": PolicyStorage(store: Self.memory, failurePolicy: .failClosed),
+                // Only the failure policy set: the store comes from [store].default.
+                "anthropic": PolicyStorage(store: Self.postgres, failurePolicy: .failClosed),
+            ])
         // Neither set: not listed, and resolved to the defaults.
         #expect(configuration.storage["local"] == nil)
         #expect(configuration.storage(for: "local") == PolicyStorage(store: Self.postgres, failurePolicy: .failOpen))
@@ -162,7 +164,8 @@ struct StoreConfigurationTests {
 
     @Test("a password key in [store.postgres] is an error at its line and column, without echoing it")
     func passwordKey() throws {
-        let (error, summary) = try Self.errors("""
+        let (error, summary) = try Self.errors(
+            """
             [store]
             default = "postgres"
 
@@ -182,7 +185,8 @@ struct StoreConfigurationTests {
             "postgres://gate:hunter2@db:5432/app", "postgresql://gate:hunter2@db/app", "postgres://:hunter2@db/app",
         ])
     func urlWithPassword(url: String) throws {
-        let (error, summary) = try Self.errors("""
+        let (error, summary) = try Self.errors(
+            """
             [store.postgres]
             host = "db"
             url = "\(url)"
@@ -211,7 +215,8 @@ struct StoreConfigurationTests {
 
     @Test("an unknown store name is an error at the key, in a provider and in [store]")
     func unknownStoreName() throws {
-        let (error, summary) = try Self.errors("""
+        let (error, summary) = try Self.errors(
+            """
             [limits.openai]
             requests_per_minute = 5
             store = "redis"
@@ -228,7 +233,8 @@ struct StoreConfigurationTests {
 
     @Test("a failure policy other than fail_open or fail_closed is an error at the key")
     func badFailurePolicy() throws {
-        let (error, summary) = try Self.errors("""
+        let (error, summary) = try Self.errors(
+            """
             [store]
             on_failure = "open"
 
@@ -243,7 +249,8 @@ struct StoreConfigurationTests {
 
     @Test("timeout_ms must be a positive whole number", arguments: ["0", "-250", "2.5", "\"2000\""])
     func nonPositiveTimeout(value: String) throws {
-        let (error, summary) = try Self.errors("""
+        let (error, summary) = try Self.errors(
+            """
             [store.postgres]
             host = "db"
                 timeout_ms = \(value)
@@ -272,7 +279,8 @@ struct StoreConfigurationTests {
 
     @Test("an unknown key in [store.postgres] or [store] is an error with a did-you-mean")
     func unknownKeys() throws {
-        let (error, summary) = try Self.errors("""
+        let (error, summary) = try Self.errors(
+            """
             [store]
             defualt = "postgres"
 
@@ -281,13 +289,15 @@ struct StoreConfigurationTests {
             timeout_msec = 2000
             """)
         #expect(summary == ["2:1 store.defualt default", "6:1 store.postgres.timeout_msec timeout_ms"])
-        #expect(error.errors.last?.description
-            == "6:1: error: store.postgres.timeout_msec: unknown key; did you mean 'timeout_ms'?")
+        #expect(
+            error.errors.last?.description
+                == "6:1: error: store.postgres.timeout_msec: unknown key; did you mean 'timeout_ms'?")
     }
 
     @Test("`store` given as a table in a provider is an error at the key, in TOML and in JSON")
     func storeAsTable() throws {
-        let header = try Self.errors("""
+        let header = try Self.errors(
+            """
             [limits.openai]
             requests_per_minute = 5
 
@@ -297,7 +307,8 @@ struct StoreConfigurationTests {
         #expect(header.summary == ["4:1 limits.openai.store "])
         #expect(header.error.errors.first?.message.contains("\"memory\" or \"postgres\"") == true)
 
-        let inline = try Self.errors("""
+        let inline = try Self.errors(
+            """
             [limits.openai]
             requests_per_minute = 5
               store = { name = "postgres" }
@@ -312,7 +323,8 @@ struct StoreConfigurationTests {
 
     @Test("every store problem at once, in document order, [store] after [limits]")
     func everyProblemAtOnce() throws {
-        let (error, summary) = try Self.errors("""
+        let (error, summary) = try Self.errors(
+            """
             [limits.openai]
             requests_per_minute = 5
             store = "redis"
@@ -326,13 +338,14 @@ struct StoreConfigurationTests {
             password = "hunter2"
             timeout_ms = 0
             """)
-        #expect(summary == [
-            "3:1 limits.openai.store ",
-            "4:1 limits.openai.on_store_failure ",
-            "10:1 store.postgres.url ",
-            "11:1 store.postgres.password ",
-            "12:1 store.postgres.timeout_ms ",
-        ])
+        #expect(
+            summary == [
+                "3:1 limits.openai.store ",
+                "4:1 limits.openai.on_store_failure ",
+                "10:1 store.postgres.url ",
+                "11:1 store.postgres.password ",
+                "12:1 store.postgres.timeout_ms ",
+            ])
         #expect(!error.description.contains("hunter2"))
     }
 
@@ -340,24 +353,25 @@ struct StoreConfigurationTests {
 
     @Test("a configuration encoded to JSON reads back with its storage, default and postgres settings")
     func jsonRoundTrip() throws {
-        let shared = try PolicyConfiguration(toml: """
-            [store]
-            default = "postgres"
-            on_failure = "fail_open"
+        let shared = try PolicyConfiguration(
+            toml: """
+                [store]
+                default = "postgres"
+                on_failure = "fail_open"
 
-            \(Self.allPostgresFields)
+                \(Self.allPostgresFields)
 
-            [limits.openai]
-            requests_per_minute = 5
-            store = "memory"
+                [limits.openai]
+                requests_per_minute = 5
+                store = "memory"
 
-            [limits.anthropic]
-            tokens_per_minute = 1_000
-            on_store_failure = "fail_closed"
+                [limits.anthropic]
+                tokens_per_minute = 1_000
+                on_store_failure = "fail_closed"
 
-            [limits.local]
-            max_concurrent = 2
-            """)
+                [limits.local]
+                max_concurrent = 2
+                """)
         // Only failure policy differs from the default, no postgres settings; and a provider
         // that names the default store explicitly (it stays listed).
         var local = PolicyConfiguration(limits: ["a": PolicyLimits(maxConcurrent: 1), "b": PolicyLimits(maxConcurrent: 1)])
@@ -421,22 +435,23 @@ struct StoreConfigurationTests {
 
     @Test("a gate without a store accepts a configuration kept all in memory, and gates it")
     func serviceAcceptsAllMemory() throws {
-        let configuration = try PolicyConfiguration(toml: """
-            [store]
-            default = "memory"
-            on_failure = "fail_open"
+        let configuration = try PolicyConfiguration(
+            toml: """
+                [store]
+                default = "memory"
+                on_failure = "fail_open"
 
-            [store.postgres]
-            host = "db"
+                [store.postgres]
+                host = "db"
 
-            [limits.openai]
-            requests_per_minute = 1
-            store = "memory"
-            on_store_failure = "fail_closed"
+                [limits.openai]
+                requests_per_minute = 1
+                store = "memory"
+                on_store_failure = "fail_closed"
 
-            [limits.local]
-            requests_per_minute = 1
-            """)
+                [limits.local]
+                requests_per_minute = 1
+                """)
         for gate in [
             try PolicyService(configuration: configuration, clock: ManualClock()),
             try PolicyService(configuration: configuration, store: nil, clock: ManualClock()),
@@ -481,9 +496,10 @@ struct StoreConfigurationTests {
     @Test("PolicyPostgresSettings has no password field and its description lists password_env by name")
     func descriptionHasNoPassword() throws {
         let settings = Self.allPostgresSettings
-        #expect(settings.description == "url = postgres://gate@db:5432/app, host = db, port = 5432, user = gate, "
-            + "database = app, password_env = GATE_PW, lease_seconds = 30, timeout_ms = 2000, retry_seconds = 60, "
-            + "max_connections = 10, tls = verify-ca, tls_root_cert = /etc/ssl/db-ca.pem")
+        #expect(
+            settings.description == "url = postgres://gate@db:5432/app, host = db, port = 5432, user = gate, "
+                + "database = app, password_env = GATE_PW, lease_seconds = 30, timeout_ms = 2000, retry_seconds = 60, "
+                + "max_connections = 10, tls = verify-ca, tls_root_cert = /etc/ssl/db-ca.pem")
         #expect(PolicyPostgresSettings().description == "")
         #expect(PolicyPostgresSettings(passwordEnvironmentVariable: "PGPASSWORD").description == "password_env = PGPASSWORD")
 

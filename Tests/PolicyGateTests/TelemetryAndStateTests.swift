@@ -19,12 +19,13 @@ struct TelemetryAndStateTests {
             #expect(throws: PolicyError.self) { _ = try gate.tryAcquire(key, estimatedTokens: 100) }
             clock.advance(by: .seconds(1))
         }
-        #expect(recorder.events == [
-            .acquire(PolicyAcquireEvent(key: key, estimatedTokens: 800, waited: .zero)),
-            .commit(PolicyCommitEvent(key: key, estimatedTokens: 800, previousTokens: 800, actualTokens: 950)),
-            .reject(PolicyRejectEvent(key: key, estimatedTokens: 100, error: recorder.rejects.first!.error)),
-            .release(PolicyReleaseEvent(key: key, held: .seconds(3), tokens: 950)),
-        ])
+        #expect(
+            recorder.events == [
+                .acquire(PolicyAcquireEvent(key: key, estimatedTokens: 800, waited: .zero)),
+                .commit(PolicyCommitEvent(key: key, estimatedTokens: 800, previousTokens: 800, actualTokens: 950)),
+                .reject(PolicyRejectEvent(key: key, estimatedTokens: 100, error: recorder.rejects.first!.error)),
+                .release(PolicyReleaseEvent(key: key, held: .seconds(3), tokens: 950)),
+            ])
         let reject = try #require(recorder.rejects.first)
         #expect(reject.error.code == .rateLimited && reject.error.limit == .tokensPerMinute)
         #expect(reject.error.retryAfter == .seconds(59))
@@ -57,7 +58,8 @@ struct TelemetryAndStateTests {
     @Test("hooks run outside the gate's locks: calling back into the gate cannot deadlock")
     func reentrantHooks() async throws {
         let telemetry = ReentrantTelemetry()
-        let gate = try PolicyService(limits: ["p": PolicyLimits(requestsPerMinute: 100, maxConcurrent: 1)], clock: clock, telemetry: telemetry)
+        let gate = try PolicyService(
+            limits: ["p": PolicyLimits(requestsPerMinute: 100, maxConcurrent: 1)], clock: clock, telemetry: telemetry)
         telemetry.gate.withLock { $0 = gate }
         for _ in 0..<3 {
             let permit = try await gate.acquire(key)
@@ -72,7 +74,8 @@ struct TelemetryAndStateTests {
 
     @Test("currentState reports usage, caps, remaining, in-flight, queued and when capacity frees")
     func state() async throws {
-        let gate = try PolicyService(limits: ["p": PolicyLimits(requestsPerMinute: 2, tokensPerHour: 10_000, maxConcurrent: 5)], clock: clock)
+        let gate = try PolicyService(
+            limits: ["p": PolicyLimits(requestsPerMinute: 2, tokensPerHour: 10_000, maxConcurrent: 5)], clock: clock)
         var empty = gate.currentState(for: key)
         #expect(empty.windows.map(\.window) == [.minute, .hour])
         #expect(empty.inFlight == 0 && empty.queued == 0 && empty.nextCapacityIn == nil && empty.blockedBy == nil)

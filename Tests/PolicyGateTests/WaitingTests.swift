@@ -123,7 +123,8 @@ struct WaitingTests {
     @Test("a wait that runs out throws timedOut, having recorded nothing and holding no slot")
     func timeout() async throws {
         let recorder = TelemetryRecorder()
-        let gate = try PolicyService(limits: ["p": PolicyLimits(requestsPerMinute: 10, maxConcurrent: 1)], clock: clock, telemetry: recorder)
+        let gate = try PolicyService(
+            limits: ["p": PolicyLimits(requestsPerMinute: 10, maxConcurrent: 1)], clock: clock, telemetry: recorder)
         let key = PolicyKey(provider: "p")
         let held = try gate.tryAcquire(key)
         let (box, task) = startWaiter(gate, key, tokens: 0, maxWait: .seconds(5))

@@ -90,18 +90,19 @@ public func residentBytes() -> Int? {
     #endif
 }
 
-
 /// A 20-entry schedule in a real time zone: one entry per weekday hour 0…18 and one for the
 /// weekend, each overriding the request cap (still far above anything a run reaches), so a
 /// scheduled provider changes limits at every hour boundary like a busy production calendar.
 public func twentyEntrySchedule() throws -> PolicySchedule {
     var entries: [PolicyScheduleEntry] = []
     for hour in 0..<19 {
-        entries.append(PolicyScheduleEntry(
-            name: "hour-\(hour)", cron: try CronExpression("* \(hour) * * mon-fri"),
-            limits: PolicyLimits(requestsPerMinute: 3_000_000_000 + hour)))
+        entries.append(
+            PolicyScheduleEntry(
+                name: "hour-\(hour)", cron: try CronExpression("* \(hour) * * mon-fri"),
+                limits: PolicyLimits(requestsPerMinute: 3_000_000_000 + hour)))
     }
-    entries.append(PolicyScheduleEntry(
-        name: "weekend", cron: try CronExpression("* * * * sat,sun"), limits: PolicyLimits(requestsPerMinute: 3_500_000_000)))
+    entries.append(
+        PolicyScheduleEntry(
+            name: "weekend", cron: try CronExpression("* * * * sat,sun"), limits: PolicyLimits(requestsPerMinute: 3_500_000_000)))
     return PolicySchedule(timeZone: try PolicySchedule.timeZone(named: "Europe/Berlin"), entries: entries)
 }

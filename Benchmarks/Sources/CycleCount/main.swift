@@ -31,7 +31,8 @@ if arguments[1].hasSuffix("-contended") {
     // 64 tasks on 8 keys, 4 slots each: 8 users in 2 orgs under one account, or 8 flat keys; for
     // timing and profiling the waiting path (not in the script's loop).
     let nested = arguments[1] == "nested-contended"
-    let gate = nested
+    let gate =
+        nested
         ? try PolicyService(
             limits: ["n": typicalLimits(maxConcurrent: 64)],
             scopeLimits: ["n": ["org": typicalLimits(maxConcurrent: 16), "user": typicalLimits(maxConcurrent: 4)]])
@@ -53,16 +54,17 @@ if arguments[1].hasSuffix("-contended") {
 }
 // The nested provider in a gate of its own, so that the other cases' provider table is the same
 // as before it existed.
-let gate = arguments[1] == "nested"
+let gate =
+    arguments[1] == "nested"
     ? try PolicyService(
         limits: ["nested": typicalLimits(maxConcurrent: 8)],
         scopeLimits: ["nested": ["org": typicalLimits(maxConcurrent: 8), "user": typicalLimits(maxConcurrent: 8)]])
     : arguments[1] == "grouped"
-    ? try PolicyService(
-        limits: ["grouped": typicalLimits(maxConcurrent: 8)],
-        modelGroups: ["grouped": ["g": PolicyModelGroup(match: ["model-*"], limits: typicalLimits(maxConcurrent: 8))]],
-        clock: ContinuousClock())
-    : try PolicyService(limits: ["capped": typicalLimits(maxConcurrent: 8), "split": typicalSplitLimits(maxConcurrent: 8)])
+        ? try PolicyService(
+            limits: ["grouped": typicalLimits(maxConcurrent: 8)],
+            modelGroups: ["grouped": ["g": PolicyModelGroup(match: ["model-*"], limits: typicalLimits(maxConcurrent: 8))]],
+            clock: ContinuousClock())
+        : try PolicyService(limits: ["capped": typicalLimits(maxConcurrent: 8), "split": typicalSplitLimits(maxConcurrent: 8)])
 let key = PolicyKey(provider: arguments[1], scope: .user("u-1"), within: arguments[1] == "nested" ? [.org("acme")] : [])
 var committed = 0
 if arguments[1] == "split" {

@@ -233,8 +233,9 @@ func runAll(_ options: Options) async throws {
     }
     // The same caps plus a 20-entry calendar schedule (Europe/Berlin); the plain capped case is
     // measured again right after, so the ratio compares neighbours in time.
-    let scheduledGate = try PolicyService(configuration: PolicyConfiguration(
-        limits: ["openai": typicalLimits(maxConcurrent: 16)], schedules: ["openai": try twentyEntrySchedule()]))
+    let scheduledGate = try PolicyService(
+        configuration: PolicyConfiguration(
+            limits: ["openai": typicalLimits(maxConcurrent: 16)], schedules: ["openai": try twentyEntrySchedule()]))
     let scheduledCounter = Counter()
     let scheduled = try await measure("capped key + 20-entry schedule", options) { n in
         (try await gateLoop(scheduledGate, cappedKey, scheduledCounter, n), n)
@@ -322,21 +323,29 @@ func runAll(_ options: Options) async throws {
         Row(name: "three-level chain, acquire+commit+release", value: nested.median, unit: "ns", target: "", pass: nil),
         Row(name: "contended chains, per call (64 tasks)", value: contendedNested.median, unit: "ns", target: "", pass: nil),
         Row(name: "100 000 keys, per call (+ atomic)", value: many.median, unit: "ns", target: "", pass: nil),
-        Row(name: "capped / actor hop (both + atomic)", value: capped.median / hop.median, unit: "×", target: "≤ 2.5",
+        Row(
+            name: "capped / actor hop (both + atomic)", value: capped.median / hop.median, unit: "×", target: "≤ 2.5",
             pass: capped.median / hop.median <= 2.5),
-        Row(name: "scheduled / capped (20-entry schedule)", value: scheduled.median / cappedAgain.median, unit: "×",
+        Row(
+            name: "scheduled / capped (20-entry schedule)", value: scheduled.median / cappedAgain.median, unit: "×",
             target: "≤ 1.2", pass: scheduled.median / cappedAgain.median <= 1.2),
-        Row(name: "no-op / actor hop (both + atomic)", value: noop.median / hop.median, unit: "×", target: "≤ 1.0",
+        Row(
+            name: "no-op / actor hop (both + atomic)", value: noop.median / hop.median, unit: "×", target: "≤ 1.0",
             pass: noop.median / hop.median <= 1.0),
-        Row(name: "contended per call / actor hop (net)", value: contended.median / hopNet, unit: "×", target: "≤ 3",
+        Row(
+            name: "contended per call / actor hop (net)", value: contended.median / hopNet, unit: "×", target: "≤ 3",
             pass: contended.median / hopNet <= 3),
-        Row(name: "three-level chain / capped key", value: nested.median / cappedBeside.median, unit: "×", target: "≤ 2",
+        Row(
+            name: "three-level chain / capped key", value: nested.median / cappedBeside.median, unit: "×", target: "≤ 2",
             pass: nested.median / cappedBeside.median <= 2),
-        Row(name: "contended chains / contended keys", value: contendedNested.median / contended.median, unit: "×",
+        Row(
+            name: "contended chains / contended keys", value: contendedNested.median / contended.median, unit: "×",
             target: "", pass: nil),
-        Row(name: "100 000 keys / 1 key (capped)", value: many.median / capped.median, unit: "×", target: "≤ 1.5",
+        Row(
+            name: "100 000 keys / 1 key (capped)", value: many.median / capped.median, unit: "×", target: "≤ 1.5",
             pass: many.median / capped.median <= 1.5),
-        Row(name: "resident bytes per key", value: bytesPerKey, unit: "B", target: "≤ 2048",
+        Row(
+            name: "resident bytes per key", value: bytesPerKey, unit: "B", target: "≤ 2048",
             pass: bytesPerKey.isFinite ? bytesPerKey <= 2048 : nil),
     ]
     print("")
@@ -368,7 +377,8 @@ func runAll(_ options: Options) async throws {
     print(line)
     print("Floors are expectations, not checks: they show whether this machine and build are comparable.")
     // Keep every counter observable so no loop can be optimised away.
-    let checksum = atomicCounter.value.load(ordering: .relaxed) &+ hopCounter.value.load(ordering: .relaxed)
+    let checksum =
+        atomicCounter.value.load(ordering: .relaxed) &+ hopCounter.value.load(ordering: .relaxed)
         &+ locked.value.withLock { $0 } &+ cappedCounter.value.load(ordering: .relaxed)
         &+ noopCounter.value.load(ordering: .relaxed) &+ manyCounter.value.load(ordering: .relaxed)
         &+ scheduledCounter.value.load(ordering: .relaxed) &+ nestedCounter.value.load(ordering: .relaxed)

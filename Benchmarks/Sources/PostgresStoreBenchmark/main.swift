@@ -91,7 +91,8 @@ func run(_ executable: String, _ arguments: [String]) throws -> String {
 
 /// PostgreSQL's client programs (psql, pgbench): on PATH, or in Debian's server directory.
 func tool(_ name: String) -> String? {
-    let directories = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
+    let directories =
+        (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
         + ((try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []).sorted().reversed()
         .map { "/usr/lib/postgresql/\($0)/bin" }
     return directories.map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
@@ -166,9 +167,11 @@ if arguments.contains("--child") {
     // the application's role the store runs as; one role for both on a server set up by hand.
     let environment = ProcessInfo.processInfo.environment
     if let ownerURL = environment["POLICYGATE_POSTGRES_OWNER_URL"] {
-        let owner = try PostgresPolicyStore(settings: PolicyPostgresSettings(
-            url: ownerURL,
-            passwordEnvironmentVariable: environment["POLICYGATE_POSTGRES_OWNER_PASSWORD"] != nil ? "POLICYGATE_POSTGRES_OWNER_PASSWORD" : nil))
+        let owner = try PostgresPolicyStore(
+            settings: PolicyPostgresSettings(
+                url: ownerURL,
+                passwordEnvironmentVariable: environment["POLICYGATE_POSTGRES_OWNER_PASSWORD"] != nil
+                    ? "POLICYGATE_POSTGRES_OWNER_PASSWORD" : nil))
         try await owner.migrate(runtimeRole: URLComponents(string: url)?.user)
         owner.close()
     }
@@ -182,9 +185,12 @@ if arguments.contains("--child") {
     let fsync = (try? psql("SHOW fsync")) ?? "?"
     let commit = (try? psql("SHOW synchronous_commit")) ?? "?"
     let version = (try? psql("SHOW server_version")) ?? "?"
-    print("PostgresStoreBenchmark: PostgreSQL \(version), fsync = \(fsync), synchronous_commit = \(commit); "
-        + "\(tasks) tasks per process, \(seconds) s per run; a call = acquire + commitTokens + release written")
-    print("keys | processes | calls/s per process | calls/s in all | p50 call | p99 call | statements/call | NOTIFYs/call | floor tx/s (pgbench, same clients) | calls / floor")
+    print(
+        "PostgresStoreBenchmark: PostgreSQL \(version), fsync = \(fsync), synchronous_commit = \(commit); "
+            + "\(tasks) tasks per process, \(seconds) s per run; a call = acquire + commitTokens + release written")
+    print(
+        "keys | processes | calls/s per process | calls/s in all | p50 call | p99 call | statements/call | NOTIFYs/call | floor tx/s (pgbench, same clients) | calls / floor"
+    )
     for hot in [false, true] {
         for processes in [1, 4] {
             if statements { _ = try? psql("SELECT pg_stat_statements_reset()") }
@@ -195,21 +201,25 @@ if arguments.contains("--child") {
             let perProcess = results.map { Double($0.calls) / $0.seconds }
             let calls = results.map(\.calls).reduce(0, +)
             var perCall = "n/a"
-            if statements, calls > 0, let sent = Double(try psql("""
-                SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
-                WHERE query ILIKE '%policygate.%' AND query NOT ILIKE '%pg_stat_statements%'
-                """))
+            if statements, calls > 0,
+                let sent = Double(
+                    try psql(
+                        """
+                        SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+                        WHERE query ILIKE '%policygate.%' AND query NOT ILIKE '%pg_stat_statements%'
+                        """))
             {
                 perCall = String(format: "%.3f", sent / Double(calls))
             }
             let floor = try await pgbenchFloor(clients: processes * tasks, threads: processes)
             let total = perProcess.reduce(0, +)
-            print(String(
-                format: "%@ | %d × %d | %.0f | %.0f | %.1f ms | %.1f ms | %@ | %.3f | %@ | %@",
-                hot ? "one hot key" : "one per task", processes, tasks, total / Double(max(1, perProcess.count)), total,
-                Double(results.map(\.p50).max() ?? 0) / 1_000, Double(results.map(\.p99).max() ?? 0) / 1_000, perCall,
-                Double(notified) / Double(max(1, calls)), floor.map { String(format: "%.0f", $0) } ?? "n/a (no pgbench)",
-                floor.map { String(format: "%.0f %%", 100 * total / $0) } ?? "n/a"))
+            print(
+                String(
+                    format: "%@ | %d × %d | %.0f | %.0f | %.1f ms | %.1f ms | %@ | %.3f | %@ | %@",
+                    hot ? "one hot key" : "one per task", processes, tasks, total / Double(max(1, perProcess.count)), total,
+                    Double(results.map(\.p50).max() ?? 0) / 1_000, Double(results.map(\.p99).max() ?? 0) / 1_000, perCall,
+                    Double(notified) / Double(max(1, calls)), floor.map { String(format: "%.0f", $0) } ?? "n/a (no pgbench)",
+                    floor.map { String(format: "%.0f %%", 100 * total / $0) } ?? "n/a"))
         }
     }
     store.close()
@@ -217,5 +227,7 @@ if arguments.contains("--child") {
     print(" renewals and the listener's included; NOTIFYs: received by a LISTEN connection)")
 }
 #else
-print("PostgresStoreBenchmark needs the Postgres trait: swift run -c release --package-path Benchmarks --traits Postgres PostgresStoreBenchmark")
+print(
+    "PostgresStoreBenchmark needs the Postgres trait: swift run -c release --package-path Benchmarks --traits Postgres PostgresStoreBenchmark"
+)
 #endif

@@ -13,15 +13,18 @@ import Foundation
 import PolicyGate
 import PolicyGateProviders
 
-let requestBody = Data(#"""
+let requestBody = Data(
+    #"""
     {"model": "claude-sonnet-4-5", "max_tokens": 1024, "system": "You are a helpful assistant. Answer briefly.",
      "messages": [{"role": "user", "content": "What is the capital of France? Please answer in one sentence."},
                   {"role": "assistant", "content": "The capital of France is Paris."},
                   {"role": "user", "content": "And of Germany?"}]}
     """#.utf8)
 let longPrompt = String(repeating: "The quick brown fox jumps over the lazy dog. ", count: 450)  // ≈ 20 KB
-let longBody = Data(#"{"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": [{"role": "user", "content": "\#(longPrompt)"}]}"#.utf8)
-let responseBody = Data(#"""
+let longBody = Data(
+    #"{"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": [{"role": "user", "content": "\#(longPrompt)"}]}"#.utf8)
+let responseBody = Data(
+    #"""
     {"id": "msg_01XFDUDYJgAACzvnptvVoYEL", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
      "content": [{"type": "text", "text": "The capital of Germany is Berlin."}], "stop_reason": "end_turn", "stop_sequence": null,
      "usage": {"input_tokens": 52, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 9}}
@@ -34,19 +37,24 @@ let plainHeaders: [(String, String)] = [
 ]
 // …and a full set of Anthropic rate-limit headers (timed alone: in the loop they would tighten it).
 let resetAt = ISO8601DateFormatter().string(from: Date().addingTimeInterval(50))
-let limitHeaders: [(String, String)] = plainHeaders + ["requests", "tokens", "input-tokens", "output-tokens"].flatMap { kind in
-    [("anthropic-ratelimit-\(kind)-limit", "4000000"), ("anthropic-ratelimit-\(kind)-remaining", "3999000"),
-     ("anthropic-ratelimit-\(kind)-reset", resetAt)]
-}
-let stream = Data([
-    "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":52,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":1}}}\n\n",
-    "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
-    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"The capital of Germany\"}}\n\n",
-    "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" is Berlin.\"}}\n\n",
-    "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
-    "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":9}}\n\n",
-    "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
-].joined().utf8)
+let limitHeaders: [(String, String)] =
+    plainHeaders
+    + ["requests", "tokens", "input-tokens", "output-tokens"].flatMap { kind in
+        [
+            ("anthropic-ratelimit-\(kind)-limit", "4000000"), ("anthropic-ratelimit-\(kind)-remaining", "3999000"),
+            ("anthropic-ratelimit-\(kind)-reset", resetAt),
+        ]
+    }
+let stream = Data(
+    [
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-sonnet-4-5\",\"usage\":{\"input_tokens\":52,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"The capital of Germany\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\" is Berlin.\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":9}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    ].joined().utf8)
 
 nonisolated(nonsending) func measure(_ name: String, repetitions: Int, _ body: (Int) async throws -> Void) async rethrows -> Double {
     let clock = ContinuousClock()
@@ -67,7 +75,9 @@ nonisolated(nonsending) func measure(_ name: String, repetitions: Int, _ body: (
     }
     samples.sort()
     let median = samples[samples.count / 2]
-    print("  \(name.padding(toLength: 58, withPad: " ", startingAt: 0)) \(String(format: "%8.1f", median)) ns  (min \(String(format: "%.1f", samples.first!)), max \(String(format: "%.1f", samples.last!)), \(n) ops/rep)")
+    print(
+        "  \(name.padding(toLength: 58, withPad: " ", startingAt: 0)) \(String(format: "%8.1f", median)) ns  (min \(String(format: "%.1f", samples.first!)), max \(String(format: "%.1f", samples.last!)), \(n) ops/rep)"
+    )
     return median
 }
 
@@ -99,7 +109,9 @@ struct ProviderOverhead {
                 estimator.calibrate(estimate, actual: usage)
             }
         }
-        print("  wrapper overhead: \(String(format: "%.0f", wrapper - bare)) ns per call (\(String(format: "%.1f", wrapper / bare))× the bare cycle)")
+        print(
+            "  wrapper overhead: \(String(format: "%.0f", wrapper - bare)) ns per call (\(String(format: "%.1f", wrapper / bare))× the bare cycle)"
+        )
         print("components:")
         _ = try await measure("estimate, 390-byte request", repetitions: repetitions) { n in
             for _ in 0..<n { _ = try estimator.estimate(api, request: requestBody) }

@@ -195,19 +195,27 @@ let document = makeDocument(targetBytes: 1_048_576)
 let bytes = Array(document.utf8)
 let table = try TOMLTable(parsing: document)
 guard case .table(let limits)? = table["limits"] else { fatalError("the generated document has no [limits]") }
-print("document: \(bytes.count) bytes, \(document.split(separator: "\n", omittingEmptySubsequences: false).count) lines, \(limits.count) providers; \(runs) runs each")
+print(
+    "document: \(bytes.count) bytes, \(document.split(separator: "\n", omittingEmptySubsequences: false).count) lines, \(limits.count) providers; \(runs) runs each"
+)
 
 var sink = 0
 report("parse String -> TOMLTable", try measure(runs: runs) { sink &+= try TOMLTable(parsing: document).count }, bytes: bytes.count)
-report("parse [UInt8] -> TOMLTable (validating)", try measure(runs: runs) { sink &+= try TOMLTable(parsingUTF8: bytes).count }, bytes: bytes.count)
+report(
+    "parse [UInt8] -> TOMLTable (validating)", try measure(runs: runs) { sink &+= try TOMLTable(parsingUTF8: bytes).count },
+    bytes: bytes.count)
 
 var decoder = TOMLDecoder()
 decoder.keyDecodingStrategy = .convertFromSnakeCase
 let decoded = try decoder.decode(PolicyDocument.self, from: document)
 precondition(decoded.limits.count == limits.count)
-report("decode String -> Codable struct", try measure(runs: runs) { sink &+= try decoder.decode(PolicyDocument.self, from: document).limits.count }, bytes: bytes.count)
+report(
+    "decode String -> Codable struct",
+    try measure(runs: runs) { sink &+= try decoder.decode(PolicyDocument.self, from: document).limits.count }, bytes: bytes.count)
 
 let large = makeDocument(targetBytes: 10 * 1_048_576, seed: 7)
 let largeRuns = max(3, runs / 4)
-report("parse 10 MB String -> TOMLTable (\(largeRuns) runs)", try measure(runs: largeRuns) { sink &+= try TOMLTable(parsing: large).count }, bytes: large.utf8.count)
+report(
+    "parse 10 MB String -> TOMLTable (\(largeRuns) runs)", try measure(runs: largeRuns) { sink &+= try TOMLTable(parsing: large).count },
+    bytes: large.utf8.count)
 if sink == 42 { print("") }  // keeps the work observable to the optimiser

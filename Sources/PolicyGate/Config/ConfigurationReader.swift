@@ -31,7 +31,8 @@ struct ConfigurationReader {
             if feedbackScopes[provider] == .key {
                 error(
                     adaptiveProviders[provider] ?? [],
-                    "needs feedback_scope = \"provider\": adaptive caps are shared by all keys of a provider, and one account's 429 must not lower another's")
+                    "needs feedback_scope = \"provider\": adaptive caps are shared by all keys of a provider, and one account's 429 must not lower another's"
+                )
             } else {
                 configuration.adaptive.insert(provider)
             }
@@ -55,7 +56,9 @@ struct ConfigurationReader {
             for (name, group) in groups.sorted(by: { $0.key < $1.key }) {
                 for pattern in Set(group.match).sorted() {
                     if let other = owners[pattern] {
-                        error(path + [.key(name), .key("match")], "'\(pattern)' is also in model group '\(other)'; a model counts in one group")
+                        error(
+                            path + [.key(name), .key("match")],
+                            "'\(pattern)' is also in model group '\(other)'; a model counts in one group")
                     }
                     owners[pattern] = name
                 }
@@ -79,7 +82,9 @@ struct ConfigurationReader {
             // counts one token total per call, at every level.
             for (kind, caps) in (configuration.scopeLimits[provider] ?? [:]).sorted(by: { $0.key < $1.key }) {
                 if let split = PolicyService.splitCap(caps, nil) {
-                    error([.key("limits"), .key(provider), .key("per"), .key(kind), .key(split.configurationKey)], PolicyService.splitCapsNotShared)
+                    error(
+                        [.key("limits"), .key(provider), .key("per"), .key(kind), .key(split.configurationKey)],
+                        PolicyService.splitCapsNotShared)
                 }
             }
             if configuration.modelGroups[provider] != nil {
@@ -218,7 +223,9 @@ struct ConfigurationReader {
             case "url":
                 settings.url = readString(table, key, path: keyPath, what: "a URL such as \"postgres://gate@db:5432/app\"")
                 if let url = settings.url, PolicyPostgresSettings.urlHasPassword(url) {
-                    error(keyPath, "must be a postgres:// URL without a password: name an environment variable that holds it with password_env")
+                    error(
+                        keyPath,
+                        "must be a postgres:// URL without a password: name an environment variable that holds it with password_env")
                     settings.url = nil
                 }
             case "host": settings.host = readString(table, key, path: keyPath, what: "a host name")
@@ -240,7 +247,9 @@ struct ConfigurationReader {
             case "tls_root_cert":
                 settings.tlsRootCertificate = readString(table, key, path: keyPath, what: "the path of a PEM file")
             case "password":
-                error(keyPath, "a password must not be written in the configuration: put it in an environment variable and name it with password_env")
+                error(
+                    keyPath,
+                    "a password must not be written in the configuration: put it in an environment variable and name it with password_env")
             default:
                 unknownKey(key.stringValue, path: keyPath, known: Self.postgresKeys)
             }
@@ -304,9 +313,10 @@ struct ConfigurationReader {
                 if let scope = PolicyFeedbackScope(rawValue: text) {
                     feedbackScopes[name] = scope
                 } else {
-                    diagnostics.append(.init(
-                        .error, path: keyPath, message: "must be \"provider\" or \"key\", got \"\(text)\"",
-                        suggestion: Self.suggestion(for: text, among: choices)))
+                    diagnostics.append(
+                        .init(
+                            .error, path: keyPath, message: "must be \"provider\" or \"key\", got \"\(text)\"",
+                            suggestion: Self.suggestion(for: text, among: choices)))
                 }
             case "adaptive":
                 do {
@@ -642,7 +652,10 @@ struct ConfigurationReader {
                 return nil
             }
             guard let micro = PolicyMoney.microUnits(exactly: number) else {
-                error(path, "\(number) cannot be counted exactly: write \(form), or the amount as a string such as \"0.0000025\" (amounts are kept in micro-units, millionths)")
+                error(
+                    path,
+                    "\(number) cannot be counted exactly: write \(form), or the amount as a string such as \"0.0000025\" (amounts are kept in micro-units, millionths)"
+                )
                 return nil
             }
             amount = PolicyMoney(microUnits: micro)
@@ -720,7 +733,8 @@ struct ConfigurationReader {
         }
     }
 
-    static let providerKeys = PolicyLimits.configurationKeyNames + PolicyLimits.providerSettingKeys + PolicyLimits.costKeyNames
+    static let providerKeys =
+        PolicyLimits.configurationKeyNames + PolicyLimits.providerSettingKeys + PolicyLimits.costKeyNames
         + [PolicyLimits.pricesKey, "timezone", "schedule", "store", "on_store_failure", "feedback_scope", "adaptive", "per", "models"]
     static let levelKeys = PolicyLimits.configurationKeyNames + [PolicyLimits.countCacheReadsKey] + PolicyLimits.costKeyNames
     static let entryKeys = ["name", "cron", "dates", "closed"] + PolicyLimits.configurationKeyNames
@@ -747,7 +761,8 @@ struct ConfigurationReader {
                 guard let cap = limits[kind].map(Int64.init), cap > 0, cap - (cap * permille + 999) / 1_000 <= 0 else { continue }
                 warning(
                     path + [.key(PolicyLimits.reservedForInteractiveKey)],
-                    "leaves batch calls none of \(kind.configurationKey) = \(cap): they are admitted only once promoted by batch_aging_seconds")
+                    "leaves batch calls none of \(kind.configurationKey) = \(cap): they are admitted only once promoted by batch_aging_seconds"
+                )
             }
         }
         // A shorter window's cap above a longer one's can never be reached: the longer cap
@@ -802,8 +817,9 @@ struct ConfigurationReader {
     }
 
     private mutating func unknownKey(_ key: String, path: [TOMLPathComponent], known: [String]) {
-        diagnostics.append(.init(
-            .error, path: path, message: "unknown key", suggestion: Self.suggestion(for: key, among: known)))
+        diagnostics.append(
+            .init(
+                .error, path: path, message: "unknown key", suggestion: Self.suggestion(for: key, among: known)))
     }
 
     /// What a decoding error says, without the coding path the diagnostic already shows.
@@ -876,9 +892,10 @@ extension ConfigurationReader {
     /// Checks a hold warning set in code, as decoding would have: positive.
     mutating func check(permitHoldWarning: Duration?) {
         guard let threshold = permitHoldWarning, threshold <= .zero else { return }
-        diagnostics.append(.init(
-            .error, path: [.key("gate"), .key("permit_hold_warning")],
-            message: "must be positive, got \(threshold); leave it nil for no warning"))
+        diagnostics.append(
+            .init(
+                .error, path: [.key("gate"), .key("permit_hold_warning")],
+                message: "must be positive, got \(threshold); leave it nil for no warning"))
     }
 
     /// Checks a provider built in code, as decoding would have: caps, schedule entries' caps,

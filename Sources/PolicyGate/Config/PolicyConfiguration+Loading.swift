@@ -1,3 +1,5 @@
+internal import PolicyGateTOML
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -8,7 +10,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-internal import PolicyGateTOML
 
 extension PolicyConfiguration {
     /// Reads a configuration from TOML text.

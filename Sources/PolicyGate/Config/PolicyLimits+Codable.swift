@@ -50,9 +50,11 @@ extension PolicyLimits: Codable {
     public init(from decoder: any Decoder) throws {
         var reader = ConfigurationReader()
         let caps = try decoder.container(keyedBy: AnyKey.self)
-        self = reader.readLimits(caps, path: decoder.codingPath.map { key in
-            key.intValue.map(TOMLPathComponent.index) ?? .key(key.stringValue)
-        })
+        self = reader.readLimits(
+            caps,
+            path: decoder.codingPath.map { key in
+                key.intValue.map(TOMLPathComponent.index) ?? .key(key.stringValue)
+            })
         if reader.hasErrors { throw PolicyConfigurationError(diagnostics: reader.diagnostics) }
     }
 

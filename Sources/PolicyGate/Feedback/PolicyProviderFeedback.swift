@@ -145,7 +145,8 @@ public struct PolicyProviderFeedback: Sendable, Hashable {
             } else if name == "retry-after" {
                 let trimmed = String(value.trimmingSpaces)
                 let nanos = HeaderValues.count(trimmed).map { $0.multipliedReportingOverflow(by: 1_000_000_000) }
-                let wait = nanos.map { $0.overflow ? nil : $0.partialValue }
+                let wait =
+                    nanos.map { $0.overflow ? nil : $0.partialValue }
                     .map { delay($0, "seconds") } ?? until(HeaderValues.httpDate(trimmed), "seconds or an HTTP date")
                 if let wait { retryAfters.append(wait.nanosecondsSaturating) }
             } else if name == "retry-after-ms" || name == "x-ms-retry-after-ms" {

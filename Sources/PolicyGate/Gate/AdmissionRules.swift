@@ -190,7 +190,8 @@ enum AdmissionRules {
             }
             // An estimate above an adapted token cap (within the configured one: see
             // `oversized`) fits no window until the caps grow back, when these limits expire.
-            let tokensAt = tokens.total > tokenCap
+            let tokensAt =
+                tokens.total > tokenCap
                 ? limits.validUntil
                 : window.earliestFit(requests: 0, tokens: tokens.total, requestCap: .max, tokenCap: tokenCap, now: now)
             if let at = tokensAt, at > now, at > (worst?.retryAt ?? now) {

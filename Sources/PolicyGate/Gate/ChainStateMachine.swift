@@ -272,7 +272,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
         } else {
             let key = Self.groupKey(caps.name, of: buckets[Int(owner)].key)
             let limits = caps.limits
-            var bucket = Bucket(key: key, parent: 0, limits: limits, windows: WindowSlots(limits: limits, now: now, firstSequence: sequence + 1))
+            var bucket = Bucket(
+                key: key, parent: 0, limits: limits, windows: WindowSlots(limits: limits, now: now, firstSequence: sequence + 1))
             bucket.role = .group(owner: owner, group: group)
             side = place(bucket)
             groupIndex[GroupSlot(bucket: owner, group: group)] = side
@@ -624,7 +625,9 @@ struct ChainStateMachine<Payload>: ~Copyable {
         var b = leaf
         while b >= 0 {
             if let spend = buckets[Int(b)].spend, !spend.canAdjust(admission, by: delta) {
-                throw PolicyError(.invalidTokenCount, message: "committing a cost of \(PolicyMoney(microUnits: new.cost)) would overflow the spend's total")
+                throw PolicyError(
+                    .invalidTokenCount,
+                    message: "committing a cost of \(PolicyMoney(microUnits: new.cost)) would overflow the spend's total")
             }
             b = up(b, side: side)
         }
@@ -698,10 +701,12 @@ struct ChainStateMachine<Payload>: ~Copyable {
                     let kind = buckets[i].key.scope.kind
                     let limits = kinds[kind] ?? unlimited
                     adopt(limits, at: i, now: now)
-                    buckets[i].spend = limits.hasCostCaps
+                    buckets[i].spend =
+                        limits.hasCostCaps
                         ? costs?.adopt(buckets[i].spend, costs?.kindCaps[kind], now: now, firstSequence: sequence + 1) : nil
                 case .level:
-                    buckets[i].spend = buckets[i].limits.hasCostCaps
+                    buckets[i].spend =
+                        buckets[i].limits.hasCostCaps
                         ? costs?.adopt(buckets[i].spend, costs?.caps, now: now, firstSequence: sequence + 1) : nil
                 case .group(_, let group): adopt(group >= 0 ? self.groups[Int(group)].limits : unlimited, at: i, now: now)
                 case .route: break
@@ -809,10 +814,11 @@ struct ChainStateMachine<Payload>: ~Copyable {
         var result: [GateStateMachine<Payload>.WindowUsage] = []
         for w in 0..<3 {
             guard let window = bucket.windows[w] else { continue }
-            result.append(.init(
-                window: PolicyWindow.at(w), requests: window.requestTotal, tokens: window.tokenTotal,
-                inputTokens: bucket.limits.inputCaps[w] == .max ? nil : window.split?.inputTotal,
-                outputTokens: bucket.limits.outputCaps[w] == .max ? nil : window.split?.outputTotal))
+            result.append(
+                .init(
+                    window: PolicyWindow.at(w), requests: window.requestTotal, tokens: window.tokenTotal,
+                    inputTokens: bucket.limits.inputCaps[w] == .max ? nil : window.split?.inputTotal,
+                    outputTokens: bucket.limits.outputCaps[w] == .max ? nil : window.split?.outputTotal))
         }
         return result
     }
@@ -924,7 +930,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
             advanceChain(waiter.leaf, to: now)
             // Where it is held up: the level it waits at (its top), else the most binding.
             let top = waiter.top
-            let why = buckets[Int(top)].queue.first == id && !buckets[Int(top)].headPassed
+            let why =
+                buckets[Int(top)].queue.first == id && !buckets[Int(top)].headPassed
                 ? refusal(at: top, tokens: waiter.tokens, now: now).map { Refusal(rejection: $0, level: buckets[Int(top)].key) }
                 : nil
             let blocking = why ?? Refusal(rejection: .concurrency, level: buckets[Int(top)].key)
@@ -949,8 +956,10 @@ struct ChainStateMachine<Payload>: ~Copyable {
                 if let oversized = AdmissionRules.oversized(waiter.tokens, limits: buckets[i].limits) {
                     // Limits lowered below this estimate while it waited: it can never fit.
                     guard let (_, payload) = remove(id) else { continue }
-                    effects.resume(payload, .failure(
-                        AdmissionRules.oversizedError(oversized, tokens: waiter.tokens).at(level: buckets[i].key)))
+                    effects.resume(
+                        payload,
+                        .failure(
+                            AdmissionRules.oversizedError(oversized, tokens: waiter.tokens).at(level: buckets[i].key)))
                     progressed = true
                     continue
                 }
@@ -989,9 +998,11 @@ struct ChainStateMachine<Payload>: ~Copyable {
             guard let id = buckets[i].queue.first, let waiter = waiters[id] else { continue }
             let b = Int32(i)
             var at = refusal(at: b, tokens: waiter.tokens, now: now)?.retryAt
-            if b == 0, at == nil, let provider = feedbackReference?._withUnsafeGuaranteedRef({
-                $0.refusal(tokens: waiter.tokens.total, now: now)
-            }) {
+            if b == 0, at == nil,
+                let provider = feedbackReference?._withUnsafeGuaranteedRef({
+                    $0.refusal(tokens: waiter.tokens.total, now: now)
+                })
+            {
                 at = provider.retryAt
             }
             if let at, at != .max { effects.wake = min(effects.wake ?? .max, max(at, now + 1)) }

@@ -148,7 +148,8 @@ final class SpendWindows {
             }
             guard !fits else { continue }
             let window = index == 0 ? hour : day
-            let at = index == 2
+            let at =
+                index == 2
                 ? monthEnd : window?.earliestFit(requests: 0, tokens: cost, requestCap: .max, tokenCap: cap, now: now) ?? now
             return Rejection(cost: kind, retryAt: max(at, now + 1))
         }

@@ -231,7 +231,9 @@ struct GateStateMachine<Payload>: ~Copyable {
         let caps = limits.reservingForInteractive()
         if inFlight >= caps.maxConcurrent { return .failure(Rejection(kind: .concurrency, retryAt: nil, forBatch: true)) }
         advanceWindows(to: now)
-        guard fits(tokens, now: now, caps: caps) else { return .failure(batchRefusal(tokens: tokens, caps: caps, promoteAt: .max, now: now)) }
+        guard fits(tokens, now: now, caps: caps) else {
+            return .failure(batchRefusal(tokens: tokens, caps: caps, promoteAt: .max, now: now))
+        }
         if let refusal = providerRefusal(tokens: tokens, now: now) { return .failure(refusal) }
         return .success(admit(tokens: tokens, now: now))
     }
@@ -278,11 +280,13 @@ struct GateStateMachine<Payload>: ~Copyable {
             // The earliest this call could start, ignoring everyone ahead: a lower bound.
             let windowBlock: Rejection?
             if isBatch && caps.reservesForInteractive {
-                windowBlock = fits(tokens, now: now, caps: caps)
+                windowBlock =
+                    fits(tokens, now: now, caps: caps)
                     ? refusedByProvider ?? providerBlock(tokens: tokens, now: now)
                     : batchRefusal(tokens: tokens, caps: caps, promoteAt: promoteAt, now: now)
             } else {
-                windowBlock = windowsFit(tokens, now: now)
+                windowBlock =
+                    windowsFit(tokens, now: now)
                     ? refusedByProvider ?? providerBlock(tokens: tokens, now: now) : windowRefusal(tokens: tokens, now: now)
             }
             if current, AdmissionRules.isHopeless(windowBlock ?? .concurrency, now: now, deadline: deadline) {
@@ -371,7 +375,8 @@ struct GateStateMachine<Payload>: ~Copyable {
     private mutating func commitWithSpend(_ admission: Admission, from old: TokenCounts, to new: TokenCounts) throws(PolicyError) -> Bool {
         let costDelta = new.cost - old.cost  // both in 0...Int64.max: cannot overflow
         if let spend, !spend.canAdjust(admission, by: costDelta) {
-            throw PolicyError(.invalidTokenCount, message: "committing a cost of \(PolicyMoney(microUnits: new.cost)) would overflow the spend's total")
+            throw PolicyError(
+                .invalidTokenCount, message: "committing a cost of \(PolicyMoney(microUnits: new.cost)) would overflow the spend's total")
         }
         let freed = try commitCounts(admission, from: old, to: new)
         guard costDelta != 0, let spend else { return freed }
@@ -503,10 +508,11 @@ struct GateStateMachine<Payload>: ~Copyable {
         for w in 0..<3 {
             if let window = windows[w] {
                 let split = window.split
-                result.append(WindowUsage(
-                    window: PolicyWindow.at(w), requests: window.requestTotal, tokens: window.tokenTotal,
-                    inputTokens: limits.inputCaps[w] == .max ? nil : split?.inputTotal,
-                    outputTokens: limits.outputCaps[w] == .max ? nil : split?.outputTotal))
+                result.append(
+                    WindowUsage(
+                        window: PolicyWindow.at(w), requests: window.requestTotal, tokens: window.tokenTotal,
+                        inputTokens: limits.inputCaps[w] == .max ? nil : split?.inputTotal,
+                        outputTokens: limits.outputCaps[w] == .max ? nil : split?.outputTotal))
             }
         }
         return result
@@ -565,9 +571,12 @@ struct GateStateMachine<Payload>: ~Copyable {
             && windows.hour?.fits(tokens: tokens.total, requestCap: caps.requestCap(1), tokenCap: caps.tokenCaps[1]) != false
             && windows.day?.fits(tokens: tokens.total, requestCap: caps.requestCap(2), tokenCap: caps.tokenCaps[2]) != false
             && (!caps.hasSplitCaps
-                || windows.minute?.splitFits(input: input, output: output, inputCap: caps.inputCaps[0], outputCap: caps.outputCaps[0]) != false
-                    && windows.hour?.splitFits(input: input, output: output, inputCap: caps.inputCaps[1], outputCap: caps.outputCaps[1]) != false
-                    && windows.day?.splitFits(input: input, output: output, inputCap: caps.inputCaps[2], outputCap: caps.outputCaps[2]) != false)
+                || windows.minute?.splitFits(input: input, output: output, inputCap: caps.inputCaps[0], outputCap: caps.outputCaps[0])
+                    != false
+                    && windows.hour?.splitFits(input: input, output: output, inputCap: caps.inputCaps[1], outputCap: caps.outputCaps[1])
+                        != false
+                    && windows.day?.splitFits(input: input, output: output, inputCap: caps.inputCaps[2], outputCap: caps.outputCaps[2])
+                        != false)
     }
 
     /// Records an admitted call's input and output. Out of line, as ``splitFits(_:)``: the
@@ -583,8 +592,10 @@ struct GateStateMachine<Payload>: ~Copyable {
     @inline(never)
     private func splitFits(_ tokens: TokenCounts) -> Bool {
         let (input, output) = (tokens.input, tokens.output)
-        return windows.minute?.splitFits(input: input, output: output, inputCap: limits.inputCaps[0], outputCap: limits.outputCaps[0]) != false
-            && windows.hour?.splitFits(input: input, output: output, inputCap: limits.inputCaps[1], outputCap: limits.outputCaps[1]) != false
+        return windows.minute?.splitFits(input: input, output: output, inputCap: limits.inputCaps[0], outputCap: limits.outputCaps[0])
+            != false
+            && windows.hour?.splitFits(input: input, output: output, inputCap: limits.inputCaps[1], outputCap: limits.outputCaps[1])
+                != false
             && windows.day?.splitFits(input: input, output: output, inputCap: limits.inputCaps[2], outputCap: limits.outputCaps[2]) != false
     }
 

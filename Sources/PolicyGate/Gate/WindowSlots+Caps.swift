@@ -43,9 +43,12 @@ extension WindowSlots {
             day?.fits(tokens: tokens.total, requestCap: limits.requestCap(2), tokenCap: limits.tokenCaps[2]) != false
         else { return false }
         guard limits.hasSplitCaps else { return true }
-        return minute?.splitFits(input: tokens.input, output: tokens.output, inputCap: limits.inputCaps[0], outputCap: limits.outputCaps[0]) != false
-            && hour?.splitFits(input: tokens.input, output: tokens.output, inputCap: limits.inputCaps[1], outputCap: limits.outputCaps[1]) != false
-            && day?.splitFits(input: tokens.input, output: tokens.output, inputCap: limits.inputCaps[2], outputCap: limits.outputCaps[2]) != false
+        return minute?.splitFits(input: tokens.input, output: tokens.output, inputCap: limits.inputCaps[0], outputCap: limits.outputCaps[0])
+            != false
+            && hour?.splitFits(input: tokens.input, output: tokens.output, inputCap: limits.inputCaps[1], outputCap: limits.outputCaps[1])
+                != false
+            && day?.splitFits(input: tokens.input, output: tokens.output, inputCap: limits.inputCaps[2], outputCap: limits.outputCaps[2])
+                != false
     }
 
     /// Records an admitted call.

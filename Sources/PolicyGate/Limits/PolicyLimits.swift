@@ -242,7 +242,9 @@ public struct PolicyLimits: Hashable, Sendable, CustomStringConvertible {
             where amount.microUnits < 0 || amount > PolicyMoney.maximum {
                 throw PolicyError(
                     .invalidLimits,
-                    message: "the \(part) price of '\(model)' for provider '\(provider)' must be 0 or more and at most \(PolicyMoney.maximum), got \(amount)")
+                    message:
+                        "the \(part) price of '\(model)' for provider '\(provider)' must be 0 or more and at most \(PolicyMoney.maximum), got \(amount)"
+                )
             }
         }
     }

@@ -34,10 +34,12 @@ public struct PolicyModelGroup: Hashable, Sendable {
     public func validate(provider: String, group: String) throws(PolicyError) {
         let name = "\(provider)' model group '\(group)"
         if match.isEmpty {
-            throw PolicyError(.invalidLimits, message: "model group '\(group)' of provider '\(provider)' matches no model: give match = [\"pattern\", …]")
+            throw PolicyError(
+                .invalidLimits, message: "model group '\(group)' of provider '\(provider)' matches no model: give match = [\"pattern\", …]")
         }
         for pattern in match where ModelPattern(pattern) == nil {
-            throw PolicyError(.invalidLimits, message: "model group '\(group)' of provider '\(provider)': '\(pattern)' is not a model name or pattern")
+            throw PolicyError(
+                .invalidLimits, message: "model group '\(group)' of provider '\(provider)': '\(pattern)' is not a model name or pattern")
         }
         if Set(match).count != match.count {
             throw PolicyError(.invalidLimits, message: "model group '\(group)' of provider '\(provider)' lists a pattern twice")
@@ -45,10 +47,14 @@ public struct PolicyModelGroup: Hashable, Sendable {
         if limits.hasCostCaps || !limits.prices.isEmpty {
             throw PolicyError(
                 .invalidLimits,
-                message: "model group '\(group)' of provider '\(provider)': spend caps and prices belong to the provider's table (and its per tables)")
+                message:
+                    "model group '\(group)' of provider '\(provider)': spend caps and prices belong to the provider's table (and its per tables)"
+            )
         }
         if limits.reservedForInteractive != nil || limits.batchAging != nil {
-            throw PolicyError(.invalidLimits, message: "model group '\(group)' of provider '\(provider)': priority settings belong to the provider's table")
+            throw PolicyError(
+                .invalidLimits,
+                message: "model group '\(group)' of provider '\(provider)': priority settings belong to the provider's table")
         }
         try limits.validate(provider: name)
     }
@@ -60,9 +66,10 @@ extension PolicyConfiguration {
     /// the gate matches: an exact name, else the pattern with the most literal characters.
     public func modelGroup(for model: String, provider: String) -> String? {
         guard let groups = modelGroups[provider], !groups.isEmpty else { return nil }
-        let table = ModelTable(groups.flatMap { name, group in
-            group.match.compactMap(ModelPattern.init).map { (pattern: $0, value: name) }
-        })
+        let table = ModelTable(
+            groups.flatMap { name, group in
+                group.match.compactMap(ModelPattern.init).map { (pattern: $0, value: name) }
+            })
         return table.match(model)?.value
     }
 }

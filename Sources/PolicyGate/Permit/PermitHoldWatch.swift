@@ -132,9 +132,10 @@ final class PermitHoldWatch: Sendable {
             for (id, entry) in state.entries {
                 let held = now - entry.admittedAt
                 if held >= nanos {
-                    reports.append(PolicyLongHoldEvent(
-                        key: entry.key, held: .nanoseconds(held), threshold: .nanoseconds(nanos),
-                        estimatedTokens: entry.estimated, committedTokens: entry.committed))
+                    reports.append(
+                        PolicyLongHoldEvent(
+                            key: entry.key, held: .nanoseconds(held), threshold: .nanoseconds(nanos),
+                            estimatedTokens: entry.estimated, committedTokens: entry.committed))
                     state.entries[id] = nil
                 } else {
                     next = min(next, entry.admittedAt.clampedAdding(nanos))

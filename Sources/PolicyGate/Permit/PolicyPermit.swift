@@ -140,8 +140,9 @@ public struct PolicyPermit: ~Copyable, Sendable {
         try storage.commit(admission, from: previous, to: new)
         counted = new
         if storage.environment.hasTelemetry {
-            reportCommit(PolicyCommitEvent(
-                key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: actual),
+            reportCommit(
+                PolicyCommitEvent(
+                    key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: actual),
                 previous: previous)
         }
     }
@@ -187,9 +188,10 @@ public struct PolicyPermit: ~Copyable, Sendable {
         let new = try storage.commit(admission, from: previous, input: input, output: output, cacheReads: cacheReads, cost: cost)
         counted = new
         if storage.environment.hasTelemetry {
-            reportCommit(PolicyCommitEvent(
-                key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: Int(new.total),
-                inputTokens: input, outputTokens: output, cacheReadTokens: cacheReads),
+            reportCommit(
+                PolicyCommitEvent(
+                    key: storage.key, estimatedTokens: estimatedTokens, previousTokens: Int(previous.total), actualTokens: Int(new.total),
+                    inputTokens: input, outputTokens: output, cacheReadTokens: cacheReads),
                 previous: previous)
         }
     }

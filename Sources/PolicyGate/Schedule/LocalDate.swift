@@ -29,7 +29,8 @@ public struct LocalDate: Hashable, Sendable, Comparable, CustomStringConvertible
     /// - Throws: ``ScheduleError`` with the 1-based ``ScheduleError/column`` of the bad part.
     public init(_ text: String) throws(ScheduleError) {
         let characters = Array(text)
-        let shapeIsValid = characters.count == 10
+        let shapeIsValid =
+            characters.count == 10
             && characters[4] == "-" && characters[7] == "-"
             && [0, 1, 2, 3, 5, 6, 8, 9].allSatisfy { characters[$0].isASCII && characters[$0].isNumber }
         guard shapeIsValid else {
@@ -37,7 +38,8 @@ public struct LocalDate: Hashable, Sendable, Comparable, CustomStringConvertible
             let pattern = Array("dddd-dd-dd")
             var column = min(characters.count, pattern.count) + 1
             for index in 0..<min(characters.count, pattern.count) {
-                let ok = pattern[index] == "-"
+                let ok =
+                    pattern[index] == "-"
                     ? characters[index] == "-"
                     : characters[index].isASCII && characters[index].isNumber
                 if !ok { column = index + 1; break }

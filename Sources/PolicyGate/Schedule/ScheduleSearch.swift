@@ -117,7 +117,8 @@ struct CompiledEntry: Sendable {
                 // (February 29 is one jump, not 28 steps).
                 let later = cron.daysOfMonth & (UInt32.max << UInt32(civil.day + 1))
                 let next = later.trailingZeroBitCount  // 32 when none
-                candidate = next <= daysInMonth(year: civil.year, month: civil.month)
+                candidate =
+                    next <= daysInMonth(year: civil.year, month: civil.month)
                     ? candidate + next - civil.day
                     : civil.firstOfNextMonth(dayNumber: candidate)
             } else {

@@ -15,15 +15,22 @@ extension GateCore {
         guard let costs = costs(for: key) else { return (tokens, .zero) }  // changed meanwhile: nothing to count
         guard let price = costs.prices.price(for: model) else {
             let what = model.map { "model '\($0)' has no price" } ?? "the call names no model"
-            throw reject(key, Int(tokens.total), PolicyError(
-                .unpriced, key: key,
-                message: "\(what) and provider '\(key.provider)' has spend caps: add it to [limits.\(key.provider).prices] (or a \"*\" entry) so that its cost is counted"),
+            throw reject(
+                key, Int(tokens.total),
+                PolicyError(
+                    .unpriced, key: key,
+                    message:
+                        "\(what) and provider '\(key.provider)' has spend caps: add it to [limits.\(key.provider).prices] (or a \"*\" entry) so that its cost is counted"
+                ),
                 priority: priority)
         }
         tokens.cost = split ? price.cost(input: tokens.input, output: tokens.output) : price.cost(total: tokens.total)
         for index in 0..<3 where tokens.cost > costs.caps[index] {
             let rejection = Rejection(cost: PolicyCostCap.at(index), retryAt: nil, exceededCap: costs.caps[index])
-            throw reject(key, Int(tokens.total), AdmissionRules.error(.oversized, rejection, now: 0, "estimated cost \(PolicyMoney(microUnits: tokens.cost))").with(key: key), priority: priority)
+            throw reject(
+                key, Int(tokens.total),
+                AdmissionRules.error(.oversized, rejection, now: 0, "estimated cost \(PolicyMoney(microUnits: tokens.cost))").with(
+                    key: key), priority: priority)
         }
         return (tokens, price)
     }

@@ -252,7 +252,8 @@ final class GateCore: Sendable {
         guard base.hasCostCaps || !kinds.isEmpty else { return nil }
         let zone = base.costTimeZone ?? schedule?.timeZone ?? .gmt
         return CostPolicy(
-            caps: CostCaps(base), kindCaps: kinds, prices: PriceTable(base.prices), calendar: MonthCalendar(timeZone: zone, wallClock: wallClock))
+            caps: CostCaps(base), kindCaps: kinds, prices: PriceTable(base.prices),
+            calendar: MonthCalendar(timeZone: zone, wallClock: wallClock))
     }
 
     /// The spend caps and prices of `key`'s provider, if it has spend caps.
@@ -365,7 +366,6 @@ final class GateCore: Sendable {
         observe(feedback, for: key, at: environment.time.now(), cause: "paused the gate after a 429 (retry after \(wait))")
     }
 
-
     /// Adopts what `key`'s provider said in a response received at `now` (the service's
     /// nanoseconds) for the keys that share its feedback, and lets parked waiters look again if
     /// that may admit more, and reports what was adopted. Feedback for a provider without caps
@@ -456,15 +456,17 @@ final class GateCore: Sendable {
                 // Same caps, only a later `validUntil` (the search horizon, an adaptive step):
                 // nothing to report as a schedule's change, but keys still need the new limits,
                 // since past their `validUntil` their queues admit nobody.
-                let sameEffect = entry.schedule.map { track in
-                    next.schedule.map { $0.resolution.hasSameEffect(as: track.resolution) } ?? false
-                        && next.compiled.closedUntil == entry.compiled.closedUntil
-                } ?? true
+                let sameEffect =
+                    entry.schedule.map { track in
+                        next.schedule.map { $0.resolution.hasSameEffect(as: track.resolution) } ?? false
+                            && next.compiled.closedUntil == entry.compiled.closedUntil
+                    } ?? true
                 changes.append(LimitsChange(provider: name.name, previous: entry, current: next, isReported: !sameEffect))
                 // The factor the old limits were compiled with: the same until just before
                 // they expired (they expire at its next step at the latest).
-                if let adaptive = entry.adaptive, let event = next.adaptiveEvent(
-                    provider: name.name, previousFactor: adaptive.factor(at: entry.compiled.validUntil - 1), now: now)
+                if let adaptive = entry.adaptive,
+                    let event = next.adaptiveEvent(
+                        provider: name.name, previousFactor: adaptive.factor(at: entry.compiled.validUntil - 1), now: now)
                 {
                     adapted.append(event)
                 }
@@ -515,11 +517,12 @@ final class GateCore: Sendable {
         guard let telemetry = environment.telemetry else { return }
         for change in changes where change.isReported {
             let resolution = change.current?.schedule?.resolution
-            telemetry.didChangeLimits(PolicyLimitsChangeEvent(
-                provider: change.provider, previous: change.previous?.effectiveLimits ?? .unlimited,
-                current: change.current?.effectiveLimits ?? .unlimited, cause: cause,
-                scheduleEntry: resolution?.entry, isClosed: resolution?.isClosed ?? false,
-                nextTransition: resolution?.validUntil))
+            telemetry.didChangeLimits(
+                PolicyLimitsChangeEvent(
+                    provider: change.provider, previous: change.previous?.effectiveLimits ?? .unlimited,
+                    current: change.current?.effectiveLimits ?? .unlimited, cause: cause,
+                    scheduleEntry: resolution?.entry, isClosed: resolution?.isClosed ?? false,
+                    nextTransition: resolution?.validUntil))
         }
     }
 
@@ -666,7 +669,8 @@ final class GateCore: Sendable {
                     let outcome: Outcome
                     switch storage.machine.enqueue(
                         id: id, tokens: tokens, deadline: deadline, payload: continuation, now: now, priority: priority,
-                        batchAging: aging) {
+                        batchAging: aging)
+                    {
                     case .admitted(let admission, let effects):
                         storage.settle(effects, into: &aftermath)
                         outcome = .admitted(storage, admission)

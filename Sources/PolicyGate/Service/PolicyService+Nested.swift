@@ -18,7 +18,8 @@ extension PolicyService {
             }
             return PolicyPermit(chain: gate, leaf: leaf, admission: admission, estimated: tokens, price: price)
         case .failure(let refusal):
-            let depth = refusal.level.scope.kind == PolicyModelGroup.scopeKind
+            let depth =
+                refusal.level.scope.kind == PolicyModelGroup.scopeKind
                 ? Pending.groupLevel : refusal.level.scope == .global ? 0 : refusal.level.parents.count + 1
             pending = Pending(
                 limits: limits, tokens: tokens, now: now, rejection: refusal.rejection, nestedLevel: Int8(clamping: depth), price: price)
@@ -83,7 +84,9 @@ extension PolicyService {
                 return Level(
                     key: machine.buckets[Int(b)].key, role: role,
                     usage: machine.usage(of: b, now: now).map {
-                        .init(window: $0.window, requests: $0.requests, tokens: $0.tokens, inputTokens: $0.inputTokens, outputTokens: $0.outputTokens)
+                        .init(
+                            window: $0.window, requests: $0.requests, tokens: $0.tokens, inputTokens: $0.inputTokens,
+                            outputTokens: $0.outputTokens)
                     },
                     inFlight: machine.buckets[Int(b)].inFlight, queued: machine.queued(at: b),
                     blockedBy: machine.blocker(at: b, tokens: TokenCounts(total: 0), now: now)?.kind,
@@ -101,7 +104,11 @@ extension PolicyService {
             let limits: PolicyLimits
             switch level.role {
             case 2:
-                if case .custom(_, let name) = level.key.scope { limits = entry.levels.groups[name]?.limits ?? .unlimited } else { limits = .unlimited }
+                if case .custom(_, let name) = level.key.scope {
+                    limits = entry.levels.groups[name]?.limits ?? .unlimited
+                } else {
+                    limits = .unlimited
+                }
             default: limits = isAccount ? entry.effectiveLimits : entry.levels.kinds[level.key.scope.kind] ?? .unlimited
             }
             let enforced = isAccount ? limits.adapted(by: factor) : limits

@@ -126,7 +126,9 @@ public actor PolicyService {
                     if let other = owners[pattern] {
                         throw PolicyError(
                             .invalidLimits,
-                            message: "provider '\(provider)': '\(pattern)' is in model groups '\(other)' and '\(name)'; a model counts in one group")
+                            message:
+                                "provider '\(provider)': '\(pattern)' is in model groups '\(other)' and '\(name)'; a model counts in one group"
+                        )
                     }
                     owners[pattern] = name
                 }
@@ -395,8 +397,10 @@ public actor PolicyService {
         if let permit = try admitAtOnce(key, estimate: estimate, model: model, priority: priority, pending: &pending) { return permit }
         guard let waiting = pending else { throw Self.unreachable(key) }
         guard let offset = core.environment.time.offset(of: deadline) else {
-            throw core.reject(key, estimate.total, PolicyError(
-                .invalidArgument, key: key, message: "the deadline is an instant of another clock than the service's"),
+            throw core.reject(
+                key, estimate.total,
+                PolicyError(
+                    .invalidArgument, key: key, message: "the deadline is an instant of another clock than the service's"),
                 priority: priority)
         }
         return try await acquireSlowly(
@@ -439,12 +443,15 @@ public actor PolicyService {
         if let permit = try admitAtOnce(key, estimate: estimate, model: model, priority: priority, pending: &pending) { return permit }
         guard let waiting = pending else { throw Self.unreachable(key) }
         if waiting.isShared {
-            throw core.reject(key, estimate.total, PolicyError(
-                .invalidArgument, key: key,
-                message: "tryAcquire cannot ask a shared store without waiting; use acquire(_:estimatedTokens:maxWait: .zero)"),
+            throw core.reject(
+                key, estimate.total,
+                PolicyError(
+                    .invalidArgument, key: key,
+                    message: "tryAcquire cannot ask a shared store without waiting; use acquire(_:estimatedTokens:maxWait: .zero)"),
                 priority: priority)
         }
-        var error = waiting.rejection.exceededCap != nil
+        var error =
+            waiting.rejection.exceededCap != nil
             ? AdmissionRules.oversizedError(waiting.rejection, tokens: waiting.tokens)
             : AdmissionRules.error(.rateLimited, waiting.rejection, now: waiting.now, "not admitted now")
         if waiting.nestedLevel == Pending.groupLevel, let model,
@@ -524,9 +531,11 @@ public actor PolicyService {
         }
         if limits.isRouted {
             // A nested provider's tree, out of line: the flat path below stays as it was.
-            if limits.isNested && !limits.isShared { return admitNested(
+            if limits.isNested && !limits.isShared {
+                return admitNested(
                     key, estimate: estimate, model: model, tokens: tokens, limits: limits, now: now, pending: &pending,
-                    priority: priority, price: price) }
+                    priority: priority, price: price)
+            }
             // The store is asked on the asynchronous path, in the key's turn (a nested
             // provider's whole chain at once).
             pending = Pending(limits: limits, tokens: tokens, now: now, rejection: Rejection(kind: nil, retryAt: nil), isShared: true)
@@ -591,8 +600,10 @@ public actor PolicyService {
     ) async throws -> PolicyPermit {
         guard let shared = core.shared else {
             // Unreachable: a shared provider is refused (invalidArgument) by a service without a store.
-            throw core.reject(key, estimate.total, PolicyError(
-                .storeUnavailable, key: key, message: "the provider is shared but the gate has no store"), priority: priority)
+            throw core.reject(
+                key, estimate.total,
+                PolicyError(
+                    .storeUnavailable, key: key, message: "the provider is shared but the gate has no store"), priority: priority)
         }
         let environment = core.environment
         let outcome: SharedGate.Outcome
@@ -652,14 +663,16 @@ public actor PolicyService {
             guard AdmissionRules.isRecordable(estimatedTokens) else {
                 throw AdmissionRules.unrecordable(estimatedTokens, "estimated tokens", key: nil)
             }
-            return PolicyPermit(storage: nil, admission: Admission(time: 0, sequence: 0), estimated: TokenCounts(total: Int64(estimatedTokens)))
+            return PolicyPermit(
+                storage: nil, admission: Admission(time: 0, sequence: 0), estimated: TokenCounts(total: Int64(estimatedTokens)))
         case .split(let input, let output):
             guard AdmissionRules.isRecordable(input) else { throw AdmissionRules.unrecordable(input, "estimated input tokens", key: nil) }
             guard AdmissionRules.isRecordable(output) else {
                 throw AdmissionRules.unrecordable(output, "estimated output tokens", key: nil)
             }
             return PolicyPermit(
-                storage: nil, admission: Admission(time: 0, sequence: 0), estimated: TokenCounts(input: Int64(input), output: Int64(output)))
+                storage: nil, admission: Admission(time: 0, sequence: 0), estimated: TokenCounts(input: Int64(input), output: Int64(output))
+            )
         }
     }
 
@@ -732,9 +745,11 @@ public actor PolicyService {
         try Self.validate(
             modelGroups: [provider: entry?.levels.groups ?? [:]], storage: [:], limits: [provider: limits], feedbackScopes: [:])
         swap(
-            [provider: ProviderChange(
-                limits: limits, schedule: entry?.schedule?.schedule, storage: entry?.storage ?? .memory,
-                adaptive: entry?.adaptive != nil, scopes: entry?.levels ?? ProviderLevels())],
+            [
+                provider: ProviderChange(
+                    limits: limits, schedule: entry?.schedule?.schedule, storage: entry?.storage ?? .memory,
+                    adaptive: entry?.adaptive != nil, scopes: entry?.levels ?? ProviderLevels())
+            ],
             replacingAll: false)
     }
 
@@ -764,11 +779,13 @@ public actor PolicyService {
                 let previous = table[name]
                 let change = changes[provider] ?? ProviderChange()
                 let (limits, schedule, storage, adaptive) = (change.limits, change.schedule, change.storage, change.adaptive)
-                guard limits != (previous?.limits ?? .unlimited) || schedule != previous?.schedule?.schedule
-                    || storage != (previous?.storage ?? .memory) || adaptive != (previous?.adaptive != nil)
-                    || change.scopes != (previous?.levels ?? ProviderLevels())
+                guard
+                    limits != (previous?.limits ?? .unlimited) || schedule != previous?.schedule?.schedule
+                        || storage != (previous?.storage ?? .memory) || adaptive != (previous?.adaptive != nil)
+                        || change.scopes != (previous?.levels ?? ProviderLevels())
                 else { continue }
-                let current = limits.isUnlimited && schedule == nil && change.scopes.isEmpty
+                let current =
+                    limits.isUnlimited && schedule == nil && change.scopes.isEmpty
                     ? nil
                     : GateCore.entry(
                         limits, schedule, storage: storage, generation: core.nextGeneration(), now: now,

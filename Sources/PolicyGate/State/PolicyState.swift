@@ -137,7 +137,8 @@ public struct PolicyState: Sendable, CustomStringConvertible {
         var parts = ["\(key)", "inFlight=\(inFlight)", "queued=\(queued)"]
         if queuedBatch > 0 { parts.append("queuedBatch=\(queuedBatch)") }
         for w in windows {
-            var line = "\(w.window): requests \(w.requests.used)/\(w.requests.cap.map(String.init) ?? "-") tokens \(w.tokens.used)/\(w.tokens.cap.map(String.init) ?? "-")"
+            var line =
+                "\(w.window): requests \(w.requests.used)/\(w.requests.cap.map(String.init) ?? "-") tokens \(w.tokens.used)/\(w.tokens.cap.map(String.init) ?? "-")"
             if let input = w.inputTokens { line += " input \(input.used)/\(input.cap.map(String.init) ?? "-")" }
             if let output = w.outputTokens { line += " output \(output.used)/\(output.cap.map(String.init) ?? "-")" }
             parts.append(line)

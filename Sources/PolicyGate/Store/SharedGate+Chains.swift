@@ -34,20 +34,23 @@ extension SharedGate {
     ) async throws -> ChainAttempt {
         @Sendable func cap(_ value: Int64) -> Int? { value == .max ? nil : Int(value) }
         let store = store
-        let found = try await attempt(key, limits: limits, now: now, deadline: deadline, { maximumWait in
-            let levels = chain.map { level in
-                PolicyStoreRequest(
-                    key: level.key, keyName: level.key.chainStoreName, tokens: Int(tokens),
-                    requestCaps: [cap(level.limits.requestCap(0)), cap(level.limits.requestCap(1)), cap(level.limits.requestCap(2))],
-                    tokenCaps: [cap(level.limits.tokenCaps[0]), cap(level.limits.tokenCaps[1]), cap(level.limits.tokenCaps[2])],
-                    maxConcurrent: level.limits.maxConcurrent == .max ? nil : level.limits.maxConcurrent,
-                    maximumWait: maximumWait)
-            }
-            return try await store.admitChain(PolicyStoreChainRequest(levels: levels))
-        }, lease: { decision in
-            if case .admitted(let lease) = decision { return lease }
-            return nil
-        })
+        let found = try await attempt(
+            key, limits: limits, now: now, deadline: deadline,
+            { maximumWait in
+                let levels = chain.map { level in
+                    PolicyStoreRequest(
+                        key: level.key, keyName: level.key.chainStoreName, tokens: Int(tokens),
+                        requestCaps: [cap(level.limits.requestCap(0)), cap(level.limits.requestCap(1)), cap(level.limits.requestCap(2))],
+                        tokenCaps: [cap(level.limits.tokenCaps[0]), cap(level.limits.tokenCaps[1]), cap(level.limits.tokenCaps[2])],
+                        maxConcurrent: level.limits.maxConcurrent == .max ? nil : level.limits.maxConcurrent,
+                        maximumWait: maximumWait)
+                }
+                return try await store.admitChain(PolicyStoreChainRequest(levels: levels))
+            },
+            lease: { decision in
+                if case .admitted(let lease) = decision { return lease }
+                return nil
+            })
         guard let decision = found else { return .uncounted }
         switch decision {
         case .admitted(let lease):

@@ -56,7 +56,9 @@ final class SharedGate: Sendable {
     /// - Parameter batchAging: For a batch call, how long interactive callers of this process
     ///   may pass it in the key's turn; `nil` for an interactive call.
     func acquire(_ key: PolicyKey, tokens: Int64, deadline: Int64, core: GateCore, batchAging: Int64? = nil) async throws -> Outcome {
-        let id = ids.withLock { $0 &+= 1; return $0 }
+        let id = ids.withLock {
+            $0 &+= 1; return $0
+        }
         let name = key.storeName
         let start = environment.time.now()
         let promoteAt = batchAging.map { start.clampedAdding(max(1, $0)) } ?? .min
@@ -157,19 +159,22 @@ final class SharedGate: Sendable {
     /// meets the provider's policy.
     private func admit(_ key: PolicyKey, tokens: Int64, limits: CompiledLimits, now: Int64, deadline: Int64) async throws -> Attempt {
         let store = store
-        let decision = try await attempt(key, limits: limits, now: now, deadline: deadline, { maximumWait in
-            func cap(_ value: Int64) -> Int? { value == .max ? nil : Int(value) }
-            let request = PolicyStoreRequest(
-                key: key, tokens: Int(tokens),
-                requestCaps: [cap(limits.requestCap(0)), cap(limits.requestCap(1)), cap(limits.requestCap(2))],
-                tokenCaps: [cap(limits.tokenCaps[0]), cap(limits.tokenCaps[1]), cap(limits.tokenCaps[2])],
-                maxConcurrent: limits.maxConcurrent == .max ? nil : limits.maxConcurrent,
-                maximumWait: maximumWait)
-            return try await store.admit(request)
-        }, lease: { decision in
-            if case .admitted(let lease) = decision { return lease }
-            return nil
-        })
+        let decision = try await attempt(
+            key, limits: limits, now: now, deadline: deadline,
+            { maximumWait in
+                func cap(_ value: Int64) -> Int? { value == .max ? nil : Int(value) }
+                let request = PolicyStoreRequest(
+                    key: key, tokens: Int(tokens),
+                    requestCaps: [cap(limits.requestCap(0)), cap(limits.requestCap(1)), cap(limits.requestCap(2))],
+                    tokenCaps: [cap(limits.tokenCaps[0]), cap(limits.tokenCaps[1]), cap(limits.tokenCaps[2])],
+                    maxConcurrent: limits.maxConcurrent == .max ? nil : limits.maxConcurrent,
+                    maximumWait: maximumWait)
+                return try await store.admit(request)
+            },
+            lease: { decision in
+                if case .admitted(let lease) = decision { return lease }
+                return nil
+            })
         return decision.map { .decided($0) } ?? .uncounted
     }
 
@@ -188,9 +193,12 @@ final class SharedGate: Sendable {
         do {
             // The call is not cancelled when its caller leaves (the statement may commit all the
             // same): it runs to its end, and an admission that comes too late is given back.
-            return try await withTimeout(until: callDeadline, time: environment.time, late: { [self] decision in
-                if let lease = lease(decision) { giveBack(lease, key: key) }
-            }) { try await call(maximumWait) }
+            return try await withTimeout(
+                until: callDeadline, time: environment.time,
+                late: { [self] decision in
+                    if let lease = lease(decision) { giveBack(lease, key: key) }
+                }
+            ) { try await call(maximumWait) }
         } catch is CancellationError where Task.isCancelled {
             throw CancellationError()
         } catch let error as PolicyStoreRequestError {
@@ -202,7 +210,8 @@ final class SharedGate: Sendable {
                 // may have given up waiting at that time too: it was told to).
                 throw PolicyError(.timedOut, key: key, message: "not admitted within its maximum wait: the store did not answer in time")
             }
-            let description = error is TimeoutError
+            let description =
+                error is TimeoutError
                 ? "the store did not answer within \(store.callTimeout)" : String(describing: error)
             if limits.failsOpen {
                 report(key, .admit, .admittedUncounted, description)
@@ -241,7 +250,8 @@ final class SharedGate: Sendable {
             // look again shortly rather than at once.
             return Rejection(kind: .requests(.minute), retryAt: localNow + 10_000_000)
         }
-        return Rejection(kind: found.kind, retryAt: localNow.clampedAdding(max(0, at - usage.now).multipliedReportingOverflow(by: 1_000).partialValue))
+        return Rejection(
+            kind: found.kind, retryAt: localNow.clampedAdding(max(0, at - usage.now).multipliedReportingOverflow(by: 1_000).partialValue))
     }
 
     // MARK: Turns and news
@@ -258,7 +268,9 @@ final class SharedGate: Sendable {
 
     private func waitForNews(_ name: String, since seen: UInt64, until wake: Int64) async throws {
         if wake <= environment.time.now() { return }
-        let id = ids.withLock { $0 &+= 1; return $0 }
+        let id = ids.withLock {
+            $0 &+= 1; return $0
+        }
         _ = try await park(
             until: wake, { table, continuation in table[name]?.listen(id, since: seen, continuation) ?? false },
             unregister: { table in table[name]?.unlisten(id) })
@@ -288,7 +300,11 @@ final class SharedGate: Sendable {
                 }
                 return true
             }
-            if wake != .max { group.addTask { try await time.sleep(until: wake); return false } }
+            if wake != .max {
+                group.addTask {
+                    try await time.sleep(until: wake); return false
+                }
+            }
             let first = try await group.next() ?? false
             group.cancelAll()
             return first
@@ -377,11 +393,14 @@ final class SharedGate: Sendable {
         while true {
             let now = time.now()
             do {
-                try await withTimeout(until: now.clampedAdding(store.callTimeout.nanosecondsSaturating), time: time) { try await body(store) }
+                try await withTimeout(until: now.clampedAdding(store.callTimeout.nanosecondsSaturating), time: time) {
+                    try await body(store)
+                }
                 announceWrite(of: key)  // a slot or tokens may be free again
                 return
             } catch {
-                let description = error is TimeoutError
+                let description =
+                    error is TimeoutError
                     ? "the store did not answer within \(store.callTimeout)" : String(describing: error)
                 guard time.now() < giveUpAt else {
                     report(key, operation, .gaveUp, description)
@@ -498,8 +517,9 @@ final class SharedLease: Sendable {
         }
         let environment = gate.environment
         if environment.hasTelemetry {
-            environment.telemetry?.didCommit(PolicyCommitEvent(
-                key: key, estimatedTokens: estimated, previousTokens: previous, actualTokens: tokens))
+            environment.telemetry?.didCommit(
+                PolicyCommitEvent(
+                    key: key, estimatedTokens: estimated, previousTokens: previous, actualTokens: tokens))
             environment.holdWatch.committed(.init(self), tokens: tokens)
         }
     }
@@ -515,9 +535,10 @@ final class SharedLease: Sendable {
         let tokens = Int(counts.total)
         enqueue(.commit) { try await $0.commit(lease, tokens: tokens) }
         if environment.hasTelemetry {
-            environment.telemetry?.didCommit(PolicyCommitEvent(
-                key: key, estimatedTokens: estimated, previousTokens: previous, actualTokens: tokens, inputTokens: input,
-                outputTokens: output, cacheReadTokens: cacheReads))
+            environment.telemetry?.didCommit(
+                PolicyCommitEvent(
+                    key: key, estimatedTokens: estimated, previousTokens: previous, actualTokens: tokens, inputTokens: input,
+                    outputTokens: output, cacheReadTokens: cacheReads))
             environment.holdWatch.committed(.init(self), tokens: tokens)
         }
         return counts
@@ -674,10 +695,13 @@ func withTimeout<T: Sendable>(
             let work = Task {
                 do { finish(.success(try await body()), fromBody: true) } catch { finish(.failure(error), fromBody: true) }
             }
-            let timer: Task<Void, Never>? = deadline == .max ? nil : Task {
-                try? await time.sleep(until: deadline)
-                if !Task.isCancelled { finish(.failure(TimeoutError()), fromBody: false) }
-            }
+            let timer: Task<Void, Never>? =
+                deadline == .max
+                ? nil
+                : Task {
+                    try? await time.sleep(until: deadline)
+                    if !Task.isCancelled { finish(.failure(TimeoutError()), fromBody: false) }
+                }
             state.withLock { state in
                 state.work = work
                 state.timer = timer

@@ -409,7 +409,8 @@ struct SimulationEngine: ~Copyable {
         waits = Array(repeating: [], count: providers.count)
         phase = Array(repeating: .pending, count: calls.count)
         slot = Array(repeating: -1, count: calls.count)
-        sampleInterval = options.sampleInterval.map { max(1_000_000, $0.nanosecondsSaturating) }
+        sampleInterval =
+            options.sampleInterval.map { max(1_000_000, $0.nanosecondsSaturating) }
             ?? Self.automaticSampleInterval(lastArrival: calls.last?.at ?? 0)
         for p in providers.indices where providers[p].hasSchedule {
             tallies[p].nextTransition = transition(after: 0, provider: p)
@@ -481,10 +482,13 @@ struct SimulationEngine: ~Copyable {
             at: times.at, duration: times.duration, estimate: estimate.total, actual: actual.total, waitUntil: waitUntil,
             cancelAt: cancelAt, key: key, parts: -1)
         guard call.estimatedParts != nil || call.actualParts != nil else { return (compact, nil) }
-        return (compact, CallParts(
-            splitEstimate: call.estimatedParts != nil, splitActual: call.actualParts != nil, estimateInput: estimate.input,
-            estimateOutput: estimate.output, actualInput: actual.input, actualOutput: actual.output,
-            actualCacheReads: actual.cacheReads))
+        return (
+            compact,
+            CallParts(
+                splitEstimate: call.estimatedParts != nil, splitActual: call.actualParts != nil, estimateInput: estimate.input,
+                estimateOutput: estimate.output, actualInput: actual.input, actualOutput: actual.output,
+                actualCacheReads: actual.cacheReads)
+        )
     }
 
     /// A round interval giving about 500 samples over the arrivals (at least 1 s).
@@ -641,7 +645,8 @@ struct SimulationEngine: ~Copyable {
         let head = head(k)
         // Needing no more than the head, it fits no later than the head: in time, then.
         if needsNoMore(c, than: head) && keys[k].headFitsAt <= calls[c].waitUntil { return .unknown }
-        let surelyRefused = blockedBy < 3
+        let surelyRefused =
+            blockedBy < 3
             || (blockedBy != SimulationLimit.concurrency && needsNoMore(head, than: c))
         guard surelyRefused else { return .unknown }
         do {
@@ -1060,12 +1065,13 @@ struct SimulationEngine: ~Copyable {
             keys[k].inFlight > 0 || keys[k].waiting > 0 || keys[k].lastAdmission >= time - providers[p].horizon
         }
         func bound(_ k: Int, _ label: Int) -> Int {
-            let added = switch label {
-            case 0..<3: keys[k].addedRequests
-            case 3..<6: keys[k].addedTokens
-            case 6..<9: keys[k].addedInputTokens
-            default: keys[k].addedOutputTokens
-            }
+            let added =
+                switch label {
+                case 0..<3: keys[k].addedRequests
+                case 3..<6: keys[k].addedTokens
+                case 6..<9: keys[k].addedInputTokens
+                default: keys[k].addedOutputTokens
+                }
             return keys[k].lastRead[label] + added
         }
         func read(_ k: Int) {
@@ -1179,32 +1185,33 @@ struct SimulationEngine: ~Copyable {
                     firstHitAt: tally.firstHit[label] == .max ? nil : seconds(tally.firstHit[label]),
                     hits: tally.delayed[label] + tally.rejected[label] + tally.oversized[label])
             }
-            reports.append(ProviderReport(
-                provider: track.name, isGated: track.isGated, keys: track.keys.count, calls: tally.calls,
-                admitted: tally.admitted, admittedAtOnce: tally.admittedAtOnce, delayed: named(tally.delayed),
-                rejected: named(tally.rejected), oversized: named(tally.oversized), invalid: tally.invalid,
-                timedOut: named(tally.timedOut), cancelled: tally.cancelled, cutShort: tally.cutShort,
-                unfinished: tally.unfinished,
-                wait: WaitStatistics(zeroCount: tally.admittedAtOnce, sortedNonZero: sortedWaits),
-                waitByPriority: hasBatch[p]
-                    ? [
-                        PolicyPriority.interactive.description: WaitStatistics(
-                            zeroCount: tally.classAtOnce[0], sortedNonZero: classWaits[p][0].sorted()),
-                        PolicyPriority.batch.description: WaitStatistics(
-                            zeroCount: tally.classAtOnce[1], sortedNonZero: classWaits[p][1].sorted()),
-                    ] : nil,
-                peakInFlight: tally.peakInFlight, peakInFlightAt: seconds(tally.peakInFlightAt),
-                peakQueued: tally.peakQueued, peakQueuedAt: seconds(tally.peakQueuedAt),
-                estimatedTokens: tally.estimatedTokens, committedTokens: tally.committedTokens,
-                estimatedInputTokens: tally.hadParts ? tally.estimatedInputTokens : nil,
-                estimatedOutputTokens: tally.hadParts ? tally.estimatedOutputTokens : nil,
-                committedInputTokens: tally.hadParts ? tally.committedInputTokens : nil,
-                committedOutputTokens: tally.hadParts ? tally.committedOutputTokens : nil,
-                limits: limits, timeline: track.timeline,
-                providerModel: models[p].map {
-                    ProviderModelReport(
-                        capacity: $0.capacity, adaptive: adaptive[p], throttled: tally.throttled, goodput: tally.completed)
-                }))
+            reports.append(
+                ProviderReport(
+                    provider: track.name, isGated: track.isGated, keys: track.keys.count, calls: tally.calls,
+                    admitted: tally.admitted, admittedAtOnce: tally.admittedAtOnce, delayed: named(tally.delayed),
+                    rejected: named(tally.rejected), oversized: named(tally.oversized), invalid: tally.invalid,
+                    timedOut: named(tally.timedOut), cancelled: tally.cancelled, cutShort: tally.cutShort,
+                    unfinished: tally.unfinished,
+                    wait: WaitStatistics(zeroCount: tally.admittedAtOnce, sortedNonZero: sortedWaits),
+                    waitByPriority: hasBatch[p]
+                        ? [
+                            PolicyPriority.interactive.description: WaitStatistics(
+                                zeroCount: tally.classAtOnce[0], sortedNonZero: classWaits[p][0].sorted()),
+                            PolicyPriority.batch.description: WaitStatistics(
+                                zeroCount: tally.classAtOnce[1], sortedNonZero: classWaits[p][1].sorted()),
+                        ] : nil,
+                    peakInFlight: tally.peakInFlight, peakInFlightAt: seconds(tally.peakInFlightAt),
+                    peakQueued: tally.peakQueued, peakQueuedAt: seconds(tally.peakQueuedAt),
+                    estimatedTokens: tally.estimatedTokens, committedTokens: tally.committedTokens,
+                    estimatedInputTokens: tally.hadParts ? tally.estimatedInputTokens : nil,
+                    estimatedOutputTokens: tally.hadParts ? tally.estimatedOutputTokens : nil,
+                    committedInputTokens: tally.hadParts ? tally.committedInputTokens : nil,
+                    committedOutputTokens: tally.hadParts ? tally.committedOutputTokens : nil,
+                    limits: limits, timeline: track.timeline,
+                    providerModel: models[p].map {
+                        ProviderModelReport(
+                            capacity: $0.capacity, adaptive: adaptive[p], throttled: tally.throttled, goodput: tally.completed)
+                    }))
         }
         reports.sort { $0.provider < $1.provider }
         let wall = started.duration(to: .now)

@@ -112,10 +112,11 @@ package enum SyntheticWorkload {
                 let waitDraw = random.uniform()
                 let maxWait: Int64? = waitDraw < 0.3 ? 10 : waitDraw < 0.6 ? 60 : waitDraw < 0.7 ? 300 : nil
                 let cancelAfter = random.uniform() < 0.02 ? Int64((1 + 29 * random.uniform()) * 1e9) : nil
-                calls.append(SimulatedCall(
-                    atNanoseconds: Int64(time * 1e9), key: key, estimatedTokens: estimate, actualTokens: actual,
-                    durationNanoseconds: Int64(seconds * 1e9), maxWaitNanoseconds: maxWait.map { $0 * 1_000_000_000 },
-                    cancelAfterNanoseconds: cancelAfter))
+                calls.append(
+                    SimulatedCall(
+                        atNanoseconds: Int64(time * 1e9), key: key, estimatedTokens: estimate, actualTokens: actual,
+                        durationNanoseconds: Int64(seconds * 1e9), maxWaitNanoseconds: maxWait.map { $0 * 1_000_000_000 },
+                        cancelAfterNanoseconds: cancelAfter))
             }
         }
         calls.sort { $0.nanoseconds.at < $1.nanoseconds.at }

@@ -104,7 +104,8 @@ package enum TraceReader {
                 guard seconds >= 0 else {
                     throw SimulationError(
                         line: entry.line, field: "at",
-                        "\(Values.iso8601(date)) is \(describe(seconds: -seconds)) before the simulation's start (\(Values.iso8601(origin)))")
+                        "\(Values.iso8601(date)) is \(describe(seconds: -seconds)) before the simulation's start (\(Values.iso8601(origin)))"
+                    )
                 }
                 guard seconds <= maximumSeconds else {
                     throw SimulationError(line: entry.line, field: "at", "more than \(Int(maximumSeconds)) s after the simulation's start")
@@ -116,7 +117,8 @@ package enum TraceReader {
         return SimulatedTrace(calls: calls, startDate: origin)
     }
 
-    private static func call(from fields: [(key: String, value: JSONLineValue, column: Int)], line: Int) throws(SimulationError) -> Pending {
+    private static func call(from fields: [(key: String, value: JSONLineValue, column: Int)], line: Int) throws(SimulationError) -> Pending
+    {
         var values: [String: JSONLineValue] = [:]
         for (key, value, column) in fields {
             guard values.updateValue(value, forKey: key) == nil else {
@@ -127,8 +129,10 @@ package enum TraceReader {
             }
         }
         // A total may be left out when both of its parts are given.
-        let partsOf = ["estimated_tokens": ("estimated_input_tokens", "estimated_output_tokens"),
-                       "actual_tokens": ("actual_input_tokens", "actual_output_tokens")]
+        let partsOf = [
+            "estimated_tokens": ("estimated_input_tokens", "estimated_output_tokens"),
+            "actual_tokens": ("actual_input_tokens", "actual_output_tokens"),
+        ]
         for field in requiredFields where values[field] == nil {
             if let parts = partsOf[field], values[parts.0] != nil || values[parts.1] != nil { continue }
             throw SimulationError(line: line, field: field, "missing (each line needs \(requiredFields.joined(separator: ", ")))")
@@ -216,7 +220,8 @@ package enum TraceReader {
             let given = try tokens(total)
             guard given == split.total else {
                 let terms = cacheReads == nil ? "\(input) + \(output)" : "\(input) + \(output) + \(cacheReads!)"
-                throw SimulationError(line: line, field: total, "\(given) is not \(terms) (\(split.total)); leave it out or make it the sum")
+                throw SimulationError(
+                    line: line, field: total, "\(given) is not \(terms) (\(split.total)); leave it out or make it the sum")
             }
             return (given, split)
         }
@@ -429,7 +434,9 @@ struct JSONLineParser {
             }
             _ = try parseValue()
             skipSpace()
-            guard index < bytes.count else { throw error("expected ',' or '\(Character(Unicode.Scalar(close)))', found the end of the line") }
+            guard index < bytes.count else {
+                throw error("expected ',' or '\(Character(Unicode.Scalar(close)))', found the end of the line")
+            }
             if bytes[index] == UInt8(ascii: ",") {
                 index += 1
             } else if bytes[index] == close {

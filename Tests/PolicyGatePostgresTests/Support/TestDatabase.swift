@@ -72,11 +72,12 @@ enum TestDatabase {
         var tls = PostgresConnection.Configuration.TLS.disable
         if let mode = items.first(where: { $0.name == "sslmode" })?.value, mode != "disable" {
             var configuration = TLSConfiguration.makeClientConfiguration()
-            configuration.certificateVerification = switch mode {
-            case "verify-full": .fullVerification
-            case "verify-ca": .noHostnameVerification
-            default: .none
-            }
+            configuration.certificateVerification =
+                switch mode {
+                case "verify-full": .fullVerification
+                case "verify-ca": .noHostnameVerification
+                default: .none
+                }
             if let root = items.first(where: { $0.name == "sslrootcert" })?.value { configuration.trustRoots = .file(root) }
             tls = .require(try NIOSSLContext(configuration: configuration))
         }

@@ -1,3 +1,6 @@
+// swift-format-ignore-file
+// (This file holds the articles' code as the articles show it: DocumentationSnippetTests compares
+// them line for line, so the formatter must not reflow it.)
 import Foundation
 import PolicyGate
 import PolicyGateTestKit
