@@ -33,7 +33,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
         let parent: Int32
         /// What the bucket stands for (a level, a model group or a route to one).
         var role: Role = .level
-        /// For a route, its group bucket (as in `role`, read on every walk); -1 otherwise.
+        /// For a route, its group bucket (read on every walk); -1 otherwise.
         var side: Int32 = -1
         var limits: CompiledLimits
         var windows: WindowSlots
@@ -63,8 +63,9 @@ struct ChainStateMachine<Payload>: ~Copyable {
         case level
         /// Model group `group` of `owner` (the account, or a key's bucket when flat).
         case group(owner: Int32, group: Int32)
-        /// Calls of `leaf`'s key for models of a group: `side` is that group's bucket.
-        case route(leaf: Int32, group: Int32, side: Int32)
+        /// Calls of its parent's key for models of group `group`; the bucket's `side` is that
+        /// group's bucket.
+        case route(group: Int32)
     }
 
     /// A pair of bucket and group numbers, as the model groups' indexes key them.
@@ -283,7 +284,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
         var route = Bucket(
             key: buckets[Int(leaf)].key, parent: leaf, limits: unlimited,
             windows: WindowSlots(limits: unlimited, now: now, firstSequence: sequence + 1))
-        route.role = .route(leaf: leaf, group: group, side: side)
+        route.role = .route(group: group)
         route.side = side
         let slot = place(route)
         buckets[Int(side)].children += 1
@@ -363,9 +364,9 @@ struct ChainStateMachine<Payload>: ~Copyable {
         case .group(let owner, let group):
             if group >= 0 { groupIndex[GroupSlot(bucket: owner, group: group)] = nil }
             if owner != 0 { buckets[Int(owner)].children -= 1 }
-        case .route(let leaf, let group, let side):
-            if group >= 0 { routeIndex[GroupSlot(bucket: leaf, group: group)] = nil }
-            buckets[Int(side)].children -= 1
+        case .route(let group):
+            if group >= 0 { routeIndex[GroupSlot(bucket: buckets[i].parent, group: group)] = nil }
+            buckets[Int(buckets[i].side)].children -= 1
         }
         buckets[Int(buckets[i].parent)].children -= 1
         buckets[i].isLive = false
@@ -735,10 +736,10 @@ struct ChainStateMachine<Payload>: ~Copyable {
                 let number = renumbered(group)
                 buckets[i].role = .group(owner: owner, group: number)
                 if number >= 0 { groupIndex[GroupSlot(bucket: owner, group: number)] = Int32(i) }
-            case .route(let leaf, let group, let side):
+            case .route(let group):
                 let number = renumbered(group)
-                buckets[i].role = .route(leaf: leaf, group: number, side: side)
-                if number >= 0 { routeIndex[GroupSlot(bucket: leaf, group: number)] = Int32(i) }
+                buckets[i].role = .route(group: number)
+                if number >= 0 { routeIndex[GroupSlot(bucket: buckets[i].parent, group: number)] = Int32(i) }
             }
         }
     }
