@@ -102,7 +102,7 @@ extension PolicyService {
     /// provider (storage listed per provider; ``PolicyConfiguration/postgres`` is not kept),
     /// and the ``permitHoldWarning``.
     public nonisolated var configuration: PolicyConfiguration {
-        core.providers.withLock { table in
+        core.providers.readLocked { table in
             var configuration = PolicyConfiguration()
             for (name, entry) in table.entries {
                 if !entry.limits.isUnlimited || entry.schedule == nil { configuration.limits[name.name] = entry.limits }

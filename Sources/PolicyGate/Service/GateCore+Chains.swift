@@ -7,7 +7,7 @@ extension GateCore {
         let name = ProviderName(of: key)
         return chains.withLock { gates in
             if let gate = gates[name] { return gate }
-            let entry = providers.withLock { $0[name] }
+            let entry = providers.readLocked { $0[name] }
             let account = entry?.compiled ?? CompiledLimits(.unlimited, generation: 0)
             let gate = ChainGate(
                 provider: key.provider, account: account, kinds: entry?.compiledScopes ?? [:],
@@ -46,7 +46,7 @@ extension GateCore {
     ) async throws -> ChainGrant {
         let id = nextWaiterID()
         let provider = ProviderName(of: key)
-        let aging = priority == .batch ? providers.withLock { $0.batchAging(provider) } : 0
+        let aging = priority == .batch ? providers.read { $0.batchAging(provider) } : 0
         let environment = environment
         return try await withTaskCancellationHandler {
             try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<ChainGrant, any Error>) in

@@ -149,7 +149,7 @@ final class GateCore: Sendable {
     let environment: GateEnvironment
     let shards: [Shard]
     /// Providers with at least one cap or a schedule. Absent providers are not gated.
-    let providers: Locked<ProviderTable>
+    let providers: Snapshotted<ProviderTable>
     private let waiterIDs = Atomic<UInt64>(0)
     /// The trees of providers with nested limits (``ChainGate``), made on first use.
     let chains = Locked<[ProviderName: ChainGate]>([:])
@@ -195,7 +195,7 @@ final class GateCore: Sendable {
                 base, schedules[name], storage: storage[name] ?? .memory, generation: 1, now: now, wallClock: wallClock,
                 adaptive: adaptive.contains(name) ? AdaptiveState() : nil, scopes: scopes)
         }
-        providers = Locked(table)
+        providers = Snapshotted(table)
         environment.attach(self)
         armScheduleTimer()
     }
@@ -259,7 +259,7 @@ final class GateCore: Sendable {
     /// The spend caps and prices of `key`'s provider, if it has spend caps.
     func costs(for key: PolicyKey) -> CostPolicy? {
         let name = ProviderName(of: key)
-        return providers.withLock { $0.costs(name) }
+        return providers.read { $0.costs(name) }
     }
 
     @inline(__always)
@@ -269,10 +269,11 @@ final class GateCore: Sendable {
 
     /// The limits of `key`'s provider as the table holds them, or `nil` if it is not gated.
     /// Their `validUntil` may have passed: see ``limits(for:at:)``.
+    /// Read without a lock (see ``Snapshotted``): every call reads it.
     @inline(__always)
     func compiledLimits(for key: PolicyKey) -> CompiledLimits? {
         let name = ProviderName(of: key)
-        return providers.withLock { $0.compiled(name) }
+        return providers.read { $0.compiled(name) }
     }
 
     /// The limits a key created now starts on: `given` (what its caller read from the table),
@@ -283,7 +284,9 @@ final class GateCore: Sendable {
     /// shard lock (the table's lock is taken inside it, never the other way round).
     func limitsForNewKey(_ key: PolicyKey, given: CompiledLimits) -> CompiledLimits {
         guard generations.load(ordering: .relaxed) > given.generation else { return given }
-        return compiledLimits(for: key) ?? CompiledLimits(.unlimited, generation: nextGeneration())
+        // Under the writers' lock: a change whose generation was seen above may not be published yet.
+        let name = ProviderName(of: key)
+        return providers.readLocked { $0.compiled(name) } ?? CompiledLimits(.unlimited, generation: nextGeneration())
     }
 
     /// `limits` if still valid at `now`; otherwise the provider's limits once the schedule
@@ -411,7 +414,7 @@ final class GateCore: Sendable {
         // A due schedule transition first, so that the one below is not mistaken for it. (Only
         // the instant is read: a closure identical to `compiledLimits(for:)`'s would be merged
         // with it, and the hot path would call it through a thunk, ≈ 6 instructions a call.)
-        if let until = providers.withLock({ $0.compiled(provider)?.validUntil }), until <= now { advanceSchedules(now: now) }
+        if let until = providers.read({ $0.compiled(provider)?.validUntil }), until <= now { advanceSchedules(now: now) }
         var change: LimitsChange?
         var event: PolicyAdaptiveEvent?
         providers.withLock { table in
@@ -532,7 +535,7 @@ final class GateCore: Sendable {
     /// the old task is swapped for the new one under one lock, so two callers at once cannot
     /// leave a timer running that nobody cancels.
     func armScheduleTimer() {
-        let hasTransitions = !environment.lifecycle.isStopping && providers.withLock { $0.hasTransitions }
+        let hasTransitions = !environment.lifecycle.isStopping && providers.readLocked { $0.hasTransitions }
         let previous = scheduleTimer.withLock { timer -> Task<Void, Never>? in
             let previous = timer
             timer = hasTransitions ? makeTransitionTimer() : nil
@@ -544,7 +547,7 @@ final class GateCore: Sendable {
     private func makeTransitionTimer() -> Task<Void, Never> {
         Task { [self] in
             while !Task.isCancelled {
-                let next = providers.withLock { $0.nextTransition }
+                let next = providers.readLocked { $0.nextTransition }
                 guard let next, next != .max else { return }
                 do { try await environment.time.sleep(until: next) } catch { return }
                 advanceSchedules(now: environment.time.now())
@@ -561,7 +564,7 @@ final class GateCore: Sendable {
 
     func entry(for provider: String) -> ProviderEntry? {
         let name = ProviderName(provider)
-        return providers.withLock { $0[name] }
+        return providers.read { $0[name] }
     }
 
     // MARK: Acquire
@@ -649,7 +652,7 @@ final class GateCore: Sendable {
     ) async throws -> Grant {
         let id = nextWaiterID()
         let provider = ProviderName(of: key)
-        let aging = priority == .batch ? providers.withLock { $0.batchAging(provider) } : 0
+        let aging = priority == .batch ? providers.read { $0.batchAging(provider) } : 0
         let shard = shard(for: key)
         let environment = environment
         return try await withTaskCancellationHandler {

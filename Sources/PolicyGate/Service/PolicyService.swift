@@ -608,7 +608,7 @@ public actor PolicyService {
         let environment = core.environment
         let outcome: SharedGate.Outcome
         do {
-            let aging = priority == .batch ? core.providers.withLock { $0.batchAging(ProviderName(of: key)) } : nil
+            let aging = priority == .batch ? core.providers.read { $0.batchAging(ProviderName(of: key)) } : nil
             outcome = try await shared.acquire(key, tokens: pending.tokens.total, deadline: deadline, core: core, batchAging: aging)
         } catch var error as PolicyError {
             error = core.naming(error.key == nil ? error.with(key: key) : error)
