@@ -385,7 +385,8 @@ func runAll(_ options: Options) async throws {
         let value = a.median / b.median
         // The spread of a ratio: the worst and best pairings of the two spreads.
         return Row(
-            name: name, value: "\(format(value, decimals: 2))×", spread: "\(format(a.min / b.max, decimals: 2)) … \(format(a.max / b.min, decimals: 2))",
+            name: name, value: "\(format(value, decimals: 2))×",
+            spread: "\(format(a.min / b.max, decimals: 2)) … \(format(a.max / b.min, decimals: 2))",
             target: target.map { "≤ \(format($0, decimals: 1))×" } ?? "", met: target.map { value <= $0 })
     }
     func time(_ name: String, _ stats: Stats) -> Row {
@@ -398,7 +399,8 @@ func runAll(_ options: Options) async throws {
         ratio("64 tasks, 8 keys, 4 slots per key, holder yields once / bare FIFO async semaphore", slots, semaphore, target: 1.0),
         ratio("100 000 active keys / 1 key (capped)", many, capped, target: 1.5),
         Row(
-            name: "memory per active key (three windows + slots)", value: bytesPerKey.isFinite ? "\(format(bytesPerKey, decimals: 0)) B" : "n/a",
+            name: "memory per active key (three windows + slots)",
+            value: bytesPerKey.isFinite ? "\(format(bytesPerKey, decimals: 0)) B" : "n/a",
             spread: "RSS growth / keys", target: "≤ 1024 B", met: bytesPerKey.isFinite ? bytesPerKey <= 1024 : nil),
         ratio("capped + 20-entry schedule / capped", scheduled, cappedAgain, target: 1.2),
         ratio("three-level chain / capped key", nested, cappedBeside, target: 2.0),
