@@ -5,6 +5,7 @@ import PackageDescription
 //
 //   swift run -c release --package-path Benchmarks PolicyGateFloors   # floors + gate, one ratio table
 //   cd Benchmarks && swift package benchmark                           # the same cases under ordo-one/benchmark
+//   cd Benchmarks && swift package benchmark thresholds check          # fails on a regression past Benchmarks/Thresholds
 //   swift run -c release --package-path Benchmarks TOMLDecodeBenchmark # parse/decode a ~1 MB TOML document
 //   swift run -c release --package-path Benchmarks ProviderOverhead    # the one-call wrapper's cost, no HTTP
 //   bash Benchmarks/callgrind-cycles.sh                                # instructions per gate cycle (callgrind)

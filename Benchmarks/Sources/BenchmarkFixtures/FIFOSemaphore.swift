@@ -4,7 +4,7 @@
 import Synchronization
 
 /// A counting semaphore whose waiters are admitted first in, first out.
-final class FIFOSemaphore: Sendable {
+public final class FIFOSemaphore: Sendable {
     private struct State {
         var available: Int
         /// A ring buffer: `count` continuations from `head`, wrapping; grown by doubling.
@@ -33,12 +33,13 @@ final class FIFOSemaphore: Sendable {
 
     private let state: Mutex<State>
 
-    init(slots: Int) {
+    /// A semaphore with `slots` free slots.
+    public init(slots: Int) {
         state = Mutex(State(available: slots))
     }
 
     /// Takes a slot, waiting behind earlier waiters if there is none.
-    func wait() async {
+    public func wait() async {
         // A free slot means nobody waits: a slot freed while waiters exist goes to the first.
         let taken = state.withLock { state in
             guard state.available > 0 else { return false }
@@ -60,7 +61,7 @@ final class FIFOSemaphore: Sendable {
     }
 
     /// Gives a slot back: to the first waiter, if any.
-    func signal() {
+    public func signal() {
         let next = state.withLock { state in
             guard let first = state.removeFirst() else {
                 state.available += 1
