@@ -67,6 +67,18 @@ struct ConfigurationReader {
                 configuration.limits[provider] = PolicyLimits()
             }
         }
+        for (provider, named) in tiers where !named.isEmpty {
+            configuration.tiers[provider] = named
+            if configuration.limits[provider] == nil, configuration.schedules[provider] == nil {
+                configuration.limits[provider] = PolicyLimits()
+            }
+        }
+        for (provider, scopes) in overrides where !scopes.isEmpty {
+            configuration.scopeOverrides[provider] = scopes
+            if configuration.limits[provider] == nil, configuration.schedules[provider] == nil {
+                configuration.limits[provider] = PolicyLimits()
+            }
+        }
         for (provider, kinds) in levels where !kinds.isEmpty {
             configuration.scopeLimits[provider] = kinds
             if configuration.limits[provider]?.reservePermille ?? 0 > 0 || kinds.values.contains(where: { $0.reservePermille > 0 }) {
@@ -100,6 +112,7 @@ struct ConfigurationReader {
                 error([.key("limits"), .key(provider), .key(cap.configurationKey)], PolicyService.costsNotShared)
             }
         }
+        checkTierComposition(configuration)
         return configuration
     }
 
@@ -328,6 +341,10 @@ struct ConfigurationReader {
                 readLevels(table, key, provider: name, path: keyPath)
             case "models":
                 readModelGroups(table, key, provider: name, path: keyPath)
+            case "tiers":
+                readTiers(table, key, provider: name, path: keyPath)
+            case "scopes":
+                readOverrides(table, key, provider: name, path: keyPath)
             default:
                 readCap(table, key, path: keyPath, into: &limits, known: Self.providerKeys)
             }
@@ -370,6 +387,86 @@ struct ConfigurationReader {
             }
             check(limits, provider: "\(provider).per.\(name)", path: kindPath, reportEmpty: true)
             levels[provider, default: [:]][name] = limits
+        }
+    }
+
+    /// Reads `[limits.<provider>.tiers.<name>]` tables: named cap sets.
+    private mutating func readTiers(
+        _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, provider: String, path: [TOMLPathComponent]
+    ) {
+        guard let names = nested(table, key, path: path, what: "a table of tiers, such as [limits.\(provider).tiers.free]")
+        else { return }
+        for nameKey in names.allKeys {
+            let name = nameKey.stringValue
+            let tierPath = path + [.key(name)]
+            guard let caps = nested(names, nameKey, path: tierPath, what: "a table of caps") else { continue }
+            guard !name.isEmpty else {
+                error(tierPath, "a tier needs a name")
+                continue
+            }
+            var limits = PolicyLimits()
+            for capKey in caps.allKeys {
+                readCap(caps, capKey, path: tierPath + [.key(capKey.stringValue)], into: &limits, known: Self.tierKeys)
+            }
+            check(tier: limits, provider: provider, path: tierPath)
+            tiers[provider, default: [:]][name] = limits
+        }
+    }
+
+    /// Reads `[limits.<provider>.scopes."<scope>"]` tables: the caps of one scope.
+    private mutating func readOverrides(
+        _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, provider: String, path: [TOMLPathComponent]
+    ) {
+        guard let scopes = nested(table, key, path: path, what: "a table of scopes, such as [limits.\(provider).scopes.\"org:acme\"]")
+        else { return }
+        for scopeKey in scopes.allKeys {
+            let text = scopeKey.stringValue
+            let scopePath = path + [.key(text)]
+            guard let caps = nested(scopes, scopeKey, path: scopePath, what: "a table of caps") else { continue }
+            guard let scope = PolicyScope(text) else {
+                error(scopePath, "must name a scope as kind:id, such as \"org:acme\" or \"user:u-42\" (or \"global\")")
+                continue
+            }
+            var limits = PolicyLimits()
+            for capKey in caps.allKeys {
+                readCap(caps, capKey, path: scopePath + [.key(capKey.stringValue)], into: &limits, known: Self.tierKeys)
+            }
+            check(tier: limits, provider: provider, path: scopePath)
+            overrides[provider, default: [:]][scope] = limits
+        }
+    }
+
+    /// `[limits.<provider>.tiers.<name>]` caps as read.
+    private(set) var tiers: [String: [String: PolicyLimits]] = [:]
+    /// `[limits.<provider>.scopes."<scope>"]` caps as read.
+    private(set) var overrides: [String: [PolicyScope: PolicyLimits]] = [:]
+
+    /// The keys of a tier's or an override's table: caps only.
+    static let tierKeys = PolicyLimits.configurationKeyNames
+
+    /// The caps of a tier or of one scope's override.
+    mutating func check(tier limits: PolicyLimits, provider: String, path: [TOMLPathComponent]) {
+        check(limits, provider: provider, path: path, reportEmpty: false)
+        if limits.isUnlimited {
+            warning(path, "sets no cap, so its scopes get the provider's caps")
+        }
+    }
+
+    /// Tiers and overrides where the gate cannot apply them yet: with nested limits, model
+    /// groups, or a shared store.
+    mutating func checkTierComposition(_ configuration: PolicyConfiguration) {
+        for provider in Set(configuration.tiers.keys).union(configuration.scopeOverrides.keys).sorted() {
+            let hasTiers = !(configuration.tiers[provider] ?? [:]).isEmpty
+            let hasOverrides = !(configuration.scopeOverrides[provider] ?? [:]).isEmpty
+            guard hasTiers || hasOverrides else { continue }
+            let path: [TOMLPathComponent] = [.key("limits"), .key(provider), .key(hasTiers ? "tiers" : "scopes")]
+            if let problem = PolicyService.tierProblem(
+                nested: !(configuration.scopeLimits[provider] ?? [:]).isEmpty,
+                grouped: !(configuration.modelGroups[provider] ?? [:]).isEmpty,
+                shared: configuration.storage(for: provider).store != .memory)
+            {
+                error(path, problem)
+            }
         }
     }
 
@@ -735,7 +832,10 @@ struct ConfigurationReader {
 
     static let providerKeys =
         PolicyLimits.configurationKeyNames + PolicyLimits.providerSettingKeys + PolicyLimits.costKeyNames
-        + [PolicyLimits.pricesKey, "timezone", "schedule", "store", "on_store_failure", "feedback_scope", "adaptive", "per", "models"]
+        + [
+            PolicyLimits.pricesKey, "timezone", "schedule", "store", "on_store_failure", "feedback_scope", "adaptive", "per", "models",
+            "tiers", "scopes",
+        ]
     static let levelKeys = PolicyLimits.configurationKeyNames + [PolicyLimits.countCacheReadsKey] + PolicyLimits.costKeyNames
     static let entryKeys = ["name", "cron", "dates", "closed"] + PolicyLimits.configurationKeyNames
 

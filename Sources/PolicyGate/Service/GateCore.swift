@@ -19,6 +19,10 @@ struct ProviderEntry: Sendable {
     var levels = ProviderLevels()
     /// The provider's spend caps and prices, when it has spend caps (``CostPolicy``).
     var costs: CostPolicy?
+    /// Its tiers and per-scope overrides, as configured.
+    var tiers = ProviderTiers()
+    /// The same compiled with ``compiled``'s generation; `nil` without tiers or overrides.
+    var compiledTiers: CompiledTiers?
 
     /// The nested limits compiled, with the account's generation.
     var compiledScopes: [String: CompiledLimits] {
@@ -55,8 +59,15 @@ struct ProviderTable: Sendable {
     /// say the provider has them.
     private var costs: [ProviderName: CostPolicy] = [:]
 
+    /// Tiers and overrides, apart for the same reason: read only when the compiled limits
+    /// say the provider has them.
+    private var tiers: [ProviderName: (configured: ProviderTiers, compiled: CompiledTiers)] = [:]
+
     /// A provider's spend caps and prices, if it has spend caps.
     func costs(_ name: ProviderName) -> CostPolicy? { costs[name] }
+
+    /// A provider's compiled tiers and overrides, if it has any.
+    func compiledTiers(_ name: ProviderName) -> CompiledTiers? { tiers[name]?.compiled }
 
     /// The compiled limits of a provider: the only lookup on the hot path.
     @inline(__always)
@@ -67,7 +78,8 @@ struct ProviderTable: Sendable {
             stored[name].map {
                 ProviderEntry(
                     limits: $0.limits, compiled: $0.compiled, schedule: tracks[name], storage: $0.storage,
-                    adaptive: adaptive[name], levels: scopes[name] ?? ProviderLevels(), costs: costs[name])
+                    adaptive: adaptive[name], levels: scopes[name] ?? ProviderLevels(), costs: costs[name],
+                    tiers: tiers[name]?.configured ?? ProviderTiers(), compiledTiers: tiers[name]?.compiled)
             }
         }
         set {
@@ -76,6 +88,7 @@ struct ProviderTable: Sendable {
             adaptive[name] = newValue?.adaptive
             scopes[name] = newValue.flatMap { $0.levels.isEmpty ? nil : $0.levels }
             costs[name] = newValue?.costs
+            tiers[name] = newValue.flatMap { entry in entry.compiledTiers.map { (entry.tiers, $0) } }
         }
     }
 
@@ -167,6 +180,9 @@ final class GateCore: Sendable {
     /// Providers whose feedback applies per key rather than provider-wide.
     private let feedbackScopes: Locked<[ProviderName: PolicyFeedbackScope]>
 
+    /// The application's scope → tier resolver, with its answers cached.
+    let tierResolver = TierResolver()
+
     /// Whose feedback state a key uses: its provider's, or its own.
     enum FeedbackOwner: Hashable {
         case provider(ProviderName)
@@ -177,7 +193,8 @@ final class GateCore: Sendable {
         limits: [String: PolicyLimits], schedules: [String: PolicySchedule], storage: [String: PolicyStorage],
         store: (any PolicyQuotaStore)?, time: any TimeSource, startDate: Date, telemetry: (any PolicyTelemetry)?,
         feedbackScopes: [String: PolicyFeedbackScope] = [:], adaptive: Set<String> = [],
-        scopeLimits: [String: [String: PolicyLimits]] = [:], modelGroups: [String: [String: PolicyModelGroup]] = [:]
+        scopeLimits: [String: [String: PolicyLimits]] = [:], modelGroups: [String: [String: PolicyModelGroup]] = [:],
+        tiers: [String: ProviderTiers] = [:]
     ) {
         self.feedbackScopes = Locked(Self.perKey(feedbackScopes))
         let environment = GateEnvironment(time: time, telemetry: telemetry)
@@ -187,13 +204,14 @@ final class GateCore: Sendable {
         wallClock = WallClock(start: startDate)
         let now = time.now()
         var table = ProviderTable()
-        for name in Set(limits.keys).union(schedules.keys).union(scopeLimits.keys).union(modelGroups.keys) {
+        for name in Set(limits.keys).union(schedules.keys).union(scopeLimits.keys).union(modelGroups.keys).union(tiers.keys) {
             let base = limits[name] ?? .unlimited
             let scopes = ProviderLevels(kinds: scopeLimits[name] ?? [:], groups: modelGroups[name] ?? [:])
-            guard !base.isUnlimited || schedules[name] != nil || !scopes.isEmpty else { continue }
+            let tiers = tiers[name] ?? ProviderTiers()
+            guard !base.isUnlimited || schedules[name] != nil || !scopes.isEmpty || !tiers.isEmpty else { continue }
             table[ProviderName(name)] = Self.entry(
                 base, schedules[name], storage: storage[name] ?? .memory, generation: 1, now: now, wallClock: wallClock,
-                adaptive: adaptive.contains(name) ? AdaptiveState() : nil, scopes: scopes)
+                adaptive: adaptive.contains(name) ? AdaptiveState() : nil, scopes: scopes, tiers: tiers)
         }
         providers = Locked(table)
         environment.attach(self)
@@ -210,37 +228,49 @@ final class GateCore: Sendable {
 
     /// Compiles a provider's limits as they stand at `now`: its schedule resolved, then its
     /// adaptive factor applied (each layer only tightens). They are valid until the earlier of
-    /// the schedule's next transition and the factor's next step.
+    /// the schedule's next transition and the factor's next step. Its tiers and overrides are
+    /// compiled the same way over the resolved caps (``CompiledTiers``).
     static func entry(
         _ base: PolicyLimits, _ schedule: PolicySchedule?, storage: PolicyStorage, generation: UInt64, now: Int64,
-        wallClock: WallClock, adaptive: AdaptiveState? = nil, scopes: ProviderLevels = ProviderLevels()
+        wallClock: WallClock, adaptive: AdaptiveState? = nil, scopes: ProviderLevels = ProviderLevels(),
+        tiers: ProviderTiers = ProviderTiers()
     ) -> ProviderEntry {
         let factor = adaptive?.factor(at: now) ?? AdaptiveState.full
         let adaptiveUntil = adaptive?.nextStep(after: now) ?? .max
         let costs = costPolicy(base, scopes: scopes.kinds, schedule: schedule, wallClock: wallClock)
-        guard let schedule else {
-            var compiled = CompiledLimits(base, adaptedBy: factor, generation: generation)
-            compiled.validUntil = adaptiveUntil
+        var validUntil = adaptiveUntil
+        var closedUntil = Int64.min
+        var track: ScheduleTrack?
+        var resolved = base
+        if let schedule {
+            let date = wallClock.date(at: now)
+            let resolution = schedule.resolve(base: base, at: date)
+            resolved = resolution.limits
+            // Never `now` itself: limits valid until now would be stale at once.
+            validUntil = min(adaptiveUntil, resolution.validUntil.map { max(now + 1, wallClock.nanos(at: $0)) } ?? .max)
+            if resolution.isClosed {
+                closedUntil = schedule.nextOpening(from: date).map { max(now + 1, wallClock.nanos(at: $0)) } ?? .max
+            }
+            track = ScheduleTrack(schedule: schedule, resolution: resolution)
+        }
+        func compile(_ limits: PolicyLimits) -> CompiledLimits {
+            var compiled = CompiledLimits(limits, adaptedBy: factor, generation: generation)
+            compiled.validUntil = validUntil
+            compiled.closedUntil = closedUntil
             compiled.share(storage)
             compiled.isNested = !scopes.isEmpty
             compiled.hasCostCaps = costs != nil
-            return ProviderEntry(limits: base, compiled: compiled, storage: storage, adaptive: adaptive, levels: scopes, costs: costs)
+            return compiled
         }
-        let date = wallClock.date(at: now)
-        let resolution = schedule.resolve(base: base, at: date)
-        var compiled = CompiledLimits(resolution.limits, adaptedBy: factor, generation: generation)
-        // Never `now` itself: limits valid until now would be stale at once.
-        compiled.validUntil = min(
-            adaptiveUntil, resolution.validUntil.map { max(now + 1, wallClock.nanos(at: $0)) } ?? .max)
-        if resolution.isClosed {
-            compiled.closedUntil = schedule.nextOpening(from: date).map { max(now + 1, wallClock.nanos(at: $0)) } ?? .max
+        var compiled = compile(resolved)
+        var compiledTiers: CompiledTiers?
+        if !tiers.isEmpty {
+            compiledTiers = CompiledTiers(tiers, over: resolved, compile: compile)
+            compiled.isTiered = true
         }
-        compiled.share(storage)
-        compiled.isNested = !scopes.isEmpty
-        compiled.hasCostCaps = costs != nil
         return ProviderEntry(
-            limits: base, compiled: compiled, schedule: ScheduleTrack(schedule: schedule, resolution: resolution),
-            storage: storage, adaptive: adaptive, levels: scopes, costs: costs)
+            limits: base, compiled: compiled, schedule: track, storage: storage, adaptive: adaptive, levels: scopes, costs: costs,
+            tiers: tiers, compiledTiers: compiledTiers)
     }
 
     /// A provider's spend caps, prices and calendar, or `nil` without spend caps. Its months
@@ -283,7 +313,62 @@ final class GateCore: Sendable {
     /// shard lock (the table's lock is taken inside it, never the other way round).
     func limitsForNewKey(_ key: PolicyKey, given: CompiledLimits) -> CompiledLimits {
         guard generations.load(ordering: .relaxed) > given.generation else { return given }
-        return compiledLimits(for: key) ?? CompiledLimits(.unlimited, generation: nextGeneration())
+        guard let fresh = compiledLimits(for: key) else { return CompiledLimits(.unlimited, generation: nextGeneration()) }
+        guard fresh.isTiered else { return fresh }
+        // The key's own set, from what is known without running the application's resolver
+        // (not under a lock): the tier named, or the resolver's cached answer; else `given`,
+        // which the key's next call replaces.
+        guard let tier = key.tier.map({ .some($0) }) ?? tierResolver.cachedTier(for: key),
+            let own = compiledTiers(for: key)?.limits(scope: key.scope, tier: tier)
+        else { return given }
+        return own
+    }
+
+    /// The compiled tiers and overrides of `key`'s provider, if it has any.
+    func compiledTiers(for key: PolicyKey) -> CompiledTiers? {
+        let name = ProviderName(of: key)
+        return providers.withLock { $0.compiledTiers(name) }
+    }
+
+    /// The limits of `key` under a provider with tiers or overrides (`limits` are the
+    /// provider's own, ``CompiledLimits/isTiered``): its override's, its tier's (named on the
+    /// key, else by the resolver) or the provider's. Out of line: providers without tiers
+    /// pay one branch.
+    /// - Throws: ``PolicyError/Code/invalidArgument`` when the tier is not one of the provider's.
+    @inline(never)
+    func tieredLimits(_ limits: CompiledLimits, for key: PolicyKey, estimate: Int) throws(PolicyError) -> CompiledLimits {
+        let tier = key.tier ?? tierResolver.tier(for: key)
+        guard let tiers = compiledTiers(for: key) else {
+            // The provider lost its tiers since `limits` were read: its own caps are the key's.
+            var own = limits
+            own.isTiered = false
+            return own
+        }
+        guard let own = tiers.limits(scope: key.scope, tier: tier) else {
+            throw reject(
+                key, estimate,
+                PolicyError(
+                    .invalidArgument, key: key,
+                    message: "tier '\(tier ?? "")' is not one of provider '\(key.provider)''s tiers (\(tiers.names.joined(separator: ", ")))"))
+        }
+        return own
+    }
+
+    /// The set a key of a changed provider moves to: its override's, else that of the tier it
+    /// was in (by name, as the calls named it or the resolver answered), else the provider's.
+    /// A tier removed by the change leaves it on the provider's caps; its next call is refused.
+    private func limits(
+        in tiers: CompiledTiers, for storage: KeyStorage, previous: CompiledTiers?
+    ) -> CompiledLimits {
+        let key = storage.key
+        let variant = storage.machine.limits.variant
+        let tier: String?
+        if key.tier == nil, case .some(let answer) = tierResolver.cachedTier(for: key) {
+            tier = answer
+        } else {
+            tier = previous?.name(of: variant) ?? key.tier
+        }
+        return tiers.limits(scope: key.scope, tier: tier) ?? tiers.base
     }
 
     /// `limits` if still valid at `now`; otherwise the provider's limits once the schedule
@@ -420,7 +505,7 @@ final class GateCore: Sendable {
             guard adaptive.throttled(at: now, pausedUntil: pausedUntil) else { return }
             let next = Self.entry(
                 entry.limits, entry.schedule?.schedule, storage: entry.storage, generation: nextGeneration(), now: now,
-                wallClock: wallClock, adaptive: adaptive, scopes: entry.levels)
+                wallClock: wallClock, adaptive: adaptive, scopes: entry.levels, tiers: entry.tiers)
             table[provider] = next
             change = LimitsChange(provider: provider.name, previous: entry, current: next, isReported: false)
             event = next.adaptiveEvent(provider: provider.name, previousFactor: before, now: now)
@@ -451,7 +536,7 @@ final class GateCore: Sendable {
                 guard entry.compiled.validUntil <= now, entry.schedule != nil || entry.adaptive != nil else { continue }
                 let next = Self.entry(
                     entry.limits, entry.schedule?.schedule, storage: entry.storage, generation: nextGeneration(), now: now,
-                    wallClock: wallClock, adaptive: entry.adaptive, scopes: entry.levels)
+                    wallClock: wallClock, adaptive: entry.adaptive, scopes: entry.levels, tiers: entry.tiers)
                 table[name] = next
                 // Same caps, only a later `validUntil` (the search horizon, an adaptive step):
                 // nothing to report as a schedule's change, but keys still need the new limits,
@@ -494,8 +579,12 @@ final class GateCore: Sendable {
     func handOver(_ changes: [LimitsChange], cause: PolicyLimitsChangeEvent.Cause, now: Int64) {
         guard !changes.isEmpty else { return }
         var byProvider: [String: CompiledLimits] = [:]
+        var tiered: [String: (current: CompiledTiers, previous: CompiledTiers?)] = [:]
         var ungated: CompiledLimits?  // one generation for every provider no longer gated
         for change in changes {
+            if let current = change.current?.compiledTiers {
+                tiered[change.provider] = (current, change.previous?.compiledTiers)
+            }
             if let compiled = change.current?.compiled {
                 byProvider[change.provider] = compiled
             } else {
@@ -507,7 +596,10 @@ final class GateCore: Sendable {
         var costs: [String: CostPolicy] = [:]
         for change in changes { if let policy = change.current?.costs { costs[change.provider] = policy } }
         forEachStorage(of: nil) { storage, aftermath in
-            guard let compiled = byProvider[storage.key.provider] else { return }
+            guard var compiled = byProvider[storage.key.provider] else { return }
+            if let tiers = tiered[storage.key.provider] {
+                compiled = self.limits(in: tiers.current, for: storage, previous: tiers.previous)
+            }
             let policy = costs[storage.key.provider]
             storage.settle(storage.machine.setLimits(compiled, costs: policy, now: now), into: &aftermath)
         }

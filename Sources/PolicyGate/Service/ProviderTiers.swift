@@ -1,0 +1,141 @@
+import Synchronization
+
+/// A provider's tiers and per-scope overrides, as configured (``PolicyConfiguration/tiers``,
+/// ``PolicyConfiguration/scopeOverrides``).
+struct ProviderTiers: Sendable, Equatable {
+    var tiers: [String: PolicyLimits] = [:]
+    var overrides: [PolicyScope: PolicyLimits] = [:]
+
+    var isEmpty: Bool { tiers.isEmpty && overrides.isEmpty }
+
+    /// The caps a scope gets over `limits` (the provider's caps in force): its override's if it
+    /// has one, else its tier's, each cap by cap over the provider's. `nil` when `tier` is not
+    /// one of the provider's and the scope has no override.
+    func limits(over limits: PolicyLimits, scope: PolicyScope, tier: String?) -> PolicyLimits? {
+        if let override = overrides[scope] { return limits.overlaid(with: override) }
+        guard let tier else { return limits }
+        return tiers[tier].map { limits.overlaid(with: $0) }
+    }
+}
+
+extension PolicyLimits {
+    /// `self` with every cap `other` sets replacing its own: how a tier or an override sits on
+    /// the provider's caps (as a schedule entry does).
+    func overlaid(with other: PolicyLimits) -> PolicyLimits {
+        var result = self
+        for kind in PolicyLimitKind.allCases {
+            if let cap = other[kind] { result[kind] = cap }
+        }
+        return result
+    }
+}
+
+/// A provider's cap sets compiled with one generation: its own, each tier's and each
+/// overridden scope's. A key's limits are one of them, told apart by their
+/// ``CompiledLimits/variant``.
+struct CompiledTiers: Sendable {
+    /// The variant of an overridden scope's limits.
+    static let overrideVariant: UInt8 = 0x80
+    /// The most tiers a provider may have: their numbers are the variant's other values.
+    static let maximumTiers = 127
+
+    /// Tier names, sorted; a tier's variant is its position plus one.
+    let names: [String]
+    let variants: [String: UInt8]
+    let tiers: [CompiledLimits]
+    let overrides: [PolicyScope: CompiledLimits]
+    /// The provider's own caps, for scopes without a tier or an override.
+    let base: CompiledLimits
+
+    /// Compiles each set with `compile`, which applies what the provider's own compiled
+    /// limits have (generation, adaptive factor, schedule validity, routing).
+    init(_ configured: ProviderTiers, over limits: PolicyLimits, compile: (PolicyLimits) -> CompiledLimits) {
+        names = configured.tiers.keys.sorted().prefix(Self.maximumTiers).map { $0 }
+        var variants: [String: UInt8] = [:]
+        var tiers: [CompiledLimits] = []
+        for (index, name) in names.enumerated() {
+            var compiled = compile(limits.overlaid(with: configured.tiers[name] ?? PolicyLimits()))
+            compiled.variant = UInt8(index + 1)
+            tiers.append(compiled)
+            variants[name] = compiled.variant
+        }
+        self.variants = variants
+        self.tiers = tiers
+        overrides = configured.overrides.mapValues {
+            var compiled = compile(limits.overlaid(with: $0))
+            compiled.variant = Self.overrideVariant
+            return compiled
+        }
+        base = compile(limits)
+    }
+
+    /// The limits of `scope` in `tier`: its override's, else the tier's, else the provider's;
+    /// `nil` when `tier` is not one of the provider's (and the scope has no override).
+    @inline(__always)
+    func limits(scope: PolicyScope, tier: String?) -> CompiledLimits? {
+        if !overrides.isEmpty, let override = overrides[scope] { return override }
+        guard let tier else { return base }
+        return variants[tier].map { tiers[Int($0) - 1] }
+    }
+
+    /// The name of the tier whose variant is `variant`, if it is a tier's.
+    func name(of variant: UInt8) -> String? {
+        variant == 0 || variant >= Self.overrideVariant || Int(variant) > names.count ? nil : names[Int(variant) - 1]
+    }
+}
+
+/// The application's tier resolver (``PolicyService/setTierResolver(_:)``) with its answers
+/// cached per key, so that it runs once per key, not once per call.
+final class TierResolver: Sendable {
+    typealias Resolve = @Sendable (PolicyScope) -> String?
+
+    private struct State {
+        var resolve: Resolve?
+        /// Bumped when the resolver is replaced, so an answer of the old one is not cached.
+        var version = 0
+        var answers: [HashedKey: String?] = [:]
+    }
+
+    /// Answers kept at most; beyond, the cache starts over (the resolver is asked again).
+    static let capacity = 100_000
+
+    private let state = Locked(State())
+
+    /// Installs `resolve` (or none) and forgets every answer of the previous one.
+    func replace(_ resolve: Resolve?) {
+        state.withLock {
+            $0.resolve = resolve
+            $0.version &+= 1
+            $0.answers = [:]
+        }
+    }
+
+    var isInstalled: Bool { state.withLock { $0.resolve != nil } }
+
+    /// The tier of `key`'s scope: the cached answer, else the resolver's (asked outside the
+    /// lock, then cached), else `nil` without a resolver.
+    func tier(for key: PolicyKey) -> String? {
+        let hashed = HashedKey(key)
+        let (cached, resolve, version) = state.withLock { state -> (String??, Resolve?, Int) in
+            (state.answers[hashed], state.resolve, state.version)
+        }
+        if let cached { return cached }
+        guard let resolve else { return nil }
+        let tier = resolve(key.scope)
+        state.withLock { state in
+            guard state.version == version else { return }
+            if state.answers.count >= Self.capacity { state.answers = [:] }
+            state.answers[hashed] = .some(tier)
+        }
+        return tier
+    }
+
+    /// The cached answer for `key`, without asking the resolver: `.some(nil)` for "no tier",
+    /// `nil` when not known. For callers under a lock, where the application's code must not run.
+    func cachedTier(for key: PolicyKey) -> String?? {
+        state.withLock { state -> String?? in
+            guard state.resolve != nil else { return .some(nil) }
+            return state.answers[HashedKey(key)]
+        }
+    }
+}

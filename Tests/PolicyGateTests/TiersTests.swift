@@ -1,0 +1,227 @@
+import Foundation
+import PolicyGate
+import PolicyGateTestKit
+import Synchronization
+import Testing
+
+/// Tiers and per-scope overrides through the public API: configured, named on the key or by
+/// a resolver, changed at runtime, composed with schedules.
+@Suite("Tiers and per-scope overrides", .timeLimit(.minutes(1)))
+struct TiersTests {
+    let clock = ManualClock()
+
+    static let toml = """
+        [limits.openai]
+        requests_per_minute = 3
+        max_concurrent      = 8
+
+        [limits.openai.tiers.free]
+        requests_per_minute = 2
+
+        [limits.openai.tiers.pro]
+        requests_per_minute = 5
+        tokens_per_day      = 5_000_000
+
+        [limits.openai.scopes."org:acme"]
+        requests_per_minute = 10
+        """
+
+    /// How many calls `key` gets before the first refusal (a fresh minute each time).
+    func admittedInAMinute(_ gate: PolicyService, _ key: PolicyKey, upTo limit: Int = 50) -> Int {
+        var admitted = 0
+        while admitted < limit {
+            do { _ = try gate.tryAcquire(key, estimatedTokens: 1) } catch { break }
+            admitted += 1
+        }
+        return admitted
+    }
+
+    @Test("the file's tiers and overrides are read, encoded and read back the same")
+    func readsAndRoundTrips() throws {
+        let configuration = try PolicyConfiguration(toml: Self.toml)
+        #expect(configuration.tiers["openai"]?["free"] == PolicyLimits(requestsPerMinute: 2))
+        #expect(configuration.tiers["openai"]?["pro"] == PolicyLimits(requestsPerMinute: 5, tokensPerDay: 5_000_000))
+        #expect(configuration.scopeOverrides["openai"]?[.org("acme")] == PolicyLimits(requestsPerMinute: 10))
+        let json = try JSONDecoder().decode(PolicyConfiguration.self, from: JSONEncoder().encode(configuration))
+        #expect(json == configuration)
+    }
+
+    @Test("bad tier and override tables are refused with their place in the file")
+    func refusesBadTables() throws {
+        let cases: [(String, String, Int)] = [
+            ("[limits.p]\nrequests_per_minute = 1\n[limits.p.tiers.free]\nmax_wait_ms = 5\n", "unknown key", 4),
+            ("[limits.p]\nrequests_per_minute = 1\n[limits.p.tiers.free]\nrequests_per_minute = 0\n", "must be positive", 4),
+            ("[limits.p]\nrequests_per_minute = 1\n[limits.p.scopes.acme]\nrequests_per_minute = 4\n", "kind:id", 3),
+            (
+                "[limits.p]\nrequests_per_minute = 1\n[limits.p.per.org]\nrequests_per_minute = 4\n[limits.p.tiers.free]\nrequests_per_minute = 2\n",
+                "nested limits", 0
+            ),
+            (
+                "[store]\ndefault = \"postgres\"\n[limits.p]\nrequests_per_minute = 1\n[limits.p.scopes.\"org:a\"]\nrequests_per_minute = 2\n",
+                "shared store", 0
+            ),
+        ]
+        for (text, message, line) in cases {
+            let error = try #require(throws: PolicyConfigurationError.self) { try PolicyConfiguration(toml: text) }
+            let match = error.diagnostics.first { $0.message.contains(message) }
+            #expect(match != nil, "\(message): \(error)")
+            if line > 0, let match { #expect(match.line == line, "\(message): \(match)") }
+        }
+    }
+
+    @Test("a scope gets its tier's caps, its override's over its tier, or the provider's; an unknown tier is refused")
+    func capsPerScope() throws {
+        let gate = try PolicyService(configuration: PolicyConfiguration(toml: Self.toml), clock: clock)
+        #expect(admittedInAMinute(gate, PolicyKey(provider: "openai", scope: .user("a"), tier: "free")) == 2)
+        #expect(admittedInAMinute(gate, PolicyKey(provider: "openai", scope: .user("b"), tier: "pro")) == 5)
+        #expect(admittedInAMinute(gate, PolicyKey(provider: "openai", scope: .user("c"))) == 3)
+        // The override wins over the tier the key names.
+        #expect(admittedInAMinute(gate, PolicyKey(provider: "openai", scope: .org("acme"), tier: "free")) == 10)
+        let error = try #require(throws: PolicyError.self) {
+            _ = try gate.tryAcquire(PolicyKey(provider: "openai", scope: .user("d"), tier: "gold"))
+        }
+        #expect(error.code == .invalidArgument)
+        #expect(gate.currentState(for: PolicyKey(provider: "openai", scope: .user("d"))).windows.first?.requests.used ?? 0 == 0)
+        let state = gate.currentState(for: PolicyKey(provider: "openai", scope: .user("b"), tier: "pro"))
+        #expect(state.tier == "pro" && !state.hasScopeOverride)
+        #expect(state.limits.requestsPerMinute == 5 && state.limits.maxConcurrent == 8 && state.limits.tokensPerDay == 5_000_000)
+        let acme = gate.currentState(for: PolicyKey(provider: "openai", scope: .org("acme")))
+        #expect(acme.hasScopeOverride && acme.limits.requestsPerMinute == 10)
+    }
+
+    @Test("a key that names another tier on a later call moves to that tier's caps, keeping its usage")
+    func keyChangesTier() throws {
+        let gate = try PolicyService(configuration: PolicyConfiguration(toml: Self.toml), clock: clock)
+        let free = PolicyKey(provider: "openai", scope: .user("u"), tier: "free")
+        #expect(admittedInAMinute(gate, free) == 2)
+        // Same counters: pro allows 5 in the minute, 2 are used.
+        #expect(admittedInAMinute(gate, free.inTier("pro")) == 3)
+        #expect(gate.currentState(for: free).windows.first?.requests.used == 5)
+        #expect((try? gate.tryAcquire(free)) == nil)
+    }
+
+    @Test("the resolver decides the tier of keys that name none, once per key")
+    func resolver() async throws {
+        let gate = try PolicyService(configuration: PolicyConfiguration(toml: Self.toml), clock: clock)
+        let asked = Mutex(0)
+        await gate.setTierResolver { scope in
+            asked.withLock { $0 += 1 }
+            return scope == .user("paying") ? "pro" : "free"
+        }
+        #expect(admittedInAMinute(gate, PolicyKey(provider: "openai", scope: .user("paying"))) == 5)
+        #expect(admittedInAMinute(gate, PolicyKey(provider: "openai", scope: .user("other"))) == 2)
+        #expect(asked.withLock { $0 } == 2)
+        // The key's own tier wins over the resolver's.
+        #expect(admittedInAMinute(gate, PolicyKey(provider: "openai", scope: .user("third"), tier: "pro")) == 5)
+    }
+
+    @Test("a new resolver moves held keys at once, and a waiter that now fits is admitted")
+    func newResolverWakesWaiters() async throws {
+        let toml = "[limits.p]\nmax_concurrent = 3\n[limits.p.tiers.small]\nmax_concurrent = 1\n[limits.p.tiers.large]\nmax_concurrent = 2\n"
+        let gate = try PolicyService(configuration: PolicyConfiguration(toml: toml), clock: clock)
+        await gate.setTierResolver { _ in "small" }
+        let key = PolicyKey(provider: "p", scope: .user("u"))
+        let held = try gate.tryAcquire(key)
+        let (box, task) = startWaiter(gate, key, tokens: 0)
+        await eventually("queued") { gate.currentState(for: key).queued == 1 }
+        await gate.setTierResolver { _ in "large" }
+        await task.value
+        #expect(box.hasPermit)
+        #expect(gate.currentState(for: key).inFlight == 2 && gate.currentState(for: key).tier == "large")
+        _ = consume held
+        box.release()
+    }
+
+    @Test("an override set at runtime raises or lowers one scope's caps, is reported, shown, and kept by apply only if asked")
+    func runtimeOverride() async throws {
+        let telemetry = TelemetryRecorder()
+        let configuration = try PolicyConfiguration(toml: Self.toml)
+        let gate = try PolicyService(configuration: configuration, clock: clock, telemetry: telemetry)
+        let key = PolicyKey(provider: "openai", scope: .org("beta"), tier: "free")
+        #expect(admittedInAMinute(gate, key) == 2)
+        try await gate.setScopeOverride(PolicyLimits(requestsPerMinute: 4), for: .org("beta"), provider: "openai")
+        #expect(admittedInAMinute(gate, key) == 2)
+        #expect(gate.currentState(for: key).hasScopeOverride)
+        #expect(gate.scopeOverrides(for: "openai")[.org("beta")] == PolicyLimits(requestsPerMinute: 4))
+        #expect(gate.configuration.scopeOverrides["openai"]?[.org("beta")] == PolicyLimits(requestsPerMinute: 4))
+        let event = try #require(telemetry.limitChanges.last)
+        #expect(event.scope == .org("beta") && event.previous.requestsPerMinute == 3 && event.current.requestsPerMinute == 4)
+        // Invalid: refused, nothing changed.
+        await #expect(throws: PolicyError.self) {
+            try await gate.setScopeOverride(PolicyLimits(requestsPerMinute: -1), for: .org("beta"), provider: "openai")
+        }
+        await #expect(throws: PolicyError.self) {
+            try await gate.setScopeOverride(PolicyLimits(reservedForInteractive: 0.2), for: .org("beta"), provider: "openai")
+        }
+        await #expect(throws: PolicyError.self) {
+            try await gate.setScopeOverride(PolicyLimits(requestsPerMinute: 1), for: .org("beta"), provider: "ungated")
+        }
+        #expect(gate.scopeOverrides(for: "openai")[.org("beta")] == PolicyLimits(requestsPerMinute: 4))
+        // A reload keeping runtime overrides keeps it; one that does not drops it.
+        try await gate.apply(configuration, keepingScopeOverrides: true)
+        #expect(gate.scopeOverrides(for: "openai")[.org("beta")] != nil)
+        #expect(gate.scopeOverrides(for: "openai")[.org("acme")] != nil)
+        try await gate.apply(configuration)
+        #expect(gate.scopeOverrides(for: "openai")[.org("beta")] == nil)
+        #expect(!gate.currentState(for: key).hasScopeOverride)
+        // Removing one: back to the tier (4 used, free allows 2).
+        try await gate.setScopeOverride(nil, for: .org("acme"), provider: "openai")
+        #expect(gate.scopeOverrides(for: "openai").isEmpty)
+        #expect(telemetry.limitChanges.last?.scope == .org("acme"))
+    }
+
+    @Test("lowering a scope's concurrency admits nobody past it; raising it admits its waiters")
+    func overrideWithPermitsInFlight() async throws {
+        let gate = try PolicyService(
+            configuration: PolicyConfiguration(toml: "[limits.p]\nmax_concurrent = 2\n"), clock: clock)
+        let key = PolicyKey(provider: "p", scope: .org("o"))
+        let first = try gate.tryAcquire(key)
+        let second = try gate.tryAcquire(key)
+        try await gate.setScopeOverride(PolicyLimits(maxConcurrent: 1), for: .org("o"), provider: "p")
+        let (box, task) = startWaiter(gate, key, tokens: 0)
+        await eventually("queued") { gate.currentState(for: key).queued == 1 }
+        _ = consume first
+        // One in flight, cap 1: the waiter stays queued.
+        #expect(gate.currentState(for: key).inFlight == 1 && gate.currentState(for: key).queued == 1)
+        try await gate.setScopeOverride(PolicyLimits(maxConcurrent: 3), for: .org("o"), provider: "p")
+        await task.value
+        #expect(box.hasPermit && gate.currentState(for: key).inFlight == 2)
+        _ = consume second
+        box.release()
+    }
+
+    @Test("a schedule entry's caps apply under the tiers; a closed entry closes every tier")
+    func schedules() throws {
+        let toml = """
+            [limits.p]
+            requests_per_minute = 3
+            tokens_per_minute = 1_000
+            timezone = "UTC"
+
+            [[limits.p.schedule]]
+            name = "night"
+            cron = "* 0-5 * * *"
+            tokens_per_minute = 100
+
+            [[limits.p.schedule]]
+            name = "maintenance"
+            cron = "* 6 * * *"
+            closed = true
+
+            [limits.p.tiers.pro]
+            requests_per_minute = 6
+            """
+        // 00:30 UTC: night.
+        let start = Date(timeIntervalSince1970: 1_800)
+        let gate = try PolicyService(configuration: PolicyConfiguration(toml: toml), clock: clock, startDate: start)
+        let key = PolicyKey(provider: "p", scope: .user("u"), tier: "pro")
+        let state = gate.currentState(for: key)
+        #expect(state.limits.requestsPerMinute == 6 && state.limits.tokensPerMinute == 100 && state.scheduleEntry == "night")
+        #expect(admittedInAMinute(gate, key) == 6)
+        #expect(throws: PolicyError.self) { _ = try gate.tryAcquire(PolicyKey(provider: "p", scope: .user("v"), tier: "pro"), estimatedTokens: 101) }
+        // 06:00: closed for every tier.
+        clock.advance(by: .seconds(6 * 3_600 - 1_800))
+        let closed = try #require(throws: PolicyError.self) { _ = try gate.tryAcquire(PolicyKey(provider: "p", scope: .user("w"), tier: "pro"), estimatedTokens: 1) }
+        #expect(closed.closedBy == "maintenance", "\(closed)")
+    }
+}
