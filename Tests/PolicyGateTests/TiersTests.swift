@@ -57,8 +57,8 @@ struct TiersTests {
                 "nested limits", 0
             ),
             (
-                "[store]\ndefault = \"postgres\"\n[limits.p]\nrequests_per_minute = 1\n[limits.p.scopes.\"org:a\"]\nrequests_per_minute = 2\n",
-                "shared store", 0
+                "[store]\ndefault = \"postgres\"\n[limits.p]\nrequests_per_minute = 1\n[limits.p.scopes.\"org:a\"]\ninput_tokens_per_minute = 2\n",
+                "input and output token caps", 0
             ),
         ]
         for (text, message, line) in cases {
@@ -188,6 +188,50 @@ struct TiersTests {
         #expect(box.hasPermit && gate.currentState(for: key).inFlight == 2)
         _ = consume second
         box.release()
+    }
+
+    @Test("with a shared store, each scope's caps are its tier's or override's, across processes")
+    func sharedStore() async throws {
+        let store = FakeQuotaStore(clock: clock)
+        let toml = """
+            [limits.openai]
+            max_concurrent = 3
+            store = "postgres"
+            [limits.openai.tiers.free]
+            max_concurrent = 1
+            [limits.openai.tiers.pro]
+            max_concurrent = 2
+            [limits.openai.scopes."org:acme"]
+            max_concurrent = 4
+            """
+        let configuration = try PolicyConfiguration(toml: toml)
+        let gates = try (0..<2).map { _ in try PolicyService(configuration: configuration, store: store, clock: clock) }
+        /// How many permits of `key` both processes hold at once, taking turns.
+        func held(_ key: PolicyKey, gate only: Int? = nil) async -> Int {
+            let boxes = (0..<8).map { _ in PermitBox() }
+            var count = 0
+            for (attempt, box) in boxes.enumerated() {
+                do {
+                    box.store(try await gates[only ?? attempt % 2].acquire(key, maxWait: .zero))
+                    count += 1
+                } catch {
+                    break
+                }
+            }
+            for box in boxes { box.release() }
+            return count
+        }
+        #expect(await held(PolicyKey(provider: "openai", scope: .user("a"), tier: "free")) == 1)
+        #expect(await held(PolicyKey(provider: "openai", scope: .user("b"), tier: "pro")) == 2)
+        #expect(await held(PolicyKey(provider: "openai", scope: .user("c"))) == 3)
+        #expect(await held(PolicyKey(provider: "openai", scope: .org("acme"), tier: "free")) == 4)
+        await #expect(throws: PolicyError.self) {
+            _ = try await gates[0].acquire(PolicyKey(provider: "openai", scope: .user("d"), tier: "gold"))
+        }
+        // An override set in one process: that process hands the store its caps.
+        try await gates[1].setScopeOverride(PolicyLimits(maxConcurrent: 5), for: .user("e"), provider: "openai")
+        #expect(await held(PolicyKey(provider: "openai", scope: .user("e")), gate: 1) == 5)
+        #expect(store.requests.last?.maxConcurrent == 5)
     }
 
     @Test("a schedule entry's caps apply under the tiers; a closed entry closes every tier")

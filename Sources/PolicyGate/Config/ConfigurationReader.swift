@@ -453,7 +453,7 @@ struct ConfigurationReader {
     }
 
     /// Tiers and overrides where the gate cannot apply them yet: with nested limits, model
-    /// groups, or a shared store.
+    /// groups, or input and output caps in a shared store.
     mutating func checkTierComposition(_ configuration: PolicyConfiguration) {
         for provider in Set(configuration.tiers.keys).union(configuration.scopeOverrides.keys).sorted() {
             let hasTiers = !(configuration.tiers[provider] ?? [:]).isEmpty
@@ -463,7 +463,8 @@ struct ConfigurationReader {
             if let problem = PolicyService.tierProblem(
                 nested: !(configuration.scopeLimits[provider] ?? [:]).isEmpty,
                 grouped: !(configuration.modelGroups[provider] ?? [:]).isEmpty,
-                shared: configuration.storage(for: provider).store != .memory)
+                shared: configuration.storage(for: provider).store != .memory,
+                splitCaps: configuration.providerTiers[provider]?.hasSplitCaps ?? false)
             {
                 error(path, problem)
             }

@@ -336,7 +336,9 @@ final class GateCore: Sendable {
     /// pay one branch.
     /// - Throws: ``PolicyError/Code/invalidArgument`` when the tier is not one of the provider's.
     @inline(never)
-    func tieredLimits(_ limits: CompiledLimits, for key: PolicyKey, estimate: Int) throws(PolicyError) -> CompiledLimits {
+    func tieredLimits(
+        _ limits: CompiledLimits, for key: PolicyKey, estimate: Int, reporting: Bool = true
+    ) throws(PolicyError) -> CompiledLimits {
         let tier = key.tier ?? tierResolver.tier(for: key)
         guard let tiers = compiledTiers(for: key) else {
             // The provider lost its tiers since `limits` were read: its own caps are the key's.
@@ -345,11 +347,10 @@ final class GateCore: Sendable {
             return own
         }
         guard let own = tiers.limits(scope: key.scope, tier: tier) else {
-            throw reject(
-                key, estimate,
-                PolicyError(
-                    .invalidArgument, key: key,
-                    message: "tier '\(tier ?? "")' is not one of provider '\(key.provider)''s tiers (\(tiers.names.joined(separator: ", ")))"))
+            let error = PolicyError(
+                .invalidArgument, key: key,
+                message: "tier '\(tier ?? "")' is not one of provider '\(key.provider)''s tiers (\(tiers.names.joined(separator: ", ")))")
+            throw reporting ? reject(key, estimate, error) : error
         }
         return own
     }

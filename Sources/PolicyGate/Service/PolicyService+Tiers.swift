@@ -2,19 +2,18 @@ extension PolicyService {
     // MARK: Tiers and per-scope overrides
 
     /// Why a provider's tiers or overrides cannot be applied, if they cannot: the nested
-    /// chain, model groups' trees and the shared store count every scope under one set of
-    /// caps per level so far.
-    static func tierProblem(nested: Bool, grouped: Bool, shared: Bool) -> String? {
+    /// chain and model groups' trees count every scope of a kind under one set of caps so
+    /// far, and a shared store counts total tokens only.
+    static func tierProblem(nested: Bool, grouped: Bool, shared: Bool, splitCaps: Bool) -> String? {
         if nested { return "tiers and per-scope overrides are not supported with nested limits ([limits.<provider>.per.<kind>]) yet" }
         if grouped { return "tiers and per-scope overrides are not supported with model groups yet" }
-        if shared {
-            return "tiers and per-scope overrides are not supported for a provider kept in a shared store yet; keep the provider in memory"
-        }
+        if shared && splitCaps { return splitCapsNotShared }
         return nil
     }
 
     /// Checks tiers and overrides: caps valid, caps only (no settings), at most
-    /// ``CompiledTiers/maximumTiers`` tiers per provider, and a provider they can apply to.
+    /// ``CompiledTiers/maximumTiers`` tiers per provider, a provider they can apply to, and no
+    /// input or output caps for a shared provider.
     static func validate(
         tiers: [String: ProviderTiers], storage: [String: PolicyStorage], scopeLimits: [String: [String: PolicyLimits]],
         modelGroups: [String: [String: PolicyModelGroup]]
@@ -22,7 +21,7 @@ extension PolicyService {
         for (provider, configured) in tiers.sorted(by: { $0.key < $1.key }) where !configured.isEmpty {
             if let problem = tierProblem(
                 nested: !(scopeLimits[provider] ?? [:]).isEmpty, grouped: !(modelGroups[provider] ?? [:]).isEmpty,
-                shared: (storage[provider] ?? .memory).store != .memory)
+                shared: (storage[provider] ?? .memory).store != .memory, splitCaps: configured.hasSplitCaps)
             {
                 throw PolicyError(.invalidLimits, message: "provider '\(provider)': \(problem)")
             }

@@ -8,6 +8,11 @@ struct ProviderTiers: Sendable, Equatable {
 
     var isEmpty: Bool { tiers.isEmpty && overrides.isEmpty }
 
+    /// Whether a tier or an override sets an input or output cap.
+    var hasSplitCaps: Bool {
+        tiers.values.contains { $0.hasInputOutputCaps } || overrides.values.contains { $0.hasInputOutputCaps }
+    }
+
     /// The caps a scope gets over `limits` (the provider's caps in force): its override's if it
     /// has one, else its tier's, each cap by cap over the provider's. `nil` when `tier` is not
     /// one of the provider's and the scope has no override.
