@@ -319,7 +319,7 @@ final class GateCore: Sendable {
         // (not under a lock): the tier named, or the resolver's cached answer; else `given`,
         // which the key's next call replaces.
         guard let tier = key.tier.map({ .some($0) }) ?? tierResolver.cachedTier(for: key),
-            let own = compiledTiers(for: key)?.limits(scope: key.scope, tier: tier)
+            let own = compiledTiers(for: key)?.limits(scope: key.scope, tier: tier, named: key.tier != nil)
         else { return given }
         return own
     }
@@ -346,7 +346,7 @@ final class GateCore: Sendable {
             own.isTiered = false
             return own
         }
-        guard let own = tiers.limits(scope: key.scope, tier: tier) else {
+        guard let own = tiers.limits(scope: key.scope, tier: tier, named: key.tier != nil) else {
             let error = PolicyError(
                 .invalidArgument, key: key,
                 message: "tier '\(tier ?? "")' is not one of provider '\(key.provider)''s tiers (\(tiers.names.joined(separator: ", ")))")
@@ -356,20 +356,22 @@ final class GateCore: Sendable {
     }
 
     /// The set a key of a changed provider moves to: its override's, else that of the tier it
-    /// was in (by name, as the calls named it or the resolver answered), else the provider's.
-    /// A tier removed by the change leaves it on the provider's caps; its next call is refused.
+    /// was in (by name: the one its latest call named, else the resolver's answer), else the
+    /// provider's. A tier removed by the change leaves it on the provider's caps; its next
+    /// call is refused.
     private func limits(
         in tiers: CompiledTiers, for storage: KeyStorage, previous: CompiledTiers?
     ) -> CompiledLimits {
         let key = storage.key
         let variant = storage.machine.limits.variant
+        let named = variant & CompiledTiers.namedVariant != 0
         let tier: String?
-        if key.tier == nil, case .some(let answer) = tierResolver.cachedTier(for: key) {
+        if !named, case .some(let answer) = tierResolver.cachedTier(for: key) {
             tier = answer
         } else {
             tier = previous?.name(of: variant) ?? key.tier
         }
-        return tiers.limits(scope: key.scope, tier: tier) ?? tiers.base
+        return tiers.limits(scope: key.scope, tier: tier, named: named) ?? tiers.base
     }
 
     /// `limits` if still valid at `now`; otherwise the provider's limits once the schedule

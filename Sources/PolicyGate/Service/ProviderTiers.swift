@@ -39,10 +39,13 @@ extension PolicyLimits {
 /// overridden scope's. A key's limits are one of them, told apart by their
 /// ``CompiledLimits/variant``.
 struct CompiledTiers: Sendable {
-    /// The variant of an overridden scope's limits.
+    /// The variant's bit of an overridden scope's limits.
     static let overrideVariant: UInt8 = 0x80
-    /// The most tiers a provider may have: their numbers are the variant's other values.
-    static let maximumTiers = 127
+    /// The variant's bit of limits whose tier the call named (``PolicyKey/tier``) rather than
+    /// the resolver: a new resolver moves only the other keys.
+    static let namedVariant: UInt8 = 0x40
+    /// The most tiers a provider may have: their numbers are the variant's low six bits.
+    static let maximumTiers = 63
 
     /// Tier names, sorted; a tier's variant is its position plus one.
     let names: [String]
@@ -75,17 +78,28 @@ struct CompiledTiers: Sendable {
     }
 
     /// The limits of `scope` in `tier`: its override's, else the tier's, else the provider's;
-    /// `nil` when `tier` is not one of the provider's (and the scope has no override).
+    /// `nil` when `tier` is not one of the provider's (and the scope has no override). An
+    /// override's variant keeps the tier's number in its low bits, so that the key is back in
+    /// its tier when the override goes.
+    /// `named` says the tier is the call's own (``namedVariant``).
     @inline(__always)
-    func limits(scope: PolicyScope, tier: String?) -> CompiledLimits? {
-        if !overrides.isEmpty, let override = overrides[scope] { return override }
-        guard let tier else { return base }
-        return variants[tier].map { tiers[Int($0) - 1] }
+    func limits(scope: PolicyScope, tier: String?, named: Bool = false) -> CompiledLimits? {
+        let number = tier.map { variants[$0] } ?? 0
+        let flags = named ? Self.namedVariant : 0
+        if !overrides.isEmpty, var override = overrides[scope] {
+            override.variant = Self.overrideVariant | flags | (number ?? 0)
+            return override
+        }
+        guard let number else { return nil }
+        var limits = number == 0 ? base : tiers[Int(number) - 1]
+        if named { limits.variant |= flags }
+        return limits
     }
 
-    /// The name of the tier whose variant is `variant`, if it is a tier's.
+    /// The name of the tier in `variant` (an override's included), if it has one.
     func name(of variant: UInt8) -> String? {
-        variant == 0 || variant >= Self.overrideVariant || Int(variant) > names.count ? nil : names[Int(variant) - 1]
+        let number = Int(variant & 0x3F)
+        return number == 0 || number > names.count ? nil : names[number - 1]
     }
 }
 
