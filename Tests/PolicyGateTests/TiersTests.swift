@@ -247,6 +247,9 @@ struct TiersTests {
             cron = "* 0-5 * * *"
             tokens_per_minute = 100
 
+            [limits.p.schedule.tiers.pro]
+            requests_per_minute = 4
+
             [[limits.p.schedule]]
             name = "maintenance"
             cron = "* 6 * * *"
@@ -260,12 +263,25 @@ struct TiersTests {
         let gate = try PolicyService(configuration: PolicyConfiguration(toml: toml), clock: clock, startDate: start)
         let key = PolicyKey(provider: "p", scope: .user("u"), tier: "pro")
         let state = gate.currentState(for: key)
-        #expect(state.limits.requestsPerMinute == 6 && state.limits.tokensPerMinute == 100 && state.scheduleEntry == "night")
-        #expect(admittedInAMinute(gate, key) == 6)
+        // The entry's caps under the tier's, its caps for the tier over both.
+        #expect(state.limits.requestsPerMinute == 4 && state.limits.tokensPerMinute == 100 && state.scheduleEntry == "night")
+        #expect(admittedInAMinute(gate, key) == 4)
+        #expect(gate.currentState(for: PolicyKey(provider: "p", scope: .user("x"))).limits.requestsPerMinute == 3)
         #expect(throws: PolicyError.self) { _ = try gate.tryAcquire(PolicyKey(provider: "p", scope: .user("v"), tier: "pro"), estimatedTokens: 101) }
         // 06:00: closed for every tier.
         clock.advance(by: .seconds(6 * 3_600 - 1_800))
         let closed = try #require(throws: PolicyError.self) { _ = try gate.tryAcquire(PolicyKey(provider: "p", scope: .user("w"), tier: "pro"), estimatedTokens: 1) }
         #expect(closed.closedBy == "maintenance", "\(closed)")
+        // 07:00: the base caps, the tier's over them.
+        clock.advance(by: .seconds(3_600))
+        #expect(admittedInAMinute(gate, PolicyKey(provider: "p", scope: .user("w"), tier: "pro")) == 6)
+        let configured = try PolicyConfiguration(toml: toml)
+        #expect(configured.schedules["p"]?.entries.first?.tierLimits["pro"] == PolicyLimits(requestsPerMinute: 4))
+        let json = try JSONDecoder().decode(PolicyConfiguration.self, from: JSONEncoder().encode(configured))
+        #expect(json == configured)
+        let unknown = try #require(throws: PolicyConfigurationError.self) {
+            try PolicyConfiguration(toml: toml.replacingOccurrences(of: "schedule.tiers.pro", with: "schedule.tiers.gold"))
+        }
+        #expect(unknown.diagnostics.contains { $0.message.contains("names tier 'gold'") && $0.line == 11 }, "\(unknown)")
     }
 }

@@ -296,6 +296,7 @@ struct ConfigurationReader {
     private mutating func readProvider(
         _ table: KeyedDecodingContainer<AnyKey>, name: String, path: [TOMLPathComponent]
     ) -> (PolicyLimits, PolicySchedule?) {
+        entryTierPaths = [:]
         var limits = PolicyLimits()
         var timeZone: TimeZone?
         var entries: [PolicyScheduleEntry]?
@@ -359,6 +360,10 @@ struct ConfigurationReader {
         }
         let schedule = PolicySchedule(timeZone: timeZone ?? .gmt, entries: entries)
         if scheduleOK { checkRules(of: schedule, path: path) }
+        for (tier, paths) in entryTierPaths.sorted(by: { $0.key < $1.key }) where tiers[name]?[tier] == nil {
+            for tierPath in paths { error(tierPath, "names tier '\(tier)', which [\((path + [.key("tiers")]).dottedKey)] does not define") }
+        }
+        entryTierPaths = [:]
         return (limits, schedule)
     }
 
@@ -435,6 +440,9 @@ struct ConfigurationReader {
             overrides[provider, default: [:]][scope] = limits
         }
     }
+
+    /// Where the schedule entries of the provider being read name tiers, by tier.
+    private var entryTierPaths: [String: [[TOMLPathComponent]]] = [:]
 
     /// `[limits.<provider>.tiers.<name>]` caps as read.
     private(set) var tiers: [String: [String: PolicyLimits]] = [:]
@@ -601,6 +609,20 @@ struct ConfigurationReader {
                 } catch {
                     self.error(keyPath, "must be true or false")
                     valid = false
+                }
+            case "tiers":
+                guard let names = nested(table, key, path: keyPath, what: "a table of tiers' caps, such as [limits.<provider>.schedule.tiers.free]")
+                else { valid = false; continue }
+                for nameKey in names.allKeys {
+                    let tierPath = keyPath + [.key(nameKey.stringValue)]
+                    guard let caps = nested(names, nameKey, path: tierPath, what: "a table of caps") else { valid = false; continue }
+                    var limits = PolicyLimits()
+                    for capKey in caps.allKeys {
+                        readCap(caps, capKey, path: tierPath + [.key(capKey.stringValue)], into: &limits, known: Self.tierKeys)
+                    }
+                    check(tier: limits, provider: entry.name, path: tierPath)
+                    entry.tierLimits[nameKey.stringValue] = limits
+                    entryTierPaths[nameKey.stringValue, default: []].append(tierPath)
                 }
             default:
                 readCap(table, key, path: keyPath, into: &entry.limits, known: Self.entryKeys)
@@ -838,7 +860,7 @@ struct ConfigurationReader {
             "tiers", "scopes",
         ]
     static let levelKeys = PolicyLimits.configurationKeyNames + [PolicyLimits.countCacheReadsKey] + PolicyLimits.costKeyNames
-    static let entryKeys = ["name", "cron", "dates", "closed"] + PolicyLimits.configurationKeyNames
+    static let entryKeys = ["name", "cron", "dates", "closed", "tiers"] + PolicyLimits.configurationKeyNames
 
     /// Ranges and contradictions of one provider's caps.
     mutating func check(_ limits: PolicyLimits, provider: String, path: [TOMLPathComponent], reportEmpty: Bool) {

@@ -307,6 +307,12 @@ private struct EncodedProviderTable: Encodable {
             for kind in PolicyLimitKind.allCases {
                 if let cap = entry.limits[kind] { try table.encode(cap, forKey: AnyKey(stringValue: kind.configurationKey)) }
             }
+            if !entry.tierLimits.isEmpty {
+                var named = table.nestedContainer(keyedBy: AnyKey.self, forKey: AnyKey(stringValue: "tiers"))
+                for (name, caps) in entry.tierLimits.sorted(by: { $0.key < $1.key }) {
+                    try named.encode(caps, forKey: AnyKey(stringValue: name))
+                }
+            }
         }
     }
 }

@@ -105,7 +105,9 @@ extension PolicyService {
             feedbackScopes: configuration.feedbackScope)
         try Self.validate(permitHoldWarning: configuration.permitHoldWarning)
         let tiers = configuration.providerTiers
-        try Self.validate(tiers: tiers, storage: storage, scopeLimits: configuration.scopeLimits, modelGroups: configuration.modelGroups)
+        try Self.validate(
+            tiers: tiers, storage: storage, scopeLimits: configuration.scopeLimits, modelGroups: configuration.modelGroups,
+            schedules: configuration.schedules)
         var changes: [String: ProviderChange] = [:]
         for (provider, storage) in storage {
             changes[provider] = ProviderChange(
@@ -180,7 +182,10 @@ extension PolicyConfiguration {
     public func effectiveLimits(for provider: String, scope: PolicyScope, tier: String?, at date: Date) -> PolicySchedule.Resolution? {
         let resolution = effectiveLimits(for: provider, at: date)
         let configured = providerTiers[provider] ?? ProviderTiers()
-        guard let limits = configured.limits(over: resolution.limits, scope: scope, tier: tier) else { return nil }
+        let entryTiers = schedules[provider]?.entries.first { $0.name == resolution.entry }?.tierLimits ?? [:]
+        guard let limits = configured.limits(over: resolution.limits, scope: scope, tier: tier, entryTiers: entryTiers) else {
+            return nil
+        }
         return PolicySchedule.Resolution(
             limits: limits, entry: resolution.entry, isClosed: resolution.isClosed, validUntil: resolution.validUntil)
     }

@@ -37,6 +37,12 @@ struct ProviderEntry: Sendable {
 struct ScheduleTrack: Sendable {
     let schedule: PolicySchedule
     var resolution: PolicySchedule.Resolution
+
+    /// The applying entry's caps per tier.
+    var entryTiers: [String: PolicyLimits] {
+        guard let name = resolution.entry else { return [:] }
+        return schedule.entries.first { $0.name == name }?.tierLimits ?? [:]
+    }
 }
 
 /// The providers' entries, with the schedules kept apart: the per-call lookup then copies a
@@ -265,7 +271,7 @@ final class GateCore: Sendable {
         var compiled = compile(resolved)
         var compiledTiers: CompiledTiers?
         if !tiers.isEmpty {
-            compiledTiers = CompiledTiers(tiers, over: resolved, compile: compile)
+            compiledTiers = CompiledTiers(tiers, over: resolved, entryTiers: track?.entryTiers ?? [:], compile: compile)
             compiled.isTiered = true
         }
         return ProviderEntry(

@@ -16,8 +16,20 @@ extension PolicyService {
     /// input or output caps for a shared provider.
     static func validate(
         tiers: [String: ProviderTiers], storage: [String: PolicyStorage], scopeLimits: [String: [String: PolicyLimits]],
-        modelGroups: [String: [String: PolicyModelGroup]]
+        modelGroups: [String: [String: PolicyModelGroup]], schedules: [String: PolicySchedule]
     ) throws(PolicyError) {
+        for (provider, schedule) in schedules.sorted(by: { $0.key < $1.key }) {
+            for entry in schedule.entries {
+                for (tier, caps) in entry.tierLimits.sorted(by: { $0.key < $1.key }) {
+                    guard tiers[provider]?.tiers[tier] != nil else {
+                        throw PolicyError(
+                            .invalidLimits,
+                            message: "schedule entry '\(entry.name)' of provider '\(provider)' names tier '\(tier)', which the provider does not define")
+                    }
+                    try validate(capsOnly: caps, owner: "\(provider)' schedule entry '\(entry.name)' tier '\(tier)")
+                }
+            }
+        }
         for (provider, configured) in tiers.sorted(by: { $0.key < $1.key }) where !configured.isEmpty {
             if let problem = tierProblem(
                 nested: !(scopeLimits[provider] ?? [:]).isEmpty, grouped: !(modelGroups[provider] ?? [:]).isEmpty,
@@ -77,7 +89,7 @@ extension PolicyService {
         guard before != limits else { return }
         try Self.validate(
             tiers: [provider: tiers], storage: [provider: entry.storage], scopeLimits: [provider: entry.levels.kinds],
-            modelGroups: [provider: entry.levels.groups])
+            modelGroups: [provider: entry.levels.groups], schedules: [:])
         swap(
             [
                 provider: ProviderChange(

@@ -64,7 +64,7 @@ public actor PolicyService {
         tiers: [String: ProviderTiers] = [:]
     ) throws(PolicyError) where C.Duration == Duration {
         try Self.validate(limits: limits, schedules: schedules)
-        try Self.validate(tiers: tiers, storage: storage, scopeLimits: scopeLimits, modelGroups: modelGroups)
+        try Self.validate(tiers: tiers, storage: storage, scopeLimits: scopeLimits, modelGroups: modelGroups, schedules: schedules)
         try Self.validate(storage: storage, store: store)
         try Self.validate(split: limits, schedules: schedules, storage: storage)
         try Self.validate(reserve: limits, storage: storage)
@@ -847,7 +847,7 @@ public actor PolicyService {
             // The key's own caps: its override's, else its tier's (unknown tiers show the provider's).
             tier = key.tier ?? core.tierResolver.tier(for: key)
             hasScopeOverride = entry.tiers.overrides[key.scope] != nil
-            limits = entry.tiers.limits(over: limits, scope: key.scope, tier: tier) ?? limits
+            limits = entry.tiers.limits(over: limits, scope: key.scope, tier: tier, entryTiers: entry.schedule?.entryTiers ?? [:]) ?? limits
         }
         let factor = entry?.adaptive?.factor(at: now) ?? AdaptiveState.full
         let enforced = limits.adapted(by: factor)

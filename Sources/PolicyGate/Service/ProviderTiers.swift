@@ -16,10 +16,14 @@ struct ProviderTiers: Sendable, Equatable {
     /// The caps a scope gets over `limits` (the provider's caps in force): its override's if it
     /// has one, else its tier's, each cap by cap over the provider's. `nil` when `tier` is not
     /// one of the provider's and the scope has no override.
-    func limits(over limits: PolicyLimits, scope: PolicyScope, tier: String?) -> PolicyLimits? {
+    /// `entryTiers` are the applying schedule entry's caps per tier
+    /// (``PolicyScheduleEntry/tierLimits``), over the tier's own.
+    func limits(
+        over limits: PolicyLimits, scope: PolicyScope, tier: String?, entryTiers: [String: PolicyLimits] = [:]
+    ) -> PolicyLimits? {
         if let override = overrides[scope] { return limits.overlaid(with: override) }
         guard let tier else { return limits }
-        return tiers[tier].map { limits.overlaid(with: $0) }
+        return tiers[tier].map { limits.overlaid(with: $0).overlaid(with: entryTiers[tier] ?? PolicyLimits()) }
     }
 }
 
@@ -57,12 +61,16 @@ struct CompiledTiers: Sendable {
 
     /// Compiles each set with `compile`, which applies what the provider's own compiled
     /// limits have (generation, adaptive factor, schedule validity, routing).
-    init(_ configured: ProviderTiers, over limits: PolicyLimits, compile: (PolicyLimits) -> CompiledLimits) {
+    init(
+        _ configured: ProviderTiers, over limits: PolicyLimits, entryTiers: [String: PolicyLimits] = [:],
+        compile: (PolicyLimits) -> CompiledLimits
+    ) {
         names = configured.tiers.keys.sorted().prefix(Self.maximumTiers).map { $0 }
         var variants: [String: UInt8] = [:]
         var tiers: [CompiledLimits] = []
         for (index, name) in names.enumerated() {
-            var compiled = compile(limits.overlaid(with: configured.tiers[name] ?? PolicyLimits()))
+            let caps = limits.overlaid(with: configured.tiers[name] ?? PolicyLimits()).overlaid(with: entryTiers[name] ?? PolicyLimits())
+            var compiled = compile(caps)
             compiled.variant = UInt8(index + 1)
             tiers.append(compiled)
             variants[name] = compiled.variant
