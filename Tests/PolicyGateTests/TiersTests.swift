@@ -53,8 +53,8 @@ struct TiersTests {
             ("[limits.p]\nrequests_per_minute = 1\n[limits.p.tiers.free]\nrequests_per_minute = 0\n", "must be positive", 4),
             ("[limits.p]\nrequests_per_minute = 1\n[limits.p.scopes.acme]\nrequests_per_minute = 4\n", "kind:id", 3),
             (
-                "[limits.p]\nrequests_per_minute = 1\n[limits.p.per.org]\nrequests_per_minute = 4\n[limits.p.tiers.free]\nrequests_per_minute = 2\n",
-                "nested limits", 0
+                "[limits.p]\nrequests_per_minute = 1\n[limits.p.models.big]\nmatch = \"gpt-5*\"\nrequests_per_minute = 4\n[limits.p.tiers.free]\nrequests_per_minute = 2\n",
+                "model groups", 0
             ),
             (
                 "[store]\ndefault = \"postgres\"\n[limits.p]\nrequests_per_minute = 1\n[limits.p.scopes.\"org:a\"]\ninput_tokens_per_minute = 2\n",
@@ -232,6 +232,113 @@ struct TiersTests {
         try await gates[1].setScopeOverride(PolicyLimits(maxConcurrent: 5), for: .user("e"), provider: "openai")
         #expect(await held(PolicyKey(provider: "openai", scope: .user("e")), gate: 1) == 5)
         #expect(store.requests.last?.maxConcurrent == 5)
+    }
+
+    static let nestedTOML = """
+        [limits.p]
+        requests_per_minute = 100
+
+        [limits.p.per.org]
+        max_concurrent = 4
+
+        [limits.p.per.user]
+        max_concurrent = 2
+
+        [limits.p.tiers.free]
+        max_concurrent = 1
+
+        [limits.p.tiers.pro]
+        max_concurrent = 3
+
+        [limits.p.scopes."org:big"]
+        max_concurrent = 10
+        """
+
+    /// How many permits of `key` can be held at once (given back at the end), with `others`
+    /// held meanwhile.
+    func heldAtOnce(_ gate: PolicyService, _ key: PolicyKey, upTo limit: Int = 12) -> [PermitBox] {
+        var boxes: [PermitBox] = []
+        while boxes.count < limit {
+            let permit: PolicyPermit
+            do { permit = try gate.tryAcquire(key) } catch { break }
+            let box = PermitBox()
+            box.store(permit)
+            boxes.append(box)
+        }
+        return boxes
+    }
+
+    @Test("nested: a tier sets the caps of its level, inside its parents'; an override sets its scope's level")
+    func nested() async throws {
+        let gate = try PolicyService(configuration: PolicyConfiguration(toml: Self.nestedTOML), clock: clock)
+        func user(_ id: String, in org: String, tier: String?) -> PolicyKey {
+            PolicyKey(provider: "p", scope: .user(id), within: [.org(org)], tier: tier)
+        }
+        let free = heldAtOnce(gate, user("u1", in: "a", tier: "free"))
+        #expect(free.count == 1)
+        // Pro gets 3 at its own level, but org:a (4) already counts u1's permit.
+        let pro = heldAtOnce(gate, user("u2", in: "a", tier: "pro"))
+        #expect(pro.count == 3)
+        #expect(heldAtOnce(gate, user("u3", in: "a", tier: nil)).isEmpty)
+        // org:big's own caps (10) bound four pro users (3 each).
+        var big: [PermitBox] = []
+        for id in 0..<4 { big += heldAtOnce(gate, user("b\(id)", in: "big", tier: "pro")) }
+        #expect(big.count == 10)
+        let state = gate.currentState(for: user("u2", in: "a", tier: "pro"))
+        #expect(state.tier == "pro" && state.limits.maxConcurrent == 3)
+        #expect(state.levels.map(\.limits.maxConcurrent) == [nil, 4, 3])
+        #expect(gate.currentState(for: PolicyKey(provider: "p", scope: .org("big"))).hasScopeOverride)
+        // The resolver puts org:c in free: the org's level gets 1, whatever its users' tiers.
+        await gate.setTierResolver { $0 == .org("c") ? "free" : nil }
+        #expect(heldAtOnce(gate, user("c1", in: "c", tier: "pro")).count == 1)
+        // An unknown tier is refused, at any level.
+        #expect(throws: PolicyError.self) { _ = try gate.tryAcquire(user("x", in: "a", tier: "gold")) }
+        // A runtime override of a parent level applies to every chain through it.
+        for box in free + pro { box.release() }
+        try await gate.setScopeOverride(PolicyLimits(maxConcurrent: 2), for: .org("a"), provider: "p")
+        #expect(heldAtOnce(gate, user("u2", in: "a", tier: "pro")).count == 2)
+        for box in big { box.release() }
+    }
+
+    @Test("nested: moving a level to another tier admits its waiters when they now fit")
+    func nestedRetierWakesWaiters() async throws {
+        let gate = try PolicyService(configuration: PolicyConfiguration(toml: Self.nestedTOML), clock: clock)
+        await gate.setTierResolver { $0 == .org("a") ? "free" : nil }
+        let key = PolicyKey(provider: "p", scope: .user("u"), within: [.org("a")])
+        let held = try gate.tryAcquire(key)
+        let (box, task) = startWaiter(gate, key, tokens: 0)
+        await eventually("queued") { gate.currentState(for: key).queued == 1 }
+        // org:a leaves the free tier (1) for its kind's caps (4): the waiter fits at once.
+        await gate.setTierResolver { _ in nil }
+        await task.value
+        #expect(box.hasPermit)
+        _ = consume held
+        box.release()
+    }
+
+    @Test("nested, in a shared store: each level is handed its tier's or override's caps")
+    func nestedShared() async throws {
+        let store = FakeQuotaStore(clock: clock)
+        let toml = Self.nestedTOML.replacingOccurrences(of: "requests_per_minute = 100", with: "max_concurrent = 50\nstore = \"postgres\"")
+        let gates = try (0..<2).map { _ in try PolicyService(configuration: PolicyConfiguration(toml: toml), store: store, clock: clock) }
+        func held(_ key: PolicyKey) async -> [PermitBox] {
+            var boxes: [PermitBox] = []
+            for attempt in 0..<12 {
+                guard let permit = try? await gates[attempt % 2].acquire(key, maxWait: .zero) else { break }
+                let box = PermitBox()
+                box.store(permit)
+                boxes.append(box)
+            }
+            return boxes
+        }
+        let free = await held(PolicyKey(provider: "p", scope: .user("u1"), within: [.org("a")], tier: "free"))
+        #expect(free.count == 1)
+        let pro = await held(PolicyKey(provider: "p", scope: .user("u2"), within: [.org("a")], tier: "pro"))
+        #expect(pro.count == 3)
+        var big: [PermitBox] = []
+        for id in 0..<4 { big += await held(PolicyKey(provider: "p", scope: .user("b\(id)"), within: [.org("big")], tier: "pro")) }
+        #expect(big.count == 10)
+        for box in free + pro + big { box.release() }
     }
 
     @Test("a schedule entry's caps apply under the tiers; a closed entry closes every tier")

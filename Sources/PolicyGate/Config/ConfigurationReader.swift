@@ -468,6 +468,13 @@ struct ConfigurationReader {
             let hasOverrides = !(configuration.scopeOverrides[provider] ?? [:]).isEmpty
             guard hasTiers || hasOverrides else { continue }
             let path: [TOMLPathComponent] = [.key("limits"), .key(provider), .key(hasTiers ? "tiers" : "scopes")]
+            if !(configuration.scopeLimits[provider] ?? [:]).isEmpty,
+                configuration.schedules[provider]?.entries.contains(where: { !$0.tierLimits.isEmpty }) == true
+            {
+                error(
+                    [.key("limits"), .key(provider), .key("schedule")],
+                    "sets tiers' caps, but a nested provider's schedule sets its account's caps only")
+            }
             if let problem = PolicyService.tierProblem(
                 nested: !(configuration.scopeLimits[provider] ?? [:]).isEmpty,
                 grouped: !(configuration.modelGroups[provider] ?? [:]).isEmpty,

@@ -111,6 +111,13 @@ struct CompiledLimits: Sendable {
         set { routing = newValue ? routing | 16 : routing & ~16 }
     }
 
+    /// Whether a nested provider has tiers or per-scope overrides: its levels' caps are looked
+    /// up per scope (``ChainStateMachine/LevelTiers``) on every call.
+    var hasLevelTiers: Bool {
+        @inline(__always) get { routing & 32 != 0 }
+        set { routing = newValue ? routing | 32 : routing & ~32 }
+    }
+
     /// Whether `self` should replace `current` in a key: newer, or of the same generation but
     /// another of the provider's cap sets (a call named another tier).
     @inline(__always)

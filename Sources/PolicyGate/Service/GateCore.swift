@@ -29,6 +29,20 @@ struct ProviderEntry: Sendable {
         levels.kinds.mapValues { CompiledLimits($0, generation: compiled.generation) }
     }
 
+    /// For a nested provider with tiers or overrides: them compiled over each kind's caps
+    /// (`""` over none, for kinds without a table), with the account's generation.
+    var compiledKindTiers: [String: CompiledTiers] {
+        guard compiled.hasLevelTiers else { return [:] }
+        let generation = compiled.generation
+        var result: [String: CompiledTiers] = [:]
+        for (kind, caps) in levels.kinds.map({ ($0.key, $0.value) }) + [("", PolicyLimits.unlimited)] {
+            var configured = tiers
+            if !kind.isEmpty { configured.overrides = configured.overrides.filter { $0.key.kind == kind } }
+            result[kind] = CompiledTiers(configured, over: caps) { CompiledLimits($0, generation: generation) }
+        }
+        return result
+    }
+
     /// The model groups compiled, in the order a tree numbers them.
     var compiledGroups: [ModelGroupCaps] { levels.compiledGroups(generation: compiled.generation) }
 }
@@ -67,13 +81,16 @@ struct ProviderTable: Sendable {
 
     /// Tiers and overrides, apart for the same reason: read only when the compiled limits
     /// say the provider has them.
-    private var tiers: [ProviderName: (configured: ProviderTiers, compiled: CompiledTiers)] = [:]
+    private var tiers: [ProviderName: (configured: ProviderTiers, compiled: CompiledTiers?)] = [:]
 
     /// A provider's spend caps and prices, if it has spend caps.
     func costs(_ name: ProviderName) -> CostPolicy? { costs[name] }
 
     /// A provider's compiled tiers and overrides, if it has any.
-    func compiledTiers(_ name: ProviderName) -> CompiledTiers? { tiers[name]?.compiled }
+    func compiledTiers(_ name: ProviderName) -> CompiledTiers? { tiers[name]?.compiled ?? nil }
+
+    /// A provider's tiers as configured, if it has any.
+    func configuredTiers(_ name: ProviderName) -> [String: PolicyLimits]? { tiers[name]?.configured.tiers }
 
     /// The compiled limits of a provider: the only lookup on the hot path.
     @inline(__always)
@@ -85,7 +102,7 @@ struct ProviderTable: Sendable {
                 ProviderEntry(
                     limits: $0.limits, compiled: $0.compiled, schedule: tracks[name], storage: $0.storage,
                     adaptive: adaptive[name], levels: scopes[name] ?? ProviderLevels(), costs: costs[name],
-                    tiers: tiers[name]?.configured ?? ProviderTiers(), compiledTiers: tiers[name]?.compiled)
+                    tiers: tiers[name]?.configured ?? ProviderTiers(), compiledTiers: tiers[name]?.compiled ?? nil)
             }
         }
         set {
@@ -94,7 +111,7 @@ struct ProviderTable: Sendable {
             adaptive[name] = newValue?.adaptive
             scopes[name] = newValue.flatMap { $0.levels.isEmpty ? nil : $0.levels }
             costs[name] = newValue?.costs
-            tiers[name] = newValue.flatMap { entry in entry.compiledTiers.map { (entry.tiers, $0) } }
+            tiers[name] = newValue.flatMap { $0.tiers.isEmpty ? nil : ($0.tiers, $0.compiledTiers) }
         }
     }
 
@@ -270,10 +287,12 @@ final class GateCore: Sendable {
         }
         var compiled = compile(resolved)
         var compiledTiers: CompiledTiers?
-        if !tiers.isEmpty {
+        if !tiers.isEmpty && scopes.kinds.isEmpty {
             compiledTiers = CompiledTiers(tiers, over: resolved, entryTiers: track?.entryTiers ?? [:], compile: compile)
             compiled.isTiered = true
         }
+        // Nested: the tiers set the levels' caps (``ProviderEntry/compiledKindTiers``).
+        compiled.hasLevelTiers = !tiers.isEmpty && !scopes.kinds.isEmpty
         return ProviderEntry(
             limits: base, compiled: compiled, schedule: track, storage: storage, adaptive: adaptive, levels: scopes, costs: costs,
             tiers: tiers, compiledTiers: compiledTiers)
@@ -328,6 +347,32 @@ final class GateCore: Sendable {
             let own = compiledTiers(for: key)?.limits(scope: key.scope, tier: tier, named: key.tier != nil)
         else { return given }
         return own
+    }
+
+    /// The tier of each level of `key`'s chain under a nested provider with tiers: the key's
+    /// own level's named on the key or by the resolver, its parents' by the resolver.
+    /// - Throws: ``PolicyError/Code/invalidArgument`` when a tier is not one of the provider's.
+    func levelTiers(for key: PolicyKey, reporting: Bool = true, estimate: Int = 0) throws(PolicyError) -> ChainGate.Machine.LevelTiers {
+        let levels = key.levels
+        var result: ChainGate.Machine.LevelTiers = []
+        result.reserveCapacity(levels.count)
+        let name = ProviderName(of: key)
+        let names = providers.withLock { $0.configuredTiers(name) }
+        for depth in levels.indices {
+            let isOwn = depth == levels.count - 1 && key.scope != .global
+            let named = isOwn && key.tier != nil
+            var tier = named ? key.tier : tierResolver.tier(for: key.level(depth + 1))
+            // A provider without tiers (overrides only) ignores the tier named.
+            if (names ?? [:]).isEmpty { tier = nil }
+            if let tier, names?[tier] == nil {
+                let error = PolicyError(
+                    .invalidArgument, key: key,
+                    message: "tier '\(tier)' of \(levels[depth]) is not one of provider '\(key.provider)''s tiers (\((names ?? [:]).keys.sorted().joined(separator: ", ")))")
+                throw reporting ? reject(key, estimate, error) : error
+            }
+            result.append((tier, named))
+        }
+        return result
     }
 
     /// The compiled tiers and overrides of `key`'s provider, if it has any.

@@ -1,11 +1,10 @@
 extension PolicyService {
     // MARK: Tiers and per-scope overrides
 
-    /// Why a provider's tiers or overrides cannot be applied, if they cannot: the nested
-    /// chain and model groups' trees count every scope of a kind under one set of caps so
-    /// far, and a shared store counts total tokens only.
+    /// Why a provider's tiers or overrides cannot be applied, if they cannot: model groups'
+    /// trees count every key under one set of caps so far, and a shared store counts total
+    /// tokens only.
     static func tierProblem(nested: Bool, grouped: Bool, shared: Bool, splitCaps: Bool) -> String? {
-        if nested { return "tiers and per-scope overrides are not supported with nested limits ([limits.<provider>.per.<kind>]) yet" }
         if grouped { return "tiers and per-scope overrides are not supported with model groups yet" }
         if shared && splitCaps { return splitCapsNotShared }
         return nil
@@ -20,6 +19,11 @@ extension PolicyService {
     ) throws(PolicyError) {
         for (provider, schedule) in schedules.sorted(by: { $0.key < $1.key }) {
             for entry in schedule.entries {
+                if !entry.tierLimits.isEmpty, !(scopeLimits[provider] ?? [:]).isEmpty {
+                    throw PolicyError(
+                        .invalidLimits,
+                        message: "schedule entry '\(entry.name)' of provider '\(provider)' sets tiers' caps, but a nested provider's schedule sets its account's caps only")
+                }
                 for (tier, caps) in entry.tierLimits.sorted(by: { $0.key < $1.key }) {
                     guard tiers[provider]?.tiers[tier] != nil else {
                         throw PolicyError(
@@ -139,6 +143,17 @@ extension PolicyService {
             if storage.machine.limits.variant != 0 || self.core.compiledTiers(for: storage.key) != nil { held.append(storage.key) }
         }
         for key in held where key.tier == nil { _ = core.tierResolver.tier(for: key) }
+        // Nested providers' trees: each level the resolver decides, asked afresh (outside the
+        // tree's lock), moves to its tier's caps.
+        let trees = core.chains.withLock { Array($0.values) }
+        for gate in trees {
+            let keys = gate.withMachine { machine in (machine.resolvedLevelKeys, ChainGate.Machine.Effects()) }
+            guard !keys.isEmpty else { continue }
+            var answers: [HashedKey: String?] = [:]
+            for key in keys { answers[HashedKey(key)] = .some(core.tierResolver.tier(for: key)) }
+            let now = core.environment.time.now()
+            gate.withMachine { machine in ((), machine.retier(answers, now: now)) }
+        }
         let providers = Set(held.map(\.provider))
         var changes: [String: ProviderChange] = [:]
         for provider in providers {

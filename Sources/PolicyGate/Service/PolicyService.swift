@@ -536,7 +536,7 @@ public actor PolicyService {
         if limits.isRouted {
             // A nested provider's tree, out of line: the flat path below stays as it was.
             if limits.isNested && !limits.isShared {
-                return admitNested(
+                return try admitNested(
                     key, estimate: estimate, model: model, tokens: tokens, limits: limits, now: now, pending: &pending,
                     priority: priority, price: price)
             }
@@ -570,8 +570,10 @@ public actor PolicyService {
         do {
             if pending.nestedLevel >= 0 {
                 let gate = core.chainGate(for: key, now: pending.now)
+                let tiers = pending.limits.hasLevelTiers ? try core.levelTiers(for: key, reporting: false) : nil
                 let grant = try await core.wait(
-                    in: gate, key, model: model, tokens: pending.tokens, limits: pending.limits, deadline: deadline, priority: priority)
+                    in: gate, key, model: model, tokens: pending.tokens, limits: pending.limits, deadline: deadline, priority: priority,
+                    tiers: tiers)
                 if core.environment.hasTelemetry {
                     reportChainAdmission(
                         key, estimate: estimate, gate: gate, admission: grant.admission, tokens: pending.tokens,

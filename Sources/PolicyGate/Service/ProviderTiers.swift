@@ -22,7 +22,8 @@ struct ProviderTiers: Sendable, Equatable {
         over limits: PolicyLimits, scope: PolicyScope, tier: String?, entryTiers: [String: PolicyLimits] = [:]
     ) -> PolicyLimits? {
         if let override = overrides[scope] { return limits.overlaid(with: override) }
-        guard let tier else { return limits }
+        // A provider without tiers ignores the tier a call names.
+        guard let tier, !tiers.isEmpty else { return limits }
         return tiers[tier].map { limits.overlaid(with: $0).overlaid(with: entryTiers[tier] ?? PolicyLimits()) }
     }
 }
@@ -92,7 +93,8 @@ struct CompiledTiers: Sendable {
     /// `named` says the tier is the call's own (``namedVariant``).
     @inline(__always)
     func limits(scope: PolicyScope, tier: String?, named: Bool = false) -> CompiledLimits? {
-        let number = tier.map { variants[$0] } ?? 0
+        // A provider without tiers (overrides only) ignores the tier a call names.
+        let number = names.isEmpty ? 0 : tier.map { variants[$0] } ?? 0
         let flags = named ? Self.namedVariant : 0
         if !overrides.isEmpty, var override = overrides[scope] {
             override.variant = Self.overrideVariant | flags | (number ?? 0)

@@ -88,7 +88,7 @@ final class SharedGate: Sendable {
             // The key's scope's own caps (tiers, overrides), afresh on every attempt like the
             // rest: the store is handed them with the call.
             if limits.isTiered { limits = try core.tieredLimits(limits, for: key, estimate: Int(tokens), reporting: false) }
-            let chain = limits.isNested ? chainLevels(of: key, account: limits, core: core) : nil
+            let chain = limits.isNested ? try chainLevels(of: key, account: limits, core: core) : nil
             for (depth, level) in (chain ?? [(key, limits)]).enumerated() {
                 if let oversized = AdmissionRules.oversized(TokenCounts(total: tokens), limits: level.limits) {
                     let error = AdmissionRules.oversizedError(oversized, tokens: TokenCounts(total: tokens)).with(key: key)
