@@ -4,6 +4,8 @@ import PolicyGateTestKit
 import Synchronization
 import Testing
 
+@testable import PolicyGate
+
 /// Seeded random runs through the public API while tiers, overrides, the resolver and the
 /// tier a key's calls name all change, with permits in flight and waiters queued. A model
 /// beside the gate knows which caps each scope is under (its override's, else its tier's, else
@@ -17,14 +19,23 @@ import Testing
 struct TiersModelTests {
     @Test("random changes of tiers, overrides and resolvers never over-admit and never strand a waiter", arguments: Array(1...6) as [UInt64])
     func replay(seed: UInt64) async throws {
-        let harness = try Harness(seed: seed)
+        try await replay(seed: seed, nested: false)
+    }
+
+    @Test("the same with nested limits: users' levels inside their organisations'", arguments: Array(1...6) as [UInt64])
+    func replayNested(seed: UInt64) async throws {
+        try await replay(seed: seed, nested: true)
+    }
+
+    func replay(seed: UInt64, nested: Bool) async throws {
+        let harness = try Harness(seed: seed, nested: nested)
         try await harness.run(steps: Environment.soak ? 3_000 : 400)
         let c = harness.counts
         #expect(
-            c.admitted > 25 && c.refused > 20 && c.waited > 10 && c.timedOut > 0 && c.overrides > 10 && c.reloads > 5
+            c.admitted > (nested ? 10 : 25) && c.refused > 20 && c.waited > 10 && c.timedOut > 0 && c.overrides > 10 && c.reloads > 5
                 && c.resolvers > 5 && c.tierSwitches > 10 && c.unknownTier > 0 && c.aboveCap > 0,
             "not every path was exercised: \(c)")
-        print("tiers model seed \(seed): \(c)")
+        print("tiers model\(nested ? " (nested)" : "") seed \(seed): \(c)")
     }
 }
 
@@ -43,7 +54,13 @@ private final class Harness {
 
     static let provider = "p"
     static let tierNames = ["a", "b", "c"]
-    let scopes: [PolicyScope] = [.user("0"), .user("1"), .org("2"), .org("3"), .project("4")]
+    /// The scopes calls are made for.
+    let scopes: [PolicyScope]
+    /// Nested: the organisations the users are in (user `i` in organisation `i % 2`).
+    let orgs: [PolicyScope] = [.org("a"), .org("b")]
+    let nested: Bool
+    /// Every scope whose caps the model knows: the calls' scopes, and nested, their parents.
+    var levelScopes: [PolicyScope] { nested ? scopes + orgs : scopes }
 
     var random: SeededRandomNumberGenerator
     let clock = ManualClock()
@@ -54,50 +71,78 @@ private final class Harness {
 
     // The model.
     var base: Int
+    /// Nested: the organisations' caps (`base` is the users').
+    var orgBase: Int
     var tiers: [String: Int]
     var overrides: [PolicyScope: Int] = [:]
     var resolver: [PolicyScope: String] = [:]
     /// Scopes whose calls name their tier (the others leave it to the resolver), and the tier
     /// their latest call named.
     var named: [PolicyScope: String]
+    /// What the latest call of a scope that reached the gate named (a call refused for an
+    /// unknown tier moves nothing): the tier its level is in, unless the resolver decides.
+    var reached: [PolicyScope: String?] = [:]
     var held: [PolicyScope: [PermitBox]] = [:]
     var waiters: [(scope: PolicyScope, box: PermitBox, task: Task<Void, Never>)] = []
     /// Permits in flight after the last step, per scope.
     var inFlight: [PolicyScope: Int] = [:]
 
-    init(seed: UInt64) throws {
+    init(seed: UInt64, nested: Bool) throws {
+        self.nested = nested
+        scopes = nested ? (0..<5).map { .user("\($0)") } : [.user("0"), .user("1"), .org("2"), .org("3"), .project("4")]
         random = SeededRandomNumberGenerator(seed: seed)
         base = Int.random(in: 1...3, using: &random)
+        orgBase = Int.random(in: 2...5, using: &random)
         tiers = Dictionary(uniqueKeysWithValues: Self.tierNames.prefix(2).map { ($0, 0) })
         named = [:]
         for name in tiers.keys { tiers[name] = Int.random(in: 1...4, using: &random) }
         for scope in scopes where Bool.random(using: &random) { named[scope] = Self.tierNames.prefix(2).randomElement(using: &random) }
-        gate = try PolicyService(configuration: Self.configuration(base: base, tiers: tiers), clock: clock)
+        gate = try PolicyService(
+            configuration: Self.configuration(base: base, orgBase: orgBase, tiers: tiers, nested: nested), clock: clock)
     }
 
-    func configuration() -> PolicyConfiguration { Self.configuration(base: base, tiers: tiers) }
+    func configuration() -> PolicyConfiguration { Self.configuration(base: base, orgBase: orgBase, tiers: tiers, nested: nested) }
 
-    static func configuration(base: Int, tiers: [String: Int]) -> PolicyConfiguration {
-        var configuration = PolicyConfiguration(limits: [provider: PolicyLimits(maxConcurrent: base)])
+    static func configuration(base: Int, orgBase: Int, tiers: [String: Int], nested: Bool) -> PolicyConfiguration {
+        var configuration = PolicyConfiguration(limits: [provider: PolicyLimits(maxConcurrent: nested ? 100 : base)])
+        if nested {
+            configuration.scopeLimits[provider] = ["user": PolicyLimits(maxConcurrent: base), "org": PolicyLimits(maxConcurrent: orgBase)]
+        }
         configuration.tiers[provider] = tiers.mapValues { PolicyLimits(maxConcurrent: $0) }
         return configuration
     }
 
-    /// The concurrency cap the model says `scope` is under now.
-    func cap(_ scope: PolicyScope) -> Int {
+    func parent(of scope: PolicyScope) -> PolicyScope? {
+        guard nested, case .user(let id) = scope, let number = Int(id) else { return nil }
+        return orgs[number % 2]
+    }
+
+    /// The concurrency cap the model says the level of `scope` is under now: as the next
+    /// call sees it (`asCalled`, what readouts show), or as the gate holds it.
+    func cap(_ scope: PolicyScope, asCalled: Bool = false) -> Int {
         if let override = overrides[scope] { return override }
-        let tier = named[scope] ?? resolver[scope]
-        return tier.flatMap { tiers[$0] } ?? base
+        let tier = (asCalled ? named[scope] : reached[scope] ?? nil) ?? resolver[scope]
+        return tier.flatMap { tiers[$0] } ?? (scope.kind == "org" && nested ? orgBase : base)
+    }
+
+    /// A call of `scope` reached the gate (`error` is how it ended, if refused).
+    func called(_ scope: PolicyScope, tier: String?, error: (any Error)?) {
+        if (error as? PolicyError)?.code != .invalidArgument { reached[scope] = .some(tier) }
     }
 
     func key(_ scope: PolicyScope) -> PolicyKey {
-        PolicyKey(provider: Self.provider, scope: scope, tier: named[scope])
+        PolicyKey(provider: Self.provider, scope: scope, within: parent(of: scope).map { [$0] } ?? [], tier: named[scope])
     }
 
-    /// Whether calls of `scope` are refused for naming a tier the provider lacks.
-    func namesUnknownTier(_ scope: PolicyScope) -> Bool {
+    /// Whether the level of `scope` is in a tier the provider lacks.
+    func levelNamesUnknownTier(_ scope: PolicyScope) -> Bool {
         guard overrides[scope] == nil, let tier = named[scope] ?? resolver[scope] else { return false }
         return tiers[tier] == nil
+    }
+
+    /// Whether calls of `scope` are refused for a tier the provider lacks (at any level).
+    func namesUnknownTier(_ scope: PolicyScope) -> Bool {
+        levelNamesUnknownTier(scope) || parent(of: scope).map(levelNamesUnknownTier) == true
     }
 
     func run(steps: Int) async throws {
@@ -113,7 +158,9 @@ private final class Harness {
                     box.store(permit)
                     held[scope, default: []].append(box)
                     counts.admitted += 1
+                    called(scope, tier: named[scope], error: nil)
                 } catch {
+                    called(scope, tier: named[scope], error: error)
                     if error.code == .invalidArgument {
                         #expect(namesUnknownTier(scope), "\(scope) refused as naming an unknown tier: \(error)")
                         counts.unknownTier += 1
@@ -127,14 +174,24 @@ private final class Harness {
                 log.append("wait \(scope)")
                 let maxWait = Duration.seconds(Int.random(in: 1...30, using: &random))
                 let key = key(scope)
+                let stateBefore = gate.currentState(for: key)
+                let presentBefore = stateBefore.queued + stateBefore.inFlight
                 let box = PermitBox()
                 let task = Task { [gate] in
                     do { box.store(try await gate.acquire(key, maxWait: maxWait)) } catch { box.fail(error) }
                 }
                 waiters.append((scope, box, task))
                 counts.waited += 1
-                // Let it reach the queue (or be admitted, or refused).
-                for _ in 0..<50 where gate.currentState(for: key).queued == 0 && !box.isDone { await Task.yield() }
+                // Let it reach the queue (or be admitted, or refused) before the next step: the
+                // model dates every admission to the step it happened in.
+                var reached = false
+                for _ in 0..<100_000 where !reached {
+                    let state = gate.currentState(for: key)
+                    reached = box.isDone || state.queued + state.inFlight > presentBefore
+                    if !reached { await Task.yield() }
+                }
+                #expect(reached, "a waiter of \(scope) never reached the gate")
+                called(scope, tier: key.tier, error: box.error)
             case 45..<65:
                 // Give back a permit: a held one, or one a waiter got.
                 let scope = scopes.randomElement(using: &random)!
@@ -148,7 +205,7 @@ private final class Harness {
                     released[scope, default: 0] += 1
                 }
             case 65..<75:
-                let scope = scopes.randomElement(using: &random)!
+                let scope = levelScopes.randomElement(using: &random)!
                 let value = Bool.random(using: &random) ? Int.random(in: 1...5, using: &random) : nil
                 try await gate.setScopeOverride(value.map { PolicyLimits(maxConcurrent: $0) }, for: scope, provider: Self.provider)
                 overrides[scope] = value
@@ -157,6 +214,7 @@ private final class Harness {
             case 75..<82:
                 // A reload: tiers' caps change, a tier may come or go; runtime overrides kept.
                 base = Int.random(in: 1...4, using: &random)
+                orgBase = Int.random(in: 2...5, using: &random)
                 for name in Self.tierNames {
                     if Int.random(in: 0..<4, using: &random) == 0 {
                         tiers[name] = tiers[name] == nil ? Int.random(in: 1...4, using: &random) : nil
@@ -170,7 +228,7 @@ private final class Harness {
                 log.append("reload")
             case 82..<88:
                 var map: [PolicyScope: String] = [:]
-                for scope in scopes where Bool.random(using: &random) { map[scope] = Self.tierNames.randomElement(using: &random) }
+                for scope in levelScopes where Bool.random(using: &random) { map[scope] = Self.tierNames.randomElement(using: &random) }
                 resolver = map
                 let answers = map
                 await gate.setTierResolver { answers[$0] }
@@ -183,18 +241,22 @@ private final class Harness {
                 counts.tierSwitches += 1
                 log.append("switch \(scope)")
                 // The change takes effect with the scope's next call.
-                if let permit = try? gate.tryAcquire(key(scope)) {
+                do {
+                    let permit = try gate.tryAcquire(key(scope))
                     let box = PermitBox()
                     box.store(permit)
                     held[scope, default: []].append(box)
                     counts.admitted += 1
+                    called(scope, tier: named[scope], error: nil)
+                } catch {
+                    called(scope, tier: named[scope], error: error)
                 }
             default:
                 clock.advance(by: .seconds(Int.random(in: 1...15, using: &random)))
                 for _ in 0..<20 { await Task.yield() }
             }
             log.append("step: named \(named), resolver \(resolver), overrides \(overrides), tiers \(tiers), base \(base)")
-            while log.count > 5 { log.removeFirst() }
+            while log.count > 12 { log.removeFirst() }
             check(released: released)
         }
         try await drain()
@@ -203,23 +265,36 @@ private final class Harness {
     /// Safety after a step: at most the cap in force, or no more than before (less what
     /// was given back) when a lowered cap left more in flight.
     func check(released: [PolicyScope: Int]) {
-        for scope in scopes {
-            let state = gate.currentState(for: key(scope))
-            let before = inFlight[scope] ?? 0
-            // Calls naming a tier the provider lacks are refused: what the scope's queue runs
-            // on meanwhile is not the model's to say.
-            guard !namesUnknownTier(scope) else {
-                inFlight[scope] = state.inFlight
-                continue
+        var released = released
+        for (scope, count) in released { if let org = parent(of: scope) { released[org, default: 0] += count } }
+        for scope in levelScopes {
+            let level: PolicyState
+            if scopes.contains(scope) {
+                level = gate.currentState(for: key(scope))
+            } else {
+                // An organisation's level, as its first user's chain shows it.
+                let user = scopes.first { parent(of: $0) == scope }!
+                guard let found = gate.currentState(for: key(user)).levels.first(where: { $0.key.scope == scope }) else { continue }
+                level = found
             }
+            let state = level
+            let before = inFlight[scope] ?? 0
             let capNow = cap(scope)
             let allowed = max(capNow, before - (released[scope] ?? 0))
             #expect(
                 state.inFlight <= allowed,
-                "\(scope): \(state.inFlight) in flight, cap \(capNow), \(before) before; \(log.joined(separator: "\n"))")
+                "\(scope): \(state.inFlight) in flight, cap \(capNow), \(before) before; machine \(machineCap(scope)); \(log.joined(separator: "\n"))")
             if state.inFlight > capNow { counts.aboveCap += 1 }
-            #expect(state.limits.maxConcurrent == capNow, "\(scope): readout \(state.limits.maxConcurrent ?? -1), model \(capNow)")
+            let shown = cap(scope, asCalled: true)
+            #expect(state.limits.maxConcurrent == shown, "\(scope): readout \(state.limits.maxConcurrent ?? -1), model \(shown)")
             inFlight[scope] = state.inFlight
+        }
+    }
+
+    func machineCap(_ scope: PolicyScope) -> String {
+        let key = key(scope)
+        return gate.core.shard(for: key).table.withLock { table in
+            table.lookup(key).map { "cap \($0.machine.limits.maxConcurrent) variant \($0.machine.limits.variant) gen \($0.machine.limits.generation) inFlight \($0.machine.inFlight) queued \($0.machine.queued)" } ?? "none"
         }
     }
 

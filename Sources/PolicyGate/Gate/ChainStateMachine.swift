@@ -203,7 +203,19 @@ struct ChainStateMachine<Payload>: ~Copyable {
 
     /// The tier of each of a key's levels (``PolicyKey/levels``, outermost first): its name
     /// and whether the call named it (the key's own level) rather than the resolver.
-    typealias LevelTiers = [(tier: String?, named: Bool)]
+    struct LevelTiers {
+        var levels: [(tier: String?, named: Bool)] = []
+        /// The resolver's version the answers came from (``TierResolver/version``): answers
+        /// of a resolver since replaced do not move a level back.
+        var version = 0
+
+        var count: Int { levels.count }
+        var last: (tier: String?, named: Bool)? { levels.last }
+        subscript(depth: Int) -> (tier: String?, named: Bool) { levels[depth] }
+    }
+
+    /// The version of the resolver whose answers the levels were last moved by.
+    private var tierVersion = 0
 
     /// The caps of the level of `scope` in `tier`: its override's, else the tier's, else its
     /// kind's (a tier the provider lacks is refused before the machine is reached).
@@ -242,7 +254,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
             path.append(scope)
             let tier = tiers.flatMap { depth < $0.count ? $0[depth] : nil }
             if let found = index[HashedKey(levelKey)] {
-                if let tier, !kindTiers.isEmpty { retier(level: Int(found), tier, now: now) }
+                if let tier, !kindTiers.isEmpty, tiers!.version >= tierVersion || tier.named { retier(level: Int(found), tier, now: now) }
                 parent = found
                 continue
             }
@@ -262,8 +274,10 @@ struct ChainStateMachine<Payload>: ~Copyable {
     private mutating func retier(_ leaf: Int32, _ tiers: LevelTiers, now: Int64) {
         var b = leaf
         var depth = tiers.count - 1
+        let isStale = tiers.version < tierVersion
         while b > 0, depth >= 0 {
-            if buckets[Int(b)].role == .level { retier(level: Int(b), tiers[depth], now: now) }
+            // A stale resolver's answer does not move a level its successor's answers moved.
+            if buckets[Int(b)].role == .level, !isStale || tiers[depth].named { retier(level: Int(b), tiers[depth], now: now) }
             b = buckets[Int(b)].parent
             depth -= 1
         }
@@ -294,7 +308,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
     }
 
     /// Moves the levels in `answers` (a new resolver's, by level key) to their tiers' caps.
-    mutating func retier(_ answers: [HashedKey: String?], now: Int64) -> Effects {
+    mutating func retier(_ answers: [HashedKey: String?], version: Int, now: Int64) -> Effects {
+        tierVersion = max(tierVersion, version)
         for i in buckets.indices where i > 0 && buckets[i].isLive && buckets[i].role == .level {
             guard buckets[i].limits.variant & CompiledTiers.namedVariant == 0, let answer = answers[HashedKey(buckets[i].key)] else {
                 continue

@@ -89,8 +89,8 @@ struct ProviderTable: Sendable {
     /// A provider's compiled tiers and overrides, if it has any.
     func compiledTiers(_ name: ProviderName) -> CompiledTiers? { tiers[name]?.compiled ?? nil }
 
-    /// A provider's tiers as configured, if it has any.
-    func configuredTiers(_ name: ProviderName) -> [String: PolicyLimits]? { tiers[name]?.configured.tiers }
+    /// A provider's tiers and overrides as configured, if it has any.
+    func configuredTiers(_ name: ProviderName) -> ProviderTiers? { tiers[name]?.configured }
 
     /// The compiled limits of a provider: the only lookup on the hot path.
     @inline(__always)
@@ -352,25 +352,32 @@ final class GateCore: Sendable {
     /// The tier of each level of `key`'s chain under a nested provider with tiers: the key's
     /// own level's named on the key or by the resolver, its parents' by the resolver.
     /// - Throws: ``PolicyError/Code/invalidArgument`` when a tier is not one of the provider's.
-    func levelTiers(for key: PolicyKey, reporting: Bool = true, estimate: Int = 0) throws(PolicyError) -> ChainGate.Machine.LevelTiers {
+    /// With `strict` false (readouts), a tier the provider lacks is kept as named, not refused.
+    func levelTiers(
+        for key: PolicyKey, reporting: Bool = true, estimate: Int = 0, strict: Bool = true
+    ) throws(PolicyError) -> ChainGate.Machine.LevelTiers {
         let levels = key.levels
-        var result: ChainGate.Machine.LevelTiers = []
-        result.reserveCapacity(levels.count)
+        var result = ChainGate.Machine.LevelTiers()
+        result.version = tierResolver.version
+        result.levels.reserveCapacity(levels.count)
         let name = ProviderName(of: key)
-        let names = providers.withLock { $0.configuredTiers(name) }
+        let configured = providers.withLock { $0.configuredTiers(name) }
+        let names = configured?.tiers
         for depth in levels.indices {
             let isOwn = depth == levels.count - 1 && key.scope != .global
             let named = isOwn && key.tier != nil
             var tier = named ? key.tier : tierResolver.tier(for: key.level(depth + 1))
             // A provider without tiers (overrides only) ignores the tier named.
             if (names ?? [:]).isEmpty { tier = nil }
-            if let tier, names?[tier] == nil {
+            // A level with an override of its own is not refused for its tier, as a flat key is not.
+            if let known = tier, names?[known] == nil, configured?.overrides[levels[depth]] != nil { tier = nil }
+            if strict, let tier, names?[tier] == nil {
                 let error = PolicyError(
                     .invalidArgument, key: key,
                     message: "tier '\(tier)' of \(levels[depth]) is not one of provider '\(key.provider)''s tiers (\((names ?? [:]).keys.sorted().joined(separator: ", ")))")
                 throw reporting ? reject(key, estimate, error) : error
             }
-            result.append((tier, named))
+            result.levels.append((tier, named))
         }
         return result
     }
@@ -390,8 +397,11 @@ final class GateCore: Sendable {
     func tieredLimits(
         _ limits: CompiledLimits, for key: PolicyKey, estimate: Int, reporting: Bool = true
     ) throws(PolicyError) -> CompiledLimits {
+        // The sets first, then the tier: an answer of a resolver replaced meanwhile then comes
+        // with sets older than the replacement's, which keys do not go back to.
+        let compiled = compiledTiers(for: key)
         let tier = key.tier ?? tierResolver.tier(for: key)
-        guard let tiers = compiledTiers(for: key) else {
+        guard let tiers = compiled else {
             // The provider lost its tiers since `limits` were read: its own caps are the key's.
             var own = limits
             own.isTiered = false
@@ -419,8 +429,10 @@ final class GateCore: Sendable {
         let tier: String?
         if !named, case .some(let answer) = tierResolver.cachedTier(for: key) {
             tier = answer
-        } else {
+        } else if named {
             tier = previous?.name(of: variant) ?? key.tier
+        } else {
+            tier = previous?.name(of: variant)
         }
         return tiers.limits(scope: key.scope, tier: tier, named: named) ?? tiers.base
     }

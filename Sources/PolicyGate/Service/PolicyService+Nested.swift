@@ -69,7 +69,7 @@ extension PolicyService {
         }
         let gate = core.chainGate(for: key, now: now)
         // Each level's tier (a tier the provider lacks shows its kind's caps).
-        let tiers = entry.compiled.hasLevelTiers ? try? core.levelTiers(for: key, reporting: false) : nil
+        let tiers = entry.compiled.hasLevelTiers ? try? core.levelTiers(for: key, reporting: false, strict: false) : nil
         let (levels, nextExpiry) = gate.withMachine { machine -> (([Level], Int64?), ChainGate.Machine.Effects) in
             let leaf = machine.leaf(for: key, model: model, now: now)
             let flat = machine.isFlat

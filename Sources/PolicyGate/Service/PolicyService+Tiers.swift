@@ -142,7 +142,8 @@ extension PolicyService {
         core.forEachStorage(of: nil) { storage, _ in
             if storage.machine.limits.variant != 0 || self.core.compiledTiers(for: storage.key) != nil { held.append(storage.key) }
         }
-        for key in held where key.tier == nil { _ = core.tierResolver.tier(for: key) }
+        // Every key, also one whose first call named a tier: its later calls may not.
+        for key in held { _ = core.tierResolver.tier(for: key) }
         // Nested providers' trees: each level the resolver decides, asked afresh (outside the
         // tree's lock), moves to its tier's caps.
         let trees = core.chains.withLock { Array($0.values) }
@@ -150,11 +151,14 @@ extension PolicyService {
             let keys = gate.withMachine { machine in (machine.resolvedLevelKeys, ChainGate.Machine.Effects()) }
             guard !keys.isEmpty else { continue }
             var answers: [HashedKey: String?] = [:]
+            let version = core.tierResolver.version
             for key in keys { answers[HashedKey(key)] = .some(core.tierResolver.tier(for: key)) }
             let now = core.environment.time.now()
-            gate.withMachine { machine in ((), machine.retier(answers, now: now)) }
+            gate.withMachine { machine in ((), machine.retier(answers, version: version, now: now)) }
         }
-        let providers = Set(held.map(\.provider))
+        // Every provider with tiers, keys held or not: the new generation dates the sets, so a
+        // call that asked the old resolver cannot move a key back (see `tieredLimits`).
+        let providers = core.providers.withLock { table in table.names.filter { table.compiledTiers($0) != nil }.map(\.name) }
         var changes: [String: ProviderChange] = [:]
         for provider in providers {
             guard let entry = core.entry(for: provider), entry.compiledTiers != nil else { continue }

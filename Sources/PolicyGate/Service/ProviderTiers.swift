@@ -141,6 +141,9 @@ final class TierResolver: Sendable {
 
     var isInstalled: Bool { state.withLock { $0.resolve != nil } }
 
+    /// Bumped by every ``replace(_:)``: read before asking, it dates the answers.
+    var version: Int { state.withLock { $0.version } }
+
     /// The tier of `key`'s scope: the cached answer, else the resolver's (asked outside the
     /// lock, then cached), else `nil` without a resolver.
     func tier(for key: PolicyKey) -> String? {
