@@ -67,6 +67,18 @@ struct ConfigurationReader {
                 configuration.limits[provider] = PolicyLimits()
             }
         }
+        for (provider, named) in tiers where !named.isEmpty {
+            configuration.tiers[provider] = named
+            if configuration.limits[provider] == nil, configuration.schedules[provider] == nil {
+                configuration.limits[provider] = PolicyLimits()
+            }
+        }
+        for (provider, scopes) in overrides where !scopes.isEmpty {
+            configuration.scopeOverrides[provider] = scopes
+            if configuration.limits[provider] == nil, configuration.schedules[provider] == nil {
+                configuration.limits[provider] = PolicyLimits()
+            }
+        }
         for (provider, kinds) in levels where !kinds.isEmpty {
             configuration.scopeLimits[provider] = kinds
             if configuration.limits[provider]?.reservePermille ?? 0 > 0 || kinds.values.contains(where: { $0.reservePermille > 0 }) {
@@ -100,6 +112,7 @@ struct ConfigurationReader {
                 error([.key("limits"), .key(provider), .key(cap.configurationKey)], PolicyService.costsNotShared)
             }
         }
+        checkTierComposition(configuration)
         return configuration
     }
 
@@ -283,6 +296,7 @@ struct ConfigurationReader {
     private mutating func readProvider(
         _ table: KeyedDecodingContainer<AnyKey>, name: String, path: [TOMLPathComponent]
     ) -> (PolicyLimits, PolicySchedule?) {
+        entryTierPaths = [:]
         var limits = PolicyLimits()
         var timeZone: TimeZone?
         var entries: [PolicyScheduleEntry]?
@@ -328,6 +342,10 @@ struct ConfigurationReader {
                 readLevels(table, key, provider: name, path: keyPath)
             case "models":
                 readModelGroups(table, key, provider: name, path: keyPath)
+            case "tiers":
+                readTiers(table, key, provider: name, path: keyPath)
+            case "scopes":
+                readOverrides(table, key, provider: name, path: keyPath)
             default:
                 readCap(table, key, path: keyPath, into: &limits, known: Self.providerKeys)
             }
@@ -342,6 +360,10 @@ struct ConfigurationReader {
         }
         let schedule = PolicySchedule(timeZone: timeZone ?? .gmt, entries: entries)
         if scheduleOK { checkRules(of: schedule, path: path) }
+        for (tier, paths) in entryTierPaths.sorted(by: { $0.key < $1.key }) where tiers[name]?[tier] == nil {
+            for tierPath in paths { error(tierPath, "names tier '\(tier)', which [\((path + [.key("tiers")]).dottedKey)] does not define") }
+        }
+        entryTierPaths = [:]
         return (limits, schedule)
     }
 
@@ -370,6 +392,97 @@ struct ConfigurationReader {
             }
             check(limits, provider: "\(provider).per.\(name)", path: kindPath, reportEmpty: true)
             levels[provider, default: [:]][name] = limits
+        }
+    }
+
+    /// Reads `[limits.<provider>.tiers.<name>]` tables: named cap sets.
+    private mutating func readTiers(
+        _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, provider: String, path: [TOMLPathComponent]
+    ) {
+        guard let names = nested(table, key, path: path, what: "a table of tiers, such as [limits.\(provider).tiers.free]")
+        else { return }
+        for nameKey in names.allKeys {
+            let name = nameKey.stringValue
+            let tierPath = path + [.key(name)]
+            guard let caps = nested(names, nameKey, path: tierPath, what: "a table of caps") else { continue }
+            guard !name.isEmpty else {
+                error(tierPath, "a tier needs a name")
+                continue
+            }
+            var limits = PolicyLimits()
+            for capKey in caps.allKeys {
+                readCap(caps, capKey, path: tierPath + [.key(capKey.stringValue)], into: &limits, known: Self.tierKeys)
+            }
+            check(tier: limits, provider: provider, path: tierPath)
+            tiers[provider, default: [:]][name] = limits
+        }
+    }
+
+    /// Reads `[limits.<provider>.scopes."<scope>"]` tables: the caps of one scope.
+    private mutating func readOverrides(
+        _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, provider: String, path: [TOMLPathComponent]
+    ) {
+        guard let scopes = nested(table, key, path: path, what: "a table of scopes, such as [limits.\(provider).scopes.\"org:acme\"]")
+        else { return }
+        for scopeKey in scopes.allKeys {
+            let text = scopeKey.stringValue
+            let scopePath = path + [.key(text)]
+            guard let caps = nested(scopes, scopeKey, path: scopePath, what: "a table of caps") else { continue }
+            guard let scope = PolicyScope(text) else {
+                error(scopePath, "must name a scope as kind:id, such as \"org:acme\" or \"user:u-42\" (or \"global\")")
+                continue
+            }
+            var limits = PolicyLimits()
+            for capKey in caps.allKeys {
+                readCap(caps, capKey, path: scopePath + [.key(capKey.stringValue)], into: &limits, known: Self.tierKeys)
+            }
+            check(tier: limits, provider: provider, path: scopePath)
+            overrides[provider, default: [:]][scope] = limits
+        }
+    }
+
+    /// Where the schedule entries of the provider being read name tiers, by tier.
+    private var entryTierPaths: [String: [[TOMLPathComponent]]] = [:]
+
+    /// `[limits.<provider>.tiers.<name>]` caps as read.
+    private(set) var tiers: [String: [String: PolicyLimits]] = [:]
+    /// `[limits.<provider>.scopes."<scope>"]` caps as read.
+    private(set) var overrides: [String: [PolicyScope: PolicyLimits]] = [:]
+
+    /// The keys of a tier's or an override's table: caps only.
+    static let tierKeys = PolicyLimits.configurationKeyNames
+
+    /// The caps of a tier or of one scope's override.
+    mutating func check(tier limits: PolicyLimits, provider: String, path: [TOMLPathComponent]) {
+        check(limits, provider: provider, path: path, reportEmpty: false)
+        if limits.isUnlimited {
+            warning(path, "sets no cap, so its scopes get the provider's caps")
+        }
+    }
+
+    /// Tiers and overrides where the gate cannot apply them yet: with nested limits, model
+    /// groups, or input and output caps in a shared store.
+    mutating func checkTierComposition(_ configuration: PolicyConfiguration) {
+        for provider in Set(configuration.tiers.keys).union(configuration.scopeOverrides.keys).sorted() {
+            let hasTiers = !(configuration.tiers[provider] ?? [:]).isEmpty
+            let hasOverrides = !(configuration.scopeOverrides[provider] ?? [:]).isEmpty
+            guard hasTiers || hasOverrides else { continue }
+            let path: [TOMLPathComponent] = [.key("limits"), .key(provider), .key(hasTiers ? "tiers" : "scopes")]
+            if !(configuration.scopeLimits[provider] ?? [:]).isEmpty,
+                configuration.schedules[provider]?.entries.contains(where: { !$0.tierLimits.isEmpty }) == true
+            {
+                error(
+                    [.key("limits"), .key(provider), .key("schedule")],
+                    "sets tiers' caps, but a nested provider's schedule sets its account's caps only")
+            }
+            if let problem = PolicyService.tierProblem(
+                nested: !(configuration.scopeLimits[provider] ?? [:]).isEmpty,
+                grouped: !(configuration.modelGroups[provider] ?? [:]).isEmpty,
+                shared: configuration.storage(for: provider).store != .memory,
+                splitCaps: configuration.providerTiers[provider]?.hasSplitCaps ?? false)
+            {
+                error(path, problem)
+            }
         }
     }
 
@@ -503,6 +616,20 @@ struct ConfigurationReader {
                 } catch {
                     self.error(keyPath, "must be true or false")
                     valid = false
+                }
+            case "tiers":
+                guard let names = nested(table, key, path: keyPath, what: "a table of tiers' caps, such as [limits.<provider>.schedule.tiers.free]")
+                else { valid = false; continue }
+                for nameKey in names.allKeys {
+                    let tierPath = keyPath + [.key(nameKey.stringValue)]
+                    guard let caps = nested(names, nameKey, path: tierPath, what: "a table of caps") else { valid = false; continue }
+                    var limits = PolicyLimits()
+                    for capKey in caps.allKeys {
+                        readCap(caps, capKey, path: tierPath + [.key(capKey.stringValue)], into: &limits, known: Self.tierKeys)
+                    }
+                    check(tier: limits, provider: entry.name, path: tierPath)
+                    entry.tierLimits[nameKey.stringValue] = limits
+                    entryTierPaths[nameKey.stringValue, default: []].append(tierPath)
                 }
             default:
                 readCap(table, key, path: keyPath, into: &entry.limits, known: Self.entryKeys)
@@ -735,9 +862,12 @@ struct ConfigurationReader {
 
     static let providerKeys =
         PolicyLimits.configurationKeyNames + PolicyLimits.providerSettingKeys + PolicyLimits.costKeyNames
-        + [PolicyLimits.pricesKey, "timezone", "schedule", "store", "on_store_failure", "feedback_scope", "adaptive", "per", "models"]
+        + [
+            PolicyLimits.pricesKey, "timezone", "schedule", "store", "on_store_failure", "feedback_scope", "adaptive", "per", "models",
+            "tiers", "scopes",
+        ]
     static let levelKeys = PolicyLimits.configurationKeyNames + [PolicyLimits.countCacheReadsKey] + PolicyLimits.costKeyNames
-    static let entryKeys = ["name", "cron", "dates", "closed"] + PolicyLimits.configurationKeyNames
+    static let entryKeys = ["name", "cron", "dates", "closed", "tiers"] + PolicyLimits.configurationKeyNames
 
     /// Ranges and contradictions of one provider's caps.
     mutating func check(_ limits: PolicyLimits, provider: String, path: [TOMLPathComponent], reportEmpty: Bool) {

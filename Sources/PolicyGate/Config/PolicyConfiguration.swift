@@ -74,6 +74,25 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
     /// provider's. See ``PolicyModelGroup``.
     public var modelGroups: [String: [String: PolicyModelGroup]] = [:]
 
+    /// Tiers per provider, by tier name, from `[limits.<provider>.tiers.<name>]` tables: cap
+    /// sets for the scopes a caller puts in the tier (``PolicyKey/tier``, or the service's
+    /// resolver, ``PolicyService/setTierResolver(_:)``).
+    ///
+    /// A scope in a tier is counted on its own as any key is, under the provider's caps with
+    /// the tier's over them, cap by cap: a cap the tier names replaces the provider's, the others
+    /// stay the provider's. A scope without a tier gets the provider's caps. Only caps (the
+    /// `requests_…`, `tokens_…`, `input_tokens_…`, `output_tokens_…` keys and
+    /// `max_concurrent`) may be set per tier; settings such as `max_wait_ms` stay the provider's.
+    public var tiers: [String: [String: PolicyLimits]] = [:]
+
+    /// Caps of single scopes per provider (a contract), from
+    /// `[limits.<provider>.scopes."<scope>"]` tables such as `[limits.openai.scopes."org:acme"]`.
+    ///
+    /// An override takes precedence over the scope's tier: the scope gets the provider's caps
+    /// with the override's over them, cap by cap, whatever tier it is in. Change one at runtime
+    /// with ``PolicyService/setScopeOverride(_:for:provider:)``.
+    public var scopeOverrides: [String: [PolicyScope: PolicyLimits]] = [:]
+
     /// How to reach PostgreSQL (`[store.postgres]`), when some provider is kept there. Fields
     /// left out are read from the environment by the store.
     public var postgres: PolicyPostgresSettings?
@@ -91,7 +110,9 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
     /// Every configured provider's storage, the defaults resolved: what a gate is built with.
     var resolvedStorage: [String: PolicyStorage] {
         var resolved: [String: PolicyStorage] = [:]
-        for provider in Set(limits.keys).union(schedules.keys).union(scopeLimits.keys).union(modelGroups.keys) {
+        for provider in Set(limits.keys).union(schedules.keys).union(scopeLimits.keys).union(modelGroups.keys).union(tiers.keys)
+            .union(scopeOverrides.keys)
+        {
             resolved[provider] = storage(for: provider)
         }
         return resolved
@@ -131,11 +152,13 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         var providers = container.nestedContainer(keyedBy: AnyKey.self, forKey: .limits)
-        for provider in Set(limits.keys).union(schedules.keys).union(modelGroups.keys).sorted() {
+        for provider in Set(limits.keys).union(schedules.keys).union(modelGroups.keys).union(tiers.keys).union(scopeOverrides.keys)
+            .sorted()
+        {
             let table = EncodedProviderTable(
                 limits: limits[provider] ?? .unlimited, schedule: schedules[provider], storage: storage[provider],
                 feedbackScope: feedbackScope[provider], adaptive: adaptive.contains(provider), levels: scopeLimits[provider] ?? [:],
-                groups: modelGroups[provider] ?? [:])
+                groups: modelGroups[provider] ?? [:], tiers: tiers[provider] ?? [:], overrides: scopeOverrides[provider] ?? [:])
             try providers.encode(table, forKey: AnyKey(stringValue: provider))
         }
         if defaultStorage != .memory || postgres != nil {
@@ -168,7 +191,8 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
         lhs.limits == rhs.limits && lhs.schedules == rhs.schedules && lhs.storage == rhs.storage
             && lhs.defaultStorage == rhs.defaultStorage && lhs.postgres == rhs.postgres
             && lhs.feedbackScope == rhs.feedbackScope && lhs.adaptive == rhs.adaptive && lhs.scopeLimits == rhs.scopeLimits
-            && lhs.modelGroups == rhs.modelGroups && lhs.permitHoldWarning == rhs.permitHoldWarning
+            && lhs.modelGroups == rhs.modelGroups && lhs.permitHoldWarning == rhs.permitHoldWarning && lhs.tiers == rhs.tiers
+            && lhs.scopeOverrides == rhs.scopeOverrides
     }
 
     /// Hashes the limits and schedules.
@@ -183,6 +207,8 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
         hasher.combine(scopeLimits)
         hasher.combine(modelGroups)
         hasher.combine(permitHoldWarning)
+        hasher.combine(tiers)
+        hasher.combine(scopeOverrides)
     }
 
     /// Checks the configuration as decoding would: every cap positive and in range, provider
@@ -206,6 +232,18 @@ public struct PolicyConfiguration: Sendable, Hashable, Codable {
                 reader.check(group, provider: provider, name: name)
             }
         }
+        for (provider, named) in tiers.sorted(by: { $0.key < $1.key }) {
+            for (name, caps) in named.sorted(by: { $0.key < $1.key }) {
+                reader.check(tier: caps, provider: provider, path: [.key("limits"), .key(provider), .key("tiers"), .key(name)])
+            }
+        }
+        for (provider, scopes) in scopeOverrides.sorted(by: { $0.key < $1.key }) {
+            for (scope, caps) in scopes.sorted(by: { $0.key.description < $1.key.description }) {
+                reader.check(
+                    tier: caps, provider: provider, path: [.key("limits"), .key(provider), .key("scopes"), .key(scope.description)])
+            }
+        }
+        reader.checkTierComposition(self)
         reader.check(permitHoldWarning: permitHoldWarning)
         return reader.diagnostics.sorted { $0.severity == .error && $1.severity == .warning }
     }
@@ -220,6 +258,8 @@ private struct EncodedProviderTable: Encodable {
     let adaptive: Bool
     let levels: [String: PolicyLimits]
     let groups: [String: PolicyModelGroup]
+    let tiers: [String: PolicyLimits]
+    let overrides: [PolicyScope: PolicyLimits]
 
     func encode(to encoder: any Encoder) throws {
         try limits.encode(to: encoder)
@@ -232,6 +272,16 @@ private struct EncodedProviderTable: Encodable {
             var models = container.nestedContainer(keyedBy: AnyKey.self, forKey: AnyKey(stringValue: "models"))
             for (name, group) in groups.sorted(by: { $0.key < $1.key }) {
                 try models.encode(EncodedModelGroup(group: group), forKey: AnyKey(stringValue: name))
+            }
+        }
+        if !tiers.isEmpty {
+            var named = container.nestedContainer(keyedBy: AnyKey.self, forKey: AnyKey(stringValue: "tiers"))
+            for (name, caps) in tiers.sorted(by: { $0.key < $1.key }) { try named.encode(caps, forKey: AnyKey(stringValue: name)) }
+        }
+        if !overrides.isEmpty {
+            var scopes = container.nestedContainer(keyedBy: AnyKey.self, forKey: AnyKey(stringValue: "scopes"))
+            for (scope, caps) in overrides.sorted(by: { $0.key.description < $1.key.description }) {
+                try scopes.encode(caps, forKey: AnyKey(stringValue: scope.description))
             }
         }
         if let feedbackScope { try container.encode(feedbackScope.rawValue, forKey: AnyKey(stringValue: "feedback_scope")) }
@@ -256,6 +306,12 @@ private struct EncodedProviderTable: Encodable {
             if entry.isClosed { try table.encode(true, forKey: AnyKey(stringValue: "closed")) }
             for kind in PolicyLimitKind.allCases {
                 if let cap = entry.limits[kind] { try table.encode(cap, forKey: AnyKey(stringValue: kind.configurationKey)) }
+            }
+            if !entry.tierLimits.isEmpty {
+                var named = table.nestedContainer(keyedBy: AnyKey.self, forKey: AnyKey(stringValue: "tiers"))
+                for (name, caps) in entry.tierLimits.sorted(by: { $0.key < $1.key }) {
+                    try named.encode(caps, forKey: AnyKey(stringValue: name))
+                }
             }
         }
     }

@@ -48,7 +48,8 @@ extension PolicyService {
             limits: configuration.limits, schedules: configuration.schedules, storage: configuration.resolvedStorage,
             store: store,
             clock: clock, startDate: startDate, telemetry: telemetry, feedbackScopes: configuration.feedbackScope,
-            adaptive: configuration.adaptive, scopeLimits: configuration.scopeLimits, modelGroups: configuration.modelGroups)
+            adaptive: configuration.adaptive, scopeLimits: configuration.scopeLimits, modelGroups: configuration.modelGroups,
+            tiers: configuration.providerTiers)
         core.environment.holdWatch.set(configuration.permitHoldWarning)
     }
 
@@ -70,10 +71,28 @@ extension PolicyService {
     /// ``PolicyTelemetry/didChangeLimits(_:)`` per provider whose limits or schedule changed;
     /// providers left as they were are not touched. Its ``PolicyConfiguration/permitHoldWarning``
     /// replaces the service's (``permitHoldWarning``), `nil` turning it off.
+    ///
+    /// Tiers and per-scope overrides are replaced by the file's, like every other table. An
+    /// override set at runtime (``setScopeOverride(_:for:provider:)``) is therefore dropped by
+    /// a file that does not list it, unless `keepingScopeOverrides` is `true`: then every
+    /// override in force for a scope the file does not mention stays (the file's own win for
+    /// the scopes it lists), as long as its provider stays gated in memory.
+    /// - Parameters:
+    ///   - configuration: The new configuration.
+    ///   - keepingScopeOverrides: Whether overrides in force for scopes `configuration` does
+    ///     not mention survive it; `false` by default (the file is the whole truth).
     /// - Throws: ``PolicyError`` (``PolicyError/Code/invalidLimits``) if any cap or schedule is
     ///   invalid, ``PolicyError/Code/invalidArgument`` for a hold warning that is not positive;
     ///   nothing changes then.
-    public func apply(_ configuration: PolicyConfiguration) throws(PolicyError) {
+    public func apply(_ configuration: PolicyConfiguration, keepingScopeOverrides: Bool = false) throws(PolicyError) {
+        var configuration = configuration
+        if keepingScopeOverrides {
+            let current = self.configuration
+            for (provider, overrides) in current.scopeOverrides
+            where configuration.limits[provider] != nil || configuration.schedules[provider] != nil {
+                configuration.scopeOverrides[provider, default: [:]].merge(overrides) { file, _ in file }
+            }
+        }
         try Self.validate(limits: configuration.limits, schedules: configuration.schedules)
         let storage = configuration.resolvedStorage
         try Self.validate(storage: storage, store: core.shared?.store)
@@ -85,22 +104,27 @@ extension PolicyService {
             modelGroups: configuration.modelGroups, storage: storage, limits: configuration.limits,
             feedbackScopes: configuration.feedbackScope)
         try Self.validate(permitHoldWarning: configuration.permitHoldWarning)
+        let tiers = configuration.providerTiers
+        try Self.validate(
+            tiers: tiers, storage: storage, scopeLimits: configuration.scopeLimits, modelGroups: configuration.modelGroups,
+            schedules: configuration.schedules)
         var changes: [String: ProviderChange] = [:]
         for (provider, storage) in storage {
             changes[provider] = ProviderChange(
                 limits: configuration.limits[provider] ?? .unlimited, schedule: configuration.schedules[provider], storage: storage,
                 adaptive: configuration.adaptive.contains(provider),
                 scopes: ProviderLevels(
-                    kinds: configuration.scopeLimits[provider] ?? [:], groups: configuration.modelGroups[provider] ?? [:]))
+                    kinds: configuration.scopeLimits[provider] ?? [:], groups: configuration.modelGroups[provider] ?? [:]),
+                tiers: tiers[provider] ?? ProviderTiers())
         }
         swap(changes, replacingAll: true)
         core.setFeedbackScopes(configuration.feedbackScope)
         if configuration.permitHoldWarning != permitHoldWarning { core.environment.holdWatch.set(configuration.permitHoldWarning) }
     }
 
-    /// The configuration in force now: the base limits, schedule and storage of every gated
-    /// provider (storage listed per provider; ``PolicyConfiguration/postgres`` is not kept),
-    /// and the ``permitHoldWarning``.
+    /// The configuration in force now: the base limits, schedule, storage, tiers and per-scope
+    /// overrides (runtime ones included) of every gated provider (storage listed per provider;
+    /// ``PolicyConfiguration/postgres`` is not kept), and the ``permitHoldWarning``.
     public nonisolated var configuration: PolicyConfiguration {
         core.providers.readLocked { table in
             var configuration = PolicyConfiguration()
@@ -111,6 +135,8 @@ extension PolicyService {
                 if entry.adaptive != nil { configuration.adaptive.insert(name.name) }
                 if !entry.levels.kinds.isEmpty { configuration.scopeLimits[name.name] = entry.levels.kinds }
                 if !entry.levels.groups.isEmpty { configuration.modelGroups[name.name] = entry.levels.groups }
+                if !entry.tiers.tiers.isEmpty { configuration.tiers[name.name] = entry.tiers.tiers }
+                if !entry.tiers.overrides.isEmpty { configuration.scopeOverrides[name.name] = entry.tiers.overrides }
             }
             configuration.feedbackScope = core.feedbackScopesByProvider.filter { table[ProviderName($0.key)] != nil }
             configuration.permitHoldWarning = permitHoldWarning
@@ -138,6 +164,32 @@ extension PolicyService {
 }
 
 extension PolicyConfiguration {
+    /// Tiers and overrides per provider, in the form the gate keeps them.
+    var providerTiers: [String: ProviderTiers] {
+        var result: [String: ProviderTiers] = [:]
+        for (provider, named) in tiers where !named.isEmpty { result[provider, default: ProviderTiers()].tiers = named }
+        for (provider, scopes) in scopeOverrides where !scopes.isEmpty {
+            result[provider, default: ProviderTiers()].overrides = scopes
+        }
+        return result
+    }
+
+    /// The caps of `scope` under `provider` at `date`: the provider's (its schedule resolved),
+    /// with the scope's override over them if it has one, else its tier's (`tier`, when it is
+    /// one of the provider's). What `policy-gate check --scope` shows.
+    /// - Returns: The caps, or `nil` when `tier` is not one of the provider's tiers and the
+    ///   scope has no override.
+    public func effectiveLimits(for provider: String, scope: PolicyScope, tier: String?, at date: Date) -> PolicySchedule.Resolution? {
+        let resolution = effectiveLimits(for: provider, at: date)
+        let configured = providerTiers[provider] ?? ProviderTiers()
+        let entryTiers = schedules[provider]?.entries.first { $0.name == resolution.entry }?.tierLimits ?? [:]
+        guard let limits = configured.limits(over: resolution.limits, scope: scope, tier: tier, entryTiers: entryTiers) else {
+            return nil
+        }
+        return PolicySchedule.Resolution(
+            limits: limits, entry: resolution.entry, isClosed: resolution.isClosed, validUntil: resolution.validUntil)
+    }
+
     /// What applies to `provider` at `date` under this configuration (see
     /// ``PolicyService/effectiveLimits(for:at:)``).
     public func effectiveLimits(for provider: String, at date: Date) -> PolicySchedule.Resolution {

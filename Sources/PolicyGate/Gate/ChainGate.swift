@@ -28,7 +28,8 @@ final class ChainGate: @unchecked Sendable {  // mutable state only touched unde
 
     init(
         provider: String, account: CompiledLimits, kinds: [String: CompiledLimits], groups: [ModelGroupCaps] = [], now: Int64,
-        environment: GateEnvironment, feedback: ProviderFeedbackState?, costs: CostPolicy? = nil
+        environment: GateEnvironment, feedback: ProviderFeedbackState?, costs: CostPolicy? = nil,
+        kindTiers: [String: CompiledTiers] = [:]
     ) {
         self.provider = provider
         self.environment = environment
@@ -36,7 +37,7 @@ final class ChainGate: @unchecked Sendable {  // mutable state only touched unde
         // Without per-scope tables, the provider's caps count per key (its model groups too).
         machine = Machine(
             provider: provider, account: account, kinds: kinds, groups: groups, flat: kinds.isEmpty, now: now, feedback: feedback,
-            costs: costs)
+            costs: costs, kindTiers: kindTiers)
     }
 
     /// Whether the tree counts the provider's caps per key (no per-scope tables).
@@ -116,11 +117,13 @@ final class ChainGate: @unchecked Sendable {  // mutable state only touched unde
     /// One locked attempt to admit `key` now; effects are carried out only if there are any.
     @inline(__always)
     func tryAdmit(
-        _ key: PolicyKey, model: String?, tokens: TokenCounts, account: CompiledLimits, now: Int64
+        _ key: PolicyKey, model: String?, tokens: TokenCounts, account: CompiledLimits, now: Int64,
+        tiers: Machine.LevelTiers? = nil
     ) -> (Int32, Result<Admission, ChainRefusal>) {
         let (leaf, result, work) = lock.withLock { _ -> (Int32, Result<Admission, ChainRefusal>, Work?) in
-            let leaf = machine.leaf(for: key, model: model, now: now)
-            let (result, effects) = machine.tryAdmit(leaf: leaf, tokens: tokens, account: account, now: now)
+            let leaf = machine.leaf(for: key, model: model, tiers: tiers, now: now)
+            var (result, effects) = machine.tryAdmit(leaf: leaf, tokens: tokens, account: account, now: now)
+            if tiers != nil { effects.merge(machine.takeRetierEffects(now: now)) }
             let work = effects.resumes.items == nil && effects.wake == nil ? nil : settle(effects)
             return (leaf, result, work)
         }

@@ -109,6 +109,13 @@ struct ChainStateMachine<Payload>: ~Copyable {
     private var cursor = 1
     /// Caps per scope kind (`org`, `user`…); a kind not listed has none.
     private(set) var kindLimits: [String: CompiledLimits]
+    /// Tiers and per-scope overrides over each kind's caps (`""`: over no caps, for kinds
+    /// without a table); empty when the provider has none. A level's caps are its scope's
+    /// override's, else its tier's, else its kind's.
+    private(set) var kindTiers: [String: CompiledTiers] = [:]
+    /// Whether ``leaf(for:tiers:now:)`` moved a level to other caps since the last
+    /// ``takeRetierEffects(now:)``: its waiters may fit now.
+    private var retiered = false
     /// Model groups by number (their order by name). A change of limits renumbers them and
     /// their buckets by name; the buckets of a group that went drain uncapped.
     private(set) var groups: [ModelGroupCaps]
@@ -140,10 +147,12 @@ struct ChainStateMachine<Payload>: ~Copyable {
 
     init(
         provider: String, account: CompiledLimits, kinds: [String: CompiledLimits], groups: [ModelGroupCaps] = [],
-        flat: Bool = false, now: Int64, feedback: ProviderFeedbackState? = nil, costs: CostPolicy? = nil
+        flat: Bool = false, now: Int64, feedback: ProviderFeedbackState? = nil, costs: CostPolicy? = nil,
+        kindTiers: [String: CompiledTiers] = [:]
     ) {
         latest = now
         kindLimits = kinds
+        self.kindTiers = kindTiers
         self.groups = groups
         models = Self.table(of: groups)
         isFlat = flat
@@ -192,9 +201,42 @@ struct ChainStateMachine<Payload>: ~Copyable {
 
     // MARK: The tree
 
-    /// The bucket of `key` (its innermost level), created with its parents if absent.
-    mutating func leaf(for key: PolicyKey, now: Int64) -> Int32 {
-        if let found = index[HashedKey(key)] { return found }
+    /// The tier of each of a key's levels (``PolicyKey/levels``, outermost first): its name
+    /// and whether the call named it (the key's own level) rather than the resolver.
+    struct LevelTiers {
+        var levels: [(tier: String?, named: Bool)] = []
+        /// The resolver's version the answers came from (``TierResolver/version``): answers
+        /// of a resolver since replaced do not move a level back.
+        var version = 0
+
+        var count: Int { levels.count }
+        var last: (tier: String?, named: Bool)? { levels.last }
+        subscript(depth: Int) -> (tier: String?, named: Bool) { levels[depth] }
+    }
+
+    /// The version of the resolver whose answers the levels were last moved by.
+    private var tierVersion = 0
+
+    /// The caps of the level of `scope` in `tier`: its override's, else the tier's, else its
+    /// kind's (a tier the provider lacks is refused before the machine is reached).
+    private func levelLimits(_ scope: PolicyScope, tier: String?, named: Bool) -> CompiledLimits {
+        let kind = scope.kind
+        if !kindTiers.isEmpty, let tiers = kindTiers[kind] ?? kindTiers[""],
+            let own = tiers.limits(scope: scope, tier: tier, named: named)
+        {
+            return own
+        }
+        return kindLimits[kind] ?? unlimited
+    }
+
+    /// The bucket of `key` (its innermost level), created with its parents if absent, each
+    /// level on the caps of its tier (`tiers`, when the provider has tiers or overrides); an
+    /// existing level whose tier changed moves to the new tier's caps.
+    mutating func leaf(for key: PolicyKey, tiers: LevelTiers? = nil, now: Int64) -> Int32 {
+        if let found = index[HashedKey(key)] {
+            if let tiers, !kindTiers.isEmpty { retier(found, tiers, now: now) }
+            return found
+        }
         let now = monotonic(now)
         sweep(count: 2, now: now)
         if isFlat {
@@ -207,14 +249,16 @@ struct ChainStateMachine<Payload>: ~Copyable {
         }
         var parent: Int32 = 0
         var path: [PolicyScope] = []
-        for scope in key.levels {
+        for (depth, scope) in key.levels.enumerated() {
             let levelKey = PolicyKey(provider: key.provider, scope: scope, within: path)
             path.append(scope)
+            let tier = tiers.flatMap { depth < $0.count ? $0[depth] : nil }
             if let found = index[HashedKey(levelKey)] {
+                if let tier, !kindTiers.isEmpty, tiers!.version >= tierVersion || tier.named { retier(level: Int(found), tier, now: now) }
                 parent = found
                 continue
             }
-            let limits = kindLimits[scope.kind] ?? unlimited
+            let limits = kindTiers.isEmpty ? kindLimits[scope.kind] ?? unlimited : levelLimits(scope, tier: tier?.tier, named: tier?.named ?? false)
             var bucket = Bucket(
                 key: levelKey, parent: parent, limits: limits,
                 windows: WindowSlots(limits: limits, now: now, firstSequence: sequence + 1))
@@ -224,6 +268,55 @@ struct ChainStateMachine<Payload>: ~Copyable {
             parent = slot
         }
         return parent
+    }
+
+    /// Moves each level of `leaf`'s chain whose tier changed to its new tier's caps.
+    private mutating func retier(_ leaf: Int32, _ tiers: LevelTiers, now: Int64) {
+        var b = leaf
+        var depth = tiers.count - 1
+        let isStale = tiers.version < tierVersion
+        while b > 0, depth >= 0 {
+            // A stale resolver's answer does not move a level its successor's answers moved.
+            if buckets[Int(b)].role == .level, !isStale || tiers[depth].named { retier(level: Int(b), tiers[depth], now: now) }
+            b = buckets[Int(b)].parent
+            depth -= 1
+        }
+    }
+
+    private mutating func retier(level i: Int, _ tier: (tier: String?, named: Bool), now: Int64) {
+        let limits = levelLimits(buckets[i].key.scope, tier: tier.tier, named: tier.named)
+        guard limits.supersedes(buckets[i].limits) else { return }
+        adopt(limits, at: i, now: monotonic(now))
+        retiered = true
+    }
+
+    /// The admissions a change of some level's tier made possible (see
+    /// ``leaf(for:tiers:now:)``), if one happened since the last call.
+    mutating func takeRetierEffects(now: Int64) -> Effects {
+        guard retiered else { return Effects() }
+        retiered = false
+        return waiters.isEmpty ? Effects() : pump(now: monotonic(now))
+    }
+
+    /// The keys of every level whose tier the resolver decides (not named by a call), so
+    /// that a new resolver's answers can be asked for outside the lock.
+    var resolvedLevelKeys: [PolicyKey] {
+        guard !kindTiers.isEmpty else { return [] }
+        return buckets.indices.filter {
+            $0 > 0 && buckets[$0].isLive && buckets[$0].role == .level && buckets[$0].limits.variant & CompiledTiers.namedVariant == 0
+        }.map { buckets[$0].key }
+    }
+
+    /// Moves the levels in `answers` (a new resolver's, by level key) to their tiers' caps.
+    mutating func retier(_ answers: [HashedKey: String?], version: Int, now: Int64) -> Effects {
+        tierVersion = max(tierVersion, version)
+        for i in buckets.indices where i > 0 && buckets[i].isLive && buckets[i].role == .level {
+            guard buckets[i].limits.variant & CompiledTiers.namedVariant == 0, let answer = answers[HashedKey(buckets[i].key)] else {
+                continue
+            }
+            retier(level: i, (answer, false), now: now)
+        }
+        return takeRetierEffects(now: now)
     }
 
     /// The route of `leaf`'s key for model group `group` (its group bucket made if absent):
@@ -240,8 +333,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
     /// Where a call of `key` for `model` is admitted: the route of its key's bucket for the
     /// model's group, or the key's bucket itself (no model, or a model of no group).
     @inline(__always)
-    mutating func leaf(for key: PolicyKey, model: String?, now: Int64) -> Int32 {
-        let leaf = leaf(for: key, now: now)
+    mutating func leaf(for key: PolicyKey, model: String?, tiers: LevelTiers? = nil, now: Int64) -> Int32 {
+        let leaf = leaf(for: key, tiers: tiers, now: now)
         guard let model, !groups.isEmpty else { return leaf }
         return route(from: leaf, group: group(of: model), now: now)
     }
@@ -675,7 +768,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
     /// flight reach its new cap.
     mutating func setLimits(
         account: CompiledLimits?, kinds: [String: CompiledLimits]?, groups: [ModelGroupCaps]? = nil, costs newCosts: CostPolicy? = nil,
-        now: Int64
+        kindTiers newTiers: [String: CompiledTiers] = [:], now: Int64
     ) -> Effects {
         let now = monotonic(now)
         if let account, account.generation > buckets[0].limits.generation {
@@ -691,6 +784,9 @@ struct ChainStateMachine<Payload>: ~Copyable {
         if let kinds, let generation = account?.generation, generation > kindsGeneration {
             kindsGeneration = generation
             kindLimits = kinds
+            // Each level keeps its tier (by name) across the change; the old tiers name it.
+            let oldTiers = kindTiers
+            kindTiers = newTiers
             if let groups { renumber(groups) }
             // Spend caps come with the kinds' caps (a caller that saw the account's limits first
             // hands over neither). Flat, they are each key's.
@@ -700,7 +796,12 @@ struct ChainStateMachine<Payload>: ~Copyable {
                 switch buckets[i].role {
                 case .level where !isFlat:
                     let kind = buckets[i].key.scope.kind
-                    let limits = kinds[kind] ?? unlimited
+                    var limits = kinds[kind] ?? unlimited
+                    if !newTiers.isEmpty {
+                        let variant = buckets[i].limits.variant
+                        let tier = (oldTiers[kind] ?? oldTiers[""])?.name(of: variant)
+                        limits = levelLimits(buckets[i].key.scope, tier: tier, named: variant & CompiledTiers.namedVariant != 0)
+                    }
                     adopt(limits, at: i, now: now)
                     buckets[i].spend =
                         limits.hasCostCaps

@@ -430,7 +430,7 @@ struct GateStateMachine<Payload>: ~Copyable {
     /// give them back, the last first, and stay queued in their place: from now on nobody is
     /// admitted while the permits in flight reach the new cap.
     mutating func setLimits(_ new: CompiledLimits, costs: CostPolicy? = nil, now: Int64) -> Effects {
-        guard new.generation > limits.generation else { return Effects() }
+        guard new.supersedes(limits) else { return Effects() }
         let now = monotonic(now)
         advanceWindows(to: now)
         if new.hasCostCaps, let costs {

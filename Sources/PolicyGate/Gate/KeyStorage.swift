@@ -220,7 +220,7 @@ struct ShardTable: ~Copyable {
         if let position = index[HashedKey(key)] {
             let storage = storages[position]
             sweep(count: 1, now: now, sparing: storage, aftermath: &aftermath)
-            if storage.machine.limits.generation < limits.generation {
+            if limits.supersedes(storage.machine.limits) {
                 // A reload is under way and this caller saw it first.
                 let costs = limits.hasCostCaps ? core.costs(for: key) : nil
                 storage.settle(storage.machine.setLimits(limits, costs: costs, now: now), into: &aftermath)

@@ -26,6 +26,26 @@ public enum PolicyScope: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// Reads the form ``description`` writes: `global`, `user:<id>`, `org:<id>`,
+    /// `project:<id>`, or `<kind>:<id>` for any other kind (the id is everything after the
+    /// first colon). `nil` for text without a kind or an id, such as `"acme"` or `"org:"`.
+    public init?(_ description: String) {
+        if description == "global" {
+            self = .global
+            return
+        }
+        guard let colon = description.firstIndex(of: ":"), colon != description.startIndex else { return nil }
+        let kind = String(description[..<colon])
+        let id = String(description[description.index(after: colon)...])
+        guard !id.isEmpty, kind != "global" else { return nil }
+        switch kind {
+        case "user": self = .user(id)
+        case "org": self = .org(id)
+        case "project": self = .project(id)
+        default: self = .custom(kind: kind, id: id)
+        }
+    }
+
     /// The kind of scope without its id (`global`, `user`, `org`, `project`, or the custom kind):
     /// a low-cardinality label for metrics.
     public var kind: String {
@@ -54,7 +74,28 @@ public struct PolicyKey: Hashable, Sendable, CustomStringConvertible {
     /// ``PolicyConfiguration/scopeLimits``): a call is then admitted only when it fits the
     /// provider's account caps, every parent's caps and its own, and is recorded in all of them
     /// at once. Empty by default.
-    public let parents: [PolicyScope]
+    public var parents: [PolicyScope] { extras?.parents ?? [] }
+
+    /// The tier the caller says ``scope`` is in (``PolicyConfiguration/tiers``), or `nil` to
+    /// let the service's tier resolver (``PolicyService/setTierResolver(_:)``) decide. Not part
+    /// of the key's identity: two keys that differ only in their tier count in the same
+    /// windows, under the caps of the tier the latest call named. A provider without tiers
+    /// ignores it.
+    public var tier: String? { extras?.tier }
+
+    /// Parents and tier, out of line: most keys have neither, and the key stays the size it
+    /// was (one reference where the parents' array was).
+    private let extras: Extras?
+
+    private final class Extras: Sendable {
+        let parents: [PolicyScope]
+        let tier: String?
+
+        init(parents: [PolicyScope], tier: String?) {
+            self.parents = parents
+            self.tier = tier
+        }
+    }
 
     // Computed once: the gate looks a key up on every call, and hashing two strings each time
     // costs more than the rest of an uncontended admission.
@@ -77,9 +118,24 @@ public struct PolicyKey: Hashable, Sendable, CustomStringConvertible {
     ///   - parents: The scopes containing `scope`, outermost first; `.global` entries are
     ///     ignored (the provider's account is always the outermost level).
     public init(provider: String, scope: PolicyScope, within parents: [PolicyScope]) {
+        self.init(provider: provider, scope: scope, within: parents, tier: nil)
+    }
+
+    /// Creates a key for `scope` in the named tier (``PolicyConfiguration/tiers``), such as
+    /// `PolicyKey(provider: "openai", scope: .org("acme"), tier: "pro")`.
+    /// - Parameters:
+    ///   - provider: The provider name the limits are configured under.
+    ///   - scope: Whose counters these are.
+    ///   - parents: The scopes containing `scope`, outermost first (see
+    ///     ``init(provider:scope:within:)``).
+    ///   - tier: The tier `scope` is in; `nil` lets the service's tier resolver decide. A tier
+    ///     the provider does not define is refused at acquire
+    ///     (``PolicyError/Code/invalidArgument``).
+    public init(provider: String, scope: PolicyScope, within parents: [PolicyScope] = [], tier: String?) {
         self.provider = provider
         self.scope = scope
-        self.parents = parents.filter { $0 != .global }
+        let parents = parents.filter { $0 != .global }
+        extras = parents.isEmpty && tier == nil ? nil : Extras(parents: parents, tier: tier)
         var hasher = Hasher()
         hasher.combine(provider)
         let providerHash = hasher.finalize()
@@ -87,20 +143,24 @@ public struct PolicyKey: Hashable, Sendable, CustomStringConvertible {
         var keyHasher = Hasher()
         keyHasher.combine(providerHash)
         keyHasher.combine(scope)
-        if !self.parents.isEmpty { keyHasher.combine(self.parents) }
+        if !parents.isEmpty { keyHasher.combine(parents) }
         self.keyHash = keyHasher.finalize()
     }
 
-    /// Two keys are equal when their providers, scopes and parents are equal.
-    @inlinable
+    /// Two keys are equal when their providers, scopes and parents are equal (their tiers are
+    /// not compared).
     public static func == (lhs: PolicyKey, rhs: PolicyKey) -> Bool {
         lhs.keyHash == rhs.keyHash && lhs.provider == rhs.provider && lhs.scope == rhs.scope && lhs.parents == rhs.parents
     }
 
     /// Feeds the hash computed at creation.
-    @inlinable
     public func hash(into hasher: inout Hasher) {
         hasher.combine(keyHash)
+    }
+
+    /// The same key in `tier` (or with no tier named): its identity, and so its counters, unchanged.
+    public func inTier(_ tier: String?) -> PolicyKey {
+        PolicyKey(provider: provider, scope: scope, within: parents, tier: tier)
     }
 
     /// A readable form such as `openai/user:u-42`, or `openai/org:acme/user:u-42` with parents.

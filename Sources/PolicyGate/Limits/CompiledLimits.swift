@@ -19,6 +19,10 @@ struct CompiledLimits: Sendable {
     /// one byte, so that the flags, the factor, the reserve and the concurrency cap share the
     /// request caps' padding (separate flags made the limits 128 bytes).
     private var routing: UInt8 = 0
+    /// Which of its provider's cap sets a key's limits are (``CompiledTiers``): 0 the
+    /// provider's own, a tier's number, or ``CompiledTiers/overrideVariant``. In the byte of
+    /// padding after the flags: keys of one generation switch sets when it differs.
+    var variant: UInt8 = 0
     /// The factor adaptive mode applied to the configured caps, in thousandths
     /// (``AdaptiveState/full`` when it did not lower them). Beside the flags, in the padding.
     var adaptedBy: UInt16
@@ -99,6 +103,28 @@ struct CompiledLimits: Sendable {
 
     /// Whether the call takes a path other than this process's flat one (shared or nested):
     /// one test on the hot path.
+    /// Whether the provider has tiers or per-scope overrides: these are its own caps, and a
+    /// key's are looked up per scope (``CompiledTiers``) before admission. Cleared in the
+    /// limits a key is handed.
+    var isTiered: Bool {
+        @inline(__always) get { routing & 16 != 0 }
+        set { routing = newValue ? routing | 16 : routing & ~16 }
+    }
+
+    /// Whether a nested provider has tiers or per-scope overrides: its levels' caps are looked
+    /// up per scope (``ChainStateMachine/LevelTiers``) on every call.
+    var hasLevelTiers: Bool {
+        @inline(__always) get { routing & 32 != 0 }
+        set { routing = newValue ? routing | 32 : routing & ~32 }
+    }
+
+    /// Whether `self` should replace `current` in a key: newer, or of the same generation but
+    /// another of the provider's cap sets (a call named another tier).
+    @inline(__always)
+    func supersedes(_ current: CompiledLimits) -> Bool {
+        generation > current.generation || (generation == current.generation && variant != current.variant)
+    }
+
     var isRouted: Bool {
         @inline(__always) get { routing & 5 != 0 }
     }

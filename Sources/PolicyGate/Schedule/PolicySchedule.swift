@@ -16,6 +16,10 @@ public struct PolicyScheduleEntry: Hashable, Sendable {
     public var limits: PolicyLimits
     /// Whether nothing is admitted while the entry applies.
     public var isClosed: Bool
+    /// Caps the entry sets for the scopes of a tier (``PolicyConfiguration/tiers``), by tier
+    /// name: over the tier's own caps while the entry applies (`[limits.<provider>.schedule.tiers.<name>]`
+    /// under the entry in TOML). Scopes with an override of their own are not affected.
+    public var tierLimits: [String: PolicyLimits] = [:]
 
     /// Creates an entry.
     /// - Parameters:

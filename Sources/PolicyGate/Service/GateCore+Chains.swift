@@ -12,7 +12,8 @@ extension GateCore {
             let gate = ChainGate(
                 provider: key.provider, account: account, kinds: entry?.compiledScopes ?? [:],
                 groups: entry?.compiledGroups ?? [], now: now,
-                environment: environment, feedback: feedback(for: PolicyKey(provider: key.provider)), costs: entry?.costs)
+                environment: environment, feedback: feedback(for: PolicyKey(provider: key.provider)), costs: entry?.costs,
+                kindTiers: entry?.compiledKindTiers ?? [:])
             gates[name] = gate
             return gate
         }
@@ -30,7 +31,7 @@ extension GateCore {
             if let current = change.current, current.compiled.isNested, current.levels.kinds.isEmpty == gate.isFlat {
                 gate.setLimits(
                     account: current.compiled, kinds: current.compiledScopes, groups: current.compiledGroups, costs: current.costs,
-                    now: now)
+                    kindTiers: current.compiledKindTiers, now: now)
             } else {
                 chains.withLock { gates in if gates[name] === gate { gates[name] = nil } }
                 let account = change.current?.compiled ?? ungated ?? CompiledLimits(.unlimited, generation: nextGeneration())
@@ -42,7 +43,7 @@ extension GateCore {
     /// Waits in `key`'s chain until admitted, rejected, timed out or cancelled.
     func wait(
         in gate: ChainGate, _ key: PolicyKey, model: String?, tokens: TokenCounts, limits: CompiledLimits, deadline: Int64,
-        priority: PolicyPriority = .interactive
+        priority: PolicyPriority = .interactive, tiers: ChainGate.Machine.LevelTiers? = nil
     ) async throws -> ChainGrant {
         let id = nextWaiterID()
         let provider = ProviderName(of: key)
@@ -58,15 +59,22 @@ extension GateCore {
                     if Task.isCancelled { return (.cancelled, .init()) }
                     // Checked under the lock, as the shutdown fails the waiters under it.
                     if environment.lifecycle.isStopping { return (.rejected(GateLifecycle.refusal(key)), .init()) }
-                    let leaf = machine.leaf(for: key, model: model, now: now)
+                    let leaf = machine.leaf(for: key, model: model, tiers: tiers, now: now)
                     let parked = ChainGate.Parked(continuation: continuation, key: key, leaf: leaf)
+                    let retiered = machine.takeRetierEffects(now: now)
                     switch machine.enqueue(
                         id: id, leaf: leaf, tokens: tokens, account: limits, deadline: deadline, payload: parked, now: now,
                         priority: priority, aging: aging)
                     {
-                    case .admitted(let admission, let effects): return (.admitted(leaf, admission), effects)
-                    case .rejected(let error, let effects): return (.rejected(error.with(key: key)), effects)
-                    case .enqueued(let effects): return (.enqueued, effects)
+                    case .admitted(let admission, var effects):
+                        effects.merge(retiered)
+                        return (.admitted(leaf, admission), effects)
+                    case .rejected(let error, var effects):
+                        effects.merge(retiered)
+                        return (.rejected(error.with(key: key)), effects)
+                    case .enqueued(var effects):
+                        effects.merge(retiered)
+                        return (.enqueued, effects)
                     }
                 }
                 switch outcome {
@@ -88,8 +96,11 @@ extension GateCore {
 extension ChainGate {
     /// Adopts new limits for the account and every level.
     func setLimits(
-        account: CompiledLimits, kinds: [String: CompiledLimits], groups: [ModelGroupCaps] = [], costs: CostPolicy? = nil, now: Int64
+        account: CompiledLimits, kinds: [String: CompiledLimits], groups: [ModelGroupCaps] = [], costs: CostPolicy? = nil,
+        kindTiers: [String: CompiledTiers] = [:], now: Int64
     ) {
-        withMachine { machine in ((), machine.setLimits(account: account, kinds: kinds, groups: groups, costs: costs, now: now)) }
+        withMachine { machine in
+            ((), machine.setLimits(account: account, kinds: kinds, groups: groups, costs: costs, kindTiers: kindTiers, now: now))
+        }
     }
 }

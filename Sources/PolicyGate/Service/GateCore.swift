@@ -19,10 +19,28 @@ struct ProviderEntry: Sendable {
     var levels = ProviderLevels()
     /// The provider's spend caps and prices, when it has spend caps (``CostPolicy``).
     var costs: CostPolicy?
+    /// Its tiers and per-scope overrides, as configured.
+    var tiers = ProviderTiers()
+    /// The same compiled with ``compiled``'s generation; `nil` without tiers or overrides.
+    var compiledTiers: CompiledTiers?
 
     /// The nested limits compiled, with the account's generation.
     var compiledScopes: [String: CompiledLimits] {
         levels.kinds.mapValues { CompiledLimits($0, generation: compiled.generation) }
+    }
+
+    /// For a nested provider with tiers or overrides: them compiled over each kind's caps
+    /// (`""` over none, for kinds without a table), with the account's generation.
+    var compiledKindTiers: [String: CompiledTiers] {
+        guard compiled.hasLevelTiers else { return [:] }
+        let generation = compiled.generation
+        var result: [String: CompiledTiers] = [:]
+        for (kind, caps) in levels.kinds.map({ ($0.key, $0.value) }) + [("", PolicyLimits.unlimited)] {
+            var configured = tiers
+            if !kind.isEmpty { configured.overrides = configured.overrides.filter { $0.key.kind == kind } }
+            result[kind] = CompiledTiers(configured, over: caps) { CompiledLimits($0, generation: generation) }
+        }
+        return result
     }
 
     /// The model groups compiled, in the order a tree numbers them.
@@ -33,6 +51,12 @@ struct ProviderEntry: Sendable {
 struct ScheduleTrack: Sendable {
     let schedule: PolicySchedule
     var resolution: PolicySchedule.Resolution
+
+    /// The applying entry's caps per tier.
+    var entryTiers: [String: PolicyLimits] {
+        guard let name = resolution.entry else { return [:] }
+        return schedule.entries.first { $0.name == name }?.tierLimits ?? [:]
+    }
 }
 
 /// The providers' entries, with the schedules kept apart: the per-call lookup then copies a
@@ -55,8 +79,18 @@ struct ProviderTable: Sendable {
     /// say the provider has them.
     private var costs: [ProviderName: CostPolicy] = [:]
 
+    /// Tiers and overrides, apart for the same reason: read only when the compiled limits
+    /// say the provider has them.
+    private var tiers: [ProviderName: (configured: ProviderTiers, compiled: CompiledTiers?)] = [:]
+
     /// A provider's spend caps and prices, if it has spend caps.
     func costs(_ name: ProviderName) -> CostPolicy? { costs[name] }
+
+    /// A provider's compiled tiers and overrides, if it has any.
+    func compiledTiers(_ name: ProviderName) -> CompiledTiers? { tiers[name]?.compiled ?? nil }
+
+    /// A provider's tiers and overrides as configured, if it has any.
+    func configuredTiers(_ name: ProviderName) -> ProviderTiers? { tiers[name]?.configured }
 
     /// The compiled limits of a provider: the only lookup on the hot path.
     @inline(__always)
@@ -67,7 +101,8 @@ struct ProviderTable: Sendable {
             stored[name].map {
                 ProviderEntry(
                     limits: $0.limits, compiled: $0.compiled, schedule: tracks[name], storage: $0.storage,
-                    adaptive: adaptive[name], levels: scopes[name] ?? ProviderLevels(), costs: costs[name])
+                    adaptive: adaptive[name], levels: scopes[name] ?? ProviderLevels(), costs: costs[name],
+                    tiers: tiers[name]?.configured ?? ProviderTiers(), compiledTiers: tiers[name]?.compiled ?? nil)
             }
         }
         set {
@@ -76,6 +111,7 @@ struct ProviderTable: Sendable {
             adaptive[name] = newValue?.adaptive
             scopes[name] = newValue.flatMap { $0.levels.isEmpty ? nil : $0.levels }
             costs[name] = newValue?.costs
+            tiers[name] = newValue.flatMap { $0.tiers.isEmpty ? nil : ($0.tiers, $0.compiledTiers) }
         }
     }
 
@@ -167,6 +203,9 @@ final class GateCore: Sendable {
     /// Providers whose feedback applies per key rather than provider-wide.
     private let feedbackScopes: Locked<[ProviderName: PolicyFeedbackScope]>
 
+    /// The application's scope → tier resolver, with its answers cached.
+    let tierResolver = TierResolver()
+
     /// Whose feedback state a key uses: its provider's, or its own.
     enum FeedbackOwner: Hashable {
         case provider(ProviderName)
@@ -177,7 +216,8 @@ final class GateCore: Sendable {
         limits: [String: PolicyLimits], schedules: [String: PolicySchedule], storage: [String: PolicyStorage],
         store: (any PolicyQuotaStore)?, time: any TimeSource, startDate: Date, telemetry: (any PolicyTelemetry)?,
         feedbackScopes: [String: PolicyFeedbackScope] = [:], adaptive: Set<String> = [],
-        scopeLimits: [String: [String: PolicyLimits]] = [:], modelGroups: [String: [String: PolicyModelGroup]] = [:]
+        scopeLimits: [String: [String: PolicyLimits]] = [:], modelGroups: [String: [String: PolicyModelGroup]] = [:],
+        tiers: [String: ProviderTiers] = [:]
     ) {
         self.feedbackScopes = Locked(Self.perKey(feedbackScopes))
         let environment = GateEnvironment(time: time, telemetry: telemetry)
@@ -187,13 +227,14 @@ final class GateCore: Sendable {
         wallClock = WallClock(start: startDate)
         let now = time.now()
         var table = ProviderTable()
-        for name in Set(limits.keys).union(schedules.keys).union(scopeLimits.keys).union(modelGroups.keys) {
+        for name in Set(limits.keys).union(schedules.keys).union(scopeLimits.keys).union(modelGroups.keys).union(tiers.keys) {
             let base = limits[name] ?? .unlimited
             let scopes = ProviderLevels(kinds: scopeLimits[name] ?? [:], groups: modelGroups[name] ?? [:])
-            guard !base.isUnlimited || schedules[name] != nil || !scopes.isEmpty else { continue }
+            let tiers = tiers[name] ?? ProviderTiers()
+            guard !base.isUnlimited || schedules[name] != nil || !scopes.isEmpty || !tiers.isEmpty else { continue }
             table[ProviderName(name)] = Self.entry(
                 base, schedules[name], storage: storage[name] ?? .memory, generation: 1, now: now, wallClock: wallClock,
-                adaptive: adaptive.contains(name) ? AdaptiveState() : nil, scopes: scopes)
+                adaptive: adaptive.contains(name) ? AdaptiveState() : nil, scopes: scopes, tiers: tiers)
         }
         providers = Snapshotted(table)
         environment.attach(self)
@@ -210,37 +251,51 @@ final class GateCore: Sendable {
 
     /// Compiles a provider's limits as they stand at `now`: its schedule resolved, then its
     /// adaptive factor applied (each layer only tightens). They are valid until the earlier of
-    /// the schedule's next transition and the factor's next step.
+    /// the schedule's next transition and the factor's next step. Its tiers and overrides are
+    /// compiled the same way over the resolved caps (``CompiledTiers``).
     static func entry(
         _ base: PolicyLimits, _ schedule: PolicySchedule?, storage: PolicyStorage, generation: UInt64, now: Int64,
-        wallClock: WallClock, adaptive: AdaptiveState? = nil, scopes: ProviderLevels = ProviderLevels()
+        wallClock: WallClock, adaptive: AdaptiveState? = nil, scopes: ProviderLevels = ProviderLevels(),
+        tiers: ProviderTiers = ProviderTiers()
     ) -> ProviderEntry {
         let factor = adaptive?.factor(at: now) ?? AdaptiveState.full
         let adaptiveUntil = adaptive?.nextStep(after: now) ?? .max
         let costs = costPolicy(base, scopes: scopes.kinds, schedule: schedule, wallClock: wallClock)
-        guard let schedule else {
-            var compiled = CompiledLimits(base, adaptedBy: factor, generation: generation)
-            compiled.validUntil = adaptiveUntil
+        var validUntil = adaptiveUntil
+        var closedUntil = Int64.min
+        var track: ScheduleTrack?
+        var resolved = base
+        if let schedule {
+            let date = wallClock.date(at: now)
+            let resolution = schedule.resolve(base: base, at: date)
+            resolved = resolution.limits
+            // Never `now` itself: limits valid until now would be stale at once.
+            validUntil = min(adaptiveUntil, resolution.validUntil.map { max(now + 1, wallClock.nanos(at: $0)) } ?? .max)
+            if resolution.isClosed {
+                closedUntil = schedule.nextOpening(from: date).map { max(now + 1, wallClock.nanos(at: $0)) } ?? .max
+            }
+            track = ScheduleTrack(schedule: schedule, resolution: resolution)
+        }
+        func compile(_ limits: PolicyLimits) -> CompiledLimits {
+            var compiled = CompiledLimits(limits, adaptedBy: factor, generation: generation)
+            compiled.validUntil = validUntil
+            compiled.closedUntil = closedUntil
             compiled.share(storage)
             compiled.isNested = !scopes.isEmpty
             compiled.hasCostCaps = costs != nil
-            return ProviderEntry(limits: base, compiled: compiled, storage: storage, adaptive: adaptive, levels: scopes, costs: costs)
+            return compiled
         }
-        let date = wallClock.date(at: now)
-        let resolution = schedule.resolve(base: base, at: date)
-        var compiled = CompiledLimits(resolution.limits, adaptedBy: factor, generation: generation)
-        // Never `now` itself: limits valid until now would be stale at once.
-        compiled.validUntil = min(
-            adaptiveUntil, resolution.validUntil.map { max(now + 1, wallClock.nanos(at: $0)) } ?? .max)
-        if resolution.isClosed {
-            compiled.closedUntil = schedule.nextOpening(from: date).map { max(now + 1, wallClock.nanos(at: $0)) } ?? .max
+        var compiled = compile(resolved)
+        var compiledTiers: CompiledTiers?
+        if !tiers.isEmpty && scopes.kinds.isEmpty {
+            compiledTiers = CompiledTiers(tiers, over: resolved, entryTiers: track?.entryTiers ?? [:], compile: compile)
+            compiled.isTiered = true
         }
-        compiled.share(storage)
-        compiled.isNested = !scopes.isEmpty
-        compiled.hasCostCaps = costs != nil
+        // Nested: the tiers set the levels' caps (``ProviderEntry/compiledKindTiers``).
+        compiled.hasLevelTiers = !tiers.isEmpty && !scopes.kinds.isEmpty
         return ProviderEntry(
-            limits: base, compiled: compiled, schedule: ScheduleTrack(schedule: schedule, resolution: resolution),
-            storage: storage, adaptive: adaptive, levels: scopes, costs: costs)
+            limits: base, compiled: compiled, schedule: track, storage: storage, adaptive: adaptive, levels: scopes, costs: costs,
+            tiers: tiers, compiledTiers: compiledTiers)
     }
 
     /// A provider's spend caps, prices and calendar, or `nil` without spend caps. Its months
@@ -286,7 +341,105 @@ final class GateCore: Sendable {
         guard generations.load(ordering: .relaxed) > given.generation else { return given }
         // Under the writers' lock: a change whose generation was seen above may not be published yet.
         let name = ProviderName(of: key)
-        return providers.readLocked { $0.compiled(name) } ?? CompiledLimits(.unlimited, generation: nextGeneration())
+        guard let fresh = providers.readLocked({ $0.compiled(name) }) else {
+            return CompiledLimits(.unlimited, generation: nextGeneration())
+        }
+        guard fresh.isTiered else { return fresh }
+        // The key's own set, from what is known without running the application's resolver
+        // (not under a lock): the tier named, or the resolver's cached answer; else `given`,
+        // which the key's next call replaces.
+        guard let tier = key.tier.map({ .some($0) }) ?? tierResolver.cachedTier(for: key),
+            let own = providers.readLocked({ $0.compiledTiers(name) })?.limits(scope: key.scope, tier: tier, named: key.tier != nil)
+        else { return given }
+        return own
+    }
+
+    /// The tier of each level of `key`'s chain under a nested provider with tiers: the key's
+    /// own level's named on the key or by the resolver, its parents' by the resolver.
+    /// - Throws: ``PolicyError/Code/invalidArgument`` when a tier is not one of the provider's.
+    /// With `strict` false (readouts), a tier the provider lacks is kept as named, not refused.
+    func levelTiers(
+        for key: PolicyKey, reporting: Bool = true, estimate: Int = 0, strict: Bool = true
+    ) throws(PolicyError) -> ChainGate.Machine.LevelTiers {
+        let levels = key.levels
+        var result = ChainGate.Machine.LevelTiers()
+        result.version = tierResolver.version
+        result.levels.reserveCapacity(levels.count)
+        let name = ProviderName(of: key)
+        let configured = providers.read { $0.configuredTiers(name) }
+        let names = configured?.tiers
+        for depth in levels.indices {
+            let isOwn = depth == levels.count - 1 && key.scope != .global
+            let named = isOwn && key.tier != nil
+            var tier = named ? key.tier : tierResolver.tier(for: key.level(depth + 1))
+            // A provider without tiers (overrides only) ignores the tier named.
+            if (names ?? [:]).isEmpty { tier = nil }
+            // A level with an override of its own is not refused for its tier, as a flat key is not.
+            if let known = tier, names?[known] == nil, configured?.overrides[levels[depth]] != nil { tier = nil }
+            if strict, let tier, names?[tier] == nil {
+                let error = PolicyError(
+                    .invalidArgument, key: key,
+                    message: "tier '\(tier)' of \(levels[depth]) is not one of provider '\(key.provider)''s tiers (\((names ?? [:]).keys.sorted().joined(separator: ", ")))")
+                throw reporting ? reject(key, estimate, error) : error
+            }
+            result.levels.append((tier, named))
+        }
+        return result
+    }
+
+    /// The compiled tiers and overrides of `key`'s provider, if it has any.
+    func compiledTiers(for key: PolicyKey) -> CompiledTiers? {
+        let name = ProviderName(of: key)
+        return providers.read { $0.compiledTiers(name) }
+    }
+
+    /// The limits of `key` under a provider with tiers or overrides (`limits` are the
+    /// provider's own, ``CompiledLimits/isTiered``): its override's, its tier's (named on the
+    /// key, else by the resolver) or the provider's. Out of line: providers without tiers
+    /// pay one branch.
+    /// - Throws: ``PolicyError/Code/invalidArgument`` when the tier is not one of the provider's.
+    @inline(never)
+    func tieredLimits(
+        _ limits: CompiledLimits, for key: PolicyKey, estimate: Int, reporting: Bool = true
+    ) throws(PolicyError) -> CompiledLimits {
+        // The sets first, then the tier: an answer of a resolver replaced meanwhile then comes
+        // with sets older than the replacement's, which keys do not go back to.
+        let compiled = compiledTiers(for: key)
+        let tier = key.tier ?? tierResolver.tier(for: key)
+        guard let tiers = compiled else {
+            // The provider lost its tiers since `limits` were read: its own caps are the key's.
+            var own = limits
+            own.isTiered = false
+            return own
+        }
+        guard let own = tiers.limits(scope: key.scope, tier: tier, named: key.tier != nil) else {
+            let error = PolicyError(
+                .invalidArgument, key: key,
+                message: "tier '\(tier ?? "")' is not one of provider '\(key.provider)''s tiers (\(tiers.names.joined(separator: ", ")))")
+            throw reporting ? reject(key, estimate, error) : error
+        }
+        return own
+    }
+
+    /// The set a key of a changed provider moves to: its override's, else that of the tier it
+    /// was in (by name: the one its latest call named, else the resolver's answer), else the
+    /// provider's. A tier removed by the change leaves it on the provider's caps; its next
+    /// call is refused.
+    private func limits(
+        in tiers: CompiledTiers, for storage: KeyStorage, previous: CompiledTiers?
+    ) -> CompiledLimits {
+        let key = storage.key
+        let variant = storage.machine.limits.variant
+        let named = variant & CompiledTiers.namedVariant != 0
+        let tier: String?
+        if !named, case .some(let answer) = tierResolver.cachedTier(for: key) {
+            tier = answer
+        } else if named {
+            tier = previous?.name(of: variant) ?? key.tier
+        } else {
+            tier = previous?.name(of: variant)
+        }
+        return tiers.limits(scope: key.scope, tier: tier, named: named) ?? tiers.base
     }
 
     /// `limits` if still valid at `now`; otherwise the provider's limits once the schedule
@@ -423,7 +576,7 @@ final class GateCore: Sendable {
             guard adaptive.throttled(at: now, pausedUntil: pausedUntil) else { return }
             let next = Self.entry(
                 entry.limits, entry.schedule?.schedule, storage: entry.storage, generation: nextGeneration(), now: now,
-                wallClock: wallClock, adaptive: adaptive, scopes: entry.levels)
+                wallClock: wallClock, adaptive: adaptive, scopes: entry.levels, tiers: entry.tiers)
             table[provider] = next
             change = LimitsChange(provider: provider.name, previous: entry, current: next, isReported: false)
             event = next.adaptiveEvent(provider: provider.name, previousFactor: before, now: now)
@@ -454,7 +607,7 @@ final class GateCore: Sendable {
                 guard entry.compiled.validUntil <= now, entry.schedule != nil || entry.adaptive != nil else { continue }
                 let next = Self.entry(
                     entry.limits, entry.schedule?.schedule, storage: entry.storage, generation: nextGeneration(), now: now,
-                    wallClock: wallClock, adaptive: entry.adaptive, scopes: entry.levels)
+                    wallClock: wallClock, adaptive: entry.adaptive, scopes: entry.levels, tiers: entry.tiers)
                 table[name] = next
                 // Same caps, only a later `validUntil` (the search horizon, an adaptive step):
                 // nothing to report as a schedule's change, but keys still need the new limits,
@@ -497,8 +650,12 @@ final class GateCore: Sendable {
     func handOver(_ changes: [LimitsChange], cause: PolicyLimitsChangeEvent.Cause, now: Int64) {
         guard !changes.isEmpty else { return }
         var byProvider: [String: CompiledLimits] = [:]
+        var tiered: [String: (current: CompiledTiers, previous: CompiledTiers?)] = [:]
         var ungated: CompiledLimits?  // one generation for every provider no longer gated
         for change in changes {
+            if let current = change.current?.compiledTiers {
+                tiered[change.provider] = (current, change.previous?.compiledTiers)
+            }
             if let compiled = change.current?.compiled {
                 byProvider[change.provider] = compiled
             } else {
@@ -510,7 +667,10 @@ final class GateCore: Sendable {
         var costs: [String: CostPolicy] = [:]
         for change in changes { if let policy = change.current?.costs { costs[change.provider] = policy } }
         forEachStorage(of: nil) { storage, aftermath in
-            guard let compiled = byProvider[storage.key.provider] else { return }
+            guard var compiled = byProvider[storage.key.provider] else { return }
+            if let tiers = tiered[storage.key.provider] {
+                compiled = self.limits(in: tiers.current, for: storage, previous: tiers.previous)
+            }
             let policy = costs[storage.key.provider]
             storage.settle(storage.machine.setLimits(compiled, costs: policy, now: now), into: &aftermath)
         }

@@ -6,9 +6,10 @@ extension PolicyService {
     nonisolated func admitNested(
         _ key: PolicyKey, estimate: Estimate, model: String?, tokens: TokenCounts, limits: CompiledLimits, now: Int64,
         pending: inout Pending?, priority: PolicyPriority, price: CostPrice = .zero
-    ) -> PolicyPermit? {
+    ) throws(PolicyError) -> PolicyPermit? {
         let gate = core.chainGate(for: key, now: now)
-        let (leaf, result) = gate.tryAdmit(key, model: model, tokens: tokens, account: limits, now: now)
+        let tiers = limits.hasLevelTiers ? try core.levelTiers(for: key, estimate: estimate.total) : nil
+        let (leaf, result) = gate.tryAdmit(key, model: model, tokens: tokens, account: limits, now: now, tiers: tiers)
         switch result {
         case .success(let admission):
             if core.environment.hasTelemetry {
@@ -67,6 +68,8 @@ extension PolicyService {
             var spend: [(cap: PolicyCostCap, spent: Int64, limit: Int64, resetsAt: Int64?)] = []
         }
         let gate = core.chainGate(for: key, now: now)
+        // Each level's tier (a tier the provider lacks shows its kind's caps).
+        let tiers = entry.compiled.hasLevelTiers ? try? core.levelTiers(for: key, reporting: false, strict: false) : nil
         let (levels, nextExpiry) = gate.withMachine { machine -> (([Level], Int64?), ChainGate.Machine.Effects) in
             let leaf = machine.leaf(for: key, model: model, now: now)
             let flat = machine.isFlat
@@ -109,7 +112,15 @@ extension PolicyService {
                 } else {
                     limits = .unlimited
                 }
-            default: limits = isAccount ? entry.effectiveLimits : entry.levels.kinds[level.key.scope.kind] ?? .unlimited
+            default:
+                if isAccount {
+                    limits = entry.effectiveLimits
+                } else {
+                    let kindCaps = entry.levels.kinds[level.key.scope.kind] ?? .unlimited
+                    let depth = level.key.levels.count - 1
+                    let tier = tiers.flatMap { depth >= 0 && depth < $0.count ? $0[depth].tier : nil }
+                    limits = entry.tiers.limits(over: kindCaps, scope: level.key.scope, tier: tier) ?? kindCaps
+                }
             }
             let enforced = isAccount ? limits.adapted(by: factor) : limits
             var state = PolicyState(
@@ -135,6 +146,10 @@ extension PolicyService {
         // The key's own level (the innermost that is not a model group).
         var state = Array(zip(levels, states)).last { $0.0.role != 2 }?.1 ?? states[states.count - 1]
         state.levels = states
+        if entry.compiled.hasLevelTiers, key.scope != .global {
+            state.tier = tiers?.last?.tier
+            state.hasScopeOverride = entry.tiers.overrides[key.scope] != nil
+        }
         return state
     }
 

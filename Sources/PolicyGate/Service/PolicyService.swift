@@ -60,9 +60,11 @@ public actor PolicyService {
         limits: [String: PolicyLimits], schedules: [String: PolicySchedule], storage: [String: PolicyStorage] = [:],
         store: (any PolicyQuotaStore)? = nil, clock: C, startDate: Date, telemetry: (any PolicyTelemetry)?,
         feedbackScopes: [String: PolicyFeedbackScope] = [:], adaptive: Set<String> = [],
-        scopeLimits: [String: [String: PolicyLimits]] = [:], modelGroups: [String: [String: PolicyModelGroup]] = [:]
+        scopeLimits: [String: [String: PolicyLimits]] = [:], modelGroups: [String: [String: PolicyModelGroup]] = [:],
+        tiers: [String: ProviderTiers] = [:]
     ) throws(PolicyError) where C.Duration == Duration {
         try Self.validate(limits: limits, schedules: schedules)
+        try Self.validate(tiers: tiers, storage: storage, scopeLimits: scopeLimits, modelGroups: modelGroups, schedules: schedules)
         try Self.validate(storage: storage, store: store)
         try Self.validate(split: limits, schedules: schedules, storage: storage)
         try Self.validate(reserve: limits, storage: storage)
@@ -72,7 +74,7 @@ public actor PolicyService {
         core = GateCore(
             limits: limits, schedules: schedules, storage: storage, store: store, time: makeTimeSource(clock),
             startDate: startDate, telemetry: telemetry, feedbackScopes: feedbackScopes, adaptive: adaptive,
-            scopeLimits: scopeLimits, modelGroups: modelGroups)
+            scopeLimits: scopeLimits, modelGroups: modelGroups, tiers: tiers)
     }
 
     /// Creates a gate whose providers' limits also count per model group (see
@@ -514,7 +516,9 @@ public actor PolicyService {
         // A provider without caps costs a lookup, not a clock read.
         guard let stored = core.compiledLimits(for: key) else { return try Self.inertPermit(estimate) }
         let now = core.environment.time.now()
-        guard let limits = core.limits(stored, for: key, at: now) else { return try Self.inertPermit(estimate) }
+        guard var limits = core.limits(stored, for: key, at: now) else { return try Self.inertPermit(estimate) }
+        // Tiers and overrides: the key's own set, looked up out of line.
+        if limits.isTiered { limits = try core.tieredLimits(limits, for: key, estimate: estimate.total) }
         var tokens: TokenCounts
         switch estimate {
         case .total(let estimatedTokens):
@@ -532,7 +536,7 @@ public actor PolicyService {
         if limits.isRouted {
             // A nested provider's tree, out of line: the flat path below stays as it was.
             if limits.isNested && !limits.isShared {
-                return admitNested(
+                return try admitNested(
                     key, estimate: estimate, model: model, tokens: tokens, limits: limits, now: now, pending: &pending,
                     priority: priority, price: price)
             }
@@ -566,8 +570,10 @@ public actor PolicyService {
         do {
             if pending.nestedLevel >= 0 {
                 let gate = core.chainGate(for: key, now: pending.now)
+                let tiers = pending.limits.hasLevelTiers ? try core.levelTiers(for: key, reporting: false) : nil
                 let grant = try await core.wait(
-                    in: gate, key, model: model, tokens: pending.tokens, limits: pending.limits, deadline: deadline, priority: priority)
+                    in: gate, key, model: model, tokens: pending.tokens, limits: pending.limits, deadline: deadline, priority: priority,
+                    tiers: tiers)
                 if core.environment.hasTelemetry {
                     reportChainAdmission(
                         key, estimate: estimate, gate: gate, admission: grant.admission, tokens: pending.tokens,
@@ -748,7 +754,7 @@ public actor PolicyService {
             [
                 provider: ProviderChange(
                     limits: limits, schedule: entry?.schedule?.schedule, storage: entry?.storage ?? .memory,
-                    adaptive: entry?.adaptive != nil, scopes: entry?.levels ?? ProviderLevels())
+                    adaptive: entry?.adaptive != nil, scopes: entry?.levels ?? ProviderLevels(), tiers: entry?.tiers ?? ProviderTiers())
             ],
             replacingAll: false)
     }
@@ -760,6 +766,7 @@ public actor PolicyService {
         var storage: PolicyStorage = .memory
         var adaptive = false
         var scopes = ProviderLevels()
+        var tiers = ProviderTiers()
     }
 
     /// Replaces the limits and schedules of the providers in `changes` at once (and, when
@@ -768,7 +775,7 @@ public actor PolicyService {
     /// keys are not touched; changed ones are re-limited key by key (waiters that now fit are
     /// admitted) and reported to telemetry. An adaptive provider that stays adaptive keeps its
     /// factor, applied to its new caps. Call only with validated limits and schedules.
-    func swap(_ changes: [String: ProviderChange], replacingAll: Bool) {
+    func swap(_ changes: [String: ProviderChange], replacingAll: Bool, reporting: Bool = true) {
         let now = core.environment.time.now()
         var changed: [GateCore.LimitsChange] = []
         core.providers.withLock { table in
@@ -783,16 +790,17 @@ public actor PolicyService {
                     limits != (previous?.limits ?? .unlimited) || schedule != previous?.schedule?.schedule
                         || storage != (previous?.storage ?? .memory) || adaptive != (previous?.adaptive != nil)
                         || change.scopes != (previous?.levels ?? ProviderLevels())
+                        || change.tiers != (previous?.tiers ?? ProviderTiers())
                 else { continue }
                 let current =
-                    limits.isUnlimited && schedule == nil && change.scopes.isEmpty
+                    limits.isUnlimited && schedule == nil && change.scopes.isEmpty && change.tiers.isEmpty
                     ? nil
                     : GateCore.entry(
                         limits, schedule, storage: storage, generation: core.nextGeneration(), now: now,
                         wallClock: core.wallClock, adaptive: adaptive ? previous?.adaptive ?? AdaptiveState() : nil,
-                        scopes: change.scopes)
+                        scopes: change.scopes, tiers: change.tiers)
                 table[name] = current
-                changed.append(GateCore.LimitsChange(provider: provider, previous: previous, current: current))
+                changed.append(GateCore.LimitsChange(provider: provider, previous: previous, current: current, isReported: reporting))
             }
         }
         guard !changed.isEmpty else { return }
@@ -834,7 +842,15 @@ public actor PolicyService {
         let now = core.environment.time.now()
         if let stored = core.compiledLimits(for: key) { _ = core.limits(stored, for: key, at: now) }  // applies a due transition
         let entry = core.entry(for: key.provider)
-        let limits = entry?.effectiveLimits ?? .unlimited
+        var limits = entry?.effectiveLimits ?? .unlimited
+        var tier: String?
+        var hasScopeOverride = false
+        if let entry, !entry.tiers.isEmpty {
+            // The key's own caps: its override's, else its tier's (unknown tiers show the provider's).
+            tier = key.tier ?? core.tierResolver.tier(for: key)
+            hasScopeOverride = entry.tiers.overrides[key.scope] != nil
+            limits = entry.tiers.limits(over: limits, scope: key.scope, tier: tier, entryTiers: entry.schedule?.entryTiers ?? [:]) ?? limits
+        }
         let factor = entry?.adaptive?.factor(at: now) ?? AdaptiveState.full
         let enforced = limits.adapted(by: factor)
         let resolution = entry?.schedule?.resolution
@@ -870,6 +886,8 @@ public actor PolicyService {
             nextTransition: resolution?.validUntil,
             nextCapacityIn: raw?.nextExpiry.map { .nanoseconds(max(0, $0 - now)) })
         state.providerFeedback = core.existingFeedback(for: key)?.readout(at: now)
+        state.tier = tier
+        state.hasScopeOverride = hasScopeOverride
         state.queuedBatch = raw?.batch ?? 0
         state.promotedBatch = raw?.promoted ?? 0
         state.blockedByCost = raw?.blockedByCost

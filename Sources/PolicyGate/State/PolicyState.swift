@@ -98,6 +98,15 @@ public struct PolicyState: Sendable, CustomStringConvertible {
     /// every key below it. Empty for a provider without nested limits.
     public internal(set) var levels: [PolicyState] = []
 
+    /// The tier the key's scope is in (``PolicyKey/tier``, else the service's tier resolver),
+    /// when its provider has tiers; ``limits`` are then the tier's over the provider's.
+    public internal(set) var tier: String?
+
+    /// Whether the key's scope has caps of its own (``PolicyService/setScopeOverride(_:for:provider:)``,
+    /// ``PolicyConfiguration/scopeOverrides``); ``limits`` are then the override's over the
+    /// provider's, whatever its ``tier``.
+    public internal(set) var hasScopeOverride = false
+
     /// Of the queued callers, those queued as batch calls (``PolicyPriority/batch``), promoted
     /// by aging or not.
     public internal(set) var queuedBatch = 0

@@ -6,13 +6,26 @@ extension SharedGate {
     typealias Level = (key: PolicyKey, limits: CompiledLimits)
 
     /// The levels of `key`'s chain that have caps, the account first (always kept, so that a
-    /// chain is never empty): a level without caps has nothing to check or count.
-    func chainLevels(of key: PolicyKey, account: CompiledLimits, core: GateCore) -> [Level] {
-        let kinds = core.entry(for: key.provider)?.compiledScopes ?? [:]
+    /// chain is never empty): a level without caps has nothing to check or count. A level's
+    /// caps are its kind's, or its override's or tier's over them.
+    /// - Throws: ``PolicyError/Code/invalidArgument`` when a level's tier is not one of the
+    ///   provider's.
+    func chainLevels(of key: PolicyKey, account: CompiledLimits, core: GateCore) throws(PolicyError) -> [Level] {
+        let entry = core.entry(for: key.provider)
+        let kinds = entry?.compiledScopes ?? [:]
+        let kindTiers = account.hasLevelTiers ? entry?.compiledKindTiers ?? [:] : [:]
+        let tiers = kindTiers.isEmpty ? nil : try core.levelTiers(for: key, reporting: false)
         var levels: [Level] = [(PolicyKey(provider: key.provider), account)]
         let scopes = key.levels
         for (index, scope) in scopes.enumerated() {
-            guard let limits = kinds[scope.kind] else { continue }
+            var limits = kinds[scope.kind]
+            if let tiers, let own = (kindTiers[scope.kind] ?? kindTiers[""])?.limits(
+                scope: scope, tier: tiers[index].tier, named: tiers[index].named),
+                limits != nil || tiers[index].tier != nil || entry?.tiers.overrides[scope] != nil
+            {
+                limits = own
+            }
+            guard let limits else { continue }
             levels.append((key.level(index + 1), limits))
         }
         return levels

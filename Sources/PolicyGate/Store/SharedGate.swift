@@ -81,11 +81,14 @@ final class SharedGate: Sendable {
         while true {
             try Task.checkCancellation()
             let now = environment.time.now()
-            guard let stored = core.compiledLimits(for: key), let limits = core.limits(stored, for: key, at: now) else {
+            guard let stored = core.compiledLimits(for: key), var limits = core.limits(stored, for: key, at: now) else {
                 return .uncounted  // no longer gated: nothing to count
             }
             guard limits.isShared else { return .notShared }
-            let chain = limits.isNested ? chainLevels(of: key, account: limits, core: core) : nil
+            // The key's scope's own caps (tiers, overrides), afresh on every attempt like the
+            // rest: the store is handed them with the call.
+            if limits.isTiered { limits = try core.tieredLimits(limits, for: key, estimate: Int(tokens), reporting: false) }
+            let chain = limits.isNested ? try chainLevels(of: key, account: limits, core: core) : nil
             for (depth, level) in (chain ?? [(key, limits)]).enumerated() {
                 if let oversized = AdmissionRules.oversized(TokenCounts(total: tokens), limits: level.limits) {
                     let error = AdmissionRules.oversizedError(oversized, tokens: TokenCounts(total: tokens)).with(key: key)

@@ -215,6 +215,10 @@ public struct PolicyLimitsChangeEvent: Sendable, Hashable {
     public let isClosed: Bool
     /// When the schedule may change the limits next, if the provider has a schedule that will.
     public let nextTransition: Date?
+    /// The one scope whose caps changed (its override was set, replaced or removed:
+    /// ``PolicyService/setScopeOverride(_:for:provider:)``); `nil` when the provider's did.
+    /// ``previous`` and ``current`` are then that scope's.
+    public var scope: PolicyScope?
 
     /// Creates the event (the gate does; adapters' tests and fakes may too).
     public init(
