@@ -109,11 +109,32 @@ package enum SimulationSummary {
         for (label, value) in rows {
             lines.append("  " + label + String(repeating: " ", count: width - label.count + 2) + value)
         }
+        if let tiers = provider.tiers, !tiers.isEmpty {
+            lines.append("")
+            lines += tierTable(tiers)
+        }
         if !provider.limits.isEmpty {
             lines.append("")
             lines += limitTable(provider.limits)
+            if provider.tiers != nil {
+                lines.append("  (cap: the provider's own; its tiers and overrides set their own caps over it)")
+            }
         }
         return lines
+    }
+
+    /// The calls grouped by where their caps came from: a tier, an override, the provider's.
+    private static func tierTable(_ tiers: [TierReport]) -> [String] {
+        var table = TextTable([
+            ("caps from", .left), ("keys", .right), ("calls", .right), ("admitted", .right), ("at once", .right),
+            ("refused", .right), ("timed out", .right), ("wait p95", .right), ("max", .right),
+        ])
+        for tier in tiers {
+            table.append(
+                [tier.source] + [tier.keys, tier.calls, tier.admitted, tier.admittedAtOnce, tier.refused, tier.timedOut].map(Values.count)
+                    + [seconds(tier.wait.p95), seconds(tier.wait.max)])
+        }
+        return table.render(indent: 2)
     }
 
     /// The same calls with adaptive caps off and on, against the provider model.
