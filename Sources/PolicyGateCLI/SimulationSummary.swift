@@ -115,7 +115,7 @@ package enum SimulationSummary {
         }
         if !provider.limits.isEmpty {
             lines.append("")
-            lines += limitTable(provider.limits)
+            lines += limitTable(provider.limits, tiered: provider.tiers != nil)
             if provider.tiers != nil {
                 lines.append("  (cap: the provider's own; its tiers and overrides set their own caps over it)")
             }
@@ -152,7 +152,9 @@ package enum SimulationSummary {
     }
 
     /// Each cap against the most used of it, when that was, and when it first held a call back.
-    private static func limitTable(_ limits: [LimitReport]) -> [String] {
+    /// With tiers (`tiered`), the busiest key may be under other caps than the provider's: no
+    /// share of the provider's cap is shown.
+    private static func limitTable(_ limits: [LimitReport], tiered: Bool = false) -> [String] {
         var table = TextTable([
             ("limit", .left), ("cap", .right), ("peak used", .right), ("", .right), ("at", .left),
             ("first hit", .left), ("calls held", .right),
@@ -166,7 +168,7 @@ package enum SimulationSummary {
             }
             let cap = limit.capAtPeak ?? limit.cap
             // Rounded down, so that 100% means the cap was reached.
-            let share = cap.map { $0 > 0 ? "\(limit.peakUsed * 100 / $0)%" : "" } ?? ""
+            let share = tiered ? "" : cap.map { $0 > 0 ? "\(limit.peakUsed * 100 / $0)%" : "" } ?? ""
             let peak = [Values.count(limit.peakUsed), share, limit.peakAt.map(offset) ?? "-"]
             table.append([limit.limit, cap.map(Values.count) ?? "-"] + peak + hit)
         }
