@@ -158,7 +158,10 @@ struct CLITiersTests {
     @Test(
         "check: a bad --scope, an empty --tier, or --tier without --scope is a usage error",
         arguments: [
-            (["--scope", "acme"], "error: --scope 'acme' is not a scope: expected 'global' or '<kind>:<id>', such as org:acme or user:u-1"),
+            (
+                ["--scope", "acme"],
+                "error: --scope 'acme' is not a scope: expected 'global' or '<kind>:<id>', such as org:acme or user:u-1"
+            ),
             (["--scope", "org:"], "error: --scope 'org:' is not a scope"),
             (["--tier", "pro"], "error: --tier needs --scope"),
             (["--scope", "org:acme", "--tier", ""], "error: --tier needs a tier name"),
@@ -197,7 +200,8 @@ struct CLITiersTests {
     static func line(_ scope: String, tier: String?, maxWait: Int? = nil) -> String {
         let tierField = tier.map { #", "tier": "\#($0)""# } ?? ""
         let wait = maxWait.map { #", "max_wait": \#($0)"# } ?? ""
-        return #"{"at": 0, "provider": "api", "scope": "\#(scope)"\#(tierField), "estimated_tokens": 1, "actual_tokens": 1, "duration": 1\#(wait)}"#
+        return
+            #"{"at": 0, "provider": "api", "scope": "\#(scope)"\#(tierField), "estimated_tokens": 1, "actual_tokens": 1, "duration": 1\#(wait)}"#
     }
 
     static func trace(maxWait: Int? = nil) -> String {
@@ -209,7 +213,9 @@ struct CLITiersTests {
     @Test("simulate: a trace line's tier gives its call the tier's caps; free waits where pro is admitted at once")
     func simulateTiers() throws {
         let calls = try TraceReader.read(Self.trace())
-        #expect(calls.map(\.tier) == Array(repeating: nil, count: 5) + Array(repeating: "free", count: 5) + Array(repeating: "pro", count: 5) + Array(repeating: "free", count: 5))
+        #expect(
+            calls.map(\.tier) == Array(repeating: nil, count: 5) + Array(repeating: "free", count: 5) + Array(repeating: "pro", count: 5)
+                + Array(repeating: "free", count: 5))
         let configuration = try PolicyConfiguration(toml: Self.simulateConfig)
         let (_, outcomes) = try Simulation(configuration: configuration).runWithOutcomes(calls)
         let admitted = outcomes.map { $0.admittedAt.map { Int($0.components.seconds) } ?? -1 }
@@ -264,7 +270,9 @@ struct CLITiersTests {
                 max_concurrent      = 3
                 requests_per_minute = 2
                 """)
-        let call = SimulatedCall(at: .zero, key: PolicyKey(provider: "api", scope: .user("p"), tier: "pro"), estimatedTokens: 1, actualTokens: 1, duration: .seconds(100))
+        let call = SimulatedCall(
+            at: .zero, key: PolicyKey(provider: "api", scope: .user("p"), tier: "pro"), estimatedTokens: 1, actualTokens: 1,
+            duration: .seconds(100))
         let (_, outcomes) = try Simulation(configuration: configuration).runWithOutcomes(Array(repeating: call, count: 3))
         #expect(outcomes.map { $0.admittedAt } == [.zero, .zero, .seconds(61)])
         // Without the tier, the provider's single slot: one after the other.
@@ -308,7 +316,8 @@ struct CLITiersTests {
             #expect(error.line == 2 && error.field == "tier")
         }
         // null is no tier.
-        let none = try TraceReader.read(#"{"at": 0, "provider": "api", "tier": null, "estimated_tokens": 1, "actual_tokens": 1, "duration": 1}"#)
+        let none = try TraceReader.read(
+            #"{"at": 0, "provider": "api", "tier": null, "estimated_tokens": 1, "actual_tokens": 1, "duration": 1}"#)
         #expect(none.first?.tier == nil)
     }
 
