@@ -24,6 +24,11 @@ package enum CheckCommand {
                 "--model", value: "name",
                 "Also say which model group of each provider a call for this model counts in (or none)."),
             OptionSpec(
+                "--scope", value: "scope",
+                "Also show the caps of this scope (global, org:acme, user:u-1, <kind>:<id>) under each provider at "
+                    + "--from: its override's if it has one, else its tier's (--tier), else the provider's."),
+            OptionSpec("--tier", value: "name", "With --scope: the tier the scope is in, as a key or the tier resolver names it."),
+            OptionSpec(
                 "--json",
                 "Print the result as JSON on standard output (also for an invalid file: 'valid' is false "
                     + "and 'errors' lists the problems)."),
@@ -32,9 +37,11 @@ package enum CheckCommand {
     static func run(_ parsed: CommandSpec.Parsed, _ context: PolicyGateTool.Context) -> Int32 {
         let from: Date
         let days: Int
+        let scope: CheckReport.ScopeQuery?
         do throws(UsageError) {
             from = try instantOption(parsed.value("--from"), name: "--from", command: spec)
             days = try integerOption(parsed.value("--days"), name: "--days", in: 1...366, default: 7, command: spec)
+            scope = try scopeOption(scope: parsed.value("--scope"), tier: parsed.value("--tier"))
         } catch {
             context.stderr.line(error.description)
             return PolicyGateTool.ExitStatus.usage
@@ -48,7 +55,8 @@ package enum CheckCommand {
         let report: CheckReport
         do {
             let configuration = try PolicyConfiguration(contentsOfFile: path)
-            report = CheckReport(file: path, configuration: configuration, from: from, days: days, model: parsed.value("--model"))
+            report = CheckReport(
+                file: path, configuration: configuration, from: from, days: days, model: parsed.value("--model"), scope: scope)
         } catch {
             report = CheckReport(file: path, error: error, from: from, days: days)
         }
@@ -68,6 +76,21 @@ package enum CheckCommand {
         }
         return PolicyGateTool.ExitStatus.success
     }
+
+    /// Reads `--scope` and `--tier`: a scope as the configuration's `scopes` tables name it, and
+    /// a tier only beside one (a tier alone says nothing about whose caps to show).
+    static func scopeOption(scope text: String?, tier: String?) throws(UsageError) -> CheckReport.ScopeQuery? {
+        guard let text else {
+            if tier != nil { throw UsageError("--tier needs --scope (the scope whose caps to show)", command: spec) }
+            return nil
+        }
+        guard let scope = PolicyScope(text) else {
+            throw UsageError(
+                "--scope '\(text)' is not a scope: expected 'global' or '<kind>:<id>', such as org:acme or user:u-1", command: spec)
+        }
+        if tier?.isEmpty == true { throw UsageError("--tier needs a tier name", command: spec) }
+        return CheckReport.ScopeQuery(scope: scope, tier: tier)
+    }
 }
 
 /// What `check` found: the problems, and for a valid file each provider's limits and transitions.
@@ -86,10 +109,59 @@ struct CheckReport {
         var groups: [String: PolicyModelGroup] = [:]
         /// With `--model`: the group that model counts in (`nil`: none).
         var modelGroup: String?
+        /// Tiers by name (`[limits.<provider>.tiers.<name>]`): the caps each sets.
+        var tiers: [String: PolicyLimits] = [:]
+        /// Scopes with caps of their own (`[limits.<provider>.scopes."<scope>"]`): the caps each sets.
+        var overrides: [PolicyScope: PolicyLimits] = [:]
+        /// With `--scope`: that scope's caps at `from`.
+        var scoped: ScopedCaps?
+
+        /// Whether the gate looks at a key's tier for this provider: it has tiers or overrides.
+        var isTiered: Bool { !tiers.isEmpty || !overrides.isEmpty }
+
+        /// The caps in force at `from` with `caps` over them, cap by cap, as the gate applies a
+        /// tier or an override.
+        func over(_ caps: PolicyLimits) -> PolicySchedule.Resolution {
+            var resolution = now
+            for kind in PolicyLimitKind.allCases {
+                if let cap = caps[kind] { resolution.limits[kind] = cap }
+            }
+            return resolution
+        }
+    }
+
+    /// `--scope` and `--tier`.
+    struct ScopeQuery {
+        var scope: PolicyScope
+        var tier: String?
+    }
+
+    /// Where a scope's caps come from under one provider.
+    enum CapsSource: Equatable {
+        /// The scope's own caps (`[limits.<provider>.scopes."<scope>"]`), whatever its tier.
+        case override
+        /// The tier's, over the provider's.
+        case tier(String)
+        /// The provider's own.
+        case provider
+        /// The tier is not one of the provider's, and the scope has no override: the gate
+        /// refuses a call naming it.
+        case unknownTier
+    }
+
+    /// A scope's caps under one provider (`--scope`).
+    struct ScopedCaps {
+        var source: CapsSource
+        /// The caps in force at `from`; `nil` for an unknown tier.
+        var resolution: PolicySchedule.Resolution?
+        /// Why the caps are what they are, when it needs saying (a tier unknown or ignored).
+        var note: String?
     }
 
     /// `--model`, if given.
     var model: String?
+    /// `--scope` and `--tier`, if given.
+    var scope: ScopeQuery?
 
     var file: String
     var valid: Bool
@@ -103,9 +175,10 @@ struct CheckReport {
 
     var to: Date { from.addingTimeInterval(Double(days) * 86_400) }
 
-    init(file: String, configuration: PolicyConfiguration, from: Date, days: Int, model: String? = nil) {
+    init(file: String, configuration: PolicyConfiguration, from: Date, days: Int, model: String? = nil, scope: ScopeQuery? = nil) {
         self.file = file
         self.model = model
+        self.scope = scope
         self.valid = true
         self.diagnostics = configuration.warnings
         self.from = from
@@ -119,8 +192,41 @@ struct CheckReport {
                 transitions: configuration.transitions(for: name, from: from, to: to),
                 adaptive: configuration.adaptive.contains(name), levels: configuration.scopeLimits[name] ?? [:],
                 groups: configuration.modelGroups[name] ?? [:],
-                modelGroup: model.flatMap { configuration.modelGroup(for: $0, provider: name) })
+                modelGroup: model.flatMap { configuration.modelGroup(for: $0, provider: name) },
+                tiers: configuration.tiers[name] ?? [:], overrides: configuration.scopeOverrides[name] ?? [:])
         }
+        if let scope {
+            for index in providers.indices {
+                providers[index].scoped = Self.scoped(providers[index], scope, configuration: configuration, at: from)
+            }
+        }
+    }
+
+    /// The caps of the `--scope` under `provider`, as the gate resolves a key of it: the
+    /// override's, else the tier's, else the provider's. A provider without tiers or
+    /// overrides ignores the tier (the gate does too); one with them refuses an unknown tier.
+    private static func scoped(
+        _ provider: Provider, _ query: ScopeQuery, configuration: PolicyConfiguration, at date: Date
+    ) -> ScopedCaps {
+        let resolution = configuration.effectiveLimits(
+            for: provider.name, scope: query.scope, tier: provider.isTiered ? query.tier : nil, at: date)
+        if provider.overrides[query.scope] != nil {
+            return ScopedCaps(source: .override, resolution: resolution)
+        }
+        guard let tier = query.tier else { return ScopedCaps(source: .provider, resolution: resolution) }
+        guard provider.isTiered else {
+            return ScopedCaps(
+                source: .provider, resolution: resolution,
+                note: "no tiers, so a key naming tier '\(tier)' gets the provider's caps")
+        }
+        guard provider.tiers[tier] != nil, let resolution else {
+            let known = provider.tiers.keys.sorted()
+            let list = known.isEmpty ? "it has none" : known.joined(separator: ", ")
+            return ScopedCaps(
+                source: .unknownTier, resolution: nil,
+                note: "tier '\(tier)' is not one of its tiers (\(list)): the gate refuses a call naming it")
+        }
+        return ScopedCaps(source: .tier(tier), resolution: resolution)
     }
 
     init(file: String, error: PolicyConfigurationError, from: Date, days: Int) {
@@ -143,6 +249,7 @@ struct CheckReport {
                 provider.base[kind] != nil || provider.schedule?.entries.contains { $0.limits[kind] != nil } == true
                     || provider.levels.values.contains { $0[kind] != nil }
                     || provider.groups.values.contains { $0.limits[kind] != nil }
+                    || provider.tiers.values.contains { $0[kind] != nil } || provider.overrides.values.contains { $0[kind] != nil }
             }
         }
     }
@@ -178,9 +285,19 @@ struct CheckReport {
                     ["  model \(name)"] + kinds.map { group.limits[$0].map(Values.count) ?? "-" }
                         + ["\(group.match.joined(separator: ", ")), inside \(owner) caps"])
             }
+            // Tiers and overrides with the provider's caps in force under them: what a scope gets.
+            for (name, caps) in provider.tiers.sorted(by: { $0.key < $1.key }) {
+                table.append(["  tier \(name)"] + Self.caps(provider.over(caps), kinds) + ["scopes in tier \(name)"])
+            }
+            for (scope, caps) in provider.overrides.sorted(by: { $0.key.description < $1.key.description }) {
+                table.append(["  scope \(scope)"] + Self.caps(provider.over(caps), kinds) + ["\(scope)'s own, over any tier"])
+            }
         }
         lines += table.render(indent: 2)
         if table.rows.joined().contains("-") { lines.append("  (- no cap)") }
+        if providers.contains(where: \.isTiered) {
+            lines.append("  (a tier or a scope's caps: the ones it sets, the provider's in force for the rest)")
+        }
         for provider in providers where !provider.base.countsCacheReads {
             lines.append("  \(provider.name): cache reads do not count as input tokens (count_cache_reads = false)")
         }
@@ -210,6 +327,9 @@ struct CheckReport {
                 lines.append("  Model '\(model)': no provider has model groups; every call counts under its provider's caps only.")
             }
         }
+        if let scope {
+            lines += scopeLines(scope, kinds)
+        }
         if let permitHoldWarning {
             lines.append("  Permits held longer than \(Values.readable(permitHoldWarning)) are reported (permit_hold_warning).")
         }
@@ -235,6 +355,37 @@ struct CheckReport {
             lines += changes.render(indent: 4)
         }
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// `--scope`: that scope's caps under each provider, and where they come from.
+    private func scopeLines(_ query: ScopeQuery, _ kinds: [PolicyLimitKind]) -> [String] {
+        var lines = [""]
+        let tier = query.tier.map { " in tier \($0)" } ?? ""
+        lines.append("Caps of \(query.scope)\(tier) at \(Values.readable(from)):")
+        lines.append("")
+        var table = TextTable([("provider", .left)] + kinds.map { (Self.title($0), .right) } + [("from", .left), ("in force", .left)])
+        var notes: [String] = []
+        for provider in providers {
+            guard let scoped = provider.scoped else { continue }
+            if let note = scoped.note { notes.append("  \(provider.name): \(note)") }
+            guard let resolution = scoped.resolution else {
+                table.append([provider.name] + kinds.map { _ in "" } + [Self.describe(scoped.source), "refused"])
+                continue
+            }
+            table.append([provider.name] + Self.caps(resolution, kinds) + [Self.describe(scoped.source), Self.describe(resolution)])
+        }
+        lines += table.render(indent: 2)
+        return lines + notes
+    }
+
+    /// `override`, `tier pro`, `provider`, `unknown tier`.
+    private static func describe(_ source: CapsSource) -> String {
+        switch source {
+        case .override: "override"
+        case .tier(let name): "tier \(name)"
+        case .provider: "provider"
+        case .unknownTier: "unknown tier"
+        }
     }
 
     /// A provider's spend caps and prices, amounts as written (exact decimals).
@@ -309,6 +460,9 @@ struct CheckReport {
         var providers: [JSONProvider]
         /// `[gate] permit_hold_warning` in seconds, when set.
         var permitHoldWarningSeconds: Double?
+        /// `--scope` and `--tier`, when given (`tier` is `null` without `--tier`).
+        var scope: String?
+        var tier: String??
     }
 
     private struct JSONDiagnostic: Encodable {
@@ -333,6 +487,12 @@ struct CheckReport {
         var models: [String: JSONModelGroup]
         /// With `--model`: the group it counts in (`null`: none); absent without `--model`.
         var modelGroup: String??
+        /// Tiers and per-scope overrides: the caps each sets, as in the file's `tiers` and
+        /// `scopes` tables.
+        var tiers: [String: [String: Int]]
+        var scopes: [String: [String: Int]]
+        /// With `--scope`: that scope's caps at `--from`; absent without `--scope`.
+        var scopeCaps: JSONScopeCaps?
         /// ``PolicyLimits/reservedForInteractive`` (0 when not set) and the batch aging in
         /// seconds, under their configuration keys.
         var reservedForInteractive: Double
@@ -349,11 +509,52 @@ struct CheckReport {
         enum CodingKeys: String, CodingKey {
             case name, timezone, base, adaptive, per, models, effective, transitions
             case modelGroup = "model_group"
+            case tiers, scopes
+            case scopeCaps = "scope_caps"
             case countCacheReads = "count_cache_reads"
             case reservedForInteractive = "reserved_for_interactive"
             case batchAgingSeconds = "batch_aging_seconds"
             case costs, prices
             case costTimezone = "cost_timezone"
+        }
+    }
+
+    /// A scope's caps under one provider: `source` is `override`, `tier` (then `tier` names
+    /// it), `provider`, or `unknown_tier` (then `limits` is `null`: the gate refuses the call).
+    private struct JSONScopeCaps: Encodable {
+        var source: String
+        var tier: String?
+        var entry: String?
+        var closed: Bool
+        var limits: [String: Int]?
+        var note: String?
+
+        enum CodingKeys: CodingKey { case source, tier, entry, closed, limits, note }
+
+        // `tier`, `entry` and `limits` are written as null rather than left out, as in `effective`.
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(source, forKey: .source)
+            try container.encode(tier, forKey: .tier)
+            try container.encode(entry, forKey: .entry)
+            try container.encode(closed, forKey: .closed)
+            try container.encode(limits, forKey: .limits)
+            try container.encodeIfPresent(note, forKey: .note)
+        }
+
+        init(_ scoped: ScopedCaps) {
+            switch scoped.source {
+            case .override: source = "override"
+            case .tier(let name):
+                source = "tier"
+                tier = name
+            case .provider: source = "provider"
+            case .unknownTier: source = "unknown_tier"
+            }
+            entry = scoped.resolution?.entry
+            closed = scoped.resolution?.isClosed ?? false
+            limits = scoped.resolution.map { CheckReport.keyed($0.limits) }
+            note = scoped.note
         }
     }
 
@@ -407,6 +608,9 @@ struct CheckReport {
                 adaptive: provider.adaptive, per: provider.levels.mapValues(Self.keyed),
                 models: provider.groups.mapValues { JSONModelGroup(match: $0.match, limits: Self.keyed($0.limits)) },
                 modelGroup: model == nil ? nil : .some(provider.modelGroup),
+                tiers: provider.tiers.mapValues(Self.keyed),
+                scopes: Dictionary(uniqueKeysWithValues: provider.overrides.map { ($0.key.description, Self.keyed($0.value)) }),
+                scopeCaps: provider.scoped.map(JSONScopeCaps.init),
                 reservedForInteractive: provider.base.reservedForInteractive ?? 0,
                 batchAgingSeconds: Values.seconds(provider.base.batchAging ?? PolicyLimits.defaultBatchAging),
                 costs: Dictionary(
@@ -435,6 +639,7 @@ struct CheckReport {
             JSONReport(
                 file: file, valid: valid, from: Values.iso8601(from), to: Values.iso8601(to), days: days,
                 errors: diagnostics(.error), warnings: diagnostics(.warning), providers: providers.map(provider),
-                permitHoldWarningSeconds: permitHoldWarning.map(Values.seconds)))
+                permitHoldWarningSeconds: permitHoldWarning.map(Values.seconds), scope: scope?.scope.description,
+                tier: scope.map(\.tier)))
     }
 }

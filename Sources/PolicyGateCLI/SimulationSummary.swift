@@ -109,11 +109,32 @@ package enum SimulationSummary {
         for (label, value) in rows {
             lines.append("  " + label + String(repeating: " ", count: width - label.count + 2) + value)
         }
+        if let tiers = provider.tiers, !tiers.isEmpty {
+            lines.append("")
+            lines += tierTable(tiers)
+        }
         if !provider.limits.isEmpty {
             lines.append("")
-            lines += limitTable(provider.limits)
+            lines += limitTable(provider.limits, tiered: provider.tiers != nil)
+            if provider.tiers != nil {
+                lines.append("  (cap: the provider's own; its tiers and overrides set their own caps over it)")
+            }
         }
         return lines
+    }
+
+    /// The calls grouped by where their caps came from: a tier, an override, the provider's.
+    private static func tierTable(_ tiers: [TierReport]) -> [String] {
+        var table = TextTable([
+            ("caps from", .left), ("keys", .right), ("calls", .right), ("admitted", .right), ("at once", .right),
+            ("refused", .right), ("timed out", .right), ("wait p95", .right), ("max", .right),
+        ])
+        for tier in tiers {
+            table.append(
+                [tier.source] + [tier.keys, tier.calls, tier.admitted, tier.admittedAtOnce, tier.refused, tier.timedOut].map(Values.count)
+                    + [seconds(tier.wait.p95), seconds(tier.wait.max)])
+        }
+        return table.render(indent: 2)
     }
 
     /// The same calls with adaptive caps off and on, against the provider model.
@@ -131,7 +152,9 @@ package enum SimulationSummary {
     }
 
     /// Each cap against the most used of it, when that was, and when it first held a call back.
-    private static func limitTable(_ limits: [LimitReport]) -> [String] {
+    /// With tiers (`tiered`), the busiest key may be under other caps than the provider's: no
+    /// share of the provider's cap is shown.
+    private static func limitTable(_ limits: [LimitReport], tiered: Bool = false) -> [String] {
         var table = TextTable([
             ("limit", .left), ("cap", .right), ("peak used", .right), ("", .right), ("at", .left),
             ("first hit", .left), ("calls held", .right),
@@ -145,7 +168,7 @@ package enum SimulationSummary {
             }
             let cap = limit.capAtPeak ?? limit.cap
             // Rounded down, so that 100% means the cap was reached.
-            let share = cap.map { $0 > 0 ? "\(limit.peakUsed * 100 / $0)%" : "" } ?? ""
+            let share = tiered ? "" : cap.map { $0 > 0 ? "\(limit.peakUsed * 100 / $0)%" : "" } ?? ""
             let peak = [Values.count(limit.peakUsed), share, limit.peakAt.map(offset) ?? "-"]
             table.append([limit.limit, cap.map(Values.count) ?? "-"] + peak + hit)
         }

@@ -66,13 +66,20 @@ package struct SimulatedCall: Sendable, Hashable {
     /// The provider whose limits apply.
     package var provider: String {
         get { key.provider }
-        set { key = PolicyKey(provider: newValue, scope: key.scope, within: key.parents) }
+        set { key = PolicyKey(provider: newValue, scope: key.scope, within: key.parents, tier: key.tier) }
     }
 
     /// Whose counters the call uses under its provider.
     package var scope: PolicyScope {
         get { key.scope }
-        set { key = PolicyKey(provider: key.provider, scope: newValue, within: key.parents) }
+        set { key = PolicyKey(provider: key.provider, scope: newValue, within: key.parents, tier: key.tier) }
+    }
+
+    /// The tier the call names for its scope (the trace's `tier`), or `nil` for none: the
+    /// provider's caps, unless the scope has an override.
+    package var tier: String? {
+        get { key.tier }
+        set { key = key.inTier(newValue) }
     }
 
     /// Gives the call an estimate and a usage in parts (`nil` keeps a total), setting

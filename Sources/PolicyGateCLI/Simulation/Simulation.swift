@@ -71,7 +71,8 @@ package struct SimulationOptions: Sendable {
 /// - Within one instant the order above is fixed; concurrent tasks give no order.
 /// - Timed-out calls are counted under the limit the head of their key's queue was waiting for;
 ///   the gate names concurrency for a waiter still without a slot.
-/// - Telemetry is not installed.
+/// - Telemetry is not installed, nor a tier resolver: a call is in the tier its trace line
+///   names (`tier`), or in none.
 /// - A batch caller with a `max_wait` arriving behind others, under a provider with
 ///   `reserved_for_interactive`, is queued and times out at its deadline rather than being
 ///   refused at once.
@@ -266,6 +267,8 @@ struct SimulationEngine: ~Copyable {
         let isGated: Bool
         let base: PolicyLimits
         let hasSchedule: Bool
+        /// Whether it has tiers or per-scope overrides: its keys' caps are then their own.
+        let isTiered: Bool
         /// The limits (``SimulationLimit`` indices) it has, in the base or a schedule entry.
         let limits: [Int]
         /// Of those, the window caps: one timeline series each.
@@ -297,6 +300,10 @@ struct SimulationEngine: ~Copyable {
     var keys: [KeyTally]
     /// Each key, for asking the gate.
     let keyOf: [PolicyKey]
+    /// The calls whose key names another tier than `keyOf` has for it (a scope changing
+    /// tiers within the trace), with their own key: the tier is not part of a key's identity,
+    /// so they share its counters and queue, but each is asked for in its own tier.
+    let tierKeys: [Int32: PolicyKey]
     /// Each key's waiting calls in arrival order, some finished (skipped at the front): its
     /// interactive callers, and apart its batch callers.
     var queues: [[Int32]]
@@ -350,6 +357,7 @@ struct SimulationEngine: ~Copyable {
         var lastKey: (key: PolicyKey, index: Int32)?
         var isBatch: [Bool] = []
         isBatch.reserveCapacity(input.count)
+        var tierKeys: [Int32: PolicyKey] = [:]
         for position in order {
             let key = input[position].key
             let k: Int32
@@ -358,6 +366,7 @@ struct SimulationEngine: ~Copyable {
             } else if let known = keyIndex[key] {
                 k = known
             } else {
+                try Self.checkTier(key, configuration, number: position + 1)
                 let p: Int
                 if let known = providerIndex[key.provider] {
                     p = known
@@ -373,6 +382,10 @@ struct SimulationEngine: ~Copyable {
                 providers[p].keys.append(k)
             }
             lastKey = (key, k)
+            if key.tier != keyOf[Int(k)].tier {
+                try Self.checkTier(key, configuration, number: position + 1)
+                tierKeys[Int32(calls.count)] = key
+            }
             isBatch.append(input[position].priority == .batch)
             var (call, split) = try Self.compact(input[position], key: k, number: position + 1)
             if let split {
@@ -393,6 +406,7 @@ struct SimulationEngine: ~Copyable {
         admittedAt = Array(repeating: .min, count: calls.count)
         self.keys = keys
         self.keyOf = keyOf
+        self.tierKeys = tierKeys
         queues = Array(repeating: [], count: keys.count)
         batchQueues = Array(repeating: [], count: keys.count)
         self.isBatch = isBatch
@@ -417,12 +431,27 @@ struct SimulationEngine: ~Copyable {
         }
     }
 
+    /// Refuses a call naming a tier its provider does not have (the gate would refuse every
+    /// such call as an invalid argument): most likely a trace written for another configuration.
+    /// A provider without tiers or overrides ignores the tier, as the gate does.
+    private static func checkTier(_ key: PolicyKey, _ configuration: PolicyConfiguration, number: Int) throws(SimulationError) {
+        guard let tier = key.tier else { return }
+        let tiers = configuration.tiers[key.provider] ?? [:]
+        let overrides = configuration.scopeOverrides[key.provider] ?? [:]
+        guard !tiers.isEmpty || !overrides.isEmpty, tiers[tier] == nil, overrides[key.scope] == nil else { return }
+        let known = tiers.isEmpty ? "it has none" : "its tiers: " + tiers.keys.sorted().joined(separator: ", ")
+        throw SimulationError(field: "tier", "call \(number): '\(tier)' is not one of provider '\(key.provider)''s tiers (\(known))")
+    }
+
     private static func track(_ name: String, _ configuration: PolicyConfiguration) -> ProviderTrack {
         let base = configuration.limits[name] ?? .unlimited
         let schedule = configuration.schedules[name]
+        let tiers = Array((configuration.tiers[name] ?? [:]).values) + Array((configuration.scopeOverrides[name] ?? [:]).values)
         var limits = Set<Int>()
         for kind in PolicyLimitKind.allCases {
-            if base[kind] != nil || schedule?.entries.contains(where: { $0.limits[kind] != nil }) == true {
+            if base[kind] != nil || schedule?.entries.contains(where: { $0.limits[kind] != nil }) == true
+                || tiers.contains(where: { $0[kind] != nil })
+            {
                 limits.insert(SimulationLimit.index(of: kind))
             }
         }
@@ -432,8 +461,8 @@ struct SimulationEngine: ~Copyable {
         // A call is counted until its bucket leaves the window: up to the window and 1/60 of it.
         let longest = windows.map { SimulationLimit.kind($0).window!.duration.nanosecondsSaturating }.max() ?? 0
         return ProviderTrack(
-            name: name, isGated: !base.isUnlimited || schedule != nil, base: base, hasSchedule: schedule != nil,
-            limits: sorted, windows: windows, horizon: longest + longest / 60 + 1)
+            name: name, isGated: !base.isUnlimited || schedule != nil || !tiers.isEmpty, base: base, hasSchedule: schedule != nil,
+            isTiered: !tiers.isEmpty, limits: sorted, windows: windows, horizon: longest + longest / 60 + 1)
     }
 
     private static func compact(
@@ -643,6 +672,8 @@ struct SimulationEngine: ~Copyable {
         if isBatch[c] && reserves[p] { return .unknown }
         let blockedBy = keys[k].blockedBy
         let head = head(k)
+        // In another tier than the head, it sees other caps: what the head was told says nothing.
+        if !tierKeys.isEmpty && key(of: c).tier != key(of: head).tier { return .unknown }
         // Needing no more than the head, it fits no later than the head: in time, then.
         if needsNoMore(c, than: head) && keys[k].headFitsAt <= calls[c].waitUntil { return .unknown }
         let surelyRefused =
@@ -678,18 +709,26 @@ struct SimulationEngine: ~Copyable {
         return (total, parts[index].estimateInput, parts[index].estimateOutput)
     }
 
+    /// The key call `c` is asked for with: its key's, in the tier the call names.
+    private func key(of c: Int) -> PolicyKey {
+        let key = keyOf[Int(calls[c].key)]
+        guard !tierKeys.isEmpty else { return key }
+        return tierKeys[Int32(c)] ?? key
+    }
+
     /// Asks the gate to admit call `c` of key `k` now, with its estimate as the call gives it
     /// (in parts or as a total).
     private func tryAcquire(_ c: Int, _ k: Int) throws(PolicyError) -> PolicyPermit {
+        let key = key(of: c)
         let index = Int(calls[c].parts)
         // A promoted batch call is an interactive one in every respect.
         let priority: PolicyPriority = isBatch[c] && !isPromoted(c) ? .batch : .interactive
         if index >= 0, parts[index].splitEstimate {
             return try gate.tryAcquire(
-                keyOf[k], estimatedInputTokens: parts[index].estimateInput, estimatedOutputTokens: parts[index].estimateOutput,
+                key, estimatedInputTokens: parts[index].estimateInput, estimatedOutputTokens: parts[index].estimateOutput,
                 priority: priority)
         }
-        return try gate.tryAcquire(keyOf[k], estimatedTokens: calls[c].estimate, priority: priority)
+        return try gate.tryAcquire(key, estimatedTokens: calls[c].estimate, priority: priority)
     }
 
     enum WindowsBlock {
@@ -702,9 +741,10 @@ struct SimulationEngine: ~Copyable {
     private mutating func serve(_ k: Int) {
         while keys[k].waiting > 0 {
             let p = keys[k].provider
-            if keys[k].inFlight >= slotCap(p) {
+            if !providers[p].isTiered, keys[k].inFlight >= slotCap(p) {
                 // What the gate would answer (its concurrency check comes first), without the
-                // cost of a refusal: this is the common case in a queue for slots.
+                // cost of a refusal: this is the common case in a queue for slots. Not with
+                // tiers, whose keys may have other slot caps than the provider's.
                 hit(p, SimulationLimit.concurrency)
                 return block(k, label: SimulationLimit.concurrency, retryAfter: nil)
             }
@@ -1149,6 +1189,43 @@ struct SimulationEngine: ~Copyable {
         return result
     }
 
+    /// Provider `p`'s calls grouped by where their caps came from: an override, a tier, or
+    /// the provider's own.
+    private func tierReports(_ p: Int) -> [TierReport] {
+        let name = providers[p].name
+        let overrides = configuration.scopeOverrides[name] ?? [:]
+        struct Group {
+            var keys = Set<Int32>()
+            var calls = 0, admitted = 0, atOnce = 0, refused = 0, timedOut = 0
+            var waits: [Int64] = []
+        }
+        var groups: [String: Group] = [:]
+        for c in calls.indices where keys[Int(calls[c].key)].provider == p {
+            let key = key(of: c)
+            let source = overrides[key.scope] != nil ? "override" : key.tier.map { "tier \($0)" } ?? "provider"
+            var group = groups[source] ?? Group()
+            group.keys.insert(calls[c].key)
+            group.calls += 1
+            if admittedAt[c] != .min {
+                group.admitted += 1
+                let wait = admittedAt[c] - calls[c].at
+                if wait == 0 { group.atOnce += 1 } else { group.waits.append(wait) }
+            }
+            switch fate[c].kind {
+            case .rejected, .oversized, .invalid: group.refused += 1
+            case .timedOut: group.timedOut += 1
+            default: break
+            }
+            groups[source] = group
+        }
+        return groups.sorted { $0.key < $1.key }.map { source, group in
+            TierReport(
+                source: source, keys: group.keys.count, calls: group.calls, admitted: group.admitted,
+                admittedAtOnce: group.atOnce, refused: group.refused, timedOut: group.timedOut,
+                wait: WaitStatistics(zeroCount: group.atOnce, sortedNonZero: group.waits.sorted()))
+        }
+    }
+
     mutating func report(started: ContinuousClock.Instant) -> SimulationReport {
         let seconds = { (nanos: Int64) in Double(nanos) / 1e9 }
         var reports: [ProviderReport] = []
@@ -1211,7 +1288,8 @@ struct SimulationEngine: ~Copyable {
                     providerModel: models[p].map {
                         ProviderModelReport(
                             capacity: $0.capacity, adaptive: adaptive[p], throttled: tally.throttled, goodput: tally.completed)
-                    }))
+                    },
+                    tiers: track.isTiered ? tierReports(p) : nil))
         }
         reports.sort { $0.provider < $1.provider }
         let wall = started.duration(to: .now)

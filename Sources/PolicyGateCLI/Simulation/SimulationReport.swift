@@ -120,6 +120,10 @@ package struct ProviderReport: Codable, Sendable, Hashable {
     package var timeline: Timeline
     /// What the provider model answered (``ProviderCapacity``), when the provider had one.
     package var providerModel: ProviderModelReport? = nil
+    /// With tiers or per-scope overrides: the calls grouped by where their caps came from
+    /// (``TierReport``), by ``TierReport/source``; `nil` otherwise, and left out of the JSON.
+    /// ``limits`` then show the provider's own caps against the busiest key, whatever its tier.
+    package var tiers: [TierReport]? = nil
 
     /// Calls refused in any way: rejected, oversized or invalid.
     package var refused: Int { rejected.values.reduce(0, +) + oversized.values.reduce(0, +) + invalid }
@@ -128,6 +132,28 @@ package struct ProviderReport: Codable, Sendable, Hashable {
     package subscript(limit name: String) -> LimitReport? {
         limits.first { $0.limit == name }
     }
+}
+
+/// The calls of one provider whose caps came from the same place: a tier, the scope's
+/// override, or the provider's own caps.
+package struct TierReport: Codable, Sendable, Hashable {
+    /// `tier <name>` (the tier the calls named), `override` (scopes with caps of their own,
+    /// whatever tier they named), or `provider` (no tier named).
+    package var source: String
+    /// How many keys (scopes) these calls used.
+    package var keys: Int
+    /// Calls that arrived.
+    package var calls: Int
+    /// Calls admitted, at once or after waiting.
+    package var admitted: Int
+    /// Of those, the ones admitted on arrival.
+    package var admittedAtOnce: Int
+    /// Calls refused: rejected, oversized or invalid.
+    package var refused: Int
+    /// Calls whose `max_wait` ran out while they waited.
+    package var timedOut: Int
+    /// Time from arrival to admission of the admitted calls.
+    package var wait: WaitStatistics
 }
 
 /// Usage of one cap: how close the busiest key came to it, and when it first held a call back.

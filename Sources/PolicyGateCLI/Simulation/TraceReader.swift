@@ -22,6 +22,7 @@ import PolicyGate
 /// | `max_wait` | optional | seconds the caller waits at most for admission (`null`: no limit) |
 /// | `cancel_after` | optional | seconds after `at` at which the caller gives up (`null`: never) |
 /// | `priority` | optional | `"interactive"` (the default) or `"batch"`: the call's class (``PolicyPriority``) |
+/// | `tier` | optional | the tier the scope is in (``PolicyKey/tier``), one of the provider's `tiers` (`null`: none) |
 ///
 /// ¹ `estimated_tokens` may be left out when both estimated parts are given, and `actual_tokens`
 /// when both actual parts are; given as well, each must equal the sum of its parts (for
@@ -40,7 +41,7 @@ package enum TraceReader {
     /// The fields a line may have.
     package static let optionalFields = [
         "scope", "max_wait", "cancel_after", "estimated_input_tokens", "estimated_output_tokens", "actual_input_tokens",
-        "actual_output_tokens", "actual_cache_read_tokens", "priority",
+        "actual_output_tokens", "actual_cache_read_tokens", "priority", "tier",
     ]
     /// The largest number of seconds accepted for `at` and the durations (about 31 years).
     static let maximumSeconds = 1e9
@@ -225,10 +226,18 @@ package enum TraceReader {
             }
             return (given, split)
         }
+        var tier: String?
+        switch values["tier"] {
+        case nil, .null?: break
+        case .string(let text)? where !text.isEmpty: tier = text
+        case let other?:
+            let got = if case .string = other { "an empty string" } else { other.kind }
+            throw SimulationError(line: line, field: "tier", "expected a tier name such as 'pro', got \(got)")
+        }
         let estimate = try parts("estimated_tokens", "estimated_input_tokens", "estimated_output_tokens", cacheReads: nil)
         let usage = try parts("actual_tokens", "actual_input_tokens", "actual_output_tokens", cacheReads: "actual_cache_read_tokens")
         var call = SimulatedCall(
-            at: at, key: PolicyKey(provider: provider, scope: scope, within: parents), estimatedTokens: estimate.total,
+            at: at, key: PolicyKey(provider: provider, scope: scope, within: parents, tier: tier), estimatedTokens: estimate.total,
             actualTokens: usage.total, duration: duration, maxWait: try seconds("max_wait"),
             cancelAfter: try seconds("cancel_after"))
         call.estimatedParts = estimate.parts
