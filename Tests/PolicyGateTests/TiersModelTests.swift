@@ -17,7 +17,8 @@ import Testing
 /// - refusals name the cause the model expects (an unknown tier), and nothing traps.
 @Suite("Tiers and overrides against a model while they change", .timeLimit(.minutes(3)))
 struct TiersModelTests {
-    @Test("random changes of tiers, overrides and resolvers never over-admit and never strand a waiter", arguments: Array(1...6) as [UInt64])
+    @Test(
+        "random changes of tiers, overrides and resolvers never over-admit and never strand a waiter", arguments: Array(1...6) as [UInt64])
     func replay(seed: UInt64) async throws {
         try await replay(seed: seed, nested: false)
     }
@@ -283,7 +284,8 @@ private final class Harness {
             let allowed = max(capNow, before - (released[scope] ?? 0))
             #expect(
                 state.inFlight <= allowed,
-                "\(scope): \(state.inFlight) in flight, cap \(capNow), \(before) before; machine \(machineCap(scope)); \(log.joined(separator: "\n"))")
+                "\(scope): \(state.inFlight) in flight, cap \(capNow), \(before) before; machine \(machineCap(scope)); \(log.joined(separator: "\n"))"
+            )
             if state.inFlight > capNow { counts.aboveCap += 1 }
             let shown = cap(scope, asCalled: true)
             #expect(state.limits.maxConcurrent == shown, "\(scope): readout \(state.limits.maxConcurrent ?? -1), model \(shown)")
@@ -294,7 +296,9 @@ private final class Harness {
     func machineCap(_ scope: PolicyScope) -> String {
         let key = key(scope)
         return gate.core.shard(for: key).table.withLock { table in
-            table.lookup(key).map { "cap \($0.machine.limits.maxConcurrent) variant \($0.machine.limits.variant) gen \($0.machine.limits.generation) inFlight \($0.machine.inFlight) queued \($0.machine.queued)" } ?? "none"
+            table.lookup(key).map {
+                "cap \($0.machine.limits.maxConcurrent) variant \($0.machine.limits.variant) gen \($0.machine.limits.generation) inFlight \($0.machine.inFlight) queued \($0.machine.queued)"
+            } ?? "none"
         }
     }
 

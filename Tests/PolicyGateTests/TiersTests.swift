@@ -117,7 +117,8 @@ struct TiersTests {
 
     @Test("a new resolver moves held keys at once, and a waiter that now fits is admitted")
     func newResolverWakesWaiters() async throws {
-        let toml = "[limits.p]\nmax_concurrent = 3\n[limits.p.tiers.small]\nmax_concurrent = 1\n[limits.p.tiers.large]\nmax_concurrent = 2\n"
+        let toml =
+            "[limits.p]\nmax_concurrent = 3\n[limits.p.tiers.small]\nmax_concurrent = 1\n[limits.p.tiers.large]\nmax_concurrent = 2\n"
         let gate = try PolicyService(configuration: PolicyConfiguration(toml: toml), clock: clock)
         await gate.setTierResolver { _ in "small" }
         let key = PolicyKey(provider: "p", scope: .user("u"))
@@ -374,10 +375,14 @@ struct TiersTests {
         #expect(state.limits.requestsPerMinute == 4 && state.limits.tokensPerMinute == 100 && state.scheduleEntry == "night")
         #expect(admittedInAMinute(gate, key) == 4)
         #expect(gate.currentState(for: PolicyKey(provider: "p", scope: .user("x"))).limits.requestsPerMinute == 3)
-        #expect(throws: PolicyError.self) { _ = try gate.tryAcquire(PolicyKey(provider: "p", scope: .user("v"), tier: "pro"), estimatedTokens: 101) }
+        #expect(throws: PolicyError.self) {
+            _ = try gate.tryAcquire(PolicyKey(provider: "p", scope: .user("v"), tier: "pro"), estimatedTokens: 101)
+        }
         // 06:00: closed for every tier.
         clock.advance(by: .seconds(6 * 3_600 - 1_800))
-        let closed = try #require(throws: PolicyError.self) { _ = try gate.tryAcquire(PolicyKey(provider: "p", scope: .user("w"), tier: "pro"), estimatedTokens: 1) }
+        let closed = try #require(throws: PolicyError.self) {
+            _ = try gate.tryAcquire(PolicyKey(provider: "p", scope: .user("w"), tier: "pro"), estimatedTokens: 1)
+        }
         #expect(closed.closedBy == "maintenance", "\(closed)")
         // 07:00: the base caps, the tier's over them.
         clock.advance(by: .seconds(3_600))

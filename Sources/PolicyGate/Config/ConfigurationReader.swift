@@ -618,7 +618,9 @@ struct ConfigurationReader {
                     valid = false
                 }
             case "tiers":
-                guard let names = nested(table, key, path: keyPath, what: "a table of tiers' caps, such as [limits.<provider>.schedule.tiers.free]")
+                guard
+                    let names = nested(
+                        table, key, path: keyPath, what: "a table of tiers' caps, such as [limits.<provider>.schedule.tiers.free]")
                 else { valid = false; continue }
                 for nameKey in names.allKeys {
                     let tierPath = keyPath + [.key(nameKey.stringValue)]

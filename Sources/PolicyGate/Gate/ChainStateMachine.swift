@@ -258,7 +258,8 @@ struct ChainStateMachine<Payload>: ~Copyable {
                 parent = found
                 continue
             }
-            let limits = kindTiers.isEmpty ? kindLimits[scope.kind] ?? unlimited : levelLimits(scope, tier: tier?.tier, named: tier?.named ?? false)
+            let limits =
+                kindTiers.isEmpty ? kindLimits[scope.kind] ?? unlimited : levelLimits(scope, tier: tier?.tier, named: tier?.named ?? false)
             var bucket = Bucket(
                 key: levelKey, parent: parent, limits: limits,
                 windows: WindowSlots(limits: limits, now: now, firstSequence: sequence + 1))

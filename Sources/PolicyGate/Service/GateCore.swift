@@ -379,7 +379,9 @@ final class GateCore: Sendable {
             if strict, let tier, names?[tier] == nil {
                 let error = PolicyError(
                     .invalidArgument, key: key,
-                    message: "tier '\(tier)' of \(levels[depth]) is not one of provider '\(key.provider)''s tiers (\((names ?? [:]).keys.sorted().joined(separator: ", ")))")
+                    message:
+                        "tier '\(tier)' of \(levels[depth]) is not one of provider '\(key.provider)''s tiers (\((names ?? [:]).keys.sorted().joined(separator: ", ")))"
+                )
                 throw reporting ? reject(key, estimate, error) : error
             }
             result.levels.append((tier, named))

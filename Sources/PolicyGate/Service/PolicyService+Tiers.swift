@@ -22,13 +22,17 @@ extension PolicyService {
                 if !entry.tierLimits.isEmpty, !(scopeLimits[provider] ?? [:]).isEmpty {
                     throw PolicyError(
                         .invalidLimits,
-                        message: "schedule entry '\(entry.name)' of provider '\(provider)' sets tiers' caps, but a nested provider's schedule sets its account's caps only")
+                        message:
+                            "schedule entry '\(entry.name)' of provider '\(provider)' sets tiers' caps, but a nested provider's schedule sets its account's caps only"
+                    )
                 }
                 for (tier, caps) in entry.tierLimits.sorted(by: { $0.key < $1.key }) {
                     guard tiers[provider]?.tiers[tier] != nil else {
                         throw PolicyError(
                             .invalidLimits,
-                            message: "schedule entry '\(entry.name)' of provider '\(provider)' names tier '\(tier)', which the provider does not define")
+                            message:
+                                "schedule entry '\(entry.name)' of provider '\(provider)' names tier '\(tier)', which the provider does not define"
+                        )
                     }
                     try validate(capsOnly: caps, owner: "\(provider)' schedule entry '\(entry.name)' tier '\(tier)")
                 }
@@ -44,7 +48,8 @@ extension PolicyService {
             if configured.tiers.count > CompiledTiers.maximumTiers {
                 throw PolicyError(
                     .invalidLimits,
-                    message: "provider '\(provider)' has \(configured.tiers.count) tiers; at most \(CompiledTiers.maximumTiers) are supported")
+                    message:
+                        "provider '\(provider)' has \(configured.tiers.count) tiers; at most \(CompiledTiers.maximumTiers) are supported")
             }
             for (name, caps) in configured.tiers.sorted(by: { $0.key < $1.key }) {
                 guard !name.isEmpty else { throw PolicyError(.invalidLimits, message: "provider '\(provider)': a tier needs a name") }
@@ -62,7 +67,8 @@ extension PolicyService {
         guard PolicyLimits().overlaid(with: caps) == caps else {
             throw PolicyError(
                 .invalidLimits,
-                message: "provider '\(owner)' sets more than caps; settings (max_wait_ms, reserves, prices, spend caps…) are the provider's")
+                message: "provider '\(owner)' sets more than caps; settings (max_wait_ms, reserves, prices, spend caps…) are the provider's"
+            )
         }
     }
 

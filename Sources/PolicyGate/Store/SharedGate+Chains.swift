@@ -19,8 +19,9 @@ extension SharedGate {
         let scopes = key.levels
         for (index, scope) in scopes.enumerated() {
             var limits = kinds[scope.kind]
-            if let tiers, let own = (kindTiers[scope.kind] ?? kindTiers[""])?.limits(
-                scope: scope, tier: tiers[index].tier, named: tiers[index].named),
+            if let tiers,
+                let own = (kindTiers[scope.kind] ?? kindTiers[""])?.limits(
+                    scope: scope, tier: tiers[index].tier, named: tiers[index].named),
                 limits != nil || tiers[index].tier != nil || entry?.tiers.overrides[scope] != nil
             {
                 limits = own
