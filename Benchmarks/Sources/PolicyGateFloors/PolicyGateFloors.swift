@@ -373,6 +373,66 @@ func runAll(_ options: Options) async throws {
         print("  note: only \(manyGate.storedKeyCount) keys stored after the run")
     }
 
+    print("")
+    print("Tiers (10 000 scopes over 3 tiers, 100 with overrides of their own; uncontended cycle)")
+    // The same provider caps with and without tiers, the same 10 000 keys cycled through; the
+    // three are measured twice, interleaved, and the ratios taken of the medians of both runs.
+    let tierScopes = 10_000
+    var tieredConfiguration = PolicyConfiguration(limits: ["openai": typicalLimits(maxConcurrent: 16)])
+    tieredConfiguration.tiers["openai"] = [
+        "free": PolicyLimits(requestsPerMinute: 1_000_000, tokensPerDay: 90_000_000_000),
+        "pro": PolicyLimits(requestsPerMinute: 2_000_000, maxConcurrent: 32),
+        "team": PolicyLimits(tokensPerMinute: 4_000_000_000),
+    ]
+    tieredConfiguration.scopeOverrides["openai"] = Dictionary(
+        uniqueKeysWithValues: (0..<100).map { (PolicyScope.user("u-\($0 * 97)"), PolicyLimits(requestsPerMinute: 5_000_000)) })
+    let tierNames = ["free", "pro", "team"]
+    let untieredGate = try PolicyService(limits: ["openai": typicalLimits(maxConcurrent: 16)])
+    let tieredGate = try PolicyService(configuration: tieredConfiguration)
+    let resolvedGate = try PolicyService(configuration: tieredConfiguration)
+    await resolvedGate.setTierResolver { scope in
+        guard case .user(let id) = scope, let number = Int(id.dropFirst(2)) else { return nil }
+        return tierNames[number % 3]
+    }
+    let plainKeys = (0..<tierScopes).map { PolicyKey(provider: "openai", scope: .user("u-\($0)")) }
+    let namedKeys = (0..<tierScopes).map { PolicyKey(provider: "openai", scope: .user("u-\($0)"), tier: tierNames[$0 % 3]) }
+    let tierCounter = Counter()
+    var untieredRuns: [Stats] = []
+    var namedRuns: [Stats] = []
+    var resolvedRuns: [Stats] = []
+    for _ in 0..<2 {
+        untieredRuns.append(
+            try await measure("10 000 keys, no tiers", options) { n in
+                (try await gateLoop(untieredGate, plainKeys, tierCounter, n), n)
+            })
+        namedRuns.append(
+            try await measure("10 000 keys, tier named on the key", options) { n in
+                (try await gateLoop(tieredGate, namedKeys, tierCounter, n), n)
+            })
+        resolvedRuns.append(
+            try await measure("10 000 keys, tier from the resolver (cached)", options) { n in
+                (try await gateLoop(resolvedGate, plainKeys, tierCounter, n), n)
+            })
+    }
+    let untiered = Stats(name: "untiered", samples: untieredRuns.flatMap(\.samples).sorted(), operations: 0)
+    let namedTiers = Stats(name: "named", samples: namedRuns.flatMap(\.samples).sorted(), operations: 0)
+    let resolvedTiers = Stats(name: "resolved", samples: resolvedRuns.flatMap(\.samples).sorted(), operations: 0)
+    // Memory per key with tiers, measured as for the plain gate above (100 000 keys).
+    let tieredManyGate = try PolicyService(configuration: tieredConfiguration)
+    let tieredManyKeys = (0..<keyCount).map { PolicyKey(provider: "openai", scope: .user("t-\($0)"), tier: tierNames[$0 % 3]) }
+    let tieredRSSBefore = residentBytes()
+    for key in tieredManyKeys {
+        var permit = try await tieredManyGate.acquire(key, estimatedTokens: 100)
+        try permit.commitTokens(90)
+        permit.release()
+    }
+    let tieredRSSAfter = residentBytes()
+    var tieredBytesPerKey = Double.nan
+    if let tieredRSSBefore, let tieredRSSAfter {
+        tieredBytesPerKey = Double(tieredRSSAfter - tieredRSSBefore) / Double(keyCount)
+        print("  \(pad("resident bytes per active key, tiered", 44)) \(format(tieredBytesPerKey, decimals: 0)) B")
+    }
+
     // MARK: Summary
     let hopNet = hop.median - atomic.median
     struct Row {
@@ -409,6 +469,14 @@ func runAll(_ options: Options) async throws {
             name: "contended (capped, no yield) per call / actor hop (net)", value: "\(format(contended.median / hopNet, decimals: 2))×",
             spread: "", target: "≤ 3.0×", met: contended.median / hopNet <= 3),
         ratio("contended chains / contended keys", contendedNested, contended, target: nil),
+        ratio("10 000 scopes, 3 tiers, 100 overrides, tier on the key / no tiers", namedTiers, untiered, target: 1.1),
+        ratio("the same, tier from the resolver (cached) / no tiers", resolvedTiers, untiered, target: 1.1),
+        Row(
+            name: "memory per active key, tiered / untiered",
+            value: tieredBytesPerKey.isFinite && bytesPerKey.isFinite ? "\(format(tieredBytesPerKey / bytesPerKey, decimals: 2))×" : "n/a",
+            spread: tieredBytesPerKey.isFinite ? "\(format(tieredBytesPerKey, decimals: 0)) B / \(format(bytesPerKey, decimals: 0)) B" : "",
+            // RSS moves by a page here and there: within 2 % is "does not grow".
+            target: "≤ 1.0×", met: tieredBytesPerKey.isFinite && bytesPerKey.isFinite ? tieredBytesPerKey <= bytesPerKey * 1.02 : nil),
         time("actor hop + atomic add (floor)", hop),
         time("atomic add alone", atomic),
         Row(name: "actor hop, net of the atomic", value: "\(format(hopNet)) ns", spread: "", target: "", met: nil),
@@ -418,6 +486,9 @@ func runAll(_ options: Options) async throws {
         time("no-op acquire + commit + release (+ atomic)", noop),
         time("contended gate, maxConcurrent only, per call", slots),
         time("100 000 keys, per call (+ atomic)", many),
+        time("10 000 keys, no tiers, per call (+ atomic)", untiered),
+        time("10 000 keys, tier on the key, per call (+ atomic)", namedTiers),
+        time("10 000 keys, tier from the resolver, per call (+ atomic)", resolvedTiers),
     ]
     print("")
     print(
@@ -438,6 +509,7 @@ func runAll(_ options: Options) async throws {
         &+ locked.value.withLock { $0 } &+ cappedCounter.value.load(ordering: .relaxed)
         &+ noopCounter.value.load(ordering: .relaxed) &+ manyCounter.value.load(ordering: .relaxed)
         &+ scheduledCounter.value.load(ordering: .relaxed) &+ nestedCounter.value.load(ordering: .relaxed)
+        &+ tierCounter.value.load(ordering: .relaxed)
     if checksum == 42 { print("") }
 }
 

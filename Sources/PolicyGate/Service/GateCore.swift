@@ -81,16 +81,19 @@ struct ProviderTable: Sendable {
 
     /// Tiers and overrides, apart for the same reason: read only when the compiled limits
     /// say the provider has them.
-    private var tiers: [ProviderName: (configured: ProviderTiers, compiled: CompiledTiers?)] = [:]
+    private var tiers: [ProviderName: ProviderTiers] = [:]
+    /// Flat providers' tiers compiled: the per-call lookup, one reference.
+    private var tierSets: [ProviderName: CompiledTiers] = [:]
 
     /// A provider's spend caps and prices, if it has spend caps.
     func costs(_ name: ProviderName) -> CostPolicy? { costs[name] }
 
     /// A provider's compiled tiers and overrides, if it has any.
-    func compiledTiers(_ name: ProviderName) -> CompiledTiers? { tiers[name]?.compiled ?? nil }
+    @inline(__always)
+    func compiledTiers(_ name: ProviderName) -> CompiledTiers? { tierSets[name] }
 
     /// A provider's tiers and overrides as configured, if it has any.
-    func configuredTiers(_ name: ProviderName) -> ProviderTiers? { tiers[name]?.configured }
+    func configuredTiers(_ name: ProviderName) -> ProviderTiers? { tiers[name] }
 
     /// The compiled limits of a provider: the only lookup on the hot path.
     @inline(__always)
@@ -102,7 +105,7 @@ struct ProviderTable: Sendable {
                 ProviderEntry(
                     limits: $0.limits, compiled: $0.compiled, schedule: tracks[name], storage: $0.storage,
                     adaptive: adaptive[name], levels: scopes[name] ?? ProviderLevels(), costs: costs[name],
-                    tiers: tiers[name]?.configured ?? ProviderTiers(), compiledTiers: tiers[name]?.compiled ?? nil)
+                    tiers: tiers[name] ?? ProviderTiers(), compiledTiers: tierSets[name])
             }
         }
         set {
@@ -111,7 +114,8 @@ struct ProviderTable: Sendable {
             adaptive[name] = newValue?.adaptive
             scopes[name] = newValue.flatMap { $0.levels.isEmpty ? nil : $0.levels }
             costs[name] = newValue?.costs
-            tiers[name] = newValue.flatMap { $0.tiers.isEmpty ? nil : ($0.tiers, $0.compiledTiers) }
+            tiers[name] = newValue.flatMap { $0.tiers.isEmpty ? nil : $0.tiers }
+            tierSets[name] = newValue?.compiledTiers
         }
     }
 
@@ -234,7 +238,7 @@ final class GateCore: Sendable {
             guard !base.isUnlimited || schedules[name] != nil || !scopes.isEmpty || !tiers.isEmpty else { continue }
             table[ProviderName(name)] = Self.entry(
                 base, schedules[name], storage: storage[name] ?? .memory, generation: 1, now: now, wallClock: wallClock,
-                adaptive: adaptive.contains(name) ? AdaptiveState() : nil, scopes: scopes, tiers: tiers)
+                adaptive: adaptive.contains(name) ? AdaptiveState() : nil, scopes: scopes, tiers: tiers, provider: name)
         }
         providers = Snapshotted(table)
         environment.attach(self)
@@ -256,7 +260,7 @@ final class GateCore: Sendable {
     static func entry(
         _ base: PolicyLimits, _ schedule: PolicySchedule?, storage: PolicyStorage, generation: UInt64, now: Int64,
         wallClock: WallClock, adaptive: AdaptiveState? = nil, scopes: ProviderLevels = ProviderLevels(),
-        tiers: ProviderTiers = ProviderTiers()
+        tiers: ProviderTiers = ProviderTiers(), provider: String
     ) -> ProviderEntry {
         let factor = adaptive?.factor(at: now) ?? AdaptiveState.full
         let adaptiveUntil = adaptive?.nextStep(after: now) ?? .max
@@ -288,7 +292,7 @@ final class GateCore: Sendable {
         var compiled = compile(resolved)
         var compiledTiers: CompiledTiers?
         if !tiers.isEmpty && scopes.kinds.isEmpty {
-            compiledTiers = CompiledTiers(tiers, over: resolved, entryTiers: track?.entryTiers ?? [:], compile: compile)
+            compiledTiers = CompiledTiers(tiers, over: resolved, provider: provider, entryTiers: track?.entryTiers ?? [:], compile: compile)
             compiled.isTiered = true
         }
         // Nested: the tiers set the levels' caps (``ProviderEntry/compiledKindTiers``).
@@ -414,7 +418,7 @@ final class GateCore: Sendable {
             own.isTiered = false
             return own
         }
-        guard let own = tiers.limits(scope: key.scope, tier: tier, named: key.tier != nil) else {
+        guard let own = tiers.limits(for: key, tier: tier, named: key.tier != nil) else {
             let error = PolicyError(
                 .invalidArgument, key: key,
                 message: "tier '\(tier ?? "")' is not one of provider '\(key.provider)''s tiers (\(tiers.names.joined(separator: ", ")))")
@@ -578,7 +582,7 @@ final class GateCore: Sendable {
             guard adaptive.throttled(at: now, pausedUntil: pausedUntil) else { return }
             let next = Self.entry(
                 entry.limits, entry.schedule?.schedule, storage: entry.storage, generation: nextGeneration(), now: now,
-                wallClock: wallClock, adaptive: adaptive, scopes: entry.levels, tiers: entry.tiers)
+                wallClock: wallClock, adaptive: adaptive, scopes: entry.levels, tiers: entry.tiers, provider: provider.name)
             table[provider] = next
             change = LimitsChange(provider: provider.name, previous: entry, current: next, isReported: false)
             event = next.adaptiveEvent(provider: provider.name, previousFactor: before, now: now)
@@ -609,7 +613,7 @@ final class GateCore: Sendable {
                 guard entry.compiled.validUntil <= now, entry.schedule != nil || entry.adaptive != nil else { continue }
                 let next = Self.entry(
                     entry.limits, entry.schedule?.schedule, storage: entry.storage, generation: nextGeneration(), now: now,
-                    wallClock: wallClock, adaptive: entry.adaptive, scopes: entry.levels, tiers: entry.tiers)
+                    wallClock: wallClock, adaptive: entry.adaptive, scopes: entry.levels, tiers: entry.tiers, provider: name.name)
                 table[name] = next
                 // Same caps, only a later `validUntil` (the search horizon, an adaptive step):
                 // nothing to report as a schedule's change, but keys still need the new limits,

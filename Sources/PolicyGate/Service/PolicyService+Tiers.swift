@@ -188,7 +188,7 @@ extension PolicyService {
                 guard let previous = table[name] else { continue }
                 let current = GateCore.entry(
                     change.limits, change.schedule, storage: change.storage, generation: core.nextGeneration(), now: now,
-                    wallClock: core.wallClock, adaptive: previous.adaptive, scopes: change.scopes, tiers: change.tiers)
+                    wallClock: core.wallClock, adaptive: previous.adaptive, scopes: change.scopes, tiers: change.tiers, provider: provider)
                 table[name] = current
                 changed.append(GateCore.LimitsChange(provider: provider, previous: previous, current: current, isReported: false))
             }

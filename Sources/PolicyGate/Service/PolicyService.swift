@@ -798,7 +798,7 @@ public actor PolicyService {
                     : GateCore.entry(
                         limits, schedule, storage: storage, generation: core.nextGeneration(), now: now,
                         wallClock: core.wallClock, adaptive: adaptive ? previous?.adaptive ?? AdaptiveState() : nil,
-                        scopes: change.scopes, tiers: change.tiers)
+                        scopes: change.scopes, tiers: change.tiers, provider: provider)
                 table[name] = current
                 changed.append(GateCore.LimitsChange(provider: provider, previous: previous, current: current, isReported: reporting))
             }

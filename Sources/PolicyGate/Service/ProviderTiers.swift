@@ -42,8 +42,9 @@ extension PolicyLimits {
 
 /// A provider's cap sets compiled with one generation: its own, each tier's and each
 /// overridden scope's. A key's limits are one of them, told apart by their
-/// ``CompiledLimits/variant``.
-struct CompiledTiers: Sendable {
+/// ``CompiledLimits/variant``. A class: the per-call lookup takes one reference out of the
+/// provider table instead of copying the sets.
+final class CompiledTiers: Sendable {
     /// The variant's bit of an overridden scope's limits.
     static let overrideVariant: UInt8 = 0x80
     /// The variant's bit of limits whose tier the call named (``PolicyKey/tier``) rather than
@@ -54,49 +55,72 @@ struct CompiledTiers: Sendable {
 
     /// Tier names, sorted; a tier's variant is its position plus one.
     let names: [String]
-    let variants: [String: UInt8]
     let tiers: [CompiledLimits]
     let overrides: [PolicyScope: CompiledLimits]
+    /// The same, by the key of the provider's scope (``HashedKey``): a key without parents
+    /// finds its scope's override with the hash it computed once, hashing no string.
+    private let overridesByKey: [HashedKey: CompiledLimits]
     /// The provider's own caps, for scopes without a tier or an override.
     let base: CompiledLimits
 
     /// Compiles each set with `compile`, which applies what the provider's own compiled
     /// limits have (generation, adaptive factor, schedule validity, routing).
     init(
-        _ configured: ProviderTiers, over limits: PolicyLimits, entryTiers: [String: PolicyLimits] = [:],
+        _ configured: ProviderTiers, over limits: PolicyLimits, provider: String = "", entryTiers: [String: PolicyLimits] = [:],
         compile: (PolicyLimits) -> CompiledLimits
     ) {
         names = configured.tiers.keys.sorted().prefix(Self.maximumTiers).map { $0 }
-        var variants: [String: UInt8] = [:]
         var tiers: [CompiledLimits] = []
         for (index, name) in names.enumerated() {
             let caps = limits.overlaid(with: configured.tiers[name] ?? PolicyLimits()).overlaid(with: entryTiers[name] ?? PolicyLimits())
             var compiled = compile(caps)
             compiled.variant = UInt8(index + 1)
             tiers.append(compiled)
-            variants[name] = compiled.variant
         }
-        self.variants = variants
         self.tiers = tiers
-        overrides = configured.overrides.mapValues {
+        let overrides = configured.overrides.mapValues {
             var compiled = compile(limits.overlaid(with: $0))
             compiled.variant = Self.overrideVariant
             return compiled
         }
+        self.overrides = overrides
+        overridesByKey = Dictionary(
+            overrides.map { (HashedKey(PolicyKey(provider: provider, scope: $0.key)), $0.value) }, uniquingKeysWith: { first, _ in first })
         base = compile(limits)
+    }
+
+    /// The number of tier `name` (its variant), or `nil` if the provider lacks it. Tiers are
+    /// few: a scan comparing short strings beats hashing one.
+    @inline(__always)
+    func number(of name: String) -> UInt8? {
+        for (index, candidate) in names.enumerated() where candidate == name { return UInt8(index + 1) }
+        return nil
+    }
+
+    /// The limits of `key`'s scope in `tier` (see ``limits(scope:tier:named:)``), finding its
+    /// override with the key's own hash when the key has no parents.
+    @inline(__always)
+    func limits(for key: PolicyKey, tier: String?, named: Bool) -> CompiledLimits? {
+        guard !overrides.isEmpty else { return limits(override: nil, tier: tier, named: named) }
+        let override = key.hasParents ? overrides[key.scope] : overridesByKey[HashedKey(key)]
+        return limits(override: override, tier: tier, named: named)
     }
 
     /// The limits of `scope` in `tier`: its override's, else the tier's, else the provider's;
     /// `nil` when `tier` is not one of the provider's (and the scope has no override). An
     /// override's variant keeps the tier's number in its low bits, so that the key is back in
-    /// its tier when the override goes.
-    /// `named` says the tier is the call's own (``namedVariant``).
-    @inline(__always)
+    /// its tier when the override goes. `named` says the tier is the call's own
+    /// (``namedVariant``).
     func limits(scope: PolicyScope, tier: String?, named: Bool = false) -> CompiledLimits? {
+        limits(override: overrides.isEmpty ? nil : overrides[scope], tier: tier, named: named)
+    }
+
+    @inline(__always)
+    private func limits(override: CompiledLimits?, tier: String?, named: Bool) -> CompiledLimits? {
         // A provider without tiers (overrides only) ignores the tier a call names.
-        let number = names.isEmpty ? 0 : tier.map { variants[$0] } ?? 0
+        let number: UInt8? = names.isEmpty ? 0 : tier.map { self.number(of: $0) } ?? 0
         let flags = named ? Self.namedVariant : 0
-        if !overrides.isEmpty, var override = overrides[scope] {
+        if var override {
             override.variant = Self.overrideVariant | flags | (number ?? 0)
             return override
         }
