@@ -126,6 +126,22 @@ private final class Harness {
         return tier.flatMap { tiers[$0] } ?? (scope.kind == "org" && nested ? orgBase : base)
     }
 
+    /// A `tryAcquire` of `scope`, its permit held; the refusal, if refused.
+    func tryCall(_ scope: PolicyScope) -> PolicyError? {
+        do {
+            let permit = try gate.tryAcquire(key(scope))
+            let box = PermitBox()
+            box.store(permit)
+            held[scope, default: []].append(box)
+            counts.admitted += 1
+            called(scope, tier: named[scope], error: nil)
+            return nil
+        } catch {
+            called(scope, tier: named[scope], error: error)
+            return error
+        }
+    }
+
     /// A call of `scope` reached the gate (`error` is how it ended, if refused).
     func called(_ scope: PolicyScope, tier: String?, error: (any Error)?) {
         if (error as? PolicyError)?.code != .invalidArgument { reached[scope] = .some(tier) }
@@ -153,15 +169,7 @@ private final class Harness {
             case 0..<30:
                 let scope = scopes.randomElement(using: &random)!
                 log.append("try \(scope)")
-                do {
-                    let permit = try gate.tryAcquire(key(scope))
-                    let box = PermitBox()
-                    box.store(permit)
-                    held[scope, default: []].append(box)
-                    counts.admitted += 1
-                    called(scope, tier: named[scope], error: nil)
-                } catch {
-                    called(scope, tier: named[scope], error: error)
+                if let error = tryCall(scope) {
                     if error.code == .invalidArgument {
                         #expect(namesUnknownTier(scope), "\(scope) refused as naming an unknown tier: \(error)")
                         counts.unknownTier += 1
@@ -242,16 +250,7 @@ private final class Harness {
                 counts.tierSwitches += 1
                 log.append("switch \(scope)")
                 // The change takes effect with the scope's next call.
-                do {
-                    let permit = try gate.tryAcquire(key(scope))
-                    let box = PermitBox()
-                    box.store(permit)
-                    held[scope, default: []].append(box)
-                    counts.admitted += 1
-                    called(scope, tier: named[scope], error: nil)
-                } catch {
-                    called(scope, tier: named[scope], error: error)
-                }
+                _ = tryCall(scope)
             default:
                 clock.advance(by: .seconds(Int.random(in: 1...15, using: &random)))
                 for _ in 0..<20 { await Task.yield() }

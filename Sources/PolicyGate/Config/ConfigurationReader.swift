@@ -395,23 +395,34 @@ struct ConfigurationReader {
         }
     }
 
+    /// Reads the tables of caps under `key` (`[<path>.<name>]`, caps only): each one's name,
+    /// place and caps, or `nil` when `key` is not a table.
+    private mutating func readCapTables(
+        _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, path: [TOMLPathComponent], what: String
+    ) -> [(name: String, path: [TOMLPathComponent], limits: PolicyLimits)]? {
+        guard let names = nested(table, key, path: path, what: what) else { return nil }
+        var result: [(name: String, path: [TOMLPathComponent], limits: PolicyLimits)] = []
+        for nameKey in names.allKeys {
+            let tablePath = path + [.key(nameKey.stringValue)]
+            guard let caps = nested(names, nameKey, path: tablePath, what: "a table of caps") else { continue }
+            var limits = PolicyLimits()
+            for capKey in caps.allKeys {
+                readCap(caps, capKey, path: tablePath + [.key(capKey.stringValue)], into: &limits, known: Self.tierKeys)
+            }
+            result.append((nameKey.stringValue, tablePath, limits))
+        }
+        return result
+    }
+
     /// Reads `[limits.<provider>.tiers.<name>]` tables: named cap sets.
     private mutating func readTiers(
         _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, provider: String, path: [TOMLPathComponent]
     ) {
-        guard let names = nested(table, key, path: path, what: "a table of tiers, such as [limits.\(provider).tiers.free]")
-        else { return }
-        for nameKey in names.allKeys {
-            let name = nameKey.stringValue
-            let tierPath = path + [.key(name)]
-            guard let caps = nested(names, nameKey, path: tierPath, what: "a table of caps") else { continue }
+        let what = "a table of tiers, such as [limits.\(provider).tiers.free]"
+        for (name, tierPath, limits) in readCapTables(table, key, path: path, what: what) ?? [] {
             guard !name.isEmpty else {
                 error(tierPath, "a tier needs a name")
                 continue
-            }
-            var limits = PolicyLimits()
-            for capKey in caps.allKeys {
-                readCap(caps, capKey, path: tierPath + [.key(capKey.stringValue)], into: &limits, known: Self.tierKeys)
             }
             check(tier: limits, provider: provider, path: tierPath)
             tiers[provider, default: [:]][name] = limits
@@ -422,19 +433,11 @@ struct ConfigurationReader {
     private mutating func readOverrides(
         _ table: KeyedDecodingContainer<AnyKey>, _ key: AnyKey, provider: String, path: [TOMLPathComponent]
     ) {
-        guard let scopes = nested(table, key, path: path, what: "a table of scopes, such as [limits.\(provider).scopes.\"org:acme\"]")
-        else { return }
-        for scopeKey in scopes.allKeys {
-            let text = scopeKey.stringValue
-            let scopePath = path + [.key(text)]
-            guard let caps = nested(scopes, scopeKey, path: scopePath, what: "a table of caps") else { continue }
+        let what = "a table of scopes, such as [limits.\(provider).scopes.\"org:acme\"]"
+        for (text, scopePath, limits) in readCapTables(table, key, path: path, what: what) ?? [] {
             guard let scope = PolicyScope(text) else {
                 error(scopePath, "must name a scope as kind:id, such as \"org:acme\" or \"user:u-42\" (or \"global\")")
                 continue
-            }
-            var limits = PolicyLimits()
-            for capKey in caps.allKeys {
-                readCap(caps, capKey, path: scopePath + [.key(capKey.stringValue)], into: &limits, known: Self.tierKeys)
             }
             check(tier: limits, provider: provider, path: scopePath)
             overrides[provider, default: [:]][scope] = limits
@@ -618,20 +621,15 @@ struct ConfigurationReader {
                     valid = false
                 }
             case "tiers":
-                guard
-                    let names = nested(
-                        table, key, path: keyPath, what: "a table of tiers' caps, such as [limits.<provider>.schedule.tiers.free]")
-                else { valid = false; continue }
-                for nameKey in names.allKeys {
-                    let tierPath = keyPath + [.key(nameKey.stringValue)]
-                    guard let caps = nested(names, nameKey, path: tierPath, what: "a table of caps") else { valid = false; continue }
-                    var limits = PolicyLimits()
-                    for capKey in caps.allKeys {
-                        readCap(caps, capKey, path: tierPath + [.key(capKey.stringValue)], into: &limits, known: Self.tierKeys)
-                    }
+                let what = "a table of tiers' caps, such as [limits.<provider>.schedule.tiers.free]"
+                guard let tables = readCapTables(table, key, path: keyPath, what: what) else {
+                    valid = false
+                    continue
+                }
+                for (name, tierPath, limits) in tables {
                     check(tier: limits, provider: entry.name, path: tierPath)
-                    entry.tierLimits[nameKey.stringValue] = limits
-                    entryTierPaths[nameKey.stringValue, default: []].append(tierPath)
+                    entry.tierLimits[name] = limits
+                    entryTierPaths[name, default: []].append(tierPath)
                 }
             default:
                 readCap(table, key, path: keyPath, into: &entry.limits, known: Self.entryKeys)
