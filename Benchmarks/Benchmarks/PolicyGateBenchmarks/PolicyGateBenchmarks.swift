@@ -50,60 +50,6 @@ func gateLoop(_ gate: PolicyService, _ keys: [PolicyKey], _ counter: Counter, _ 
     }
 }
 
-@concurrent
-func contendedLoop(_ gate: PolicyService, _ keys: [PolicyKey], tasks: Int, callsPerTask: Int) async throws {
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        for task in 0..<tasks {
-            let key = keys[task % keys.count]
-            group.addTask {
-                for _ in 0..<callsPerTask {
-                    var permit = try await gate.acquire(key, estimatedTokens: 100)
-                    try permit.commitTokens(90)
-                    permit.release()
-                }
-            }
-        }
-        try await group.waitForAll()
-    }
-}
-
-/// The contended shape through the gate: each task loops acquire, one `Task.yield()`
-/// while holding, release.
-@concurrent
-func contendedYieldLoop(_ gate: PolicyService, _ keys: [PolicyKey], tasks: Int, callsPerTask: Int) async throws {
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        for task in 0..<tasks {
-            let key = keys[task % keys.count]
-            group.addTask {
-                for _ in 0..<callsPerTask {
-                    let permit = try await gate.acquire(key, estimatedTokens: 100)
-                    await Task.yield()
-                    permit.release()
-                }
-            }
-        }
-        try await group.waitForAll()
-    }
-}
-
-/// The same shape on bare FIFO semaphores, one per key: the floor.
-@concurrent
-func semaphoreLoop(_ semaphores: [FIFOSemaphore], tasks: Int, callsPerTask: Int) async {
-    await withTaskGroup(of: Void.self) { group in
-        for task in 0..<tasks {
-            let semaphore = semaphores[task % semaphores.count]
-            group.addTask {
-                for _ in 0..<callsPerTask {
-                    await semaphore.wait()
-                    await Task.yield()
-                    semaphore.signal()
-                }
-            }
-        }
-        await group.waitForAll()
-    }
-}
-
 let keyCount = 100_000
 
 /// A gate holding `keyCount` active keys (each acquired and committed once), and those keys.
@@ -215,7 +161,7 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark("Gate.contended64Tasks8KeysPerCall", configuration: gateConfiguration) { benchmark async throws in
         let contended = try PolicyService(limits: ["openai": typicalLimits(maxConcurrent: 4)])
         let keys = (0..<8).map { PolicyKey(provider: "openai", scope: .user("u-\($0)")) }
-        try await contendedLoop(contended, keys, tasks: 64, callsPerTask: benchmark.scaledIterations.count / 64)
+        try await contendedCalls(contended, keys, tasks: 64, callsPerTask: benchmark.scaledIterations.count / 64)
     }
 
     Benchmark("Gate.contendedChains8Users2OrgsPerCall", configuration: gateConfiguration) {
@@ -224,7 +170,7 @@ let benchmarks: @Sendable () -> Void = {
             limits: ["openai": typicalLimits(maxConcurrent: 64)],
             scopeLimits: ["openai": ["org": typicalLimits(maxConcurrent: 16), "user": typicalLimits(maxConcurrent: 4)]])
         let keys = (0..<8).map { PolicyKey(provider: "openai", scope: .user("u-\($0)"), within: [.org("org-\($0 % 2)")]) }
-        try await contendedLoop(contended, keys, tasks: 64, callsPerTask: benchmark.scaledIterations.count / 64)
+        try await contendedCalls(contended, keys, tasks: 64, callsPerTask: benchmark.scaledIterations.count / 64)
     }
 
     // The shape: 64 tasks, 8 keys, 4 slots per key, the holder yields once; the floor is a
@@ -232,14 +178,14 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark("Floor.fifoSemaphore64Tasks8Keys4SlotsYieldPerCall", configuration: gateConfiguration) {
         benchmark async in
         let semaphores = (0..<8).map { _ in FIFOSemaphore(slots: 4) }
-        await semaphoreLoop(semaphores, tasks: 64, callsPerTask: benchmark.scaledIterations.count / 64)
+        await semaphoreCalls(semaphores, tasks: 64, callsPerTask: benchmark.scaledIterations.count / 64)
     }
 
     Benchmark("Gate.slotsOnly64Tasks8Keys4SlotsYieldPerCall", configuration: gateConfiguration) {
         benchmark async throws in
         let slots = try PolicyService(limits: ["openai": PolicyLimits(maxConcurrent: 4)])
         let keys = (0..<8).map { PolicyKey(provider: "openai", scope: .user("u-\($0)")) }
-        try await contendedYieldLoop(slots, keys, tasks: 64, callsPerTask: benchmark.scaledIterations.count / 64)
+        try await contendedYieldCalls(slots, keys, tasks: 64, callsPerTask: benchmark.scaledIterations.count / 64)
     }
 
     // MARK: Gate, 100 000 active keys

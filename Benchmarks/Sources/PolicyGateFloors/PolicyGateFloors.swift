@@ -71,68 +71,26 @@ func gateLoop(_ gate: PolicyService, _ keys: [PolicyKey], _ counter: Counter, _ 
     return clock.now - start
 }
 
-/// `tasks` tasks, task `t` on `keys[t % keys.count]`, each looping acquire/commit/release.
+/// The contended shapes (``BenchmarkFixtures``), timed.
 @concurrent
 func contendedLoop(_ gate: PolicyService, _ keys: [PolicyKey], tasks: Int, callsPerTask: Int) async throws -> Duration {
-    let clock = ContinuousClock()
-    let start = clock.now
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        for task in 0..<tasks {
-            let key = keys[task % keys.count]
-            group.addTask {
-                for _ in 0..<callsPerTask {
-                    var permit = try await gate.acquire(key, estimatedTokens: 100)
-                    try permit.commitTokens(90)
-                    permit.release()
-                }
-            }
-        }
-        try await group.waitForAll()
-    }
-    return clock.now - start
+    let start = ContinuousClock.now
+    try await contendedCalls(gate, keys, tasks: tasks, callsPerTask: callsPerTask)
+    return ContinuousClock.now - start
 }
 
-/// The contended shape through the gate: `tasks` tasks, task `t` on `keys[t % keys.count]`,
-/// each looping acquire, one `Task.yield()` while holding, release.
 @concurrent
 func contendedYieldLoop(_ gate: PolicyService, _ keys: [PolicyKey], tasks: Int, callsPerTask: Int) async throws -> Duration {
-    let clock = ContinuousClock()
-    let start = clock.now
-    try await withThrowingTaskGroup(of: Void.self) { group in
-        for task in 0..<tasks {
-            let key = keys[task % keys.count]
-            group.addTask {
-                for _ in 0..<callsPerTask {
-                    let permit = try await gate.acquire(key, estimatedTokens: 100)
-                    await Task.yield()
-                    permit.release()
-                }
-            }
-        }
-        try await group.waitForAll()
-    }
-    return clock.now - start
+    let start = ContinuousClock.now
+    try await contendedYieldCalls(gate, keys, tasks: tasks, callsPerTask: callsPerTask)
+    return ContinuousClock.now - start
 }
 
-/// The same shape on bare FIFO semaphores, one per key: the floor.
 @concurrent
 func semaphoreLoop(_ semaphores: [FIFOSemaphore], tasks: Int, callsPerTask: Int) async -> Duration {
-    let clock = ContinuousClock()
-    let start = clock.now
-    await withTaskGroup(of: Void.self) { group in
-        for task in 0..<tasks {
-            let semaphore = semaphores[task % semaphores.count]
-            group.addTask {
-                for _ in 0..<callsPerTask {
-                    await semaphore.wait()
-                    await Task.yield()
-                    semaphore.signal()
-                }
-            }
-        }
-        await group.waitForAll()
-    }
-    return clock.now - start
+    let start = ContinuousClock.now
+    await semaphoreCalls(semaphores, tasks: tasks, callsPerTask: callsPerTask)
+    return ContinuousClock.now - start
 }
 
 // MARK: - Harness
