@@ -21,8 +21,10 @@ public protocol PolicyTelemetry: Sendable {
     /// A permit gave back its slot.
     func didRelease(_ event: PolicyReleaseEvent)
     /// A provider's limits changed: ``PolicyService/setLimits(_:for:)`` or a configuration
-    /// applied with ``PolicyService/apply(_:)``. Reported once per provider whose limits differ,
-    /// after the change took effect.
+    /// applied with ``PolicyService/apply(_:keepingScopeOverrides:)``, reported once per
+    /// provider whose limits differ; or one scope's override
+    /// (``PolicyService/setScopeOverride(_:for:provider:)``, the event's
+    /// ``PolicyLimitsChangeEvent/scope`` names it). After the change took effect.
     func didChangeLimits(_ event: PolicyLimitsChangeEvent)
     /// A provider's own feedback (response headers, a 429) was read: what the gate adopted, and
     /// the values it did not believe.
@@ -194,7 +196,7 @@ public struct PolicyReleaseEvent: Sendable, Hashable {
 public struct PolicyLimitsChangeEvent: Sendable, Hashable {
     /// What changed the limits.
     public enum Cause: String, Sendable, Hashable {
-        /// ``PolicyService/setLimits(_:for:)`` or ``PolicyService/apply(_:)``.
+        /// ``PolicyService/setLimits(_:for:)`` or ``PolicyService/apply(_:keepingScopeOverrides:)``.
         case configuration
         /// A schedule transition: another entry (or none) applies from now on.
         case schedule
