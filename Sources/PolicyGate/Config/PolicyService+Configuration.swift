@@ -182,7 +182,7 @@ extension PolicyConfiguration {
     public func effectiveLimits(for provider: String, scope: PolicyScope, tier: String?, at date: Date) -> PolicySchedule.Resolution? {
         let resolution = effectiveLimits(for: provider, at: date)
         let configured = providerTiers[provider] ?? ProviderTiers()
-        let entryTiers = schedules[provider]?.entries.first { $0.name == resolution.entry }?.tierLimits ?? [:]
+        let entryTiers = schedules[provider]?.tierLimits(ofEntry: resolution.entry) ?? [:]
         guard let limits = configured.limits(over: resolution.limits, scope: scope, tier: tier, entryTiers: entryTiers) else {
             return nil
         }

@@ -53,10 +53,7 @@ struct ScheduleTrack: Sendable {
     var resolution: PolicySchedule.Resolution
 
     /// The applying entry's caps per tier.
-    var entryTiers: [String: PolicyLimits] {
-        guard let name = resolution.entry else { return [:] }
-        return schedule.entries.first { $0.name == name }?.tierLimits ?? [:]
-    }
+    var entryTiers: [String: PolicyLimits] { schedule.tierLimits(ofEntry: resolution.entry) }
 }
 
 /// The providers' entries, with the schedules kept apart: the per-call lookup then copies a
@@ -381,11 +378,7 @@ final class GateCore: Sendable {
             // A level with an override of its own is not refused for its tier, as a flat key is not.
             if let known = tier, names?[known] == nil, configured?.overrides[levels[depth]] != nil { tier = nil }
             if strict, let tier, names?[tier] == nil {
-                let error = PolicyError(
-                    .invalidArgument, key: key,
-                    message:
-                        "tier '\(tier)' of \(levels[depth]) is not one of provider '\(key.provider)''s tiers (\((names ?? [:]).keys.sorted().joined(separator: ", ")))"
-                )
+                let error = Self.unknownTier(tier, of: levels[depth], key: key, tiers: (names ?? [:]).keys.sorted())
                 throw reporting ? reject(key, estimate, error) : error
             }
             result.levels.append((tier, named))
@@ -419,12 +412,18 @@ final class GateCore: Sendable {
             return own
         }
         guard let own = tiers.limits(for: key, tier: tier, named: key.tier != nil) else {
-            let error = PolicyError(
-                .invalidArgument, key: key,
-                message: "tier '\(tier ?? "")' is not one of provider '\(key.provider)''s tiers (\(tiers.names.joined(separator: ", ")))")
+            let error = Self.unknownTier(tier ?? "", of: nil, key: key, tiers: tiers.names)
             throw reporting ? reject(key, estimate, error) : error
         }
         return own
+    }
+
+    /// The refusal of a call whose tier (of `level`, nested) is not one of `tiers`.
+    private static func unknownTier(_ tier: String, of level: PolicyScope?, key: PolicyKey, tiers: [String]) -> PolicyError {
+        let whose = level.map { " of \($0)" } ?? ""
+        return PolicyError(
+            .invalidArgument, key: key,
+            message: "tier '\(tier)'\(whose) is not one of provider '\(key.provider)''s tiers (\(tiers.joined(separator: ", ")))")
     }
 
     /// The set a key of a changed provider moves to: its override's, else that of the tier it

@@ -86,9 +86,9 @@ extension PolicyService {
     ///   - scope: The scope, such as `.org("acme")`.
     ///   - provider: The provider, which must be gated.
     /// - Throws: ``PolicyError/Code/invalidLimits`` for an invalid cap, a setting that is not a
-    ///   cap, or a provider whose limits cannot have overrides (nested, model groups, shared
-    ///   store); ``PolicyError/Code/invalidArgument`` for a provider that is not gated. Nothing
-    ///   changes then.
+    ///   cap, a provider with model groups, or an input or output cap for a provider kept in a
+    ///   shared store; ``PolicyError/Code/invalidArgument`` for a provider that is not gated.
+    ///   Nothing changes then.
     public func setScopeOverride(_ limits: PolicyLimits?, for scope: PolicyScope, provider: String) throws(PolicyError) {
         guard let entry = core.entry(for: provider) else {
             throw PolicyError(.invalidArgument, message: "provider '\(provider)' is not gated: give it caps before overriding a scope's")
@@ -100,13 +100,9 @@ extension PolicyService {
         try Self.validate(
             tiers: [provider: tiers], storage: [provider: entry.storage], scopeLimits: [provider: entry.levels.kinds],
             modelGroups: [provider: entry.levels.groups], schedules: [:])
-        swap(
-            [
-                provider: ProviderChange(
-                    limits: entry.limits, schedule: entry.schedule?.schedule, storage: entry.storage, adaptive: entry.adaptive != nil,
-                    scopes: entry.levels, tiers: tiers)
-            ],
-            replacingAll: false, reporting: false)
+        var change = ProviderChange(keeping: entry)
+        change.tiers = tiers
+        swap([provider: change], replacingAll: false, reporting: false)
         guard core.environment.hasTelemetry, let telemetry = core.environment.telemetry else { return }
         let provided = entry.effectiveLimits
         let resolution = entry.schedule?.resolution
@@ -146,7 +142,7 @@ extension PolicyService {
         // The keys held now, asked afresh (outside every lock), then re-limited.
         var held: [PolicyKey] = []
         core.forEachStorage(of: nil) { storage, _ in
-            if storage.machine.limits.variant != 0 || self.core.compiledTiers(for: storage.key) != nil { held.append(storage.key) }
+            if self.core.compiledTiers(for: storage.key) != nil { held.append(storage.key) }
         }
         // Every key, also one whose first call named a tier: its later calls may not.
         for key in held { _ = core.tierResolver.tier(for: key) }
@@ -163,36 +159,13 @@ extension PolicyService {
             gate.withMachine { machine in ((), machine.retier(answers, version: version, now: now)) }
         }
         // Every provider with tiers, keys held or not: the new generation dates the sets, so a
-        // call that asked the old resolver cannot move a key back (see `tieredLimits`).
+        // call that asked the old resolver cannot move a key back (see `tieredLimits`); the
+        // hand-over moves every key to its tier's caps.
         let providers = core.providers.readLocked { table in table.names.filter { table.compiledTiers($0) != nil }.map(\.name) }
         var changes: [String: ProviderChange] = [:]
         for provider in providers {
-            guard let entry = core.entry(for: provider), entry.compiledTiers != nil else { continue }
-            // The same caps under a new generation: the hand-over re-resolves every key.
-            changes[provider] = ProviderChange(
-                limits: entry.limits, schedule: entry.schedule?.schedule, storage: entry.storage, adaptive: entry.adaptive != nil,
-                scopes: entry.levels, tiers: entry.tiers)
+            if let entry = core.entry(for: provider) { changes[provider] = ProviderChange(keeping: entry) }
         }
-        relimit(changes)
-    }
-
-    /// Recompiles the providers in `changes` under a new generation and hands the result to
-    /// their keys, reporting nothing (their caps did not change).
-    private func relimit(_ changes: [String: ProviderChange]) {
-        guard !changes.isEmpty else { return }
-        let now = core.environment.time.now()
-        var changed: [GateCore.LimitsChange] = []
-        core.providers.withLock { table in
-            for (provider, change) in changes.sorted(by: { $0.key < $1.key }) {
-                let name = ProviderName(provider)
-                guard let previous = table[name] else { continue }
-                let current = GateCore.entry(
-                    change.limits, change.schedule, storage: change.storage, generation: core.nextGeneration(), now: now,
-                    wallClock: core.wallClock, adaptive: previous.adaptive, scopes: change.scopes, tiers: change.tiers, provider: provider)
-                table[name] = current
-                changed.append(GateCore.LimitsChange(provider: provider, previous: previous, current: current, isReported: false))
-            }
-        }
-        core.handOver(changed, cause: .configuration, now: now)
+        swap(changes, replacingAll: false, reporting: false, recompiling: true)
     }
 }

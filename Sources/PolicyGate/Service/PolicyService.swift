@@ -750,16 +750,13 @@ public actor PolicyService {
         try Self.validate(scopeLimits: [provider: entry?.levels.kinds ?? [:]], storage: [:], limits: [provider: limits])
         try Self.validate(
             modelGroups: [provider: entry?.levels.groups ?? [:]], storage: [:], limits: [provider: limits], feedbackScopes: [:])
-        swap(
-            [
-                provider: ProviderChange(
-                    limits: limits, schedule: entry?.schedule?.schedule, storage: entry?.storage ?? .memory,
-                    adaptive: entry?.adaptive != nil, scopes: entry?.levels ?? ProviderLevels(), tiers: entry?.tiers ?? ProviderTiers())
-            ],
-            replacingAll: false)
+        var change = entry.map(ProviderChange.init(keeping:)) ?? ProviderChange()
+        change.limits = limits
+        swap([provider: change], replacingAll: false)
     }
 
-    /// What a reload sets for one provider.
+    /// What a reload sets for one provider (`init(keeping:)`, in an extension so that the
+    /// memberwise initialiser stays, starts from what a provider has).
     struct ProviderChange {
         var limits: PolicyLimits = .unlimited
         var schedule: PolicySchedule? = nil
@@ -775,7 +772,9 @@ public actor PolicyService {
     /// keys are not touched; changed ones are re-limited key by key (waiters that now fit are
     /// admitted) and reported to telemetry. An adaptive provider that stays adaptive keeps its
     /// factor, applied to its new caps. Call only with validated limits and schedules.
-    func swap(_ changes: [String: ProviderChange], replacingAll: Bool, reporting: Bool = true) {
+    /// `recompiling` treats the providers in `changes` as changed even when they are not (a
+    /// new tier resolver: their keys are handed the same sets under a new generation).
+    func swap(_ changes: [String: ProviderChange], replacingAll: Bool, reporting: Bool = true, recompiling: Bool = false) {
         let now = core.environment.time.now()
         var changed: [GateCore.LimitsChange] = []
         core.providers.withLock { table in
@@ -787,7 +786,8 @@ public actor PolicyService {
                 let change = changes[provider] ?? ProviderChange()
                 let (limits, schedule, storage, adaptive) = (change.limits, change.schedule, change.storage, change.adaptive)
                 guard
-                    limits != (previous?.limits ?? .unlimited) || schedule != previous?.schedule?.schedule
+                    recompiling && changes[provider] != nil || limits != (previous?.limits ?? .unlimited)
+                        || schedule != previous?.schedule?.schedule
                         || storage != (previous?.storage ?? .memory) || adaptive != (previous?.adaptive != nil)
                         || change.scopes != (previous?.levels ?? ProviderLevels())
                         || change.tiers != (previous?.tiers ?? ProviderTiers())
@@ -945,5 +945,14 @@ public actor PolicyService {
     @discardableResult
     public nonisolated func purgeIdleKeys() -> Int {
         activeKeys().count
+    }
+}
+
+extension PolicyService.ProviderChange {
+    /// Everything `entry` has, for a change of one part of it.
+    init(keeping entry: ProviderEntry) {
+        self.init(
+            limits: entry.limits, schedule: entry.schedule?.schedule, storage: entry.storage, adaptive: entry.adaptive != nil,
+            scopes: entry.levels, tiers: entry.tiers)
     }
 }

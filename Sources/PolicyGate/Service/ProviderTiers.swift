@@ -24,7 +24,22 @@ struct ProviderTiers: Sendable, Equatable {
         if let override = overrides[scope] { return limits.overlaid(with: override) }
         // A provider without tiers ignores the tier a call names.
         guard let tier, !tiers.isEmpty else { return limits }
-        return tiers[tier].map { limits.overlaid(with: $0).overlaid(with: entryTiers[tier] ?? PolicyLimits()) }
+        return caps(ofTier: tier, over: limits, entryTiers: entryTiers)
+    }
+
+    /// The caps of tier `name` over `limits`, with the applying schedule entry's caps for the
+    /// tier over both; `nil` when the provider has no such tier.
+    func caps(ofTier name: String, over limits: PolicyLimits, entryTiers: [String: PolicyLimits]) -> PolicyLimits? {
+        tiers[name].map { limits.overlaid(with: $0).overlaid(with: entryTiers[name] ?? PolicyLimits()) }
+    }
+}
+
+extension PolicySchedule {
+    /// The caps per tier of the entry named `entry` (``PolicyScheduleEntry/tierLimits``); none
+    /// without one.
+    func tierLimits(ofEntry entry: String?) -> [String: PolicyLimits] {
+        guard let entry else { return [:] }
+        return entries.first { $0.name == entry }?.tierLimits ?? [:]
     }
 }
 
@@ -72,8 +87,7 @@ final class CompiledTiers: Sendable {
         names = configured.tiers.keys.sorted().prefix(Self.maximumTiers).map { $0 }
         var tiers: [CompiledLimits] = []
         for (index, name) in names.enumerated() {
-            let caps = limits.overlaid(with: configured.tiers[name] ?? PolicyLimits()).overlaid(with: entryTiers[name] ?? PolicyLimits())
-            var compiled = compile(caps)
+            var compiled = compile(configured.caps(ofTier: name, over: limits, entryTiers: entryTiers) ?? limits)
             compiled.variant = UInt8(index + 1)
             tiers.append(compiled)
         }
@@ -162,8 +176,6 @@ final class TierResolver: Sendable {
             $0.answers = [:]
         }
     }
-
-    var isInstalled: Bool { state.withLock { $0.resolve != nil } }
 
     /// Bumped by every ``replace(_:)``: read before asking, it dates the answers.
     var version: Int { state.withLock { $0.version } }
