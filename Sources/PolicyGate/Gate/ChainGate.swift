@@ -20,7 +20,10 @@ final class ChainGate: @unchecked Sendable {  // mutable state only touched unde
 
     let provider: String
     let environment: GateEnvironment
-    let lock = Locked(())
+    // A byte, not `()`: TSan once reported an access to the zero-sized guarded value as a race
+    // between two callers that both go through `withLock` (a nested tiers model run); most
+    // likely the access to a value of no size was not kept inside the mutex.
+    let lock = Locked<UInt8>(0)
     @exclusivity(unchecked) var machine: Machine
     @exclusivity(unchecked) private var feedback: ProviderFeedbackState?
     @exclusivity(unchecked) private var timerAt: Int64 = .max
