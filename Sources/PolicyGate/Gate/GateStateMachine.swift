@@ -118,6 +118,11 @@ struct GateStateMachine<Payload>: ~Copyable {
         }
     }
 
+    /// Records that the limits in force are the key's own tier's (``CompiledLimits/isTierVerified``).
+    mutating func markTierVerified() {
+        limits.isTierVerified = true
+    }
+
     /// Consults `feedback` from now on (the provider's feedback scope changed). The caller
     /// keeps it alive.
     mutating func adopt(feedback: ProviderFeedbackState?) {

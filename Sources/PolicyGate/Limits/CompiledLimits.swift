@@ -118,6 +118,17 @@ struct CompiledLimits: Sendable {
         set { routing = newValue ? routing | 32 : routing & ~32 }
     }
 
+    /// In a key of a provider with tiers: whether these limits are known to be the set of the
+    /// key's own tier, as the call that created the key named it (or, naming none, as the
+    /// resolver answered) in this generation. A later call naming the same then finds its
+    /// limits in the key, under the lock it takes anyway, instead of looking them up
+    /// (``GateCore/admitVerifiedTier(_:estimate:generation:now:priority:)``). Never set in the
+    /// provider table's sets, so that every change of limits clears it.
+    var isTierVerified: Bool {
+        @inline(__always) get { routing & 64 != 0 }
+        set { routing = newValue ? routing | 64 : routing & ~64 }
+    }
+
     /// Whether `self` should replace `current` in a key: newer, or of the same generation but
     /// another of the provider's cap sets (a call named another tier).
     @inline(__always)

@@ -485,6 +485,15 @@ public actor PolicyService {
             if case .split(let input, let output) = self { return (input, output) }
             return nil
         }
+
+        /// The estimate as the machine counts it, checked against `limits`
+        /// (``AdmissionRules``): the refusal is not reported.
+        func checked(against limits: CompiledLimits, key: PolicyKey) throws(PolicyError) -> TokenCounts {
+            switch self {
+            case .total(let tokens): try AdmissionRules.checkedEstimate(tokens, limits: limits, key: key)
+            case .split(let input, let output): try AdmissionRules.checkedEstimate(input: input, output: output, limits: limits, key: key)
+            }
+        }
     }
 
     /// What a call that could not be admitted at once carries into its wait.
@@ -517,8 +526,26 @@ public actor PolicyService {
         guard let stored = core.compiledLimits(for: key) else { return try Self.inertPermit(estimate) }
         let now = core.environment.time.now()
         guard var limits = core.limits(stored, for: key, at: now) else { return try Self.inertPermit(estimate) }
-        // Tiers and overrides: the key's own set, looked up out of line.
-        if limits.isTiered { limits = try core.tieredLimits(limits, for: key, estimate: estimate.total) }
+        // Tiers and overrides: the key's own set, found in the key (flat, in memory, without
+        // spend caps; ``CompiledLimits/isTierVerified``), else looked up out of line.
+        let tiered = limits.isTiered
+        if tiered {
+            if !limits.isRouted && !limits.hasCostCaps,
+                let (storage, result, tokens) = core.admitVerifiedTier(
+                    key, estimate: estimate, generation: limits.generation, now: now, priority: priority)
+            {
+                switch result {
+                case .success(let admission):
+                    return admitted(
+                        key, estimate: estimate, storage: storage, admission: admission, tokens: tokens, priority: priority, costed: false)
+                case .failure(let rejection):
+                    let own = try core.tieredLimits(limits, for: key, estimate: estimate.total)
+                    pending = Pending(limits: own, tokens: tokens, now: now, rejection: rejection)
+                    return nil
+                }
+            }
+            limits = try core.tieredLimits(limits, for: key, estimate: estimate.total)
+        }
         var tokens: TokenCounts
         switch estimate {
         case .total(let estimatedTokens):
@@ -546,18 +573,31 @@ public actor PolicyService {
             return nil
         }
         let (storage, result) = core.admitNow(key, tokens: tokens, limits: limits, now: now, priority: priority)
+        // The key's tier looked up: its next calls find it in the key.
+        if tiered { core.verifyTier(of: storage, for: key, limits: limits) }
         switch result {
         case .success(let admission):
-            if core.environment.hasTelemetry {
-                reportAdmission(
-                    key, estimate: estimate, storage: storage, admission: admission, tokens: tokens, waited: 0, priority: priority,
-                    costed: limits.hasCostCaps)
-            }
-            return PolicyPermit(storage: storage, admission: admission, estimated: tokens, price: price)
+            return admitted(
+                key, estimate: estimate, storage: storage, admission: admission, tokens: tokens, priority: priority,
+                costed: limits.hasCostCaps, price: price)
         case .failure(let rejection):
             pending = Pending(limits: limits, tokens: tokens, now: now, rejection: rejection, price: price)
             return nil
         }
+    }
+
+    /// The permit of a call admitted at once, reported to telemetry.
+    @inline(__always)
+    nonisolated private func admitted(
+        _ key: PolicyKey, estimate: Estimate, storage: KeyStorage, admission: Admission, tokens: TokenCounts,
+        priority: PolicyPriority, costed: Bool, price: CostPrice = .zero
+    ) -> PolicyPermit {
+        if core.environment.hasTelemetry {
+            reportAdmission(
+                key, estimate: estimate, storage: storage, admission: admission, tokens: tokens, waited: 0, priority: priority,
+                costed: costed)
+        }
+        return PolicyPermit(storage: storage, admission: admission, estimated: tokens, price: price)
     }
 
     nonisolated(nonsending) func acquireSlowly(
