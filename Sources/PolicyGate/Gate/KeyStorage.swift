@@ -203,12 +203,16 @@ final class Shard: Sendable {
 
 /// The keys of one shard, guarded by the shard's lock.
 struct ShardTable: ~Copyable {
-    private var index: [HashedKey: Int] = [:]
+    /// Each key's position in `storages`.
+    private var index = KeyIndex()
+    /// The shard's keys, in no order (a removal moves the last one into the hole).
     private(set) var storages: [KeyStorage] = []
+    /// Where the incremental sweep resumes.
     private var cursor = 0
 
+    /// The storage of `key`, if it is registered.
     func lookup(_ key: PolicyKey) -> KeyStorage? {
-        index[HashedKey(key)].map { storages[$0] }
+        index.position(of: key, in: storages).map { storages[$0] }
     }
 
     /// The key's storage, created if absent (with a sweep step, to bound memory), on limits at
@@ -217,7 +221,7 @@ struct ShardTable: ~Copyable {
     mutating func storage(
         for key: PolicyKey, limits: CompiledLimits, now: Int64, core: GateCore, shard: Shard, aftermath: inout Aftermath
     ) -> KeyStorage {
-        if let position = index[HashedKey(key)] {
+        if let position = index.position(of: key, in: storages) {
             let storage = storages[position]
             sweep(count: 1, now: now, sparing: storage, aftermath: &aftermath)
             if limits.supersedes(storage.machine.limits) {
@@ -233,7 +237,7 @@ struct ShardTable: ~Copyable {
             key: key, limits: startLimits, now: now, shard: shard,
             environment: core.environment, position: storages.count, feedback: core.feedback(for: key),
             costs: startLimits.hasCostCaps ? core.costs(for: key) : nil)
-        index[HashedKey(key)] = storages.count
+        index.insert(key, at: storages.count, in: storages)
         storages.append(storage)
         return storage
     }
@@ -268,23 +272,26 @@ struct ShardTable: ~Copyable {
         return true
     }
 
+    /// Forgets the key at `position`, moving the last key into its place.
     private mutating func remove(at position: Int) {
-        let storage = storages[position]
-        index[HashedKey(storage.key)] = nil
+        // The index is updated first, while every position it holds is still valid for `hashAt`.
+        index.remove(at: position, in: storages)
         let last = storages.removeLast()
         if position < storages.count {
+            index.move(hash: last.key.keyHash, from: storages.count, to: position)
             storages[position] = last
             last.position = position
-            index[HashedKey(last.key)] = position
         }
     }
 
+    /// The keys registered.
     var count: Int { storages.count }
 
+    /// Forgets every key, returning their storages.
     mutating func removeAll() -> [KeyStorage] {
         let all = storages
         storages = []
-        index = [:]
+        index.removeAll()
         cursor = 0
         return all
     }

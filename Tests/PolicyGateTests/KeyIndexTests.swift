@@ -1,0 +1,235 @@
+import PolicyGateTestKit
+import Testing
+
+@testable import PolicyGate
+
+/// ``KeyIndex`` against a dictionary, with the shard's way of using it: keys appended at the
+/// end of an array, a removal moving the last key into the hole.
+@Suite("Key index", .timeLimit(.minutes(2)))
+struct KeyIndexTests {
+    /// A stand-in for a shard: ids in positions, each id with a hash of the test's choosing, and
+    /// the dictionary the index must agree with.
+    struct Model {
+        var index = KeyIndex()
+        var ids: [Int] = []
+        var hashes: [Int: Int] = [:]
+        var expected: [Int: Int] = [:]
+
+        /// The hash of the id at `position`.
+        func hashAt(_ position: Int) -> Int { hashes[ids[position]]! }
+
+        /// Where the index finds `id`.
+        func lookup(_ id: Int) -> Int? {
+            index.position(ofHash: hashes[id]!) { ids[$0] == id }
+        }
+
+        /// Appends `id` (not present) with `hash`.
+        mutating func insert(_ id: Int, hash: Int) {
+            hashes[id] = hash
+            index.insert(hash: hash, at: ids.count) { hashes[ids[$0]]! }
+            expected[id] = ids.count
+            ids.append(id)
+        }
+
+        /// Removes the id at `position`, moving the last one into its place.
+        mutating func remove(at position: Int) {
+            let id = ids[position]
+            index.remove(hash: hashes[id]!, at: position) { hashes[ids[$0]]! }
+            expected[id] = nil
+            let last = ids.removeLast()
+            if position < ids.count {
+                index.move(hash: hashes[last]!, from: ids.count, to: position)
+                ids[position] = last
+                expected[last] = position
+            }
+        }
+
+        /// Swaps the ids at two positions through a free one, as a series of position updates.
+        mutating func swap(_ a: Int, _ b: Int) {
+            guard a != b else { return }
+            let (idA, idB) = (ids[a], ids[b])
+            let free = ids.count
+            index.move(hash: hashes[idA]!, from: a, to: free)
+            index.move(hash: hashes[idB]!, from: b, to: a)
+            index.move(hash: hashes[idA]!, from: free, to: b)
+            ids.swapAt(a, b)
+            (expected[idA], expected[idB]) = (b, a)
+        }
+
+        /// Every id found where the dictionary says, an absent one not found, and the table's
+        /// size within its bounds.
+        func check(absent: [Int], sourceLocation: SourceLocation = #_sourceLocation) {
+            #expect(index.count == expected.count, sourceLocation: sourceLocation)
+            var wrong = 0
+            for (id, position) in expected where lookup(id) != position { wrong += 1 }
+            for id in absent where expected[id] == nil && hashes[id] != nil && lookup(id) != nil { wrong += 1 }
+            #expect(wrong == 0, "\(wrong) of \(expected.count) ids misplaced", sourceLocation: sourceLocation)
+            let capacity = index.capacity
+            if capacity > 0 {
+                #expect(capacity.nonzeroBitCount == 1 && capacity >= KeyIndex.minimumCapacity, sourceLocation: sourceLocation)
+                #expect(expected.count * 4 <= capacity * 3, "count \(expected.count), capacity \(capacity)", sourceLocation: sourceLocation)
+                #expect(
+                    capacity == KeyIndex.minimumCapacity || expected.count * 8 >= capacity,
+                    "count \(expected.count), capacity \(capacity)", sourceLocation: sourceLocation)
+            }
+        }
+    }
+
+    /// A hash that often shares its bucket bits, its fragment, or all of itself with others.
+    static func hash(_ random: inout SeededRandomNumberGenerator) -> Int {
+        let bits = Int(bitPattern: UInt(random.next()))
+        switch random.next() % 4 {
+        case 0: return bits
+        case 1: return bits & ~0xFFFF_FFFF | 0x1234_5000  // one bucket for all, fragments differ
+        case 2: return 0x7777_0000_0000_0000 | bits & 0xFFFF_FFFF  // one fragment, buckets differ
+        default: return [0x0BAD_CAFE_0000_0020, -1, 0][Int(random.next() % 3)]  // the very same hashes
+        }
+    }
+
+    @Test(
+        "inserts, removals, moves and lookups agree with a dictionary, through growth and shrinkage",
+        arguments: [1, 7, 42, 2_026, 90_001] as [UInt64])
+    func modelAgrees(seed: UInt64) {
+        var random = SeededRandomNumberGenerator(seed: seed)
+        var model = Model()
+        var nextID = 0
+        var retired: [Int] = []
+        // Waves: fill towards a target, then drain towards a small one, so that the table grows
+        // and shrinks several times, with every kind of operation mixed in.
+        for wave in 0..<6 {
+            let target = wave.isMultiple(of: 2) ? Int(random.next() % 1_500) + 200 : Int(random.next() % 20)
+            var steps = 0
+            while model.ids.count != target && steps < 20_000 {
+                steps += 1
+                let roll = random.next() % 10
+                if (roll < 6) == (model.ids.count < target) {
+                    model.insert(nextID, hash: Self.hash(&random))
+                    nextID += 1
+                } else if !model.ids.isEmpty {
+                    let position = Int(random.next() % UInt64(model.ids.count))
+                    if roll == 9 {
+                        model.swap(position, Int(random.next() % UInt64(model.ids.count)))
+                    } else {
+                        retired.append(model.ids[position])
+                        model.remove(at: position)
+                    }
+                }
+                if steps % 97 == 0 { model.check(absent: retired.suffix(50)) }
+            }
+            model.check(absent: retired)
+        }
+        model.index.removeAll()
+        #expect(model.index.capacity == 0 && model.index.count == 0)
+    }
+
+    /// The hash of an entry homed at `bucket` (its bits above the shard's), told apart by `tag`.
+    static func hash(bucket: Int, tag: Int) -> Int {
+        tag << 40 | bucket << GateCore.shardCount.trailingZeroBitCount
+    }
+
+    @Test("removing from the middle of a run, across the end of the table, keeps the rest reachable")
+    func backwardShift() {
+        // Eight slots (five entries stay under 3/4): homes 7, 7, 7, 0, 6 make one run that wraps
+        // from slot 6 through slot 1.
+        let homes = [7, 7, 7, 0, 6]
+        for victim in homes.indices {
+            var model = Model()
+            for (id, home) in homes.enumerated() { model.insert(id, hash: Self.hash(bucket: home, tag: id + 1)) }
+            #expect(model.index.capacity == 8)
+            model.remove(at: model.expected[victim]!)
+            model.check(absent: [victim])
+            // Entries after the hole come back as far as their homes allow (slots 7, 0, 1, 2 hold
+            // homes 7, 7, 7, 0 at displacements 0, 1, 2, 2; slot 6 home 6).
+            let displacement = model.index.totalDisplacement(hashAt: model.hashAt)
+            #expect(displacement == [2, 2, 2, 3, 5][victim], "victim \(victim): displacement \(displacement)")
+            // And the freed slot is used again.
+            model.insert(99, hash: Self.hash(bucket: homes[victim], tag: 99))
+            model.check(absent: [victim])
+        }
+    }
+
+    @Test("keys sharing all their bucket bits, or their whole hash, are told apart; removals keep runs whole")
+    func collisions() {
+        for sameHash in [false, true] {
+            var model = Model()
+            for id in 0..<40 { model.insert(id, hash: Self.hash(bucket: 3, tag: sameHash ? 1 : id + 1)) }
+            model.check(absent: [])
+            // Remove from the middle of the one long run, then its ends, then most of it.
+            for id in [20, 21, 0, 39, 10] + Array(stride(from: 1, to: 38, by: 3)) where model.expected[id] != nil {
+                model.remove(at: model.expected[id]!)
+                model.check(absent: [20, 21, 0, 39, 10])
+            }
+            while model.ids.count > 1 { model.remove(at: 0) }
+            model.check(absent: Array(0..<40))
+            #expect(model.index.capacity == KeyIndex.minimumCapacity)
+        }
+    }
+
+    @Test("the keys of one shard spread over the table: buckets do not come from the bits that picked the shard")
+    func oneShardSpreads() {
+        var model = Model()
+        var id = 0
+        while model.ids.count < 1_000 {
+            let key = PolicyKey(provider: "p", scope: .user("u\(id)"))
+            if key.keyHash & (GateCore.shardCount - 1) == 0 { model.insert(model.ids.count, hash: key.keyHash) }
+            id += 1
+        }
+        model.check(absent: [])
+        // Linear probing at most 3/4 full averages under 1.5 slots past the home bucket; keys
+        // crowded into one bucket in 32 (buckets from the hash's lowest bits) average about 8.
+        let average = Double(model.index.totalDisplacement(hashAt: model.hashAt)) / Double(model.ids.count)
+        #expect(average < 3, "average displacement \(average)")
+    }
+
+    @Test("4 000 scopes admit by their own counters while idle ones are swept and others move in the table")
+    func manyScopesThroughTheService() throws {
+        let clock = ManualClock()
+        let gate = try PolicyService(limits: ["p": PolicyLimits(requestsPerMinute: 2)], clock: clock)
+        let keys = (0..<4_000).map { PolicyKey(provider: "p", scope: .user("s\($0)")) }
+        func admits(_ key: PolicyKey) -> Bool {
+            do {
+                let permit = try gate.tryAcquire(key)
+                permit.release()
+                return true
+            } catch {
+                return false
+            }
+        }
+        /// How many of `keys` do not admit exactly twice (their own two requests a minute).
+        func miscounted(_ keys: some Sequence<PolicyKey>) -> Int {
+            keys.reduce(0) { sum, key in sum + (admits(key) && admits(key) && !admits(key) ? 0 : 1) }
+        }
+        /// Every storage at the position it records, and found by its key.
+        func consistent() -> Bool {
+            gate.core.shards.allSatisfy { shard in
+                shard.table.withLock { table in
+                    table.storages.indices.allSatisfy {
+                        table.storages[$0].position == $0 && table.lookup(table.storages[$0].key) === table.storages[$0]
+                    }
+                }
+            }
+        }
+
+        #expect(miscounted(keys) == 0)
+        #expect(gate.storedKeyCount == keys.count)
+        #expect(consistent())
+        // A minute and a bucket later every key is idle: calls on half of them sweep others
+        // (one per call), so keys leave, come back and move while the rest are looked up.
+        clock.advance(by: .seconds(62))
+        let odd = keys.indices.filter { $0 % 2 == 1 }.map { keys[$0] }
+        let even = keys.indices.filter { $0 % 2 == 0 }.map { keys[$0] }
+        #expect(miscounted(odd) == 0)
+        #expect(gate.storedKeyCount < keys.count, "stored: \(gate.storedKeyCount)")
+        #expect(consistent())
+        #expect(miscounted(even) == 0)
+        #expect(consistent())
+        // The odd keys are still counted: one more call each is refused.
+        #expect(odd.filter(admits).isEmpty)
+        clock.advance(by: .seconds(62))
+        _ = gate.purgeIdleKeys()
+        #expect(gate.storedKeyCount == 0)
+        #expect(consistent())
+        #expect(miscounted(keys.reversed()) == 0)
+        #expect(consistent())
+    }
+}
