@@ -77,35 +77,19 @@ struct TierStressTests {
                         let patient = Int.random(in: 0..<4, using: &rng) == 0
                         let wait: Duration? = patient ? nil : .milliseconds(Int.random(in: 0...20, using: &rng))
                         let cancelAfter: Duration? = patient ? .milliseconds(Int.random(in: 20...200, using: &rng)) : nil
-                        let box = PermitBox()
-                        let admitted = Locked<(Int64, UInt64, Int64)?>(nil)
-                        let task = Task {
-                            do {
-                                let permit = try await gate.acquire(keys[k], maxWait: wait)
-                                let returned = time.now()
-                                admitted.withLock { $0 = (permit.admission.time, permit.admission.sequence, returned) }
-                                box.store(permit)
-                            } catch {
-                                box.fail(error)
-                            }
-                        }
-                        let canceller = cancelAfter.map { delay in
-                            Task {
-                                try await Task.sleep(for: delay)
-                                task.cancel()
-                            }
-                        }
-                        await task.value
-                        canceller?.cancel()
-                        guard let (at, sequence, returned) = admitted.withLock({ $0 }) else { continue }
+                        guard let call = await StressCall.acquire(keys[k], from: gate, maxWait: wait, cancelAfter: cancelAfter)
+                        else { continue }
                         if Bool.random(using: &rng) {
                             try? await Task.sleep(for: .microseconds(Int.random(in: 0...1_000, using: &rng)))
                         } else {
                             await Task.yield()
                         }
                         let before = time.now()
-                        held.withLock { $0.append(Held(key: k, time: at, sequence: sequence, returned: returned, releasedBefore: before)) }
-                        box.release()
+                        held.withLock {
+                            $0.append(
+                                Held(key: k, time: call.time, sequence: call.sequence, returned: call.returned, releasedBefore: before))
+                        }
+                        call.box.release()
                     }
                 }
             }
