@@ -15,25 +15,6 @@ import Testing
 /// `POLICYGATE_SOAK=1` for 60 s.
 @Suite("Limits that change on a real clock")
 struct LimitChangeStressTests {
-    struct Held {
-        let key: Int
-        /// The admission's instant as the gate recorded it: the latest clock reading it had
-        /// seen, so the admission really happened between this and `returned`.
-        let time: Int64
-        let sequence: UInt64
-        /// Read once `acquire` returned.
-        let returned: Int64
-        /// Read just before the permit was released: never after the slot was given back.
-        let releasedBefore: Int64
-    }
-
-    /// A change of the concurrency cap: in force from some instant in `[before, after]`.
-    struct Change {
-        let before: Int64
-        let after: Int64
-        let cap: Int
-    }
-
     static let offPeakRequests = 100
     static let peakRequests = 400
 
@@ -62,8 +43,8 @@ struct LimitChangeStressTests {
         let soakEnd = Environment.soak ? time.now() + 60_000_000_000 : 0
         let hardEnd = max(soakEnd, peakAt + 30_000_000_000)
         let stop = Locked(false)
-        let held = Locked<[Held]>([])
-        let changes = Locked<[Change]>([Change(before: .min, after: .min, cap: 4)])
+        let held = Locked<[StressHold]>([])
+        let changes = Locked<[CapChange]>([CapChange(before: .min, after: .min, cap: 4)])
 
         await withTaskGroup(of: Void.self) { group in
             for worker in 0..<6 {
@@ -84,17 +65,7 @@ struct LimitChangeStressTests {
                                 ? .microseconds(Int.random(in: 50...2_000, using: &rng)) : nil
                         guard let call = await StressCall.acquire(keys[k], from: gate, maxWait: wait, cancelAfter: cancelAfter)
                         else { continue }
-                        if Bool.random(using: &rng) {
-                            try? await Task.sleep(for: .microseconds(Int.random(in: 0...1_500, using: &rng)))
-                        } else {
-                            await Task.yield()
-                        }
-                        let before = time.now()
-                        held.withLock {
-                            $0.append(
-                                Held(key: k, time: call.time, sequence: call.sequence, returned: call.returned, releasedBefore: before))
-                        }
-                        call.box.release()
+                        await call.hold(key: k, upTo: .microseconds(1_500), using: &rng, into: held, clock: time)
                     }
                 }
             }
@@ -115,7 +86,7 @@ struct LimitChangeStressTests {
                     let before = time.now()
                     try? await gate.setLimits(PolicyLimits(requestsPerMinute: Self.offPeakRequests, maxConcurrent: cap), for: "p")
                     let after = time.now()
-                    changes.withLock { $0.append(Change(before: before, after: after, cap: cap)) }
+                    changes.withLock { $0.append(CapChange(before: before, after: after, cap: cap)) }
                     try? await Task.sleep(for: .milliseconds(Int.random(in: 5...40, using: &rng)))
                 }
             }
@@ -123,16 +94,6 @@ struct LimitChangeStressTests {
 
         let admissions = held.withLock { $0 }
         let changeLog = changes.withLock { $0 }
-        /// The highest concurrency cap that may have been in force at some instant of
-        /// `[from, to]`: a change took effect somewhere in its `[before, after]`.
-        func concurrencyCap(from: Int64, to: Int64) -> Int {
-            var cap = 0
-            for (i, change) in changeLog.enumerated() where change.before <= to {
-                let next = i + 1 < changeLog.count ? changeLog[i + 1] : nil
-                if next.map({ $0.after > from }) ?? true { cap = max(cap, change.cap) }
-            }
-            return cap
-        }
         // Safety, counted so that it can only err towards passing: a call counts as in flight
         // at another's admission only if it was admitted earlier (the gate's own order) and
         // released after that admission had surely happened (`releasedBefore >= returned`).
@@ -141,7 +102,7 @@ struct LimitChangeStressTests {
             let mine = admissions.filter { $0.key == k }.sorted { $0.sequence < $1.sequence }
             for (i, call) in mine.enumerated() {
                 let inFlight = mine[..<i].reduce(0) { $0 + ($1.releasedBefore >= call.returned ? 1 : 0) }
-                let cap = concurrencyCap(from: call.time, to: call.returned)
+                let cap = changeLog.highestCap(from: call.time, to: call.returned)
                 if inFlight >= cap {
                     violations.append("key \(k): admitted at \(call.time) with \(inFlight) in flight under a cap of \(cap)")
                 }

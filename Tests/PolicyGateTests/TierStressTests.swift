@@ -15,24 +15,6 @@ import Testing
 /// `POLICYGATE_SOAK=1`.
 @Suite("Tiers that change on a real clock")
 struct TierStressTests {
-    struct Held {
-        let key: Int
-        /// The admission's instant as the gate recorded it.
-        let time: Int64
-        let sequence: UInt64
-        /// Read once `acquire` returned.
-        let returned: Int64
-        /// Read just before the permit was released: never after the slot was given back.
-        let releasedBefore: Int64
-    }
-
-    /// A change of one key's concurrency cap: in force from some instant in `[before, after]`.
-    struct Change {
-        let before: Int64
-        let after: Int64
-        let cap: Int
-    }
-
     static let toml = """
         [limits.p]
         requests_per_minute = 1_000_000
@@ -63,8 +45,8 @@ struct TierStressTests {
         let soakEnd = Environment.soak ? time.now() + 60_000_000_000 : 0
         let hardEnd = max(soakEnd, time.now() + 30_000_000_000)
         let stop = Locked(false)
-        let held = Locked<[Held]>([])
-        let changes = Locked<[[Change]]>(tierCaps.map { [Change(before: .min, after: .min, cap: $0)] })
+        let held = Locked<[StressHold]>([])
+        let changes = Locked<[[CapChange]]>(tierCaps.map { [CapChange(before: .min, after: .min, cap: $0)] })
         let reloads = Locked(0)
 
         await withTaskGroup(of: Void.self) { group in
@@ -79,17 +61,7 @@ struct TierStressTests {
                         let cancelAfter: Duration? = patient ? .milliseconds(Int.random(in: 20...200, using: &rng)) : nil
                         guard let call = await StressCall.acquire(keys[k], from: gate, maxWait: wait, cancelAfter: cancelAfter)
                         else { continue }
-                        if Bool.random(using: &rng) {
-                            try? await Task.sleep(for: .microseconds(Int.random(in: 0...1_000, using: &rng)))
-                        } else {
-                            await Task.yield()
-                        }
-                        let before = time.now()
-                        held.withLock {
-                            $0.append(
-                                Held(key: k, time: call.time, sequence: call.sequence, returned: call.returned, releasedBefore: before))
-                        }
-                        call.box.release()
+                        await call.hold(key: k, upTo: .microseconds(1_000), using: &rng, into: held, clock: time)
                     }
                 }
             }
@@ -117,7 +89,7 @@ struct TierStressTests {
                         let limits = cap == 0 ? nil : PolicyLimits(maxConcurrent: cap)
                         try? await gate.setScopeOverride(limits, for: scopes[k], provider: "p")
                         let after = time.now()
-                        changes.withLock { $0[k].append(Change(before: before, after: after, cap: cap == 0 ? tierCaps[k] : cap)) }
+                        changes.withLock { $0[k].append(CapChange(before: before, after: after, cap: cap == 0 ? tierCaps[k] : cap)) }
                     }
                     try? await Task.sleep(for: .milliseconds(Int.random(in: 2...20, using: &rng)))
                 }
@@ -126,15 +98,6 @@ struct TierStressTests {
 
         let admissions = held.withLock { $0 }
         let changeLog = changes.withLock { $0 }
-        /// The highest cap key `k` may have had at some instant of `[from, to]`.
-        func concurrencyCap(_ k: Int, from: Int64, to: Int64) -> Int {
-            var cap = 0
-            for (i, change) in changeLog[k].enumerated() where change.before <= to {
-                let next = i + 1 < changeLog[k].count ? changeLog[k][i + 1] : nil
-                if next.map({ $0.after > from }) ?? true { cap = max(cap, change.cap) }
-            }
-            return cap
-        }
         // Counted so that it can only err towards passing: a call counts as in flight at
         // another's admission only if the gate admitted it earlier and it was released after
         // that admission surely happened.
@@ -143,7 +106,7 @@ struct TierStressTests {
             let mine = admissions.filter { $0.key == k }.sorted { $0.sequence < $1.sequence }
             for (i, call) in mine.enumerated() {
                 let inFlight = mine[..<i].reduce(0) { $0 + ($1.releasedBefore >= call.returned ? 1 : 0) }
-                let cap = concurrencyCap(k, from: call.time, to: call.returned)
+                let cap = changeLog[k].highestCap(from: call.time, to: call.returned)
                 if inFlight >= cap {
                     violations.append("key \(k): admitted with \(inFlight) in flight under a cap of \(cap)")
                 }
