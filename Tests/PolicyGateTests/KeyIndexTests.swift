@@ -232,4 +232,72 @@ struct KeyIndexTests {
         #expect(miscounted(keys.reversed()) == 0)
         #expect(consistent())
     }
+
+    @Test("2 000 users in 40 orgs of a nested provider admit by their own and their org's counters while idle levels are swept")
+    func manyLevelsOfANestedProvider() throws {
+        let clock = ManualClock()
+        let gate = try PolicyService(
+            configuration: PolicyConfiguration(
+                toml: """
+                    [limits.p]
+                    requests_per_minute = 1_000_000
+
+                    [limits.p.per.org]
+                    requests_per_minute = 100
+
+                    [limits.p.per.user]
+                    requests_per_minute = 2
+                    """), clock: clock)
+        let keys = (0..<2_000).map { PolicyKey(provider: "p", scope: .user("u\($0)"), within: [.org("o\($0 % 40)")]) }
+        func admits(_ key: PolicyKey) -> Bool {
+            do {
+                let permit = try gate.tryAcquire(key)
+                permit.release()
+                return true
+            } catch {
+                return false
+            }
+        }
+        /// How many of `keys` do not admit exactly twice (their own two requests a minute).
+        func miscounted(_ keys: some Sequence<PolicyKey>) -> Int {
+            keys.reduce(0) { sum, key in sum + (admits(key) && admits(key) && !admits(key) ? 0 : 1) }
+        }
+        /// Every live level found at its own bucket by its key, and the index holding no other.
+        func consistent() -> Bool {
+            gate.core.chains.withLock { Array($0.values) }.allSatisfy { chain in
+                chain.withMachine { machine in
+                    var levels = 0
+                    let found = machine.buckets.indices.allSatisfy { b in
+                        guard machine.buckets[b].isLive, case .level = machine.buckets[b].role else { return true }
+                        levels += 1
+                        return machine.existingLeaf(for: machine.buckets[b].key) == Int32(b)
+                    }
+                    return (found && levels == machine.indexedLevelCount, ChainGate.Machine.Effects())
+                }
+            }
+        }
+
+        // The orgs' caps of 100 a minute hold 50 users each at two requests: 40 orgs, 50 users.
+        #expect(miscounted(keys) == 0)
+        #expect(gate.storedKeyCount == keys.count + 40)
+        #expect(consistent())
+        // Each org has counted its 50 users' two requests: the org is full.
+        #expect(!admits(PolicyKey(provider: "p", scope: .user("new"), within: [.org("o0")])))
+        // A minute and a bucket later every level is idle: each new user's first call sweeps
+        // others, so levels leave, come back into freed buckets and are looked up.
+        clock.advance(by: .seconds(62))
+        let fresh = (2_000..<2_400).map { PolicyKey(provider: "p", scope: .user("u\($0)"), within: [.org("o\($0 % 40)")]) }
+        #expect(miscounted(fresh) == 0)
+        #expect(gate.storedKeyCount < keys.count + fresh.count + 40, "stored: \(gate.storedKeyCount)")
+        #expect(consistent())
+        // Half of the first users, 25 per org: with the new ones, 70 of each org's 100.
+        #expect(miscounted(keys.prefix(1_000)) == 0)
+        #expect(consistent())
+        clock.advance(by: .seconds(62))
+        _ = gate.purgeIdleKeys()
+        #expect(gate.storedKeyCount == 0)
+        #expect(consistent())
+        #expect(miscounted(keys.reversed()) == 0)
+        #expect(consistent())
+    }
 }

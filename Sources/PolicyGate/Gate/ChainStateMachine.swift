@@ -96,7 +96,9 @@ struct ChainStateMachine<Payload>: ~Copyable {
 
     private(set) var buckets: [Bucket]
     private var freeSlots: [Int32] = []
-    private var index: [HashedKey: Int32] = [:]
+    /// Each level's bucket by its key (``KeyIndex``: 8 bytes a level instead of a dictionary
+    /// entry holding a copy of the key).
+    private var index = KeyIndex()
     /// What the rules read of each waiter: a plain value, so that the pump's lookups copy no
     /// references (the payloads, with their keys, are kept apart).
     private var waiters: [UInt64: Waiter] = [:]
@@ -167,7 +169,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
         // Flat, a `.global` key has a bucket of its own under the account, and the provider's
         // spend caps are each key's, like its other caps.
         if !flat {
-            index[HashedKey(key)] = 0
+            record(key, at: 0)
             buckets[0].spend = costs?.windows(costs?.caps, now: now, firstSequence: 1)
         }
     }
@@ -233,7 +235,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
     /// level on the caps of its tier (`tiers`, when the provider has tiers or overrides); an
     /// existing level whose tier changed moves to the new tier's caps.
     mutating func leaf(for key: PolicyKey, tiers: LevelTiers? = nil, now: Int64) -> Int32 {
-        if let found = index[HashedKey(key)] {
+        if let found = level(of: key) {
             if let tiers, !kindTiers.isEmpty { retier(found, tiers, now: now) }
             return found
         }
@@ -244,7 +246,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
                 key: key, parent: 0, limits: flatLimits, windows: WindowSlots(limits: flatLimits, now: now, firstSequence: sequence + 1))
             if flatLimits.hasCostCaps { bucket.spend = costs?.windows(costs?.caps, now: now, firstSequence: sequence + 1) }
             let slot = place(bucket)
-            index[HashedKey(key)] = slot
+            record(key, at: slot)
             return slot
         }
         var parent: Int32 = 0
@@ -253,7 +255,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
             let levelKey = PolicyKey(provider: key.provider, scope: scope, within: path)
             path.append(scope)
             let tier = tiers.flatMap { depth < $0.count ? $0[depth] : nil }
-            if let found = index[HashedKey(levelKey)] {
+            if let found = level(of: levelKey) {
                 if let tier, !kindTiers.isEmpty, tiers!.version >= tierVersion || tier.named { retier(level: Int(found), tier, now: now) }
                 parent = found
                 continue
@@ -265,7 +267,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
                 windows: WindowSlots(limits: limits, now: now, firstSequence: sequence + 1))
             if limits.hasCostCaps { bucket.spend = costs?.windows(costs?.kindCaps[scope.kind], now: now, firstSequence: sequence + 1) }
             let slot = place(bucket)
-            index[HashedKey(levelKey)] = slot
+            record(levelKey, at: slot)
             parent = slot
         }
         return parent
@@ -404,7 +406,23 @@ struct ChainStateMachine<Payload>: ~Copyable {
     private var flatLimits: CompiledLimits { flatCaps ?? unlimited }
 
     /// The bucket of `key`, if it exists.
-    func existingLeaf(for key: PolicyKey) -> Int32? { index[HashedKey(key)] }
+    func existingLeaf(for key: PolicyKey) -> Int32? { level(of: key) }
+
+    /// How many levels the index holds: every live level's bucket, no other (for tests).
+    var indexedLevelCount: Int { index.count }
+
+    /// The bucket of the level `key` names, if it exists.
+    @inline(__always)
+    private func level(of key: PolicyKey) -> Int32? {
+        index.position(ofHash: key.keyHash) { buckets[$0].key == key }.map { Int32(truncatingIfNeeded: $0) }
+    }
+
+    /// Records `key`'s level at `slot`. (The buckets are read through a copy, which only retains
+    /// them: the closure may not capture `self` while the index is modified.)
+    private mutating func record(_ key: PolicyKey, at slot: Int32) {
+        let levels = buckets
+        index.insert(hash: key.keyHash, at: Int(slot)) { levels[$0].key.keyHash }
+    }
 
     /// The chain of `leaf`, innermost first, the account last.
     func chain(of leaf: Int32) -> [Int32] {
@@ -454,7 +472,9 @@ struct ChainStateMachine<Payload>: ~Copyable {
             guard spend.isEmpty else { return false }
         }
         switch buckets[i].role {
-        case .level: index[HashedKey(buckets[i].key)] = nil
+        case .level:
+            let levels = buckets
+            index.remove(hash: levels[i].key.keyHash, at: i) { levels[$0].key.keyHash }
         case .group(let owner, let group):
             if group >= 0 { groupIndex[GroupSlot(bucket: owner, group: group)] = nil }
             if owner != 0 { buckets[Int(owner)].children -= 1 }

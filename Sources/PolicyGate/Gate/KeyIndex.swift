@@ -9,7 +9,8 @@
 /// so removing and moving an entry need no key comparison at all.
 ///
 /// Linear probing, deletion by backward shift (no tombstones, so a lookup's run never grows
-/// with churn). Not thread-safe: guarded by its shard's lock like the rest of ``ShardTable``.
+/// with churn). Not thread-safe: guarded by its owner's lock (a shard's ``ShardTable``, a
+/// nested provider's ``ChainStateMachine``).
 struct KeyIndex {
     /// The slots, a power of two of them.
     private var slots: [UInt64]
