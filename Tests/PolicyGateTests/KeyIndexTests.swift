@@ -181,24 +181,29 @@ struct KeyIndexTests {
         #expect(average < 3, "average displacement \(average)")
     }
 
+    /// Whether `gate` admits a call of `key` now (its permit released at once).
+    static func admits(_ key: PolicyKey, _ gate: PolicyService) -> Bool {
+        do {
+            let permit = try gate.tryAcquire(key)
+            permit.release()
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    /// How many of `keys` do not admit exactly twice (their own two requests a minute).
+    static func miscounted(_ keys: some Sequence<PolicyKey>, _ gate: PolicyService) -> Int {
+        keys.reduce(0) { sum, key in sum + (admits(key, gate) && admits(key, gate) && !admits(key, gate) ? 0 : 1) }
+    }
+
     @Test("4 000 scopes admit by their own counters while idle ones are swept and others move in the table")
     func manyScopesThroughTheService() throws {
         let clock = ManualClock()
         let gate = try PolicyService(limits: ["p": PolicyLimits(requestsPerMinute: 2)], clock: clock)
         let keys = (0..<4_000).map { PolicyKey(provider: "p", scope: .user("s\($0)")) }
-        func admits(_ key: PolicyKey) -> Bool {
-            do {
-                let permit = try gate.tryAcquire(key)
-                permit.release()
-                return true
-            } catch {
-                return false
-            }
-        }
-        /// How many of `keys` do not admit exactly twice (their own two requests a minute).
-        func miscounted(_ keys: some Sequence<PolicyKey>) -> Int {
-            keys.reduce(0) { sum, key in sum + (admits(key) && admits(key) && !admits(key) ? 0 : 1) }
-        }
+        func admits(_ key: PolicyKey) -> Bool { Self.admits(key, gate) }
+        func miscounted(_ keys: some Sequence<PolicyKey>) -> Int { Self.miscounted(keys, gate) }
         /// Every storage at the position it records, and found by its key.
         func consistent() -> Bool {
             gate.core.shards.allSatisfy { shard in
@@ -249,19 +254,8 @@ struct KeyIndexTests {
                     requests_per_minute = 2
                     """), clock: clock)
         let keys = (0..<2_000).map { PolicyKey(provider: "p", scope: .user("u\($0)"), within: [.org("o\($0 % 40)")]) }
-        func admits(_ key: PolicyKey) -> Bool {
-            do {
-                let permit = try gate.tryAcquire(key)
-                permit.release()
-                return true
-            } catch {
-                return false
-            }
-        }
-        /// How many of `keys` do not admit exactly twice (their own two requests a minute).
-        func miscounted(_ keys: some Sequence<PolicyKey>) -> Int {
-            keys.reduce(0) { sum, key in sum + (admits(key) && admits(key) && !admits(key) ? 0 : 1) }
-        }
+        func admits(_ key: PolicyKey) -> Bool { Self.admits(key, gate) }
+        func miscounted(_ keys: some Sequence<PolicyKey>) -> Int { Self.miscounted(keys, gate) }
         /// Every live level found at its own bucket by its key, and the index holding no other.
         func consistent() -> Bool {
             gate.core.chains.withLock { Array($0.values) }.allSatisfy { chain in
