@@ -65,7 +65,7 @@ struct LimitChangeStressTests {
                                 ? .microseconds(Int.random(in: 50...2_000, using: &rng)) : nil
                         guard let call = await StressCall.acquire(keys[k], from: gate, maxWait: wait, cancelAfter: cancelAfter)
                         else { continue }
-                        await call.hold(key: k, upTo: .microseconds(1_500), using: &rng, into: held, clock: time)
+                        await call.hold(key: k, upToMicroseconds: 1_500, using: &rng, into: held, clock: time)
                     }
                 }
             }

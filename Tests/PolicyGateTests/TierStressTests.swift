@@ -61,7 +61,7 @@ struct TierStressTests {
                         let cancelAfter: Duration? = patient ? .milliseconds(Int.random(in: 20...200, using: &rng)) : nil
                         guard let call = await StressCall.acquire(keys[k], from: gate, maxWait: wait, cancelAfter: cancelAfter)
                         else { continue }
-                        await call.hold(key: k, upTo: .microseconds(1_000), using: &rng, into: held, clock: time)
+                        await call.hold(key: k, upToMicroseconds: 1_000, using: &rng, into: held, clock: time)
                     }
                 }
             }

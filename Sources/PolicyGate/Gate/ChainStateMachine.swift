@@ -169,7 +169,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
         // Flat, a `.global` key has a bucket of its own under the account, and the provider's
         // spend caps are each key's, like its other caps.
         if !flat {
-            record(key, at: 0)
+            index.insert(key, at: 0, in: buckets)
             buckets[0].spend = costs?.windows(costs?.caps, now: now, firstSequence: 1)
         }
     }
@@ -246,7 +246,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
                 key: key, parent: 0, limits: flatLimits, windows: WindowSlots(limits: flatLimits, now: now, firstSequence: sequence + 1))
             if flatLimits.hasCostCaps { bucket.spend = costs?.windows(costs?.caps, now: now, firstSequence: sequence + 1) }
             let slot = place(bucket)
-            record(key, at: slot)
+            index.insert(key, at: Int(slot), in: buckets)
             return slot
         }
         var parent: Int32 = 0
@@ -267,7 +267,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
                 windows: WindowSlots(limits: limits, now: now, firstSequence: sequence + 1))
             if limits.hasCostCaps { bucket.spend = costs?.windows(costs?.kindCaps[scope.kind], now: now, firstSequence: sequence + 1) }
             let slot = place(bucket)
-            record(levelKey, at: slot)
+            index.insert(levelKey, at: Int(slot), in: buckets)
             parent = slot
         }
         return parent
@@ -414,14 +414,9 @@ struct ChainStateMachine<Payload>: ~Copyable {
     /// The bucket of the level `key` names, if it exists.
     @inline(__always)
     private func level(of key: PolicyKey) -> Int32? {
+        // Inlined here (not the shards' out-of-line `position(of:in:)`): the chain's walk calls it
+        // for every level, and the call cost 30 instructions a nested cycle.
         index.position(ofHash: key.keyHash) { buckets[$0].key == key }.map { Int32(truncatingIfNeeded: $0) }
-    }
-
-    /// Records `key`'s level at `slot`. (The buckets are read through a copy, which only retains
-    /// them: the closure may not capture `self` while the index is modified.)
-    private mutating func record(_ key: PolicyKey, at slot: Int32) {
-        let levels = buckets
-        index.insert(hash: key.keyHash, at: Int(slot)) { levels[$0].key.keyHash }
     }
 
     /// The chain of `leaf`, innermost first, the account last.
@@ -472,9 +467,7 @@ struct ChainStateMachine<Payload>: ~Copyable {
             guard spend.isEmpty else { return false }
         }
         switch buckets[i].role {
-        case .level:
-            let levels = buckets
-            index.remove(hash: levels[i].key.keyHash, at: i) { levels[$0].key.keyHash }
+        case .level: index.remove(at: i, in: buckets)
         case .group(let owner, let group):
             if group >= 0 { groupIndex[GroupSlot(bucket: owner, group: group)] = nil }
             if owner != 0 { buckets[Int(owner)].children -= 1 }
@@ -1169,3 +1162,5 @@ struct ModelGroupCaps: Sendable {
     let patterns: [ModelPattern]
     let limits: CompiledLimits
 }
+
+extension ChainStateMachine.Bucket: KeyIndexed {}

@@ -178,26 +178,35 @@ struct KeyIndex {
     }
 }
 
-// The shard's storages as the index's keys. Taking the array as an argument (not a closure over
-// the table) lets a mutating table pass its index and its storages together: they are separate
+/// What an index's owner keeps at each position: something that carries its key (a shard's
+/// ``KeyStorage``, a nested provider's ``ChainStateMachine/Bucket``).
+protocol KeyIndexed {
+    /// The key the entry is found by.
+    var key: PolicyKey { get }
+}
+
+// The owner's array as the index's keys. Taking the array as an argument (not a closure over
+// the owner) lets a mutating owner pass its index and its array together: they are separate
 // stored properties, so neither access overlaps the other.
 extension KeyIndex {
-    /// The position of `key` in `storages`, if it is recorded.
+    /// The position of `key` in `elements`, if it is recorded.
     // Out of line: inlined, it made the admission path too big for the state machine's
     // `tryAdmit` to be inlined there, and the cycle cost 27 instructions more than with this
     // call (`Benchmarks/callgrind-cycles.sh`, capped).
     @inline(never)
-    func position(of key: PolicyKey, in storages: [KeyStorage]) -> Int? {
-        position(ofHash: key.keyHash) { storages[$0].key == key }
+    func position<Element: KeyIndexed>(of key: PolicyKey, in elements: [Element]) -> Int? {
+        position(ofHash: key.keyHash) { elements[$0].key == key }
     }
 
-    /// Records `key` at `position` of `storages` (which may not hold it yet).
-    mutating func insert(_ key: PolicyKey, at position: Int, in storages: [KeyStorage]) {
-        insert(hash: key.keyHash, at: position) { storages[$0].key.keyHash }
+    /// Records `key` at `position` of `elements` (which may not hold it yet).
+    mutating func insert<Element: KeyIndexed>(_ key: PolicyKey, at position: Int, in elements: [Element]) {
+        insert(hash: key.keyHash, at: position) { elements[$0].key.keyHash }
     }
 
-    /// Forgets the key at `position` of `storages`.
-    mutating func remove(at position: Int, in storages: [KeyStorage]) {
-        remove(hash: storages[position].key.keyHash, at: position) { storages[$0].key.keyHash }
+    /// Forgets the key at `position` of `elements`.
+    mutating func remove<Element: KeyIndexed>(at position: Int, in elements: [Element]) {
+        remove(hash: elements[position].key.keyHash, at: position) { elements[$0].key.keyHash }
     }
 }
+
+extension KeyStorage: KeyIndexed {}

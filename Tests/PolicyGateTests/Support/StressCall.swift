@@ -45,14 +45,13 @@ struct StressCall {
         return StressCall(time: at, sequence: sequence, returned: returned, box: box)
     }
 
-    /// Holds the permit for up to `longest` (or a yield, at random), records the hold in `log`
-    /// under `key`, then releases it.
+    /// Holds the permit for up to `longest` microseconds (or a yield, at random), records the
+    /// hold in `log` under `key`, then releases it.
     func hold<R: RandomNumberGenerator>(
-        key: Int, upTo longest: Duration, using rng: inout R, into log: Locked<[StressHold]>, clock: any TimeSource
+        key: Int, upToMicroseconds longest: Int, using rng: inout R, into log: Locked<[StressHold]>, clock: any TimeSource
     ) async {
         if Bool.random(using: &rng) {
-            let micros = Int(longest.components.seconds) * 1_000_000 + Int(longest.components.attoseconds / 1_000_000_000_000)
-            try? await Task.sleep(for: .microseconds(Int.random(in: 0...micros, using: &rng)))
+            try? await Task.sleep(for: .microseconds(Int.random(in: 0...longest, using: &rng)))
         } else {
             await Task.yield()
         }
@@ -64,7 +63,7 @@ struct StressCall {
     }
 }
 
-/// A permit held in a stress test, as ``StressCall/hold(key:upTo:using:into:clock:)`` recorded it.
+/// A permit held in a stress test, as ``StressCall/hold(key:upToMicroseconds:using:into:clock:)`` recorded it.
 struct StressHold {
     /// Which of the test's keys.
     let key: Int
