@@ -9,7 +9,7 @@ import PolicyGateProviders
 import Testing
 
 /// The AsyncHTTPClient form over real HTTP on loopback, against the fake provider.
-@Suite("One call over AsyncHTTPClient", .timeLimit(.minutes(1)))
+@Suite("One call over AsyncHTTPClient", .timeLimit(.minutes(5)))
 struct GatedAsyncHTTPClientTests {
     let key = PolicyKey(provider: "anthropic", scope: .user("u"))
     let requestBody = Data(
@@ -51,14 +51,16 @@ struct GatedAsyncHTTPClientTests {
                 #"{"type": "message", "usage": {"input_tokens": 30, "cache_read_input_tokens": 500, "output_tokens": 12}}"#,
                 headers: [
                     ("anthropic-ratelimit-requests-limit", "50"), ("anthropic-ratelimit-requests-remaining", "49"),
-                    ("anthropic-ratelimit-requests-reset", ISO8601DateFormatter().string(from: Date().addingTimeInterval(30))),
+                    ("anthropic-ratelimit-requests-reset", ISO8601DateFormatter().string(from: Date().addingTimeInterval(600))),
                 ])
         }
         defer { server.stop() }
         let gate = try makeGate()
         let client = GatedAsyncHTTPClient(gate: gate)
         let started = ContinuousClock.now
-        let reply = try await client.send(request(server), body: requestBody, api: .anthropicMessages, key: key, maxWait: .seconds(10))
+        // A maximum wait far beyond the test's time limit, so that a starved machine's slow first
+        // round trip cannot make the retry start past it (it would then rightly not be sent).
+        let reply = try await client.send(request(server), body: requestBody, api: .anthropicMessages, key: key, maxWait: .seconds(600))
         #expect(ContinuousClock.now - started >= .milliseconds(950))
         #expect(reply.status == 200 && reply.attempts == 2 && reply.usage == ProviderUsage(input: 30, output: 12, cacheReads: 500))
         #expect(server.requests.last?.body == requestBody)

@@ -8,7 +8,7 @@ import Testing
 /// calling `acquire` (with its `maxWait`) on a `ManualClock`, holding the permit for the call's
 /// duration, committing and releasing; cancelled at `cancel_after`. Admission instants and
 /// outcomes must be the same.
-@Suite("Simulation: agreement with acquire", .serialized, .timeLimit(.minutes(2)))
+@Suite("Simulation: agreement with acquire", .serialized, .timeLimit(.minutes(5)))
 struct SimulationAgreementTests {
     static func call(
         _ at: Double, _ estimate: Int = 100, _ actual: Int = 100, _ duration: Double = 1, scope: PolicyScope = .global,

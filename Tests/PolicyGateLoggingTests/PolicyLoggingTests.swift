@@ -6,7 +6,7 @@ import PolicyGateLogging
 import PolicyGateTestKit
 import Testing
 
-@Suite("PolicyLogging", .timeLimit(.minutes(1)))
+@Suite("PolicyLogging", .timeLimit(.minutes(5)))
 struct PolicyLoggingTests {
     typealias Key = PolicyLogging.MetadataKey
     let clock = ManualClock()

@@ -6,7 +6,7 @@ import PolicyGateMetrics
 import PolicyGateTestKit
 import Testing
 
-@Suite("PolicyMetrics", .timeLimit(.minutes(1)))
+@Suite("PolicyMetrics", .timeLimit(.minutes(5)))
 struct PolicyMetricsTests {
     let clock = ManualClock()
     let metrics = TestMetrics()

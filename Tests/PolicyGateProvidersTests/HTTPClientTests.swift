@@ -12,7 +12,7 @@ import FoundationNetworking
 /// One gated call over real HTTP on loopback, against a fake provider started by each test:
 /// JSON and streamed replies, 429s with each provider's headers, a reply cut mid-stream, a
 /// consumer that stops early, and a provider that is not there. Real time (short pauses).
-@Suite("One call over URLSession", .timeLimit(.minutes(1)))
+@Suite("One call over URLSession", .timeLimit(.minutes(5)))
 struct HTTPClientTests {
     let openAI = PolicyKey(provider: "openai", scope: .user("u"))
     let anthropic = PolicyKey(provider: "anthropic", scope: .user("u"))
@@ -121,9 +121,12 @@ struct HTTPClientTests {
         let gate = try makeGate()
         let client = PolicyGateHTTPClient(gate: gate)
         let started = ContinuousClock.now
+        // A maximum wait far beyond the test's time limit: on a starved machine the first round
+        // trip alone can take many seconds, and a retry that would start past the wait is
+        // (rightly) not attempted. The test of a hint beyond the wait is the next one.
         let reply = try await client.send(
             request(server, "/v1/messages", WireFormatTests.anthropicRequest), api: .anthropicMessages, key: anthropic,
-            maxWait: .seconds(10))
+            maxWait: .seconds(600))
         let elapsed = ContinuousClock.now - started
         #expect(reply.status == 200 && reply.attempts == 2)
         #expect(elapsed >= .milliseconds(950), "retried after \(elapsed)")
@@ -138,7 +141,8 @@ struct HTTPClientTests {
         let server = try FakeProvider { _ in
             .json(
                 #"{"error": {"message": "Rate limit reached for gpt-4o", "type": "tokens", "code": "rate_limit_exceeded"}}"#, status: 429,
-                headers: [("retry-after-ms", "20000"), ("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-reset-requests", "20s")])
+                // Ten minutes: a starved machine cannot see the pause end while the test runs.
+                headers: [("retry-after-ms", "600000"), ("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-reset-requests", "600s")])
         }
         defer { server.stop() }
         let gate = try makeGate()
@@ -150,7 +154,7 @@ struct HTTPClientTests {
         #expect(server.requests.count == 1)
         #expect(tokensUsed(gate, openAI) == 0)
         let pause = try #require(gate.currentState(for: openAI).providerFeedback?.pausedFor)
-        #expect(pause > .seconds(15))
+        #expect(pause > .seconds(500))
         // The next call waits for the pause; with a short maxWait it is refused without sending.
         await #expect(throws: PolicyError.self) {
             _ = try await client.send(

@@ -9,7 +9,7 @@ import FoundationNetworking
 #endif
 
 /// The README's one-line form, compiled and run against a fake provider on loopback.
-@Suite("README one call", .timeLimit(.minutes(1)))
+@Suite("README one call", .timeLimit(.minutes(5)))
 struct ReadmeOneCallTests {
     @Test("the README's one-line form compiles, runs, and commits the reported usage")
     func oneLine() async throws {

@@ -6,7 +6,7 @@ import Testing
 /// Adaptive caps through the public API, on a manual clock: a 429 lowers them to 0.7, once per
 /// congestion event; they grow back by 5 % of the configured caps every 5 s, to exactly the
 /// configured caps; limit changes keep the factor; waiters are never stranded.
-@Suite("Adaptive caps", .timeLimit(.minutes(2)))
+@Suite("Adaptive caps", .timeLimit(.minutes(5)))
 struct AdaptiveLimitsTests {
     let clock = ManualClock()
     let a = PolicyKey(provider: "openai", scope: .user("a"))
@@ -265,7 +265,7 @@ struct AdaptiveLimitsTests {
 /// documented rule gives the caps in force at every instant; at every instant where the gate
 /// admitted something, the exact count of admissions in the last 60 s, their tokens and the
 /// permits in flight are within those caps. Waiters all finish once the load stops.
-@Suite("Adaptive caps against a model", .timeLimit(.minutes(3)))
+@Suite("Adaptive caps against a model", .timeLimit(.minutes(5)))
 struct AdaptiveLimitsModelTests {
     /// The documented rule: ×0.7 per congestion event (429s within 2 s of a decrease or
     /// before its pause ends are the same event), floor 0.1, +0.05 every 5 s from the end of

@@ -2,7 +2,7 @@ import PolicyGate
 import PolicyGateTestKit
 import Testing
 
-@Suite("Cancellation", .timeLimit(.minutes(2)))
+@Suite("Cancellation", .timeLimit(.minutes(5)))
 struct CancellationTests {
     @Test("cancelling a waiter removes it at once and leaves the others' order alone")
     func cancelKeepsOrder() async throws {

@@ -2,7 +2,7 @@ import PolicyGate
 import PolicyGateTestKit
 import Testing
 
-@Suite("Runtime limits and reset", .timeLimit(.minutes(1)))
+@Suite("Runtime limits and reset", .timeLimit(.minutes(5)))
 struct ConfigurationTests {
     let clock = ManualClock()
     let key = PolicyKey(provider: "p", scope: .user("u"))

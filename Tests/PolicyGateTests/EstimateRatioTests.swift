@@ -3,7 +3,7 @@ import PolicyGateTestKit
 import Testing
 
 /// Every commit reports the estimate's error, actual ÷ estimate, through its telemetry event.
-@Suite("Estimate error in commits", .timeLimit(.minutes(1)))
+@Suite("Estimate error in commits", .timeLimit(.minutes(5)))
 struct EstimateRatioTests {
     let clock = ManualClock()
 

@@ -6,7 +6,7 @@ import Testing
 /// Input and output token caps through the public API: estimates and commits in parts, a total
 /// counted against both, cache reads per provider, refusals naming the cap, readouts,
 /// telemetry, and the configuration file.
-@Suite("Input and output token caps", .timeLimit(.minutes(1)))
+@Suite("Input and output token caps", .timeLimit(.minutes(5)))
 struct InputOutputTokenTests {
     let key = PolicyKey(provider: "anthropic", scope: .user("u"))
     let caps = PolicyLimits(tokensPerMinute: 10_000, inputTokensPerMinute: 4_000, outputTokensPerMinute: 1_000)

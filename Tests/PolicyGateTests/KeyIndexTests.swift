@@ -5,7 +5,7 @@ import Testing
 
 /// ``KeyIndex`` against a dictionary, with the shard's way of using it: keys appended at the
 /// end of an array, a removal moving the last key into the hole.
-@Suite("Key index", .timeLimit(.minutes(2)))
+@Suite("Key index", .timeLimit(.minutes(5)))
 struct KeyIndexTests {
     /// A stand-in for a shard: ids in positions, each id with a hash of the test's choosing, and
     /// the dictionary the index must agree with.

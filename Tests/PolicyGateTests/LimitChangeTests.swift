@@ -6,7 +6,7 @@ import Testing
 
 /// The defects found where limits change under load, each reproduced deterministically: on the
 /// state machine with instants passed by hand, or through the gate on a manual clock.
-@Suite("Limits that change under load", .timeLimit(.minutes(1)))
+@Suite("Limits that change under load", .timeLimit(.minutes(5)))
 struct LimitChangeTests {
     typealias Machine = GateStateMachine<Int>
     let second: Int64 = 1_000_000_000

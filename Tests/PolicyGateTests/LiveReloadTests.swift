@@ -2,7 +2,7 @@ import PolicyGate
 import PolicyGateTestKit
 import Testing
 
-@Suite("Applying a configuration to a running gate", .timeLimit(.minutes(1)))
+@Suite("Applying a configuration to a running gate", .timeLimit(.minutes(5)))
 struct LiveReloadTests {
     let clock = ManualClock()
     let openai = PolicyKey(provider: "openai", scope: .user("u"))

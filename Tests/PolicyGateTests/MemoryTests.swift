@@ -2,7 +2,7 @@ import PolicyGate
 import PolicyGateTestKit
 import Testing
 
-@Suite("Bounded memory", .timeLimit(.minutes(2)))
+@Suite("Bounded memory", .timeLimit(.minutes(5)))
 struct MemoryTests {
     @Test("keys with nothing left in any window, in flight or waiting are dropped")
     func idleKeysAreDropped() async throws {

@@ -6,7 +6,7 @@ import Testing
 
 /// Model groups through the public API: caps shared by a family of models, inside the
 /// provider's own, for a flat provider (per key) and a nested one (for the whole account).
-@Suite("Model groups", .timeLimit(.minutes(1)))
+@Suite("Model groups", .timeLimit(.minutes(5)))
 struct ModelGroupsTests {
     static let toml = """
         [limits.anthropic]

@@ -6,7 +6,7 @@ import Testing
 
 /// Nested limits through the public API: an account, its organisations and their users, each a
 /// level with its own caps; a call admitted in all of them at once or in none.
-@Suite("Nested limits", .timeLimit(.minutes(1)))
+@Suite("Nested limits", .timeLimit(.minutes(5)))
 struct NestedLimitsTests {
     static let toml = """
         [limits.openai]                      # the account (scope .global)
@@ -342,7 +342,7 @@ struct NestedLimitsTests {
     }
 }
 
-@Suite("Nested limits with feedback, schedules and key bookkeeping", .timeLimit(.minutes(1)))
+@Suite("Nested limits with feedback, schedules and key bookkeeping", .timeLimit(.minutes(5)))
 struct NestedLimitsLifecycleTests {
     let clock = ManualClock()
     func user(_ id: String) -> PolicyKey { PolicyKey(provider: "openai", scope: .user(id), within: [.org("acme")]) }

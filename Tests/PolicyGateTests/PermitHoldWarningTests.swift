@@ -6,7 +6,7 @@ import Testing
 /// A permit held longer than the service's hold warning is reported once, with its key, how
 /// long and its tokens; on a manual clock, no sleeps. The only sleeper on the clock in these
 /// gates (no schedules, nobody waiting) is the hold warning's timer.
-@Suite("Permits held too long", .timeLimit(.minutes(1)))
+@Suite("Permits held too long", .timeLimit(.minutes(5)))
 struct PermitHoldWarningTests {
     let clock = ManualClock()
     let key = PolicyKey(provider: "p", scope: .user("leaky"))

@@ -18,7 +18,7 @@ private func startWaiter(
     return (box, task)
 }
 
-@Suite("Priority classes: interactive before batch, the reserve, aging", .timeLimit(.minutes(1)))
+@Suite("Priority classes: interactive before batch, the reserve, aging", .timeLimit(.minutes(5)))
 struct PriorityTests {
     let clock = ManualClock()
     let key = PolicyKey(provider: "p", scope: .user("u"))

@@ -5,7 +5,7 @@ import Testing
 
 /// The provider's own feedback through the gate, on a manual clock: what is left until a reset,
 /// 429 pauses, expiry, and that feedback never loosens a configured cap.
-@Suite("Provider feedback through the gate", .timeLimit(.minutes(1)))
+@Suite("Provider feedback through the gate", .timeLimit(.minutes(5)))
 struct ProviderFeedbackGateTests {
     let clock = ManualClock()
     let a = PolicyKey(provider: "openai", scope: .user("a"))
@@ -169,7 +169,7 @@ struct ProviderFeedbackGateTests {
 }
 
 /// `feedback_scope`: whose calls share what the provider said.
-@Suite("Provider feedback scope", .timeLimit(.minutes(1)))
+@Suite("Provider feedback scope", .timeLimit(.minutes(5)))
 struct ProviderFeedbackScopeTests {
     let clock = ManualClock()
     let a = PolicyKey(provider: "byok", scope: .org("a"))

@@ -6,7 +6,7 @@ import Testing
 /// Schedules in configuration files: the `timezone` key and `[[limits.<provider>.schedule]]`
 /// entries, in TOML and JSON, encoded and decoded, and every mistake reported at once where it
 /// was written.
-@Suite("Schedules in a configuration", .timeLimit(.minutes(1)))
+@Suite("Schedules in a configuration", .timeLimit(.minutes(5)))
 struct ScheduleConfigurationTests {
     /// The issue's example: peak hours, a night batch and closed holidays over the base caps.
     static let example = """

@@ -13,7 +13,7 @@ private func utc(_ text: String) throws -> Date {
 /// Every gate starts at a fixed wall-clock date (`startDate`) on a `ManualClock`, so "now" in
 /// Europe/Berlin is known exactly and moves only when the test advances the clock. March 2026 is
 /// CET (UTC+1) until the 29th; October 2026 is CEST (UTC+2) until the 25th.
-@Suite("Schedules through the gate", .timeLimit(.minutes(1)))
+@Suite("Schedules through the gate", .timeLimit(.minutes(5)))
 struct ScheduledGateTests {
     let clock = ManualClock()
     let openai = PolicyKey(provider: "openai", scope: .user("u"))

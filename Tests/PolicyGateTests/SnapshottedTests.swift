@@ -6,7 +6,7 @@ import Testing
 
 /// The provider table's holder (``Snapshotted``): readers take no lock, yet never see a value
 /// half written, nor an older value once a newer one has been seen.
-@Suite("Snapshotted", .timeLimit(.minutes(2)))
+@Suite("Snapshotted", .timeLimit(.minutes(5)))
 struct SnapshottedTests {
     /// A value whose parts must agree: `stamp` and every element of `copies` are the same
     /// number, written at once by each writer. A reader that saw a slot mid-write would find

@@ -6,7 +6,7 @@ import Testing
 /// Spend budgets through the public API: costs reserved from estimates and settled by commits,
 /// exactly; each cap (hour, day, calendar month in the provider's time zone); calls without a
 /// price; limit changes; readouts.
-@Suite("Spend budgets", .timeLimit(.minutes(1)))
+@Suite("Spend budgets", .timeLimit(.minutes(5)))
 struct SpendBudgetTests {
     let key = PolicyKey(provider: "openai", scope: .user("u"))
 

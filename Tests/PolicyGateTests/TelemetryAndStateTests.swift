@@ -3,7 +3,7 @@ import PolicyGateTestKit
 import Synchronization
 import Testing
 
-@Suite("Telemetry and state", .timeLimit(.minutes(1)))
+@Suite("Telemetry and state", .timeLimit(.minutes(5)))
 struct TelemetryAndStateTests {
     let clock = ManualClock()
     let key = PolicyKey(provider: "p", scope: .project("x"))

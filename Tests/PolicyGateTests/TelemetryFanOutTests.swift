@@ -2,7 +2,7 @@ import PolicyGate
 import PolicyGateTestKit
 import Testing
 
-@Suite("Telemetry fan-out", .timeLimit(.minutes(1)))
+@Suite("Telemetry fan-out", .timeLimit(.minutes(5)))
 struct TelemetryFanOutTests {
     let clock = ManualClock()
     let key = PolicyKey(provider: "p", scope: .user("u"))

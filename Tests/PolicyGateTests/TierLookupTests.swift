@@ -7,7 +7,7 @@ import Testing
 /// A key of a provider with tiers finds its tier's caps in its own storage once they are
 /// known to be its tier's (``CompiledLimits/isTierVerified``): what marks them, what clears
 /// the mark, and that a call on the marked limits is checked against the tier's caps.
-@Suite("Tier lookup once per key", .timeLimit(.minutes(1)))
+@Suite("Tier lookup once per key", .timeLimit(.minutes(5)))
 struct TierLookupTests {
     let clock = ManualClock()
 

@@ -15,7 +15,7 @@ import Testing
 /// - **liveness**: once every permit is given back, every waiter still waiting is admitted
 ///   without the clock moving (nobody was left parked on caps that no longer apply);
 /// - refusals name the cause the model expects (an unknown tier), and nothing traps.
-@Suite("Tiers and overrides against a model while they change", .timeLimit(.minutes(3)))
+@Suite("Tiers and overrides against a model while they change", .timeLimit(.minutes(5)))
 struct TiersModelTests {
     @Test(
         "random changes of tiers, overrides and resolvers never over-admit and never strand a waiter", arguments: Array(1...6) as [UInt64])

@@ -6,7 +6,7 @@ import Testing
 
 /// Tiers and per-scope overrides through the public API: configured, named on the key or by
 /// a resolver, changed at runtime, composed with schedules.
-@Suite("Tiers and per-scope overrides", .timeLimit(.minutes(1)))
+@Suite("Tiers and per-scope overrides", .timeLimit(.minutes(5)))
 struct TiersTests {
     let clock = ManualClock()
 

@@ -2,7 +2,7 @@ import PolicyGate
 import PolicyGateTestKit
 import Testing
 
-@Suite("Waiting: concurrency slots, FIFO, maximum waits, timeouts", .timeLimit(.minutes(1)))
+@Suite("Waiting: concurrency slots, FIFO, maximum waits, timeouts", .timeLimit(.minutes(5)))
 struct WaitingTests {
     let clock = ManualClock()
 

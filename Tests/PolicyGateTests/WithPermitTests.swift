@@ -6,7 +6,7 @@ import Testing
 /// Scoped use: `withPermit` holds the permit exactly for its body; the clamping commit never
 /// throws; and the documented ways to hold a permit in a task group, a `Task` and a stored
 /// property, compiled and run.
-@Suite("Scoped permits", .timeLimit(.minutes(1)))
+@Suite("Scoped permits", .timeLimit(.minutes(5)))
 struct WithPermitTests {
     let key = PolicyKey(provider: "openai", scope: .user("u"))
     let limits = PolicyLimits(tokensPerMinute: 100_000, inputTokensPerMinute: 50_000, maxConcurrent: 2)

@@ -7,7 +7,7 @@ import PolicyGateTracing
 import Testing
 import Tracing
 
-@Suite("PolicyTracing", .timeLimit(.minutes(1)))
+@Suite("PolicyTracing", .timeLimit(.minutes(5)))
 struct PolicyTracingTests {
     typealias Attribute = PolicyTracing.Attribute
     let clock = ManualClock()
