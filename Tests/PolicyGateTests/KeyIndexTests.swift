@@ -197,6 +197,21 @@ struct KeyIndexTests {
         keys.reduce(0) { sum, key in sum + (admits(key, gate) && admits(key, gate) && !admits(key, gate) ? 0 : 1) }
     }
 
+    /// Once a minute and a bucket have passed and idle keys are purged: the gate holds no key,
+    /// its index agrees, and every key counts anew from zero (in reverse order, so that keys
+    /// land in other positions than before).
+    static func purgedAndCountedAnew(
+        _ keys: [PolicyKey], _ gate: PolicyService, _ clock: ManualClock, consistent: () -> Bool,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) {
+        clock.advance(by: .seconds(62))
+        _ = gate.purgeIdleKeys()
+        #expect(gate.storedKeyCount == 0, sourceLocation: sourceLocation)
+        #expect(consistent(), sourceLocation: sourceLocation)
+        #expect(miscounted(keys.reversed(), gate) == 0, sourceLocation: sourceLocation)
+        #expect(consistent(), sourceLocation: sourceLocation)
+    }
+
     @Test("4 000 scopes admit by their own counters while idle ones are swept and others move in the table")
     func manyScopesThroughTheService() throws {
         let clock = ManualClock()
@@ -230,12 +245,7 @@ struct KeyIndexTests {
         #expect(consistent())
         // The odd keys are still counted: one more call each is refused.
         #expect(odd.filter(admits).isEmpty)
-        clock.advance(by: .seconds(62))
-        _ = gate.purgeIdleKeys()
-        #expect(gate.storedKeyCount == 0)
-        #expect(consistent())
-        #expect(miscounted(keys.reversed()) == 0)
-        #expect(consistent())
+        Self.purgedAndCountedAnew(keys, gate, clock, consistent: consistent)
     }
 
     @Test("2 000 users in 40 orgs of a nested provider admit by their own and their org's counters while idle levels are swept")
@@ -287,11 +297,6 @@ struct KeyIndexTests {
         // Half of the first users, 25 per org: with the new ones, 70 of each org's 100.
         #expect(miscounted(keys.prefix(1_000)) == 0)
         #expect(consistent())
-        clock.advance(by: .seconds(62))
-        _ = gate.purgeIdleKeys()
-        #expect(gate.storedKeyCount == 0)
-        #expect(consistent())
-        #expect(miscounted(keys.reversed()) == 0)
-        #expect(consistent())
+        Self.purgedAndCountedAnew(keys, gate, clock, consistent: consistent)
     }
 }
