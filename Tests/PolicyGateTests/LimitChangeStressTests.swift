@@ -107,8 +107,8 @@ struct LimitChangeStressTests {
                 if inFlight >= cap {
                     violations.append("key \(k): admitted at \(call.time) with \(inFlight) in flight under a cap of \(cap)")
                 }
-                // Each admission is checked against the minute before it. Peak limits reach a key only at a clock
-                // reading past the transition, which then is its admissions' instant.
+                // Each admission is checked against the minute before it. Peak limits reach a key
+                // only at a clock reading past the transition, which then is its admissions' instant.
                 let requestCap = call.time < peakAt ? Self.offPeakRequests : Self.peakRequests
                 let inWindow = mine[..<i].reduce(0) { $0 + ($1.time > call.time - 60_000_000_000 ? 1 : 0) }
                 if inWindow + 1 > requestCap {
